@@ -1,0 +1,50 @@
+# `make run` and `make test` each do all set-up from nothing: Debian packages, virtualenv, pip,
+# migrations. Everything lands in .venv/ and instance/ inside the checkout.
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+APT_PACKAGES := espeak-ng sox libsox-fmt-base
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PORT ?= 5000
+export PORT
+
+.PHONY: run test test-slow lint system-deps setup clean
+
+system-deps:
+	@if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null; then \
+		echo "Installing Debian packages: $(APT_PACKAGES)"; \
+		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends $(APT_PACKAGES); \
+	fi
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+setup: system-deps $(STAMP)
+
+run: setup
+	HOTLINE_DEMO=1 $(BIN)/hotline db upgrade
+	HOTLINE_DEMO=1 $(BIN)/hotline flows check
+	HOTLINE_DEMO=1 $(BIN)/hotline prompts render
+	@echo ""
+	@echo "Halyq Uni hotline (demo mode) on http://127.0.0.1:$(PORT)"
+	@echo "Try a call from another terminal:  HOTLINE_DEMO=1 $(BIN)/hotline call --url http://127.0.0.1:$(PORT)"
+	@echo "Attach a recorded question:        ... hotline call --url http://127.0.0.1:$(PORT) --record question.wav"
+	@echo "See the callback queue:            HOTLINE_DEMO=1 $(BIN)/hotline queue"
+	@echo ""
+	HOTLINE_DEMO=1 $(BIN)/honcho start web worker
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest -m "not slow"
+
+test-slow: setup
+	$(BIN)/pytest -m slow
+
+clean:
+	rm -rf $(VENV) instance test-artifacts

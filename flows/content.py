@@ -1,0 +1,225 @@
+"""Load and validate the phone tree and its prompts (YAML: one tree, one file per language)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_CONTENT_DIR = Path(__file__).parent / "content"
+
+# Keys the engine gives a fixed meaning everywhere; a menu may not use them for options.
+RESERVED_KEYS = frozenset({"0", "*", "9", "#"})
+MAX_OPTIONS = 4
+# Spoken slowly (about 110 words a minute) 80 words is roughly 45 seconds.
+MAX_EXPLAINER_WORDS = 80
+EXPLAINER_PARTS = ("fact", "why", "todo")
+
+SYSTEM_PROMPTS = (
+    "greeting",
+    "language.choose",
+    "nav.lawyer",
+    "nav.language",
+    "nav.main",
+    "nav.not_heard",
+    "nav.wrong_key",
+    "explainer.menu",
+    "record.offer",
+    "record.intro",
+    "record.done",
+    "record.done.menu",
+    "record.empty",
+    "goodbye",
+    "error.apology",
+    "error.later",
+)
+# Prompts that must carry a placeholder, filled in from the configuration.
+PLACEHOLDERS = {"record.done": "{days}"}
+_PLACEHOLDER = re.compile(r"\{[a-z_]+\}")
+
+
+class ContentError(Exception):
+    """Content files that cannot drive a call; each problem names its file and key."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Menu:
+    """A keypad menu: its own id, and option key -> target node id."""
+
+    id: str
+    options: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Topic:
+    """A legal topic with a spoken explainer (fact, why it matters, what to do)."""
+
+    id: str
+    parent: str
+    sources: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Content:
+    """The whole validated phone tree with its prompts per language."""
+
+    directory: Path
+    status: str
+    languages: dict[str, str]
+    menus: dict[str, Menu]
+    topics: dict[str, Topic]
+    prompts: dict[str, dict[str, str]]
+
+    @property
+    def language_codes(self) -> tuple[str, ...]:
+        """Languages in the order the language menu speaks them."""
+        return tuple(self.languages.values())
+
+    def text(self, language: str, key: str) -> str:
+        """Return the prompt text of key in language."""
+        return self.prompts[language][key]
+
+    def required_prompts(self) -> list[str]:
+        """Every prompt key the tree and the engine need in each language."""
+        keys = list(SYSTEM_PROMPTS)
+        for menu in self.menus.values():
+            keys.append(f"menu.{menu.id}")
+            keys.extend(f"menu.{menu.id}.{key}" for key in menu.options)
+        for topic in self.topics.values():
+            keys.append(f"topic.{topic.id}.title")
+            keys.extend(f"topic.{topic.id}.{part}" for part in EXPLAINER_PARTS)
+        return keys
+
+
+def _read_yaml(path: Path, problems: list[str]) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        problems.append(f"{path.name}: file is missing")
+        return {}
+    except yaml.YAMLError as exc:
+        problems.append(f"{path.name}: not valid YAML: {exc}")
+        return {}
+    if not isinstance(data, dict):
+        problems.append(f"{path.name}: top level must be a mapping")
+        return {}
+    return data
+
+
+def _parse_tree(
+    tree: dict[str, Any], problems: list[str]
+) -> tuple[dict[str, str], dict[str, Menu], dict[str, Topic]]:
+    name = "tree.yaml"
+    languages = {str(k): str(v) for k, v in (tree.get("languages") or {}).items()}
+    if not languages:
+        problems.append(f"{name}: languages: at least one language is needed")
+    menus: dict[str, Menu] = {}
+    for menu_id, body in (tree.get("menus") or {}).items():
+        options = {str(k): str(v) for k, v in ((body or {}).get("options") or {}).items()}
+        menus[str(menu_id)] = Menu(str(menu_id), options)
+    if "main" not in menus:
+        problems.append(f"{name}: menus.main: the main menu is missing")
+    topic_ids = [str(t) for t in (tree.get("topics") or {})]
+    overlap = set(topic_ids) & set(menus)
+    if overlap:
+        problems.append(f"{name}: topics.{sorted(overlap)[0]}: a topic and a menu share the id")
+
+    parents: dict[str, str] = {}
+    for menu in menus.values():
+        where = f"{name}: menus.{menu.id}.options"
+        if not menu.options:
+            problems.append(f"{where}: a menu needs at least one option")
+        if len(menu.options) > MAX_OPTIONS:
+            problems.append(f"{where}: {len(menu.options)} options, at most {MAX_OPTIONS}")
+        for key, target in menu.options.items():
+            if key in RESERVED_KEYS or not re.fullmatch(r"[1-8]", key):
+                problems.append(f"{where}.{key}: key must be one of 1-8 (0 * 9 # are reserved)")
+            if target not in menus and target not in topic_ids:
+                problems.append(f"{where}.{key}: target '{target}' does not exist")
+            parents.setdefault(target, menu.id)
+
+    topics: dict[str, Topic] = {}
+    for topic_id, body in (tree.get("topics") or {}).items():
+        body = body or {}
+        topic_id = str(topic_id)
+        if topic_id not in parents:
+            problems.append(f"{name}: topics.{topic_id}: no menu leads to this topic")
+        sources = tuple(str(s) for s in body.get("sources") or ())
+        topics[topic_id] = Topic(topic_id, parents.get(topic_id, "main"), sources)
+    for key, code in languages.items():
+        if key in RESERVED_KEYS or not re.fullmatch(r"[1-8]", key):
+            problems.append(f"{name}: languages.{key}: key must be one of 1-8")
+        if not re.fullmatch(r"[a-z]{2}", code):
+            problems.append(f"{name}: languages.{key}: '{code}' is not a two-letter code")
+    return languages, menus, topics
+
+
+def _check_prompts(content: Content, problems: list[str]) -> None:
+    required = content.required_prompts()
+    for code in content.language_codes:
+        file = f"{code}.yaml"
+        prompts = content.prompts.get(code, {})
+        for key in required:
+            text = prompts.get(key)
+            if text is None:
+                problems.append(f"{file}: prompts.{key}: missing translation")
+            elif not text.strip():
+                problems.append(f"{file}: prompts.{key}: empty prompt")
+        for key in sorted(set(prompts) - set(required)):
+            problems.append(f"{file}: prompts.{key}: not used by the tree (a typo?)")
+        for key, text in prompts.items():
+            wanted = PLACEHOLDERS.get(key)
+            found = set(_PLACEHOLDER.findall(text))
+            if wanted and wanted not in found:
+                problems.append(f"{file}: prompts.{key}: must contain {wanted}")
+            if found - ({wanted} if wanted else set()):
+                problems.append(f"{file}: prompts.{key}: unknown placeholder {sorted(found)[0]}")
+        for topic in content.topics:
+            words = sum(
+                len(prompts.get(f"topic.{topic}.{part}", "").split()) for part in EXPLAINER_PARTS
+            )
+            if words > MAX_EXPLAINER_WORDS:
+                problems.append(
+                    f"{file}: prompts.topic.{topic}: explainer has {words} words, "
+                    f"at most {MAX_EXPLAINER_WORDS} (about 45 s spoken slowly)"
+                )
+
+
+def load_content(directory: Path | None = None) -> Content:
+    """Read and validate every content file; raise ContentError listing all problems."""
+    directory = directory or DEFAULT_CONTENT_DIR
+    problems: list[str] = []
+    tree = _read_yaml(directory / "tree.yaml", problems)
+    languages, menus, topics = _parse_tree(tree, problems)
+    prompts: dict[str, dict[str, str]] = {}
+    for code in languages.values():
+        data = _read_yaml(directory / f"{code}.yaml", problems)
+        if data and data.get("language") != code:
+            problems.append(f"{code}.yaml: language: must be '{code}'")
+        raw = data.get("prompts") or {}
+        if not isinstance(raw, dict):
+            problems.append(f"{code}.yaml: prompts: must be a mapping")
+            raw = {}
+        prompts[code] = {
+            str(k): ("" if v is None else str(v)) if not isinstance(v, (dict, list)) else ""
+            for k, v in raw.items()
+        }
+    content = Content(
+        directory=directory,
+        status=str(tree.get("status", "")),
+        languages=languages,
+        menus=menus,
+        topics=topics,
+        prompts=prompts,
+    )
+    _check_prompts(content, problems)
+    if problems:
+        raise ContentError(problems)
+    return content

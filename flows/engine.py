@@ -1,0 +1,228 @@
+"""The phone-menu engine: given where a caller is and what they pressed, what comes next.
+
+Pure logic over validated content: no Flask, no Twilio, no database. The web layer renders a
+`Screen` as TwiML and carries `node`, `language`, `tries` and `topic` in the next action URL.
+
+Keys mean the same everywhere (DESIGN.md, with the issue's choice for 9):
+``0`` main menu (in the main menu: ask a lawyer), ``*`` back, ``9`` change the language,
+``#`` ends a recording. Silence or a wrong key repeats the screen up to twice; after that the
+caller is offered to record a question, so nobody is stuck in a menu they cannot use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from flows.content import EXPLAINER_PARTS, Content
+
+LANGUAGE = "language"
+MAIN = "main"
+RECORD = "record"
+OFFER = "offer"
+DONE = "done"
+EMPTY = "empty"
+GOODBYE = "goodbye"
+SPECIAL_NODES = frozenset({LANGUAGE, RECORD, OFFER, DONE, EMPTY, GOODBYE})
+MAX_REPEATS = 2
+
+Wait = Literal["key", "record", "hangup"]
+
+# The callback promise says its number as a word, in the form the sentence needs: Russian
+# "в течение трёх рабочих дней" (genitive), Kazakh "үш жұмыс күні ішінде".
+DAY_WORDS = {
+    "ru": {2: "двух", 3: "трёх", 4: "четырёх", 5: "пяти", 6: "шести", 7: "семи", 8: "восьми",
+           9: "девяти", 10: "десяти"},
+    "kk": {2: "екі", 3: "үш", 4: "төрт", 5: "бес", 6: "алты", 7: "жеті", 8: "сегіз",
+           9: "тоғыз", 10: "он"},
+}
+CALLBACK_DAYS_RANGE = range(2, 11)
+
+
+class UnknownNode(Exception):
+    """A node id that the content does not define (a stale or forged action URL)."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One sentence to speak, in one language, with a stable key for its audio file."""
+
+    language: str
+    key: str
+    text: str
+
+    @property
+    def audio_name(self) -> str:
+        """File name of rendered audio: the key plus a hash of the exact text."""
+        digest = hashlib.sha1(self.text.encode("utf-8")).hexdigest()[:10]
+        return f"{self.key}-{digest}.wav"
+
+
+@dataclass(frozen=True)
+class Screen:
+    """What the caller hears next, and what the phone then waits for."""
+
+    node: str
+    language: str | None
+    prompts: tuple[Prompt, ...]
+    wait: Wait
+    tries: int = 0
+    topic: str | None = None
+    remember_language: str | None = None
+
+
+class Flow:
+    """The phone tree of one content folder, with the configured callback promise."""
+
+    def __init__(self, content: Content, callback_days: int = 3) -> None:
+        self.content = content
+        self.callback_days = callback_days
+
+    def prompt(self, language: str, key: str) -> Prompt:
+        """Return one prompt with its placeholders filled in."""
+        days = DAY_WORDS.get(language, {}).get(self.callback_days, str(self.callback_days))
+        text = self.content.text(language, key).replace("{days}", days)
+        return Prompt(language, key, text.strip())
+
+    def say(self, language: str | None, *keys: str) -> tuple[Prompt, ...]:
+        """Return prompts in one language, or in every language when it is not known yet."""
+        languages = (language,) if language else self.content.language_codes
+        return tuple(self.prompt(lang, key) for lang in languages for key in keys)
+
+    def all_prompts(self, language: str) -> Iterator[Prompt]:
+        """Yield every prompt a caller can hear in language (for rendering audio)."""
+        for key in sorted(self.content.prompts[language]):
+            yield self.prompt(language, key)
+
+    def known_language(self, language: str | None) -> str | None:
+        """Return language if the content speaks it, else None."""
+        return language if language in self.content.language_codes else None
+
+    def start(self, language: str | None) -> Screen:
+        """Greet a caller: returning callers go straight to the main menu."""
+        language = self.known_language(language)
+        screen = self.show(MAIN if language else LANGUAGE, language)
+        return _with_preface(screen, self.say(language, "greeting"))
+
+    def show(
+        self, node: str, language: str | None, tries: int = 0, topic: str | None = None
+    ) -> Screen:
+        """Build the screen for node: its prompts and what it waits for."""
+        language = self.known_language(language)
+        if node != LANGUAGE and node not in (OFFER, GOODBYE) and language is None:
+            node = LANGUAGE
+        content = self.content
+        if node == LANGUAGE:
+            return Screen(LANGUAGE, None, self.say(None, "language.choose"), "key", tries)
+        assert language is not None or node in (OFFER, GOODBYE)
+        if node in content.menus:
+            menu = content.menus[node]
+            keys_said = [f"menu.{node}", *(f"menu.{node}.{k}" for k in menu.options)]
+            keys_said += ["nav.lawyer", "nav.language"] if node == MAIN else ["nav.main"]
+            return Screen(node, language, self.say(language, *keys_said), "key", tries)
+        if node in content.topics:
+            parts = [f"topic.{node}.{part}" for part in EXPLAINER_PARTS] if tries == 0 else []
+            prompts = self.say(language, *parts, "explainer.menu")
+            return Screen(node, language, prompts, "key", tries, topic=node)
+        if node == RECORD:
+            return Screen(RECORD, language, self.say(language, "record.intro"), "record",
+                          topic=topic)
+        if node == OFFER:
+            prompts = self.say(language, "record.offer", "record.intro")
+            return Screen(OFFER, language, prompts, "record", topic=topic)
+        if node == DONE:
+            prompts = self.say(language, "record.done", "record.done.menu")
+            return Screen(DONE, language, prompts, "key", tries)
+        if node == EMPTY:
+            return Screen(EMPTY, language, self.say(language, "record.empty"), "key", tries,
+                          topic=topic)
+        if node == GOODBYE:
+            return Screen(GOODBYE, language, self.say(language, "goodbye"), "hangup")
+        raise UnknownNode(node)
+
+    def press(
+        self,
+        node: str,
+        language: str | None,
+        digits: str | None,
+        tries: int = 0,
+        topic: str | None = None,
+    ) -> Screen:
+        """Handle the keys pressed (or silence, when digits is empty) on node."""
+        if node not in SPECIAL_NODES and node not in self.content.menus and (
+            node not in self.content.topics
+        ):
+            raise UnknownNode(node)
+        language = self.known_language(language)
+        key = (digits or "").strip()[:1]
+        if node == LANGUAGE or language is None:
+            return self._press_language(key, tries)
+        if node == DONE:
+            # After the promise, silence or any key but 0 ends the call politely.
+            return self.show(MAIN, language) if key == "0" else self.show(GOODBYE, language)
+        if key == "9":
+            return self.show(LANGUAGE, None)
+        if key == "0":
+            return self.show(RECORD if node == MAIN else MAIN, language)
+        if key == "*":
+            return self.show(self._parent(node), language)
+        if node in self.content.menus:
+            target = self.content.menus[node].options.get(key)
+            if target:
+                return self.show(target, language)
+        elif node in self.content.topics:
+            if key == "1":
+                return self.show(node, language)
+            if key == "2":
+                return self.show(RECORD, language, topic=node)
+        elif node == EMPTY and key == "1":
+            return self.show(RECORD, language, topic=topic)
+        return self._repeat(node, language, key, tries, topic)
+
+    def recorded(self, language: str | None) -> Screen:
+        """Thank the caller and promise the callback."""
+        return self.show(DONE, language) if self.known_language(language) else self.show(
+            GOODBYE, None
+        )
+
+    def not_recorded(self, language: str | None, topic: str | None) -> Screen:
+        """Tell the caller nothing was heard and offer to record again."""
+        if self.known_language(language) is None:
+            return self.show(GOODBYE, None)
+        return self.show(EMPTY, language, topic=topic)
+
+    def _press_language(self, key: str, tries: int) -> Screen:
+        code = self.content.languages.get(key)
+        if code:
+            screen = self.show(MAIN, code)
+            return replace(screen, remember_language=code)
+        if key == "0":
+            return self.show(OFFER, None)
+        if key in ("*", "9"):
+            return self.show(LANGUAGE, None)
+        return self._repeat(LANGUAGE, None, key, tries, None)
+
+    def _repeat(
+        self, node: str, language: str | None, key: str, tries: int, topic: str | None
+    ) -> Screen:
+        if tries >= MAX_REPEATS:
+            if node == EMPTY:
+                return self.show(GOODBYE, language)
+            return self.show(OFFER, language, topic=topic)
+        reason = "nav.wrong_key" if key else "nav.not_heard"
+        screen = self.show(node, language, tries + 1, topic)
+        return _with_preface(screen, self.say(language, reason))
+
+    def _parent(self, node: str) -> str:
+        if node in self.content.topics:
+            return self.content.topics[node].parent
+        for menu in self.content.menus.values():
+            if node in menu.options.values():
+                return menu.id
+        return MAIN
+
+
+def _with_preface(screen: Screen, preface: tuple[Prompt, ...]) -> Screen:
+    return replace(screen, prompts=preface + screen.prompts)

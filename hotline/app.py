@@ -1,0 +1,57 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from dotenv import load_dotenv
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from hotline import jobs
+from hotline.config import Settings
+from hotline.runtime import build_runtime
+
+log = logging.getLogger(__name__)
+
+# Twilio's webhook forms are small; anything bigger than this is not Twilio.
+MAX_REQUEST_BYTES = 64 * 1024
+
+
+def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
+    """Create the hotline app from the environment, with config (a Settings or overrides) last."""
+    load_dotenv()
+    if isinstance(config, Settings):
+        settings = config
+    else:
+        settings = Settings.from_env().override(**dict(config or {}))
+    runtime = build_runtime(settings)
+
+    app = Flask(__name__, instance_path=str(settings.data_dir))
+    app.config.update(SECRET_KEY=settings.ensure_secret_key(),
+                      MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES)
+    app.extensions["hotline"] = runtime
+    jobs.bind(runtime)
+    if settings.proxy_hops:
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=settings.proxy_hops, x_proto=settings.proxy_hops,
+            x_host=settings.proxy_hops, x_port=settings.proxy_hops, x_prefix=settings.proxy_hops,
+        )
+
+    from hotline import voice
+
+    app.register_blueprint(voice.bp)
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        """Tell a load balancer the process is up."""
+        return {"status": "ok"}
+
+    if settings.demo:
+        log.warning(
+            "DEMO MODE is on: development Twilio credentials, recordings accepted from this "
+            "machine. Never run a public number like this (unset HOTLINE_DEMO)."
+        )
+    return app

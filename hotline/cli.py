@@ -1,0 +1,283 @@
+"""The `hotline` command: Flask's own commands plus the hotline's."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from datetime import timedelta, timezone
+from pathlib import Path
+from typing import Any, cast
+
+import click
+from flask import Flask, current_app
+from flask.cli import FlaskGroup, with_appcontext
+
+from flows.content import ContentError, load_content
+from hotline.config import ConfigError, Settings
+from hotline.runtime import Runtime
+
+LOCAL_TIME = timezone(timedelta(hours=5), "Asia/Almaty")
+
+
+def _create_app() -> Flask:
+    from hotline.app import create_app
+
+    try:
+        return create_app()
+    except (ConfigError, ContentError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _runtime() -> Runtime:
+    return cast(Runtime, current_app.extensions["hotline"])
+
+
+@click.group(cls=FlaskGroup, create_app=_create_app, add_version_option=False)
+def main() -> None:
+    """Halyq Uni hotline: run it, check its content, work its queue."""
+
+
+# -- database -------------------------------------------------------------------------------
+
+@main.group()
+def db() -> None:
+    """Database schema (Alembic migrations)."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Bring the database schema up to date."""
+    from storage.db import upgrade
+
+    settings = Settings.from_env()
+    upgrade(settings.database_url)
+    click.echo("database is up to date")
+
+
+# -- content and prompts --------------------------------------------------------------------
+
+@main.group()
+def flows() -> None:
+    """The phone tree's content."""
+
+
+@flows.command("check")
+@click.option("--content", "content_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Content folder (default: HOTLINE_CONTENT_DIR or the packaged content).")
+def flows_check(content_dir: Path | None) -> None:
+    """Validate every content file; exit non-zero naming file and key of each problem."""
+    content_dir = content_dir or Settings.from_env().content_dir
+    try:
+        content = load_content(content_dir)
+    except ContentError as exc:
+        for problem in exc.problems:
+            click.echo(f"error: {problem}", err=True)
+        raise SystemExit(1) from exc
+    click.echo(
+        f"content OK: {len(content.languages)} languages, {len(content.menus)} menus, "
+        f"{len(content.topics)} topics ({content.status})"
+    )
+
+
+@main.group()
+def prompts() -> None:
+    """Prompt audio files."""
+
+
+@prompts.command("render")
+@click.option("--language", "languages", multiple=True, default=("kk",), show_default=True,
+              help="Languages to render (Kazakh always needs audio; Russian can use <Say>).")
+@click.option("--force", is_flag=True, help="Render again even where audio exists.")
+@click.option("--rate", default=120, show_default=True, help="espeak-ng words per minute.")
+@with_appcontext
+def prompts_render(languages: tuple[str, ...], force: bool, rate: int) -> None:
+    """Render missing prompts offline with espeak-ng, slowly, until a person records them."""
+    rt = _runtime()
+    total = 0
+    for language in languages:
+        written = rt.prompts.render_missing(rt.flow.all_prompts(language), force=force, rate=rate)
+        total += len(written)
+        click.echo(f"{language}: {len(written)} prompts rendered into {rt.prompts.directory}")
+    if not total:
+        click.echo("every prompt already has audio")
+
+
+# -- the queue and recordings ---------------------------------------------------------------
+
+@main.command("queue")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document for machines.")
+@with_appcontext
+def queue(as_json: bool) -> None:
+    """List waiting questions, oldest first."""
+    from storage.db import unit_of_work
+    from storage.questions import waiting_questions
+
+    rt = _runtime()
+    rows: list[dict[str, Any]] = []
+    with unit_of_work(rt.sessions) as session:
+        for question in waiting_questions(session):
+            recording = question.recording
+            audio = None
+            if recording is not None and recording.file_path:
+                audio = str(rt.settings.audio_dir / recording.file_path)
+            rows.append({
+                "id": question.id,
+                "created": question.created_at.astimezone(LOCAL_TIME).isoformat(),
+                "phone": question.caller.phone if question.caller else None,
+                "channel": question.channel,
+                "language": question.language,
+                "topic": question.topic,
+                "duration": recording.duration if recording else None,
+                "download": recording.download_state if recording else None,
+                "error": recording.last_error if recording else None,
+                "audio": audio,
+            })
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    if not rows:
+        click.echo("no questions are waiting")
+        return
+    for row in rows:
+        seconds = f"{row['duration']} s" if row["duration"] is not None else "-"
+        where = row["audio"] or f"audio {row['download']}: {row['error'] or 'not downloaded yet'}"
+        click.echo(
+            f"#{row['id']:<5} {row['created'][:16]}  {row['phone'] or 'no number':<13} "
+            f"{row['language'] or '??'}  {row['topic'] or 'general':<18} {seconds:>6}  {where}"
+        )
+
+
+@main.group()
+def recordings() -> None:
+    """Recorded questions' audio."""
+
+
+@recordings.command("retry")
+@with_appcontext
+def recordings_retry() -> None:
+    """Fetch again every recording that is not stored yet (failed, refused or pending)."""
+    from hotline.recordings import download_recording
+    from storage.db import unit_of_work
+    from storage.questions import recordings_to_fetch
+
+    rt = _runtime()
+    with unit_of_work(rt.sessions) as session:
+        todo = [(r.id, r.recording_sid) for r in recordings_to_fetch(session)]
+    if not todo:
+        click.echo("nothing to fetch")
+        return
+    failed = 0
+    for recording_id, sid in todo:
+        state = download_recording(rt, recording_id)
+        failed += state != "stored"
+        click.echo(f"{sid}: {state}")
+    if failed:
+        raise SystemExit(1)
+
+
+# -- the worker -----------------------------------------------------------------------------
+
+@main.command("worker")
+@click.option("--workers", default=1, show_default=True, help="Worker threads.")
+def worker(workers: int) -> None:
+    """Run the background job consumer (recording downloads)."""
+    from hotline.jobs import current_runtime, huey
+
+    current_runtime()  # fail fast on bad settings or content
+    huey.create_consumer(workers=workers, worker_type="thread").run()
+
+
+# -- the caller simulator -------------------------------------------------------------------
+
+@main.command("call")
+@click.option("--url", help="Hotline base URL (default: an in-process app on this configuration).")
+@click.option("--from", "caller", default="+77011234567", show_default=True,
+              help="The caller's phone number.")
+@click.option("--keys", help="Scripted answers, space-separated: digits, * #, '_' for silence, "
+              "'rec' to speak the --record file at a recording, 'hangup'.")
+@click.option("--record", "record_file", type=click.Path(exists=True, dir_okay=False,
+              path_type=Path), help="WAV file to use as the recorded question.")
+@click.option("--end", type=click.Choice(["#", "hangup"]), default="#", show_default=True,
+              help="How the caller ends the recording.")
+def call(url: str | None, caller: str, keys: str | None, record_file: Path | None,
+         end: str) -> None:
+    """Call the hotline as a phone would: hear prompts, press keys, record a question."""
+    from hotline.simulator import (
+        HANGUP,
+        SILENCE,
+        FlaskTransport,
+        HttpTransport,
+        Input,
+        MediaServer,
+        PhoneSimulator,
+        Speak,
+        Transport,
+        scripted,
+    )
+
+    settings = Settings.from_env()
+    try:
+        settings.check()
+        flow_content = load_content(settings.content_dir)
+    except (ConfigError, ContentError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    from flows.engine import Flow
+
+    spoken = Speak(record_file, end="hangup" if end == "hangup" else "#") if record_file else None
+
+    def token(value: str) -> Input:
+        if value in ("_", "."):
+            return SILENCE
+        if value == "rec":
+            if spoken is None:
+                raise click.ClickException("'rec' needs --record FILE")
+            return spoken
+        return value
+
+    def ask(kind: str) -> Input:
+        if kind == "record":
+            hint = f"Enter to say {record_file.name}, " if record_file else ""
+            answer = click.prompt(f"  (recording) {hint}'_' silence, 'h' hang up",
+                                  default="" if record_file else "_", show_default=False)
+            if answer == "h":
+                return HANGUP
+            return spoken if (spoken and answer == "") else SILENCE
+        answer = click.prompt("  key (Enter = silence, h = hang up)", default="",
+                              show_default=False)
+        return HANGUP if answer == "h" else answer.strip()[:1]
+
+    keypad: Callable[[str], Input] = (
+        scripted([token(t) for t in keys.split()]) if keys is not None else ask
+    )
+    with MediaServer(settings.twilio_account_sid, settings.twilio_auth_token) as media:
+        transport: Transport
+        if url:
+            base = url
+            transport = HttpTransport()
+        else:
+            from hotline.app import create_app
+            from hotline.jobs import huey
+
+            huey.immediate = True  # in-process: downloads run inline, no worker needed
+            app = create_app(settings.override(
+                twilio_media_hosts=(*settings.twilio_media_hosts, media.host)))
+            base = "http://hotline.local"
+            transport = FlaskTransport(app)
+        simulator = PhoneSimulator(
+            transport, base, account_sid=settings.twilio_account_sid,
+            auth_token=settings.twilio_auth_token, caller=caller,
+            hotline_number=settings.twilio_phone_number or "+77000000000", media=media,
+            flow=Flow(flow_content, settings.callback_days), echo=click.echo,
+        )
+        log = simulator.call(keypad)
+        if url and log.recordings:
+            click.echo("waiting for the hotline's worker to fetch the recording ...")
+            for sid in log.recordings:
+                if not media.wait_served(sid, timeout=60):
+                    click.echo(f"  {sid} was not fetched within 60 s (is the worker running?)")
+    click.echo(f"call {log.call_sid} ended ({log.hung_up_by or 'no more TwiML'}); "
+               f"keys {' '.join(k or '_' for k in log.pressed) or '-'}; "
+               f"{len(log.recordings)} recording(s)")
+    if any(status >= 400 for _url, status in log.statuses):
+        sys.exit(1)

@@ -1,0 +1,133 @@
+"""Typed settings read from the environment (a `.env` file is read in development)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+DEMO_ACCOUNT_SID = "AC00000000000000000000000000000000"
+DEMO_AUTH_TOKEN = "demo-auth-token-not-secret"
+DEMO_PHONE_NUMBER = "+77000000000"
+
+
+class ConfigError(Exception):
+    """The configuration cannot run the hotline; the message says what to set."""
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _hosts(value: str) -> tuple[str, ...]:
+    return tuple(h.strip().lower() for h in value.split(",") if h.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the hotline needs to know about its deployment."""
+
+    data_dir: Path = Path("instance")
+    database_url: str = ""
+    redis_url: str | None = None
+    secret_key: str = ""
+    twilio_account_sid: str = ""
+    twilio_auth_token: str = ""
+    twilio_phone_number: str = ""
+    twilio_api_url: str = "https://api.twilio.com"
+    twilio_media_hosts: tuple[str, ...] = ("api.twilio.com",)
+    public_base_url: str | None = None
+    proxy_hops: int = 0
+    vosk_model_kk: Path | None = None
+    vosk_model_ru: Path | None = None
+    demo: bool = False
+    content_dir: Path | None = None
+    russian_voice: str = "Polly.Tatyana"
+    speech_rate: str = "85%"
+    callback_days: int = 3
+    gather_timeout: int = 7
+    download_attempts: int = 5
+    download_backoff: float = 2.0
+    default_region: str = "KZ"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from environment variables, with demo defaults when HOTLINE_DEMO is on."""
+        env = os.environ if env is None else env
+        data_dir = Path(env.get("HOTLINE_DATA_DIR", "instance")).resolve()
+        demo = _flag(env.get("HOTLINE_DEMO"))
+        media_hosts = _hosts(env.get("TWILIO_MEDIA_HOSTS", "api.twilio.com"))
+        if demo:
+            # The built-in simulator serves recordings from this machine.
+            media_hosts = tuple(dict.fromkeys((*media_hosts, "127.0.0.1", "localhost")))
+        models = data_dir / "models"
+        content = env.get("HOTLINE_CONTENT_DIR")
+        return cls(
+            data_dir=data_dir,
+            database_url=env.get("DATABASE_URL") or f"sqlite:///{data_dir / 'hotline.sqlite3'}",
+            redis_url=env.get("REDIS_URL") or None,
+            secret_key=env.get("SECRET_KEY", ""),
+            twilio_account_sid=env.get("TWILIO_ACCOUNT_SID")
+            or (DEMO_ACCOUNT_SID if demo else ""),
+            twilio_auth_token=env.get("TWILIO_AUTH_TOKEN") or (DEMO_AUTH_TOKEN if demo else ""),
+            twilio_phone_number=env.get("TWILIO_PHONE_NUMBER")
+            or (DEMO_PHONE_NUMBER if demo else ""),
+            twilio_api_url=env.get("TWILIO_API_URL", "https://api.twilio.com").rstrip("/"),
+            twilio_media_hosts=media_hosts,
+            public_base_url=(env.get("PUBLIC_BASE_URL") or "").rstrip("/") or None,
+            proxy_hops=int(env.get("HOTLINE_PROXY_HOPS", "0")),
+            vosk_model_kk=Path(env["VOSK_MODEL_KK"]) if env.get("VOSK_MODEL_KK") else models / "kk",
+            vosk_model_ru=Path(env["VOSK_MODEL_RU"]) if env.get("VOSK_MODEL_RU") else models / "ru",
+            demo=demo,
+            content_dir=Path(content) if content else None,
+            russian_voice=env.get("HOTLINE_RU_VOICE", "Polly.Tatyana"),
+            speech_rate=env.get("HOTLINE_SPEECH_RATE", "85%"),
+            callback_days=int(env.get("HOTLINE_CALLBACK_DAYS", "3")),
+            gather_timeout=int(env.get("HOTLINE_GATHER_TIMEOUT", "7")),
+            download_attempts=int(env.get("HOTLINE_DOWNLOAD_ATTEMPTS", "5")),
+            download_backoff=float(env.get("HOTLINE_DOWNLOAD_BACKOFF", "2")),
+        )
+
+    def override(self, **changes: Any) -> Settings:
+        """Return a copy with some settings replaced (tests apply theirs last)."""
+        return replace(self, **changes)
+
+    @property
+    def audio_dir(self) -> Path:
+        """Folder where downloaded recordings are kept (never under the web root)."""
+        return self.data_dir / "audio"
+
+    @property
+    def prompts_dir(self) -> Path:
+        """Folder of prompt audio: recorded by people, or rendered with espeak-ng."""
+        return self.data_dir / "prompts"
+
+    @property
+    def jobs_file(self) -> Path:
+        """SQLite file of the default job queue."""
+        return self.data_dir / "jobs.sqlite3"
+
+    def ensure_secret_key(self) -> str:
+        """Return SECRET_KEY, generating one into the data folder on first run."""
+        if self.secret_key:
+            return self.secret_key
+        path = self.data_dir / "secret_key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_hex(32))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+    def check(self) -> None:
+        """Refuse settings that cannot serve Twilio safely."""
+        if not self.twilio_auth_token:
+            raise ConfigError(
+                "TWILIO_AUTH_TOKEN is not set: webhooks cannot be verified. "
+                "Set it, or HOTLINE_DEMO=1 to try the hotline without a Twilio account."
+            )
+        if not 2 <= self.callback_days <= 10:
+            # The promise is spoken as a word; the content has forms for 2 to 10.
+            raise ConfigError("HOTLINE_CALLBACK_DAYS must be between 2 and 10.")

@@ -1,0 +1,79 @@
+"""Prompt audio: files recorded by people win; missing Kazakh ones are rendered with espeak-ng."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from flows.engine import Prompt
+
+log = logging.getLogger(__name__)
+
+# espeak-ng voices for the content languages; 120 words a minute is slow and clear.
+ESPEAK_VOICES = {"kk": "kk", "ru": "ru"}
+DEFAULT_RATE = 120
+
+
+class PromptRenderError(Exception):
+    """espeak-ng or sox is missing or failed."""
+
+
+class PromptLibrary:
+    """Audio files for prompts under one folder: `<lang>/<key>.wav` or `<lang>/<key>-<hash>.wav`."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def recorded_path(self, prompt: Prompt) -> Path:
+        """Where a person's recording of this prompt goes (used whatever the text says)."""
+        return self.directory / prompt.language / f"{prompt.key}.wav"
+
+    def rendered_path(self, prompt: Prompt) -> Path:
+        """Where the synthesised audio of this exact text goes."""
+        return self.directory / prompt.language / prompt.audio_name
+
+    def file_for(self, prompt: Prompt) -> Path | None:
+        """Return the audio file to play for prompt, or None when there is none yet."""
+        for path in (self.recorded_path(prompt), self.rendered_path(prompt)):
+            if path.is_file():
+                return path
+        return None
+
+    def render_missing(
+        self, prompts: Iterable[Prompt], *, force: bool = False, rate: int = DEFAULT_RATE
+    ) -> list[Path]:
+        """Synthesise every prompt that has no audio yet; return the files written."""
+        espeak, sox = shutil.which("espeak-ng"), shutil.which("sox")
+        if not espeak or not sox:
+            raise PromptRenderError(
+                "espeak-ng and sox are needed to render prompts (apt-get install espeak-ng sox)"
+            )
+        written = []
+        for prompt in prompts:
+            target = self.rendered_path(prompt)
+            if not force and self.file_for(prompt) is not None:
+                continue
+            voice = ESPEAK_VOICES.get(prompt.language)
+            if voice is None:
+                raise PromptRenderError(f"no espeak-ng voice for language {prompt.language}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+                raw = Path(tmp) / "raw.wav"
+                out = Path(tmp) / "out.wav"
+                _run([espeak, "-v", voice, "-s", str(rate), "-w", str(raw), prompt.text])
+                # Telephone audio: 8 kHz mono 16-bit, with a short pause after each sentence.
+                _run([sox, str(raw), "-r", "8000", "-c", "1", "-b", "16", str(out),
+                      "pad", "0", "0.4"])
+                out.replace(target)
+            written.append(target)
+        return written
+
+
+def _run(command: list[str]) -> None:
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise PromptRenderError(f"{Path(command[0]).name} failed: {result.stderr.strip()}")

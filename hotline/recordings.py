@@ -1,0 +1,160 @@
+"""Fetch a recorded question from Twilio's media host and keep it under the audio root."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import requests
+
+from hotline.runtime import Runtime
+from storage import questions
+from storage.db import unit_of_work
+from storage.models import DOWNLOAD_STORED
+
+log = logging.getLogger(__name__)
+
+# Statuses worth another try: the recording is not there yet, or the host is struggling.
+RETRY_STATUSES = {404, 408, 425, 429, 500, 502, 503, 504}
+CONNECT_TIMEOUT, READ_TIMEOUT = 5, 30
+MAX_RECORDING_BYTES = 50 * 1024 * 1024  # 120 s of 8 kHz WAV is about 2 MB
+
+
+class DownloadError(Exception):
+    """The recording could not be fetched; the message is kept on the recording row."""
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def media_url_allowed(url: str, allowed_hosts: tuple[str, ...]) -> bool:
+    """Tell whether url is on an allowed media host (https; plain http only on this machine)."""
+    try:
+        parts = urlsplit(url)
+        host, port = (parts.hostname or "").lower(), parts.port
+    except ValueError:
+        return False
+    if parts.scheme not in ("https", "http") or not host or parts.username or parts.password:
+        return False
+    if parts.scheme == "http" and not _is_loopback(host):
+        return False
+    port = port or (443 if parts.scheme == "https" else 80)
+    for entry in allowed_hosts:
+        allowed_host, _, allowed_port = entry.partition(":")
+        if host == allowed_host and (not allowed_port or allowed_port == str(port)):
+            return True
+    return False
+
+
+def fetch_to_file(
+    url: str,
+    target: Path,
+    *,
+    auth: tuple[str, str],
+    attempts: int,
+    backoff: float,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Download url into target atomically, retrying while the host says 'not yet'; return bytes."""
+    last_error = "no attempt made"
+    for attempt in range(max(1, attempts)):
+        if attempt:
+            sleep(backoff * 2 ** (attempt - 1))
+        try:
+            with requests.get(url, auth=auth, stream=True,
+                              timeout=(CONNECT_TIMEOUT, READ_TIMEOUT)) as response:
+                if response.status_code in RETRY_STATUSES:
+                    last_error = f"HTTP {response.status_code} from media host"
+                    continue
+                if response.status_code != 200:
+                    raise DownloadError(f"HTTP {response.status_code} from media host")
+                return _write_wav(response, target)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            last_error = f"{type(exc).__name__}: {exc}"
+    raise DownloadError(f"gave up after {attempts} attempts: {last_error}")
+
+
+def _write_wav(response: requests.Response, target: Path) -> int:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    size = 0
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for chunk in response.iter_content(64 * 1024):
+                size += len(chunk)
+                if size > MAX_RECORDING_BYTES:
+                    raise DownloadError("recording is larger than 50 MB")
+                out.write(chunk)
+        with open(tmp_name, "rb") as check:
+            header = check.read(12)
+        if header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+            raise DownloadError("media host did not send a WAV file")
+        os.replace(tmp_name, target)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return size
+
+
+def relative_audio_path(recording_sid: str, when: datetime) -> str:
+    """Where a recording lives under the audio root (the SID was validated at the webhook)."""
+    return f"recordings/{when:%Y/%m}/{recording_sid}.wav"
+
+
+def download_recording(
+    runtime: Runtime, recording_id: int, sleep: Callable[[float], None] = time.sleep
+) -> str:
+    """Fetch one recording and record the outcome on its row; return the download state."""
+    settings = runtime.settings
+    with unit_of_work(runtime.sessions) as session:
+        recording = questions.get_recording(session, recording_id)
+        if recording is None:
+            log.error("recording %s does not exist", recording_id)
+            return "missing"
+        if recording.download_state == DOWNLOAD_STORED and recording.file_path and (
+            settings.audio_dir / recording.file_path
+        ).is_file():
+            return recording.download_state
+        url, sid, created = recording.source_url, recording.recording_sid, recording.created_at
+        now = datetime.now(UTC)
+        if not media_url_allowed(url, settings.twilio_media_hosts):
+            host = urlsplit(url).netloc
+            log.warning("refused to fetch recording %s from %r: not a media host", sid, host)
+            questions.mark_recording_failed(
+                session, recording, f"refused: {host!r} is not in TWILIO_MEDIA_HOSTS", now,
+                refused=True,
+            )
+            return recording.download_state
+        questions.count_download_attempt(session, recording, now)
+    relative = relative_audio_path(sid, created)
+    try:
+        fetch_to_file(
+            url, settings.audio_dir / relative,
+            auth=(settings.twilio_account_sid, settings.twilio_auth_token),
+            attempts=settings.download_attempts, backoff=settings.download_backoff, sleep=sleep,
+        )
+    except (DownloadError, OSError) as exc:
+        log.warning("recording %s not downloaded: %s", sid, exc)
+        with unit_of_work(runtime.sessions) as session:
+            recording = questions.get_recording(session, recording_id)
+            assert recording is not None
+            questions.mark_recording_failed(session, recording, str(exc), datetime.now(UTC))
+            return recording.download_state
+    with unit_of_work(runtime.sessions) as session:
+        recording = questions.get_recording(session, recording_id)
+        assert recording is not None
+        questions.mark_recording_stored(session, recording, relative, datetime.now(UTC))
+        return recording.download_state

@@ -1,0 +1,39 @@
+"""What a web process or a worker needs at hand: settings, database, the phone tree, prompts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from flows.content import load_content
+from flows.engine import Flow
+from hotline.config import Settings
+from hotline.prompts import PromptLibrary
+from storage.db import make_engine, make_session_factory
+
+
+@dataclass
+class Runtime:
+    """Long-lived objects shared by requests and jobs of one process."""
+
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    flow: Flow
+    prompts: PromptLibrary
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    """Check settings and content, and connect to the database (raises on invalid content)."""
+    settings.check()
+    flow = Flow(load_content(settings.content_dir), callback_days=settings.callback_days)
+    engine = make_engine(settings.database_url)
+    return Runtime(
+        settings=settings,
+        engine=engine,
+        sessions=make_session_factory(engine),
+        flow=flow,
+        prompts=PromptLibrary(settings.prompts_dir),
+    )

@@ -1,0 +1,78 @@
+"""Twilio at the web edge: the signature check, public URLs, and form parsing."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar, cast
+
+from flask import abort, current_app, request, url_for
+from twilio.request_validator import RequestValidator
+
+from hotline.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+CALL_SID = re.compile(r"^CA[0-9a-fA-F]{32}$")
+RECORDING_SID = re.compile(r"^RE[0-9a-fA-F]{32}$")
+
+
+def runtime() -> Runtime:
+    """Return the runtime of the current app."""
+    return cast(Runtime, current_app.extensions["hotline"])
+
+
+def public_url() -> str:
+    """Return the URL Twilio requested, as Twilio saw it (PUBLIC_BASE_URL behind a proxy)."""
+    base = runtime().settings.public_base_url
+    if base:
+        query = request.query_string.decode("latin-1")
+        path = request.script_root + request.path
+        return f"{base}{path}?{query}" if query else f"{base}{path}"
+    return request.url
+
+
+def external_url(endpoint: str, **params: Any) -> str:
+    """Return an absolute URL for Twilio to call next (on the public base URL when set)."""
+    base = runtime().settings.public_base_url
+    clean = {k: v for k, v in params.items() if v is not None and v != ""}
+    if base:
+        return base + url_for(endpoint, **clean)
+    return url_for(endpoint, _external=True, **clean)
+
+
+def twilio_webhook(view: F) -> F:
+    """Reject a request without a valid X-Twilio-Signature with 403 before the view runs."""
+
+    @wraps(view)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        signature = request.headers.get("X-Twilio-Signature", "")
+        validator = RequestValidator(runtime().settings.twilio_auth_token)
+        if not signature or not validator.validate(public_url(), request.form, signature):
+            log.warning("refused a webhook with a bad signature: %s", request.path)
+            abort(403)
+        return view(*args, **kwargs)
+
+    return cast(F, checked)
+
+
+def form_sid(name: str, pattern: re.Pattern[str]) -> str:
+    """Return a Twilio SID field from the form, or answer 400 when it is missing or malformed."""
+    value = request.form.get(name, "")
+    if not pattern.fullmatch(value):
+        abort(400, description=f"{name} is missing or malformed")
+    return value
+
+
+def form_int(name: str) -> int | None:
+    """Return an integer field from the form, None when absent; 400 when it is not a number."""
+    value = request.form.get(name, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or len(value) > 9:
+        abort(400, description=f"{name} must be a number")
+    return int(value)

@@ -1,0 +1,89 @@
+"""Render flow screens as TwiML: the one place where TwiML is built."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from twilio.twiml.voice_response import Gather, Record, VoiceResponse
+
+from flows.engine import Prompt, Screen
+from hotline.config import Settings
+
+log = logging.getLogger(__name__)
+
+# Languages Twilio can speak with <Say>; Kazakh has no voice, so it is always <Play>ed.
+SAY_LANGUAGES = {"ru": "ru-RU"}
+MAX_RECORDING_SECONDS = 120
+RECORDING_SILENCE_SECONDS = 10
+
+PromptUrl = Callable[[Prompt], str | None]
+
+
+def _speak(parent: VoiceResponse | Gather, prompt: Prompt, audio_url: PromptUrl,
+           settings: Settings) -> None:
+    url = audio_url(prompt)
+    if url:
+        parent.play(url)
+        return
+    say_language = SAY_LANGUAGES.get(prompt.language)
+    if say_language is None:
+        # No audio yet (run `hotline prompts render`): read the Cyrillic text with the
+        # Russian voice rather than leave the caller in silence.
+        log.warning("no audio for %s prompt %s; falling back to <Say>", prompt.language, prompt.key)
+        say_language = "ru-RU"
+    say = parent.say(language=say_language, voice=settings.russian_voice)
+    say.prosody(prompt.text, rate=settings.speech_rate)
+
+
+def render_screen(
+    screen: Screen,
+    *,
+    action_url: str,
+    recorded_url: str,
+    recording_status_url: str,
+    audio_url: PromptUrl,
+    settings: Settings,
+) -> str:
+    """Return the TwiML document for screen; action URLs carry the caller's place in the tree."""
+    response = VoiceResponse()
+    if screen.wait == "key":
+        gather = Gather(input="dtmf", num_digits=1, timeout=settings.gather_timeout,
+                        action=action_url, method="POST", action_on_empty_result=True)
+        for prompt in screen.prompts:
+            _speak(gather, prompt, audio_url, settings)
+        response.append(gather)
+        # Providers without actionOnEmptyResult fall through to here: same URL, no Digits.
+        response.redirect(action_url, method="POST")
+    elif screen.wait == "record":
+        for prompt in screen.prompts:
+            _speak(response, prompt, audio_url, settings)
+        response.append(Record(
+            action=recorded_url, method="POST", max_length=MAX_RECORDING_SECONDS,
+            finish_on_key="#", play_beep=True, timeout=RECORDING_SILENCE_SECONDS,
+            trim="trim-silence", recording_status_callback=recording_status_url,
+            recording_status_callback_method="POST",
+            recording_status_callback_event="completed",
+        ))
+        # Reached only when nothing was recorded: the action tells the caller so.
+        response.redirect(recorded_url, method="POST")
+    else:
+        for prompt in screen.prompts:
+            _speak(response, prompt, audio_url, settings)
+        response.hangup()
+    return str(response)
+
+
+def render_prompts_then(
+    prompts: tuple[Prompt, ...], *, redirect_url: str | None, audio_url: PromptUrl,
+    settings: Settings,
+) -> str:
+    """Return TwiML that speaks prompts, then redirects (or hangs up with nowhere to go)."""
+    response = VoiceResponse()
+    for prompt in prompts:
+        _speak(response, prompt, audio_url, settings)
+    if redirect_url:
+        response.redirect(redirect_url, method="POST")
+    else:
+        response.hangup()
+    return str(response)

@@ -1,0 +1,220 @@
+"""Voice webhooks: Twilio posts here, the flow decides, TwiML answers."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from flask import Blueprint, Response, abort, request, send_from_directory
+from werkzeug.exceptions import HTTPException
+
+from flows.engine import MAIN, Prompt, Screen, UnknownNode
+from hotline import jobs
+from hotline.twilio_glue import (
+    CALL_SID,
+    RECORDING_SID,
+    external_url,
+    form_int,
+    form_sid,
+    runtime,
+    twilio_webhook,
+)
+from hotline.twiml import render_prompts_then, render_screen
+from storage import calls, questions
+from storage.db import unit_of_work
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("voice", __name__, url_prefix="/voice")
+
+TWIML = "application/xml"
+MAX_ERRORS = 1
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _language_arg() -> str | None:
+    return runtime().flow.known_language(request.args.get("lang"))
+
+
+def _tries_arg() -> int:
+    value = request.args.get("tries", "0")
+    return min(int(value), 9) if value.isdigit() else 0
+
+
+def _prompt_url(prompt: Prompt) -> str | None:
+    path = runtime().prompts.file_for(prompt)
+    if path is None:
+        return None
+    return external_url("voice.prompt_audio", language=prompt.language, name=path.name)
+
+
+def _twiml(body: str) -> Response:
+    return Response(body, mimetype=TWIML)
+
+
+def _render(screen: Screen) -> Response:
+    params = {"lang": screen.language, "topic": screen.topic}
+    return _twiml(render_screen(
+        screen,
+        action_url=external_url("voice.menu", node=screen.node, tries=screen.tries, **params),
+        recorded_url=external_url("voice.recorded", **params),
+        recording_status_url=external_url("voice.recording_status", **params),
+        audio_url=_prompt_url,
+        settings=runtime().settings,
+    ))
+
+
+@bp.post("/incoming")
+@twilio_webhook
+def incoming() -> Response:
+    """Answer a new call: returning callers hear their language, new ones choose one."""
+    call_sid = form_sid("CallSid", CALL_SID)
+    rt = runtime()
+    with unit_of_work(rt.sessions) as session:
+        call = calls.start_call(
+            session, call_sid=call_sid, from_number=request.form.get("From", "")[:64],
+            to_number=request.form.get("To", "")[:64], now=_now(),
+            region=rt.settings.default_region,
+        )
+        language = call.caller.language if call.caller else None
+    return _render(rt.flow.start(language))
+
+
+@bp.post("/menu")
+@twilio_webhook
+def menu() -> Response:
+    """Handle a key pressed (or silence) on a menu, and say what comes next."""
+    call_sid = form_sid("CallSid", CALL_SID)
+    node = request.args.get("node", MAIN)
+    digits = request.form.get("Digits", "")[:8]
+    rt = runtime()
+    try:
+        screen = rt.flow.press(node, _language_arg(), digits, _tries_arg(),
+                               request.args.get("topic"))
+    except UnknownNode:
+        abort(400, description="unknown menu node")
+    with unit_of_work(rt.sessions) as session:
+        calls.record_keys(session, call_sid, node, digits, _now())
+        if screen.remember_language:
+            call = calls.get_call(session, call_sid)
+            if call is not None and call.caller is not None:
+                calls.set_caller_language(session, call.caller, screen.remember_language)
+    return _render(screen)
+
+
+@bp.post("/show")
+@twilio_webhook
+def show() -> Response:
+    """Show a node without a key press (where a caller lands after an apology)."""
+    form_sid("CallSid", CALL_SID)
+    try:
+        screen = runtime().flow.show(request.args.get("node", MAIN), _language_arg())
+    except UnknownNode:
+        abort(400, description="unknown menu node")
+    return _render(screen)
+
+
+def _store_question() -> int | None:
+    """Create (once) the question for the recording in this request; return its recording id."""
+    call_sid = form_sid("CallSid", CALL_SID)
+    if not request.form.get("RecordingSid") and not request.form.get("RecordingUrl"):
+        return None
+    recording_sid = form_sid("RecordingSid", RECORDING_SID)
+    url = request.form.get("RecordingUrl", "")[:2000]
+    duration = form_int("RecordingDuration")
+    if not url:
+        abort(400, description="RecordingUrl is missing")
+    topic = request.args.get("topic")
+    if topic not in runtime().flow.content.topics:
+        topic = None
+    with unit_of_work(runtime().sessions) as session:
+        _question, recording, _created = questions.record_question(
+            session, recording_sid=recording_sid, call_sid=call_sid, recording_url=url,
+            duration=duration, language=_language_arg(), topic=topic, now=_now(),
+        )
+        recording_id = recording.id
+        pending = recording.download_state != "stored"
+    if pending:
+        # After the commit, so the worker finds the row; the job is idempotent.
+        jobs.download_recording_job(recording_id)
+    return recording_id
+
+
+@bp.post("/recorded")
+@twilio_webhook
+def recorded() -> Response:
+    """After <Record>: keep the question and promise the callback, or say nothing was heard."""
+    rt = runtime()
+    language = _language_arg()
+    empty = request.form.get("RecordingDuration", "").strip() in ("0",)
+    recording_id = None if empty else _store_question()
+    if recording_id is None:
+        return _render(rt.flow.not_recorded(language, request.args.get("topic")))
+    return _render(rt.flow.recorded(language))
+
+
+@bp.post("/recording-status")
+@twilio_webhook
+def recording_status() -> Response:
+    """Twilio's recording status callback: store the question if the action has not yet."""
+    status = request.form.get("RecordingStatus", "completed")
+    if status == "completed":
+        _store_question()
+    else:
+        log.warning("recording %s ended with status %s", request.form.get("RecordingSid"), status)
+    return Response(status=204)
+
+
+@bp.post("/status")
+@twilio_webhook
+def call_status() -> Response:
+    """Record a call's status change (completed, busy, no-answer, ...)."""
+    call_sid = form_sid("CallSid", CALL_SID)
+    status = request.form.get("CallStatus", "")[:20]
+    if not status:
+        abort(400, description="CallStatus is missing")
+    with unit_of_work(runtime().sessions) as session:
+        calls.update_call_status(
+            session, call_sid=call_sid, status=status, now=_now(),
+            duration=form_int("CallDuration"), from_number=request.form.get("From", "")[:64],
+            to_number=request.form.get("To", "")[:64],
+        )
+    return Response(status=204)
+
+
+@bp.get("/prompts/<language>/<name>")
+def prompt_audio(language: str, name: str) -> Response:
+    """Serve a prompt's audio file to Twilio's <Play> (prompts are public, recordings are not)."""
+    if language not in runtime().flow.content.language_codes or not name.endswith(".wav"):
+        abort(404)
+    return send_from_directory(runtime().settings.prompts_dir / language, name,
+                               mimetype="audio/wav")
+
+
+@bp.errorhandler(Exception)
+def apologise(error: Exception) -> Response | HTTPException:
+    """Turn any failure inside a voice handler into a spoken apology and a way on."""
+    if isinstance(error, HTTPException):
+        return error
+    log.exception("voice webhook failed: %s", request.path)
+    try:
+        rt = runtime()
+        language = _language_arg()
+        errors = int(request.args.get("err", "0") or 0) if request.args.get(
+            "err", "0").isdigit() else MAX_ERRORS
+        if errors >= MAX_ERRORS:
+            prompts = rt.flow.say(language, "error.later")
+            redirect = None
+        else:
+            prompts = rt.flow.say(language, "error.apology")
+            redirect = external_url("voice.show", node=MAIN, lang=language, err=errors + 1)
+        body = render_prompts_then(prompts, redirect_url=redirect, audio_url=_prompt_url,
+                                   settings=rt.settings)
+    except Exception:  # noqa: BLE001 - the last line of defence must not fail
+        log.exception("apology failed too")
+        body = ('<?xml version="1.0" encoding="UTF-8"?><Response><Say language="ru-RU">'
+                "Извините, линия временно не работает. Позвоните позже.</Say><Hangup/></Response>")
+    return _twiml(body)

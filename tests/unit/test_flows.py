@@ -1,0 +1,229 @@
+"""The phone tree: content validation and the menu engine, over every content file."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows.content import (
+    DEFAULT_CONTENT_DIR,
+    MAX_EXPLAINER_WORDS,
+    MAX_OPTIONS,
+    ContentError,
+    load_content,
+)
+from flows.engine import GOODBYE, LANGUAGE, MAIN, OFFER, RECORD, Flow, UnknownNode
+
+CONTENT = load_content()
+LANGUAGES = CONTENT.language_codes
+
+
+@pytest.fixture
+def flow() -> Flow:
+    return Flow(CONTENT, callback_days=3)
+
+
+@pytest.fixture
+def content_copy(tmp_path: Path) -> Path:
+    target = tmp_path / "content"
+    shutil.copytree(DEFAULT_CONTENT_DIR, target)
+    return target
+
+
+def edit(path: Path, change) -> None:  # type: ignore[no-untyped-def]
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    change(data)
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+
+
+def problems_of(directory: Path) -> list[str]:
+    with pytest.raises(ContentError) as info:
+        load_content(directory)
+    return info.value.problems
+
+
+# -- the shipped content ---------------------------------------------------------------------
+
+def test_shipped_content_speaks_kazakh_and_russian_with_four_real_topics() -> None:
+    assert set(LANGUAGES) == {"kk", "ru"}
+    assert set(CONTENT.topics) >= {"pension", "social_assistance", "disability", "documents"}
+    assert "awaiting review" in CONTENT.status
+    assert len(CONTENT.menus["main"].options) <= MAX_OPTIONS
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("topic", sorted(CONTENT.topics))
+def test_every_explainer_is_fact_why_todo_and_short(language: str, topic: str) -> None:
+    parts = [CONTENT.text(language, f"topic.{topic}.{p}") for p in ("fact", "why", "todo")]
+    assert all(part.strip() for part in parts)
+    assert sum(len(p.split()) for p in parts) <= MAX_EXPLAINER_WORDS
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_every_content_file_states_its_review_status(language: str) -> None:
+    data = yaml.safe_load((DEFAULT_CONTENT_DIR / f"{language}.yaml").read_text("utf-8"))
+    assert data["language"] == language
+    assert "awaiting review" in data["status"]
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_every_prompt_renders_without_placeholders(flow: Flow, language: str) -> None:
+    prompts = list(flow.all_prompts(language))
+    assert len(prompts) == len(CONTENT.required_prompts())
+    assert not [p.key for p in prompts if "{" in p.text or not p.text]
+
+
+def test_callback_promise_says_the_number_as_a_word_in_each_language() -> None:
+    flow = Flow(CONTENT, callback_days=3)
+    assert "трёх рабочих дней" in flow.prompt("ru", "record.done").text
+    assert "үш жұмыс күні" in flow.prompt("kk", "record.done").text
+
+
+# -- validation names file and key -----------------------------------------------------------
+
+def test_missing_translation_is_named(content_copy: Path) -> None:
+    edit(content_copy / "kk.yaml", lambda d: d["prompts"].pop("topic.pension.why"))
+    assert "kk.yaml: prompts.topic.pension.why: missing translation" in problems_of(content_copy)
+
+
+def test_empty_prompt_is_named(content_copy: Path) -> None:
+    edit(content_copy / "ru.yaml", lambda d: d["prompts"].update({"goodbye": "  "}))
+    assert "ru.yaml: prompts.goodbye: empty prompt" in problems_of(content_copy)
+
+
+def test_dangling_target_is_named(content_copy: Path) -> None:
+    edit(content_copy / "tree.yaml",
+         lambda d: d["menus"]["main"]["options"].update({"2": "housing"}))
+    problems = problems_of(content_copy)
+    assert "tree.yaml: menus.main.options.2: target 'housing' does not exist" in problems
+
+
+def test_more_than_four_options_is_named(content_copy: Path) -> None:
+    def add_two(data: dict) -> None:  # type: ignore[type-arg]
+        data["menus"]["main"]["options"].update({"5": "pension", "6": "documents"})
+
+    edit(content_copy / "tree.yaml", add_two)
+    assert "tree.yaml: menus.main.options: 6 options, at most 4" in problems_of(content_copy)
+
+
+def test_reserved_key_cannot_be_an_option(content_copy: Path) -> None:
+    edit(content_copy / "tree.yaml",
+         lambda d: d["menus"]["main"]["options"].update({"9": "pension"}))
+    assert any("menus.main.options.9: key must be" in p for p in problems_of(content_copy))
+
+
+def test_too_long_explainer_is_named(content_copy: Path) -> None:
+    edit(content_copy / "ru.yaml",
+         lambda d: d["prompts"].update({"topic.pension.why": "слово " * 90}))
+    assert any(p.startswith("ru.yaml: prompts.topic.pension: explainer has")
+               for p in problems_of(content_copy))
+
+
+def test_promise_without_its_number_is_named(content_copy: Path) -> None:
+    edit(content_copy / "kk.yaml", lambda d: d["prompts"].update({"record.done": "Рақмет."}))
+    assert "kk.yaml: prompts.record.done: must contain {days}" in problems_of(content_copy)
+
+
+def test_broken_yaml_is_named(content_copy: Path) -> None:
+    (content_copy / "ru.yaml").write_text("prompts: [unclosed", encoding="utf-8")
+    assert any(p.startswith("ru.yaml: not valid YAML") for p in problems_of(content_copy))
+
+
+# -- the engine ------------------------------------------------------------------------------
+
+def test_new_caller_hears_greeting_and_language_menu_in_both_languages(flow: Flow) -> None:
+    screen = flow.start(None)
+    assert screen.node == LANGUAGE and screen.wait == "key"
+    assert [(p.language, p.key) for p in screen.prompts] == [
+        ("kk", "greeting"), ("ru", "greeting"), ("kk", "language.choose"), ("ru", "language.choose")
+    ]
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_returning_caller_goes_straight_to_main_menu(flow: Flow, language: str) -> None:
+    screen = flow.start(language)
+    assert screen.node == MAIN and screen.language == language
+    keys = [p.key for p in screen.prompts]
+    assert keys[0] == "greeting" and "nav.lawyer" in keys and "nav.language" in keys
+
+
+def test_choosing_a_language_remembers_it(flow: Flow) -> None:
+    for key, code in CONTENT.languages.items():
+        screen = flow.press(LANGUAGE, None, key)
+        assert (screen.node, screen.language, screen.remember_language) == (MAIN, code, code)
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_topic_explainer_then_its_own_menu(flow: Flow, language: str) -> None:
+    for key, topic in CONTENT.menus["main"].options.items():
+        screen = flow.press(MAIN, language, key)
+        assert screen.node == topic and screen.topic == topic
+        assert [p.key for p in screen.prompts] == [
+            f"topic.{topic}.fact", f"topic.{topic}.why", f"topic.{topic}.todo", "explainer.menu"
+        ]
+        assert flow.press(topic, language, "1").prompts == screen.prompts  # hear again
+        record = flow.press(topic, language, "2")  # ask a lawyer about this
+        assert (record.node, record.wait, record.topic) == (RECORD, "record", topic)
+        assert flow.press(topic, language, "0").node == MAIN
+        assert flow.press(topic, language, "*").node == MAIN
+
+
+def test_global_keys(flow: Flow) -> None:
+    assert flow.press(MAIN, "ru", "9").node == LANGUAGE
+    assert flow.press("pension", "kk", "9").node == LANGUAGE
+    lawyer = flow.press(MAIN, "ru", "0")
+    assert (lawyer.node, lawyer.wait, lawyer.topic) == (RECORD, "record", None)
+    assert flow.press(MAIN, "ru", "*").node == MAIN
+
+
+@pytest.mark.parametrize("digits", ["", "7"])
+def test_silence_or_wrong_key_repeats_twice_then_offers_to_record(flow: Flow, digits: str) -> None:
+    reason = "nav.wrong_key" if digits else "nav.not_heard"
+    first = flow.press(MAIN, "ru", digits, tries=0)
+    assert (first.node, first.tries, first.prompts[0].key) == (MAIN, 1, reason)
+    second = flow.press(MAIN, "ru", digits, tries=first.tries)
+    assert (second.node, second.tries) == (MAIN, 2)
+    third = flow.press(MAIN, "ru", digits, tries=second.tries)
+    assert (third.node, third.wait) == (OFFER, "record")
+    assert [p.key for p in third.prompts] == ["record.offer", "record.intro"]
+
+
+def test_silence_on_explainer_repeats_only_its_menu(flow: Flow) -> None:
+    screen = flow.press("pension", "kk", "", tries=0)
+    assert [p.key for p in screen.prompts] == ["nav.not_heard", "explainer.menu"]
+
+
+def test_silence_on_language_menu_ends_in_a_bilingual_offer(flow: Flow) -> None:
+    screen = flow.press(LANGUAGE, None, "", tries=2)
+    assert screen.node == OFFER and screen.language is None
+    assert {p.language for p in screen.prompts} == set(LANGUAGES)
+
+
+def test_after_recording_the_promise_then_goodbye(flow: Flow) -> None:
+    done = flow.recorded("ru")
+    assert [p.key for p in done.prompts] == ["record.done", "record.done.menu"]
+    assert flow.press(done.node, "ru", "0").node == MAIN
+    goodbye = flow.press(done.node, "ru", "")
+    assert (goodbye.node, goodbye.wait) == (GOODBYE, "hangup")
+
+
+def test_nothing_recorded_offers_again_and_never_loops_forever(flow: Flow) -> None:
+    empty = flow.not_recorded("kk", "pension")
+    assert flow.press(empty.node, "kk", "1", topic="pension").node == RECORD
+    assert flow.press(empty.node, "kk", "", tries=2).wait == "hangup"
+
+
+def test_every_screen_says_something_and_waits_for_something(flow: Flow) -> None:
+    nodes = [LANGUAGE, *CONTENT.menus, *CONTENT.topics, RECORD, OFFER, "done", "empty", GOODBYE]
+    for language in LANGUAGES:
+        for node in nodes:
+            screen = flow.show(node, language)
+            assert screen.prompts and screen.wait in ("key", "record", "hangup")
+
+
+def test_unknown_node_is_refused(flow: Flow) -> None:
+    with pytest.raises(UnknownNode):
+        flow.press("nowhere", "ru", "1")
