@@ -118,7 +118,7 @@ class MediaServer:
         self._expected = "Basic " + base64.b64encode(
             f"{account_sid}:{auth_token}".encode()).decode()
         self._files: dict[str, Path] = {}
-        self._failures: dict[str, list[int]] = {}
+        self._failures: list[int] = []
         self.requests: list[tuple[str, int]] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -137,11 +137,15 @@ class MediaServer:
         self._server.shutdown()
         self._server.server_close()
 
-    def add(self, recording_sid: str, path: Path, fail_with: Iterable[int] = ()) -> str:
-        """Serve path as recording_sid after answering fail_with statuses; return its URL."""
+    def fail_next(self, *statuses: int) -> None:
+        """Answer the next requests with these HTTP statuses (a host that is not ready yet)."""
+        with self._lock:
+            self._failures.extend(statuses)
+
+    def add(self, recording_sid: str, path: Path) -> str:
+        """Serve path as recording_sid; return its URL."""
         with self._lock:
             self._files[recording_sid] = path
-            self._failures[recording_sid] = list(fail_with)
         return (f"http://{self.host}/2010-04-01/Accounts/{self.account_sid}"
                 f"/Recordings/{recording_sid}")
 
@@ -166,8 +170,8 @@ class MediaServer:
                 status, body = 401, b"unauthorised"
             elif sid not in self._files:
                 status, body = 404, b"not found"
-            elif self._failures[sid]:
-                status, body = self._failures[sid].pop(0), b"not yet"
+            elif self._failures:
+                status, body = self._failures.pop(0), b"not yet"
             else:
                 status, body = 200, self._files[sid].read_bytes()
             self.requests.append((path, status))

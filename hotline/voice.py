@@ -180,7 +180,7 @@ def call_status() -> Response:
         calls.update_call_status(
             session, call_sid=call_sid, status=status, now=_now(),
             duration=form_int("CallDuration"), from_number=request.form.get("From", "")[:64],
-            to_number=request.form.get("To", "")[:64],
+            to_number=request.form.get("To", "")[:64], region=runtime().settings.default_region,
         )
     return Response(status=204)
 

@@ -1,0 +1,141 @@
+"""Database tables of the hotline, as SQLAlchemy 2.0 typed models."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import JSON, ForeignKey, Index, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from storage.utc import UTCDateTime
+
+# Recording.download_state
+DOWNLOAD_PENDING = "pending"
+DOWNLOAD_STORED = "stored"
+DOWNLOAD_FAILED = "failed"
+DOWNLOAD_REFUSED = "refused"
+DOWNLOAD_STATES = (DOWNLOAD_PENDING, DOWNLOAD_STORED, DOWNLOAD_FAILED, DOWNLOAD_REFUSED)
+
+# Question.status
+QUESTION_WAITING = "waiting"
+QUESTION_CLAIMED = "claimed"
+QUESTION_CLOSED = "closed"
+QUESTION_STATUSES = (QUESTION_WAITING, QUESTION_CLAIMED, QUESTION_CLOSED)
+
+# Question.channel
+CHANNEL_VOICE = "voice"
+CHANNEL_SMS = "sms"
+
+# Call.status: Twilio's CallStatus values; the final ones end the call.
+CALL_IN_PROGRESS = "in-progress"
+CALL_FINAL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    """Return the current time as an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base: constraint names follow one convention so migrations can name them."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime}
+
+
+class Caller(Base):
+    """A resident, known by phone number, with the language they chose."""
+
+    __tablename__ = "callers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    phone: Mapped[str] = mapped_column(String(20), unique=True)
+    language: Mapped[str | None] = mapped_column(String(8))
+    first_seen: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(default=utcnow)
+
+    questions: Mapped[list[Question]] = relationship(back_populates="caller")
+
+    def __repr__(self) -> str:
+        return f"<Caller {self.id} {self.phone}>"
+
+
+class Call(Base):
+    """One phone call to the hotline, with the keys pressed on the way."""
+
+    __tablename__ = "calls"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_sid: Mapped[str] = mapped_column(String(64), unique=True)
+    caller_id: Mapped[int | None] = mapped_column(ForeignKey("callers.id"), index=True)
+    from_number: Mapped[str] = mapped_column(String(255), default="")
+    to_number: Mapped[str] = mapped_column(String(255), default="")
+    status: Mapped[str] = mapped_column(String(20), default=CALL_IN_PROGRESS)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None]
+    duration: Mapped[int | None]
+    # [{"node": str, "digits": str, "at": ISO 8601 UTC}], oldest first.
+    keys: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    last_node: Mapped[str | None] = mapped_column(String(64))
+
+    caller: Mapped[Caller | None] = relationship()
+
+    def __repr__(self) -> str:
+        return f"<Call {self.id} {self.call_sid} {self.status}>"
+
+
+class Question(Base):
+    """A resident's question waiting for a consultant's callback."""
+
+    __tablename__ = "questions"
+    __table_args__ = (Index("ix_questions_status_created_at", "status", "created_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    caller_id: Mapped[int | None] = mapped_column(ForeignKey("callers.id"), index=True)
+    call_id: Mapped[int | None] = mapped_column(ForeignKey("calls.id"))
+    channel: Mapped[str] = mapped_column(String(10))
+    language: Mapped[str | None] = mapped_column(String(8))
+    topic: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(20), default=QUESTION_WAITING)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    caller: Mapped[Caller | None] = relationship(back_populates="questions")
+    call: Mapped[Call | None] = relationship()
+    recording: Mapped[Recording | None] = relationship(back_populates="question", uselist=False)
+
+    def __repr__(self) -> str:
+        return f"<Question {self.id} {self.channel} {self.status}>"
+
+
+class Recording(Base):
+    """The audio of a voice question: where Twilio keeps it and whether we have a copy."""
+
+    __tablename__ = "recordings"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    recording_sid: Mapped[str] = mapped_column(String(64), unique=True)
+    question_id: Mapped[int] = mapped_column(ForeignKey("questions.id"), unique=True)
+    call_sid: Mapped[str] = mapped_column(String(64))
+    duration: Mapped[int | None]
+    source_url: Mapped[str] = mapped_column(Text)
+    # Relative to the audio root, so the root can move.
+    file_path: Mapped[str | None] = mapped_column(String(255))
+    download_state: Mapped[str] = mapped_column(String(12), default=DOWNLOAD_PENDING)
+    download_attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    question: Mapped[Question] = relationship(back_populates="recording")
+
+    def __repr__(self) -> str:
+        return f"<Recording {self.id} {self.recording_sid} {self.download_state}>"

@@ -1,0 +1,23 @@
+"""Phone numbers as the hotline stores them: E.164 strings."""
+
+from __future__ import annotations
+
+import phonenumbers
+
+
+def normalise_phone(raw: str | None, region: str = "KZ") -> str | None:
+    """Return the number in E.164 form, or None when it is not a real phone number."""
+    if raw is None:
+        return None
+    text = raw.strip()
+    # Letters mean a caller ID that is no number ("anonymous", "client:alice", "sip:…");
+    # phonenumbers would otherwise read them as a vanity number's keypad digits.
+    if not text or any(ch.isalpha() for ch in text):
+        return None
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not (phonenumbers.is_possible_number(number) and phonenumbers.is_valid_number(number)):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)

@@ -1,0 +1,147 @@
+"""Recorded questions and their audio. Functions flush but never commit."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+from storage.calls import get_call
+from storage.models import (
+    CHANNEL_VOICE,
+    DOWNLOAD_FAILED,
+    DOWNLOAD_PENDING,
+    DOWNLOAD_REFUSED,
+    DOWNLOAD_STORED,
+    QUESTION_WAITING,
+    Question,
+    Recording,
+)
+
+
+def _find_recording(session: Session, recording_sid: str) -> Recording | None:
+    statement = (
+        select(Recording)
+        .where(Recording.recording_sid == recording_sid)
+        .options(selectinload(Recording.question))
+    )
+    return session.scalars(statement).one_or_none()
+
+
+def _fill_in(recording: Recording, recording_url: str, duration: int | None, now: datetime) -> None:
+    changed = False
+    if recording.duration is None and duration is not None:
+        recording.duration = duration
+        changed = True
+    if not recording.source_url and recording_url:
+        recording.source_url = recording_url
+        changed = True
+    if changed:
+        recording.updated_at = now
+
+
+def record_question(
+    session: Session,
+    *,
+    recording_sid: str,
+    call_sid: str,
+    recording_url: str,
+    duration: int | None,
+    language: str | None,
+    topic: str | None,
+    now: datetime,
+) -> tuple[Question, Recording, bool]:
+    """Queue a recorded voice question once per RecordingSid; return it and whether it is new."""
+    recording = _find_recording(session, recording_sid)
+    if recording is None:
+        call = get_call(session, call_sid)
+        question = Question(
+            caller_id=call.caller_id if call else None,
+            call_id=call.id if call else None,
+            channel=CHANNEL_VOICE,
+            language=language,
+            topic=topic,
+            status=QUESTION_WAITING,
+            created_at=now,
+        )
+        candidate = Recording(
+            recording_sid=recording_sid,
+            question=question,
+            call_sid=call_sid,
+            duration=duration,
+            source_url=recording_url,
+            download_state=DOWNLOAD_PENDING,
+            download_attempts=0,
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            # Twilio may deliver the same recording to two requests at once; the unique
+            # recording_sid lets exactly one insert win, and the savepoint lets the other go on.
+            with session.begin_nested():
+                session.add(question)
+            return question, candidate, True
+        except IntegrityError:
+            recording = _find_recording(session, recording_sid)
+            if recording is None:
+                raise
+    _fill_in(recording, recording_url, duration, now)
+    session.flush()
+    return recording.question, recording, False
+
+
+def get_recording(session: Session, recording_id: int) -> Recording | None:
+    """Return the recording with this id, or None."""
+    return session.get(Recording, recording_id)
+
+
+def mark_recording_stored(
+    session: Session, recording: Recording, file_path: str, now: datetime
+) -> None:
+    """Note that the recording's audio is saved at file_path (relative to the audio root)."""
+    recording.file_path = file_path
+    recording.download_state = DOWNLOAD_STORED
+    recording.last_error = None
+    recording.updated_at = now
+    session.flush()
+
+
+def mark_recording_failed(
+    session: Session, recording: Recording, error: str, now: datetime, *, refused: bool = False
+) -> None:
+    """Note that downloading the recording failed, or was refused, and why."""
+    recording.download_state = DOWNLOAD_REFUSED if refused else DOWNLOAD_FAILED
+    recording.last_error = error
+    recording.updated_at = now
+    session.flush()
+
+
+def count_download_attempt(session: Session, recording: Recording, now: datetime) -> None:
+    """Count one more attempt to download the recording."""
+    recording.download_attempts += 1
+    recording.updated_at = now
+    session.flush()
+
+
+def recordings_to_fetch(session: Session) -> list[Recording]:
+    """Return the recordings whose audio is not stored yet, oldest first."""
+    statement = (
+        select(Recording)
+        .where(Recording.download_state.in_((DOWNLOAD_PENDING, DOWNLOAD_FAILED, DOWNLOAD_REFUSED)))
+        .order_by(Recording.created_at, Recording.id)
+    )
+    return list(session.scalars(statement))
+
+
+def waiting_questions(session: Session, limit: int | None = None) -> list[Question]:
+    """Return the questions waiting for a consultant, oldest first, with caller and recording."""
+    statement = (
+        select(Question)
+        .where(Question.status == QUESTION_WAITING)
+        .order_by(Question.created_at, Question.id)
+        .options(selectinload(Question.caller), selectinload(Question.recording))
+        .limit(limit)
+    )
+    return list(session.scalars(statement))

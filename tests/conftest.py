@@ -1,0 +1,75 @@
+"""Fixtures shared by the whole test suite: databases on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from sqlalchemy.orm import Session, sessionmaker
+
+from storage.db import make_engine, make_session_factory, upgrade
+
+POSTGRES_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/"
+POSTGRES_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+
+
+def _postgres_admin() -> psycopg.Connection[tuple[object, ...]]:
+    try:
+        return psycopg.connect(POSTGRES_ADMIN_DSN, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as error:
+        pytest.fail(
+            f"PostgreSQL is not reachable on 127.0.0.1:5432 as user postgres ({error}). "
+            "Start it (.ci/run does), or deselect these tests with -m 'not postgres'.",
+            pytrace=False,
+        )
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """Yield the URL of a new, empty PostgreSQL database, dropped afterwards."""
+    name = f"hotline_test_{secrets.token_hex(6)}"
+    with _postgres_admin() as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield POSTGRES_SERVER + name
+    finally:
+        with _postgres_admin() as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
+)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Return the URL of an empty database, once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        # A folder that does not exist yet: make_engine must create it.
+        return f"sqlite:///{tmp_path / 'data' / 'hotline.sqlite3'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+def migrated_url(database_url: str) -> str:
+    """Return the URL of a database migrated to the newest revision."""
+    upgrade(database_url)
+    return database_url
+
+
+@pytest.fixture
+def session_factory(migrated_url: str) -> Iterator[sessionmaker[Session]]:
+    """Yield a session factory on a migrated database."""
+    engine = make_engine(migrated_url)
+    try:
+        yield make_session_factory(engine)
+    finally:
+        engine.dispose()
+
+
+pytest_plugins = ["tests.support"]

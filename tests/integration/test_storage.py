@@ -1,0 +1,605 @@
+"""The storage package against real databases: SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import event, func, insert, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
+
+from storage import questions as questions_module
+from storage.calls import (
+    get_call,
+    record_keys,
+    set_caller_language,
+    start_call,
+    touch_caller,
+    update_call_status,
+)
+from storage.db import current_revision, make_engine, make_session_factory, unit_of_work, upgrade
+from storage.models import (
+    DOWNLOAD_FAILED,
+    DOWNLOAD_PENDING,
+    DOWNLOAD_REFUSED,
+    DOWNLOAD_STORED,
+    QUESTION_CLOSED,
+    Base,
+    Call,
+    Caller,
+    Question,
+    Recording,
+)
+from storage.questions import (
+    count_download_attempt,
+    get_recording,
+    mark_recording_failed,
+    mark_recording_stored,
+    record_question,
+    recordings_to_fetch,
+    waiting_questions,
+)
+
+T = TypeVar("T")
+NOW = datetime(2025, 3, 14, 9, 30, tzinfo=UTC)
+ALMATY = timezone(timedelta(hours=5))
+HOTLINE = "+77000000000"
+
+
+def _count(session: Session, model: type[Base]) -> int:
+    return session.scalar(select(func.count()).select_from(model)) or 0
+
+
+def _record(session: Session, sid: str = "RE1", call_sid: str = "CA1", **changes: Any) -> Any:
+    arguments: dict[str, Any] = {
+        "recording_sid": sid,
+        "call_sid": call_sid,
+        "recording_url": f"https://api.twilio.com/Recordings/{sid}",
+        "duration": 12,
+        "language": "kk",
+        "topic": "pensions",
+        "now": NOW,
+    }
+    arguments.update(changes)
+    return record_question(session, **arguments)
+
+
+def _in_two_threads(
+    factory: sessionmaker[Session],
+    work: Callable[[Session], T],
+    prepare: Callable[[Session, threading.Barrier], None],
+) -> list[T]:
+    """Run work in two threads at once, each in its own unit of work; return both results."""
+    barrier = threading.Barrier(2, timeout=30)
+    results: list[T] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with unit_of_work(factory) as session:
+                prepare(session, barrier)
+                results.append(work(session))
+        except BaseException as error:  # re-raised in the test's thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    if errors:
+        raise errors[0]
+    assert len(results) == 2
+    return results
+
+
+class MeetAfterFirstLookup:
+    """Hold each session after its first SELECT of model until both have made it: a real race."""
+
+    def __init__(self, model: type[Base]) -> None:
+        self.model = model
+        self.met: list[bool] = []
+
+    def __call__(self, session: Session, barrier: threading.Barrier) -> None:
+        """Prepare one thread's session."""
+        if session.get_bind().dialect.name == "sqlite":
+            # SQLite writers take the lock at BEGIN, so two cannot both be past their lookup;
+            # they meet before starting instead, and the database serialises them.
+            barrier.wait()
+            return
+        seen = False
+
+        @event.listens_for(session, "do_orm_execute")
+        def meet(state: ORMExecuteState) -> Any:
+            nonlocal seen
+            if seen or not state.is_select:
+                return None
+            if not any(mapper.class_ is self.model for mapper in state.all_mappers):
+                return None
+            seen = True
+            result = state.invoke_statement()
+            barrier.wait()
+            self.met.append(True)
+            return result
+
+    def check(self, factory: sessionmaker[Session]) -> None:
+        """Assert that on PostgreSQL both sessions really looked before either inserted."""
+        if factory.kw["bind"].dialect.name != "sqlite":
+            assert len(self.met) == 2
+
+
+# --- schema -----------------------------------------------------------------------------------
+
+
+def test_migration_matches_models(migrated_url: str) -> None:
+    engine = make_engine(migrated_url)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            assert compare_metadata(context, Base.metadata) == []
+    finally:
+        engine.dispose()
+    assert current_revision(migrated_url) == "0001"
+
+
+def test_empty_database_has_no_revision(database_url: str) -> None:
+    assert current_revision(database_url) is None
+    upgrade(database_url)
+    upgrade(database_url)  # again: nothing to do
+    assert current_revision(database_url) == "0001"
+
+
+def test_call_sid_unique_in_database(session_factory: sessionmaker[Session]) -> None:
+    row = {"call_sid": "CA1", "from_number": "", "to_number": "", "started_at": NOW, "keys": []}
+    with session_factory() as session:
+        session.execute(insert(Call).values(**row))
+        with pytest.raises(IntegrityError):
+            session.execute(insert(Call).values(**row))
+
+
+def test_caller_phone_and_recording_sid_unique_in_database(
+    session_factory: sessionmaker[Session],
+) -> None:
+    with session_factory() as session:
+        session.execute(insert(Caller).values(phone="+77011234567", first_seen=NOW, last_seen=NOW))
+        with pytest.raises(IntegrityError), session.begin_nested():
+            session.execute(
+                insert(Caller).values(phone="+77011234567", first_seen=NOW, last_seen=NOW)
+            )
+        _record(session)
+        other = Question(channel="voice", created_at=NOW)
+        session.add(other)
+        session.flush()
+        with pytest.raises(IntegrityError), session.begin_nested():
+            session.execute(
+                insert(Recording).values(
+                    recording_sid="RE1",
+                    question_id=other.id,
+                    call_sid="CA1",
+                    source_url="",
+                    created_at=NOW,
+                    updated_at=NOW,
+                )
+            )
+
+
+def test_foreign_keys_enforced(session_factory: sessionmaker[Session]) -> None:
+    with session_factory() as session, pytest.raises(IntegrityError):
+        session.execute(insert(Question).values(caller_id=999, channel="voice", created_at=NOW))
+
+
+def test_sqlite_engine_settings(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "folder" / "db.sqlite3"
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 15000
+        assert path.exists()
+    finally:
+        engine.dispose()
+
+
+# --- unit of work -----------------------------------------------------------------------------
+
+
+def test_unit_of_work_commits_or_rolls_back(session_factory: sessionmaker[Session]) -> None:
+    with unit_of_work(session_factory) as session:
+        start_call(session, call_sid="CA1", from_number="87011234567", to_number=HOTLINE, now=NOW)
+    with pytest.raises(RuntimeError), unit_of_work(session_factory) as session:
+        start_call(session, call_sid="CA2", from_number="87011234568", to_number=HOTLINE, now=NOW)
+        raise RuntimeError("the request failed")
+    with session_factory() as session:
+        assert session.scalars(select(Call.call_sid)).all() == ["CA1"]
+        assert session.scalars(select(Caller.phone)).all() == ["+77011234567"]
+
+
+def test_savepoint_is_part_of_the_outer_transaction(
+    session_factory: sessionmaker[Session],
+) -> None:
+    # On SQLite the driver's own transaction handling would let a released savepoint commit.
+    with pytest.raises(RuntimeError), unit_of_work(session_factory) as session:
+        touch_caller(session, "+77011234567", NOW)
+        raise RuntimeError("the request failed")
+    with session_factory() as session:
+        assert _count(session, Caller) == 0
+
+
+# --- callers and calls ------------------------------------------------------------------------
+
+
+def test_callers_are_normalised_and_unique(session_factory: sessionmaker[Session]) -> None:
+    forms = ["8 701 123 45 67", "+7 (701) 123-45-67", "87011234567"]
+    with unit_of_work(session_factory) as session:
+        for number, form in enumerate(forms):
+            start_call(
+                session,
+                call_sid=f"CA{number}",
+                from_number=form,
+                to_number=HOTLINE,
+                now=NOW + timedelta(minutes=number),
+            )
+    with session_factory() as session:
+        callers = session.scalars(select(Caller)).all()
+        assert [caller.phone for caller in callers] == ["+77011234567"]
+        assert callers[0].first_seen == NOW
+        assert callers[0].last_seen == NOW + timedelta(minutes=2)
+        calls = session.scalars(select(Call).order_by(Call.id)).all()
+        assert {call.caller_id for call in calls} == {callers[0].id}
+        assert [call.from_number for call in calls] == forms
+
+
+def test_touch_caller_and_language(session_factory: sessionmaker[Session]) -> None:
+    with unit_of_work(session_factory) as session:
+        caller = touch_caller(session, "+77011234567", NOW)
+        set_caller_language(session, caller, "kk")
+        again = touch_caller(session, "+77011234567", NOW - timedelta(days=1))
+        assert again is caller
+    with session_factory() as session:
+        stored = session.scalars(select(Caller)).one()
+        assert (stored.language, stored.last_seen) == ("kk", NOW)
+    with session_factory() as session, pytest.raises(ValueError):
+        touch_caller(session, "8 701 123 45 67", NOW)
+
+
+def test_touch_caller_concurrently_creates_one(session_factory: sessionmaker[Session]) -> None:
+    race = MeetAfterFirstLookup(Caller)
+    results = _in_two_threads(
+        session_factory,
+        lambda session: touch_caller(session, "+77011234567", NOW).id,
+        prepare=race,
+    )
+    race.check(session_factory)
+    assert results[0] == results[1]
+    with session_factory() as session:
+        assert _count(session, Caller) == 1
+
+
+def test_anonymous_call_has_no_caller(session_factory: sessionmaker[Session]) -> None:
+    with unit_of_work(session_factory) as session:
+        call = start_call(
+            session, call_sid="CA1", from_number="anonymous", to_number=HOTLINE, now=NOW
+        )
+        assert call.caller_id is None
+        assert call.from_number == "anonymous"
+    with session_factory() as session:
+        assert _count(session, Caller) == 0
+
+
+def test_start_call_is_idempotent(session_factory: sessionmaker[Session]) -> None:
+    with unit_of_work(session_factory) as session:
+        first = start_call(
+            session, call_sid="CA1", from_number="87011234567", to_number=HOTLINE, now=NOW
+        )
+    with unit_of_work(session_factory) as session:
+        retry = start_call(
+            session,
+            call_sid="CA1",
+            from_number="87011234567",
+            to_number=HOTLINE,
+            now=NOW + timedelta(seconds=15),
+        )
+        assert retry.id == first.id
+        assert retry.started_at == NOW
+    with session_factory() as session:
+        assert _count(session, Call) == 1
+        call = get_call(session, "CA1")
+        assert call is not None
+        assert (call.status, call.keys, call.last_node, call.ended_at) == (
+            "in-progress",
+            [],
+            None,
+            None,
+        )
+        assert get_call(session, "CA-unknown") is None
+
+
+def test_start_call_concurrently_creates_one(session_factory: sessionmaker[Session]) -> None:
+    race = MeetAfterFirstLookup(Call)
+    results = _in_two_threads(
+        session_factory,
+        lambda session: (
+            start_call(
+                session, call_sid="CA1", from_number="87011234567", to_number=HOTLINE, now=NOW
+            ).id
+        ),
+        prepare=race,
+    )
+    race.check(session_factory)
+    assert results[0] == results[1]
+    with session_factory() as session:
+        assert (_count(session, Call), _count(session, Caller)) == (1, 1)
+
+
+def test_update_call_status_before_start_call(session_factory: sessionmaker[Session]) -> None:
+    ended = NOW + timedelta(minutes=3)
+    with unit_of_work(session_factory) as session:
+        call = update_call_status(
+            session, call_sid="CA1", status="completed", now=ended, duration=180
+        )
+        assert (call.status, call.ended_at, call.duration, call.caller_id) == (
+            "completed",
+            ended,
+            180,
+            None,
+        )
+    with unit_of_work(session_factory) as session:
+        # The incoming-call webhook arrives late: it fills in what the status callback lacked.
+        call = start_call(
+            session, call_sid="CA1", from_number="87011234567", to_number=HOTLINE, now=NOW
+        )
+        assert call.caller_id is not None
+        # A late non-final status and a repeated final one change nothing that was settled.
+        update_call_status(session, call_sid="CA1", status="in-progress", now=ended)
+        update_call_status(
+            session, call_sid="CA1", status="completed", now=ended + timedelta(minutes=1)
+        )
+    with session_factory() as session:
+        call = session.scalars(select(Call)).one()
+        assert (call.status, call.ended_at, call.duration) == ("completed", ended, 180)
+        assert (call.from_number, call.to_number) == ("87011234567", HOTLINE)
+        assert _count(session, Call) == 1
+
+
+@pytest.mark.parametrize("status", ["completed", "busy", "failed", "no-answer", "canceled"])
+def test_final_statuses_end_the_call(session_factory: sessionmaker[Session], status: str) -> None:
+    with unit_of_work(session_factory) as session:
+        start_call(session, call_sid="CA1", from_number="", to_number=HOTLINE, now=NOW)
+        call = update_call_status(session, call_sid="CA1", status="ringing", now=NOW)
+        assert call.ended_at is None
+        call = update_call_status(session, call_sid="CA1", status=status, now=NOW)
+        assert (call.status, call.ended_at) == (status, NOW)
+
+
+def test_record_keys_keeps_order(session_factory: sessionmaker[Session]) -> None:
+    presses = [("language", "1"), ("main", "2"), ("pensions", "*"), ("main", "0")]
+    with unit_of_work(session_factory) as session:
+        start_call(session, call_sid="CA1", from_number="87011234567", to_number=HOTLINE, now=NOW)
+    for second, (node, digits) in enumerate(presses):
+        with unit_of_work(session_factory) as session:
+            record_keys(session, "CA1", node, digits, NOW + timedelta(seconds=second))
+    with unit_of_work(session_factory) as session:
+        record_keys(session, "CA-unknown", "main", "1", NOW)
+    with session_factory() as session:
+        call = get_call(session, "CA1")
+        assert call is not None
+        assert [(key["node"], key["digits"]) for key in call.keys] == presses
+        assert [datetime.fromisoformat(key["at"]) for key in call.keys] == [
+            NOW + timedelta(seconds=second) for second in range(len(presses))
+        ]
+        assert call.last_node == "main"
+        assert _count(session, Call) == 1
+
+
+# --- questions and recordings -----------------------------------------------------------------
+
+
+def test_record_question_is_idempotent(session_factory: sessionmaker[Session]) -> None:
+    with unit_of_work(session_factory) as session:
+        call = start_call(
+            session, call_sid="CA1", from_number="87011234567", to_number=HOTLINE, now=NOW
+        )
+        question, recording, created = _record(
+            session, duration=None, recording_url="", now=NOW + timedelta(minutes=1)
+        )
+        assert created
+        assert (question.caller_id, question.call_id) == (call.caller_id, call.id)
+    with unit_of_work(session_factory) as session:
+        again, again_recording, created = _record(session, now=NOW + timedelta(minutes=2))
+        assert not created
+        assert (again.id, again_recording.id) == (question.id, recording.id)
+    with session_factory() as session:
+        assert (_count(session, Question), _count(session, Recording)) == (1, 1)
+        stored = session.scalars(select(Question)).one()
+        assert (stored.channel, stored.status, stored.language, stored.topic) == (
+            "voice",
+            "waiting",
+            "kk",
+            "pensions",
+        )
+        assert stored.caller is not None and stored.caller.phone == "+77011234567"
+        assert stored.call is not None and stored.call.call_sid == "CA1"
+        assert stored.recording is not None
+        assert stored.recording.duration == 12  # filled in by the second delivery
+        assert stored.recording.source_url == "https://api.twilio.com/Recordings/RE1"
+        assert stored.recording.download_state == DOWNLOAD_PENDING
+        assert stored.recording.download_attempts == 0
+        assert stored.recording.question is stored
+
+
+def test_record_question_without_known_call(session_factory: sessionmaker[Session]) -> None:
+    with unit_of_work(session_factory) as session:
+        question, recording, created = _record(session, call_sid="CA-unknown")
+        assert created
+        assert (question.caller_id, question.call_id, recording.call_sid) == (
+            None,
+            None,
+            "CA-unknown",
+        )
+
+
+def test_record_question_concurrently_creates_one(
+    session_factory: sessionmaker[Session],
+) -> None:
+    with unit_of_work(session_factory) as session:
+        start_call(session, call_sid="CA1", from_number="87011234567", to_number=HOTLINE, now=NOW)
+
+    def ask(session: Session) -> tuple[int, int, bool]:
+        question, recording, created = _record(session)
+        return question.id, recording.id, created
+
+    race = MeetAfterFirstLookup(Recording)
+    results = _in_two_threads(session_factory, ask, prepare=race)
+    race.check(session_factory)
+    assert sorted(created for _, _, created in results) == [False, True]
+    assert results[0][:2] == results[1][:2]
+    with session_factory() as session:
+        assert (_count(session, Question), _count(session, Recording)) == (1, 1)
+
+
+def test_record_question_recovers_from_losing_the_race(
+    session_factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with unit_of_work(session_factory) as session:
+        question, recording, _ = _record(session)
+    real_find = questions_module._find_recording
+    lookups: list[str] = []
+
+    def find_late(session: Session, recording_sid: str) -> Recording | None:
+        # The first lookup misses, as if the other request had not committed yet.
+        lookups.append(recording_sid)
+        return None if len(lookups) == 1 else real_find(session, recording_sid)
+
+    monkeypatch.setattr(questions_module, "_find_recording", find_late)
+    with unit_of_work(session_factory) as session:
+        start_call(session, call_sid="CA2", from_number="", to_number=HOTLINE, now=NOW)
+        again, again_recording, created = _record(session)
+        assert not created
+        assert (again.id, again_recording.id) == (question.id, recording.id)
+        # The failed insert was rolled back to its savepoint; the rest of the work survives.
+        assert get_call(session, "CA2") is not None
+    assert len(lookups) == 2
+    with session_factory() as session:
+        assert (_count(session, Question), _count(session, Recording)) == (1, 1)
+        assert _count(session, Call) == 1
+
+
+def test_waiting_questions_oldest_first(session_factory: sessionmaker[Session]) -> None:
+    with unit_of_work(session_factory) as session:
+        start_call(session, call_sid="CA1", from_number="87011234567", to_number=HOTLINE, now=NOW)
+        _record(session, "RE-new", now=NOW + timedelta(hours=2))
+        _record(session, "RE-old", now=NOW)
+        closed, _, _ = _record(session, "RE-closed", now=NOW - timedelta(hours=1))
+        closed.status = QUESTION_CLOSED
+        _record(session, "RE-mid", now=NOW + timedelta(hours=1))
+    with session_factory() as session:
+        waiting = waiting_questions(session)
+        first_two = waiting_questions(session, limit=2)
+    # Read after the session closed: caller and recording were loaded with the questions.
+    assert [q.recording.recording_sid for q in waiting if q.recording] == [
+        "RE-old",
+        "RE-mid",
+        "RE-new",
+    ]
+    assert [q.caller.phone for q in waiting if q.caller] == ["+77011234567"] * 3
+    assert [q.id for q in first_two] == [q.id for q in waiting[:2]]
+
+
+def test_recording_download_lifecycle(session_factory: sessionmaker[Session]) -> None:
+    with unit_of_work(session_factory) as session:
+        _, first, _ = _record(session, "RE1", now=NOW)
+        _, second, _ = _record(session, "RE2", now=NOW + timedelta(minutes=1))
+        _, third, _ = _record(session, "RE3", now=NOW + timedelta(minutes=2))
+    later = NOW + timedelta(hours=1)
+    with unit_of_work(session_factory) as session:
+        recording = get_recording(session, first.id)
+        assert recording is not None
+        count_download_attempt(session, recording, later)
+        count_download_attempt(session, recording, later)
+        mark_recording_stored(session, recording, "2025/03/RE1.wav", later)
+        recording = get_recording(session, second.id)
+        assert recording is not None
+        count_download_attempt(session, recording, later)
+        mark_recording_failed(session, recording, "HTTP 404", later)
+        recording = get_recording(session, third.id)
+        assert recording is not None
+        mark_recording_failed(session, recording, "host not allowed", later, refused=True)
+    with session_factory() as session:
+        assert get_recording(session, 9999) is None
+        stored = get_recording(session, first.id)
+        assert stored is not None
+        assert (stored.download_state, stored.file_path, stored.download_attempts) == (
+            DOWNLOAD_STORED,
+            "2025/03/RE1.wav",
+            2,
+        )
+        assert (stored.last_error, stored.updated_at) == (None, later)
+        to_fetch = recordings_to_fetch(session)
+        assert [(r.recording_sid, r.download_state, r.last_error) for r in to_fetch] == [
+            ("RE2", DOWNLOAD_FAILED, "HTTP 404"),
+            ("RE3", DOWNLOAD_REFUSED, "host not allowed"),
+        ]
+
+
+# --- time -------------------------------------------------------------------------------------
+
+
+def test_timestamps_come_back_aware_utc(session_factory: sessionmaker[Session]) -> None:
+    local = datetime(2025, 3, 14, 14, 30, tzinfo=ALMATY)  # 09:30 UTC
+    with unit_of_work(session_factory) as session:
+        start_call(session, call_sid="CA1", from_number="87011234567", to_number=HOTLINE, now=local)
+        update_call_status(session, call_sid="CA1", status="completed", now=local)
+        _record(session, now=local)
+    with session_factory() as session:
+        call = session.scalars(select(Call)).one()
+        caller = session.scalars(select(Caller)).one()
+        question = session.scalars(select(Question)).one()
+        recording = session.scalars(select(Recording)).one()
+        stamps = [
+            call.started_at,
+            call.ended_at,
+            caller.first_seen,
+            caller.last_seen,
+            question.created_at,
+            recording.created_at,
+            recording.updated_at,
+        ]
+        for stamp in stamps:
+            assert stamp is not None
+            assert stamp.tzinfo is not None and stamp.utcoffset() == timedelta(0)
+            assert stamp == NOW
+            assert (stamp.hour, stamp.minute) == (9, 30)
+        # Queries compare in UTC too.
+        assert session.scalars(select(Call.call_sid).where(Call.started_at == local)).all() == [
+            "CA1"
+        ]
+
+
+def test_naive_times_are_refused(session_factory: sessionmaker[Session]) -> None:
+    with session_factory() as session:
+        session.add(Caller(phone="+77011234567", first_seen=NOW, last_seen=datetime(2025, 1, 1)))
+        with pytest.raises(Exception, match="naive datetime"):
+            session.flush()
+
+
+def test_sqlite_stores_utc_wall_clock(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'hotline.sqlite3'}"
+    upgrade(url)
+    engine = make_engine(url)
+    try:
+        factory = make_session_factory(engine)
+        with unit_of_work(factory) as session:
+            touch_caller(session, "+77011234567", datetime(2025, 3, 14, 14, 30, tzinfo=ALMATY))
+        with engine.connect() as connection:
+            raw = connection.execute(text("SELECT first_seen FROM callers")).scalar()
+        assert str(raw).startswith("2025-03-14 09:30:00")
+    finally:
+        engine.dispose()

@@ -1,0 +1,231 @@
+"""Voice webhooks, one request at a time, asserting on parsed TwiML and on database rows."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from flask import Flask
+from sqlalchemy import select
+
+from hotline.config import Settings
+from storage.models import Call, Caller
+from tests.support import (
+    BASE_URL,
+    CALLER,
+    Twilio,
+    call_form,
+    row_counts,
+    runtime,
+    spoken,
+    twiml,
+)
+
+
+@pytest.fixture
+def database_url(tmp_path) -> str:
+    """Webhook handling does not depend on the backend: these run on SQLite only.
+
+    The storage tests and the end-to-end calls cover PostgreSQL.
+    """
+    return f"sqlite:///{tmp_path / 'hotline.sqlite3'}"
+
+
+def query(url: str | None) -> dict[str, str]:
+    assert url
+    return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+
+
+def test_new_caller_hears_both_languages_and_a_language_menu(twilio: Twilio, db) -> None:
+    root = twiml(twilio.post("/voice/incoming", call_form()))
+    gather = root.find("Gather")
+    assert gather is not None
+    assert gather.get("numDigits") == "1" and gather.get("input") == "dtmf"
+    assert gather.get("actionOnEmptyResult") == "true"
+    assert query(gather.get("action")) == {"node": "language", "tries": "0"}
+    texts = spoken(gather)
+    assert any("Для русского языка" in t for t in texts)
+    assert any("Қазақ тілі" in t for t in texts)
+    # Silence falls through to the same action, so the menu repeats instead of ending the call.
+    redirect = root.find("Redirect")
+    assert redirect is not None and redirect.text == gather.get("action")
+    with db() as session:
+        call = session.scalars(select(Call)).one()
+        assert call.caller is not None and call.caller.phone == CALLER
+
+
+def test_russian_is_said_slowly_with_the_configured_voice(twilio: Twilio) -> None:
+    root = twiml(twilio.post("/voice/menu?node=language&tries=0", call_form(Digits="2")))
+    says = list(root.iter("Say"))
+    assert says and all(s.get("language") == "ru-RU" for s in says)
+    assert all(s.get("voice") == "Polly.Tatyana" for s in says)
+    assert all(s.find("prosody") is not None and s.find("prosody").get("rate") == "85%"
+               for s in says)
+
+
+def test_choosing_a_language_is_remembered_for_the_next_call(twilio: Twilio, db) -> None:
+    first = call_form()
+    twilio.post("/voice/incoming", first)
+    root = twiml(twilio.post("/voice/menu?node=language&tries=0", {**first, "Digits": "2"}))
+    assert query(root.find("Gather").get("action")) == {"node": "main", "lang": "ru",
+                                                        "tries": "0"}
+    with db() as session:
+        assert session.scalars(select(Caller)).one().language == "ru"
+    again = twiml(twilio.post("/voice/incoming", call_form()))
+    assert query(again.find("Gather").get("action"))["node"] == "main"
+    assert any(t.startswith("Здравствуйте") for t in spoken(again))
+
+
+def test_keys_pressed_are_kept_in_order(twilio: Twilio, db) -> None:
+    form = call_form()
+    twilio.post("/voice/incoming", form)
+    twilio.post("/voice/menu?node=language&tries=0", {**form, "Digits": "2"})
+    twilio.post("/voice/menu?node=main&lang=ru&tries=0", {**form, "Digits": "1"})
+    twilio.post("/voice/menu?node=pension&lang=ru&topic=pension&tries=0", {**form})
+    with db() as session:
+        call = session.scalars(select(Call)).one()
+        assert [(k["node"], k["digits"]) for k in call.keys] == [
+            ("language", "2"), ("main", "1"), ("pension", "")]
+        assert call.last_node == "pension"
+
+
+def test_explainer_offers_again_lawyer_and_main_menu(twilio: Twilio) -> None:
+    root = twiml(twilio.post("/voice/menu?node=main&lang=ru&tries=0",
+                             call_form(Digits="1")))
+    gather = root.find("Gather")
+    assert query(gather.get("action")) == {"node": "pension", "lang": "ru", "topic": "pension",
+                                           "tries": "0"}
+    texts = spoken(gather)
+    assert "нажмите два" in texts[-1] and "нажмите ноль" in texts[-1]
+
+
+def test_asking_a_lawyer_records_with_beep_hash_and_two_minutes(twilio: Twilio) -> None:
+    root = twiml(twilio.post("/voice/menu?node=pension&lang=kk&topic=pension&tries=0",
+                             call_form(Digits="2")))
+    record = root.find("Record")
+    assert record is not None
+    assert (record.get("maxLength"), record.get("finishOnKey"), record.get("playBeep")) == (
+        "120", "#", "true")
+    assert query(record.get("action")) == {"lang": "kk", "topic": "pension"}
+    assert urlsplit(record.get("action")).path == "/voice/recorded"
+    assert urlsplit(record.get("recordingStatusCallback")).path == "/voice/recording-status"
+    # Nothing recorded: Twilio moves on to the next verb, which leads to "we did not hear you".
+    assert root.find("Redirect").text == record.get("action")
+
+
+def test_silence_three_times_leads_to_recording_not_a_hang_up(twilio: Twilio) -> None:
+    url = "/voice/menu?node=main&lang=ru&tries=0"
+    for expected_tries in ("1", "2"):
+        root = twiml(twilio.post(url, call_form()))
+        action = root.find("Gather").get("action")
+        assert query(action)["tries"] == expected_tries
+        assert spoken(root)[0].startswith("Извините")
+        url = action.removeprefix(BASE_URL)
+    root = twiml(twilio.post(url, call_form()))
+    assert root.find("Record") is not None and root.find("Hangup") is None
+
+
+def test_wrong_key_is_explained(app: Flask, twilio: Twilio) -> None:
+    root = twiml(twilio.post("/voice/menu?node=main&lang=ru&tries=0", call_form(Digits="7")))
+    assert query(root.find("Gather").get("action"))["tries"] == "1"
+    assert spoken(root)[0] == runtime(app).flow.prompt("ru", "nav.wrong_key").text
+
+
+def test_call_status_is_recorded(twilio: Twilio, db) -> None:
+    form = call_form()
+    twilio.post("/voice/incoming", form)
+    response = twilio.post("/voice/status", {**form, "CallStatus": "completed",
+                                             "CallDuration": "73"})
+    assert response.status_code == 204
+    with db() as session:
+        call = session.scalars(select(Call)).one()
+        assert (call.status, call.duration) == ("completed", 73)
+        assert call.ended_at is not None
+
+
+@pytest.mark.parametrize("signature", ["", "bm90IGEgc2lnbmF0dXJl"])
+@pytest.mark.parametrize("path", ["/voice/incoming", "/voice/menu?node=main&lang=ru",
+                                  "/voice/recorded?lang=ru", "/voice/recording-status",
+                                  "/voice/status", "/voice/show?node=main"])
+def test_unsigned_or_wrongly_signed_requests_are_refused(twilio: Twilio, db, path: str,
+                                                         signature: str) -> None:
+    form = call_form(Digits="1", CallStatus="completed", RecordingSid="RE" + "a" * 32,
+                     RecordingUrl="https://api.twilio.com/x", RecordingStatus="completed")
+    response = twilio.post(path, form, signature=signature)
+    assert response.status_code == 403
+    with db() as session:
+        assert set(row_counts(session).values()) == {0}
+
+
+def test_a_signature_for_other_parameters_is_refused(twilio: Twilio, db) -> None:
+    form = call_form()
+    signature = twilio.validator.compute_signature(BASE_URL + "/voice/incoming",
+                                                   {**form, "From": "+77019999999"})
+    assert twilio.post("/voice/incoming", form, signature=signature).status_code == 403
+    with db() as session:
+        assert row_counts(session)["calls"] == 0
+
+
+@pytest.mark.parametrize("form", [{"CallSid": "nonsense"}, {"CallSid": ""},
+                                  {"From": "+77011234567"}])
+def test_malformed_webhooks_get_400_and_write_nothing(twilio: Twilio, db, form) -> None:
+    assert twilio.post("/voice/incoming", form).status_code == 400
+    with db() as session:
+        assert set(row_counts(session).values()) == {0}
+
+
+def test_a_forged_node_gets_400(twilio: Twilio) -> None:
+    assert twilio.post("/voice/menu?node=../../etc", call_form()).status_code == 400
+
+
+@pytest.fixture
+def proxied_app(make_app, settings: Settings) -> Flask:
+    return make_app(settings.override(public_base_url="https://public.example.kz"))
+
+
+def test_behind_a_proxy_the_public_url_is_checked(proxied_app: Flask) -> None:
+    twilio = Twilio(proxied_app)
+    form = call_form()
+    ok = twilio.post("/voice/incoming", form, base_url="http://10.0.0.5:8000",
+                     signed_url="https://public.example.kz/voice/incoming")
+    root = twiml(ok)
+    assert root.find("Gather").get("action").startswith("https://public.example.kz/voice/menu")
+    internal = twilio.post("/voice/incoming", call_form(), base_url="http://10.0.0.5:8000")
+    assert internal.status_code == 403
+
+
+def test_proxy_headers_are_trusted_when_configured(make_app, settings: Settings) -> None:
+    twilio = Twilio(make_app(settings.override(proxy_hops=1)))
+    headers = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "hotline.example.kz"}
+    response = twilio.post("/voice/incoming", call_form(), base_url="http://127.0.0.1:5000",
+                           signed_url="https://hotline.example.kz/voice/incoming",
+                           headers=headers)
+    assert twiml(response).find("Gather").get("action").startswith("https://hotline.example.kz/")
+
+
+def test_an_exception_becomes_an_apology_and_a_way_on(app: Flask, twilio: Twilio,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("database on fire")
+
+    monkeypatch.setattr(runtime(app).flow, "press", broken)
+    root = twiml(twilio.post("/voice/menu?node=main&lang=ru&tries=0", call_form(Digits="1")))
+    assert spoken(root) == [runtime(app).flow.prompt("ru", "error.apology").text]
+    redirect = root.find("Redirect")
+    assert redirect is not None and query(redirect.text) == {"node": "main", "lang": "ru",
+                                                             "err": "1"}
+    # Where the apology leads works, so the caller is back in the main menu.
+    back = twiml(twilio.post_url(redirect.text, call_form()))
+    assert query(back.find("Gather").get("action"))["node"] == "main"
+
+
+def test_a_second_failure_says_goodbye_instead_of_looping(app: Flask, twilio: Twilio,
+                                                          monkeypatch) -> None:
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("still broken")
+
+    monkeypatch.setattr(runtime(app).flow, "show", broken)
+    root = twiml(twilio.post("/voice/show?node=main&lang=kk&err=1", call_form()))
+    assert root.find("Hangup") is not None
+    # The caller is told to call again later, not cut off in silence.
+    assert spoken(root) == [runtime(app).flow.prompt("kk", "error.later").text]

@@ -1,0 +1,188 @@
+"""Fixtures and helpers for tests that drive the web app the way Twilio does."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from flask import Flask
+from flask.cli import ScriptInfo
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from twilio.request_validator import RequestValidator
+from werkzeug.test import TestResponse
+
+from hotline.app import create_app
+from hotline.cli import main as hotline_cli
+from hotline.config import Settings
+from hotline.jobs import huey
+from hotline.runtime import Runtime
+from hotline.simulator import FlaskTransport, MediaServer, PhoneSimulator, new_sid
+from storage.db import unit_of_work
+from storage.models import Base
+
+ACCOUNT_SID = "AC" + "1" * 32
+AUTH_TOKEN = "test-auth-token-0123456789"
+BASE_URL = "https://hotline.test"
+CALLER = "+77011234567"
+
+
+def make_wav(target: Path, text: str, voice: str = "ru", rate: int = 8000) -> Path:
+    """Speak text with espeak-ng and convert it to a telephone WAV with sox."""
+    if not shutil.which("espeak-ng") or not shutil.which("sox"):
+        pytest.fail("espeak-ng and sox are needed (make test installs them)", pytrace=False)
+    raw = target.with_suffix(".raw.wav")
+    subprocess.run(["espeak-ng", "-v", voice, "-w", str(raw), text], check=True)
+    subprocess.run(["sox", str(raw), "-r", str(rate), "-c", "1", "-b", "16", str(target)],
+                   check=True)
+    raw.unlink()
+    return target
+
+
+@pytest.fixture(scope="session")
+def question_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Russian question as Twilio would record it (8 kHz mono)."""
+    folder = tmp_path_factory.mktemp("audio")
+    return make_wav(folder / "question-ru.wav",
+                    "Здравствуйте. Мне шестьдесят лет. Когда мне назначат пенсию?")
+
+
+@pytest.fixture(scope="session")
+def kazakh_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Kazakh question (8 kHz mono)."""
+    folder = tmp_path_factory.mktemp("audio-kk")
+    return make_wav(folder / "question-kk.wav",
+                    "Сәлеметсіз бе. Мүгедектік жәрдемақысын қалай алуға болады?", voice="kk")
+
+
+@pytest.fixture
+def media() -> Iterator[MediaServer]:
+    """A local stand-in for Twilio's media host."""
+    with MediaServer(ACCOUNT_SID, AUTH_TOKEN) as server:
+        yield server
+
+
+@pytest.fixture
+def settings(tmp_path: Path, migrated_url: str, media: MediaServer) -> Settings:
+    """Test settings: real database, the local media host allowed, no waiting between retries."""
+    return Settings(
+        data_dir=tmp_path / "instance",
+        database_url=migrated_url,
+        twilio_account_sid=ACCOUNT_SID,
+        twilio_auth_token=AUTH_TOKEN,
+        twilio_phone_number="+77000000000",
+        twilio_media_hosts=("api.twilio.com", media.host),
+        download_attempts=4,
+        download_backoff=0.0,
+    )
+
+
+@pytest.fixture
+def make_app() -> Iterator[Callable[[Settings], Flask]]:
+    """Build apps with jobs run inline (Huey's immediate mode); close their pools afterwards."""
+    built: list[Flask] = []
+
+    def build(settings: Settings) -> Flask:
+        huey.immediate = True
+        built.append(create_app(settings))
+        return built[-1]
+
+    yield build
+    for application in built:
+        runtime(application).engine.dispose()
+
+
+@pytest.fixture
+def app(make_app: Callable[[Settings], Flask], settings: Settings) -> Flask:
+    """The hotline app on the test settings."""
+    return make_app(settings)
+
+
+def runtime(application: Flask) -> Runtime:
+    """Return the app's runtime."""
+    rt: Runtime = application.extensions["hotline"]
+    return rt
+
+
+@pytest.fixture
+def db(app: Flask) -> Callable[[], AbstractContextManager[Session]]:
+    """Open a committed-on-exit session on the app's database, for assertions."""
+    return lambda: unit_of_work(runtime(app).sessions)
+
+
+@pytest.fixture
+def phone(app: Flask, media: MediaServer) -> PhoneSimulator:
+    """A caller's phone, with Twilio's platform in between."""
+    return PhoneSimulator(FlaskTransport(app), BASE_URL, account_sid=ACCOUNT_SID,
+                          auth_token=AUTH_TOKEN, caller=CALLER, media=media,
+                          flow=runtime(app).flow)
+
+
+class Twilio:
+    """Posts single webhooks as Twilio would, signed (or not) with the account's token."""
+
+    def __init__(self, application: Flask) -> None:
+        self.client = application.test_client()
+        self.validator = RequestValidator(AUTH_TOKEN)
+
+    def post(self, path: str, data: dict[str, str], *, signature: str | None = None,
+             base_url: str = BASE_URL, signed_url: str | None = None,
+             headers: dict[str, str] | None = None) -> TestResponse:
+        """Post data to path; sign it for signed_url (default: the URL posted to)."""
+        url = base_url + path
+        if signature is None:
+            signature = self.validator.compute_signature(signed_url or url, data)
+        all_headers = {"X-Twilio-Signature": signature, **(headers or {})}
+        if not signature:
+            all_headers.pop("X-Twilio-Signature")
+        return self.client.post(path, base_url=base_url, data=data, headers=all_headers)
+
+    def post_url(self, url: str, data: dict[str, str]) -> TestResponse:
+        """Post data to an absolute URL taken from TwiML."""
+        path = url.removeprefix(BASE_URL)
+        return self.post(path, data)
+
+
+@pytest.fixture
+def twilio(app: Flask) -> Twilio:
+    """Twilio's side of single webhooks."""
+    return Twilio(app)
+
+
+def call_form(call_sid: str | None = None, **extra: str) -> dict[str, str]:
+    """A voice webhook's form fields."""
+    return {"CallSid": call_sid or new_sid("CA"), "AccountSid": ACCOUNT_SID, "From": CALLER,
+            "To": "+77000000000", **extra}
+
+
+def twiml(response: TestResponse) -> ET.Element:
+    """Parse a TwiML response, checking it is one."""
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.mimetype == "application/xml"
+    root = ET.fromstring(response.get_data(as_text=True))
+    assert root.tag == "Response"
+    return root
+
+
+def spoken(element: ET.Element) -> list[str]:
+    """Texts of every <Say> under element."""
+    return [" ".join("".join(say.itertext()).split()) for say in element.iter("Say")]
+
+
+def row_counts(session: Session) -> dict[str, int]:
+    """Rows in every table."""
+    return {table.name: session.scalar(select(func.count()).select_from(table)) or 0
+            for table in Base.metadata.sorted_tables}
+
+
+def run_cli(application: Flask | None, args: list[str],
+            env: dict[str, str] | None = None) -> Result:
+    """Run a `hotline` command against application (or the environment's app)."""
+    obj = ScriptInfo(create_app=lambda: application) if application else None
+    return CliRunner().invoke(hotline_cli, args, obj=obj, env=env, catch_exceptions=False)
