@@ -35,7 +35,11 @@ def _runtime() -> Runtime:
 
 @click.group(cls=FlaskGroup, create_app=_create_app, add_version_option=False)
 def main() -> None:
-    """Halyq Uni hotline: run it, check its content, work its queue."""
+    """Halyq Uni hotline: run it, check its content, work its queue.
+
+    Commands that need the app (prompts, queue, recordings) load it from the environment;
+    the others (db, flows check, worker, call) work even when the app would refuse to start.
+    """
 
 
 # -- database -------------------------------------------------------------------------------
@@ -45,7 +49,7 @@ def db() -> None:
     """Database schema (Alembic migrations)."""
 
 
-@db.command("upgrade")
+@db.command("upgrade", with_appcontext=False)
 def db_upgrade() -> None:
     """Bring the database schema up to date."""
     from storage.db import upgrade
@@ -62,7 +66,7 @@ def flows() -> None:
     """The phone tree's content."""
 
 
-@flows.command("check")
+@flows.command("check", with_appcontext=False)
 @click.option("--content", "content_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Content folder (default: HOTLINE_CONTENT_DIR or the packaged content).")
 def flows_check(content_dir: Path | None) -> None:
@@ -178,7 +182,7 @@ def recordings_retry() -> None:
 
 # -- the worker -----------------------------------------------------------------------------
 
-@main.command("worker")
+@main.command("worker", with_appcontext=False)
 @click.option("--workers", default=1, show_default=True, help="Worker threads.")
 def worker(workers: int) -> None:
     """Run the background job consumer (recording downloads)."""
@@ -190,7 +194,7 @@ def worker(workers: int) -> None:
 
 # -- the caller simulator -------------------------------------------------------------------
 
-@main.command("call")
+@main.command("call", with_appcontext=False)
 @click.option("--url", help="Hotline base URL (default: an in-process app on this configuration).")
 @click.option("--from", "caller", default="+77011234567", show_default=True,
               help="The caller's phone number.")

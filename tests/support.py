@@ -19,6 +19,7 @@ from twilio.request_validator import RequestValidator
 from werkzeug.test import TestResponse
 
 from hotline.app import create_app
+from hotline.cli import _create_app as create_from_env
 from hotline.cli import main as hotline_cli
 from hotline.config import Settings
 from hotline.jobs import huey
@@ -184,5 +185,5 @@ def row_counts(session: Session) -> dict[str, int]:
 def run_cli(application: Flask | None, args: list[str],
             env: dict[str, str] | None = None) -> Result:
     """Run a `hotline` command against application (or the environment's app)."""
-    obj = ScriptInfo(create_app=lambda: application) if application else None
+    obj = ScriptInfo(create_app=(lambda: application) if application else create_from_env)
     return CliRunner().invoke(hotline_cli, args, obj=obj, env=env, catch_exceptions=False)

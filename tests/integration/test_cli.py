@@ -1,0 +1,104 @@
+"""The `hotline` command: content check, prompt rendering, the queue, the caller simulator."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import wave
+from pathlib import Path
+
+import pytest
+import yaml
+from flask import Flask
+
+from flows.content import DEFAULT_CONTENT_DIR
+from hotline.app import create_app
+from hotline.config import Settings
+from tests.support import run_cli, runtime
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    """The commands do not depend on the backend."""
+    return f"sqlite:///{tmp_path / 'hotline.sqlite3'}"
+
+
+def test_flows_check_accepts_the_shipped_content() -> None:
+    result = run_cli(None, ["flows", "check"])
+    assert result.exit_code == 0
+    assert result.output.startswith("content OK: 2 languages")
+
+
+def test_flows_check_names_file_and_key_and_fails(tmp_path: Path) -> None:
+    content = tmp_path / "content"
+    shutil.copytree(DEFAULT_CONTENT_DIR, content)
+    data = yaml.safe_load((content / "ru.yaml").read_text("utf-8"))
+    del data["prompts"]["topic.documents.todo"]
+    (content / "ru.yaml").write_text(yaml.safe_dump(data, allow_unicode=True), "utf-8")
+    result = run_cli(None, ["flows", "check", "--content", str(content)])
+    assert result.exit_code == 1
+    assert "ru.yaml: prompts.topic.documents.todo: missing translation" in result.output
+
+
+def test_the_app_refuses_to_start_on_invalid_content(settings: Settings, tmp_path: Path) -> None:
+    from flows.content import ContentError
+
+    content = tmp_path / "content"
+    shutil.copytree(DEFAULT_CONTENT_DIR, content)
+    (content / "kk.yaml").write_text("language: kk\nprompts: {}\n", "utf-8")
+    with pytest.raises(ContentError, match="kk.yaml: prompts.greeting: missing translation"):
+        create_app(settings.override(content_dir=content))
+
+
+def test_the_app_refuses_to_start_without_a_token(settings: Settings) -> None:
+    from hotline.config import ConfigError
+
+    with pytest.raises(ConfigError, match="TWILIO_AUTH_TOKEN"):
+        create_app(settings.override(twilio_auth_token=""))
+
+
+def test_prompts_render_makes_slow_telephone_audio_for_every_kazakh_prompt(app: Flask) -> None:
+    result = run_cli(app, ["prompts", "render"])
+    assert result.exit_code == 0, result.output
+    rt = runtime(app)
+    prompts = list(rt.flow.all_prompts("kk"))
+    files = [rt.prompts.file_for(p) for p in prompts]
+    assert all(files)
+    with wave.open(str(files[0]), "rb") as audio:
+        assert (audio.getframerate(), audio.getnchannels(), audio.getsampwidth()) == (8000, 1, 2)
+    again = run_cli(app, ["prompts", "render"])
+    assert "every prompt already has audio" in again.output
+
+
+def test_a_recorded_prompt_wins_over_a_rendered_one(app: Flask, tmp_path: Path) -> None:
+    rt = runtime(app)
+    prompt = rt.flow.prompt("kk", "greeting")
+    human = rt.prompts.recorded_path(prompt)
+    human.parent.mkdir(parents=True)
+    human.write_bytes(b"RIFF....WAVE")
+    assert rt.prompts.file_for(prompt) == human
+    run_cli(app, ["prompts", "render"])
+    assert rt.prompts.file_for(prompt) == human
+
+
+def test_queue_is_empty_at_first(app: Flask) -> None:
+    assert run_cli(app, ["queue"]).output.strip() == "no questions are waiting"
+    assert json.loads(run_cli(app, ["queue", "--json"]).output) == []
+
+
+def test_hotline_call_in_demo_mode_walks_a_russian_call(tmp_path: Path,
+                                                        question_wav: Path) -> None:
+    env = {"HOTLINE_DEMO": "1", "HOTLINE_DATA_DIR": str(tmp_path / "demo"),
+           "DATABASE_URL": "", "REDIS_URL": ""}
+    assert run_cli(None, ["db", "upgrade"], env=env).exit_code == 0
+    result = run_cli(None, ["call", "--keys", "2 1 2 rec _", "--record", str(question_wav)],
+                     env=env)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert any(line.startswith("SAY  [ru] Для русского языка") for line in lines)
+    assert any("[pressed 2]" in line for line in lines)
+    assert any("рабочих дней" in line for line in lines)
+    assert lines[-1].endswith("keys 2 1 2 _; 1 recording(s)")
+    queue = json.loads(run_cli(None, ["queue", "--json"], env=env).output)
+    assert [(q["language"], q["topic"], q["download"]) for q in queue] == [
+        ("ru", "pension", "stored")]
