@@ -34,7 +34,7 @@ run: setup
 	@echo "Attach a recorded question:        ... hotline call --url http://127.0.0.1:$(PORT) --record question.wav"
 	@echo "See the callback queue:            HOTLINE_DEMO=1 $(BIN)/hotline queue"
 	@echo ""
-	HOTLINE_DEMO=1 $(BIN)/honcho start web worker
+	HOTLINE_DEMO=1 PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start --port $(PORT) web worker
 
 lint: setup
 	$(BIN)/ruff check .

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import click
+import requests
 from flask import Flask, current_app
 from flask.cli import FlaskGroup, with_appcontext
 
@@ -274,7 +275,10 @@ def call(url: str | None, caller: str, keys: str | None, record_file: Path | Non
             hotline_number=settings.twilio_phone_number or "+77000000000", media=media,
             flow=Flow(flow_content, settings.callback_days), echo=click.echo,
         )
-        log = simulator.call(keypad)
+        try:
+            log = simulator.call(keypad)
+        except requests.RequestException as exc:
+            raise click.ClickException(f"cannot reach the hotline at {url}: {exc}") from exc
         if url and log.recordings:
             click.echo("waiting for the hotline's worker to fetch the recording ...")
             for sid in log.recordings:
