@@ -43,6 +43,15 @@ def main() -> None:
     """
 
 
+def _register_subcommands() -> None:
+    from hotline.cli_models import models
+
+    main.add_command(models)
+
+
+_register_subcommands()
+
+
 # -- database -------------------------------------------------------------------------------
 
 @main.group()
@@ -178,6 +187,93 @@ def recordings_retry() -> None:
         failed += state != "stored"
         click.echo(f"{sid}: {state}")
     if failed:
+        raise SystemExit(1)
+
+
+# -- transcription --------------------------------------------------------------------------
+
+@main.command("transcribe", with_appcontext=False)
+@click.argument("files", nargs=-1,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--language", type=click.Choice(["kk", "ru"]), default="ru", show_default=True,
+              help="Which language's model decodes FILES.")
+@click.option("--json", "as_json", is_flag=True, help="The full result: words, times, confidence.")
+@click.option("--pending", is_flag=True,
+              help="Transcribe every recorded question without a transcript (pending, failed, "
+                   "no model), e.g. after installing a model.")
+def transcribe(files: tuple[Path, ...], language: str, as_json: bool, pending: bool) -> None:
+    """Transcribe audio files (or the questions waiting for a transcript) offline with Vosk."""
+    from speech.errors import SpeechError
+
+    settings = Settings.from_env()
+    if pending:
+        _transcribe_pending(settings)
+        return
+    if not files:
+        raise click.UsageError("give audio files, or --pending")
+    from speech.models import registry_from_folder
+    from speech.transcriber import Transcriber
+
+    transcriber = Transcriber(registry_from_folder(
+        settings.models_dir, {"kk": settings.vosk_model_kk, "ru": settings.vosk_model_ru}))
+    results: list[dict[str, Any]] = []
+    failed = 0
+    with click.progressbar(files, label="transcribing", file=sys.stderr,
+                           hidden=len(files) < 2) as bar:
+        for path in bar:
+            try:
+                result = transcriber.transcribe(path, language)
+            except SpeechError as exc:
+                failed += 1
+                results.append({"file": str(path), "error": str(exc)})
+                continue
+            results.append({"file": str(path), **result.to_dict()})
+    if as_json:
+        click.echo(json.dumps(results if len(files) > 1 else results[0], ensure_ascii=False,
+                              indent=2))
+    else:
+        for row in results:
+            prefix = f"{row['file']}: " if len(files) > 1 else ""
+            if "error" in row:
+                click.echo(f"{prefix}error: {row['error']}", err=True)
+            else:
+                click.echo(f"{prefix}{row['text']}")
+    if failed:
+        raise SystemExit(1)
+
+
+def _transcribe_pending(settings: Settings) -> None:
+    from hotline.runtime import build_runtime
+    from hotline.transcription import TranscriptionRetry, transcribe_question
+    from storage.db import unit_of_work
+    from storage.models import (
+        TRANSCRIPTION_FAILED,
+        TRANSCRIPTION_NO_MODEL,
+        TRANSCRIPTION_PENDING,
+    )
+    from storage.transcripts import questions_to_transcribe
+
+    try:
+        rt = build_runtime(settings)
+    except (ConfigError, ContentError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    retry = (TRANSCRIPTION_FAILED, TRANSCRIPTION_NO_MODEL)
+    with unit_of_work(rt.sessions) as session:
+        ids = questions_to_transcribe(session, (TRANSCRIPTION_PENDING, *retry))
+    if not ids:
+        click.echo("no question is waiting for a transcript")
+        return
+    states: dict[str, int] = {}
+    with click.progressbar(ids, label="transcribing", file=sys.stderr) as bar:
+        for question_id in bar:
+            try:
+                state = transcribe_question(rt, question_id, also=retry)
+            except TranscriptionRetry:
+                state = "pending (will be retried)"
+            states[state] = states.get(state, 0) + 1
+    click.echo(", ".join(f"{count} {state}" for state, count in sorted(states.items())))
+    rt.engine.dispose()
+    if set(states) - {"done"}:
         raise SystemExit(1)
 
 

@@ -52,6 +52,10 @@ class Settings:
     download_attempts: int = 5
     download_backoff: float = 2.0
     default_region: str = "KZ"
+    queue_name: str = "hotline"
+    stale_seconds: int = 600
+    transcription_attempts: int = 4
+    retry_backoff: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -63,7 +67,7 @@ class Settings:
         if demo:
             # The built-in simulator serves recordings from this machine.
             media_hosts = tuple(dict.fromkeys((*media_hosts, "127.0.0.1", "localhost")))
-        models = data_dir / "models"
+        models = data_dir / "models"  # the models_dir property, before the object exists
         content = env.get("HOTLINE_CONTENT_DIR")
         return cls(
             data_dir=data_dir,
@@ -89,6 +93,10 @@ class Settings:
             gather_timeout=int(env.get("HOTLINE_GATHER_TIMEOUT", "7")),
             download_attempts=int(env.get("HOTLINE_DOWNLOAD_ATTEMPTS", "5")),
             download_backoff=float(env.get("HOTLINE_DOWNLOAD_BACKOFF", "2")),
+            queue_name=env.get("HOTLINE_QUEUE_NAME", "hotline"),
+            stale_seconds=int(env.get("HOTLINE_STALE_SECONDS", "600")),
+            transcription_attempts=int(env.get("HOTLINE_TRANSCRIPTION_ATTEMPTS", "4")),
+            retry_backoff=float(env.get("HOTLINE_RETRY_BACKOFF", "30")),
         )
 
     def override(self, **changes: Any) -> Settings:
@@ -104,6 +112,11 @@ class Settings:
     def prompts_dir(self) -> Path:
         """Folder of prompt audio: recorded by people, or rendered with espeak-ng."""
         return self.data_dir / "prompts"
+
+    @property
+    def models_dir(self) -> Path:
+        """Folder with one Vosk model folder per language (`kk/`, `ru/`)."""
+        return self.data_dir / "models"
 
     @property
     def jobs_file(self) -> Path:

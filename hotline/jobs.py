@@ -1,18 +1,25 @@
 """Background jobs (Huey): SqliteHuey in the data folder by default, RedisHuey with REDIS_URL.
 
 The database, not the queue, is the source of truth: a job only moves a row forward, so running
-it twice is harmless, and `hotline recordings retry` re-runs whatever a lost message left behind.
+it twice is harmless, and the sweep re-enqueues whatever a lost message or a killed worker left
+behind (at worker start-up and every minute).
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta
 
-from huey import Huey, RedisHuey, SqliteHuey
+from huey import Huey, RedisHuey, SqliteHuey, crontab
+from huey.exceptions import RetryTask
 
 from hotline.config import Settings
 from hotline.recordings import download_recording
 from hotline.runtime import Runtime, build_runtime
+from hotline.transcription import TranscriptionRetry, transcribe_question
+from storage import questions, transcripts
+from storage.db import unit_of_work
+from storage.models import DOWNLOAD_STORED, TRANSCRIPTION_PENDING, TRANSCRIPTION_RUNNING
 
 log = logging.getLogger(__name__)
 
@@ -20,9 +27,9 @@ log = logging.getLogger(__name__)
 def make_huey(settings: Settings) -> Huey:
     """Return the queue the settings ask for."""
     if settings.redis_url:
-        return RedisHuey("hotline", url=settings.redis_url)
+        return RedisHuey(settings.queue_name, url=settings.redis_url)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return SqliteHuey("hotline", filename=str(settings.jobs_file))
+    return SqliteHuey(settings.queue_name, filename=str(settings.jobs_file))
 
 
 huey = make_huey(Settings.from_env())
@@ -45,5 +52,51 @@ def current_runtime() -> Runtime:
 
 @huey.task(retries=3, retry_delay=60)  # type: ignore[untyped-decorator]
 def download_recording_job(recording_id: int) -> str:
-    """Download one recorded question (retried later if the database itself failed)."""
-    return download_recording(current_runtime(), recording_id)
+    """Download one recorded question, then queue its transcription."""
+    runtime = current_runtime()
+    state = download_recording(runtime, recording_id)
+    if state == DOWNLOAD_STORED:
+        with unit_of_work(runtime.sessions) as session:
+            recording = questions.get_recording(session, recording_id)
+            question_id = recording.question_id if recording else None
+        if question_id is not None:
+            transcribe_question_job(question_id)
+    return state
+
+
+@huey.task()  # type: ignore[untyped-decorator]
+def transcribe_question_job(question_id: int) -> str:
+    """Transcribe one question; passing failures come back later with a growing delay."""
+    try:
+        return transcribe_question(current_runtime(), question_id)
+    except TranscriptionRetry as exc:
+        raise RetryTask(str(exc), delay=exc.delay) from exc
+
+
+def sweep(runtime: Runtime) -> tuple[int, int]:
+    """Re-enqueue work whose row has not moved for too long; return (downloads, transcriptions)."""
+    stale_before = datetime.now(UTC) - timedelta(seconds=runtime.settings.stale_seconds)
+    with unit_of_work(runtime.sessions) as session:
+        recording_ids = [r.id for r in questions.recordings_to_fetch(session, stale_before)]
+        question_ids = transcripts.questions_to_transcribe(
+            session, (TRANSCRIPTION_PENDING, TRANSCRIPTION_RUNNING), updated_before=stale_before)
+    for recording_id in recording_ids:
+        download_recording_job(recording_id)
+    for question_id in question_ids:
+        transcribe_question_job(question_id)
+    if recording_ids or question_ids:
+        log.info("sweep re-enqueued %d downloads and %d transcriptions", len(recording_ids),
+                 len(question_ids))
+    return len(recording_ids), len(question_ids)
+
+
+@huey.periodic_task(crontab(minute="*"))  # type: ignore[untyped-decorator]
+def sweep_job() -> tuple[int, int]:
+    """Every minute: recover work that a lost message or a killed worker left behind."""
+    return sweep(current_runtime())
+
+
+@huey.on_startup()  # type: ignore[untyped-decorator]
+def sweep_at_start() -> None:
+    """When a worker starts, recover at once rather than after the first minute."""
+    sweep(current_runtime())

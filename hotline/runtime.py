@@ -11,6 +11,8 @@ from flows.content import load_content
 from flows.engine import Flow
 from hotline.config import Settings
 from hotline.prompts import PromptLibrary
+from speech.models import registry_from_folder
+from speech.transcriber import Transcriber
 from storage.db import make_engine, make_session_factory
 
 
@@ -23,6 +25,7 @@ class Runtime:
     sessions: sessionmaker[Session]
     flow: Flow
     prompts: PromptLibrary
+    speech: Transcriber
 
 
 def build_runtime(settings: Settings) -> Runtime:
@@ -36,4 +39,7 @@ def build_runtime(settings: Settings) -> Runtime:
         sessions=make_session_factory(engine),
         flow=flow,
         prompts=PromptLibrary(settings.prompts_dir),
+        # Models load lazily, once per process, on the first question in their language.
+        speech=Transcriber(registry_from_folder(
+            settings.models_dir, {"kk": settings.vosk_model_kk, "ru": settings.vosk_model_ru})),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, ForeignKey, Index, MetaData, String, Text
+from sqlalchemy import JSON, Float, ForeignKey, Index, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from storage.utc import UTCDateTime
@@ -22,6 +22,15 @@ QUESTION_WAITING = "waiting"
 QUESTION_CLAIMED = "claimed"
 QUESTION_CLOSED = "closed"
 QUESTION_STATUSES = (QUESTION_WAITING, QUESTION_CLAIMED, QUESTION_CLOSED)
+
+# Question.transcription_state
+TRANSCRIPTION_PENDING = "pending"
+TRANSCRIPTION_RUNNING = "running"
+TRANSCRIPTION_DONE = "done"
+TRANSCRIPTION_FAILED = "failed"
+TRANSCRIPTION_NO_MODEL = "no_model"
+TRANSCRIPTION_STATES = (TRANSCRIPTION_PENDING, TRANSCRIPTION_RUNNING, TRANSCRIPTION_DONE,
+                        TRANSCRIPTION_FAILED, TRANSCRIPTION_NO_MODEL)
 
 # Question.channel
 CHANNEL_VOICE = "voice"
@@ -97,7 +106,10 @@ class Question(Base):
     """A resident's question waiting for a consultant's callback."""
 
     __tablename__ = "questions"
-    __table_args__ = (Index("ix_questions_status_created_at", "status", "created_at"),)
+    __table_args__ = (
+        Index("ix_questions_status_created_at", "status", "created_at"),
+        Index("ix_questions_transcription", "transcription_state", "transcription_updated_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     caller_id: Mapped[int | None] = mapped_column(ForeignKey("callers.id"), index=True)
@@ -107,10 +119,18 @@ class Question(Base):
     topic: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(20), default=QUESTION_WAITING)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The database, not the job queue, knows where transcription stands (DESIGN.md, Jobs).
+    transcription_state: Mapped[str] = mapped_column(
+        String(12), default=TRANSCRIPTION_PENDING, server_default=TRANSCRIPTION_PENDING)
+    transcription_attempts: Mapped[int] = mapped_column(default=0, server_default="0")
+    transcription_error: Mapped[str | None] = mapped_column(Text)
+    transcription_updated_at: Mapped[datetime | None]
 
     caller: Mapped[Caller | None] = relationship(back_populates="questions")
     call: Mapped[Call | None] = relationship()
     recording: Mapped[Recording | None] = relationship(back_populates="question", uselist=False)
+    transcript: Mapped[Transcript | None] = relationship(back_populates="question",
+                                                         uselist=False)
 
     def __repr__(self) -> str:
         return f"<Question {self.id} {self.channel} {self.status}>"
@@ -139,3 +159,26 @@ class Recording(Base):
 
     def __repr__(self) -> str:
         return f"<Recording {self.id} {self.recording_sid} {self.download_state}>"
+
+
+class Transcript(Base):
+    """What Vosk heard in a recorded question, word by word (one per question)."""
+
+    __tablename__ = "transcripts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    question_id: Mapped[int] = mapped_column(ForeignKey("questions.id"), unique=True)
+    language: Mapped[str] = mapped_column(String(8))
+    model: Mapped[str] = mapped_column(String(128))
+    text: Mapped[str] = mapped_column(Text)
+    # [{"word": str, "start": float, "end": float, "conf": float}]
+    words: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    confidence: Mapped[float] = mapped_column(Float)
+    duration: Mapped[float] = mapped_column(Float)
+    elapsed: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    question: Mapped[Question] = relationship(back_populates="transcript")
+
+    def __repr__(self) -> str:
+        return f"<Transcript {self.id} of question {self.question_id}>"

@@ -125,12 +125,22 @@ def count_download_attempt(session: Session, recording: Recording, now: datetime
     session.flush()
 
 
-def recordings_to_fetch(session: Session) -> list[Recording]:
-    """Return the recordings whose audio is not stored yet, oldest first."""
-    statement = (
-        select(Recording)
-        .where(Recording.download_state.in_((DOWNLOAD_PENDING, DOWNLOAD_FAILED, DOWNLOAD_REFUSED)))
-        .order_by(Recording.created_at, Recording.id)
+def recordings_to_fetch(
+    session: Session, updated_before: datetime | None = None, max_attempts: int = 20
+) -> list[Recording]:
+    """Return the recordings whose audio is not stored yet, oldest first.
+
+    With updated_before (the sweep): only pending or failed ones untouched since then and tried
+    fewer than max_attempts times; refused ones wait for an operator (`recordings retry`).
+    """
+    states = (DOWNLOAD_PENDING, DOWNLOAD_FAILED, DOWNLOAD_REFUSED)
+    statement = select(Recording).order_by(Recording.created_at, Recording.id)
+    if updated_before is None:
+        return list(session.scalars(statement.where(Recording.download_state.in_(states))))
+    statement = statement.where(
+        Recording.download_state.in_((DOWNLOAD_PENDING, DOWNLOAD_FAILED)),
+        Recording.updated_at < updated_before,
+        Recording.download_attempts < max_attempts,
     )
     return list(session.scalars(statement))
 

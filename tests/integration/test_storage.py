@@ -146,14 +146,39 @@ def test_migration_matches_models(migrated_url: str) -> None:
             assert compare_metadata(context, Base.metadata) == []
     finally:
         engine.dispose()
-    assert current_revision(migrated_url) == "0001"
+    assert current_revision(migrated_url) == head_revision()
 
 
 def test_empty_database_has_no_revision(database_url: str) -> None:
     assert current_revision(database_url) is None
     upgrade(database_url)
     upgrade(database_url)  # again: nothing to do
-    assert current_revision(database_url) == "0001"
+    assert current_revision(database_url) == head_revision()
+
+
+def head_revision() -> str | None:
+    from alembic.script import ScriptDirectory
+
+    from storage.db import alembic_config
+
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+
+def test_upgrade_from_0001_keeps_questions_and_marks_them_pending(database_url: str) -> None:
+    upgrade(database_url, "0001")
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(
+                "INSERT INTO questions (channel, status, created_at) "
+                "VALUES ('voice', 'waiting', '2026-11-01 10:00:00+00:00')")
+        upgrade(database_url)
+        with engine.connect() as connection:
+            rows = connection.exec_driver_sql(
+                "SELECT transcription_state, transcription_attempts FROM questions").all()
+    finally:
+        engine.dispose()
+    assert [tuple(r) for r in rows] == [("pending", 0)]
 
 
 def test_call_sid_unique_in_database(session_factory: sessionmaker[Session]) -> None:
