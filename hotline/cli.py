@@ -146,6 +146,9 @@ def queue(as_json: bool) -> None:
                 "download": recording.download_state if recording else None,
                 "error": recording.last_error if recording else None,
                 "audio": audio,
+                "transcription": question.transcription_state,
+                "transcription_error": question.transcription_error,
+                "transcript": question.transcript.text if question.transcript else None,
             })
     if as_json:
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
@@ -160,6 +163,8 @@ def queue(as_json: bool) -> None:
             f"#{row['id']:<5} {row['created'][:16]}  {row['phone'] or 'no number':<13} "
             f"{row['language'] or '??'}  {row['topic'] or 'general':<18} {seconds:>6}  {where}"
         )
+        heard = row["transcript"] or row["transcription_error"] or ""
+        click.echo(f"       transcript {row['transcription']}{': ' if heard else ''}{heard}")
 
 
 @main.group()
@@ -258,21 +263,23 @@ def _transcribe_pending(settings: Settings) -> None:
     except (ConfigError, ContentError) as exc:
         raise click.ClickException(str(exc)) from exc
     retry = (TRANSCRIPTION_FAILED, TRANSCRIPTION_NO_MODEL)
-    with unit_of_work(rt.sessions) as session:
-        ids = questions_to_transcribe(session, (TRANSCRIPTION_PENDING, *retry))
-    if not ids:
-        click.echo("no question is waiting for a transcript")
-        return
     states: dict[str, int] = {}
-    with click.progressbar(ids, label="transcribing", file=sys.stderr) as bar:
-        for question_id in bar:
-            try:
-                state = transcribe_question(rt, question_id, also=retry)
-            except TranscriptionRetry:
-                state = "pending (will be retried)"
-            states[state] = states.get(state, 0) + 1
+    try:
+        with unit_of_work(rt.sessions) as session:
+            ids = questions_to_transcribe(session, (TRANSCRIPTION_PENDING, *retry))
+        if not ids:
+            click.echo("no question is waiting for a transcript")
+            return
+        with click.progressbar(ids, label="transcribing", file=sys.stderr) as bar:
+            for question_id in bar:
+                try:
+                    state = transcribe_question(rt, question_id, also=retry)
+                except TranscriptionRetry:
+                    state = "pending (will be retried)"
+                states[state] = states.get(state, 0) + 1
+    finally:
+        rt.engine.dispose()
     click.echo(", ".join(f"{count} {state}" for state, count in sorted(states.items())))
-    rt.engine.dispose()
     if set(states) - {"done"}:
         raise SystemExit(1)
 

@@ -1,0 +1,1 @@
+"""Offline transcription with Vosk: the model of each language, reading recordings, decoding."""

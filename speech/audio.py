@@ -5,17 +5,29 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
+import numpy.typing as npt
 import soxr
 
 from speech.errors import AudioError, SpeechError
-from speech.wav import UnsupportedEncoding, WavFormat, is_wav, read_header, read_samples, to_float
+from speech.wav import (
+    UnsupportedEncoding,
+    WavFormat,
+    is_wav,
+    read_blocks,
+    read_header,
+    read_samples,
+    to_float,
+)
 
 # Twilio recordings last at most 120 s; anything far longer is a mistake, not a question.
 MAX_SECONDS = 15 * 60
 # Decoding even a long MP3 takes seconds; a hung ffmpeg must not block a worker for ever.
 FFMPEG_TIMEOUT = 300
+# Frames converted at a time: about a second of studio audio, a few MB as floats.
+BLOCK_FRAMES = 1 << 16
 # First bytes of formats ffmpeg reads and this module does not.
 SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
     (b"ID3", 0, "MP3"),
@@ -44,7 +56,11 @@ def load_pcm(path: Path, target_rate: int, max_seconds: float = MAX_SECONDS) -> 
             stream.seek(0)
             fmt = read_header(stream, name, size)
             _check_length(name, fmt, max_seconds)
-            data = read_samples(stream, fmt)
+            if fmt.is_pcm16 and fmt.channels == 1 and fmt.rate == target_rate:
+                # Already what the model wants: pass it through untouched.
+                pcm = read_samples(stream, fmt)
+            else:
+                pcm = _convert(stream, fmt, target_rate)
     except UnsupportedEncoding:
         if shutil.which("ffmpeg") is None:
             raise
@@ -52,7 +68,7 @@ def load_pcm(path: Path, target_rate: int, max_seconds: float = MAX_SECONDS) -> 
     except OSError as exc:
         # Not permanent: a missing or unreadable file may be a download still in progress.
         raise SpeechError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    return _convert(data, fmt, target_rate), fmt.frames / fmt.rate
+    return pcm, fmt.frames / fmt.rate
 
 
 def describe_length(seconds: float) -> str:
@@ -81,13 +97,24 @@ def _check_length(name: str, fmt: WavFormat, max_seconds: float) -> None:
         )
 
 
-def _convert(data: bytes, fmt: WavFormat, target_rate: int) -> bytes:
-    if fmt.is_pcm16 and fmt.channels == 1 and fmt.rate == target_rate:
-        return data  # already what the model wants: pass it through untouched
-    mono = to_float(data, fmt).mean(axis=1, dtype=np.float32)
+def _convert(stream: BinaryIO, fmt: WavFormat, target_rate: int) -> bytes:
+    # Block by block, so that a long 48 kHz multi-channel file never sits in memory as floats.
+    resampler = None
     if fmt.rate != target_rate:
-        mono = soxr.resample(mono, fmt.rate, target_rate, quality="HQ")
-    scaled = np.clip(np.round(mono * 32768.0), -32768, 32767).astype("<i2")
+        resampler = soxr.ResampleStream(fmt.rate, target_rate, 1, dtype="float32", quality="HQ")
+    blocks = []
+    for data in read_blocks(stream, fmt, BLOCK_FRAMES):
+        mono = to_float(data, fmt).mean(axis=1, dtype=np.float32)
+        if resampler is not None:
+            mono = resampler.resample_chunk(mono)
+        blocks.append(_to_pcm16(mono))
+    if resampler is not None:
+        blocks.append(_to_pcm16(resampler.resample_chunk(np.zeros(0, np.float32), last=True)))
+    return b"".join(blocks)
+
+
+def _to_pcm16(samples: npt.NDArray[np.float32]) -> bytes:
+    scaled = np.clip(np.round(samples * 32768.0), -32768, 32767).astype("<i2")
     return bytes(scaled.tobytes())
 
 

@@ -8,6 +8,7 @@ IEEE float, which it refuses. This reader takes all of them, and words its error
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -145,6 +146,20 @@ def read_samples(stream: BinaryIO, fmt: WavFormat) -> bytes:
     stream.seek(fmt.data_offset)
     data = stream.read(fmt.data_present)
     return data[: len(data) - len(data) % fmt.frame_bytes]
+
+
+def read_blocks(stream: BinaryIO, fmt: WavFormat, frames: int) -> Iterator[bytes]:
+    """Yield the audio data in blocks of whole frames, at most this many frames each."""
+    stream.seek(fmt.data_offset)
+    remaining = fmt.data_present
+    while remaining > 0:
+        data = stream.read(min(frames * fmt.frame_bytes, remaining))
+        if not data:
+            return
+        remaining -= len(data)
+        whole = len(data) - len(data) % fmt.frame_bytes
+        if whole:
+            yield data[:whole]
 
 
 def to_float(data: bytes, fmt: WavFormat) -> npt.NDArray[np.float32]:

@@ -151,7 +151,8 @@ def waiting_questions(session: Session, limit: int | None = None) -> list[Questi
         select(Question)
         .where(Question.status == QUESTION_WAITING)
         .order_by(Question.created_at, Question.id)
-        .options(selectinload(Question.caller), selectinload(Question.recording))
+        .options(selectinload(Question.caller), selectinload(Question.recording),
+                 selectinload(Question.transcript))
         .limit(limit)
     )
     return list(session.scalars(statement))

@@ -34,13 +34,15 @@ BASE_URL = "https://hotline.test"
 CALLER = "+77011234567"
 
 
-def make_wav(target: Path, text: str, voice: str = "ru", rate: int = 8000) -> Path:
-    """Speak text with espeak-ng and convert it to a telephone WAV with sox."""
+def make_wav(target: Path, text: str, voice: str = "ru", rate: int = 8000,
+             speed: int = 175) -> Path:
+    """Speak text with espeak-ng and convert it to a telephone WAV with sox (no dither)."""
     if not shutil.which("espeak-ng") or not shutil.which("sox"):
         pytest.fail("espeak-ng and sox are needed (make test installs them)", pytrace=False)
     raw = target.with_suffix(".raw.wav")
-    subprocess.run(["espeak-ng", "-v", voice, "-w", str(raw), text], check=True)
-    subprocess.run(["sox", str(raw), "-r", str(rate), "-c", "1", "-b", "16", str(target)],
+    subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(raw), text],
+                   check=True)
+    subprocess.run(["sox", str(raw), "-D", "-r", str(rate), "-c", "1", "-b", "16", str(target)],
                    check=True)
     raw.unlink()
     return target
