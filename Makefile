@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PORT ?= 5000
 export PORT
 
-.PHONY: run test test-slow lint system-deps setup clean
+.PHONY: run test test-slow lint system-deps setup clean bench
 
 system-deps:
 	@if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null \
@@ -46,6 +46,14 @@ test: lint
 
 test-slow: setup
 	$(BIN)/pytest -m slow
+
+# The transcription benchmarks (bench/README.md). `make bench BENCH_ARGS=--quick` for a short run.
+bench: setup
+	@if ! command -v ffmpeg >/dev/null; then \
+		echo "Installing Debian package: ffmpeg (vosk-transcriber, the benchmark's baseline, needs it)"; \
+		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends ffmpeg; \
+	fi
+	$(BIN)/python bench/transcription.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) instance test-artifacts

@@ -289,11 +289,14 @@ def _transcribe_pending(settings: Settings) -> None:
 @main.command("worker", with_appcontext=False)
 @click.option("--workers", default=1, show_default=True, help="Worker threads.")
 def worker(workers: int) -> None:
-    """Run the background job consumer (recording downloads)."""
+    """Run the job consumer: recording downloads, transcription, the minutely sweep."""
     from hotline.jobs import current_runtime, huey
 
     current_runtime()  # fail fast on bad settings or content
-    huey.create_consumer(workers=workers, worker_type="thread").run()
+    # SqliteHuey is polled: an idle worker looks again within a second (Huey's default backs
+    # off to 10 s, which would add up to 10 s to a caller's wait for the transcript).
+    huey.create_consumer(workers=workers, worker_type="thread", initial_delay=0.1,
+                         backoff=1.15, max_delay=1.0).run()
 
 
 # -- the caller simulator -------------------------------------------------------------------
