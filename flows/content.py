@@ -35,9 +35,20 @@ SYSTEM_PROMPTS = (
     "goodbye",
     "error.apology",
     "error.later",
+    "sms.menu",
+    "sms.help",
+    "sms.stop",
+    "sms.start",
+    "sms.ask",
+    "sms.question_received",
+    "sms.answer_footer",
+    "sms.more_hint",
+    "sms.nothing_more",
+    "sms.rate_limited",
+    "sms.language_set",
 )
 # Prompts that must carry a placeholder, filled in from the configuration.
-PLACEHOLDERS = {"record.done": "{days}"}
+PLACEHOLDERS = {"record.done": "{days}", "sms.question_received": "{days}"}
 _PLACEHOLDER = re.compile(r"\{[a-z_]+\}")
 
 
@@ -76,6 +87,8 @@ class Content:
     menus: dict[str, Menu]
     topics: dict[str, Topic]
     prompts: dict[str, dict[str, str]]
+    # language -> topic -> words and phrases residents use for it (SMS matching)
+    keywords: dict[str, dict[str, tuple[str, ...]]]
 
     @property
     def language_codes(self) -> tuple[str, ...]:
@@ -95,6 +108,7 @@ class Content:
         for topic in self.topics.values():
             keys.append(f"topic.{topic.id}.title")
             keys.extend(f"topic.{topic.id}.{part}" for part in EXPLAINER_PARTS)
+            keys.append(f"sms.topic.{topic.id}")
         return keys
 
 
@@ -181,6 +195,12 @@ def _check_prompts(content: Content, problems: list[str]) -> None:
                 problems.append(f"{file}: prompts.{key}: must contain {wanted}")
             if found - ({wanted} if wanted else set()):
                 problems.append(f"{file}: prompts.{key}: unknown placeholder {sorted(found)[0]}")
+        keywords = content.keywords.get(code, {})
+        for topic in content.topics:
+            if not keywords.get(topic):
+                problems.append(f"{file}: keywords.{topic}: no keywords for SMS matching")
+        for topic in sorted(set(keywords) - set(content.topics)):
+            problems.append(f"{file}: keywords.{topic}: not a topic")
         for topic in content.topics:
             words = sum(
                 len(prompts.get(f"topic.{topic}.{part}", "").split()) for part in EXPLAINER_PARTS
@@ -199,6 +219,7 @@ def load_content(directory: Path | None = None) -> Content:
     tree = _read_yaml(directory / "tree.yaml", problems)
     languages, menus, topics = _parse_tree(tree, problems)
     prompts: dict[str, dict[str, str]] = {}
+    keywords: dict[str, dict[str, tuple[str, ...]]] = {}
     for code in languages.values():
         data = _read_yaml(directory / f"{code}.yaml", problems)
         if data and data.get("language") != code:
@@ -211,6 +232,15 @@ def load_content(directory: Path | None = None) -> Content:
             str(k): ("" if v is None else str(v)) if not isinstance(v, (dict, list)) else ""
             for k, v in raw.items()
         }
+        raw_keywords = data.get("keywords") or {}
+        if not isinstance(raw_keywords, dict):
+            problems.append(f"{code}.yaml: keywords: must map topics to lists of words")
+            raw_keywords = {}
+        keywords[code] = {
+            str(topic): tuple(str(w).strip() for w in (words or []) if str(w).strip())
+            if isinstance(words, list) else ()
+            for topic, words in raw_keywords.items()
+        }
     content = Content(
         directory=directory,
         status=str(tree.get("status", "")),
@@ -218,6 +248,7 @@ def load_content(directory: Path | None = None) -> Content:
         menus=menus,
         topics=topics,
         prompts=prompts,
+        keywords=keywords,
     )
     _check_prompts(content, problems)
     if problems:

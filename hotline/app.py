@@ -40,9 +40,11 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
             x_host=settings.proxy_hops, x_port=settings.proxy_hops, x_prefix=settings.proxy_hops,
         )
 
-    from hotline import voice
+    from hotline import outbound_sms, sms, voice
 
     app.register_blueprint(voice.bp)
+    app.register_blueprint(sms.bp)
+    app.register_blueprint(outbound_sms.bp)
 
     @app.get("/health")
     def health() -> dict[str, str]:

@@ -56,6 +56,8 @@ class Settings:
     stale_seconds: int = 600
     transcription_attempts: int = 4
     retry_backoff: float = 30.0
+    sms_rate_limit: int = 10
+    sms_questions_per_day: int = 5
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -97,6 +99,8 @@ class Settings:
             stale_seconds=int(env.get("HOTLINE_STALE_SECONDS", "600")),
             transcription_attempts=int(env.get("HOTLINE_TRANSCRIPTION_ATTEMPTS", "4")),
             retry_backoff=float(env.get("HOTLINE_RETRY_BACKOFF", "30")),
+            sms_rate_limit=int(env.get("HOTLINE_SMS_RATE_LIMIT", "10")),
+            sms_questions_per_day=int(env.get("HOTLINE_SMS_QUESTIONS_PER_DAY", "5")),
         )
 
     def override(self, **changes: Any) -> Settings:

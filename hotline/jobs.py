@@ -14,6 +14,7 @@ from huey import Huey, RedisHuey, SqliteHuey, crontab
 from huey.exceptions import RetryTask
 
 from hotline.config import Settings
+from hotline.outbound_sms import messages_to_send, send_sms
 from hotline.recordings import download_recording
 from hotline.runtime import Runtime, build_runtime
 from hotline.transcription import TranscriptionRetry, transcribe_question
@@ -73,6 +74,12 @@ def transcribe_question_job(question_id: int) -> str:
         raise RetryTask(str(exc), delay=exc.delay) from exc
 
 
+@huey.task(retries=5, retry_delay=60)  # type: ignore[untyped-decorator]
+def send_sms_job(message_id: int) -> str:
+    """Send one queued SMS; on SmsRetry (Twilio 5xx or 429, network) Huey tries again later."""
+    return send_sms(current_runtime(), message_id)
+
+
 def sweep(runtime: Runtime) -> tuple[int, int]:
     """Re-enqueue work whose row has not moved for too long; return (downloads, transcriptions)."""
     stale_before = datetime.now(UTC) - timedelta(seconds=runtime.settings.stale_seconds)
@@ -84,6 +91,8 @@ def sweep(runtime: Runtime) -> tuple[int, int]:
         download_recording_job(recording_id)
     for question_id in question_ids:
         transcribe_question_job(question_id)
+    for message_id in messages_to_send(runtime):
+        send_sms_job(message_id)
     if recording_ids or question_ids:
         log.info("sweep re-enqueued %d downloads and %d transcriptions", len(recording_ids),
                  len(question_ids))

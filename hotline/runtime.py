@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from flows.content import load_content
 from flows.engine import Flow
+from flows.sms import SmsDialogue
 from hotline.config import Settings
 from hotline.prompts import PromptLibrary
 from speech.models import registry_from_folder
@@ -26,12 +27,14 @@ class Runtime:
     flow: Flow
     prompts: PromptLibrary
     speech: Transcriber
+    sms: SmsDialogue
 
 
 def build_runtime(settings: Settings) -> Runtime:
     """Check settings and content, and connect to the database (raises on invalid content)."""
     settings.check()
-    flow = Flow(load_content(settings.content_dir), callback_days=settings.callback_days)
+    content = load_content(settings.content_dir)
+    flow = Flow(content, callback_days=settings.callback_days)
     engine = make_engine(settings.database_url)
     return Runtime(
         settings=settings,
@@ -42,4 +45,5 @@ def build_runtime(settings: Settings) -> Runtime:
         # Models load lazily, once per process, on the first question in their language.
         speech=Transcriber(registry_from_folder(
             settings.models_dir, {"kk": settings.vosk_model_kk, "ru": settings.vosk_model_ru})),
+        sms=SmsDialogue(content, callback_days=settings.callback_days),
     )

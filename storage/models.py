@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, MetaData, String, Text
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from storage.utc import UTCDateTime
@@ -31,6 +31,16 @@ TRANSCRIPTION_FAILED = "failed"
 TRANSCRIPTION_NO_MODEL = "no_model"
 TRANSCRIPTION_STATES = (TRANSCRIPTION_PENDING, TRANSCRIPTION_RUNNING, TRANSCRIPTION_DONE,
                         TRANSCRIPTION_FAILED, TRANSCRIPTION_NO_MODEL)
+
+# SmsMessage.direction and status (outbound statuses are Twilio's MessageStatus values)
+SMS_IN = "in"
+SMS_OUT = "out"
+SMS_RECEIVED = "received"
+SMS_QUEUED = "queued"
+SMS_FAILED = "failed"
+SMS_FINAL_STATUSES = frozenset({"delivered", "undelivered", "failed", "read"})
+# Twilio error: the recipient has replied STOP; sending to them is refused.
+TWILIO_OPTED_OUT = 21610
 
 # Question.channel
 CHANNEL_VOICE = "voice"
@@ -71,6 +81,15 @@ class Caller(Base):
     language: Mapped[str | None] = mapped_column(String(8))
     first_seen: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(default=utcnow)
+    # SMS: opted out (STOP) until they send START; the last topic answered (for "0" = ask a
+    # lawyer about it) and the rest of a long answer (for MORE).
+    sms_opted_out: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    sms_opted_out_at: Mapped[datetime | None]
+    sms_topic: Mapped[str | None] = mapped_column(String(64))
+    sms_more: Mapped[str | None] = mapped_column(Text)
+    # They replied 0 / QUESTION: their next free text goes to a lawyer as it is.
+    sms_awaiting_question: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                        server_default="0")
 
     questions: Mapped[list[Question]] = relationship(back_populates="caller")
 
@@ -119,6 +138,8 @@ class Question(Base):
     topic: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(20), default=QUESTION_WAITING)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # What the resident wrote, for SMS questions.
+    text: Mapped[str | None] = mapped_column(Text)
     # The database, not the job queue, knows where transcription stands (DESIGN.md, Jobs).
     transcription_state: Mapped[str] = mapped_column(
         String(12), default=TRANSCRIPTION_PENDING, server_default=TRANSCRIPTION_PENDING)
@@ -182,3 +203,33 @@ class Transcript(Base):
 
     def __repr__(self) -> str:
         return f"<Transcript {self.id} of question {self.question_id}>"
+
+
+class SmsMessage(Base):
+    """One SMS to or from a resident, with its delivery status."""
+
+    __tablename__ = "sms_messages"
+    __table_args__ = (Index("ix_sms_messages_phone_direction_created_at", "phone", "direction",
+                            "created_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Twilio's MessageSid: known at once for inbound, after sending for outbound.
+    message_sid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    direction: Mapped[str] = mapped_column(String(3))
+    caller_id: Mapped[int | None] = mapped_column(ForeignKey("callers.id"), index=True)
+    phone: Mapped[str] = mapped_column(String(32))
+    body: Mapped[str] = mapped_column(Text)
+    language: Mapped[str | None] = mapped_column(String(8))
+    question_id: Mapped[int | None] = mapped_column(ForeignKey("questions.id"), index=True)
+    status: Mapped[str] = mapped_column(String(20))
+    error_code: Mapped[int | None]
+    error_message: Mapped[str | None] = mapped_column(Text)
+    encoding: Mapped[str | None] = mapped_column(String(8))
+    segments: Mapped[int | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    caller: Mapped[Caller | None] = relationship()
+
+    def __repr__(self) -> str:
+        return f"<SmsMessage {self.id} {self.direction} {self.status}>"

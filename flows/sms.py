@@ -1,0 +1,156 @@
+"""The SMS dialogue: given a resident's message and what we remember of them, what to answer.
+
+Pure logic over the same content as the phone tree (one source of truth): no Flask, no Twilio,
+no database. The web layer applies the returned effects and sends `SmsReply.text`.
+
+Decisions: the language of a free-text message (detected) wins and is remembered; a bare
+keyword keeps the remembered language; with nothing to go on the reply is in the content's first
+language (Kazakh). Keywords are matched on the whole message
+(case, spaces and punctuation ignored) in Kazakh, Russian and English. Free text that matches a
+topic confidently gets that topic's answer plus "reply 0 to ask a lawyer"; anything else goes
+to the consultants' queue as a question.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+from flows.content import Content
+from flows.faq import FaqMatcher
+from flows.segments import MAX_PARTS, fits, split_to_fit
+from flows.sms_language import detect_language
+
+# Twilio's own opt-out words, plus Kazakh and Russian ones.
+STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE",
+                        "OPTOUT", "СТОП", "ТОҚТА", "ТОКТА", "ОТПИСАТЬСЯ", "ХВАТИТ"})
+START_WORDS = frozenset({"START", "UNSTOP", "СТАРТ", "БАСТА", "НАЧАТЬ"})
+HELP_WORDS = frozenset({"HELP", "INFO", "ПОМОЩЬ", "КӨМЕК", "КОМЕК", "СПРАВКА"})
+MENU_WORDS = frozenset({"MENU", "МЕНЮ", "МӘЗІР", "МАЗИР", "МАЗІР", "?", "0?"})
+MORE_WORDS = frozenset({"MORE", "ЕЩЁ", "ЕЩЕ", "ДАЛЕЕ", "ТАҒЫ", "ТАГЫ"})
+QUESTION_WORDS = frozenset({"СҰРАҚ", "СУРАК", "ВОПРОС", "Q", "QUESTION"})
+LANGUAGE_WORDS = {"KZ": "kk", "KK": "kk", "ҚАЗ": "kk", "КАЗ": "kk", "QAZ": "kk", "ҚАЗАҚША": "kk",
+                  "RU": "ru", "РУС": "ru", "РУ": "ru", "ОРЫСША": "ru", "ПОРУССКИ": "ru"}
+ASK_LAWYER = "0"
+_NOT_A_KEYWORD_CHAR = re.compile(r"[\s.,!;:'\"()\-_*#]+")
+
+
+@dataclass(frozen=True)
+class SmsState:
+    """What we remember of a number between messages."""
+
+    language: str | None = None
+    opted_out: bool = False
+    last_topic: str | None = None
+    more: str | None = None
+    awaiting_question: bool = False
+
+
+@dataclass(frozen=True)
+class SmsReply:
+    """The answer to one message, and what to remember afterwards."""
+
+    text: str | None
+    state: SmsState
+    question_text: str | None = None
+    question_topic: str | None = None
+    kind: str = "answer"
+
+
+def keyword(body: str) -> str:
+    """Return the message as a keyword: upper case, without spaces and punctuation."""
+    text = unicodedata.normalize("NFC", body).strip().upper()
+    return _NOT_A_KEYWORD_CHAR.sub("", text) or text
+
+
+def clean_text(body: str) -> str:
+    """Remove control characters from a resident's message, keeping line breaks."""
+    return "".join(ch for ch in body if ch in "\n\t" or unicodedata.category(ch)[0] != "C").strip()
+
+
+class SmsDialogue:
+    """Answers SMS from the phone tree's content."""
+
+    def __init__(self, content: Content, callback_days: int = 3) -> None:
+        self.content = content
+        self.callback_days = callback_days
+        self.matcher = FaqMatcher(content)
+        self.default_language = content.language_codes[0]
+
+    def text(self, language: str, key: str) -> str:
+        """Return an SMS text with its placeholders filled in (numbers as digits in SMS)."""
+        return self.content.text(language, key).replace("{days}", str(self.callback_days)).strip()
+
+    def reply(self, body: str, state: SmsState) -> SmsReply:
+        """Answer one message."""
+        cleaned = clean_text(body)
+        word = keyword(cleaned)
+        language = state.language or self.default_language
+        if word in START_WORDS:
+            new = SmsState(language=language)
+            return SmsReply(self.text(language, "sms.start"), new, kind="start")
+        if state.opted_out:
+            return SmsReply(None, state, kind="opted-out")
+        if word in STOP_WORDS:
+            new = SmsState(language=language, opted_out=True)
+            return SmsReply(self.text(language, "sms.stop"), new, kind="stop")
+        if word in LANGUAGE_WORDS:
+            chosen = LANGUAGE_WORDS[word]
+            menu = self.text(chosen, "sms.language_set") + " " + self.text(chosen, "sms.menu")
+            return self._send(menu, SmsState(language=chosen), "language")
+        detected = detect_language(cleaned)
+        if detected not in self.content.language_codes:
+            detected = None
+        # A bare keyword ("МЕНЮ", "1") says little about the language: keep the remembered one.
+        language = state.language or detected or self.default_language
+        base = SmsState(language=language, last_topic=state.last_topic)
+        if not word or word in MENU_WORDS:
+            return self._send(self.text(language, "sms.menu"), base, "menu")
+        if word in HELP_WORDS:
+            return self._send(self.text(language, "sms.help"), base, "help")
+        if word in MORE_WORDS:
+            if state.more:
+                return self._send(state.more, base, "more")
+            return self._send(self.text(language, "sms.nothing_more"), base, "more")
+        if word == ASK_LAWYER or word in QUESTION_WORDS:
+            asking = SmsState(language=language, last_topic=state.last_topic,
+                              awaiting_question=True)
+            return self._send(self.text(language, "sms.ask"), asking, "ask")
+        topic = self.content.menus["main"].options.get(word)
+        if topic in self.content.topics:
+            return self._answer(topic, language)
+        question_word = next((w for w in QUESTION_WORDS if word.startswith(w) and len(w) > 1),
+                             None)
+        # Free text is written in the language the resident wants: remember it.
+        language = detected or language
+        if state.awaiting_question or question_word:
+            return self._question(cleaned, language, state.last_topic)
+        match = self.matcher.match(cleaned, language)
+        if match is not None and match.confident:
+            return self._answer(match.topic, language)
+        return self._question(cleaned, language, None)
+
+    def _answer(self, topic: str, language: str) -> SmsReply:
+        text = self.text(language, f"sms.topic.{topic}") + " " + self.text(
+            language, "sms.answer_footer")
+        return self._send(text, SmsState(language=language, last_topic=topic), "topic")
+
+    def _question(self, text: str, language: str, topic: str | None) -> SmsReply:
+        state = SmsState(language=language, last_topic=topic)
+        received = self.text(language, "sms.question_received")
+        return SmsReply(received, state, question_text=text, question_topic=topic,
+                        kind="question")
+
+    def _send(self, text: str, state: SmsState, kind: str) -> SmsReply:
+        """Keep a reply within MAX_PARTS parts; the rest waits for MORE."""
+        if fits(text, MAX_PARTS):
+            return SmsReply(text, state, kind=kind)
+        hint = self.text(state.language or self.default_language, "sms.more_hint")
+        head, rest = split_to_fit(text, MAX_PARTS, hint)
+        return SmsReply(head, SmsState(language=state.language, last_topic=state.last_topic,
+                                       more=rest or None), kind=kind)
+
+    def rate_limited(self, language: str | None) -> str:
+        """The polite answer to a number that writes too much."""
+        return self.text(language or self.default_language, "sms.rate_limited")

@@ -1,0 +1,295 @@
+"""Outbound SMS through Twilio's REST API, and the delivery status callbacks Twilio posts back.
+
+A message to send is a row (`storage.sms.queue_outbound`, status ``queued``, no MessageSid);
+a job calls `send_sms`, which only ever moves that row forward:
+
+- The job first *claims* the row with one conditional UPDATE (``queued`` and no MessageSid, or
+  ``sending`` without a MessageSid for longer than ``HOTLINE_STALE_SECONDS``: a dead worker's)
+  and commits ``sending`` before it talks to Twilio. Of two jobs for one message one wins; a
+  job that runs again after success finds the MessageSid and sends nothing.
+- A caller who opted out (STOP) is never sent anything: the message is marked ``failed``.
+  (The one confirmation of STOP is the inbound webhook's TwiML reply, not a queued message.)
+- Twilio 21610 (the recipient has unsubscribed at the carrier or at Twilio): the caller is
+  marked opted out and the message ``failed`` with that code. Other 4xx: ``failed`` with
+  Twilio's code and message, for good. 5xx, 429 and network errors: the row goes back to
+  ``queued`` and `SmsRetry` is raised for the job queue to try again later.
+- A worker killed after Twilio accepted the message but before the MessageSid was stored can
+  leave a stale ``sending`` row that is sent again: Twilio has no idempotency key for
+  messages, so a rare duplicate is preferred to a lost answer.
+
+Status callbacks (``POST /sms/status``) need an absolute URL that Twilio can reach: it is
+``PUBLIC_BASE_URL`` + ``/sms/status``. Without ``PUBLIC_BASE_URL`` (a job has no request to take
+a host from) messages are sent without a status callback and stay at Twilio's first status.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import requests
+from flask import Blueprint, Response, abort, request
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+from twilio.base.exceptions import TwilioRestException, TwilioServiceException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
+
+from hotline.config import Settings
+from hotline.runtime import Runtime
+from hotline.twilio_glue import form_int, form_sid, runtime, twilio_webhook
+from storage import sms
+from storage.calls import touch_caller
+from storage.db import unit_of_work
+from storage.models import (
+    SMS_FAILED,
+    SMS_OUT,
+    SMS_QUEUED,
+    TWILIO_OPTED_OUT,
+    Caller,
+    SmsMessage,
+)
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("sms_status", __name__)
+
+STATUS_PATH = "/sms/status"
+# Our claim while a job talks to Twilio (a row without a MessageSid); once Twilio has the
+# message, "sending" is Twilio's own status of the same name.
+SMS_SENDING = "sending"
+MESSAGE_SID = re.compile(r"^(SM|MM)[0-9a-fA-F]{32}$")
+MESSAGE_STATUS = re.compile(r"^[a-z][a-z_-]{0,19}$")
+REST_TIMEOUT = 30.0
+# Statuses worth another try; every other 4xx is final for this message.
+RETRY_HTTP_STATUSES = frozenset({408, 409, 425, 429})
+# A message that could not be sent for this long is given up by the sweep: an answer that
+# arrives days late confuses more than it helps.
+MAX_SEND_AGE = timedelta(hours=24)
+
+# Twilio's MessageStatus values in the order they happen. A callback only moves a message to a
+# later rank, so late or repeated callbacks ("sent" after "delivered") change nothing, and a
+# final status is never replaced by another one of the same rank.
+_STATUS_RANK = {
+    "accepted": 0, "scheduled": 0, "queued": 1, "sending": 2, "sent": 3,
+    "partially_delivered": 3, "delivered": 4, "undelivered": 4, "failed": 4, "canceled": 4,
+    "read": 5,
+}
+_UNKNOWN_RANK = 3  # a status Twilio may add later: past "sent", but not final
+
+
+class SmsRetry(Exception):
+    """A passing failure (Twilio 5xx or 429, network): the message is queued again."""
+
+
+def _rank(status: str) -> int:
+    return _STATUS_RANK.get(status, _UNKNOWN_RANK)
+
+
+def make_twilio_client(settings: Settings) -> Client:
+    """Return a REST client with the account's credentials on TWILIO_API_URL.
+
+    The Api domain's base URL is replaced, so requests still go through the client's own
+    HTTP layer (TwilioHttpClient on requests), only to another host.
+    """
+    client = Client(settings.twilio_account_sid, settings.twilio_auth_token,
+                    http_client=TwilioHttpClient(timeout=REST_TIMEOUT))
+    client.api.base_url = settings.twilio_api_url.rstrip("/")
+    return client
+
+
+def status_callback_url(settings: Settings) -> str | None:
+    """The absolute URL of the status callback, or None without PUBLIC_BASE_URL."""
+    if not settings.public_base_url:
+        return None
+    return settings.public_base_url.rstrip("/") + STATUS_PATH
+
+
+def _caller_of(
+    session: Session, message: SmsMessage, *, create: bool, now: datetime
+) -> Caller | None:
+    """The message's caller: linked, or found by phone (created when asked to, for opt-outs)."""
+    if message.caller_id is not None:
+        return session.get(Caller, message.caller_id)
+    caller = session.scalars(select(Caller).where(Caller.phone == message.phone)).one_or_none()
+    if caller is None and create:
+        try:
+            caller = touch_caller(session, message.phone, now)
+        except ValueError:
+            return None  # not an E.164 number: nobody to remember the opt-out for
+    if caller is not None and message.caller_id is None:
+        message.caller_id = caller.id
+    return caller
+
+
+def _opt_out(session: Session, message: SmsMessage, now: datetime) -> None:
+    caller = _caller_of(session, message, create=True, now=now)
+    if caller is not None and not caller.sms_opted_out:
+        sms.set_opted_out(session, caller, True, now)
+        log.info("caller %s opted out of SMS (Twilio %s)", caller.id, TWILIO_OPTED_OUT)
+
+
+def _claim(session: Session, message_id: int, now: datetime, stale_before: datetime) -> bool:
+    """Mark the message sending if it waits to be sent (or a dead worker's); return if won."""
+    claimable = and_(
+        SmsMessage.id == message_id,
+        SmsMessage.direction == SMS_OUT,
+        SmsMessage.message_sid.is_(None),
+        or_(SmsMessage.status == SMS_QUEUED,
+            and_(SmsMessage.status == SMS_SENDING, SmsMessage.updated_at < stale_before)),
+    )
+    result = session.execute(
+        update(SmsMessage).where(claimable).values(status=SMS_SENDING, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
+def _finish(runtime: Runtime, message_id: int, **values: Any) -> str:
+    """Record the outcome of our own sending attempt on the row we claimed."""
+    values["updated_at"] = datetime.now(UTC)
+    with unit_of_work(runtime.sessions) as session:
+        message = session.get(SmsMessage, message_id)
+        assert message is not None
+        if message.message_sid is not None or message.status != SMS_SENDING:
+            # A stale claim was taken over by another worker meanwhile; its outcome stands.
+            log.warning("SMS %s: outcome %s not stored, the row moved on to %s", message_id,
+                        values.get("status"), message.status)
+            return message.status
+        for name, value in values.items():
+            setattr(message, name, value)
+        if values.get("error_code") == TWILIO_OPTED_OUT:
+            _opt_out(session, message, values["updated_at"])
+        return message.status
+
+
+def send_sms(runtime: Runtime, message_id: int) -> str:
+    """Send one queued message through Twilio once; return its status afterwards.
+
+    Raises SmsRetry (after putting the message back to ``queued``) when another try later
+    may succeed.
+    """
+    settings = runtime.settings
+    now = datetime.now(UTC)
+    with unit_of_work(runtime.sessions) as session:
+        stale_before = now - timedelta(seconds=settings.stale_seconds)
+        claimed = _claim(session, message_id, now, stale_before)
+        message = session.get(SmsMessage, message_id)
+        if message is None:
+            log.error("SMS %s does not exist", message_id)
+            return "missing"
+        if not claimed:
+            # Sent already, final, or another worker is sending it right now.
+            return message.status
+        caller = _caller_of(session, message, create=False, now=now)
+        if caller is not None and caller.sms_opted_out:
+            message.status = SMS_FAILED
+            message.error_message = "not sent: the resident opted out of SMS (STOP)"
+            message.updated_at = now
+            log.info("SMS %s not sent: caller %s opted out", message_id, caller.id)
+            return message.status
+        to, body = message.phone, message.body
+
+    params: dict[str, Any] = {"to": to, "from_": settings.twilio_phone_number, "body": body}
+    callback = status_callback_url(settings)
+    if callback:
+        params["status_callback"] = callback
+    client = make_twilio_client(settings)
+    try:
+        sent = client.messages.create(**params)
+    except (TwilioRestException, TwilioServiceException) as exc:
+        status, code = int(exc.status), exc.code
+        text = exc.msg if isinstance(exc, TwilioRestException) else (exc.detail or exc.title)
+        if status >= 500 or status in RETRY_HTTP_STATUSES:
+            _finish(runtime, message_id, status=SMS_QUEUED, error_code=code,
+                    error_message=f"will retry: HTTP {status}: {text}")
+            raise SmsRetry(f"Twilio answered HTTP {status} for SMS {message_id}") from exc
+        log.warning("SMS %s refused by Twilio: HTTP %s, code %s: %s", message_id, status, code,
+                    text)
+        return _finish(runtime, message_id, status=SMS_FAILED, error_code=code,
+                       error_message=str(text))
+    except requests.RequestException as exc:
+        _finish(runtime, message_id, status=SMS_QUEUED, error_code=None,
+                error_message=f"will retry: {type(exc).__name__}: {exc}")
+        raise SmsRetry(f"Twilio not reached for SMS {message_id}: {exc}") from exc
+    finally:
+        if client.http_client.session is not None:
+            client.http_client.session.close()
+    return _finish(runtime, message_id, message_sid=str(sent.sid),
+                   status=str(sent.status or SMS_QUEUED), error_code=None, error_message=None)
+
+
+def messages_to_send(runtime: Runtime) -> list[int]:
+    """Ids of outbound messages a lost job or a dead worker left unsent, for the sweep.
+
+    A message waiting longer than MAX_SEND_AGE is given up (``failed``) instead.
+    """
+    now = datetime.now(UTC)
+    stale_before = now - timedelta(seconds=runtime.settings.stale_seconds)
+    with unit_of_work(runtime.sessions) as session:
+        waiting = session.scalars(
+            select(SmsMessage).where(
+                SmsMessage.direction == SMS_OUT,
+                SmsMessage.message_sid.is_(None),
+                SmsMessage.status.in_((SMS_QUEUED, SMS_SENDING)),
+                SmsMessage.updated_at < stale_before,
+            ).order_by(SmsMessage.id)
+        ).all()
+        ids = []
+        for message in waiting:
+            if message.created_at < now - MAX_SEND_AGE:
+                message.status = SMS_FAILED
+                hours = MAX_SEND_AGE.total_seconds() / 3600
+                message.error_message = (f"not sent within {hours:g} hours, given up "
+                                         f"(last error: {message.error_message or 'none'})")
+                message.updated_at = now
+                log.warning("SMS %s given up: not sent within %s", message.id, MAX_SEND_AGE)
+            else:
+                ids.append(message.id)
+        return ids
+
+
+def record_status(
+    session: Session, message: SmsMessage, status: str, error_code: int | None, now: datetime
+) -> None:
+    """Apply a delivery status callback: only forward, and opt out on Twilio 21610."""
+    if _rank(status) > _rank(message.status):
+        message.status = status
+        if error_code is not None:
+            message.error_code = error_code
+        message.updated_at = now
+    elif error_code is not None and message.error_code is None:
+        message.error_code = error_code
+        message.updated_at = now
+    if error_code == TWILIO_OPTED_OUT:
+        _opt_out(session, message, now)
+
+
+@bp.post(STATUS_PATH)
+@twilio_webhook
+def status() -> Response:
+    """Twilio reports how an outbound message is doing (queued, sent, delivered, failed…).
+
+    A malformed MessageSid or MessageStatus gets 400. A well-formed MessageSid we do not know
+    gets 204 and changes nothing: it is no message of ours to track (or Twilio called back
+    before the job stored the SID, in which case a later status brings it up to date).
+    """
+    message_sid = form_sid("MessageSid", MESSAGE_SID)
+    message_status = request.form.get("MessageStatus", "").strip().lower()
+    if not MESSAGE_STATUS.fullmatch(message_status):
+        abort(400, description="MessageStatus is missing or malformed")
+    error_code = form_int("ErrorCode")
+    now = datetime.now(UTC)
+    with unit_of_work(runtime().sessions) as session:
+        # Locked, so two callbacks for one message at once apply one after the other.
+        message = session.scalars(
+            select(SmsMessage).where(SmsMessage.message_sid == message_sid).with_for_update()
+        ).one_or_none()
+        if message is None or message.direction != SMS_OUT:
+            log.info("status %r for unknown message %s ignored", message_status, message_sid)
+            return Response(status=204)
+        record_status(session, message, message_status, error_code, now)
+    return Response(status=204)
+

@@ -1,0 +1,109 @@
+"""The SMS webhook: Twilio posts a resident's message, the dialogue answers with TwiML."""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import UTC, datetime, timedelta
+
+from flask import Blueprint, Response, abort, request
+from sqlalchemy.orm import Session
+from twilio.twiml.messaging_response import MessagingResponse
+
+from flows.segments import segments
+from flows.sms import SmsDialogue, SmsReply, SmsState, clean_text
+from hotline.twilio_glue import runtime, twilio_webhook
+from storage import sms
+from storage.calls import touch_caller
+from storage.db import unit_of_work
+from storage.models import Caller, SmsMessage
+from storage.phones import normalise_phone
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("sms", __name__, url_prefix="/sms")
+
+MESSAGE_SID = re.compile(r"^(SM|MM)[0-9a-fA-F]{32}$")
+MAX_BODY = 1600  # Twilio's longest message
+RATE_WINDOW = timedelta(minutes=10)
+QUESTION_WINDOW = timedelta(days=1)
+
+
+def _twiml(reply: str | None) -> Response:
+    response = MessagingResponse()
+    if reply:
+        response.message(reply)
+    return Response(str(response), mimetype="application/xml")
+
+
+def _state(caller: Caller | None) -> SmsState:
+    if caller is None:
+        return SmsState()
+    return SmsState(language=caller.language, opted_out=caller.sms_opted_out,
+                    last_topic=caller.sms_topic, more=caller.sms_more,
+                    awaiting_question=caller.sms_awaiting_question)
+
+
+def _remember(caller: Caller, state: SmsState) -> None:
+    caller.language = state.language or caller.language
+    caller.sms_topic = state.last_topic
+    caller.sms_more = state.more
+    caller.sms_awaiting_question = state.awaiting_question
+
+
+@bp.post("/incoming")
+@twilio_webhook
+def incoming() -> Response:
+    """Answer a resident's SMS at once: a menu, an answer, or a question for a lawyer."""
+    message_sid = request.form.get("MessageSid", "")
+    if not MESSAGE_SID.fullmatch(message_sid):
+        abort(400, description="MessageSid is missing or malformed")
+    raw_from = request.form.get("From", "")[:64]
+    body = clean_text(request.form.get("Body", ""))[:MAX_BODY]
+    rt = runtime()
+    settings = rt.settings
+    dialogue: SmsDialogue = rt.sms
+    now = datetime.now(UTC)
+    phone = normalise_phone(raw_from, settings.default_region)
+    with unit_of_work(rt.sessions) as session:
+        caller = touch_caller(session, phone, now) if phone else None
+        inbound, new = sms.record_inbound(session, message_sid=message_sid,
+                                          phone=phone or raw_from, body=body, caller=caller,
+                                          now=now)
+        if not new:
+            # Twilio retried: the first request answered (or is answering); never twice.
+            return _twiml(None)
+        recent = sms.count_inbound_since(session, inbound.phone, now - RATE_WINDOW)
+        if recent > settings.sms_rate_limit and not (caller and caller.sms_opted_out):
+            # One polite answer when the limit is crossed, then silence until it cools down.
+            text = dialogue.rate_limited(caller.language if caller else None)
+            reply_text = text if recent == settings.sms_rate_limit + 1 else None
+            return _reply(session, inbound, reply_text, now)
+        reply = dialogue.reply(body, _state(caller))
+        if reply.question_text is not None and caller is not None and (
+            sms.count_sms_questions_since(session, caller, now - QUESTION_WINDOW)
+            >= settings.sms_questions_per_day
+        ):
+            reply = SmsReply(dialogue.rate_limited(reply.state.language), reply.state,
+                             kind="rate-limited")
+        if reply.question_text is not None:
+            question = sms.add_sms_question(session, caller=caller, text=reply.question_text,
+                                            language=reply.state.language,
+                                            topic=reply.question_topic, now=now)
+            inbound.question_id = question.id
+        inbound.language = reply.state.language
+        if caller is not None:
+            if reply.kind == "stop":
+                sms.set_opted_out(session, caller, True, now)
+            elif reply.kind == "start":
+                sms.set_opted_out(session, caller, False, now)
+            _remember(caller, reply.state)
+        return _reply(session, inbound, reply.text, now)
+
+
+def _reply(session: Session, inbound: SmsMessage, text: str | None, now: datetime) -> Response:
+    if text:
+        parts = segments(text)
+        sms.record_reply(session, to=inbound, body=text, encoding=parts.encoding,
+                         segments=parts.parts, now=now)
+    return _twiml(text)

@@ -1,0 +1,128 @@
+"""SMS messages in and out, opt-outs, and the little state an SMS conversation needs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from storage.models import (
+    CHANNEL_SMS,
+    QUESTION_WAITING,
+    SMS_IN,
+    SMS_OUT,
+    SMS_QUEUED,
+    SMS_RECEIVED,
+    Caller,
+    Question,
+    SmsMessage,
+)
+
+
+def record_inbound(
+    session: Session,
+    *,
+    message_sid: str,
+    phone: str,
+    body: str,
+    caller: Caller | None,
+    now: datetime,
+) -> tuple[SmsMessage, bool]:
+    """Store an incoming SMS once per MessageSid; return it and whether it is new."""
+    existing = find_by_sid(session, message_sid)
+    if existing is not None:
+        return existing, False
+    message = SmsMessage(message_sid=message_sid, direction=SMS_IN, phone=phone, body=body,
+                         caller_id=caller.id if caller else None, status=SMS_RECEIVED,
+                         created_at=now, updated_at=now)
+    try:
+        with session.begin_nested():
+            session.add(message)
+    except IntegrityError:
+        # Twilio retried while the first request was still working: that one owns the message.
+        existing = find_by_sid(session, message_sid)
+        if existing is None:
+            raise
+        return existing, False
+    return message, True
+
+
+def find_by_sid(session: Session, message_sid: str) -> SmsMessage | None:
+    """Return the message with this MessageSid, or None."""
+    return session.scalars(
+        select(SmsMessage).where(SmsMessage.message_sid == message_sid)
+    ).one_or_none()
+
+
+def queue_outbound(
+    session: Session,
+    *,
+    phone: str,
+    body: str,
+    language: str | None,
+    caller: Caller | None,
+    question_id: int | None,
+    encoding: str,
+    segments: int,
+    now: datetime,
+) -> SmsMessage:
+    """Store an SMS to send (a job sends it and records Twilio's MessageSid)."""
+    message = SmsMessage(direction=SMS_OUT, phone=phone, body=body, language=language,
+                         caller_id=caller.id if caller else None, question_id=question_id,
+                         status=SMS_QUEUED, encoding=encoding, segments=segments,
+                         created_at=now, updated_at=now)
+    session.add(message)
+    session.flush()
+    return message
+
+
+def record_reply(
+    session: Session, *, to: SmsMessage, body: str, encoding: str, segments: int, now: datetime
+) -> SmsMessage:
+    """Store the reply the webhook gave (sent by Twilio with the webhook's response)."""
+    message = SmsMessage(direction=SMS_OUT, phone=to.phone, body=body, caller_id=to.caller_id,
+                         language=to.language, question_id=to.question_id, status="replied",
+                         encoding=encoding, segments=segments, created_at=now, updated_at=now)
+    session.add(message)
+    session.flush()
+    return message
+
+
+def count_inbound_since(session: Session, phone: str, since: datetime) -> int:
+    """How many SMS the number has sent since then."""
+    return session.scalar(
+        select(func.count()).select_from(SmsMessage).where(
+            SmsMessage.phone == phone, SmsMessage.direction == SMS_IN,
+            SmsMessage.created_at >= since)
+    ) or 0
+
+
+def count_sms_questions_since(session: Session, caller: Caller, since: datetime) -> int:
+    """How many SMS questions the caller has put in the queue since then."""
+    return session.scalar(
+        select(func.count()).select_from(Question).where(
+            Question.caller_id == caller.id, Question.channel == CHANNEL_SMS,
+            Question.created_at >= since)
+    ) or 0
+
+
+def add_sms_question(
+    session: Session, *, caller: Caller | None, text: str, language: str | None,
+    topic: str | None, now: datetime,
+) -> Question:
+    """Put a resident's SMS question in the consultants' queue."""
+    question = Question(caller_id=caller.id if caller else None, channel=CHANNEL_SMS,
+                        language=language, topic=topic, status=QUESTION_WAITING, text=text,
+                        created_at=now, transcription_state="done")
+    session.add(question)
+    session.flush()
+    return question
+
+
+def set_opted_out(session: Session, caller: Caller, opted_out: bool, now: datetime) -> None:
+    """Record STOP (nothing more is sent) or START."""
+    caller.sms_opted_out = opted_out
+    caller.sms_opted_out_at = now if opted_out else None
+    session.flush()

@@ -1,0 +1,494 @@
+"""Outbound SMS through the twilio REST client against a local stand-in for Twilio's API, and
+the delivery status callbacks Twilio posts back (signed like every webhook)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs
+
+import pytest
+from flask import Flask
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from flows.segments import segments
+from hotline.config import Settings
+from hotline.outbound_sms import (
+    MAX_SEND_AGE,
+    SmsRetry,
+    make_twilio_client,
+    messages_to_send,
+    send_sms,
+)
+from hotline.runtime import Runtime
+from storage import sms
+from storage.calls import touch_caller
+from storage.models import Caller, SmsMessage
+from tests.support import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, CALLER, Twilio, row_counts, runtime
+
+HOTLINE_NUMBER = "+77000000000"
+STATUS_URL = f"{BASE_URL}/sms/status"
+MESSAGES_PATH = re.compile(r"^/2010-04-01/Accounts/(?P<account>AC[0-9a-f]{32})/Messages\.json$")
+UNSUBSCRIBED = (400, {"code": 21610, "message": "Attempt to send to unsubscribed recipient",
+                      "more_info": "https://www.twilio.com/docs/errors/21610", "status": 400})
+INVALID_TO = (400, {"code": 21211, "message": "The 'To' number +77011234567 is not a valid "
+                    "phone number.", "more_info": "https://www.twilio.com/docs/errors/21211",
+                    "status": 400})
+SERVER_ERROR = (500, {"code": 20500, "message": "Internal Server Error",
+                      "more_info": "https://www.twilio.com/docs/errors/20500", "status": 500})
+
+Db = Callable[[], AbstractContextManager[Session]]
+
+
+@dataclass
+class ApiRequest:
+    """One request the stand-in received."""
+
+    method: str
+    path: str
+    authorised: bool
+    form: dict[str, str]
+    status: int
+
+
+class TwilioApi:
+    """Twilio's Messages resource on 127.0.0.1: checks the login, records, answers like Twilio."""
+
+    def __init__(self, account_sid: str, auth_token: str) -> None:
+        self.account_sid = account_sid
+        self._expected = "Basic " + base64.b64encode(
+            f"{account_sid}:{auth_token}".encode()).decode()
+        self.requests: list[ApiRequest] = []
+        self._script: list[tuple[int, dict[str, Any]]] = []
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
+                                        daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> TwilioApi:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def fail_next(self, *answers: tuple[int, dict[str, Any]]) -> None:
+        """Answer the next message requests with these (HTTP status, Twilio error JSON)."""
+        with self._lock:
+            self._script.extend(answers)
+
+    def sent(self) -> list[dict[str, str]]:
+        """Forms of the messages Twilio accepted."""
+        return [r.form for r in self.requests if r.status == 201]
+
+    def _answer(self, method: str, path: str, authorization: str,
+                form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        match = MESSAGES_PATH.fullmatch(path)
+        if method != "POST" or not match or match["account"] != self.account_sid:
+            return 404, {"code": 20404, "message": f"The requested resource {path} was not found",
+                         "more_info": "https://www.twilio.com/docs/errors/20404", "status": 404}
+        if authorization != self._expected:
+            return 401, {"code": 20003, "message": "Authenticate",
+                         "more_info": "https://www.twilio.com/docs/errors/20003", "status": 401}
+        with self._lock:
+            if self._script:
+                return self._script.pop(0)
+        sid = "SM" + uuid.uuid4().hex
+        now = format_datetime(datetime.now(UTC), usegmt=True)
+        body = form.get("Body", "")
+        return 201, {
+            "account_sid": self.account_sid, "api_version": "2010-04-01", "body": body,
+            "date_created": now, "date_sent": None, "date_updated": now,
+            "direction": "outbound-api", "error_code": None, "error_message": None,
+            "from": form.get("From"), "messaging_service_sid": None, "num_media": "0",
+            "num_segments": str(segments(body).parts), "price": None, "price_unit": "USD",
+            "sid": sid, "status": "queued", "to": form.get("To"),
+            "subresource_uris": {
+                "media": f"/2010-04-01/Accounts/{self.account_sid}/Messages/{sid}/Media.json"},
+            "uri": f"/2010-04-01/Accounts/{self.account_sid}/Messages/{sid}.json",
+        }
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length).decode("utf-8")
+                fields = parse_qs(raw, keep_blank_values=True, strict_parsing=False)
+                # Twilio takes each of these once; a repeated field would be a client bug.
+                assert all(len(v) == 1 for v in fields.values()), fields
+                form = {k: v[0] for k, v in fields.items()}
+                authorization = self.headers.get("Authorization", "")
+                status, payload = api._answer(self.command, self.path, authorization, form)
+                with api._lock:
+                    api.requests.append(ApiRequest(self.command, self.path,
+                                                   authorization == api._expected, form, status))
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_POST = _serve
+            do_GET = _serve
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        return Handler
+
+
+@pytest.fixture
+def api() -> Iterator[TwilioApi]:
+    with TwilioApi(ACCOUNT_SID, AUTH_TOKEN) as server:
+        yield server
+
+
+@pytest.fixture
+def settings(settings: Settings, api: TwilioApi) -> Settings:
+    """The test settings with the REST API on the stand-in and a public URL for callbacks."""
+    return settings.override(twilio_api_url=api.url, public_base_url=BASE_URL)
+
+
+@pytest.fixture
+def rt(app: Flask) -> Runtime:
+    return runtime(app)
+
+
+def queue(db: Db, body: str, phone: str = CALLER, *, with_caller: bool = True) -> int:
+    """Store an outbound message the way the SMS dialogue does; return its id."""
+    now = datetime.now(UTC)
+    with db() as session:
+        caller = touch_caller(session, phone, now) if with_caller else None
+        parts = segments(body)
+        message = sms.queue_outbound(session, phone=phone, body=body, language="ru",
+                                     caller=caller, question_id=None, encoding=parts.encoding,
+                                     segments=parts.parts, now=now)
+        return message.id
+
+
+def load(db: Db, message_id: int) -> SmsMessage:
+    with db() as session:
+        message = session.get(SmsMessage, message_id)
+        assert message is not None
+        return message
+
+
+def caller_row(db: Db, phone: str = CALLER) -> Caller | None:
+    with db() as session:
+        return session.scalars(select(Caller).where(Caller.phone == phone)).one_or_none()
+
+
+def status_form(message_sid: str, status: str, **extra: str) -> dict[str, str]:
+    """A status callback's form fields, as Twilio posts them."""
+    return {"MessageSid": message_sid, "SmsSid": message_sid, "AccountSid": ACCOUNT_SID,
+            "MessageStatus": status, "SmsStatus": status, "From": HOTLINE_NUMBER, "To": CALLER,
+            "ApiVersion": "2010-04-01", **extra}
+
+
+def test_the_client_talks_to_the_configured_api(settings: Settings, api: TwilioApi) -> None:
+    client = make_twilio_client(settings)
+    assert client.api.base_url == api.url
+    sent = client.messages.create(to=CALLER, from_=HOTLINE_NUMBER, body="ping")
+    assert re.fullmatch(r"SM[0-9a-f]{32}", sent.sid) and sent.status == "queued"
+    assert sent.account_sid == ACCOUNT_SID and sent.num_segments == "1"
+    [request] = api.requests
+    assert request.authorised and request.path.endswith(f"/Accounts/{ACCOUNT_SID}/Messages.json")
+    client.http_client.session.close()
+
+
+def test_a_queued_message_is_sent_once(rt: Runtime, db: Db, api: TwilioApi) -> None:
+    message_id = queue(db, "Pension: apply at a PSC (CON) with your ID card.")
+    assert send_sms(rt, message_id) == "queued"
+    assert send_sms(rt, message_id) == "queued"  # the job ran twice: nothing more is sent
+    [request] = api.requests
+    assert request.authorised
+    assert request.form == {"To": CALLER, "From": HOTLINE_NUMBER,
+                            "Body": "Pension: apply at a PSC (CON) with your ID card.",
+                            "StatusCallback": STATUS_URL}
+    message = load(db, message_id)
+    assert message.message_sid is not None and re.fullmatch(r"SM[0-9a-f]{32}",
+                                                              message.message_sid)
+    assert message.status == "queued"
+    assert (message.error_code, message.error_message) == (None, None)
+
+
+def test_cyrillic_and_emoji_arrive_intact(rt: Runtime, db: Db, api: TwilioApi) -> None:
+    body = ("Зейнетақы: ХҚКО-ға жеке куәлікпен барыңыз. Пенсия: обратитесь в ЦОН "
+            "с удостоверением личности. «Ответ» — 0 юрист ✅😀")
+    message_id = queue(db, body)
+    send_sms(rt, message_id)
+    [form] = api.sent()
+    assert form["Body"] == body
+    assert load(db, message_id).message_sid is not None
+
+
+def test_no_status_callback_without_a_public_url(rt: Runtime, db: Db, api: TwilioApi) -> None:
+    without = replace(rt, settings=rt.settings.override(public_base_url=None))
+    message_id = queue(db, "Hello")
+    assert send_sms(without, message_id) == "queued"
+    [form] = api.sent()
+    assert "StatusCallback" not in form
+
+
+def test_unsubscribed_recipient_is_opted_out_and_never_sent_to_again(
+    rt: Runtime, db: Db, api: TwilioApi
+) -> None:
+    api.fail_next(UNSUBSCRIBED)
+    first = queue(db, "Ответ на ваш вопрос")
+    assert send_sms(rt, first) == "failed"
+    message = load(db, first)
+    assert (message.status, message.error_code, message.message_sid) == ("failed", 21610, None)
+    assert "unsubscribed recipient" in (message.error_message or "")
+    caller = caller_row(db)
+    assert caller is not None and caller.sms_opted_out and caller.sms_opted_out_at is not None
+
+    later = queue(db, "Ещё один ответ")
+    assert send_sms(rt, later) == "failed"
+    assert len(api.requests) == 1  # no request at all for the later message
+    message = load(db, later)
+    assert message.status == "failed" and message.message_sid is None
+    assert "opted out" in (message.error_message or "")
+    assert send_sms(rt, later) == "failed" and len(api.requests) == 1
+
+
+def test_an_opted_out_number_without_a_caller_link_is_found_by_phone(
+    rt: Runtime, db: Db, api: TwilioApi
+) -> None:
+    with db() as session:
+        caller = touch_caller(session, CALLER, datetime.now(UTC))
+        sms.set_opted_out(session, caller, True, datetime.now(UTC))
+    message_id = queue(db, "Hello", with_caller=False)
+    assert send_sms(rt, message_id) == "failed"
+    assert api.requests == []
+
+
+def test_unsubscribed_number_unknown_as_a_caller_becomes_one_opted_out(
+    rt: Runtime, db: Db, api: TwilioApi
+) -> None:
+    api.fail_next(UNSUBSCRIBED)
+    message_id = queue(db, "Hello", phone="+77017654321", with_caller=False)
+    assert send_sms(rt, message_id) == "failed"
+    caller = caller_row(db, "+77017654321")
+    assert caller is not None and caller.sms_opted_out
+    assert load(db, message_id).caller_id == caller.id
+
+
+def test_another_client_error_fails_the_message_for_good(
+    rt: Runtime, db: Db, api: TwilioApi
+) -> None:
+    api.fail_next(INVALID_TO)
+    message_id = queue(db, "Hello")
+    assert send_sms(rt, message_id) == "failed"
+    message = load(db, message_id)
+    assert (message.status, message.error_code) == ("failed", 21211)
+    assert "not a valid phone number" in (message.error_message or "")
+    caller = caller_row(db)
+    assert caller is not None and not caller.sms_opted_out
+    assert send_sms(rt, message_id) == "failed" and len(api.requests) == 1
+    assert messages_to_send(rt) == []
+
+
+def test_a_server_error_is_retried_and_then_sent(rt: Runtime, db: Db, api: TwilioApi) -> None:
+    api.fail_next(SERVER_ERROR)
+    message_id = queue(db, "Ответ юриста")
+    with pytest.raises(SmsRetry):
+        send_sms(rt, message_id)
+    message = load(db, message_id)
+    assert (message.status, message.message_sid) == ("queued", None)
+    assert "HTTP 500" in (message.error_message or "")
+
+    assert send_sms(rt, message_id) == "queued"
+    assert [r.status for r in api.requests] == [500, 201]
+    assert api.requests[0].form == api.requests[1].form
+    message = load(db, message_id)
+    assert message.message_sid is not None
+    assert (message.error_code, message.error_message) == (None, None)
+
+
+def test_rate_limiting_is_retried(rt: Runtime, db: Db, api: TwilioApi) -> None:
+    api.fail_next((429, {"code": 20429, "message": "Too Many Requests", "status": 429}))
+    message_id = queue(db, "Hello")
+    with pytest.raises(SmsRetry):
+        send_sms(rt, message_id)
+    assert load(db, message_id).status == "queued"
+
+
+def test_an_unreachable_api_is_retried(rt: Runtime, db: Db, api: TwilioApi) -> None:
+    with TwilioApi(ACCOUNT_SID, AUTH_TOKEN) as gone:
+        dead_url = gone.url  # a port that nobody listens on once this server is closed
+    down = replace(rt, settings=rt.settings.override(twilio_api_url=dead_url))
+    message_id = queue(db, "Hello")
+    with pytest.raises(SmsRetry):
+        send_sms(down, message_id)
+    message = load(db, message_id)
+    assert (message.status, message.message_sid) == ("queued", None)
+    assert "ConnectionError" in (message.error_message or "")
+    assert send_sms(rt, message_id) == "queued" and len(api.sent()) == 1
+
+
+def test_a_message_another_worker_is_sending_is_left_alone_until_stale(
+    rt: Runtime, db: Db, api: TwilioApi
+) -> None:
+    message_id = queue(db, "Hello")
+    with db() as session:
+        message = session.get(SmsMessage, message_id)
+        assert message is not None
+        message.status = "sending"  # claimed by a job that is talking to Twilio right now
+        message.updated_at = datetime.now(UTC)
+    assert send_sms(rt, message_id) == "sending"
+    assert api.requests == []
+    assert messages_to_send(rt) == []
+
+    with db() as session:
+        message = session.get(SmsMessage, message_id)
+        assert message is not None
+        # That worker died: its claim is older than HOTLINE_STALE_SECONDS.
+        message.updated_at = datetime.now(UTC) - timedelta(seconds=rt.settings.stale_seconds + 5)
+    assert messages_to_send(rt) == [message_id]
+    assert send_sms(rt, message_id) == "queued"
+    assert len(api.sent()) == 1
+
+
+def test_only_queued_outbound_messages_are_sent(rt: Runtime, db: Db, api: TwilioApi) -> None:
+    now = datetime.now(UTC)
+    with db() as session:
+        caller = touch_caller(session, CALLER, now)
+        inbound, _ = sms.record_inbound(session, message_sid="SM" + uuid.uuid4().hex,
+                                        phone=CALLER, body="МЕНЮ", caller=caller, now=now)
+        reply = sms.record_reply(session, to=inbound, body="Меню: 1 пенсия", encoding="UCS-2",
+                                 segments=1, now=now)
+        ids = inbound.id, reply.id
+    assert [send_sms(rt, i) for i in ids] == ["received", "replied"]
+    assert send_sms(rt, 999_999) == "missing"
+    assert api.requests == []
+
+
+def test_the_sweep_gives_up_on_a_message_older_than_a_day(rt: Runtime, db: Db) -> None:
+    message_id = queue(db, "Hello")
+    long_ago = datetime.now(UTC) - MAX_SEND_AGE - timedelta(minutes=1)
+    with db() as session:
+        message = session.get(SmsMessage, message_id)
+        assert message is not None
+        message.created_at = message.updated_at = long_ago
+    assert messages_to_send(rt) == []
+    message = load(db, message_id)
+    assert message.status == "failed" and "given up" in (message.error_message or "")
+
+
+# Status callbacks ---------------------------------------------------------------------------
+
+
+def sent_message(rt: Runtime, db: Db) -> tuple[int, str]:
+    message_id = queue(db, "Ответ юриста")
+    send_sms(rt, message_id)
+    sid = load(db, message_id).message_sid
+    assert sid is not None
+    return message_id, sid
+
+
+def test_sent_then_delivered_is_recorded(rt: Runtime, db: Db, twilio: Twilio) -> None:
+    message_id, sid = sent_message(rt, db)
+    assert twilio.post("/sms/status", status_form(sid, "sent")).status_code == 204
+    assert load(db, message_id).status == "sent"
+    assert twilio.post("/sms/status", status_form(sid, "delivered")).status_code == 204
+    message = load(db, message_id)
+    assert (message.status, message.error_code) == ("delivered", None)
+
+
+def test_callbacks_out_of_order_keep_the_final_status(
+    rt: Runtime, db: Db, twilio: Twilio
+) -> None:
+    message_id, sid = sent_message(rt, db)
+    for status in ("delivered", "sent", "sending", "queued", "delivered"):
+        assert twilio.post("/sms/status", status_form(sid, status)).status_code == 204
+        assert load(db, message_id).status == "delivered"
+    # A final status is not replaced by another final one either.
+    twilio.post("/sms/status", status_form(sid, "undelivered", ErrorCode="30003"))
+    assert load(db, message_id).status == "delivered"
+
+
+def test_undelivered_keeps_twilio_error_code(rt: Runtime, db: Db, twilio: Twilio) -> None:
+    message_id, sid = sent_message(rt, db)
+    twilio.post("/sms/status", status_form(sid, "undelivered", ErrorCode="30003"))
+    twilio.post("/sms/status", status_form(sid, "sent"))  # late, changes nothing
+    message = load(db, message_id)
+    assert (message.status, message.error_code) == ("undelivered", 30003)
+    caller = caller_row(db)
+    assert caller is not None and not caller.sms_opted_out
+
+
+def test_error_21610_in_a_callback_opts_the_caller_out(
+    rt: Runtime, db: Db, twilio: Twilio, api: TwilioApi
+) -> None:
+    message_id, sid = sent_message(rt, db)
+    response = twilio.post("/sms/status", status_form(sid, "failed", ErrorCode="21610"))
+    assert response.status_code == 204
+    message = load(db, message_id)
+    assert (message.status, message.error_code) == ("failed", 21610)
+    caller = caller_row(db)
+    assert caller is not None and caller.sms_opted_out
+    later = queue(db, "Ещё ответ")
+    assert send_sms(rt, later) == "failed"
+    assert len(api.requests) == 1
+
+
+@pytest.mark.parametrize("signature", ["", "bm90IGEgc2lnbmF0dXJl"])
+def test_an_unsigned_status_callback_is_refused_and_changes_nothing(
+    rt: Runtime, db: Db, twilio: Twilio, signature: str
+) -> None:
+    message_id, sid = sent_message(rt, db)
+    response = twilio.post("/sms/status", status_form(sid, "failed", ErrorCode="21610"),
+                           signature=signature)
+    assert response.status_code == 403
+    message = load(db, message_id)
+    assert (message.status, message.error_code) == ("queued", None)
+    caller = caller_row(db)
+    assert caller is not None and not caller.sms_opted_out
+
+
+def test_a_status_for_an_unknown_message_is_accepted_and_ignored(
+    db: Db, twilio: Twilio
+) -> None:
+    with db() as session:
+        before = row_counts(session)
+    unknown = "SM" + uuid.uuid4().hex
+    assert twilio.post("/sms/status", status_form(unknown, "delivered")).status_code == 204
+    with db() as session:
+        assert row_counts(session) == before
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # form checks only
+@pytest.mark.parametrize("form", [
+    {"MessageStatus": "delivered"},
+    {"MessageSid": "SM123", "MessageStatus": "delivered"},
+    {"MessageSid": "CA" + "0" * 32, "MessageStatus": "delivered"},
+    {"MessageSid": "SM" + "0" * 32},
+    {"MessageSid": "SM" + "0" * 32, "MessageStatus": "<script>"},
+    {"MessageSid": "SM" + "0" * 32, "MessageStatus": "failed", "ErrorCode": "abc"},
+])
+def test_a_malformed_status_callback_gets_400(
+    rt: Runtime, db: Db, twilio: Twilio, form: dict[str, str]
+) -> None:
+    message_id, sid = sent_message(rt, db)
+    form = {k: v.replace("0" * 32, sid[2:]) for k, v in form.items()}
+    assert twilio.post("/sms/status", form).status_code == 400
+    assert load(db, message_id).status == "queued"

@@ -1,0 +1,204 @@
+"""SMS conversations through the signed webhook, asserting on TwiML and database rows."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from sqlalchemy import select
+
+from flows.segments import segments
+from flows.sms import SmsDialogue
+from hotline.simulator import new_sid
+from storage.models import Caller, Question, SmsMessage
+from tests.support import CALLER, Twilio, row_counts, runtime
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    """The webhook does not depend on the backend; storage tests cover PostgreSQL."""
+    return f"sqlite:///{tmp_path / 'hotline.sqlite3'}"
+
+
+class Phone:
+    """A resident's basic phone texting the hotline through Twilio."""
+
+    def __init__(self, twilio: Twilio, number: str = CALLER) -> None:
+        self.twilio, self.number = twilio, number
+
+    def send(self, body: str, sid: str | None = None) -> str | None:
+        """Text the hotline; return the reply (None when there is none)."""
+        form = {"MessageSid": sid or new_sid("SM"), "AccountSid": "AC" + "1" * 32,
+                "From": self.number, "To": "+77000000000", "Body": body, "NumSegments": "1"}
+        response = self.twilio.post("/sms/incoming", form)
+        assert response.status_code == 200, response.get_data(as_text=True)
+        root = ET.fromstring(response.get_data(as_text=True))
+        assert root.tag == "Response"
+        messages = root.findall("Message")
+        assert len(messages) <= 1
+        return messages[0].text if messages else None
+
+
+@pytest.fixture
+def phone(twilio: Twilio) -> Phone:
+    return Phone(twilio)
+
+
+@pytest.fixture
+def dialogue(app: Flask) -> SmsDialogue:
+    return runtime(app).sms
+
+
+def caller_row(db) -> Caller:
+    with db() as session:
+        return session.scalars(select(Caller)).one()
+
+
+def questions(db) -> list[Question]:
+    with db() as session:
+        return list(session.scalars(select(Question).order_by(Question.id)))
+
+
+def test_a_russian_conversation(phone: Phone, dialogue: SmsDialogue, db) -> None:
+    assert phone.send("меню") == dialogue.text("ru", "sms.menu")
+    answer = phone.send("1")
+    assert answer == (dialogue.text("ru", "sms.topic.pension") + " "
+                      + dialogue.text("ru", "sms.answer_footer"))
+    assert phone.send("0") == dialogue.text("ru", "sms.ask")
+    asked = "У мамы пенсию урезали в этом месяце, что делать?"
+    assert phone.send(asked) == dialogue.text("ru", "sms.question_received")
+    [question] = questions(db)
+    assert (question.channel, question.language, question.topic, question.text) == (
+        "sms", "ru", "pension", asked)
+    assert question.status == "waiting" and question.caller_id is not None
+    assert caller_row(db).language == "ru"
+
+
+def test_a_kazakh_conversation(phone: Phone, dialogue: SmsDialogue, db) -> None:
+    assert phone.send("МӘЗІР") == dialogue.text("kk", "sms.menu")
+    reply = phone.send("Зейнетақыға қашан шығамын, құжаттар қандай керек?")
+    assert reply is not None and reply.startswith(dialogue.text("kk", "sms.topic.pension"))
+    assert phone.send("көршім жерімді басып алды не істеймін") == dialogue.text(
+        "kk", "sms.question_received")
+    [question] = questions(db)
+    assert question.language == "kk" and question.topic is None
+    assert caller_row(db).language == "kk"
+
+
+def test_a_bare_keyword_keeps_the_remembered_language(phone: Phone, dialogue: SmsDialogue,
+                                                      db) -> None:
+    phone.send("Сәлеметсіз бе, зейнетақы туралы")
+    assert phone.send("МЕНЮ") == dialogue.text("kk", "sms.menu")
+    assert caller_row(db).language == "kk"
+
+
+def test_language_keywords_switch_and_are_remembered(phone: Phone, dialogue: SmsDialogue,
+                                                     db) -> None:
+    assert phone.send("RU").startswith(dialogue.text("ru", "sms.language_set"))
+    assert phone.send("?") == dialogue.text("ru", "sms.menu")
+    assert phone.send("ҚАЗ").startswith(dialogue.text("kk", "sms.language_set"))
+    assert phone.send("help") == dialogue.text("kk", "sms.help")
+    assert caller_row(db).language == "kk"
+
+
+def test_stop_sends_one_confirmation_then_nothing_until_start(phone: Phone,
+                                                              dialogue: SmsDialogue,
+                                                              db) -> None:
+    phone.send("МЕНЮ")
+    assert phone.send("Stop") == dialogue.text("ru", "sms.stop")
+    assert caller_row(db).sms_opted_out
+    assert phone.send("МЕНЮ") is None
+    assert phone.send("Вопрос: как оформить пенсию") is None
+    assert questions(db) == []
+    assert phone.send("СТАРТ") == dialogue.text("ru", "sms.start")
+    assert not caller_row(db).sms_opted_out
+    assert phone.send("меню") == dialogue.text("ru", "sms.menu")
+
+
+@pytest.mark.parametrize("word", ["ТОҚТА", "стоп", "UNSUBSCRIBE", " s t o p "])
+def test_stop_words_in_every_language(phone: Phone, db, word: str) -> None:
+    assert phone.send(word)
+    assert caller_row(db).sms_opted_out
+
+
+def test_a_duplicated_message_sid_is_answered_once_and_stored_once(phone: Phone, db) -> None:
+    sid = new_sid("SM")
+    first = phone.send("Как получить справку о пенсионных отчислениях в ЦОНе и что взять", sid)
+    assert first
+    assert phone.send("Как получить справку о пенсионных отчислениях в ЦОНе и что взять",
+                      sid) is None
+    with db() as session:
+        inbound = session.scalars(select(SmsMessage).where(SmsMessage.direction == "in")).all()
+        assert len(inbound) == 1
+    assert len(questions(db)) <= 1
+
+
+def test_an_empty_body_gets_the_menu(phone: Phone, dialogue: SmsDialogue) -> None:
+    assert phone.send("") == dialogue.text("kk", "sms.menu")
+
+
+def test_a_1600_character_question_is_kept_whole_and_the_reply_is_short(
+    phone: Phone, db
+) -> None:
+    body = ("Здравствуйте у меня вопрос про землю и дом соседа " * 40)[:1600]
+    reply = phone.send(body)
+    assert reply is not None and segments(reply).parts <= 3
+    [question] = questions(db)
+    assert question.text == body.strip()
+
+
+@pytest.mark.parametrize("body", ["👍👍👍", "Пенсия 🙏 когда?", "Salem! Зейнетақы qashan?",
+                                  "пенсия\x00\x07 когда\x1b", "\u200b\u200b"])
+def test_odd_bodies_get_a_short_answer(phone: Phone, db, body: str) -> None:
+    reply = phone.send(body)
+    assert reply is not None and segments(reply).parts <= 3
+    assert "\x00" not in reply
+    for question in questions(db):
+        assert question.text is not None and "\x00" not in question.text
+
+
+def test_more_sends_the_rest_of_a_long_reply(app: Flask, phone: Phone,
+                                             dialogue: SmsDialogue, db,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    long_help = " ".join(["Длинное объяснение про помощь."] * 20)
+    monkeypatch.setitem(dialogue.content.prompts["ru"], "sms.help", long_help)
+    phone.send("RU")
+    hint = dialogue.text("ru", "sms.more_hint")
+    sent: list[str] = []
+    reply = phone.send("помощь")
+    while reply is not None and reply.endswith(hint):
+        assert segments(reply).parts <= 3
+        sent.append(reply.removesuffix(hint).strip())
+        reply = phone.send("ещё")
+    assert reply is not None and segments(reply).parts <= 3
+    sent.append(reply)
+    assert len(sent) >= 2
+    assert " ".join(sent) == long_help  # nothing lost, nothing repeated, words whole
+    assert phone.send("ЕЩЁ") == dialogue.text("ru", "sms.nothing_more")
+
+
+def test_many_messages_cannot_flood_the_queue(app: Flask, phone: Phone,
+                                              dialogue: SmsDialogue, db) -> None:
+    limit = runtime(app).settings.sms_rate_limit
+    replies = [phone.send(f"вопрос номер {i} про соседский забор") for i in range(limit + 5)]
+    assert replies[limit] == dialogue.rate_limited("ru")
+    assert replies[limit + 1:] == [None] * 4
+    assert len(questions(db)) <= runtime(app).settings.sms_questions_per_day
+
+
+def test_unsigned_or_malformed_requests_write_nothing(twilio: Twilio, db) -> None:
+    form = {"MessageSid": new_sid("SM"), "From": CALLER, "To": "+77000000000", "Body": "1"}
+    assert twilio.post("/sms/incoming", form, signature="").status_code == 403
+    assert twilio.post("/sms/incoming", form, signature="AAAA").status_code == 403
+    assert twilio.post("/sms/incoming", {**form, "MessageSid": "SM../x"}).status_code == 400
+    with db() as session:
+        assert set(row_counts(session).values()) == {0}
+
+
+def test_every_reply_is_stored_with_its_segments(phone: Phone, db) -> None:
+    phone.send("1")
+    with db() as session:
+        out = session.scalars(select(SmsMessage).where(SmsMessage.direction == "out")).one()
+        assert out.encoding == "UCS-2" and 1 <= (out.segments or 0) <= 3
