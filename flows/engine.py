@@ -182,10 +182,10 @@ class Flow:
         return self._repeat(node, language, key, tries, topic)
 
     def recorded(self, language: str | None) -> Screen:
-        """Thank the caller and promise the callback."""
-        return self.show(DONE, language) if self.known_language(language) else self.show(
-            GOODBYE, None
-        )
+        """Thank the caller and promise the callback (in every language when it is unknown)."""
+        if self.known_language(language):
+            return self.show(DONE, language)
+        return Screen(GOODBYE, None, self.say(None, "record.done", "goodbye"), "hangup")
 
     def not_recorded(self, language: str | None, topic: str | None) -> Screen:
         """Tell the caller nothing was heard and offer to record again."""

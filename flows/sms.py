@@ -15,14 +15,21 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from flows.content import Content
 from flows.faq import FaqMatcher
 from flows.segments import MAX_PARTS, fits, split_to_fit
 from flows.sms_language import detect_language
 
+
 # Twilio's own opt-out words, plus Kazakh and Russian ones.
+def is_opt_keyword(body: str) -> bool:
+    """Tell whether the message is STOP or START in any language (never rate-limited)."""
+    word = keyword(clean_text(body))
+    return word in STOP_WORDS or word in START_WORDS
+
+
 STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE",
                         "OPTOUT", "СТОП", "ТОҚТА", "ТОКТА", "ОТПИСАТЬСЯ", "ХВАТИТ"})
 START_WORDS = frozenset({"START", "UNSTOP", "СТАРТ", "БАСТА", "НАЧАТЬ"})
@@ -83,10 +90,23 @@ class SmsDialogue:
         return self.content.text(language, key).replace("{days}", str(self.callback_days)).strip()
 
     def reply(self, body: str, state: SmsState) -> SmsReply:
-        """Answer one message."""
+        """Answer one message; the language is remembered only once it is actually known."""
+        result = self._reply(body, state)
+        known = state.language or result.kind == "language" or detect_language(
+            clean_text(body)) in self.content.language_codes
+        if known:
+            return result
+        # Nothing told us the language: answer in the default one, but do not remember a guess
+        # (the phone tree shares the caller's language and would skip its language menu).
+        return replace(result, state=replace(result.state, language=None))
+
+    def _reply(self, body: str, state: SmsState) -> SmsReply:
         cleaned = clean_text(body)
         word = keyword(cleaned)
-        language = state.language or self.default_language
+        detected = detect_language(cleaned)
+        if detected not in self.content.language_codes:
+            detected = None
+        language = state.language or detected or self.default_language
         if word in START_WORDS:
             new = SmsState(language=language)
             return SmsReply(self.text(language, "sms.start"), new, kind="start")
@@ -99,11 +119,7 @@ class SmsDialogue:
             chosen = LANGUAGE_WORDS[word]
             menu = self.text(chosen, "sms.language_set") + " " + self.text(chosen, "sms.menu")
             return self._send(menu, SmsState(language=chosen), "language")
-        detected = detect_language(cleaned)
-        if detected not in self.content.language_codes:
-            detected = None
         # A bare keyword ("МЕНЮ", "1") says little about the language: keep the remembered one.
-        language = state.language or detected or self.default_language
         base = SmsState(language=language, last_topic=state.last_topic)
         if not word or word in MENU_WORDS:
             return self._send(self.text(language, "sms.menu"), base, "menu")

@@ -206,8 +206,8 @@ def send_sms(runtime: Runtime, message_id: int) -> str:
             _finish(runtime, message_id, status=SMS_QUEUED, error_code=code,
                     error_message=f"will retry: HTTP {status}: {text}")
             raise SmsRetry(f"Twilio answered HTTP {status} for SMS {message_id}") from exc
-        log.warning("SMS %s refused by Twilio: HTTP %s, code %s: %s", message_id, status, code,
-                    text)
+        # Not Twilio's text: it can carry the resident's number (no full numbers in logs).
+        log.warning("SMS %s refused by Twilio: HTTP %s, code %s", message_id, status, code)
         return _finish(runtime, message_id, status=SMS_FAILED, error_code=code,
                        error_message=str(text))
     except requests.RequestException as exc:

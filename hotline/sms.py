@@ -9,9 +9,10 @@ from datetime import UTC, datetime, timedelta
 from flask import Blueprint, Response, abort, request
 from sqlalchemy.orm import Session
 from twilio.twiml.messaging_response import MessagingResponse
+from werkzeug.exceptions import HTTPException
 
 from flows.segments import segments
-from flows.sms import SmsDialogue, SmsReply, SmsState, clean_text
+from flows.sms import SmsDialogue, SmsReply, SmsState, clean_text, is_opt_keyword
 from hotline.twilio_glue import runtime, twilio_webhook
 from storage import sms
 from storage.calls import touch_caller
@@ -45,6 +46,7 @@ def _state(caller: Caller | None) -> SmsState:
 
 
 def _remember(caller: Caller, state: SmsState) -> None:
+    # The language only when known: the phone tree reads it too (and skips its language menu).
     caller.language = state.language or caller.language
     caller.sms_topic = state.last_topic
     caller.sms_more = state.more
@@ -74,7 +76,9 @@ def incoming() -> Response:
             # Twilio retried: the first request answered (or is answering); never twice.
             return _twiml(None)
         recent = sms.count_inbound_since(session, inbound.phone, now - RATE_WINDOW)
-        if recent > settings.sms_rate_limit and not (caller and caller.sms_opted_out):
+        if recent > settings.sms_rate_limit and not (caller and caller.sms_opted_out) and (
+            not is_opt_keyword(body)
+        ):
             # One polite answer when the limit is crossed, then silence until it cools down.
             text = dialogue.rate_limited(caller.language if caller else None)
             reply_text = text if recent == settings.sms_rate_limit + 1 else None
@@ -107,3 +111,34 @@ def _reply(session: Session, inbound: SmsMessage, text: str | None, now: datetim
         sms.record_reply(session, to=inbound, body=text, encoding=parts.encoding,
                          segments=parts.parts, now=now)
     return _twiml(text)
+
+
+@bp.errorhandler(Exception)
+def keep_the_message(error: Exception) -> Response | HTTPException:
+    """If answering failed, still queue the message for a lawyer and say it was received."""
+    if isinstance(error, HTTPException):
+        return error
+    log.exception("SMS webhook failed")
+    rt = runtime()
+    body = clean_text(request.form.get("Body", ""))[:MAX_BODY]
+    now = datetime.now(UTC)
+    try:
+        with unit_of_work(rt.sessions) as session:
+            raw_from = request.form.get("From", "")[:64]
+            phone = normalise_phone(raw_from, rt.settings.default_region)
+            caller = touch_caller(session, phone, now) if phone else None
+            inbound, new = sms.record_inbound(
+                session, message_sid=request.form.get("MessageSid", ""),
+                phone=phone or raw_from, body=body, caller=caller, now=now)
+            if not new or not body or (caller is not None and caller.sms_opted_out):
+                return _twiml(None)
+            question = sms.add_sms_question(session, caller=caller, text=body,
+                                            language=caller.language if caller else None,
+                                            topic=None, now=now)
+            inbound.question_id = question.id
+            text = rt.sms.text(caller.language if caller and caller.language
+                               else rt.sms.default_language, "sms.question_received")
+            return _reply(session, inbound, text, now)
+    except Exception:  # noqa: BLE001 - the last line of defence must answer
+        log.exception("could not even keep the SMS")
+        return _twiml(None)

@@ -55,8 +55,14 @@ def _twiml(body: str) -> Response:
     return Response(body, mimetype=TWIML)
 
 
-def _render(screen: Screen) -> Response:
-    params = {"lang": screen.language, "topic": screen.topic}
+def _errors_arg() -> int:
+    value = request.args.get("err", "0")
+    return int(value) if value.isdigit() else MAX_ERRORS
+
+
+def _render(screen: Screen, errors: int = 0) -> Response:
+    """Render screen; errors > 0 (right after an apology) rides along to the next key press."""
+    params = {"lang": screen.language, "topic": screen.topic, "err": errors or None}
     return _twiml(render_screen(
         screen,
         action_url=external_url("voice.menu", node=screen.node, tries=screen.tries, **params),
@@ -95,7 +101,9 @@ def menu() -> Response:
         screen = rt.flow.press(node, _language_arg(), digits, _tries_arg(),
                                request.args.get("topic"))
     except UnknownNode:
-        abort(400, description="unknown menu node")
+        # A URL from before a content change (or a forged one): back to the main menu.
+        log.warning("unknown menu node %r", node[:64])
+        screen = rt.flow.show(MAIN, _language_arg())
     with unit_of_work(rt.sessions) as session:
         calls.record_keys(session, call_sid, node, digits, _now())
         if screen.remember_language:
@@ -113,8 +121,10 @@ def show() -> Response:
     try:
         screen = runtime().flow.show(request.args.get("node", MAIN), _language_arg())
     except UnknownNode:
-        abort(400, description="unknown menu node")
-    return _render(screen)
+        screen = runtime().flow.show(MAIN, _language_arg())
+    # Keep the error count: if the next step fails too, the caller is told to call back later
+    # instead of going round apology -> menu -> apology.
+    return _render(screen, errors=_errors_arg())
 
 
 def _store_question() -> int | None:
@@ -138,8 +148,13 @@ def _store_question() -> int | None:
         recording_id = recording.id
         pending = recording.download_state != "stored"
     if pending:
-        # After the commit, so the worker finds the row; the job is idempotent.
-        jobs.download_recording_job(recording_id)
+        # After the commit, so the worker finds the row; the job is idempotent. If the queue is
+        # down the question is safe in the database and the sweep fetches it later: the caller
+        # still hears the promise, not an apology.
+        try:
+            jobs.download_recording_job(recording_id)
+        except Exception:  # noqa: BLE001 - any queue failure; the sweep recovers
+            log.exception("could not enqueue the download of recording %s", recording_id)
     return recording_id
 
 
@@ -161,7 +176,8 @@ def recorded() -> Response:
 def recording_status() -> Response:
     """Twilio's recording status callback: store the question if the action has not yet."""
     status = request.form.get("RecordingStatus", "completed")
-    if status == "completed":
+    empty = request.form.get("RecordingDuration", "").strip() == "0"
+    if status == "completed" and not empty:
         _store_question()
     else:
         log.warning("recording %s ended with status %s", request.form.get("RecordingSid"), status)
@@ -203,8 +219,7 @@ def apologise(error: Exception) -> Response | HTTPException:
     try:
         rt = runtime()
         language = _language_arg()
-        errors = int(request.args.get("err", "0") or 0) if request.args.get(
-            "err", "0").isdigit() else MAX_ERRORS
+        errors = _errors_arg()
         if errors >= MAX_ERRORS:
             prompts = rt.flow.say(language, "error.later")
             redirect = None

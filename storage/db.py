@@ -15,7 +15,8 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
-SQLITE_BUSY_TIMEOUT_MS = 15_000
+# Below Twilio's 15 s webhook timeout, so a request waiting for the lock still answers in time.
+SQLITE_BUSY_TIMEOUT_MS = 5_000
 
 
 def make_engine(url: str) -> Engine:
@@ -24,8 +25,8 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         return _make_sqlite_engine(parsed)
     if parsed.get_backend_name() == "postgresql":
-        return create_engine(parsed, pool_pre_ping=True)
-    return create_engine(parsed)
+        return create_engine(parsed, pool_pre_ping=True, hide_parameters=True)
+    return create_engine(parsed, hide_parameters=True)
 
 
 def _make_sqlite_engine(url: URL) -> Engine:
@@ -33,7 +34,8 @@ def _make_sqlite_engine(url: URL) -> Engine:
     in_memory = database in ("", ":memory:") or url.query.get("mode") == "memory"
     if not in_memory and not database.startswith("file:"):
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url)
+    # hide_parameters: phone numbers and questions never reach the logs with an SQL error.
+    engine = create_engine(url, hide_parameters=True)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

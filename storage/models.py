@@ -217,7 +217,7 @@ class SmsMessage(Base):
     message_sid: Mapped[str | None] = mapped_column(String(64), unique=True)
     direction: Mapped[str] = mapped_column(String(3))
     caller_id: Mapped[int | None] = mapped_column(ForeignKey("callers.id"), index=True)
-    phone: Mapped[str] = mapped_column(String(32))
+    phone: Mapped[str] = mapped_column(String(64))
     body: Mapped[str] = mapped_column(Text)
     language: Mapped[str | None] = mapped_column(String(8))
     question_id: Mapped[int | None] = mapped_column(ForeignKey("questions.id"), index=True)

@@ -202,3 +202,33 @@ def test_every_reply_is_stored_with_its_segments(phone: Phone, db) -> None:
     with db() as session:
         out = session.scalars(select(SmsMessage).where(SmsMessage.direction == "out")).one()
         assert out.encoding == "UCS-2" and 1 <= (out.segments or 0) <= 3
+
+
+def test_a_guess_is_not_remembered_as_the_callers_language(phone: Phone, twilio: Twilio,
+                                                            db) -> None:
+    from tests.support import call_form
+
+    phone.send("1")
+    assert caller_row(db).language is None
+    root = ET.fromstring(twilio.post("/voice/incoming", call_form()).get_data(as_text=True))
+    assert "node=language" in (root.find("Gather").get("action") or "")
+
+
+def test_stop_works_even_past_the_rate_limit(app: Flask, phone: Phone, db) -> None:
+    for i in range(runtime(app).settings.sms_rate_limit + 3):
+        phone.send(f"сообщение {i}")
+    assert phone.send("СТОП")
+    assert caller_row(db).sms_opted_out
+
+
+def test_a_failure_while_answering_still_queues_the_message(
+    app: Flask, phone: Phone, dialogue: SmsDialogue, db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("matcher crashed")
+
+    monkeypatch.setattr(dialogue, "reply", broken)
+    reply = phone.send("Помогите с землёй, аким не отвечает")
+    assert reply == dialogue.text("kk", "sms.question_received")
+    [question] = questions(db)
+    assert question.text == "Помогите с землёй, аким не отвечает" and question.channel == "sms"

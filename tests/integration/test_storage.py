@@ -24,7 +24,14 @@ from storage.calls import (
     touch_caller,
     update_call_status,
 )
-from storage.db import current_revision, make_engine, make_session_factory, unit_of_work, upgrade
+from storage.db import (
+    SQLITE_BUSY_TIMEOUT_MS,
+    current_revision,
+    make_engine,
+    make_session_factory,
+    unit_of_work,
+    upgrade,
+)
 from storage.models import (
     DOWNLOAD_FAILED,
     DOWNLOAD_PENDING,
@@ -227,7 +234,8 @@ def test_sqlite_engine_settings(tmp_path: Path) -> None:
         with engine.connect() as connection:
             assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
-            assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 15000
+            assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == (
+                SQLITE_BUSY_TIMEOUT_MS)
         assert path.exists()
     finally:
         engine.dispose()

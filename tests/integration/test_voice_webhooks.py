@@ -174,8 +174,63 @@ def test_malformed_webhooks_get_400_and_write_nothing(twilio: Twilio, db, form) 
         assert set(row_counts(session).values()) == {0}
 
 
-def test_a_forged_node_gets_400(twilio: Twilio) -> None:
-    assert twilio.post("/voice/menu?node=../../etc", call_form()).status_code == 400
+def test_an_unknown_node_leads_back_to_the_main_menu(twilio: Twilio) -> None:
+    # A URL from before a content change: no 400 (Twilio would say "application error").
+    root = twiml(twilio.post("/voice/menu?node=housing&lang=ru", call_form(Digits="1")))
+    assert query(root.find("Gather").get("action"))["node"] == "main"
+
+
+def test_failures_in_a_row_end_with_call_again_later_not_a_loop(
+    app: Flask, twilio: Twilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hotline import voice
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("database down")
+
+    monkeypatch.setattr(voice.calls, "record_keys", broken)
+    root = twiml(twilio.post("/voice/menu?node=main&lang=ru&tries=0", call_form(Digits="1")))
+    menu = twiml(twilio.post_url(root.find("Redirect").text, call_form()))
+    action = menu.find("Gather").get("action")
+    assert query(action)["err"] == "1"
+    last = twiml(twilio.post_url(action, call_form(Digits="1")))
+    assert spoken(last) == [runtime(app).flow.prompt("ru", "error.later").text]
+    assert last.find("Hangup") is not None
+
+
+def test_a_question_is_promised_even_when_the_queue_is_down(
+    app: Flask, twilio: Twilio, db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hotline import voice
+
+    def queue_down(*_args: object, **_kwargs: object) -> None:
+        raise ConnectionError("redis is down")
+
+    monkeypatch.setattr(voice.jobs, "download_recording_job", queue_down)
+    form = call_form(RecordingSid="RE" + "b" * 32, RecordingUrl="https://api.twilio.com/x",
+                     RecordingDuration="7")
+    root = twiml(twilio.post("/voice/recorded?lang=ru", form))
+    assert spoken(root)[0] == runtime(app).flow.prompt("ru", "record.done").text
+    with db() as session:
+        assert row_counts(session)["recordings"] == 1  # the sweep will fetch it
+
+
+def test_a_caller_without_a_language_still_hears_the_promise(app: Flask, twilio: Twilio) -> None:
+    form = call_form(RecordingSid="RE" + "c" * 32, RecordingUrl="https://api.twilio.com/x",
+                     RecordingDuration="7")
+    root = twiml(twilio.post("/voice/recorded", form))
+    flow = runtime(app).flow
+    texts = spoken(root)
+    assert flow.prompt("ru", "record.done").text in texts
+    assert root.find("Hangup") is not None
+
+
+def test_an_empty_recording_in_a_status_callback_is_not_a_question(twilio: Twilio, db) -> None:
+    form = call_form(RecordingSid="RE" + "d" * 32, RecordingUrl="https://api.twilio.com/x",
+                     RecordingDuration="0", RecordingStatus="completed")
+    assert twilio.post("/voice/recording-status?lang=ru", form).status_code == 204
+    with db() as session:
+        assert row_counts(session)["questions"] == 0
 
 
 @pytest.fixture

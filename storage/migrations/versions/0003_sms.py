@@ -37,7 +37,7 @@ def upgrade() -> None:
         sa.Column("message_sid", sa.String(length=64), nullable=True),
         sa.Column("direction", sa.String(length=3), nullable=False),
         sa.Column("caller_id", sa.Integer(), nullable=True),
-        sa.Column("phone", sa.String(length=32), nullable=False),
+        sa.Column("phone", sa.String(length=64), nullable=False),
         sa.Column("body", sa.Text(), nullable=False),
         sa.Column("language", sa.String(length=8), nullable=True),
         sa.Column("question_id", sa.Integer(), nullable=True),
