@@ -63,7 +63,8 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path, media: MediaServer) 
         "VOSK_MODEL_RU": str(KOREAN_MODEL),
         "HOTLINE_STALE_SECONDS": str(STALE_SECONDS),
         "HOTLINE_DOWNLOAD_BACKOFF": "0.2",
-        "HOTLINE_QUEUE_NAME": f"hotline-test-{uuid.uuid4().hex[:8]}",
+        # No dashes: RedisHuey strips them from key names, and the clean-up matches on the name.
+        "HOTLINE_QUEUE_NAME": f"hotlinetest{uuid.uuid4().hex[:8]}",
         "HOTLINE_DEMO": "",
         "PUBLIC_BASE_URL": "",
         "REDIS_URL": "",
