@@ -40,11 +40,12 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
             x_host=settings.proxy_hops, x_port=settings.proxy_hops, x_prefix=settings.proxy_hops,
         )
 
-    from hotline import outbound_sms, sms, voice
+    from hotline import outbound_sms, sms, voice, workspace
 
     app.register_blueprint(voice.bp)
     app.register_blueprint(sms.bp)
     app.register_blueprint(outbound_sms.bp)
+    workspace.init_app(app)  # logins, CSRF (Twilio's signed webhooks exempt), languages, pages
 
     @app.get("/health")
     def health() -> dict[str, str]:

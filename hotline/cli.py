@@ -45,8 +45,10 @@ def main() -> None:
 
 def _register_subcommands() -> None:
     from hotline.cli_models import models
+    from hotline.cli_users import users
 
     main.add_command(models)
+    main.add_command(users)
 
 
 _register_subcommands()

@@ -58,6 +58,7 @@ class Settings:
     retry_backoff: float = 30.0
     sms_rate_limit: int = 10
     sms_questions_per_day: int = 5
+    session_minutes: int = 60
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -101,6 +102,7 @@ class Settings:
             retry_backoff=float(env.get("HOTLINE_RETRY_BACKOFF", "30")),
             sms_rate_limit=int(env.get("HOTLINE_SMS_RATE_LIMIT", "10")),
             sms_questions_per_day=int(env.get("HOTLINE_SMS_QUESTIONS_PER_DAY", "5")),
+            session_minutes=int(env.get("HOTLINE_SESSION_MINUTES", "60")),
         )
 
     def override(self, **changes: Any) -> Settings:

@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, MetaData, String, Text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    MetaData,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from storage.utc import UTCDateTime
@@ -233,3 +243,53 @@ class SmsMessage(Base):
 
     def __repr__(self) -> str:
         return f"<SmsMessage {self.id} {self.direction} {self.status}>"
+
+
+# User.role: consultants work the queue; coordinators also manage accounts and content.
+ROLE_CONSULTANT = "consultant"
+ROLE_COORDINATOR = "coordinator"
+ROLES = (ROLE_CONSULTANT, ROLE_COORDINATOR)
+
+
+class User(Base):
+    """A consultant or coordinator who logs in to the workspace."""
+
+    __tablename__ = "users"
+    __table_args__ = (
+        CheckConstraint("role IN ('consultant', 'coordinator')", name="role"),
+        # Lower-cased on the way in (storage.users); the check keeps "unique" meaning unique.
+        CheckConstraint("email = lower(email)", name="email_lower"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    name: Mapped[str] = mapped_column(String(120))
+    role: Mapped[str] = mapped_column(String(20))
+    # Argon2id, in its own self-describing string format (parameters and salt included).
+    password_hash: Mapped[str] = mapped_column(String(255))
+    # E.164; the phone the hotline rings when this consultant calls a resident back.
+    phone: Mapped[str | None] = mapped_column(String(20))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_login_at: Mapped[datetime | None]
+
+    def __repr__(self) -> str:
+        return f"<User {self.id} {self.email} {self.role}>"
+
+
+class LoginAttempt(Base):
+    """A failed login, kept a day: the rate limit counts them per email and per address."""
+
+    __tablename__ = "login_attempts"
+    __table_args__ = (
+        Index("ix_login_attempts_email_attempted_at", "email", "attempted_at"),
+        Index("ix_login_attempts_ip_attempted_at", "ip", "attempted_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254))
+    ip: Mapped[str] = mapped_column(String(45))
+    attempted_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"<LoginAttempt {self.id} {self.email} {self.ip}>"

@@ -1,0 +1,222 @@
+"""Logging in to the workspace: accounts in sessions, CSRF, idle expiry, and role checks."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta, timezone
+from functools import wraps
+from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit
+
+from flask import (
+    Blueprint,
+    Flask,
+    abort,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask.typing import ResponseReturnValue
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_login import LoginManager, current_user, login_user, logout_user
+from flask_wtf import FlaskForm
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from wtforms import EmailField, PasswordField
+from wtforms.validators import DataRequired, Length
+
+from hotline import i18n
+from hotline.runtime import Runtime
+from storage.db import unit_of_work
+from storage.models import User, utcnow
+from storage.users import attempt_login
+
+log = logging.getLogger(__name__)
+
+LOCAL_TIME = timezone(timedelta(hours=5), "Asia/Almaty")
+
+bp = Blueprint("auth", __name__)
+login_manager = LoginManager()
+csrf = CSRFProtect()
+
+View = TypeVar("View", bound=Callable[..., ResponseReturnValue])
+
+
+@dataclass(frozen=True)
+class Account:
+    """The logged-in user as a request sees them (Flask-Login's user object)."""
+
+    id: int
+    email: str
+    name: str
+    role: str
+    # Part of the session's user id: changing the password ends the sessions opened before.
+    password_stamp: str
+
+    is_authenticated = True
+    is_active = True
+    is_anonymous = False
+
+    @classmethod
+    def of(cls, user: User) -> Account:
+        """Take what a request needs from a user row."""
+        return cls(id=user.id, email=user.email, name=user.name, role=user.role,
+                   password_stamp=_stamp(user.password_hash))
+
+    def get_id(self) -> str:
+        """Return what the session stores to find this account again."""
+        return f"{self.id}:{self.password_stamp}"
+
+    def has_role(self, *roles: str) -> bool:
+        """Tell whether the account has one of the roles."""
+        return self.role in roles
+
+
+class LoginForm(FlaskForm):  # type: ignore[misc]
+    """Email and password, with a CSRF token."""
+
+    email = EmailField(_l("Email"), validators=[DataRequired(), Length(max=254)],
+                       render_kw={"autocomplete": "username", "autofocus": True})
+    password = PasswordField(_l("Password"), validators=[DataRequired(), Length(max=1024)],
+                             render_kw={"autocomplete": "current-password"})
+
+
+def _stamp(password_hash: str) -> str:
+    return hashlib.sha256(password_hash.encode()).hexdigest()[:16]
+
+
+def _runtime() -> Runtime:
+    return cast(Runtime, current_app.extensions["hotline"])
+
+
+def load_account(session_id: str) -> Account | None:
+    """Find the session's account; none if it was deactivated or its password changed."""
+    user_id, _sep, stamp = session_id.partition(":")
+    if not user_id.isdigit():
+        return None
+    with unit_of_work(_runtime().sessions) as db:
+        user = db.get(User, int(user_id))
+        if user is None or not user.active or _stamp(user.password_hash) != stamp:
+            return None
+        return Account.of(user)
+
+
+def current_account() -> Account:
+    """Return the logged-in account (only inside views that require one)."""
+    return cast(Account, current_user._get_current_object())
+
+
+def role_required(*roles: str) -> Callable[[View], View]:
+    """Let only logged-in users with one of the roles in: others to /login, the wrong role 403."""
+
+    def decorate(view: View) -> View:
+        @wraps(view)
+        def guarded(*args: Any, **kwargs: Any) -> ResponseReturnValue:
+            if not current_user.is_authenticated:
+                return cast(ResponseReturnValue, login_manager.unauthorized())
+            if not current_account().has_role(*roles):
+                abort(403)
+            return view(*args, **kwargs)
+
+        return cast(View, guarded)
+
+    return decorate
+
+
+def _safe_next(target: object) -> str | None:
+    """Return target if it is a path on this site (never another host: no open redirect)."""
+    if not isinstance(target, str) or not target.startswith("/") or target.startswith("//"):
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or "\\" in target:
+        return None
+    return target
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> ResponseReturnValue:
+    """Show the login form; log the user in, or say why not."""
+    if current_user.is_authenticated:
+        return redirect(url_for("workspace.queue"))
+    form = LoginForm()
+    if not form.validate_on_submit():
+        return render_template("login.html", form=form, error=None), 400 if form.errors else 200
+    ip = request.remote_addr or "unknown"
+    with unit_of_work(_runtime().sessions) as db:
+        outcome = attempt_login(db, form.email.data, form.password.data, ip)
+        account = Account.of(outcome.user) if outcome.user else None
+    if account is not None:
+        next_url = _safe_next(session.pop("next", None))
+        session.clear()  # a fresh session (and CSRF token) for the logged-in user
+        login_user(account)
+        # Idle expiry: a permanent session's cookie is signed anew on every request, and Flask
+        # refuses one whose signature is older than PERMANENT_SESSION_LIFETIME.
+        session.permanent = True
+        log.info("login: user %s from %s", account.id, ip)
+        return redirect(next_url or url_for("workspace.queue"))
+    if outcome.locked_until is not None:
+        log.warning("login refused, too many failures: %r from %s", form.email.data, ip)
+        until = outcome.locked_until.astimezone(LOCAL_TIME).strftime("%H:%M")
+        error = _("Too many failed attempts. Logging in is paused for this account or this "
+                  "network until %(time)s (Almaty time).", time=until)
+        seconds = max(1, int((outcome.locked_until - utcnow()).total_seconds()))
+        return (render_template("login.html", form=form, error=error), 429,
+                {"Retry-After": str(seconds)})
+    log.info("login failed: %r from %s", form.email.data, ip)
+    return render_template("login.html", form=form, error=_("Wrong email or password.")), 200
+
+
+@bp.post("/logout")
+def logout() -> ResponseReturnValue:
+    """Log out and forget the session."""
+    logout_user()
+    session.clear()
+    return redirect(url_for("auth.login"))
+
+
+def _csrf_failed(error: CSRFError) -> ResponseReturnValue:
+    """Answer a form without a valid CSRF token (often: a page left open too long)."""
+    message = _("The form was open too long or came from elsewhere. Please try again.")
+    if request.endpoint == "auth.login":
+        return render_template("login.html", form=LoginForm(formdata=None), error=message), 400
+    return render_template("message.html", title=_("Please try again"), message=message,
+                           back=url_for("workspace.queue")), 400
+
+
+def init_app(app: Flask) -> None:
+    """Set up logins, sessions, CSRF (webhooks exempt: Twilio signs them) and the languages."""
+    from hotline import outbound_sms, sms, voice
+
+    settings = _runtime_of(app).settings
+    app.config.update(
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        # Demo mode serves plain http on 127.0.0.1; everywhere else the cookie needs https.
+        SESSION_COOKIE_SECURE=not settings.demo,
+        PERMANENT_SESSION_LIFETIME=timedelta(minutes=settings.session_minutes),
+        SESSION_REFRESH_EACH_REQUEST=True,
+        # The token lives as long as the session, which expires on its own.
+        WTF_CSRF_TIME_LIMIT=None,
+        # Where to go after logging in is kept in the session, not in the login URL.
+        USE_SESSION_FOR_NEXT=True,
+    )
+    i18n.init_app(app)
+    csrf.init_app(app)
+    for webhooks in (voice.bp, sms.bp, outbound_sms.bp):
+        csrf.exempt(webhooks)
+    login_manager.init_app(app)
+    login_manager.user_loader(load_account)
+    login_manager.login_view = "auth.login"
+    login_manager.login_message = None
+    app.register_error_handler(CSRFError, _csrf_failed)
+    app.register_blueprint(bp)
+
+
+def _runtime_of(app: Flask) -> Runtime:
+    return cast(Runtime, app.extensions["hotline"])

@@ -1,0 +1,86 @@
+"""The workspace's languages (Kazakh, Russian, English) with Flask-Babel and plain `.po` files.
+
+Source strings are English. The Kazakh and Russian catalogues are the `.po` files under
+`hotline/translations/<lang>/LC_MESSAGES/messages.po`, read and compiled in memory once per
+process: no `.mo` files in the repository and no build step. A language comes from `?lang=`
+(remembered in a cookie), then the cookie, then the browser's Accept-Language; Kazakh otherwise.
+
+New strings: `pybabel extract -F hotline/translations/babel.cfg -o messages.pot hotline`, then
+`pybabel update -i messages.pot -d hotline/translations` and translate; a test fails while a
+string of the workspace lacks a Kazakh or Russian translation.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from io import BytesIO
+from pathlib import Path
+
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from babel.support import NullTranslations, Translations
+from flask import Flask, Response, current_app, request
+from flask_babel import Babel, Domain, get_locale
+
+TRANSLATIONS_DIR = Path(__file__).resolve().parent / "translations"
+# Code and the language's own name, in the order the switcher shows them.
+LANGUAGES = {"kk": "Қазақша", "ru": "Русский", "en": "English"}
+DEFAULT_LANGUAGE = "kk"
+LANGUAGE_COOKIE = "lang"
+LANGUAGE_COOKIE_SECONDS = 365 * 24 * 3600
+
+babel = Babel()
+
+
+class PoDomain(Domain):  # type: ignore[misc]
+    """Flask-Babel's message domain, reading `.po` catalogues instead of compiled `.mo` files."""
+
+    def get_translations(self) -> NullTranslations:
+        """Return the catalogue of the request's language."""
+        return catalogue(str(get_locale() or DEFAULT_LANGUAGE))
+
+
+@cache
+def catalogue(language: str) -> NullTranslations:
+    """Compile the language's `.po` file in memory (English, the source, has none)."""
+    po = TRANSLATIONS_DIR / language / "LC_MESSAGES" / "messages.po"
+    if not po.is_file():
+        return NullTranslations()
+    with po.open("rb") as source:
+        messages = read_po(source, locale=language)
+    compiled = BytesIO()
+    write_mo(compiled, messages)
+    compiled.seek(0)
+    return Translations(compiled)
+
+
+def select_language() -> str:
+    """Pick the request's language: ?lang=, the cookie, then Accept-Language."""
+    for asked in (request.args.get("lang"), request.cookies.get(LANGUAGE_COOKIE)):
+        if asked in LANGUAGES:
+            return asked
+    return request.accept_languages.best_match(list(LANGUAGES)) or DEFAULT_LANGUAGE
+
+
+def current_language() -> str:
+    """Return the request's language code."""
+    return str(get_locale() or DEFAULT_LANGUAGE)
+
+
+def _remember_language(response: Response) -> Response:
+    asked = request.args.get("lang")
+    if asked in LANGUAGES and request.cookies.get(LANGUAGE_COOKIE) != asked:
+        response.set_cookie(
+            LANGUAGE_COOKIE, asked, max_age=LANGUAGE_COOKIE_SECONDS, httponly=True,
+            samesite="Lax", secure=bool(current_app.config.get("SESSION_COOKIE_SECURE")),
+        )
+    return response
+
+
+def init_app(app: Flask) -> None:
+    """Give the app's templates gettext in the request's language, and the language switcher."""
+    babel.init_app(app, default_locale="en", locale_selector=select_language)
+    # cached_property on the shared Babel object: every app uses the same .po catalogues.
+    babel.domain_instance = PoDomain()
+    app.after_request(_remember_language)
+    app.context_processor(lambda: {"languages": LANGUAGES, "language": current_language()})

@@ -1,0 +1,140 @@
+"""Workspace accounts: creating users, checking passwords, and the failed-login limit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import cache
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+from sqlalchemy.sql import ColumnElement
+
+from storage.models import ROLES, LoginAttempt, User, utcnow
+from storage.phones import normalise_phone
+
+MIN_PASSWORD_LENGTH = 10
+# After MAX_FAILURES failed logins for one email, or from one address, within FAILURE_WINDOW,
+# every attempt is refused for LOCKOUT (counted from the failure that reached the limit).
+MAX_FAILURES = 5
+FAILURE_WINDOW = timedelta(minutes=15)
+LOCKOUT = timedelta(minutes=15)
+# Failed attempts are kept this long, then pruned.
+ATTEMPTS_KEPT = timedelta(days=1)
+
+# Argon2id with argon2-cffi's defaults (RFC 9106's low-memory profile: 64 MiB, 3 passes).
+hasher = PasswordHasher()
+
+
+class UserError(ValueError):
+    """A user cannot be created as asked; the message says why."""
+
+
+@dataclass(frozen=True)
+class LoginOutcome:
+    """What came of a login attempt: the user, or a refusal (locked until a time, or not)."""
+
+    user: User | None
+    locked_until: datetime | None = None
+
+
+def normalise_email(raw: str) -> str:
+    """Return the email as it is stored and looked up: trimmed and lower-cased."""
+    return raw.strip().lower()
+
+
+def add_user(session: Session, email: str, name: str, role: str, password: str,
+             phone: str | None = None, region: str = "KZ") -> User:
+    """Create a user with a hashed password; raise UserError on bad or duplicate input."""
+    email = normalise_email(email)
+    local, _, domain = email.partition("@")
+    if not local or "." not in domain or any(ch.isspace() for ch in email) or len(email) > 254:
+        raise UserError(f"not an email address: {email!r}")
+    if role not in ROLES:
+        raise UserError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+    name = name.strip()
+    if not name:
+        raise UserError("a name is needed")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise UserError(f"the password needs at least {MIN_PASSWORD_LENGTH} characters")
+    e164 = None
+    if phone:
+        e164 = normalise_phone(phone, region)
+        if e164 is None:
+            raise UserError(f"not a phone number: {phone!r}")
+    if session.scalar(select(User.id).where(User.email == email)) is not None:
+        raise UserError(f"a user with the email {email} exists already")
+    user = User(email=email, name=name, role=role, password_hash=hasher.hash(password),
+                phone=e164)
+    session.add(user)
+    session.flush()
+    return user
+
+
+def list_users(session: Session) -> list[User]:
+    """Return every user, coordinators first, then by name."""
+    return list(session.scalars(select(User).order_by(User.role.desc(), User.name, User.id)))
+
+
+def attempt_login(session: Session, email: str, password: str, ip: str,
+                  now: datetime | None = None) -> LoginOutcome:
+    """Check a login, counting failures per email and per address; refuse while locked."""
+    now = now or utcnow()
+    email = normalise_email(email)[:254]
+    ip = ip[:45]
+    locked = locked_until(session, email, ip, now)
+    if locked is not None:
+        # Not even checked: a locked account must not become a password oracle.
+        return LoginOutcome(user=None, locked_until=locked)
+    user = session.scalar(select(User).where(User.email == email))
+    if user is None:
+        # Spend the same time as for a real user, so timing does not tell who has an account.
+        _verify(_dummy_hash(), password)
+    elif _verify(user.password_hash, password) and user.active:
+        if hasher.check_needs_rehash(user.password_hash):
+            user.password_hash = hasher.hash(password)
+        user.last_login_at = now
+        # The owner got in: earlier failures for the email no longer count against them (those
+        # from the address still do, so one valid account cannot reset an attacker's count).
+        session.execute(delete(LoginAttempt).where(LoginAttempt.email == email))
+        return LoginOutcome(user=user)
+    session.add(LoginAttempt(email=email, ip=ip, attempted_at=now))
+    session.execute(delete(LoginAttempt).where(LoginAttempt.attempted_at < now - ATTEMPTS_KEPT))
+    session.flush()
+    return LoginOutcome(user=None, locked_until=locked_until(session, email, ip, now))
+
+
+def locked_until(session: Session, email: str, ip: str, now: datetime) -> datetime | None:
+    """Return when logins for this email or from this address are allowed again, if locked."""
+    ends = [_lock_end(session, LoginAttempt.email == email, now),
+            _lock_end(session, LoginAttempt.ip == ip, now)]
+    latest = max((end for end in ends if end is not None), default=None)
+    return latest if latest is not None and latest > now else None
+
+
+def _lock_end(session: Session, criterion: ColumnElement[bool], now: datetime) -> datetime | None:
+    since = now - FAILURE_WINDOW - LOCKOUT
+    times = list(session.scalars(
+        select(LoginAttempt.attempted_at)
+        .where(criterion, LoginAttempt.attempted_at > since)
+        .order_by(LoginAttempt.attempted_at)
+    ))
+    end = None
+    for first, last in zip(times, times[MAX_FAILURES - 1:], strict=False):
+        if last - first <= FAILURE_WINDOW:
+            end = last + LOCKOUT
+    return end
+
+
+def _verify(password_hash: str, password: str) -> bool:
+    try:
+        return hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+@cache
+def _dummy_hash() -> str:
+    return hasher.hash("no such user: a hash to spend the same time on")

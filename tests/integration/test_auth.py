@@ -1,0 +1,496 @@
+"""The workspace's accounts: `hotline users`, login, CSRF, expiry, the login limit, roles."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from babel.messages.extract import extract_from_dir
+from babel.messages.pofile import read_po
+from click.testing import CliRunner, Result
+from flask import Flask
+from flask.cli import ScriptInfo
+from flask.testing import FlaskClient
+from itsdangerous import TimestampSigner
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from werkzeug.test import TestResponse
+
+from hotline.cli import main as hotline_cli
+from hotline.config import Settings
+from hotline.i18n import TRANSLATIONS_DIR
+from storage.models import CHANNEL_VOICE, LoginAttempt, Question, User
+from storage.users import FAILURE_WINDOW, LOCKOUT, attempt_login, hasher
+from tests.support import BASE_URL
+
+PASSWORD = "correct horse 42"
+Db = Callable[[], AbstractContextManager[Session]]
+
+
+class Page(HTMLParser):
+    """What a test reads from an HTML page: form inputs, table cells, error messages, text."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.inputs: dict[str, str] = {}
+        self.rows: list[list[str]] = []
+        self.errors: list[str] = []
+        self.headings: list[str] = []
+        self.buttons: list[str] = []
+        self.links: list[str] = []
+        self.lang = ""
+        self._cell: list[str] | None = None
+        self._capture: list[str] | None = None
+        self._capture_into: list[str] | None = None
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        """Note inputs and the start of cells, headings, buttons and error messages."""
+        attributes = {name: value or "" for name, value in attrs}
+        if tag == "html":
+            self.lang = attributes.get("lang", "")
+        elif tag == "input" and "name" in attributes:
+            self.inputs[attributes["name"]] = attributes.get("value", "")
+        elif tag == "a" and "href" in attributes:
+            self.links.append(attributes["href"])
+        elif tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+        elif tag == "h1":
+            self._start(self.headings)
+        elif tag == "button":
+            self._start(self.buttons)
+        elif "error" in attributes.get("class", "").split():
+            self._start(self.errors)
+
+    def _start(self, into: list[str]) -> None:
+        self._capture, self._capture_into = [], into
+
+    def handle_endtag(self, tag: str) -> None:
+        """Close a cell or a captured element."""
+        if tag in ("td", "th") and self._cell is not None:
+            self.rows[-1].append(" ".join("".join(self._cell).split()))
+            self._cell = None
+        elif tag in ("h1", "button", "p", "span") and self._capture is not None:
+            assert self._capture_into is not None
+            self._capture_into.append(" ".join("".join(self._capture).split()))
+            self._capture = self._capture_into = None
+
+    def handle_data(self, data: str) -> None:
+        """Collect text into the open cell or captured element."""
+        if self._cell is not None:
+            self._cell.append(data)
+        if self._capture is not None:
+            self._capture.append(data)
+
+
+def page(response: TestResponse) -> Page:
+    """Parse an HTML response."""
+    assert response.mimetype == "text/html"
+    return Page(response.get_data(as_text=True))
+
+
+class Browser:
+    """A consultant's browser: cookies, CSRF tokens taken from the forms, https."""
+
+    def __init__(self, application: Flask, ip: str = "203.0.113.7",
+                 language: str | None = "en") -> None:
+        self.client: FlaskClient = application.test_client()
+        self.ip = ip
+        self.headers = {"Accept-Language": language} if language else {}
+
+    def get(self, path: str, headers: dict[str, str] | None = None,
+            query_string: dict[str, str] | None = None) -> TestResponse:
+        """GET a page."""
+        return self.client.get(path, base_url=BASE_URL, query_string=query_string,
+                               headers={**self.headers, **(headers or {})},
+                               environ_base={"REMOTE_ADDR": self.ip})
+
+    def post(self, path: str, data: dict[str, str]) -> TestResponse:
+        """POST a form from a page of the site (a browser sends the Referer; CSRF checks it)."""
+        return self.client.post(path, base_url=BASE_URL, data=data,
+                                headers={**self.headers, "Referer": f"{BASE_URL}/queue"},
+                                environ_base={"REMOTE_ADDR": self.ip})
+
+    def token(self, path: str = "/login") -> str:
+        """The CSRF token of the form on path."""
+        return page(self.get(path)).inputs["csrf_token"]
+
+    def login(self, email: str, password: str = PASSWORD) -> TestResponse:
+        """Fill in and send the login form."""
+        return self.post("/login", {"csrf_token": self.token(), "email": email,
+                                    "password": password})
+
+    def logout(self) -> TestResponse:
+        """Press the logout button of the queue page."""
+        return self.post("/logout", {"csrf_token": self.token("/queue")})
+
+
+def users_cli(application: Flask, args: list[str], input: str | None = None) -> Result:
+    """Run `hotline users ...` against the application."""
+    obj = ScriptInfo(create_app=lambda: application)
+    return CliRunner().invoke(hotline_cli, ["users", *args], obj=obj, input=input,
+                              catch_exceptions=False)
+
+
+def add_user(application: Flask, email: str, role: str = "consultant",
+             name: str = "Aigerim Nurlanovna") -> None:
+    """Create an account with PASSWORD the way a coordinator does, on the command line."""
+    result = users_cli(application, ["add", email, "--role", role, "--name", name],
+                       input=f"{PASSWORD}\n{PASSWORD}\n")
+    assert result.exit_code == 0, result.output
+
+
+@pytest.fixture
+def consultant(app: Flask) -> str:
+    """A consultant's email; the password is PASSWORD."""
+    add_user(app, "lawyer@example.kz")
+    return "lawyer@example.kz"
+
+
+@pytest.fixture
+def coordinator(app: Flask) -> str:
+    """A coordinator's email; the password is PASSWORD."""
+    add_user(app, "coordinator@example.kz", role="coordinator", name="Dana Coordinator")
+    return "coordinator@example.kz"
+
+
+def failures(db: Db) -> int:
+    """Failed login attempts stored."""
+    with db() as session:
+        return session.scalar(select(func.count()).select_from(LoginAttempt)) or 0
+
+
+# -- the command line -------------------------------------------------------------------------
+
+def test_users_add_stores_an_argon2_hash_never_the_password(app: Flask, db: Db) -> None:
+    result = users_cli(app, ["add", " Lawyer@Example.KZ ", "--role", "consultant", "--name",
+                             "Aigerim", "--phone", "8 701 123 45 67"],
+                       input=f"{PASSWORD}\n{PASSWORD}\n")
+    assert result.exit_code == 0, result.output
+    assert PASSWORD not in result.output
+    with db() as session:
+        user = session.scalars(select(User)).one()
+        assert (user.email, user.role, user.name, user.phone, user.active) == (
+            "lawyer@example.kz", "consultant", "Aigerim", "+77011234567", True)
+        assert user.password_hash.startswith("$argon2id$")
+        assert hasher.verify(user.password_hash, PASSWORD)
+        assert user.last_login_at is None
+
+    listed = users_cli(app, ["list"])
+    assert "lawyer@example.kz" in listed.output and "consultant" in listed.output
+
+
+def test_users_add_refuses_a_duplicate_a_short_password_and_a_mistyped_one(
+        app: Flask, db: Db, consultant: str) -> None:
+    again = users_cli(app, ["add", "LAWYER@example.kz", "--role", "coordinator", "--name", "X"],
+                      input=f"{PASSWORD}\n{PASSWORD}\n")
+    assert again.exit_code == 1
+    assert "exists already" in again.output
+    short = users_cli(app, ["add", "b@example.kz", "--role", "consultant", "--name", "B"],
+                      input="short\nshort\n")
+    assert short.exit_code == 1
+    assert "at least 10 characters" in short.output
+    # A mistyped confirmation asks again; the input ends there, so nothing is created.
+    mistyped = users_cli(app, ["add", "c@example.kz", "--role", "consultant", "--name", "C"],
+                         input=f"{PASSWORD}\n{PASSWORD}x\n")
+    assert mistyped.exit_code == 1
+    assert "do not match" in mistyped.output
+    with db() as session:
+        assert session.scalars(select(User.email)).all() == [consultant]
+
+
+# -- logging in and out -----------------------------------------------------------------------
+
+def test_login_opens_the_queue_with_a_safe_session_cookie(app: Flask, db: Db,
+                                                          consultant: str) -> None:
+    browser = Browser(app)
+    response = browser.login("  LAWYER@example.kz ")
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/queue"
+    cookie = response.headers["Set-Cookie"]
+    assert cookie.startswith("session=")
+    for flag in ("HttpOnly", "Secure", "SameSite=Lax", "Expires="):
+        assert flag in cookie
+    queue = browser.get("/queue")
+    assert queue.status_code == 200
+    assert queue.headers["Cache-Control"] == "no-store"
+    assert page(queue).headings == ["Waiting questions"]
+    with db() as session:
+        assert session.scalars(select(User.last_login_at)).one() is not None
+
+
+def test_demo_mode_cookie_works_on_plain_http(make_app: Callable[[Settings], Flask],
+                                              settings: Settings) -> None:
+    demo = make_app(settings.override(demo=True))
+    assert demo.config["SESSION_COOKIE_SECURE"] is False
+    assert make_app(settings).config["SESSION_COOKIE_SECURE"] is True
+
+
+def test_wrong_password_and_unknown_email_get_the_same_answer(app: Flask, db: Db,
+                                                              consultant: str) -> None:
+    browser = Browser(app)
+    wrong = browser.login(consultant, "not the password")
+    unknown = browser.login("nobody@example.kz")
+    for response in (wrong, unknown):
+        assert response.status_code == 200
+        assert page(response).errors == ["Wrong email or password."]
+    assert browser.get("/queue").status_code == 302
+    assert failures(db) == 2
+
+
+def test_an_empty_form_is_refused_without_counting_a_failure(app: Flask, db: Db) -> None:
+    browser = Browser(app)
+    response = browser.post("/login", {"csrf_token": browser.token(), "email": "",
+                                       "password": ""})
+    assert response.status_code == 400
+    assert page(response).errors == ["Please enter your email.", "Please enter your password."]
+    assert failures(db) == 0
+
+
+def test_a_deactivated_user_cannot_log_in(app: Flask, db: Db, consultant: str) -> None:
+    with db() as session:
+        session.scalars(select(User)).one().active = False
+    response = Browser(app).login(consultant)
+    assert page(response).errors == ["Wrong email or password."]
+
+
+def test_logout_ends_the_session(app: Flask, consultant: str) -> None:
+    browser = Browser(app)
+    browser.login(consultant)
+    response = browser.logout()
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/login"
+    assert browser.get("/queue").status_code == 302
+
+
+def test_forms_without_a_csrf_token_are_refused(app: Flask, db: Db, consultant: str) -> None:
+    browser = Browser(app)
+    response = browser.post("/login", {"email": consultant, "password": PASSWORD})
+    assert response.status_code == 400
+    assert "csrf_token" in page(response).inputs  # the form again, with a fresh token
+    assert browser.get("/queue").status_code == 302
+    browser.login(consultant)
+    forged = browser.post("/logout", {"csrf_token": "forged"})
+    assert forged.status_code == 400
+    assert browser.get("/queue").status_code == 200  # still logged in
+    assert failures(db) == 0
+
+
+def test_a_changed_password_ends_open_sessions(app: Flask, db: Db, consultant: str) -> None:
+    browser = Browser(app)
+    browser.login(consultant)
+    with db() as session:
+        session.scalars(select(User)).one().password_hash = hasher.hash("a new password!")
+    assert browser.get("/queue").status_code == 302
+
+
+# -- the limit on failed logins ---------------------------------------------------------------
+
+def test_five_failures_lock_the_email_even_for_the_right_password(app: Flask, db: Db,
+                                                                  consultant: str) -> None:
+    browser = Browser(app)
+    for _ in range(5):
+        assert browser.login(consultant, "guess").status_code in (200, 429)
+    locked = browser.login(consultant)
+    assert locked.status_code == 429
+    assert 14 * 60 <= int(locked.headers["Retry-After"]) <= 15 * 60
+    [message] = page(locked).errors
+    assert message.startswith("Too many failed attempts.")
+    assert browser.get("/queue").status_code == 302
+    # The lock is per email: another consultant from elsewhere still gets in.
+    add_user(app, "other@example.kz")
+    assert Browser(app, ip="198.51.100.9").login("other@example.kz").status_code == 302
+
+
+def test_five_failures_from_one_address_lock_that_address(app: Flask, consultant: str) -> None:
+    guesser = Browser(app, ip="192.0.2.66")
+    for n in range(5):
+        guesser.login(f"guess{n}@example.kz")
+    assert guesser.login(consultant).status_code == 429
+    assert Browser(app, ip="192.0.2.67").login(consultant).status_code == 302
+
+
+def test_the_limit_holds_across_app_instances_on_one_database(
+        make_app: Callable[[Settings], Flask], settings: Settings, app: Flask,
+        consultant: str) -> None:
+    second = make_app(settings)  # another gunicorn worker
+    one, two = Browser(app), Browser(second)
+    for browser in (one, two, one, two, one):
+        browser.login(consultant, "guess")
+    assert two.login(consultant).status_code == 429
+    assert one.login(consultant).status_code == 429
+
+
+def test_the_lock_lasts_fifteen_minutes_and_a_success_clears_the_email(
+        app: Flask, db: Db, consultant: str) -> None:
+    start = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    with db() as session:
+        for minute in range(5):
+            outcome = attempt_login(session, consultant, "guess", "10.0.0.1",
+                                    now=start + timedelta(minutes=minute))
+        assert outcome.locked_until == start + timedelta(minutes=4) + LOCKOUT
+    with db() as session:
+        refused = attempt_login(session, consultant, PASSWORD, "10.0.0.2",
+                                now=start + timedelta(minutes=18))
+        assert refused.user is None and refused.locked_until is not None
+    assert failures(db) == 5  # refusals while locked are not failures: they do not extend it
+    with db() as session:
+        late = attempt_login(session, consultant, PASSWORD, "10.0.0.2",
+                             now=start + timedelta(minutes=19, seconds=1))
+        assert late.user is not None
+    with db() as session:
+        assert session.scalars(select(LoginAttempt.email).distinct()).all() == []
+
+
+def test_failures_spread_wider_than_the_window_do_not_lock(app: Flask, db: Db,
+                                                           consultant: str) -> None:
+    start = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    step = FAILURE_WINDOW / 4 + timedelta(seconds=1)
+    with db() as session:
+        for n in range(5):
+            outcome = attempt_login(session, consultant, "guess", "10.0.0.1",
+                                    now=start + n * step)
+        assert outcome.locked_until is None
+
+
+# -- sessions expire --------------------------------------------------------------------------
+
+def test_a_session_expires_after_the_idle_time_but_not_while_in_use(
+        app: Flask, consultant: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert app.permanent_session_lifetime == timedelta(minutes=60)
+    browser = Browser(app)
+    clock = [1_900_000_000]
+    monkeypatch.setattr(TimestampSigner, "get_timestamp", lambda self: clock[0])
+    browser.login(consultant)
+    for _ in range(3):
+        clock[0] += 50 * 60  # every 50 minutes: each request signs the cookie anew
+        assert browser.get("/queue").status_code == 200
+    clock[0] += 61 * 60
+    response = browser.get("/queue")
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/login"
+
+
+def test_the_idle_time_is_a_setting(make_app: Callable[[Settings], Flask],
+                                    settings: Settings) -> None:
+    assert Settings.from_env({"HOTLINE_SESSION_MINUTES": "15"}).session_minutes == 15
+    short = make_app(settings.override(session_minutes=5))
+    assert short.permanent_session_lifetime == timedelta(minutes=5)
+
+
+# -- roles ------------------------------------------------------------------------------------
+
+WORKSPACE_PAGES = ["/", "/queue", "/admin/users"]
+
+
+@pytest.mark.parametrize("path", WORKSPACE_PAGES)
+def test_a_logged_out_visitor_is_sent_to_login_and_back(app: Flask, coordinator: str,
+                                                        path: str) -> None:
+    browser = Browser(app)
+    response = browser.get(path)
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/login"
+    after = browser.login(coordinator)
+    assert after.headers["Location"] == path
+
+
+def test_every_workspace_route_needs_a_login(app: Flask) -> None:
+    public = {"static", "health", "auth.login", "auth.logout"}
+    browser = Browser(app)
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint in public or rule.endpoint.split(".")[0] in ("voice", "sms",
+                                                                       "sms_status"):
+            continue
+        assert rule.endpoint.startswith("workspace."), rule
+        assert not rule.arguments, f"{rule}: add a logged-out test with arguments"
+        response = browser.get(rule.rule)
+        assert response.status_code == 302, rule
+        assert response.headers["Location"] == "/login"
+    assert {r.rule for r in app.url_map.iter_rules()
+            if r.endpoint.startswith("workspace.")} == set(WORKSPACE_PAGES)
+
+
+def test_a_consultant_cannot_open_coordinator_pages(app: Flask, consultant: str) -> None:
+    browser = Browser(app)
+    browser.login(consultant)
+    response = browser.get("/admin/users")
+    assert response.status_code == 403
+    assert page(response).headings == ["No access"]
+    assert "/admin/users" not in page(browser.get("/queue")).links
+
+
+def test_a_coordinator_sees_the_users(app: Flask, consultant: str, coordinator: str) -> None:
+    browser = Browser(app)
+    browser.login(coordinator)
+    response = browser.get("/admin/users")
+    assert response.status_code == 200
+    header, *rows = page(response).rows
+    assert header[:3] == ["Name", "Email", "Role"]
+    assert [(r[0], r[1], r[2]) for r in rows] == [
+        ("Dana Coordinator", coordinator, "coordinator"),
+        ("Aigerim Nurlanovna", consultant, "consultant"),
+    ]
+    assert "/admin/users" in page(browser.get("/queue")).links
+
+
+def test_the_queue_lists_waiting_questions_in_almaty_time(app: Flask, db: Db,
+                                                          consultant: str) -> None:
+    with db() as session:
+        session.add(Question(channel=CHANNEL_VOICE, language="ru", topic="pension",
+                             created_at=datetime(2026, 3, 2, 4, 30, tzinfo=UTC)))
+        session.add(Question(channel=CHANNEL_VOICE, language="kk", topic="pension",
+                             status="closed"))
+        session.flush()
+        waiting_id = session.scalars(select(Question.id).where(
+            Question.status == "waiting")).one()
+    browser = Browser(app)
+    browser.login(consultant)
+    header, *rows = page(browser.get("/queue?lang=en")).rows
+    assert header == ["#", "Received (Almaty)", "Language", "Topic", "Channel", "Transcript"]
+    assert rows == [[str(waiting_id), "2026-03-02 09:30", "Русский", "pension", "Call",
+                     "waiting"]]
+    _, *russian = page(browser.get("/queue?lang=ru")).rows
+    assert russian == [[str(waiting_id), "2026-03-02 09:30", "Русский", "Пенсия", "Звонок",
+                        "ожидает"]]
+
+
+# -- languages --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("how", "lang", "button"), [
+    ({"query_string": {"lang": "ru"}}, "ru", "Войти"),
+    ({"headers": {"Accept-Language": "kk-KZ,kk;q=0.9"}}, "kk", "Кіру"),
+    ({"headers": {"Accept-Language": "en-GB,en;q=0.8"}}, "en", "Log in"),
+    ({"headers": {"Accept-Language": "de"}}, "kk", "Кіру"),
+])
+def test_the_login_page_speaks_kazakh_russian_and_english(
+        app: Flask, how: dict[str, dict[str, str]], lang: str, button: str) -> None:
+    login = page(Browser(app, language=None).get("/login", **how))
+    assert login.lang == lang
+    assert login.buttons == [button]
+
+
+def test_the_chosen_language_is_remembered(app: Flask) -> None:
+    browser = Browser(app, language=None)
+    chosen = browser.get("/login?lang=ru")
+    assert "lang=ru" in chosen.headers["Set-Cookie"]
+    assert page(browser.get("/login", headers={"Accept-Language": "en"})).lang == "ru"
+
+
+def test_every_workspace_string_is_translated_to_kazakh_and_russian() -> None:
+    hotline = TRANSLATIONS_DIR.parent
+    method_map = [("**/templates/**.html", "jinja2"), ("**.py", "python")]
+    keywords = {"_": None, "gettext": None, "_l": None, "lazy_gettext": None}
+    strings = {message for _file, _line, message, _comments, _context in
+               extract_from_dir(str(hotline), method_map, keywords=keywords)}
+    assert "Log in" in strings
+    for language in ("kk", "ru"):
+        path = Path(TRANSLATIONS_DIR, language, "LC_MESSAGES", "messages.po")
+        with path.open("rb") as source:
+            translated = {m.id for m in read_po(source) if m.id and m.string and not m.fuzzy}
+        assert strings - translated == set(), language
