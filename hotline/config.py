@@ -59,6 +59,7 @@ class Settings:
     sms_rate_limit: int = 10
     sms_questions_per_day: int = 5
     session_minutes: int = 60
+    claim_idle_minutes: int = 30
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -103,6 +104,7 @@ class Settings:
             sms_rate_limit=int(env.get("HOTLINE_SMS_RATE_LIMIT", "10")),
             sms_questions_per_day=int(env.get("HOTLINE_SMS_QUESTIONS_PER_DAY", "5")),
             session_minutes=int(env.get("HOTLINE_SESSION_MINUTES", "60")),
+            claim_idle_minutes=int(env.get("HOTLINE_CLAIM_IDLE_MINUTES", "30")),
         )
 
     def override(self, **changes: Any) -> Settings:

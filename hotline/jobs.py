@@ -18,7 +18,7 @@ from hotline.outbound_sms import messages_to_send, send_sms
 from hotline.recordings import download_recording
 from hotline.runtime import Runtime, build_runtime
 from hotline.transcription import TranscriptionRetry, transcribe_question
-from storage import questions, transcripts
+from storage import claims, questions, transcripts
 from storage.db import unit_of_work
 from storage.models import DOWNLOAD_STORED, TRANSCRIPTION_PENDING, TRANSCRIPTION_RUNNING
 
@@ -82,8 +82,11 @@ def send_sms_job(message_id: int) -> str:
 
 def sweep(runtime: Runtime) -> tuple[int, int]:
     """Re-enqueue work whose row has not moved for too long; return (downloads, transcriptions)."""
-    stale_before = datetime.now(UTC) - timedelta(seconds=runtime.settings.stale_seconds)
+    now = datetime.now(UTC)
+    stale_before = now - timedelta(seconds=runtime.settings.stale_seconds)
     with unit_of_work(runtime.sessions) as session:
+        # A consultant who claimed a question and went away gives it back to the queue.
+        claims.lapse_claims(session, now - timedelta(minutes=runtime.settings.claim_idle_minutes))
         recording_ids = [r.id for r in questions.recordings_to_fetch(session, stale_before)]
         question_ids = transcripts.questions_to_transcribe(
             session, (TRANSCRIPTION_PENDING, TRANSCRIPTION_RUNNING), updated_before=stale_before)

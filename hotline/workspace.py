@@ -6,7 +6,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import cast
 
-from flask import Blueprint, Flask, Response, current_app, redirect, render_template, url_for
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    abort,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
@@ -14,10 +24,13 @@ from flask_login import current_user
 
 from hotline import auth, i18n
 from hotline.runtime import Runtime
+from storage.claims import claim_question, open_questions
 from storage.db import unit_of_work
 from storage.models import (
     CHANNEL_SMS,
     CHANNEL_VOICE,
+    QUESTION_CLAIMED,
+    QUESTION_CLOSED,
     ROLE_CONSULTANT,
     ROLE_COORDINATOR,
     TRANSCRIPTION_DONE,
@@ -26,8 +39,8 @@ from storage.models import (
     TRANSCRIPTION_PENDING,
     TRANSCRIPTION_RUNNING,
     Question,
+    utcnow,
 )
-from storage.questions import waiting_questions
 from storage.users import list_users
 
 # Kazakhstan keeps one zone, UTC+5 since March 2024 (a fixed offset: older tz data says +6).
@@ -57,6 +70,9 @@ class QueueRow:
     topic: str
     channel: str
     transcription: str
+    # Who holds the question ("—" when nobody does), and whether this user may claim it.
+    holder: str
+    claimable: bool
 
 
 def _runtime() -> Runtime:
@@ -78,7 +94,24 @@ def _topic_title(topic: str | None) -> str:
     return topic.replace("_", " ")
 
 
-def _row(question: Question) -> QueueRow:
+def _lapse_before(now: datetime) -> datetime:
+    """Claims untouched since this moment have lapsed."""
+    return now - timedelta(minutes=_runtime().settings.claim_idle_minutes)
+
+
+def _holder(question: Question, user_id: int, lapse_before: datetime) -> tuple[str, bool]:
+    if question.status != QUESTION_CLAIMED or question.claimed_by is None:
+        return "—", True
+    if question.claimed_by_id == user_id:
+        return str(_("you")), False
+    touched = question.claim_touched_at
+    if touched is None or touched < lapse_before:
+        return str(_("%(name)s (idle)", name=question.claimed_by.name)), True
+    return question.claimed_by.name, False
+
+
+def _row(question: Question, user_id: int, lapse_before: datetime) -> QueueRow:
+    holder, claimable = _holder(question, user_id, lapse_before)
     return QueueRow(
         id=question.id,
         received=local_time(question.created_at),
@@ -88,6 +121,8 @@ def _row(question: Question) -> QueueRow:
         transcription=(str(TRANSCRIPTION.get(question.transcription_state,
                                               question.transcription_state))
                        if question.channel == CHANNEL_VOICE else "—"),
+        holder=holder,
+        claimable=claimable,
     )
 
 
@@ -95,6 +130,10 @@ def _row(question: Question) -> QueueRow:
 def require_login() -> ResponseReturnValue | None:
     """Send a logged-out visitor of any workspace page to the login form."""
     if not current_user.is_authenticated:
+        if request.method != "GET":
+            # A form sent after the session expired: after logging in, open the queue (the
+            # form's URL cannot be opened with GET).
+            return redirect(url_for("auth.login"))
         return cast(ResponseReturnValue, auth.login_manager.unauthorized())
     return None
 
@@ -118,10 +157,40 @@ def home() -> ResponseReturnValue:
 @bp.get("/queue")
 @auth.role_required(ROLE_CONSULTANT, ROLE_COORDINATOR)
 def queue() -> ResponseReturnValue:
-    """List the questions waiting for a consultant, oldest first."""
+    """List the questions waiting for a consultant or claimed by one, oldest first."""
+    user_id = auth.current_account().id
+    lapse_before = _lapse_before(utcnow())
     with unit_of_work(_runtime().sessions) as db:
-        rows = [_row(q) for q in waiting_questions(db, limit=QUEUE_PAGE_SIZE)]
-    return render_template("queue.html", rows=rows)
+        rows = [_row(q, user_id, lapse_before)
+                for q in open_questions(db, limit=QUEUE_PAGE_SIZE)]
+    claimed = request.args.get("claimed", "")
+    notice = (_("You have claimed question %(id)s.", id=int(claimed))
+              if claimed.isdigit() else None)
+    return render_template("queue.html", rows=rows, notice=notice)
+
+
+@bp.post("/questions/<int:question_id>/claim")
+@auth.role_required(ROLE_CONSULTANT, ROLE_COORDINATOR)
+def claim(question_id: int) -> ResponseReturnValue:
+    """Claim the question for the logged-in user (CSRF-checked), or say who holds it."""
+    account = auth.current_account()
+    now = utcnow()
+    with unit_of_work(_runtime().sessions) as db:
+        won = claim_question(db, question_id, account.id, now, _lapse_before(now))
+        question = None if won else db.get(Question, question_id)
+        holder = question.claimed_by.name if question and question.claimed_by else None
+        status = question.status if question else None
+    if won:
+        return redirect(url_for("workspace.queue", claimed=question_id), 303)
+    if status is None:
+        abort(404)
+    if status == QUESTION_CLOSED:
+        message = _("Question %(id)s is closed already.", id=question_id)
+    else:
+        message = _("Question %(id)s is being handled by %(name)s. Please choose another one.",
+                    id=question_id, name=holder or "—")
+    return render_template("message.html", title=_("Already taken"), message=message,
+                           back=url_for("workspace.queue")), 409
 
 
 @bp.get("/admin/users")

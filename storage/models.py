@@ -138,6 +138,7 @@ class Question(Base):
     __table_args__ = (
         Index("ix_questions_status_created_at", "status", "created_at"),
         Index("ix_questions_transcription", "transcription_state", "transcription_updated_at"),
+        Index("ix_questions_status_claim_touched_at", "status", "claim_touched_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -156,8 +157,13 @@ class Question(Base):
     transcription_attempts: Mapped[int] = mapped_column(default=0, server_default="0")
     transcription_error: Mapped[str | None] = mapped_column(Text)
     transcription_updated_at: Mapped[datetime | None]
+    # The consultant working on it (status "claimed"); the claim lapses when left untouched.
+    claimed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
+    claimed_at: Mapped[datetime | None]
+    claim_touched_at: Mapped[datetime | None]
 
     caller: Mapped[Caller | None] = relationship(back_populates="questions")
+    claimed_by: Mapped[User | None] = relationship()
     call: Mapped[Call | None] = relationship()
     recording: Mapped[Recording | None] = relationship(back_populates="question", uselist=False)
     transcript: Mapped[Transcript | None] = relationship(back_populates="question",

@@ -387,6 +387,7 @@ def test_the_idle_time_is_a_setting(make_app: Callable[[Settings], Flask],
 # -- roles ------------------------------------------------------------------------------------
 
 WORKSPACE_PAGES = ["/", "/queue", "/admin/users"]
+WORKSPACE_FORMS = ["/questions/<int:question_id>/claim"]
 
 
 @pytest.mark.parametrize("path", WORKSPACE_PAGES)
@@ -408,12 +409,16 @@ def test_every_workspace_route_needs_a_login(app: Flask) -> None:
                                                                        "sms_status"):
             continue
         assert rule.endpoint.startswith("workspace."), rule
-        assert not rule.arguments, f"{rule}: add a logged-out test with arguments"
-        response = browser.get(rule.rule)
+        path = rule.rule.replace("<int:question_id>", "1")
+        assert "<" not in path, f"{rule}: add a logged-out test with these arguments"
+        if "GET" in (rule.methods or ()):
+            response = browser.get(path)
+        else:  # a form: with a valid token, so that the login check (not CSRF) answers
+            response = browser.post(path, {"csrf_token": browser.token()})
         assert response.status_code == 302, rule
         assert response.headers["Location"] == "/login"
     assert {r.rule for r in app.url_map.iter_rules()
-            if r.endpoint.startswith("workspace.")} == set(WORKSPACE_PAGES)
+            if r.endpoint.startswith("workspace.")} == {*WORKSPACE_PAGES, *WORKSPACE_FORMS}
 
 
 def test_a_consultant_cannot_open_coordinator_pages(app: Flask, consultant: str) -> None:
@@ -452,12 +457,13 @@ def test_the_queue_lists_waiting_questions_in_almaty_time(app: Flask, db: Db,
     browser = Browser(app)
     browser.login(consultant)
     header, *rows = page(browser.get("/queue?lang=en")).rows
-    assert header == ["#", "Received (Almaty)", "Language", "Topic", "Channel", "Transcript"]
+    assert header == ["#", "Received (Almaty)", "Language", "Topic", "Channel", "Transcript",
+                      "Claimed by", ""]
     assert rows == [[str(waiting_id), "2026-03-02 09:30", "Русский", "pension", "Call",
-                     "waiting"]]
+                     "waiting", "—", "Claim"]]
     _, *russian = page(browser.get("/queue?lang=ru")).rows
     assert russian == [[str(waiting_id), "2026-03-02 09:30", "Русский", "Пенсия", "Звонок",
-                        "ожидает"]]
+                        "ожидает", "—", "Взять"]]
 
 
 # -- languages --------------------------------------------------------------------------------

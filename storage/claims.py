@@ -1,0 +1,102 @@
+"""Consultants' claims on questions: one holder at a time, lapsing when idle. Never commits.
+
+Each change is one UPDATE with its condition in the WHERE clause (as claim_transcription in
+storage.transcripts): of two consultants who claim at once, exactly one changes the row. On
+PostgreSQL the second UPDATE waits for the first's row lock, then re-checks the condition on
+the committed row; on SQLite every transaction begins IMMEDIATE, so the second waits for the
+first to commit and then finds the question claimed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import and_, case, or_, select, update
+from sqlalchemy.orm import Session, selectinload
+
+from storage.models import QUESTION_CLAIMED, QUESTION_WAITING, Question
+
+
+def _changed(result: object) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def claim_question(session: Session, question_id: int, user_id: int, now: datetime,
+                   lapse_before: datetime) -> bool:
+    """Give the question to the user; return whether they hold it now.
+
+    It can be taken when it is waiting, when the user holds it already (the claim is touched),
+    or when its holder has not touched it since lapse_before. Closed questions cannot be taken.
+    """
+    held_by_user = and_(Question.status == QUESTION_CLAIMED, Question.claimed_by_id == user_id)
+    claimable = or_(
+        Question.status == QUESTION_WAITING,
+        held_by_user,
+        and_(Question.status == QUESTION_CLAIMED,
+             or_(Question.claim_touched_at.is_(None), Question.claim_touched_at < lapse_before)),
+    )
+    result = session.execute(
+        update(Question)
+        .where(Question.id == question_id, claimable)
+        .values(
+            status=QUESTION_CLAIMED,
+            claimed_by_id=user_id,
+            # Claiming again keeps the time of the first claim.
+            claimed_at=case((held_by_user, Question.claimed_at), else_=now),
+            claim_touched_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return _changed(result) == 1
+
+
+def touch_claim(session: Session, question_id: int, user_id: int, now: datetime) -> bool:
+    """Note that the holder is still working on the question; false if they do not hold it."""
+    result = session.execute(
+        update(Question)
+        .where(Question.id == question_id, Question.status == QUESTION_CLAIMED,
+               Question.claimed_by_id == user_id)
+        .values(claim_touched_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return _changed(result) == 1
+
+
+_UNCLAIMED = {"status": QUESTION_WAITING, "claimed_by_id": None, "claimed_at": None,
+              "claim_touched_at": None}
+
+
+def release_claim(session: Session, question_id: int, user_id: int) -> bool:
+    """Put the user's question back in the queue; false if they do not hold it."""
+    result = session.execute(
+        update(Question)
+        .where(Question.id == question_id, Question.status == QUESTION_CLAIMED,
+               Question.claimed_by_id == user_id)
+        .values(**_UNCLAIMED)
+        .execution_options(synchronize_session=False)
+    )
+    return _changed(result) == 1
+
+
+def lapse_claims(session: Session, lapse_before: datetime) -> int:
+    """Return claims untouched since lapse_before to the queue; return how many."""
+    result = session.execute(
+        update(Question)
+        .where(Question.status == QUESTION_CLAIMED,
+               or_(Question.claim_touched_at.is_(None), Question.claim_touched_at < lapse_before))
+        .values(**_UNCLAIMED)
+        .execution_options(synchronize_session=False)
+    )
+    return _changed(result)
+
+
+def open_questions(session: Session, limit: int | None = None) -> list[Question]:
+    """Return the waiting and claimed questions, oldest first, with their holders."""
+    statement = (
+        select(Question)
+        .where(Question.status.in_((QUESTION_WAITING, QUESTION_CLAIMED)))
+        .order_by(Question.created_at, Question.id)
+        .options(selectinload(Question.claimed_by))
+        .limit(limit)
+    )
+    return list(session.scalars(statement))

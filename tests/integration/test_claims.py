@@ -1,0 +1,349 @@
+"""Claiming questions: one holder at a time, even for two consultants at the same moment."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+from werkzeug.test import TestResponse
+
+from hotline.config import Settings
+from storage.claims import claim_question, lapse_claims, release_claim, touch_claim
+from storage.db import unit_of_work
+from storage.models import (
+    CHANNEL_VOICE,
+    QUESTION_CLAIMED,
+    QUESTION_CLOSED,
+    QUESTION_WAITING,
+    Question,
+    User,
+)
+from storage.users import hasher
+from tests.support import BASE_URL
+
+NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+IDLE = timedelta(minutes=30)
+PASSWORD = "correct horse 42"
+Db = Callable[[], AbstractContextManager[Session]]
+
+
+def _user(session: Session, email: str, name: str, role: str = "consultant") -> int:
+    user = User(email=email, name=name, role=role, password_hash=hasher.hash(PASSWORD))
+    session.add(user)
+    session.flush()
+    return user.id
+
+
+def _question(session: Session, **changes: object) -> int:
+    question = Question(channel=CHANNEL_VOICE, language="ru", topic="pension", **changes)
+    session.add(question)
+    session.flush()
+    return question.id
+
+
+def _state(session: Session, question_id: int) -> tuple[str, int | None]:
+    question = session.get(Question, question_id)
+    assert question is not None
+    return question.status, question.claimed_by_id
+
+
+@pytest.fixture
+def people(session_factory: sessionmaker[Session]) -> tuple[int, int, int]:
+    """Two consultants' ids and a waiting question's id."""
+    with unit_of_work(session_factory) as session:
+        return (_user(session, "a@example.kz", "Aigerim"), _user(session, "b@example.kz", "Bolat"),
+                _question(session))
+
+
+# -- storage ----------------------------------------------------------------------------------
+
+def test_two_consultants_claiming_at_the_same_moment_one_wins(
+        session_factory: sessionmaker[Session], people: tuple[int, int, int]) -> None:
+    a, b, question_id = people
+    barrier = threading.Barrier(2, timeout=30)
+    postgres = session_factory.kw["bind"].dialect.name == "postgresql"
+    seen: list[str] = []
+    results: dict[int, bool] = {}
+    errors: list[BaseException] = []
+
+    def consultant(user_id: int) -> None:
+        try:
+            with unit_of_work(session_factory) as session:
+                if postgres:
+                    # Both transactions are open and both see the question waiting before
+                    # either updates: a read-then-write claim would let both win here.
+                    seen.append(_state(session, question_id)[0])
+                # On SQLite the transaction's first statement takes the write lock (BEGIN
+                # IMMEDIATE), so the sessions meet before it and the database orders them.
+                barrier.wait()
+                results[user_id] = claim_question(session, question_id, user_id, NOW,
+                                                  NOW - IDLE)
+        except BaseException as error:  # re-raised in the test's thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=consultant, args=(user_id,)) for user_id in (a, b)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    if errors:
+        raise errors[0]
+    if postgres:
+        assert seen == [QUESTION_WAITING, QUESTION_WAITING]
+    assert sorted(results.values()) == [False, True]
+    [winner] = [user_id for user_id, won in results.items() if won]
+    with unit_of_work(session_factory) as session:
+        assert _state(session, question_id) == (QUESTION_CLAIMED, winner)
+
+
+def test_claiming_again_keeps_the_claim_and_touches_it(
+        session_factory: sessionmaker[Session], people: tuple[int, int, int]) -> None:
+    a, b, question_id = people
+    with unit_of_work(session_factory) as session:
+        assert claim_question(session, question_id, a, NOW, NOW - IDLE)
+    later = NOW + timedelta(minutes=20)
+    with unit_of_work(session_factory) as session:
+        assert claim_question(session, question_id, a, later, later - IDLE)
+        assert not claim_question(session, question_id, b, later, later - IDLE)
+        question = session.get(Question, question_id)
+        assert question is not None
+        assert (question.claimed_at, question.claim_touched_at) == (NOW, later)
+
+
+def test_a_lapsed_claim_can_be_taken_and_a_touched_one_cannot(
+        session_factory: sessionmaker[Session], people: tuple[int, int, int]) -> None:
+    a, b, question_id = people
+    with unit_of_work(session_factory) as session:
+        assert claim_question(session, question_id, a, NOW, NOW - IDLE)
+    touched = NOW + timedelta(minutes=25)
+    with unit_of_work(session_factory) as session:
+        assert touch_claim(session, question_id, a, touched)
+        assert not touch_claim(session, question_id, b, touched)
+    soon = NOW + timedelta(minutes=40)  # 15 minutes after the touch: still held
+    with unit_of_work(session_factory) as session:
+        assert not claim_question(session, question_id, b, soon, soon - IDLE)
+    late = touched + IDLE + timedelta(seconds=1)
+    with unit_of_work(session_factory) as session:
+        assert claim_question(session, question_id, b, late, late - IDLE)
+        question = session.get(Question, question_id)
+        assert question is not None
+        assert (question.status, question.claimed_by_id, question.claimed_at) == (
+            QUESTION_CLAIMED, b, late)
+    with unit_of_work(session_factory) as session:
+        assert not touch_claim(session, question_id, a, late)  # a lost it
+        assert not release_claim(session, question_id, a)
+
+
+def test_release_returns_the_question_to_the_queue(
+        session_factory: sessionmaker[Session], people: tuple[int, int, int]) -> None:
+    a, b, question_id = people
+    with unit_of_work(session_factory) as session:
+        assert claim_question(session, question_id, a, NOW, NOW - IDLE)
+        assert not release_claim(session, question_id, b)
+        assert release_claim(session, question_id, a)
+        assert _state(session, question_id) == (QUESTION_WAITING, None)
+        assert claim_question(session, question_id, b, NOW, NOW - IDLE)
+
+
+def test_lapse_claims_returns_stale_ones_to_waiting(
+        session_factory: sessionmaker[Session], people: tuple[int, int, int]) -> None:
+    a, b, stale = people
+    with unit_of_work(session_factory) as session:
+        fresh = _question(session)
+        closed = _question(session, status=QUESTION_CLOSED)
+        assert claim_question(session, stale, a, NOW, NOW - IDLE)
+        later = NOW + timedelta(minutes=20)
+        assert claim_question(session, fresh, b, later, later - IDLE)
+    check = NOW + IDLE + timedelta(minutes=1)
+    with unit_of_work(session_factory) as session:
+        assert lapse_claims(session, check - IDLE) == 1
+    with unit_of_work(session_factory) as session:
+        assert _state(session, stale) == (QUESTION_WAITING, None)
+        assert _state(session, fresh) == (QUESTION_CLAIMED, b)
+        assert _state(session, closed) == (QUESTION_CLOSED, None)
+        question = session.get(Question, stale)
+        assert question is not None
+        assert (question.claimed_at, question.claim_touched_at) == (None, None)
+        assert lapse_claims(session, check - IDLE) == 0
+
+
+def test_closed_and_missing_questions_cannot_be_claimed(
+        session_factory: sessionmaker[Session], people: tuple[int, int, int]) -> None:
+    a, _b, _question_id = people
+    with unit_of_work(session_factory) as session:
+        closed = _question(session, status=QUESTION_CLOSED)
+        assert not claim_question(session, closed, a, NOW, NOW - IDLE)
+        assert not claim_question(session, 999_999, a, NOW, NOW - IDLE)
+
+
+def test_the_idle_time_is_a_setting() -> None:
+    assert Settings.from_env({}).claim_idle_minutes == 30
+    assert Settings.from_env({"HOTLINE_CLAIM_IDLE_MINUTES": "10"}).claim_idle_minutes == 10
+
+
+# -- the route --------------------------------------------------------------------------------
+
+TOKEN = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
+
+
+class Browser:
+    """A consultant's browser on the workspace (cookies, CSRF tokens from the pages, https)."""
+
+    def __init__(self, application: Flask) -> None:
+        self.client: FlaskClient = application.test_client()
+
+    def get(self, path: str) -> TestResponse:
+        """GET a page, in English."""
+        return self.client.get(path, base_url=BASE_URL, headers={"Accept-Language": "en"})
+
+    def post(self, path: str, data: dict[str, str]) -> TestResponse:
+        """POST a form from a page of the site."""
+        return self.client.post(path, base_url=BASE_URL, data=data,
+                                headers={"Accept-Language": "en",
+                                         "Referer": f"{BASE_URL}/queue"})
+
+    def token(self, path: str) -> str:
+        """The CSRF token of a form on path."""
+        match = TOKEN.search(self.get(path).get_data(as_text=True))
+        assert match, path
+        return match.group(1)
+
+    def login(self, email: str) -> None:
+        """Log in with PASSWORD."""
+        response = self.post("/login", {"csrf_token": self.token("/login"), "email": email,
+                                        "password": PASSWORD})
+        assert response.status_code == 302, response.get_data(as_text=True)
+
+    def claim(self, question_id: int) -> TestResponse:
+        """Press the question's Claim button on the queue."""
+        return self.post(f"/questions/{question_id}/claim",
+                         {"csrf_token": self.token("/queue")})
+
+
+@pytest.fixture
+def question_id(app: Flask, db: Db) -> int:
+    """A waiting question, with consultants a@ and b@ and coordinator c@ (PASSWORD)."""
+    with db() as session:
+        _user(session, "a@example.kz", "Aigerim")
+        _user(session, "b@example.kz", "Bolat")
+        _user(session, "c@example.kz", "Dana", role="coordinator")
+        return _question(session)
+
+
+def _browser(app: Flask, email: str) -> Browser:
+    browser = Browser(app)
+    browser.login(email)
+    return browser
+
+
+def test_the_first_consultant_claims_and_the_second_is_refused(
+        app: Flask, db: Db, question_id: int) -> None:
+    a, b = _browser(app, "a@example.kz"), _browser(app, "b@example.kz")
+    assert f'action="/questions/{question_id}/claim"' in a.get("/queue").get_data(as_text=True)
+
+    won = a.claim(question_id)
+    assert won.status_code == 303
+    assert won.headers["Location"] == f"/queue?claimed={question_id}"
+    queue = a.get(won.headers["Location"]).get_data(as_text=True)
+    assert f"You have claimed question {question_id}." in queue
+    assert "<td data-label=\"Claimed by\">you</td>" in queue
+
+    refused = b.claim(question_id)
+    assert refused.status_code == 409
+    text = refused.get_data(as_text=True)
+    assert "Already taken" in text
+    assert f"Question {question_id} is being handled by Aigerim." in text
+    others = b.get("/queue").get_data(as_text=True)
+    assert "<td data-label=\"Claimed by\">Aigerim</td>" in others
+    assert f'action="/questions/{question_id}/claim"' not in others  # no button to press
+    with db() as session:
+        a_id = session.scalars(select(User.id).where(User.email == "a@example.kz")).one()
+        assert _state(session, question_id) == (QUESTION_CLAIMED, a_id)
+
+
+def test_the_refusal_speaks_the_users_language(app: Flask, question_id: int) -> None:
+    _browser(app, "a@example.kz").claim(question_id)
+    b = _browser(app, "b@example.kz")
+    refused = b.client.post(f"/questions/{question_id}/claim", base_url=BASE_URL,
+                            data={"csrf_token": b.token("/queue")},
+                            headers={"Accept-Language": "ru", "Referer": f"{BASE_URL}/queue"})
+    assert refused.status_code == 409
+    assert f"Вопросом {question_id} уже занимается Aigerim." in refused.get_data(as_text=True)
+
+
+def test_a_lapsed_claim_goes_to_the_next_consultant(app: Flask, db: Db,
+                                                    question_id: int) -> None:
+    assert _browser(app, "a@example.kz").claim(question_id).status_code == 303
+    with db() as session:
+        question = session.get(Question, question_id)
+        assert question is not None and question.claim_touched_at is not None
+        question.claim_touched_at -= timedelta(minutes=31)
+    b = _browser(app, "b@example.kz")
+    assert "Aigerim (idle)" in b.get("/queue").get_data(as_text=True)
+    assert b.claim(question_id).status_code == 303
+    assert _browser(app, "a@example.kz").claim(question_id).status_code == 409
+
+
+def test_a_coordinator_can_claim(app: Flask, question_id: int) -> None:
+    assert _browser(app, "c@example.kz").claim(question_id).status_code == 303
+
+
+def test_closed_and_missing_questions(app: Flask, db: Db, question_id: int) -> None:
+    with db() as session:
+        closed = _question(session, status=QUESTION_CLOSED)
+    a = _browser(app, "a@example.kz")
+    response = a.claim(closed)
+    assert response.status_code == 409
+    assert f"Question {closed} is closed already." in response.get_data(as_text=True)
+    assert a.claim(999_999).status_code == 404
+
+
+def test_a_logged_out_visitor_is_sent_to_login(app: Flask, db: Db, question_id: int) -> None:
+    browser = Browser(app)
+    response = browser.post(f"/questions/{question_id}/claim",
+                            {"csrf_token": browser.token("/login")})
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/login"
+    # After logging in, the queue opens (not the form's address, which GET cannot open).
+    login = browser.post("/login", {"csrf_token": browser.token("/login"),
+                                    "email": "a@example.kz", "password": PASSWORD})
+    assert login.headers["Location"] == "/queue"
+    with db() as session:
+        assert _state(session, question_id) == (QUESTION_WAITING, None)
+
+
+def test_a_claim_without_a_csrf_token_is_refused(app: Flask, db: Db, question_id: int) -> None:
+    a = _browser(app, "a@example.kz")
+    assert a.post(f"/questions/{question_id}/claim", {}).status_code == 400
+    assert a.post(f"/questions/{question_id}/claim",
+                  {"csrf_token": "forged"}).status_code == 400
+    with db() as session:
+        assert _state(session, question_id) == (QUESTION_WAITING, None)
+
+
+def test_claiming_needs_post(app: Flask, question_id: int) -> None:
+    a = _browser(app, "a@example.kz")
+    assert a.get(f"/questions/{question_id}/claim").status_code == 405
+
+
+def test_the_workers_sweep_gives_idle_claims_back(app: Flask, db: Db, question_id: int) -> None:
+    from hotline.jobs import sweep
+    from tests.support import runtime
+
+    idle = runtime(app).settings.claim_idle_minutes
+    long_ago = datetime.now(UTC) - timedelta(minutes=idle + 1)
+    with db() as session:
+        aigerim = session.scalars(select(User).where(User.email == "a@example.kz")).one().id
+        assert claim_question(session, question_id, aigerim, long_ago,
+                              lapse_before=long_ago - timedelta(minutes=idle))
+    sweep(runtime(app))
+    with db() as session:
+        assert _state(session, question_id) == ("waiting", None)
