@@ -22,6 +22,8 @@ from typing import Any
 
 import requests
 
+from speech.models import looks_like_model, model_sample_rate
+
 DEFAULT_URL_BASE = "https://alphacephei.com/vosk/models"
 LANGUAGES = ("kk", "ru")
 RECEIPT = ".installed.json"
@@ -37,7 +39,6 @@ MAX_DOWNLOAD_FACTOR = 4
 MAX_UNPACKED_FACTOR = 10
 CHUNK_BYTES = 1 * MB
 TIMEOUT = (15, 60)  # seconds to connect, seconds between received bytes
-DEFAULT_SAMPLE_RATE = 16000
 
 Progress = Callable[[int, int | None], None]
 
@@ -140,7 +141,7 @@ def list_models(models_dir: Path, overrides: Mapping[str, Path | None]) -> list[
     statuses = []
     for language in LANGUAGES:
         path = overrides.get(language) or models_dir / language
-        installed = _looks_like_model(path)
+        installed = looks_like_model(path)
         receipt = _read_receipt(path)
         statuses.append(ModelStatus(
             language=language,
@@ -148,7 +149,7 @@ def list_models(models_dir: Path, overrides: Mapping[str, Path | None]) -> list[
             installed=installed,
             name=_str_or_none(receipt.get("name")),
             sha256=_str_or_none(receipt.get("sha256")),
-            sample_rate=_sample_rate(path) if installed else None,
+            sample_rate=model_sample_rate(path) if installed else None,
         ))
     return statuses
 
@@ -207,7 +208,7 @@ def _remove_leftovers(models_dir: Path) -> None:
 
 
 def _already_installed(language: str, target: Path) -> InstalledModel:
-    if not _looks_like_model(target):
+    if not looks_like_model(target):
         raise ModelInstallError(
             f"{target} exists but is not a Vosk model; use --force to replace it"
         )
@@ -318,7 +319,7 @@ def _unpack(archive: Path, into: Path, max_unpacked: int) -> Path:
     except (zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError) as exc:
         raise ModelInstallError(f"{archive.name} is not a valid zip: {exc}") from exc
     model = into / top
-    if not _looks_like_model(model):
+    if not looks_like_model(model):
         raise ModelInstallError(
             f"{archive.name} holds {top}/, which is not a Vosk model "
             "(it needs am/final.mdl and conf/mfcc.conf or conf/model.conf)"
@@ -405,13 +406,6 @@ def _remove(path: Path) -> None:
 
 # -- reading a model folder ------------------------------------------------------------------
 
-def _looks_like_model(path: Path) -> bool:
-    conf = path / "conf"
-    return (path / "am" / "final.mdl").is_file() and (
-        (conf / "mfcc.conf").is_file() or (conf / "model.conf").is_file()
-    )
-
-
 def _read_receipt(path: Path) -> dict[str, Any]:
     try:
         data = json.loads((path / RECEIPT).read_text("utf-8"))
@@ -422,19 +416,3 @@ def _read_receipt(path: Path) -> dict[str, Any]:
 
 def _str_or_none(value: object) -> str | None:
     return value if isinstance(value, str) else None
-
-
-def _sample_rate(path: Path) -> int:
-    """Read the model's sample rate from conf/mfcc.conf (Kaldi's default is 16 kHz)."""
-    try:
-        lines = (path / "conf" / "mfcc.conf").read_text("utf-8").splitlines()
-    except OSError:
-        return DEFAULT_SAMPLE_RATE
-    for line in lines:
-        key, _, value = line.strip().partition("=")
-        if key == "--sample-frequency":
-            try:
-                return int(float(value))
-            except ValueError:
-                break
-    return DEFAULT_SAMPLE_RATE
