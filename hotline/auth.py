@@ -6,7 +6,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta, timezone
+from datetime import timedelta
 from functools import wraps
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
@@ -32,6 +32,7 @@ from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired, Length
 
 from hotline import i18n
+from hotline.config import LOCAL_TIME
 from hotline.runtime import Runtime
 from storage.db import unit_of_work
 from storage.models import User, utcnow
@@ -39,7 +40,6 @@ from storage.users import attempt_login
 
 log = logging.getLogger(__name__)
 
-LOCAL_TIME = timezone(timedelta(hours=5), "Asia/Almaty")
 
 bp = Blueprint("auth", __name__)
 login_manager = LoginManager()

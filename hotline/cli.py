@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from datetime import timedelta, timezone
 from pathlib import Path
 from typing import Any, cast
 
@@ -15,10 +14,8 @@ from flask import Flask, current_app
 from flask.cli import FlaskGroup, with_appcontext
 
 from flows.content import ContentError, load_content
-from hotline.config import ConfigError, Settings
+from hotline.config import LOCAL_TIME, ConfigError, Settings
 from hotline.runtime import Runtime
-
-LOCAL_TIME = timezone(timedelta(hours=5), "Asia/Almaty")
 
 
 def _create_app() -> Flask:

@@ -6,8 +6,13 @@ import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from datetime import timedelta, timezone
 from pathlib import Path
 from typing import Any
+
+# Kazakhstan keeps one zone, UTC+5 since March 2024 (a fixed offset: older tz data says +6).
+# Times are stored in UTC and shown in this zone.
+LOCAL_TIME = timezone(timedelta(hours=5), "Asia/Almaty")
 
 DEMO_ACCOUNT_SID = "AC00000000000000000000000000000000"
 DEMO_AUTH_TOKEN = "demo-auth-token-not-secret"

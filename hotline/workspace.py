@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import cast
 
 from flask import (
@@ -23,6 +23,7 @@ from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
 from hotline import auth, i18n
+from hotline.config import LOCAL_TIME
 from hotline.runtime import Runtime
 from storage.claims import claim_question, open_questions
 from storage.db import unit_of_work
@@ -43,8 +44,6 @@ from storage.models import (
 )
 from storage.users import list_users
 
-# Kazakhstan keeps one zone, UTC+5 since March 2024 (a fixed offset: older tz data says +6).
-LOCAL_TIME = timezone(timedelta(hours=5), "Asia/Almaty")
 QUEUE_PAGE_SIZE = 200
 
 CHANNELS = {CHANNEL_VOICE: _l("Call"), CHANNEL_SMS: _l("SMS")}
