@@ -148,6 +148,7 @@ def queue(as_json: bool) -> None:
                 "transcription": question.transcription_state,
                 "transcription_error": question.transcription_error,
                 "transcript": question.transcript.text if question.transcript else None,
+                "text": question.text,  # what the resident wrote, for SMS questions
             })
     if as_json:
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
@@ -162,6 +163,9 @@ def queue(as_json: bool) -> None:
             f"#{row['id']:<5} {row['created'][:16]}  {row['phone'] or 'no number':<13} "
             f"{row['language'] or '??'}  {row['topic'] or 'general':<18} {seconds:>6}  {where}"
         )
+        if row["text"] is not None:
+            click.echo(f"       wrote: {row['text']}")
+            continue
         heard = row["transcript"] or row["transcription_error"] or ""
         click.echo(f"       transcript {row['transcription']}{': ' if heard else ''}{heard}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from flows.segments import segments
 from flows.sms import SmsDialogue
 from hotline.simulator import new_sid
 from storage.models import Caller, Question, SmsMessage
-from tests.support import CALLER, Twilio, row_counts, runtime
+from tests.support import CALLER, Twilio, row_counts, run_cli, runtime
 
 
 @pytest.fixture
@@ -61,7 +62,7 @@ def questions(db) -> list[Question]:
         return list(session.scalars(select(Question).order_by(Question.id)))
 
 
-def test_a_russian_conversation(phone: Phone, dialogue: SmsDialogue, db) -> None:
+def test_a_russian_conversation(app: Flask, phone: Phone, dialogue: SmsDialogue, db) -> None:
     assert phone.send("меню") == dialogue.text("ru", "sms.menu")
     answer = phone.send("1")
     assert answer == (dialogue.text("ru", "sms.topic.pension") + " "
@@ -74,6 +75,10 @@ def test_a_russian_conversation(phone: Phone, dialogue: SmsDialogue, db) -> None
         "sms", "ru", "pension", asked)
     assert question.status == "waiting" and question.caller_id is not None
     assert caller_row(db).language == "ru"
+    # The consultant sees what the resident wrote, not an empty transcript.
+    [row] = json.loads(run_cli(app, ["queue", "--json"]).output)
+    assert (row["channel"], row["text"]) == ("sms", asked)
+    assert f"wrote: {asked}" in run_cli(app, ["queue"]).output
 
 
 def test_a_kazakh_conversation(phone: Phone, dialogue: SmsDialogue, db) -> None:
