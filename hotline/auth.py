@@ -191,7 +191,7 @@ def _csrf_failed(error: CSRFError) -> ResponseReturnValue:
 
 def init_app(app: Flask) -> None:
     """Set up logins, sessions, CSRF (webhooks exempt: Twilio signs them) and the languages."""
-    from hotline import outbound_sms, sms, voice
+    from hotline import callbacks, outbound_sms, sms, voice
 
     settings = _runtime_of(app).settings
     app.config.update(
@@ -208,7 +208,7 @@ def init_app(app: Flask) -> None:
     )
     i18n.init_app(app)
     csrf.init_app(app)
-    for webhooks in (voice.bp, sms.bp, outbound_sms.bp):
+    for webhooks in (voice.bp, sms.bp, outbound_sms.bp, callbacks.hooks):
         csrf.exempt(webhooks)
     login_manager.init_app(app)
     login_manager.user_loader(load_account)

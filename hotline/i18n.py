@@ -1,9 +1,10 @@
 """The workspace's languages (Kazakh, Russian, English) with Flask-Babel and plain `.po` files.
 
 Source strings are English. The Kazakh and Russian catalogues are the `.po` files under
-`hotline/translations/<lang>/LC_MESSAGES/messages.po`, read and compiled in memory once per
-process: no `.mo` files in the repository and no build step. A language comes from `?lang=`
-(remembered in a cookie), then the cookie, then the browser's Accept-Language; Kazakh otherwise.
+`hotline/translations/<lang>/LC_MESSAGES/` (messages.po, and one file per part of the workspace,
+merged), read and compiled in memory once per process: no `.mo` files in the repository and no
+build step. A language comes from `?lang=` (remembered in a cookie), then the cookie, then the
+browser's Accept-Language; Kazakh otherwise.
 
 New strings: `pybabel extract -F hotline/translations/babel.cfg -o messages.pot hotline`, then
 `pybabel update -i messages.pot -d hotline/translations` and translate; a test fails while a
@@ -40,18 +41,31 @@ class PoDomain(Domain):  # type: ignore[misc]
         return catalogue(str(get_locale() or DEFAULT_LANGUAGE))
 
 
+def po_files(language: str) -> list[Path]:
+    """The language's `.po` files: messages.po, and one per part of the workspace."""
+    return sorted((TRANSLATIONS_DIR / language / "LC_MESSAGES").glob("*.po"))
+
+
 @cache
 def catalogue(language: str) -> NullTranslations:
-    """Compile the language's `.po` file in memory (English, the source, has none)."""
-    po = TRANSLATIONS_DIR / language / "LC_MESSAGES" / "messages.po"
-    if not po.is_file():
+    """Compile the language's `.po` files in memory into one catalogue (English has none)."""
+    files = po_files(language)
+    if not files:
         return NullTranslations()
-    with po.open("rb") as source:
-        messages = read_po(source, locale=language)
-    compiled = BytesIO()
-    write_mo(compiled, messages)
-    compiled.seek(0)
-    return Translations(compiled)
+    merged: Translations | None = None
+    for po in files:
+        with po.open("rb") as source:
+            messages = read_po(source, locale=language)
+        compiled = BytesIO()
+        write_mo(compiled, messages)
+        compiled.seek(0)
+        part = Translations(compiled)
+        if merged is None:
+            merged = part
+        else:
+            merged.merge(part)
+    assert merged is not None
+    return merged
 
 
 def select_language() -> str:

@@ -1,8 +1,7 @@
-"""The consultants' workspace in the browser: the queue, and the coordinators' pages."""
+"""The consultants' workspace: its blueprint (behind a login), shared helpers, the users page."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
 
@@ -10,7 +9,6 @@ from flask import (
     Blueprint,
     Flask,
     Response,
-    abort,
     current_app,
     redirect,
     render_template,
@@ -25,13 +23,10 @@ from flask_login import current_user
 from hotline import auth, i18n
 from hotline.config import LOCAL_TIME
 from hotline.runtime import Runtime
-from storage.claims import claim_question, open_questions
 from storage.db import unit_of_work
 from storage.models import (
     CHANNEL_SMS,
     CHANNEL_VOICE,
-    QUESTION_CLAIMED,
-    QUESTION_CLOSED,
     ROLE_CONSULTANT,
     ROLE_COORDINATOR,
     TRANSCRIPTION_DONE,
@@ -39,12 +34,8 @@ from storage.models import (
     TRANSCRIPTION_NO_MODEL,
     TRANSCRIPTION_PENDING,
     TRANSCRIPTION_RUNNING,
-    Question,
-    utcnow,
 )
 from storage.users import list_users
-
-QUEUE_PAGE_SIZE = 200
 
 CHANNELS = {CHANNEL_VOICE: _l("Call"), CHANNEL_SMS: _l("SMS")}
 TRANSCRIPTION = {
@@ -59,22 +50,8 @@ ROLES = {ROLE_CONSULTANT: _l("consultant"), ROLE_COORDINATOR: _l("coordinator")}
 bp = Blueprint("workspace", __name__)
 
 
-@dataclass(frozen=True)
-class QueueRow:
-    """One waiting question as the queue table shows it."""
-
-    id: int
-    received: str
-    language: str
-    topic: str
-    channel: str
-    transcription: str
-    # Who holds the question ("—" when nobody does), and whether this user may claim it.
-    holder: str
-    claimable: bool
-
-
-def _runtime() -> Runtime:
+def runtime() -> Runtime:
+    """The process's Runtime."""
     return cast(Runtime, current_app.extensions["hotline"])
 
 
@@ -83,46 +60,19 @@ def local_time(moment: datetime) -> str:
     return moment.astimezone(LOCAL_TIME).strftime("%Y-%m-%d %H:%M")
 
 
-def _topic_title(topic: str | None) -> str:
+def topic_title(topic: str | None) -> str:
     if not topic:
         return str(_("general"))
-    content = _runtime().flow.content
+    content = runtime().flow.content
     language = i18n.current_language()
     if language in content.prompts:
         return str(content.prompts[language].get(f"topic.{topic}.title", topic))
     return topic.replace("_", " ")
 
 
-def _lapse_before(now: datetime) -> datetime:
+def lapse_before(now: datetime) -> datetime:
     """Claims untouched since this moment have lapsed."""
-    return now - timedelta(minutes=_runtime().settings.claim_idle_minutes)
-
-
-def _holder(question: Question, user_id: int, lapse_before: datetime) -> tuple[str, bool]:
-    if question.status != QUESTION_CLAIMED or question.claimed_by is None:
-        return "—", True
-    if question.claimed_by_id == user_id:
-        return str(_("you")), False
-    touched = question.claim_touched_at
-    if touched is None or touched < lapse_before:
-        return str(_("%(name)s (idle)", name=question.claimed_by.name)), True
-    return question.claimed_by.name, False
-
-
-def _row(question: Question, user_id: int, lapse_before: datetime) -> QueueRow:
-    holder, claimable = _holder(question, user_id, lapse_before)
-    return QueueRow(
-        id=question.id,
-        received=local_time(question.created_at),
-        language=i18n.LANGUAGES.get(question.language or "", question.language or "—"),
-        topic=_topic_title(question.topic),
-        channel=str(CHANNELS.get(question.channel, question.channel)),
-        transcription=(str(TRANSCRIPTION.get(question.transcription_state,
-                                              question.transcription_state))
-                       if question.channel == CHANNEL_VOICE else "—"),
-        holder=holder,
-        claimable=claimable,
-    )
+    return now - timedelta(minutes=runtime().settings.claim_idle_minutes)
 
 
 @bp.before_request
@@ -153,50 +103,11 @@ def home() -> ResponseReturnValue:
     return redirect(url_for("workspace.queue"))
 
 
-@bp.get("/queue")
-@auth.role_required(ROLE_CONSULTANT, ROLE_COORDINATOR)
-def queue() -> ResponseReturnValue:
-    """List the questions waiting for a consultant or claimed by one, oldest first."""
-    user_id = auth.current_account().id
-    lapse_before = _lapse_before(utcnow())
-    with unit_of_work(_runtime().sessions) as db:
-        rows = [_row(q, user_id, lapse_before)
-                for q in open_questions(db, limit=QUEUE_PAGE_SIZE)]
-    claimed = request.args.get("claimed", "")
-    notice = (_("You have claimed question %(id)s.", id=int(claimed))
-              if claimed.isdigit() else None)
-    return render_template("queue.html", rows=rows, notice=notice)
-
-
-@bp.post("/questions/<int:question_id>/claim")
-@auth.role_required(ROLE_CONSULTANT, ROLE_COORDINATOR)
-def claim(question_id: int) -> ResponseReturnValue:
-    """Claim the question for the logged-in user (CSRF-checked), or say who holds it."""
-    account = auth.current_account()
-    now = utcnow()
-    with unit_of_work(_runtime().sessions) as db:
-        won = claim_question(db, question_id, account.id, now, _lapse_before(now))
-        question = None if won else db.get(Question, question_id)
-        holder = question.claimed_by.name if question and question.claimed_by else None
-        status = question.status if question else None
-    if won:
-        return redirect(url_for("workspace.queue", claimed=question_id), 303)
-    if status is None:
-        abort(404)
-    if status == QUESTION_CLOSED:
-        message = _("Question %(id)s is closed already.", id=question_id)
-    else:
-        message = _("Question %(id)s is being handled by %(name)s. Please choose another one.",
-                    id=question_id, name=holder or "—")
-    return render_template("message.html", title=_("Already taken"), message=message,
-                           back=url_for("workspace.queue")), 409
-
-
 @bp.get("/admin/users")
 @auth.role_required(ROLE_COORDINATOR)
 def users() -> ResponseReturnValue:
     """List the workspace's accounts."""
-    with unit_of_work(_runtime().sessions) as db:
+    with unit_of_work(runtime().sessions) as db:
         accounts = [
             {"name": u.name, "email": u.email, "role": str(ROLES.get(u.role, u.role)),
              "phone": u.phone or "—", "active": u.active,
@@ -215,6 +126,14 @@ def forbidden(_error: Exception) -> ResponseReturnValue:
 
 
 def init_app(app: Flask) -> None:
-    """Set up logins and languages, and add the workspace's pages to the app."""
+    """Set up logins and languages, and add the workspace's pages to the app.
+
+    The pages live in their own modules, all on this blueprint (so all behind its login check):
+    queue_page (the queue and claiming), question_page (a question, its audio, notes, tags and
+    closing), callbacks (calling back, outcomes, SMS answers), audit_page (the audit log).
+    """
+    from hotline import audit_page, callbacks, question_page, queue_page  # noqa: F401
+
     auth.init_app(app)
     app.register_blueprint(bp)
+    app.register_blueprint(callbacks.hooks)

@@ -52,6 +52,24 @@ SMS_FINAL_STATUSES = frozenset({"delivered", "undelivered", "failed", "read"})
 # Twilio error: the recipient has replied STOP; sending to them is refused.
 TWILIO_OPTED_OUT = 21610
 
+# Question.close_reason: a consultant's outcome, or a quick close without a conversation.
+CLOSE_RESOLVED = "resolved"
+CLOSE_NO_ANSWER = "no_answer"  # the last callback attempt failed; the resident got an SMS
+CLOSE_WRONG_NUMBER = "wrong_number"
+CLOSE_SILENCE = "silence"
+CLOSE_TEST_CALL = "test_call"
+CLOSE_ABUSIVE = "abusive"
+QUICK_CLOSE_REASONS = (CLOSE_SILENCE, CLOSE_WRONG_NUMBER, CLOSE_TEST_CALL, CLOSE_ABUSIVE)
+CLOSE_REASONS = (CLOSE_RESOLVED, CLOSE_NO_ANSWER, CLOSE_WRONG_NUMBER, CLOSE_SILENCE,
+                 CLOSE_TEST_CALL, CLOSE_ABUSIVE)
+
+# CallbackAttempt.outcome (the consultant's form after a callback)
+OUTCOME_RESOLVED = "resolved"
+OUTCOME_FOLLOW_UP = "follow_up"
+OUTCOME_NO_ANSWER = "no_answer"
+OUTCOME_WRONG_NUMBER = "wrong_number"
+OUTCOMES = (OUTCOME_RESOLVED, OUTCOME_FOLLOW_UP, OUTCOME_NO_ANSWER, OUTCOME_WRONG_NUMBER)
+
 # Question.channel
 CHANNEL_VOICE = "voice"
 CHANNEL_SMS = "sms"
@@ -139,6 +157,13 @@ class Question(Base):
         Index("ix_questions_status_created_at", "status", "created_at"),
         Index("ix_questions_transcription", "transcription_state", "transcription_updated_at"),
         Index("ix_questions_status_claim_touched_at", "status", "claim_touched_at"),
+        # The queue: open questions in priority order, and its filters (storage.queue).
+        Index("ix_questions_status_priority_at", "status", "priority_at", "id"),
+        Index("ix_questions_language_status", "language", "status"),
+        Index("ix_questions_topic_status", "topic", "status"),
+        Index("ix_questions_region_status", "region", "status"),
+        Index("ix_questions_channel_status", "channel", "status"),
+        Index("ix_questions_status_closed_at", "status", "closed_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -161,9 +186,31 @@ class Question(Base):
     claimed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     claimed_at: Mapped[datetime | None]
     claim_touched_at: Mapped[datetime | None]
+    # Priority (storage.queue): the queue is ordered by priority_at, the arrival time moved
+    # earlier for each reason to hurry (urgent, repeat caller, failed callback attempts).
+    urgent: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    repeat_caller: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    priority_at: Mapped[datetime | None] = mapped_column(default=utcnow)
+    # Calling back: attempts made, and when the next may be made (a retry after no answer).
+    callback_attempts: Mapped[int] = mapped_column(default=0, server_default="0")
+    next_callback_at: Mapped[datetime | None]
+    first_callback_at: Mapped[datetime | None]
+    # Tags a consultant sets on the question's page (topic is above).
+    region: Mapped[str | None] = mapped_column(String(64))
+    village: Mapped[str | None] = mapped_column(String(120))
+    # The consultant's corrected version of the transcript.
+    corrected_text: Mapped[str | None] = mapped_column(Text)
+    # An organisation the resident was referred to (outcome "needs follow-up").
+    referral: Mapped[str | None] = mapped_column(Text)
+    closed_at: Mapped[datetime | None]
+    closed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    close_reason: Mapped[str | None] = mapped_column(String(20))
 
     caller: Mapped[Caller | None] = relationship(back_populates="questions")
-    claimed_by: Mapped[User | None] = relationship()
+    claimed_by: Mapped[User | None] = relationship(foreign_keys=[claimed_by_id])
+    closed_by: Mapped[User | None] = relationship(foreign_keys=[closed_by_id])
+    notes: Mapped[list[Note]] = relationship(back_populates="question",
+                                             order_by="Note.created_at")
     call: Mapped[Call | None] = relationship()
     recording: Mapped[Recording | None] = relationship(back_populates="question", uselist=False)
     transcript: Mapped[Transcript | None] = relationship(back_populates="question",
@@ -242,6 +289,8 @@ class SmsMessage(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     encoding: Mapped[str | None] = mapped_column(String(8))
     segments: Mapped[int | None]
+    # The consultant who wrote it (an answer from a question's page); None for automatic ones.
+    sent_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -299,3 +348,82 @@ class LoginAttempt(Base):
 
     def __repr__(self) -> str:
         return f"<LoginAttempt {self.id} {self.email} {self.ip}>"
+
+
+class Note(Base):
+    """A consultant's note on a question."""
+
+    __tablename__ = "notes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    question_id: Mapped[int] = mapped_column(ForeignKey("questions.id"), index=True)
+    author_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    question: Mapped[Question] = relationship(back_populates="notes")
+    author: Mapped[User] = relationship()
+
+    def __repr__(self) -> str:
+        return f"<Note {self.id} on question {self.question_id}>"
+
+
+# CallbackAttempt.state: where the bridge stands (the legs' own statuses are Twilio's).
+CALLBACK_DIALING = "dialing"  # Twilio is ringing the consultant's phone
+CALLBACK_BRIDGING = "bridging"  # the consultant answered; Twilio is ringing the resident
+CALLBACK_CONNECTED = "connected"  # the resident answered
+CALLBACK_ENDED = "ended"  # the call is over; the outcome form waits
+CALLBACK_FAILED = "failed"  # Twilio refused or could not place the call
+
+
+class CallbackAttempt(Base):
+    """One try at calling a resident back through the consultant's phone."""
+
+    __tablename__ = "callback_attempts"
+    __table_args__ = (Index("ix_callback_attempts_question_id_created_at", "question_id",
+                            "created_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    question_id: Mapped[int] = mapped_column(ForeignKey("questions.id"))
+    consultant_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    state: Mapped[str] = mapped_column(String(12), default=CALLBACK_DIALING)
+    # The call to the consultant (created through the REST API) and the dialled resident leg.
+    consultant_call_sid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    consultant_status: Mapped[str | None] = mapped_column(String(20))
+    resident_call_sid: Mapped[str | None] = mapped_column(String(64))
+    resident_status: Mapped[str | None] = mapped_column(String(20))
+    duration: Mapped[int | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    outcome: Mapped[str | None] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None]
+
+    consultant: Mapped[User] = relationship()
+
+    def __repr__(self) -> str:
+        return f"<CallbackAttempt {self.id} of question {self.question_id} {self.state}>"
+
+
+class AuditEvent(Base):
+    """Who did what to which question, and when (storage.audit); coordinators read it."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_events_question_id_at", "question_id", "at"),
+        Index("ix_audit_events_user_id_at", "user_id", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    action: Mapped[str] = mapped_column(String(32))
+    question_id: Mapped[int | None] = mapped_column(ForeignKey("questions.id"))
+    # What changed, in a few words or fields (never a full phone number).
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    ip: Mapped[str | None] = mapped_column(String(45))
+
+    user: Mapped[User | None] = relationship()
+
+    def __repr__(self) -> str:
+        return f"<AuditEvent {self.id} {self.action} question {self.question_id}>"

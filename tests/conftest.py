@@ -72,4 +72,4 @@ def session_factory(migrated_url: str) -> Iterator[sessionmaker[Session]]:
         engine.dispose()
 
 
-pytest_plugins = ["tests.support"]
+pytest_plugins = ["tests.support", "tests.workspace_support"]

@@ -1,0 +1,151 @@
+"""Helpers for tests of the workspace: a consultant's browser, page parsing, accounts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from html.parser import HTMLParser
+
+import pytest
+from click.testing import CliRunner, Result
+from flask import Flask
+from flask.cli import ScriptInfo
+from flask.testing import FlaskClient
+from sqlalchemy.orm import Session
+from werkzeug.test import TestResponse
+
+from hotline.cli import main as hotline_cli
+from tests.support import BASE_URL
+
+PASSWORD = "correct horse 42"
+Db = Callable[[], AbstractContextManager[Session]]
+
+
+class Page(HTMLParser):
+    """What a test reads from an HTML page: form inputs, table cells, error messages, text."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.inputs: dict[str, str] = {}
+        self.rows: list[list[str]] = []
+        self.errors: list[str] = []
+        self.headings: list[str] = []
+        self.buttons: list[str] = []
+        self.links: list[str] = []
+        self.lang = ""
+        self._cell: list[str] | None = None
+        self._capture: list[str] | None = None
+        self._capture_into: list[str] | None = None
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        """Note inputs and the start of cells, headings, buttons and error messages."""
+        attributes = {name: value or "" for name, value in attrs}
+        if tag == "html":
+            self.lang = attributes.get("lang", "")
+        elif tag == "input" and "name" in attributes:
+            self.inputs[attributes["name"]] = attributes.get("value", "")
+        elif tag == "a" and "href" in attributes:
+            self.links.append(attributes["href"])
+        elif tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+        elif tag == "h1":
+            self._start(self.headings)
+        elif tag == "button":
+            self._start(self.buttons)
+        elif "error" in attributes.get("class", "").split():
+            self._start(self.errors)
+
+    def _start(self, into: list[str]) -> None:
+        self._capture, self._capture_into = [], into
+
+    def handle_endtag(self, tag: str) -> None:
+        """Close a cell or a captured element."""
+        if tag in ("td", "th") and self._cell is not None:
+            self.rows[-1].append(" ".join("".join(self._cell).split()))
+            self._cell = None
+        elif tag in ("h1", "button", "p", "span") and self._capture is not None:
+            assert self._capture_into is not None
+            self._capture_into.append(" ".join("".join(self._capture).split()))
+            self._capture = self._capture_into = None
+
+    def handle_data(self, data: str) -> None:
+        """Collect text into the open cell or captured element."""
+        if self._cell is not None:
+            self._cell.append(data)
+        if self._capture is not None:
+            self._capture.append(data)
+
+
+def page(response: TestResponse) -> Page:
+    """Parse an HTML response."""
+    assert response.mimetype == "text/html"
+    return Page(response.get_data(as_text=True))
+
+
+class Browser:
+    """A consultant's browser: cookies, CSRF tokens taken from the forms, https."""
+
+    def __init__(self, application: Flask, ip: str = "203.0.113.7",
+                 language: str | None = "en") -> None:
+        self.client: FlaskClient = application.test_client()
+        self.ip = ip
+        self.headers = {"Accept-Language": language} if language else {}
+
+    def get(self, path: str, headers: dict[str, str] | None = None,
+            query_string: dict[str, str] | None = None) -> TestResponse:
+        """GET a page."""
+        return self.client.get(path, base_url=BASE_URL, query_string=query_string,
+                               headers={**self.headers, **(headers or {})},
+                               environ_base={"REMOTE_ADDR": self.ip})
+
+    def post(self, path: str, data: dict[str, str]) -> TestResponse:
+        """POST a form from a page of the site (a browser sends the Referer; CSRF checks it)."""
+        return self.client.post(path, base_url=BASE_URL, data=data,
+                                headers={**self.headers, "Referer": f"{BASE_URL}/queue"},
+                                environ_base={"REMOTE_ADDR": self.ip})
+
+    def token(self, path: str = "/login") -> str:
+        """The CSRF token of the form on path."""
+        return page(self.get(path)).inputs["csrf_token"]
+
+    def login(self, email: str, password: str = PASSWORD) -> TestResponse:
+        """Fill in and send the login form."""
+        return self.post("/login", {"csrf_token": self.token(), "email": email,
+                                    "password": password})
+
+    def logout(self) -> TestResponse:
+        """Press the logout button of the queue page."""
+        return self.post("/logout", {"csrf_token": self.token("/queue")})
+
+
+def users_cli(application: Flask, args: list[str], input: str | None = None) -> Result:
+    """Run `hotline users ...` against the application."""
+    obj = ScriptInfo(create_app=lambda: application)
+    return CliRunner().invoke(hotline_cli, ["users", *args], obj=obj, input=input,
+                              catch_exceptions=False)
+
+
+def add_user(application: Flask, email: str, role: str = "consultant",
+             name: str = "Aigerim Nurlanovna") -> None:
+    """Create an account with PASSWORD the way a coordinator does, on the command line."""
+    result = users_cli(application, ["add", email, "--role", role, "--name", name],
+                       input=f"{PASSWORD}\n{PASSWORD}\n")
+    assert result.exit_code == 0, result.output
+
+
+
+@pytest.fixture
+def consultant(app: Flask) -> str:
+    """A consultant's email; the password is PASSWORD."""
+    add_user(app, "lawyer@example.kz")
+    return "lawyer@example.kz"
+
+
+@pytest.fixture
+def coordinator(app: Flask) -> str:
+    """A coordinator's email; the password is PASSWORD."""
+    add_user(app, "coordinator@example.kz", role="coordinator", name="Dana Coordinator")
+    return "coordinator@example.kz"
