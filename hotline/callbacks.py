@@ -6,8 +6,18 @@ webhooks for the bridged call are on `hooks`, signed like every Twilio route and
 
 from __future__ import annotations
 
-from flask import Blueprint
+from typing import Any
 
+from flask import Blueprint
+from sqlalchemy.orm import Session
+
+from hotline.auth import Account
 from hotline.workspace import bp  # noqa: F401  (routes are added to the workspace blueprint)
+from storage.models import Question
 
 hooks = Blueprint("callback_hooks", __name__)
+
+
+def panel(session: Session, question: Question, account: Account) -> dict[str, Any]:
+    """What templates/callback_panel.html needs, for the question's page."""
+    return {}
