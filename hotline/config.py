@@ -31,6 +31,23 @@ def _hosts(value: str) -> tuple[str, ...]:
     return tuple(h.strip().lower() for h in value.split(",") if h.strip())
 
 
+def _hours(value: str) -> tuple[int, int]:
+    """Read HOTLINE_CALLBACK_HOURS: "9-20" is from 09:00 up to 20:00, Almaty time."""
+    start, sep, end = value.strip().partition("-")
+    if not sep or not start.strip().isdigit() or not end.strip().isdigit():
+        raise ConfigError(f"HOTLINE_CALLBACK_HOURS must look like 9-20, not {value!r}.")
+    return int(start), int(end)
+
+
+def _minutes(value: str) -> tuple[int, ...]:
+    """Read HOTLINE_CALLBACK_RETRY_MINUTES: delays after each failed attempt, "120,1440"."""
+    parts = [p.strip() for p in value.split(",") if p.strip()]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise ConfigError("HOTLINE_CALLBACK_RETRY_MINUTES must be minutes separated by commas, "
+                          f"like 120,1440, not {value!r}.")
+    return tuple(int(p) for p in parts)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the hotline needs to know about its deployment."""
@@ -65,6 +82,16 @@ class Settings:
     sms_questions_per_day: int = 5
     session_minutes: int = 60
     claim_idle_minutes: int = 30
+    # Reports and retention (storage.reports, storage.retention); 0 days turns retention off.
+    answer_target_days: int = 3
+    audio_retention_days: int = 90
+    phone_retention_days: int = 365
+    # Calling back: the daily window (local hours, start inclusive, end exclusive) in which
+    # retries are scheduled, the delay after each failed attempt (the last one repeats), and
+    # the attempts after which the question is closed and the resident gets an SMS.
+    callback_hours: tuple[int, int] = (9, 20)
+    callback_retry_minutes: tuple[int, ...] = (120, 1440)
+    callback_attempts: int = 3
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -110,6 +137,13 @@ class Settings:
             sms_questions_per_day=int(env.get("HOTLINE_SMS_QUESTIONS_PER_DAY", "5")),
             session_minutes=int(env.get("HOTLINE_SESSION_MINUTES", "60")),
             claim_idle_minutes=int(env.get("HOTLINE_CLAIM_IDLE_MINUTES", "30")),
+            answer_target_days=int(env.get("HOTLINE_ANSWER_TARGET_DAYS", "3")),
+            audio_retention_days=int(env.get("HOTLINE_AUDIO_RETENTION_DAYS", "90")),
+            phone_retention_days=int(env.get("HOTLINE_PHONE_RETENTION_DAYS", "365")),
+            callback_hours=_hours(env.get("HOTLINE_CALLBACK_HOURS", "9-20")),
+            callback_retry_minutes=_minutes(env.get("HOTLINE_CALLBACK_RETRY_MINUTES",
+                                                    "120,1440")),
+            callback_attempts=int(env.get("HOTLINE_CALLBACK_ATTEMPTS", "3")),
         )
 
     def override(self, **changes: Any) -> Settings:
@@ -157,3 +191,12 @@ class Settings:
         if not 2 <= self.callback_days <= 10:
             # The promise is spoken as a word; the content has forms for 2 to 10.
             raise ConfigError("HOTLINE_CALLBACK_DAYS must be between 2 and 10.")
+        start, end = self.callback_hours
+        if not 0 <= start < end <= 24:
+            raise ConfigError("HOTLINE_CALLBACK_HOURS must be two hours of the day, the first "
+                              "before the second, like 9-20 (Almaty time).")
+        if not self.callback_retry_minutes or min(self.callback_retry_minutes) < 1:
+            raise ConfigError("HOTLINE_CALLBACK_RETRY_MINUTES needs at least one delay of a "
+                              "minute or more.")
+        if not 1 <= self.callback_attempts <= 10:
+            raise ConfigError("HOTLINE_CALLBACK_ATTEMPTS must be between 1 and 10.")
