@@ -45,7 +45,10 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(voice.bp)
     app.register_blueprint(sms.bp)
     app.register_blueprint(outbound_sms.bp)
+    from hotline import public_stats, reports_page  # noqa: F401  (reports: workspace pages)
+
     workspace.init_app(app)  # logins, CSRF (Twilio's signed webhooks exempt), languages, pages
+    app.register_blueprint(public_stats.bp)  # /public: figures for everyone, no login
 
     @app.get("/health")
     def health() -> dict[str, str]:
