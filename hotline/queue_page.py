@@ -1,15 +1,27 @@
-"""The callback queue page, and claiming a question from it."""
+"""The callback queue page, and claiming a question from it.
+
+GET /queue shows one status tab (storage.queue: due, scheduled, claimed, open, closed) of the
+questions in priority order, filtered by language, topic, channel and region (a GET form, so a
+filtered queue is a link a consultant can keep), with the counts in the tabs and the filters'
+choices, and keyset paging (?after=). POST /questions/<id>/claim claims a question and opens its
+page.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
 
 from flask import abort, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_babel import ngettext
 
 from hotline import auth, i18n
+from hotline.config import LOCAL_TIME
 from hotline.workspace import (
     CHANNELS,
     TRANSCRIPTION,
@@ -19,10 +31,17 @@ from hotline.workspace import (
     runtime,
     topic_title,
 )
-from storage.claims import claim_question, open_questions
+from storage import audit
+from storage.claims import claim_question
 from storage.db import unit_of_work
 from storage.models import (
     CHANNEL_VOICE,
+    CLOSE_ABUSIVE,
+    CLOSE_NO_ANSWER,
+    CLOSE_RESOLVED,
+    CLOSE_SILENCE,
+    CLOSE_TEST_CALL,
+    CLOSE_WRONG_NUMBER,
     QUESTION_CLAIMED,
     QUESTION_CLOSED,
     ROLE_CONSULTANT,
@@ -30,26 +49,101 @@ from storage.models import (
     Question,
     utcnow,
 )
+from storage.queue import (
+    FACETS,
+    PAGE_SIZE,
+    STATUS_CLAIMED,
+    STATUS_CLOSED,
+    STATUS_DUE,
+    STATUS_OPEN,
+    STATUS_SCHEDULED,
+    STATUSES,
+    UNSET,
+    Cursor,
+    QueueCounts,
+    QueueFilter,
+    queue_counts,
+    queue_page,
+)
 
-QUEUE_PAGE_SIZE = 200
+STATUS_TABS = {
+    STATUS_DUE: _l("Due now"),
+    STATUS_SCHEDULED: _l("Retry later"),
+    STATUS_CLAIMED: _l("Claimed"),
+    STATUS_OPEN: _l("All open"),
+    STATUS_CLOSED: _l("Closed"),
+}
+FACET_LABELS = {"language": _l("Language"), "topic": _l("Topic"), "channel": _l("Channel"),
+                "region": _l("Region")}
+CLOSE_REASONS = {
+    CLOSE_RESOLVED: _l("resolved"),
+    CLOSE_NO_ANSWER: _l("no answer"),
+    CLOSE_WRONG_NUMBER: _l("wrong number"),
+    CLOSE_SILENCE: _l("silence"),
+    CLOSE_TEST_CALL: _l("test call"),
+    CLOSE_ABUSIVE: _l("abusive"),
+}
+# A facet value from the address is at most this long (the columns are 64 characters).
+MAX_FILTER_LENGTH = 64
+
+
+@dataclass(frozen=True)
+class Badge:
+    """A reason a question is where it is in the queue (or why it was closed)."""
+
+    kind: str  # urgent, repeat, attempts, retry, closed: the CSS class
+    text: str
 
 
 @dataclass(frozen=True)
 class QueueRow:
-    """One waiting question as the queue table shows it."""
+    """One question as the queue table shows it."""
 
     id: int
+    # How long it has waited ("3 h"), or when it was closed; the arrival time in full.
+    waited: str
     received: str
+    badges: list[Badge]
     language: str
     topic: str
     channel: str
+    region: str
     transcription: str
     # Who holds the question ("—" when nobody does), and whether this user may claim it.
     holder: str
     claimable: bool
 
 
+@dataclass(frozen=True)
+class Choice:
+    """An option of a filter's select."""
+
+    value: str
+    label: str
+    selected: bool
+
+
+def waited(since: datetime, now: datetime) -> str:
+    """A short waiting time: minutes under an hour, hours under two days, then days."""
+    seconds = max(0, int((now - since).total_seconds()))
+    if seconds < 3600:
+        return str(_("%(n)s min", n=seconds // 60))
+    if seconds < 48 * 3600:
+        return str(_("%(n)s h", n=seconds // 3600))
+    return str(_("%(n)s d", n=seconds // 86400))
+
+
+def _clock(moment: datetime, now: datetime) -> str:
+    """Almaty's wall clock: HH:MM today, with the date on another day."""
+    local = moment.astimezone(LOCAL_TIME)
+    if local.date() == now.astimezone(LOCAL_TIME).date():
+        return local.strftime("%H:%M")
+    return local.strftime("%d.%m %H:%M")
+
+
 def _holder(question: Question, user_id: int, lapsed: datetime) -> tuple[str, bool]:
+    if question.status == QUESTION_CLOSED:
+        return "—", False
     if question.status != QUESTION_CLAIMED or question.claimed_by is None:
         return "—", True
     if question.claimed_by_id == user_id:
@@ -60,14 +154,50 @@ def _holder(question: Question, user_id: int, lapsed: datetime) -> tuple[str, bo
     return question.claimed_by.name, False
 
 
-def _row(question: Question, user_id: int, lapsed: datetime) -> QueueRow:
+def _badges(question: Question, now: datetime) -> list[Badge]:
+    badges = []
+    if question.status == QUESTION_CLOSED:
+        if question.close_reason:
+            badges.append(Badge("closed", str(CLOSE_REASONS.get(question.close_reason,
+                                                                question.close_reason))))
+        return badges
+    if question.urgent:
+        badges.append(Badge("urgent", str(_("urgent"))))
+    if question.repeat_caller:
+        badges.append(Badge("repeat", str(_("repeat caller"))))
+    attempts = question.callback_attempts or 0
+    if attempts:
+        badges.append(Badge("attempts", ngettext("%(num)d failed attempt",
+                                                 "%(num)d failed attempts", attempts)))
+    if question.next_callback_at is not None and question.next_callback_at > now:
+        badges.append(Badge("retry", str(_("retry at %(time)s",
+                                           time=_clock(question.next_callback_at, now)))))
+    return badges
+
+
+def _language(code: str | None) -> str:
+    return i18n.LANGUAGES.get(code or "", code or str(_("unknown")))
+
+
+def _region(region: str | None) -> str:
+    return region or str(_("no region"))
+
+
+def _row(question: Question, user_id: int, lapsed: datetime, now: datetime) -> QueueRow:
     holder, claimable = _holder(question, user_id, lapsed)
+    if question.status == QUESTION_CLOSED:
+        shown = local_time(question.closed_at) if question.closed_at else "—"
+    else:
+        shown = waited(question.created_at, now)
     return QueueRow(
         id=question.id,
+        waited=shown,
         received=local_time(question.created_at),
-        language=i18n.LANGUAGES.get(question.language or "", question.language or "—"),
+        badges=_badges(question, now),
+        language=_language(question.language),
         topic=topic_title(question.topic),
         channel=str(CHANNELS.get(question.channel, question.channel)),
+        region=_region(question.region),
         transcription=(str(TRANSCRIPTION.get(question.transcription_state,
                                               question.transcription_state))
                        if question.channel == CHANNEL_VOICE else "—"),
@@ -76,34 +206,101 @@ def _row(question: Question, user_id: int, lapsed: datetime) -> QueueRow:
     )
 
 
+def _facet_label(name: str, value: str | None) -> str:
+    if name == "language":
+        return _language(value)
+    if name == "topic":
+        return topic_title(value)
+    if name == "channel":
+        return str(CHANNELS.get(value or "", value or "—"))
+    return _region(value)
+
+
+def _choices(name: str, counted: dict[str | None, int], chosen: str | None) -> list[Choice]:
+    """A facet's options: every value the open questions have, with its count; "all" first."""
+    total = sum(counted.values())
+    options = [Choice("", f"{_('all')} ({total})", chosen is None)]
+    values = dict(counted)
+    if chosen is not None:
+        values.setdefault(None if chosen == UNSET else chosen, 0)
+    labelled = sorted(((_facet_label(name, value), value) for value in values),
+                      key=lambda pair: (pair[1] is None, pair[0].casefold()))
+    for label, value in labelled:
+        code = UNSET if value is None else value
+        options.append(Choice(code, f"{label} ({values[value]})", code == chosen))
+    return options
+
+
+def _read_filter() -> QueueFilter:
+    """The queue's filter from the address; anything unknown is ignored."""
+    status = request.args.get("status", STATUS_DUE)
+    facets: dict[str, Any] = {}
+    for name in FACETS:
+        value = request.args.get(name, "").strip()[:MAX_FILTER_LENGTH]
+        facets[name] = value or None
+    return QueueFilter(status=status if status in STATUSES else STATUS_DUE, **facets)
+
+
+def _address(filters: QueueFilter, **changes: str | None) -> str:
+    """The queue's address for the filter, with some parameters changed (None: dropped)."""
+    params: dict[str, str | None] = {"status": filters.status}
+    params.update({name: filters.facet(name) for name in FACETS})
+    params.update(changes)
+    if params.get("status") == STATUS_DUE:
+        params.pop("status")  # the default
+    query = urlencode({key: value for key, value in params.items() if value})
+    return url_for("workspace.queue") + (f"?{query}" if query else "")
+
+
+def _tabs(filters: QueueFilter, counts: QueueCounts) -> list[dict[str, Any]]:
+    return [{"status": status, "label": str(label), "count": counts.statuses[status],
+             "href": _address(filters, status=status, after=None),
+             "current": status == filters.status}
+            for status, label in STATUS_TABS.items()]
+
+
 @bp.get("/queue")
 @auth.role_required(ROLE_CONSULTANT, ROLE_COORDINATOR)
 def queue() -> ResponseReturnValue:
-    """List the questions waiting for a consultant or claimed by one, oldest first."""
+    """List a tab of the queue in priority order, filtered, with the counts and paging."""
     user_id = auth.current_account().id
-    lapsed = lapse_before(utcnow())
+    now = utcnow()
+    lapsed = lapse_before(now)
+    filters = _read_filter()
+    after = Cursor.decode(request.args.get("after"))
     with unit_of_work(runtime().sessions) as db:
-        rows = [_row(q, user_id, lapsed)
-                for q in open_questions(db, limit=QUEUE_PAGE_SIZE)]
-    claimed = request.args.get("claimed", "")
-    notice = (_("You have claimed question %(id)s.", id=int(claimed))
-              if claimed.isdigit() else None)
-    return render_template("queue.html", rows=rows, notice=notice)
+        found = queue_page(db, filters, now, after=after, limit=PAGE_SIZE)
+        counts = queue_counts(db, filters, now)
+        rows = [_row(q, user_id, lapsed, now) for q in found.questions]
+    selects = [{"name": name, "label": str(FACET_LABELS[name]),
+                "choices": _choices(name, counts.facets[name], filters.facet(name))}
+               for name in FACETS]
+    return render_template(
+        "queue.html", rows=rows, tabs=_tabs(filters, counts), selects=selects,
+        status=filters.status, closed=filters.status == STATUS_CLOSED,
+        filtered=any(filters.facet(name) for name in FACETS),
+        clear=_address(QueueFilter(status=filters.status)),
+        next_page=_address(filters, after=found.next.encode()) if found.next else None,
+        first_page=_address(filters) if after else None,
+    )
 
 
 @bp.post("/questions/<int:question_id>/claim")
 @auth.role_required(ROLE_CONSULTANT, ROLE_COORDINATOR)
 def claim(question_id: int) -> ResponseReturnValue:
-    """Claim the question for the logged-in user (CSRF-checked), or say who holds it."""
+    """Claim the question for the logged-in user (CSRF-checked) and open it, or say who holds it."""
     account = auth.current_account()
     now = utcnow()
     with unit_of_work(runtime().sessions) as db:
         won = claim_question(db, question_id, account.id, now, lapse_before(now))
+        if won:
+            audit.record(db, account.id, audit.CLAIMED, question_id, ip=request.remote_addr,
+                         at=now)
         question = None if won else db.get(Question, question_id)
         holder = question.claimed_by.name if question and question.claimed_by else None
         status = question.status if question else None
     if won:
-        return redirect(url_for("workspace.queue", claimed=question_id), 303)
+        return redirect(url_for("workspace.question", question_id=question_id), 303)
     if status is None:
         abort(404)
     if status == QUESTION_CLOSED:
@@ -113,5 +310,3 @@ def claim(question_id: int) -> ResponseReturnValue:
                     id=question_id, name=holder or "—")
     return render_template("message.html", title=_("Already taken"), message=message,
                            back=url_for("workspace.queue")), 409
-
-

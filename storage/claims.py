@@ -91,11 +91,15 @@ def lapse_claims(session: Session, lapse_before: datetime) -> int:
 
 
 def open_questions(session: Session, limit: int | None = None) -> list[Question]:
-    """Return the waiting and claimed questions, oldest first, with their holders."""
+    """Return the waiting and claimed questions in the queue's order, with their holders.
+
+    The queue's order is priority first (storage.queue); the queue page pages and filters it
+    with storage.queue.queue_page.
+    """
     statement = (
         select(Question)
         .where(Question.status.in_((QUESTION_WAITING, QUESTION_CLAIMED)))
-        .order_by(Question.created_at, Question.id)
+        .order_by(Question.priority_at, Question.id)
         .options(selectinload(Question.claimed_by))
         .limit(limit)
     )

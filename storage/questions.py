@@ -19,6 +19,7 @@ from storage.models import (
     Question,
     Recording,
 )
+from storage.queue import note_new_question
 
 
 def _find_recording(session: Session, recording_sid: str) -> Recording | None:
@@ -82,6 +83,7 @@ def record_question(
             # recording_sid lets exactly one insert win, and the savepoint lets the other go on.
             with session.begin_nested():
                 session.add(question)
+            note_new_question(session, question)  # repeat caller? its place in the queue
             return question, candidate, True
         except IntegrityError:
             recording = _find_recording(session, recording_sid)

@@ -19,6 +19,7 @@ from storage.models import (
     Question,
     SmsMessage,
 )
+from storage.queue import note_new_question
 
 
 def record_inbound(
@@ -118,6 +119,7 @@ def add_sms_question(
                         created_at=now, transcription_state="done")
     session.add(question)
     session.flush()
+    note_new_question(session, question)  # repeat caller? its place in the queue
     return question
 
 

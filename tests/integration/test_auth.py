@@ -315,14 +315,18 @@ def test_the_queue_lists_waiting_questions_in_almaty_time(app: Flask, db: Db,
             Question.status == "waiting")).one()
     browser = Browser(app)
     browser.login(consultant)
-    header, *rows = page(browser.get("/queue?lang=en")).rows
-    assert header == ["#", "Received (Almaty)", "Language", "Topic", "Channel", "Transcript",
-                      "Claimed by", ""]
-    assert rows == [[str(waiting_id), "2026-03-02 09:30", "Русский", "pension", "Call",
-                     "waiting", "—", "Claim"]]
+    english = browser.get("/queue?lang=en")
+    header, *rows = page(english).rows
+    assert header == ["#", "Waiting", "Priority", "Language", "Topic", "Channel", "Region",
+                      "Transcript", "Claimed by", ""]
+    days = (datetime.now(UTC) - datetime(2026, 3, 2, 4, 30, tzinfo=UTC)).days
+    assert rows == [[str(waiting_id), f"{days} d", "", "Русский", "pension", "Call",
+                     "no region", "waiting", "—", "Claim"]]
+    # The arrival time, in Almaty's time, is the waiting time's title.
+    assert 'title="Received (Almaty): 2026-03-02 09:30"' in english.get_data(as_text=True)
     _, *russian = page(browser.get("/queue?lang=ru")).rows
-    assert russian == [[str(waiting_id), "2026-03-02 09:30", "Русский", "Пенсия", "Звонок",
-                        "ожидает", "—", "Взять"]]
+    assert russian == [[str(waiting_id), f"{days} дн.", "", "Русский", "Пенсия", "Звонок",
+                        "без региона", "ожидает", "—", "Взять"]]
 
 
 # -- languages --------------------------------------------------------------------------------

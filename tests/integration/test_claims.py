@@ -251,9 +251,10 @@ def test_the_first_consultant_claims_and_the_second_is_refused(
 
     won = a.claim(question_id)
     assert won.status_code == 303
-    assert won.headers["Location"] == f"/queue?claimed={question_id}"
-    queue = a.get(won.headers["Location"]).get_data(as_text=True)
-    assert f"You have claimed question {question_id}." in queue
+    assert won.headers["Location"] == f"/questions/{question_id}"  # the question's page
+    # Claimed questions leave the "due" tab and are listed under "claimed".
+    assert f'id="question-{question_id}"' not in a.get("/queue").get_data(as_text=True)
+    queue = a.get("/queue?status=claimed").get_data(as_text=True)
     assert "<td data-label=\"Claimed by\">you</td>" in queue
 
     refused = b.claim(question_id)
@@ -261,7 +262,7 @@ def test_the_first_consultant_claims_and_the_second_is_refused(
     text = refused.get_data(as_text=True)
     assert "Already taken" in text
     assert f"Question {question_id} is being handled by Aigerim." in text
-    others = b.get("/queue").get_data(as_text=True)
+    others = b.get("/queue?status=claimed").get_data(as_text=True)
     assert "<td data-label=\"Claimed by\">Aigerim</td>" in others
     assert f'action="/questions/{question_id}/claim"' not in others  # no button to press
     with db() as session:
@@ -287,7 +288,7 @@ def test_a_lapsed_claim_goes_to_the_next_consultant(app: Flask, db: Db,
         assert question is not None and question.claim_touched_at is not None
         question.claim_touched_at -= timedelta(minutes=31)
     b = _browser(app, "b@example.kz")
-    assert "Aigerim (idle)" in b.get("/queue").get_data(as_text=True)
+    assert "Aigerim (idle)" in b.get("/queue?status=claimed").get_data(as_text=True)
     assert b.claim(question_id).status_code == 303
     assert _browser(app, "a@example.kz").claim(question_id).status_code == 409
 
