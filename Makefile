@@ -3,7 +3,9 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-APT_PACKAGES := espeak-ng sox libsox-fmt-base ffmpeg
+# chromium (with a font that has Cyrillic and Kazakh letters) runs the browser tests in
+# tests/browser/, driven by the playwright package from the dev extra.
+APT_PACKAGES := espeak-ng sox libsox-fmt-base ffmpeg chromium fonts-dejavu-core
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PORT ?= 5000
 export PORT
@@ -12,7 +14,7 @@ export PORT
 
 system-deps:
 	@if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null \
-		|| ! command -v ffmpeg >/dev/null; then \
+		|| ! command -v ffmpeg >/dev/null || ! command -v chromium >/dev/null; then \
 		echo "Installing Debian packages: $(APT_PACKAGES)"; \
 		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends $(APT_PACKAGES); \
 	fi

@@ -1,0 +1,143 @@
+"""The consultants' workspace in headless Chromium: log in, claim, listen, write an outcome, and
+what a second consultant and a consultant without the coordinator's role are refused.
+
+Each step leaves a screenshot in test-artifacts/screenshots/ (see conftest.py).
+"""
+
+from __future__ import annotations
+
+import re
+
+from flask import Flask
+from playwright.sync_api import BrowserContext, Page, expect
+
+from storage.db import unit_of_work
+from storage.models import QUESTION_CLAIMED, QUESTION_WAITING, Question, User
+from tests.browser.conftest import PHONE, NewContext, Seeded, log_in, shot
+from tests.support import runtime
+
+
+def question_state(app: Flask, question_id: int) -> tuple[str, str | None, str | None]:
+    """The question's status, its holder's email and its close reason, from the database."""
+    with unit_of_work(runtime(app).sessions) as db:
+        question = db.get(Question, question_id)
+        assert question is not None
+        holder = db.get(User, question.claimed_by_id) if question.claimed_by_id else None
+        return question.status, holder.email if holder else None, question.close_reason
+
+
+def claim_button(page: Page, question_id: int):  # type: ignore[no-untyped-def]
+    """The Claim button in the question's row of the queue (its form posts to .../claim)."""
+    return page.locator(f"tr#question-{question_id} form[action$='/claim'] button")
+
+
+def claim(page: Page, question_id: int) -> None:
+    """Open the queue and press Claim in the question's row; return once the answer loaded."""
+    page.goto("/queue")
+    with page.expect_navigation():
+        claim_button(page, question_id).click()
+
+
+# -- logging in ---------------------------------------------------------------------------------
+
+def test_a_consultant_logs_in_and_sees_the_queue(new_context: NewContext,
+                                                 seeded: Seeded) -> None:
+    context = new_context()
+    page = context.new_page()
+    page.goto("/queue")
+    page.wait_for_url(re.compile(r"/login"))  # nothing of the workspace without logging in
+
+    page.goto("/login?lang=en")
+    page.fill("input[name=email]", seeded.consultant)
+    page.fill("input[name=password]", "not the password")
+    page.click("main form button[type=submit]")
+    expect(page.locator(".error")).to_contain_text("Wrong email or password")
+    shot(page, "01-login-wrong-password")
+
+    page = log_in(context, seeded.consultant, screenshot="02-login-filled-in")
+    expect(page.locator("h1")).to_have_text("Waiting questions")
+    expect(page.locator("html")).to_have_attribute("lang", "en")
+    row = page.locator(f"tr#question-{seeded.question_id}")
+    expect(row).to_be_visible()
+    expect(claim_button(page, seeded.question_id)).to_be_visible()
+    shot(page, "03-queue")
+
+    phone = new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+    small = log_in(phone, seeded.consultant)
+    expect(small.locator(f"tr#question-{seeded.question_id}")).to_be_visible()
+    shot(small, "03-queue-phone")
+
+
+# -- claiming -----------------------------------------------------------------------------------
+
+def test_claiming_opens_the_question_and_holds_it(new_context: NewContext, seeded: Seeded,
+                                                  live_app: Flask) -> None:
+    assert question_state(live_app, seeded.question_id)[:2] == (QUESTION_WAITING, None)
+    page = log_in(new_context(), seeded.consultant)
+    claim(page, seeded.question_id)
+    expect(page).to_have_url(re.compile(rf"/questions/{seeded.question_id}(\?|$)"))
+    shot(page, "04-claimed-question")
+    assert question_state(live_app, seeded.question_id)[:2] == (QUESTION_CLAIMED,
+                                                                seeded.consultant)
+
+    # The default tab lists questions due now; claimed ones are under "All open".
+    page.goto("/queue?status=open")
+    expect(claim_button(page, seeded.question_id)).to_have_count(0)
+    expect(page.locator(f"tr#question-{seeded.question_id}")).to_contain_text("you")
+
+
+def test_a_second_consultant_cannot_claim_a_held_question(new_context: NewContext,
+                                                          seeded: Seeded,
+                                                          live_app: Flask) -> None:
+    first = log_in(new_context(), seeded.consultant)
+    second = log_in(new_context(), seeded.second_consultant)
+    # The second consultant's queue is open from before the first one claims.
+    expect(claim_button(second, seeded.question_id)).to_be_visible()
+
+    claim(first, seeded.question_id)
+
+    # Pressing Claim on the stale page: "Already taken" (409), and the question stays held.
+    with second.expect_navigation() as navigation:
+        claim_button(second, seeded.question_id).click()
+    response = navigation.value
+    assert response is not None and response.status == 409
+    expect(second.locator("h1")).to_have_text("Already taken")
+    expect(second.locator("main")).to_contain_text("Aigerim Nurlanovna")
+    shot(second, "05-second-consultant-already-taken")
+    assert question_state(live_app, seeded.question_id)[:2] == (QUESTION_CLAIMED,
+                                                                seeded.consultant)
+
+    # A fresh queue shows who holds it and offers no Claim button.
+    second.goto("/queue?status=open")
+    row = second.locator(f"tr#question-{seeded.question_id}")
+    expect(row).to_contain_text("Aigerim Nurlanovna")
+    expect(claim_button(second, seeded.question_id)).to_have_count(0)
+    shot(second, "06-second-consultant-queue")
+
+
+# -- roles --------------------------------------------------------------------------------------
+
+def _open(context: BrowserContext, page: Page, path: str) -> int:
+    response = page.goto(path)
+    assert response is not None
+    return response.status
+
+
+def test_a_consultant_cannot_reach_coordinator_pages(new_context: NewContext,
+                                                     seeded: Seeded) -> None:
+    consultant = new_context()
+    page = log_in(consultant, seeded.consultant)
+    expect(page.locator("nav.pages a", has_text="Users")).to_have_count(0)
+    for path, name in (("/admin/users", "users"),):
+        assert _open(consultant, page, path) == 403, path
+        expect(page.locator("h1")).to_have_text("No access")
+        shot(page, f"10-consultant-no-access-{name}")
+
+    coordinator = new_context()
+    page = log_in(coordinator, seeded.coordinator)
+    for path, name in (("/admin/users", "users"),):
+        assert _open(coordinator, page, path) == 200, path
+        expect(page.locator("h1")).not_to_have_text("No access")
+        shot(page, f"11-coordinator-{name}")
+    page.goto("/admin/users")
+    expect(page.locator("main")).to_contain_text(seeded.second_consultant)
