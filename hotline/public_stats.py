@@ -1,0 +1,238 @@
+"""Public transparency figures, with no login: questions received and answered, time to a
+callback, top topics, by month and region; the same figures as JSON.
+
+No person can be singled out: a count from 1 to 4 is suppressed ("<5" on the page, null with
+`"suppressed": true` in JSON), and so is a figure derived from fewer than 5 questions (a
+median). Where a breakdown's total is published and exactly one of its cells is suppressed,
+the next smallest cell is suppressed too, so the hidden one cannot be worked out by
+subtraction. A zero is shown: it is about nobody.
+
+The pages need no cookie: the language is in the path (/public/kk, /public/ru, /public/en) or
+chosen from Accept-Language at /public, and shared caches may keep anonymous responses.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, render_template, request
+from flask.typing import ResponseReturnValue
+from flask_babel import force_locale
+
+from hotline import i18n
+from hotline.config import LOCAL_TIME
+from hotline.workspace import runtime, topic_title
+from storage import reports as figures
+from storage.db import unit_of_work
+from storage.models import utcnow
+
+MIN_COUNT = 5
+PERIOD_MONTHS = 12
+CACHE_SECONDS = 600
+PUBLIC_LANGUAGES = ("kk", "ru", "en")
+
+bp = Blueprint("public", __name__, url_prefix="/public")
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A published number, or the fact that it is held back."""
+
+    value: int | float | None
+    suppressed: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        """The figure as JSON: the value (null when suppressed) and the flag."""
+        return {"value": self.value, "suppressed": self.suppressed}
+
+
+HIDDEN = Figure(None, True)
+
+
+def count_figure(count: int) -> Figure:
+    """Publish a count, unless it is from 1 to MIN_COUNT - 1."""
+    return HIDDEN if 0 < count < MIN_COUNT else Figure(count)
+
+
+def derived_figure(value: float | None, based_on: int) -> Figure:
+    """Publish a figure computed from based_on questions, unless they are fewer than MIN_COUNT."""
+    if based_on < MIN_COUNT or value is None:
+        return HIDDEN if based_on else Figure(None)
+    return Figure(round(value, 1))
+
+
+def protect(counts: Sequence[int]) -> list[Figure]:
+    """Publish a breakdown whose total is published: small cells hidden, and never only one."""
+    shown = [count_figure(c) for c in counts]
+    hidden = [i for i, f in enumerate(shown) if f.suppressed]
+    if len(hidden) == 1:
+        others = [i for i, c in enumerate(counts) if not shown[i].suppressed and c > 0]
+        if others:
+            shown[min(others, key=lambda i: (counts[i], i))] = HIDDEN
+    return shown
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of a breakdown: its key (a month, region or topic code), its figures."""
+
+    key: str | None
+    received: Figure
+    answered: Figure
+    median_hours: Figure
+
+
+@dataclass(frozen=True)
+class PublicStats:
+    """Everything the public page and its JSON show."""
+
+    first_month: str
+    last_month: str
+    total: Row
+    months: list[Row]
+    regions: list[Row]
+    topics: list[Row]
+
+
+def last_months(today: date, count: int) -> list[str]:
+    """The count months up to and including today's, oldest first, as YYYY-MM."""
+    year, month = today.year, today.month
+    names = []
+    for _ in range(count):
+        names.append(f"{year:04d}-{month:02d}")
+        year, month = (year, month - 1) if month > 1 else (year - 1, 12)
+    return names[::-1]
+
+
+def _median_hours(facts: Sequence[figures.QuestionFacts]) -> Figure:
+    hours = [figures.hours_between(f.created_at, f.first_callback_at) for f in facts
+             if f.first_callback_at is not None]
+    return derived_figure(figures.percentile(hours, 0.5), len(hours))
+
+
+def breakdown(facts: Sequence[figures.QuestionFacts], keys: Sequence[str | None],
+              key: Callable[[figures.QuestionFacts], str | None]) -> list[Row]:
+    """Rows for keys (those not in keys are dropped), with the suppression rules applied."""
+    groups: dict[str | None, list[figures.QuestionFacts]] = {k: [] for k in keys}
+    for fact in facts:
+        if key(fact) in groups:
+            groups[key(fact)].append(fact)
+    received = protect([len(groups[k]) for k in keys])
+    answered = protect([sum(f.answered_at is not None for f in groups[k]) for k in keys])
+    return [Row(k, received[i], answered[i], _median_hours(groups[k]))
+            for i, k in enumerate(keys)]
+
+
+def _by_size(facts: Sequence[figures.QuestionFacts],
+             key: Callable[[figures.QuestionFacts], str | None]) -> list[str | None]:
+    # Largest first; ties (and so the suppressed small ones) by name, nulls last.
+    counts = Counter(key(f) for f in facts)
+    return sorted(counts, key=lambda k: (-counts[k] if counts[k] >= MIN_COUNT else 0,
+                                         k is None, k or ""))
+
+
+def compute(facts: Sequence[figures.QuestionFacts], months: Sequence[str]) -> PublicStats:
+    """Turn the period's questions into the published figures."""
+    answered = sum(f.answered_at is not None for f in facts)
+    total = Row(None, count_figure(len(facts)), count_figure(answered), _median_hours(facts))
+    return PublicStats(
+        first_month=months[0], last_month=months[-1], total=total,
+        months=breakdown(facts, months, lambda f: figures.month(f.created_at, LOCAL_TIME)),
+        regions=breakdown(facts, _by_size(facts, lambda f: f.region), lambda f: f.region),
+        topics=breakdown(facts, _by_size(facts, lambda f: f.topic), lambda f: f.topic),
+    )
+
+
+def current_stats() -> PublicStats:
+    """Compute the public figures of the last PERIOD_MONTHS months, now."""
+    now = utcnow()
+    months = last_months(now.astimezone(LOCAL_TIME).date(), PERIOD_MONTHS)
+    year, month = (int(part) for part in months[0].split("-"))
+    since = datetime.combine(date(year, month, 1), time(0), LOCAL_TIME)
+    with unit_of_work(runtime().sessions) as db:
+        facts = figures.question_facts(db, figures.Filters(since=since))
+    return compute(facts, months)
+
+
+def _cacheable(response: Response) -> ResponseReturnValue:
+    # Anonymous responses may sit in shared caches; a logged-in visitor's session cookie is
+    # refreshed on every response, and such a response must never be shared.
+    scope = "private" if request.cookies else "public"
+    response.headers["Cache-Control"] = f"{scope}, max-age={CACHE_SECONDS}"
+    response.add_etag()
+    response.make_conditional(request)
+    return response
+
+
+def _topic_titles(topic: str | None) -> dict[str, str]:
+    titles = {}
+    for language in PUBLIC_LANGUAGES:
+        with force_locale(language):
+            titles[language] = topic_title(topic)
+    return titles
+
+
+def _row_json(row: Row, name: str) -> dict[str, Any]:
+    return {name: row.key, "received": row.received.as_json(),
+            "answered": row.answered.as_json(),
+            "median_hours_to_callback": row.median_hours.as_json()}
+
+
+def stats_json(stats: PublicStats) -> dict[str, Any]:
+    """The published figures as a JSON document."""
+    totals = _row_json(stats.total, "period")
+    totals.pop("period")
+    return {
+        "period": {"from_month": stats.first_month, "to_month": stats.last_month,
+                   "time_zone": "Asia/Almaty"},
+        "min_count": MIN_COUNT,
+        "suppression": (f"Counts from 1 to {MIN_COUNT - 1}, and figures computed from fewer "
+                        f"than {MIN_COUNT} questions, are null with suppressed: true; where one "
+                        "cell of a breakdown is suppressed, the next smallest is too."),
+        "answered": "a consultant tried to call back, or the question was resolved",
+        "totals": totals,
+        "by_month": [_row_json(row, "month") for row in stats.months],
+        "by_region": [_row_json(row, "region") for row in stats.regions],
+        "by_topic": [{**_row_json(row, "topic"), "title": _topic_titles(row.key)}
+                     for row in stats.topics],
+    }
+
+
+@bp.get("/stats.json")
+def stats() -> ResponseReturnValue:
+    """Send the public figures as JSON."""
+    response = jsonify(stats_json(current_stats()))
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    return _cacheable(response)
+
+
+def _render(language: str) -> Response:
+    stats = current_stats()
+    with force_locale(language):
+        topic_bars = [(topic_title(row.key), row.received.value) for row in stats.topics]
+        month_bars = [(row.key, row.received.value) for row in stats.months]
+        html = render_template("public.html", stats=stats, page_language=language,
+                               public_languages=PUBLIC_LANGUAGES, topic_title=topic_title,
+                               topic_bars=topic_bars, month_bars=month_bars)
+    response = Response(html, mimetype="text/html")
+    response.headers["Content-Language"] = language
+    return response
+
+
+@bp.get("")
+def page() -> ResponseReturnValue:
+    """Show the public figures in the visitor's language (Accept-Language; Kazakh otherwise)."""
+    language = request.accept_languages.best_match(PUBLIC_LANGUAGES) or i18n.DEFAULT_LANGUAGE
+    response = _render(language)
+    response.vary.add("Accept-Language")
+    return _cacheable(response)
+
+
+@bp.get("/<any(kk, ru, en):language>")
+def page_in(language: str) -> ResponseReturnValue:
+    """Show the public figures in one language."""
+    return _cacheable(_render(language))

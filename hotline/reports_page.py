@@ -1,0 +1,355 @@
+"""Reports for coordinators: questions by topic, region and week, answer times, consultants'
+load, menu use and hang-ups; server-rendered SVG charts, and every table as CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+from flask import Response, abort, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from flask_babel import gettext as _
+
+from flows.engine import DONE, EMPTY, GOODBYE, LANGUAGE, MAIN, OFFER, RECORD, UnknownNode
+from hotline import auth, i18n
+from hotline.config import LOCAL_TIME
+from hotline.workspace import CHANNELS, bp, runtime, topic_title
+from storage import reports as figures
+from storage.db import unit_of_work
+from storage.models import ROLE_COORDINATOR, utcnow
+
+DEFAULT_WEEKS = 12
+Cell = str | int | float | None
+
+
+@dataclass
+class Table:
+    """One table of the report: shown on the page, charted, and downloadable as CSV."""
+
+    name: str
+    title: str
+    headers: list[str]
+    rows: list[list[Cell]] = field(default_factory=list)
+    # (label, value) bars; None: no chart for this table.
+    chart: list[tuple[str, float]] | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class FilterForm:
+    """The filter form's values as the page shows them again."""
+
+    start: date | None
+    end: date | None
+    region: str
+    topic: str
+    regions: list[tuple[str, str]]
+    topics: list[tuple[str, str]]
+
+
+def _date(text: str | None) -> date | None:
+    try:
+        return date.fromisoformat(text) if text else None
+    except ValueError:
+        abort(400)
+
+
+def parse_filters(today: date) -> tuple[date | None, date | None, str, str]:
+    """Read the GET form: from and to (local dates, inclusive), region, topic.
+
+    With no form at all the report covers the last DEFAULT_WEEKS weeks; an emptied date field
+    means no bound.
+    """
+    args = request.args
+    if "from" in args:
+        start = _date(args.get("from"))
+    else:
+        start = today - timedelta(days=today.weekday(), weeks=DEFAULT_WEEKS - 1)
+    end = _date(args.get("to")) if "to" in args else today
+    return start, end, args.get("region", "")[:64], args.get("topic", "")[:64]
+
+
+def to_filters(start: date | None, end: date | None, region: str, topic: str) -> figures.Filters:
+    """Turn local dates into the UTC range storage.reports asks for."""
+    return figures.Filters(
+        since=datetime.combine(start, time(0), LOCAL_TIME) if start else None,
+        until=datetime.combine(end + timedelta(days=1), time(0), LOCAL_TIME) if end else None,
+        region=region or None, topic=topic or None)
+
+
+def region_title(region: str | None) -> str:
+    """Name a region code (questions are tagged with stable codes)."""
+    return region if region else str(_("region not set"))
+
+
+def _hours(value: float | None) -> float | None:
+    return round(value, 1) if value is not None else None
+
+
+def _share(part: int, whole: int) -> float | None:
+    return round(100 * part / whole, 1) if whole else None
+
+
+# -- what the keys mean -----------------------------------------------------------------------
+
+def node_title(node: str | None) -> str:
+    """Name a place in the phone tree for coordinators."""
+    content = runtime().flow.content
+    names = {LANGUAGE: _("Language menu"), MAIN: _("Main menu"),
+             RECORD: _("Recording a question"), OFFER: _("Offered to record a question"),
+             DONE: _("After the question was saved"), EMPTY: _("Nothing was recorded"),
+             GOODBYE: _("Goodbye")}
+    if node is None:
+        return str(_("Before pressing any key"))
+    if node in names:
+        return str(names[node])
+    if node in content.topics:
+        return str(_("Explainer: %(topic)s", topic=topic_title(node)))
+    if node in content.menus:
+        return str(_("Menu %(name)s", name=node))
+    return node
+
+
+def key_meaning(node: str, key: str) -> str:
+    """Say what pressing key in node does."""
+    flow = runtime().flow
+    content = flow.content
+    if not key:
+        return str(_("silence"))
+    if node == LANGUAGE and key in content.languages:
+        code = content.languages[key]
+        return i18n.LANGUAGES.get(code, code)
+    try:
+        target = flow.press(node, content.language_codes[0], key).node
+    except UnknownNode:
+        return str(_("unknown menu"))
+    if target == node:
+        if node in content.topics and key == "1":
+            return str(_("hear again"))
+        return str(_("wrong key: the menu repeats"))
+    return node_title(target)
+
+
+def where_left(node: str | None, key: str | None) -> str:
+    """Name where a caller was when they hung up: the place their last key led to."""
+    if node is None or key is None:
+        return node_title(node)
+    if not key:
+        return node_title(node)
+    try:
+        content = runtime().flow.content
+        language = None if node == LANGUAGE else content.language_codes[0]
+        target = runtime().flow.press(node, language, key).node
+    except UnknownNode:
+        return node_title(node)
+    return node_title(target)
+
+
+# -- the tables ------------------------------------------------------------------------------
+
+def _counts(name: str, title: str, first: str, counts: Counter[str],
+            labels: dict[str, str] | None = None, order_by_label: bool = False) -> Table:
+    total = sum(counts.values())
+    items = sorted(counts.items(), key=lambda kv: kv[0] if order_by_label else (-kv[1], kv[0]))
+    table = Table(name, title, [first, str(_("Questions")), str(_("Share, %"))])
+    for key, count in items:
+        label = (labels or {}).get(key, key)
+        table.rows.append([label, count, _share(count, total)])
+    table.chart = [(str(row[0]), float(row[1] or 0)) for row in table.rows]
+    return table
+
+
+def summary_table(summary: figures.Summary, target_days: int) -> Table:
+    """The headline figures."""
+    table = Table("summary", str(_("Summary")),
+                  [str(_("Figure")), str(_("Value")), str(_("Questions counted"))])
+    table.rows = [
+        [str(_("Questions received")), summary.questions, summary.questions],
+        [str(_("Answered (a callback attempt, or resolved)")), summary.answered,
+         summary.questions],
+        [str(_("Answered within %(days)s working days, %%", days=target_days)),
+         _share(summary.within_target, summary.due), summary.due],
+        [str(_("Hours to the first callback attempt: median")),
+         _hours(summary.to_callback.median), summary.to_callback.n],
+        [str(_("Hours to the first callback attempt: 90th percentile")),
+         _hours(summary.to_callback.p90), summary.to_callback.n],
+        [str(_("Hours to resolution: median")), _hours(summary.to_resolution.median),
+         summary.to_resolution.n],
+        [str(_("Hours to resolution: 90th percentile")), _hours(summary.to_resolution.p90),
+         summary.to_resolution.n],
+    ]
+    table.note = str(_(
+        "Answered: a consultant tried to call back, or closed the question as resolved. The "
+        "share counts questions answered or past their deadline (the end of the %(days)s-th "
+        "working day, Monday to Friday, Almaty time, after the day they came in); questions "
+        "closed without an answer (silence, wrong number, abusive) and test calls are left "
+        "out.", days=target_days))
+    return table
+
+
+def weeks_table(facts: Sequence[figures.QuestionFacts]) -> Table:
+    """Questions by ISO week (Almaty time)."""
+    counts = figures.count_by(facts, lambda f: figures.iso_week(f.created_at, LOCAL_TIME))
+    table = Table("weeks", str(_("Questions by week")),
+                  [str(_("Week")), str(_("Starts on")), str(_("Questions"))])
+    for week, count in sorted(counts.items()):
+        table.rows.append([week, figures.week_start(week).isoformat(), count])
+    table.chart = [(str(row[0]), float(row[2] or 0)) for row in table.rows]
+    return table
+
+
+def consultants_table(loads: Sequence[figures.ConsultantLoad]) -> Table:
+    """Each consultant's load."""
+    table = Table("consultants", str(_("Consultants' load")),
+                  [str(_("Consultant")), str(_("Holding now")), str(_("Callback attempts")),
+                   str(_("Closed as resolved")), str(_("Closed otherwise"))])
+    for load in loads:
+        table.rows.append([load.name, load.claimed_now, load.callback_attempts,
+                           load.closed_resolved, load.closed_other])
+    table.chart = [(load.name, float(load.callback_attempts)) for load in loads]
+    table.note = str(_("Holding now: questions claimed at this moment (any date). Attempts and "
+                       "closes: in the chosen dates."))
+    return table
+
+
+def menu_tables(presses: Counter[tuple[str, str]],
+                left: Counter[tuple[str | None, str | None]]) -> list[Table]:
+    """Menu items, explainers and hang-ups, from the keys pressed on calls."""
+    content = runtime().flow.content
+    menu = Table("menu", str(_("Keys pressed in the menus")),
+                 [str(_("Menu")), str(_("Key")), str(_("Leads to")), str(_("Presses"))])
+    for (node, key), count in sorted(presses.items(), key=lambda kv: (-kv[1], kv[0])):
+        menu.rows.append([node_title(node), key or "—", key_meaning(node, key), count])
+    menu.chart = [(f"{row[0]} · {row[1]} → {row[2]}", float(row[3] or 0))
+                  for row in menu.rows[:12]]
+    menu.note = str(_("Calls started in the chosen dates; region and topic do not apply."))
+
+    opened: Counter[str] = Counter()
+    again: Counter[str] = Counter()
+    asked: Counter[str] = Counter()
+    for (node, key), count in presses.items():
+        if node in content.menus and content.menus[node].options.get(key) in content.topics:
+            opened[content.menus[node].options[key]] += count
+        elif node in content.topics and key == "1":
+            again[node] += count
+        elif node in content.topics and key == "2":
+            asked[node] += count
+    explainers = Table("explainers", str(_("Explainers")),
+                       [str(_("Explainer")), str(_("Chosen")), str(_("Heard again")),
+                        str(_("Then asked a lawyer"))])
+    for topic in sorted(content.topics, key=lambda t: (-opened[t], t)):
+        explainers.rows.append([topic_title(topic), opened[topic], again[topic], asked[topic]])
+    explainers.chart = [(str(row[0]), float(row[1] or 0)) for row in explainers.rows]
+
+    where: Counter[str] = Counter()
+    for (last_node, last_key), count in left.items():
+        where[where_left(last_node, last_key)] += count
+    hangups = Table("hangups", str(_("Where callers hung up without leaving a question")),
+                    [str(_("Last heard")), str(_("Calls"))])
+    for label, count in sorted(where.items(), key=lambda kv: (-kv[1], kv[0])):
+        hangups.rows.append([label, count])
+    hangups.chart = [(str(row[0]), float(row[1] or 0)) for row in hangups.rows]
+    hangups.note = str(_("Ended calls without a question: the place the caller's last key led "
+                         "to."))
+    return [menu, explainers, hangups]
+
+
+def build_tables(filters: figures.Filters, now: datetime) -> list[Table]:
+    """Compute every table of the report for the filters."""
+    rt = runtime()
+    target = rt.settings.answer_target_days
+    with unit_of_work(rt.sessions) as db:
+        facts = figures.question_facts(db, filters)
+        loads = figures.consultant_load(db, filters)
+        presses = figures.key_presses(db, filters)
+        left = figures.hangups(db, filters)
+    summary = figures.summarise(facts, now, target, LOCAL_TIME)
+    topics = figures.count_by(facts, lambda f: f.topic or "")
+    topic_labels = {t: topic_title(t or None) for t in topics}
+    regions = figures.count_by(facts, lambda f: f.region or "")
+    region_labels = {r: region_title(r or None) for r in regions}
+    languages = figures.count_by(facts, lambda f: f.language or "")
+    language_labels = {code: i18n.LANGUAGES.get(code, code or "—") for code in languages}
+    channels = figures.count_by(facts, lambda f: f.channel)
+    channel_labels = {c: str(CHANNELS.get(c, c)) for c in channels}
+    return [
+        summary_table(summary, target),
+        weeks_table(facts),
+        _counts("topics", str(_("Questions by topic")), str(_("Topic")), topics, topic_labels),
+        _counts("regions", str(_("Questions by region")), str(_("Region")), regions,
+                region_labels),
+        _counts("languages", str(_("Questions by language")), str(_("Language")), languages,
+                language_labels),
+        _counts("channels", str(_("Questions by channel")), str(_("Channel")), channels,
+                channel_labels),
+        consultants_table(loads),
+        *menu_tables(presses, left),
+    ]
+
+
+# -- CSV -------------------------------------------------------------------------------------
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Cell) -> str:
+    """Write a cell for a spreadsheet: numbers as they are, text never read as a formula."""
+    if value is None:
+        return ""
+    if isinstance(value, int | float):
+        return str(value)
+    return "'" + value if value.startswith(FORMULA_START) else value
+
+
+def csv_response(table: Table, filename: str) -> Response:
+    """Send table as a CSV file: UTF-8 with a byte order mark, so Excel reads Cyrillic."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow([csv_cell(h) for h in table.headers])
+    writer.writerows([csv_cell(c) for c in row] for row in table.rows)
+    response = Response(out.getvalue().encode("utf-8-sig"),
+                        content_type="text/csv; charset=utf-8")
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+TABLE_NAMES = ("summary", "weeks", "topics", "regions", "languages", "channels", "consultants",
+               "menu", "explainers", "hangups")
+
+
+@bp.get("/reports")
+@auth.role_required(ROLE_COORDINATOR)
+def reports() -> ResponseReturnValue:
+    """Show the reports for the filters, or one table as CSV (?format=csv&table=NAME)."""
+    now = utcnow()
+    start, end, region, topic = parse_filters(now.astimezone(LOCAL_TIME).date())
+    tables = build_tables(to_filters(start, end, region, topic), now)
+    if request.args.get("format") == "csv":
+        wanted = request.args.get("table", "")
+        chosen = next((t for t in tables if t.name == wanted), None)
+        if chosen is None:
+            abort(404)
+        span = f"{start or 'start'}_{end or 'now'}"
+        return csv_response(chosen, f"hotline-{chosen.name}-{span}.csv")
+    with unit_of_work(runtime().sessions) as db:
+        regions, topics = figures.regions_and_topics(db)
+    content_topics = list(runtime().flow.content.topics)
+    form = FilterForm(
+        start=start, end=end, region=region, topic=topic,
+        regions=[(r, region_title(r)) for r in regions]
+        + [(figures.NOT_SET, region_title(None))],
+        topics=[(t, topic_title(t)) for t in dict.fromkeys([*content_topics, *topics])]
+        + [(figures.NOT_SET, topic_title(None))],
+    )
+    query: dict[str, Any] = {"from": start.isoformat() if start else "",
+                             "to": end.isoformat() if end else "", "region": region,
+                             "topic": topic}
+    csv_links = {t.name: url_for("workspace.reports", **query, format="csv", table=t.name)
+                 for t in tables}
+    return render_template("reports.html", tables=tables, form=form, csv_links=csv_links,
+                           generated=now.astimezone(LOCAL_TIME).strftime("%Y-%m-%d %H:%M"))

@@ -1,0 +1,330 @@
+"""Figures for coordinators and for the public page. Never commits.
+
+Rows are chosen in SQL (dates, region, topic) and counted in Python: ISO weeks and months in
+local time, working-day deadlines and percentiles come out the same on SQLite and PostgreSQL,
+and the numbers are checked against a dataset with known answers in the tests.
+
+Definitions (README, "Reports"):
+
+- Test calls (closed as ``test_call``) are not residents' questions and count nowhere.
+- A question is *answered* when a consultant first tried to call back (``first_callback_at``)
+  or when it was closed as resolved (an SMS answer needs no call), whichever came first: the
+  hotline's promise is that a lawyer calls back within N working days.
+- The *target*: answered before the end of the N-th working day (Monday to Friday, local time;
+  public holidays are not modelled) after the day the question came in. The share answered
+  within the target counts the questions that were answered, or whose deadline has passed
+  unanswered; questions still inside their deadline, and questions closed without any answer
+  (silence, wrong number, abusive), are left out of it.
+- Percentiles interpolate linearly between the two nearest ranks (PostgreSQL's
+  ``percentile_cont``, NumPy's default): the median of 1, 2, 3, 10 is 2.5.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, tzinfo
+from typing import Any, TypeVar
+
+from sqlalchemy import ColumnElement, and_, exists, func, or_, select
+from sqlalchemy.orm import Session
+
+from storage.models import (
+    CALL_FINAL_STATUSES,
+    CLOSE_RESOLVED,
+    CLOSE_TEST_CALL,
+    QUESTION_CLAIMED,
+    QUESTION_CLOSED,
+    ROLE_CONSULTANT,
+    Call,
+    CallbackAttempt,
+    Question,
+    User,
+)
+
+# A filter value meaning "not set" (a question without a region, or without a topic).
+NOT_SET = "-"
+WORKING_DAYS = range(0, 5)  # Monday to Friday (date.weekday())
+
+K = TypeVar("K", bound=Hashable)
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which questions a report covers: arrival between since (inclusive) and until (exclusive),
+    both UTC, and optionally one region and one topic (NOT_SET: those without one)."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    region: str | None = None
+    topic: str | None = None
+
+
+@dataclass(frozen=True)
+class QuestionFacts:
+    """What the figures need of one question."""
+
+    id: int
+    created_at: datetime
+    channel: str
+    language: str | None
+    topic: str | None
+    region: str | None
+    status: str
+    closed_at: datetime | None
+    close_reason: str | None
+    first_callback_at: datetime | None
+
+    @property
+    def answered_at(self) -> datetime | None:
+        """When the question was answered: the first callback attempt or a resolved close."""
+        moments = [self.first_callback_at]
+        if self.close_reason == CLOSE_RESOLVED:
+            moments.append(self.closed_at)
+        known = [m for m in moments if m is not None]
+        return min(known) if known else None
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Median and 90th percentile of durations in hours, over n questions."""
+
+    n: int
+    median: float | None
+    p90: float | None
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The headline figures of a set of questions."""
+
+    questions: int
+    answered: int
+    # Questions whose target can be judged (answered, or past the deadline), and how many of
+    # them were answered in time; share is within / due, None when nothing is due.
+    due: int
+    within_target: int
+    to_callback: Spread
+    to_resolution: Spread
+
+    @property
+    def share_within_target(self) -> float | None:
+        """The share of due questions answered within the target, 0 to 1."""
+        return self.within_target / self.due if self.due else None
+
+
+@dataclass(frozen=True)
+class ConsultantLoad:
+    """One consultant's work: questions held now, callback attempts and closes in the range."""
+
+    user_id: int
+    name: str
+    role: str
+    claimed_now: int
+    callback_attempts: int
+    closed_resolved: int
+    closed_other: int
+
+
+# -- pure helpers ---------------------------------------------------------------------------
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Return the q-th quantile (0 to 1) of values, interpolating linearly; None when empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q
+    lower = int(position)
+    upper = min(lower + 1, len(ordered) - 1)
+    return ordered[lower] + (ordered[upper] - ordered[lower]) * (position - lower)
+
+
+def spread(hours: Sequence[float]) -> Spread:
+    """Median and 90th percentile of hours."""
+    return Spread(n=len(hours), median=percentile(hours, 0.5), p90=percentile(hours, 0.9))
+
+
+def hours_between(start: datetime, end: datetime) -> float:
+    """Hours from start to end."""
+    return (end - start).total_seconds() / 3600
+
+
+def add_working_days(day: date, days: int) -> date:
+    """Return the days-th working day (Monday to Friday) after day."""
+    current = day
+    left = days
+    while left > 0:
+        current += timedelta(days=1)
+        if current.weekday() in WORKING_DAYS:
+            left -= 1
+    return current
+
+
+def answer_deadline(created_at: datetime, working_days: int, tz: tzinfo) -> datetime:
+    """Return the end of the working_days-th working day after the local day of created_at."""
+    last_day = add_working_days(created_at.astimezone(tz).date(), working_days)
+    return datetime.combine(last_day + timedelta(days=1), time(0), tz)
+
+
+def iso_week(moment: datetime, tz: tzinfo) -> str:
+    """Name the local ISO week of moment, e.g. 2026-W09."""
+    year, week, _day = moment.astimezone(tz).isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def week_start(label: str) -> date:
+    """Return the Monday of an ISO week named by iso_week."""
+    year, week = label.split("-W")
+    return date.fromisocalendar(int(year), int(week), 1)
+
+
+def month(moment: datetime, tz: tzinfo) -> str:
+    """Name the local month of moment, e.g. 2026-03."""
+    return moment.astimezone(tz).strftime("%Y-%m")
+
+
+def count_by(facts: Iterable[QuestionFacts], key: Callable[[QuestionFacts], K]) -> Counter[K]:
+    """Count questions by key."""
+    return Counter(key(fact) for fact in facts)
+
+
+def summarise(facts: Sequence[QuestionFacts], now: datetime, target_days: int,
+              tz: tzinfo) -> Summary:
+    """Compute the headline figures of facts as of now."""
+    answered = due = within = 0
+    to_callback: list[float] = []
+    to_resolution: list[float] = []
+    for fact in facts:
+        answered_at = fact.answered_at
+        deadline = answer_deadline(fact.created_at, target_days, tz)
+        if answered_at is not None:
+            answered += 1
+            due += 1
+            within += answered_at < deadline
+        elif fact.closed_at is None and deadline <= now:
+            due += 1  # still open and late: a miss
+        if fact.first_callback_at is not None:
+            to_callback.append(hours_between(fact.created_at, fact.first_callback_at))
+        if fact.close_reason == CLOSE_RESOLVED and fact.closed_at is not None:
+            to_resolution.append(hours_between(fact.created_at, fact.closed_at))
+    return Summary(questions=len(facts), answered=answered, due=due, within_target=within,
+                   to_callback=spread(to_callback), to_resolution=spread(to_resolution))
+
+
+# -- queries --------------------------------------------------------------------------------
+
+def _not_a_test() -> ColumnElement[bool]:
+    return or_(Question.close_reason.is_(None), Question.close_reason != CLOSE_TEST_CALL)
+
+
+def _tag_filters(filters: Filters) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = [_not_a_test()]
+    for column, value in ((Question.region, filters.region), (Question.topic, filters.topic)):
+        if value == NOT_SET:
+            conditions.append(column.is_(None))
+        elif value:
+            conditions.append(column == value)
+    return conditions
+
+
+def _range(column: Any, filters: Filters) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if filters.since is not None:
+        conditions.append(column >= filters.since)
+    if filters.until is not None:
+        conditions.append(column < filters.until)
+    return conditions
+
+
+def question_facts(session: Session, filters: Filters) -> list[QuestionFacts]:
+    """Return the facts of the questions that arrived in the filters' range, oldest first."""
+    statement = (
+        select(Question.id, Question.created_at, Question.channel, Question.language,
+               Question.topic, Question.region, Question.status, Question.closed_at,
+               Question.close_reason, Question.first_callback_at)
+        .where(*_tag_filters(filters), *_range(Question.created_at, filters))
+        .order_by(Question.created_at, Question.id)
+    )
+    return [QuestionFacts(**row._asdict()) for row in session.execute(statement)]
+
+
+def regions_and_topics(session: Session) -> tuple[list[str], list[str]]:
+    """Return the regions and topics questions have been tagged with, for the filter form."""
+    regions = session.scalars(select(Question.region).where(Question.region.is_not(None))
+                              .distinct().order_by(Question.region))
+    topics = session.scalars(select(Question.topic).where(Question.topic.is_not(None))
+                             .distinct().order_by(Question.topic))
+    return [r for r in regions if r], [t for t in topics if t]
+
+
+def consultant_load(session: Session, filters: Filters) -> list[ConsultantLoad]:
+    """Each consultant's load: held now (any date), attempts and closes in the range.
+
+    Every active consultant is listed, and anyone else (a coordinator) who did some of it.
+    """
+    tags = _tag_filters(filters)
+    claimed: dict[int | None, int] = {
+        user_id: count for user_id, count in session.execute(
+            select(Question.claimed_by_id, func.count())
+            .where(Question.status == QUESTION_CLAIMED, *tags)
+            .group_by(Question.claimed_by_id))}
+    attempts: dict[int | None, int] = {
+        user_id: count for user_id, count in session.execute(
+            select(CallbackAttempt.consultant_id, func.count())
+            .join(Question, Question.id == CallbackAttempt.question_id)
+            .where(*tags, *_range(CallbackAttempt.created_at, filters))
+            .group_by(CallbackAttempt.consultant_id))}
+    resolved: Counter[int] = Counter()
+    other: Counter[int] = Counter()
+    closes = session.execute(
+        select(Question.closed_by_id, Question.close_reason, func.count())
+        .where(Question.status == QUESTION_CLOSED, Question.closed_by_id.is_not(None), *tags,
+               *_range(Question.closed_at, filters))
+        .group_by(Question.closed_by_id, Question.close_reason))
+    for user_id, reason, count in closes:
+        if user_id is None:
+            continue
+        (resolved if reason == CLOSE_RESOLVED else other)[user_id] += count
+    involved = {u for u in (*claimed, *attempts, *resolved, *other) if u is not None}
+    users = session.scalars(
+        select(User).where(or_(and_(User.role == ROLE_CONSULTANT, User.active),
+                               User.id.in_(involved or {-1})))
+        .order_by(User.name, User.id))
+    return [ConsultantLoad(user_id=u.id, name=u.name, role=u.role,
+                           claimed_now=claimed.get(u.id, 0),
+                           callback_attempts=attempts.get(u.id, 0),
+                           closed_resolved=resolved[u.id], closed_other=other[u.id])
+            for u in users]
+
+
+def _first_key(digits: str | None) -> str:
+    # The engine reads only the first key of what Gather collected.
+    return (digits or "").strip()[:1]
+
+
+def key_presses(session: Session, filters: Filters) -> Counter[tuple[str, str]]:
+    """Count the keys pressed in each menu ("" for silence) on calls started in the range."""
+    presses: Counter[tuple[str, str]] = Counter()
+    for keys in session.scalars(select(Call.keys).where(*_range(Call.started_at, filters))):
+        for entry in keys or []:
+            presses[(str(entry.get("node", "")), _first_key(entry.get("digits")))] += 1
+    return presses
+
+
+def hangups(session: Session, filters: Filters) -> Counter[tuple[str | None, str | None]]:
+    """Count where callers left without leaving a question: the last menu and key pressed.
+
+    Ended calls started in the range, without a question; (None, None) when no key was pressed.
+    """
+    asked = exists().where(Question.call_id == Call.id)
+    statement = select(Call.last_node, Call.keys).where(
+        Call.status.in_(sorted(CALL_FINAL_STATUSES)), ~asked, *_range(Call.started_at, filters))
+    where: Counter[tuple[str | None, str | None]] = Counter()
+    for last_node, keys in session.execute(statement):
+        if not keys:
+            where[(last_node, None)] += 1
+            continue
+        last = keys[-1]
+        where[(str(last.get("node", last_node)), _first_key(last.get("digits")))] += 1
+    return where
