@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from huey import Huey, RedisHuey, SqliteHuey, crontab
 from huey.exceptions import RetryTask
 
+from hotline.cli_retention import run_retention
 from hotline.config import Settings
 from hotline.outbound_sms import messages_to_send, send_sms
 from hotline.recordings import download_recording
@@ -112,3 +113,11 @@ def sweep_job() -> tuple[int, int]:
 def sweep_at_start() -> None:
     """When a worker starts, recover at once rather than after the first minute."""
     sweep(current_runtime())
+
+
+@huey.periodic_task(crontab(hour="21", minute="30"))  # type: ignore[untyped-decorator]
+def retention_job() -> tuple[int, int]:
+    """Every night (02:30 Almaty): delete old audio, pseudonymise old numbers (README)."""
+    outcome = run_retention(current_runtime()).outcome
+    assert outcome is not None
+    return outcome.recordings_deleted, outcome.callers_pseudonymised

@@ -1,0 +1,220 @@
+"""Retention: the audio of closed questions is deleted, and callers' numbers are replaced by a
+keyed pseudonym, after configurable numbers of days. Never commits.
+
+Nothing here touches an open question: audio goes only when its question is closed and was
+closed long enough ago; a caller's number goes only when none of their questions is open, every
+one of them was closed long enough ago, and they have not called or written since. The
+pseudonym is an HMAC of the number (keyed with the app's secret), so the same number always
+gets the same pseudonym: a caller's questions, calls and SMS stay linked to one caller, and a
+resident who comes back later is joined to their earlier, pseudonymised record.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import and_, delete, exists, or_, select, update
+from sqlalchemy.orm import Session
+
+from storage.models import (
+    QUESTION_CLOSED,
+    Call,
+    Caller,
+    Question,
+    Recording,
+    SmsMessage,
+)
+
+# Recording.download_state once retention removed the audio (never fetched again).
+RECORDING_DELETED = "deleted"
+# Pseudonyms fit Caller.phone (20 characters) and never look like a phone number.
+PSEUDONYM_PREFIX = "anon-"
+PSEUDONYM_LENGTH = 20
+
+
+class UnsafeAudioPath(Exception):
+    """A recording's path points outside the audio folder; it is left alone."""
+
+
+@dataclass(frozen=True)
+class AudioDue:
+    """A closed question's recording whose audio is to go."""
+
+    recording_id: int
+    question_id: int
+    file_path: str | None
+
+
+@dataclass(frozen=True)
+class CallerDue:
+    """A caller whose number is to be pseudonymised, and their (closed) questions."""
+
+    caller_id: int
+    question_ids: tuple[int, ...]
+
+
+@dataclass
+class Plan:
+    """What retention removes now."""
+
+    audio: list[AudioDue] = field(default_factory=list)
+    callers: list[CallerDue] = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    """What retention did: files removed, recordings marked, callers pseudonymised."""
+
+    files_removed: int = 0
+    recordings_deleted: int = 0
+    callers_pseudonymised: int = 0
+    callers_merged: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+
+def pseudonym(phone: str, key: bytes) -> str:
+    """Return the keyed pseudonym of a phone number (the same number, the same pseudonym)."""
+    digest = hmac.new(key, b"caller-phone:" + phone.encode(), hashlib.sha256).digest()
+    text = base64.b32encode(digest).decode().lower()
+    return (PSEUDONYM_PREFIX + text)[:PSEUDONYM_LENGTH]
+
+
+def is_pseudonym(phone: str | None) -> bool:
+    """Tell whether a stored number has been pseudonymised already."""
+    return bool(phone) and str(phone).startswith(PSEUDONYM_PREFIX)
+
+
+def audio_due(session: Session, closed_before: datetime) -> list[AudioDue]:
+    """Recordings of questions closed before closed_before whose audio is not deleted yet."""
+    statement = (
+        select(Recording.id, Recording.question_id, Recording.file_path)
+        .join(Question, Question.id == Recording.question_id)
+        .where(Question.status == QUESTION_CLOSED, Question.closed_at.is_not(None),
+               Question.closed_at < closed_before,
+               Recording.download_state != RECORDING_DELETED)
+        .order_by(Question.id)
+    )
+    return [AudioDue(recording_id=recording_id, question_id=question_id, file_path=path)
+            for recording_id, question_id, path in session.execute(statement)]
+
+
+def callers_due(session: Session, before: datetime) -> list[CallerDue]:
+    """Callers to pseudonymise: not heard from since before, no question open or closed later."""
+    not_done = exists().where(
+        Question.caller_id == Caller.id,
+        or_(Question.status != QUESTION_CLOSED, Question.closed_at.is_(None),
+            Question.closed_at >= before),
+    )
+    callers = session.scalars(
+        select(Caller.id)
+        .where(~Caller.phone.startswith(PSEUDONYM_PREFIX, autoescape=True),
+               Caller.last_seen < before, ~not_done)
+        .order_by(Caller.id)).all()
+    if not callers:
+        return []
+    questions: dict[int, list[int]] = {caller_id: [] for caller_id in callers}
+    rows = session.execute(select(Question.caller_id, Question.id)
+                           .where(Question.caller_id.in_(callers)).order_by(Question.id))
+    for caller_id, question_id in rows:
+        if caller_id is not None:
+            questions[caller_id].append(question_id)
+    return [CallerDue(caller_id, tuple(ids)) for caller_id, ids in questions.items()]
+
+
+def plan(session: Session, now: datetime, audio_days: int, phone_days: int) -> Plan:
+    """Work out what goes now; 0 days turns that part off."""
+    result = Plan()
+    if audio_days > 0:
+        result.audio = audio_due(session, now - timedelta(days=audio_days))
+    if phone_days > 0:
+        result.callers = callers_due(session, now - timedelta(days=phone_days))
+    return result
+
+
+def audio_file(audio_dir: Path, file_path: str) -> Path:
+    """Return the recording's file, refusing a path that leads outside the audio folder."""
+    root = audio_dir.resolve()
+    target = (root / file_path).resolve()
+    if not target.is_relative_to(root) or target == root:
+        raise UnsafeAudioPath(file_path)
+    return target
+
+
+def forget_audio(session: Session, item: AudioDue, audio_dir: Path, now: datetime,
+                 outcome: Outcome) -> None:
+    """Remove one recording's file (if any) and mark the recording deleted."""
+    if item.file_path:
+        try:
+            path = audio_file(audio_dir, item.file_path)
+        except UnsafeAudioPath:
+            outcome.skipped.append(f"recording {item.recording_id}: path outside the audio "
+                                   "folder")
+            return
+        if path.exists():
+            path.unlink()
+            outcome.files_removed += 1
+    session.execute(
+        update(Recording)
+        .where(Recording.id == item.recording_id)
+        .values(file_path=None, download_state=RECORDING_DELETED, updated_at=now,
+                last_error=f"audio deleted by retention on {now.date().isoformat()}")
+        .execution_options(synchronize_session=False))
+    outcome.recordings_deleted += 1
+
+
+def pseudonymise_caller(session: Session, caller_id: int, key: bytes,
+                        outcome: Outcome) -> None:
+    """Replace a caller's number with its pseudonym everywhere it is stored.
+
+    If the pseudonym exists already (the resident came back after an earlier run), their new
+    record is joined to the old one: questions, calls and SMS move over, the new row goes.
+    """
+    caller = session.get(Caller, caller_id)
+    if caller is None or is_pseudonym(caller.phone):
+        return
+    old = caller.phone
+    new = pseudonym(old, key)
+    earlier = session.scalars(select(Caller).where(Caller.phone == new)).one_or_none()
+    keep_id = caller.id
+    if earlier is not None and earlier.id != caller.id:
+        keep_id = earlier.id
+        for table in (Question, Call, SmsMessage):
+            session.execute(update(table).where(table.caller_id == caller.id)
+                            .values(caller_id=earlier.id)
+                            .execution_options(synchronize_session=False))
+        earlier.first_seen = min(earlier.first_seen, caller.first_seen)
+        earlier.last_seen = max(earlier.last_seen, caller.last_seen)
+        earlier.sms_opted_out = earlier.sms_opted_out or caller.sms_opted_out
+        session.flush()
+        session.expunge(caller)
+        session.execute(delete(Caller).where(Caller.id == caller_id))
+        outcome.callers_merged += 1
+    else:
+        caller.phone = new
+    session.execute(update(Call)
+                    .where(or_(Call.caller_id == keep_id,
+                               and_(Call.caller_id.is_(None), Call.from_number == old)))
+                    .values(from_number=new)
+                    .execution_options(synchronize_session=False))
+    session.execute(update(SmsMessage)
+                    .where(or_(SmsMessage.caller_id == keep_id, SmsMessage.phone == old))
+                    .values(phone=new)
+                    .execution_options(synchronize_session=False))
+    session.flush()
+    outcome.callers_pseudonymised += 1
+
+
+def apply(session: Session, todo: Plan, *, audio_dir: Path, key: bytes,
+          now: datetime) -> Outcome:
+    """Carry out a plan made in the same session: files first, then the rows."""
+    outcome = Outcome()
+    for item in todo.audio:
+        forget_audio(session, item, audio_dir, now, outcome)
+    for due in todo.callers:
+        pseudonymise_caller(session, due.caller_id, key, outcome)
+    return outcome
