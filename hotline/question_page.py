@@ -1,18 +1,452 @@
-"""A question's page: audio, transcript and correction, caller history, notes, tags, closing."""
+"""A question's page: audio, transcript and correction, caller history, notes, tags, closing.
+
+Who may change a question: the consultant or coordinator who holds its claim. Every change below
+is a POST that first touches the user's claim (storage.claims.touch_claim, one conditional
+UPDATE, which on PostgreSQL also locks the row until the change commits); a user who does not
+hold the claim gets 409 and changes nothing. The page offers the Claim button first, and shows
+the forms only to the holder. A closed question is read-only. Opening the page also touches the
+holder's claim, so a consultant reading a long question does not lose it.
+
+Audit (storage.audit): OPENED when the page is opened; LISTENED when the audio is fetched from
+its start (a request without Range, or with a range from byte 0: a player starting; seeking asks
+for later bytes). Both are written at most once per user and question within
+AUDIT_REPEAT_WINDOW, since the redirect after each change re-opens the page, and players fetch
+the start more than once. With preload="metadata" a browser fetches the start of the audio when
+the page opens, so LISTENED means "the resident's voice was sent to this user's browser", the
+thing that matters for their privacy. Changes write CHANGED (the names of the fields), NOTED,
+RELEASED and CLOSED (the reason) in the same transaction as the change. Phone numbers are shown
+on the page (consultants call back) but never written into events or logs.
+"""
 
 from __future__ import annotations
 
-from flask import render_template
-from flask.typing import ResponseReturnValue
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
 
-from hotline import auth
-from hotline.workspace import bp
-from storage.models import ROLE_CONSULTANT, ROLE_COORDINATOR
+from flask import abort, make_response, redirect, render_template, request, send_file, url_for
+from flask.typing import ResponseReturnValue
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from sqlalchemy.orm import Session
+
+from hotline import auth, callbacks, i18n
+from hotline.workspace import (
+    CHANNELS,
+    TRANSCRIPTION,
+    bp,
+    lapse_before,
+    local_time,
+    runtime,
+    topic_title,
+)
+from storage import audit
+from storage.claims import release_claim, touch_claim
+from storage.db import unit_of_work
+from storage.models import (
+    CHANNEL_VOICE,
+    CLOSE_ABUSIVE,
+    CLOSE_NO_ANSWER,
+    CLOSE_RESOLVED,
+    CLOSE_SILENCE,
+    CLOSE_TEST_CALL,
+    CLOSE_WRONG_NUMBER,
+    DOWNLOAD_FAILED,
+    DOWNLOAD_REFUSED,
+    DOWNLOAD_STORED,
+    QUESTION_CLAIMED,
+    QUESTION_CLOSED,
+    QUESTION_WAITING,
+    ROLE_CONSULTANT,
+    ROLE_COORDINATOR,
+    SMS_IN,
+    SMS_OUT,
+    Question,
+    utcnow,
+)
+from storage.question_page import (
+    CORRECTED_MAX,
+    NOTE_MAX,
+    REGION_CODES,
+    VILLAGE_MAX,
+    InvalidChange,
+    add_note,
+    caller_history,
+    correct_transcript,
+    load_question,
+    quick_close,
+    record_once,
+    set_tags,
+)
+
+log = logging.getLogger(__name__)
+
+# Vosk gives each word a confidence between 0 and 1. Below this one the page marks the word:
+# on telephone audio, words under 0.6 are wrong often enough to be checked against the audio,
+# while marking more would drown the few real doubts.
+LOW_CONFIDENCE = 0.6
+# Opening the page or fetching the audio again within this time writes no new event.
+AUDIT_REPEAT_WINDOW = timedelta(minutes=10)
+
+STATUSES = {QUESTION_WAITING: _l("waiting"), QUESTION_CLAIMED: _l("claimed"),
+            QUESTION_CLOSED: _l("closed")}
+QUICK_CLOSE = {
+    CLOSE_SILENCE: _l("Silence"),
+    CLOSE_WRONG_NUMBER: _l("Wrong number"),
+    CLOSE_TEST_CALL: _l("Test call"),
+    CLOSE_ABUSIVE: _l("Abusive"),
+}
+CLOSE_REASONS = {**QUICK_CLOSE, CLOSE_RESOLVED: _l("Resolved"),
+                 CLOSE_NO_ANSWER: _l("No answer")}
+SMS_DIRECTIONS = {SMS_IN: _l("from the resident"), SMS_OUT: _l("to the resident")}
+# Question.region codes (storage.question_page.REGION_CODES) and their names.
+REGIONS = {
+    "astana": _l("Astana (city)"),
+    "almaty": _l("Almaty (city)"),
+    "shymkent": _l("Shymkent (city)"),
+    "abai": _l("Abai Region"),
+    "akmola": _l("Akmola Region"),
+    "aktobe": _l("Aktobe Region"),
+    "almaty_region": _l("Almaty Region"),
+    "atyrau": _l("Atyrau Region"),
+    "east_kazakhstan": _l("East Kazakhstan Region"),
+    "jambyl": _l("Jambyl Region"),
+    "jetisu": _l("Jetisu Region"),
+    "karaganda": _l("Karaganda Region"),
+    "kostanay": _l("Kostanay Region"),
+    "kyzylorda": _l("Kyzylorda Region"),
+    "mangystau": _l("Mangystau Region"),
+    "north_kazakhstan": _l("North Kazakhstan Region"),
+    "pavlodar": _l("Pavlodar Region"),
+    "turkistan": _l("Turkistan Region"),
+    "ulytau": _l("Ulytau Region"),
+    "west_kazakhstan": _l("West Kazakhstan Region"),
+}
+assert tuple(REGIONS) == REGION_CODES
+AUDIO_TYPES = {".wav": "audio/wav", ".mp3": "audio/mpeg"}
+
+
+@dataclass(frozen=True)
+class Word:
+    """A transcript word, and whether the recogniser was unsure of it."""
+
+    text: str
+    unsure: bool
+    percent: int
+
+
+def transcript_words(words: list[dict[str, Any]]) -> list[Word]:
+    """Turn Vosk's words into what the page shows, marking those below LOW_CONFIDENCE."""
+    shown = []
+    for word in words:
+        try:
+            confidence = float(word.get("conf", 1.0))
+        except (TypeError, ValueError):
+            confidence = 1.0
+        shown.append(Word(text=str(word.get("word", "")), unsure=confidence < LOW_CONFIDENCE,
+                          percent=round(confidence * 100)))
+    return shown
+
+
+def waiting_time(since: datetime, now: datetime) -> str:
+    """How long a question has waited, in days and hours, or hours and minutes."""
+    minutes = max(0, int((now - since).total_seconds() // 60))
+    days, rest = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(rest, 60)
+    if days:
+        return str(_("%(days)d d %(hours)d h", days=days, hours=hours))
+    if hours:
+        return str(_("%(hours)d h %(minutes)d min", hours=hours, minutes=minutes))
+    return str(_("%(minutes)d min", minutes=minutes))
+
+
+def call_length(seconds: int | None) -> str:
+    """A call's duration as m:ss."""
+    if seconds is None:
+        return "—"
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def region_name(code: str | None) -> str:
+    """A region code's name in the request's language."""
+    if not code:
+        return "—"
+    return str(REGIONS.get(code, code))
+
+
+def audio_path(audio_dir: Path, file_path: str | None) -> Path | None:
+    """The stored recording's file, only when it is a file inside audio_dir.
+
+    file_path comes from the database; an absolute path, `..` or a symbolic link leading out
+    of the audio folder gives None, as does a missing file.
+    """
+    if not file_path:
+        return None
+    root = audio_dir.resolve()
+    candidate = (root / file_path).resolve()
+    if not candidate.is_relative_to(root) or candidate == root:
+        log.warning("audio path outside the audio folder refused: %r", file_path)
+        return None
+    return candidate if candidate.is_file() else None
+
+
+def _ip() -> str | None:
+    return (request.remote_addr or "")[:45] or None
+
+
+def _holder_state(question: Question, user_id: int, now: datetime) -> tuple[str, bool, bool]:
+    """Who holds the question (for the page), whether this user holds it, may claim it."""
+    if question.status == QUESTION_CLOSED:
+        return "—", False, False
+    if question.status != QUESTION_CLAIMED or question.claimed_by_id is None:
+        return "—", False, True
+    if question.claimed_by_id == user_id:
+        return str(_("you")), True, False
+    name = question.claimed_by.name if question.claimed_by else "—"
+    touched = question.claim_touched_at
+    if touched is None or touched < lapse_before(now):
+        return str(_("%(name)s (idle)", name=name)), False, True
+    return name, False, False
+
+
+def _audio_state(question: Question) -> str:
+    """"sms", "stored", "failed" or "fetching": what the page says about the audio."""
+    if question.channel != CHANNEL_VOICE:
+        return "sms"
+    recording = question.recording
+    if recording is None:
+        return "fetching"
+    if recording.download_state == DOWNLOAD_STORED and recording.file_path:
+        return "stored"
+    if recording.download_state in (DOWNLOAD_FAILED, DOWNLOAD_REFUSED):
+        return "failed"
+    return "fetching"
+
+
+def _page_context(session: Session, question: Question, account: auth.Account,
+                  now: datetime) -> dict[str, Any]:
+    holder, holds, can_claim = _holder_state(question, account.id, now)
+    closed = question.status == QUESTION_CLOSED
+    transcript = question.transcript
+    topics = [(topic, topic_title(topic)) for topic in runtime().flow.content.topics]
+    if question.topic and question.topic not in runtime().flow.content.topics:
+        topics.append((question.topic, topic_title(question.topic)))
+    regions = sorted(((code, str(name)) for code, name in REGIONS.items()),
+                     key=lambda item: (item[0] not in ("astana", "almaty", "shymkent"),
+                                       item[1].casefold()))
+    saved = request.args.get("saved", "")
+    return {
+        "question": question,
+        "language_name": i18n.LANGUAGES.get(question.language or "", question.language or "—"),
+        "channel": str(CHANNELS.get(question.channel, question.channel)),
+        "received": local_time(question.created_at),
+        "waiting": None if closed else waiting_time(question.created_at, now),
+        "status": str(STATUSES.get(question.status, question.status)),
+        "holder": holder,
+        "holds": holds,
+        "can_claim": can_claim,
+        "closed": closed,
+        "closed_at": local_time(question.closed_at) if question.closed_at else None,
+        "closed_by": question.closed_by.name if question.closed_by else None,
+        "close_reason": (str(CLOSE_REASONS.get(question.close_reason, question.close_reason))
+                         if question.close_reason else None),
+        "phone": question.caller.phone if question.caller else None,
+        "audio": _audio_state(question),
+        "transcription": str(TRANSCRIPTION.get(question.transcription_state,
+                                               question.transcription_state)),
+        "transcript": transcript,
+        "words": transcript_words(transcript.words or []) if transcript else [],
+        "low_confidence_percent": round(LOW_CONFIDENCE * 100),
+        "corrected": question.corrected_text or (transcript.text if transcript else ""),
+        "topic": topic_title(question.topic) if question.topic else "—",
+        "topics": topics,
+        "region": region_name(question.region),
+        "regions": regions,
+        "quick_close": [(code, str(name)) for code, name in QUICK_CLOSE.items()],
+        "history": caller_history(session, question),
+        "history_time": local_time,
+        "history_topic": topic_title,
+        "call_length": call_length,
+        "statuses": STATUSES,
+        "channels": CHANNELS,
+        "sms_directions": SMS_DIRECTIONS,
+        "saved": saved,
+        "limits": {"corrected": CORRECTED_MAX, "note": NOTE_MAX, "village": VILLAGE_MAX},
+    }
 
 
 @bp.get("/questions/<int:question_id>")
 @auth.role_required(ROLE_CONSULTANT, ROLE_COORDINATOR)
 def question(question_id: int) -> ResponseReturnValue:
-    """Show a question (placeholder until the page is built)."""
-    return render_template("message.html", title=f"#{question_id}", message="",
-                           back="/queue")
+    """Show a question: audio or text, transcript, caller history, notes, tags, closing."""
+    account = auth.current_account()
+    now = utcnow()
+    with unit_of_work(runtime().sessions) as db:
+        touch_claim(db, question_id, account.id, now)
+        found = load_question(db, question_id)
+        if found is None:
+            abort(404)
+        record_once(db, account.id, audit.OPENED, question_id, now, AUDIT_REPEAT_WINDOW, _ip())
+        # The callback panel's own context (hotline.callbacks); this page's names win a clash.
+        context = {**callbacks.panel(db, found, account),
+                   **_page_context(db, found, account, now)}
+        # Rendered inside the session: the panel's objects may load more as the page needs.
+        return render_template("question.html", **context)
+
+
+@bp.get("/questions/<int:question_id>/audio")
+@auth.role_required(ROLE_CONSULTANT, ROLE_COORDINATOR)
+def question_audio(question_id: int) -> ResponseReturnValue:
+    """Send the question's recording, with HTTP Range (the player seeks); 404 until stored."""
+    account = auth.current_account()
+    now = utcnow()
+    with unit_of_work(runtime().sessions) as db:
+        found = db.get(Question, question_id)
+        recording = found.recording if found is not None else None
+        if recording is None or recording.download_state != DOWNLOAD_STORED:
+            abort(404)
+        path = audio_path(runtime().settings.audio_dir, recording.file_path)
+        if path is None:
+            abort(404)
+        asked = request.range
+        if asked is None or (asked.ranges and asked.ranges[0][0] == 0):
+            record_once(db, account.id, audit.LISTENED, question_id, now, AUDIT_REPEAT_WINDOW,
+                        _ip())
+    return send_file(path, mimetype=AUDIO_TYPES.get(path.suffix.lower(),
+                                                    "application/octet-stream"),
+                     conditional=True, max_age=0)
+
+
+def _refusal(session: Session, question_id: int, user_id: int,
+             now: datetime) -> ResponseReturnValue | None:
+    """None when the user holds the question's claim (now touched); else a 409 page or 404."""
+    if touch_claim(session, question_id, user_id, now):
+        return None
+    found = session.get(Question, question_id)
+    if found is None:
+        abort(404)
+    if found.status == QUESTION_CLOSED:
+        message = _("Question %(id)s is closed already.", id=question_id)
+    elif found.status == QUESTION_CLAIMED and found.claimed_by is not None:
+        message = _("Question %(id)s is being handled by %(name)s. Please choose another one.",
+                    id=question_id, name=found.claimed_by.name)
+    else:
+        message = _("Please claim question %(id)s before changing it.", id=question_id)
+    response = make_response(render_template(
+        "message.html", title=_("Not changed"), message=message,
+        back=url_for("workspace.question", question_id=question_id)), 409)
+    if request.headers.get("HX-Request"):
+        # htmx swaps nothing on an error: reload the page, which shows the question's state.
+        response.headers["HX-Refresh"] = "true"
+    return response
+
+
+def _invalid(question_id: int) -> ResponseReturnValue:
+    return render_template(
+        "message.html", title=_("Not changed"),
+        message=_("The form had a value the page does not offer. Please try again."),
+        back=url_for("workspace.question", question_id=question_id)), 400
+
+
+def _saved(question_id: int, part: str) -> ResponseReturnValue:
+    # A plain form reloads the page; htmx follows the redirect and takes the part it needs.
+    return redirect(url_for("workspace.question", question_id=question_id, saved=part,
+                            _anchor=part), 303)
+
+
+@bp.post("/questions/<int:question_id>/release")
+@auth.role_required(ROLE_CONSULTANT, ROLE_COORDINATOR)
+def release(question_id: int) -> ResponseReturnValue:
+    """Give the question back to the queue."""
+    account = auth.current_account()
+    now = utcnow()
+    with unit_of_work(runtime().sessions) as db:
+        refused = _refusal(db, question_id, account.id, now)
+        if refused is not None:
+            return refused
+        release_claim(db, question_id, account.id)
+        audit.record(db, account.id, audit.RELEASED, question_id, ip=_ip(), at=now)
+    return redirect(url_for("workspace.queue", released=question_id), 303)
+
+
+@bp.post("/questions/<int:question_id>/transcript")
+@auth.role_required(ROLE_CONSULTANT, ROLE_COORDINATOR)
+def correct(question_id: int) -> ResponseReturnValue:
+    """Save the corrected version of the transcript."""
+    account = auth.current_account()
+    now = utcnow()
+    with unit_of_work(runtime().sessions) as db:
+        refused = _refusal(db, question_id, account.id, now)
+        if refused is not None:
+            return refused
+        found = load_question(db, question_id)
+        assert found is not None
+        try:
+            correct_transcript(db, found, request.form.get("corrected_text", ""), account.id,
+                               now, _ip())
+        except InvalidChange:
+            return _invalid(question_id)
+    return _saved(question_id, "transcript")
+
+
+@bp.post("/questions/<int:question_id>/notes")
+@auth.role_required(ROLE_CONSULTANT, ROLE_COORDINATOR)
+def note(question_id: int) -> ResponseReturnValue:
+    """Add a note to the question."""
+    account = auth.current_account()
+    now = utcnow()
+    with unit_of_work(runtime().sessions) as db:
+        refused = _refusal(db, question_id, account.id, now)
+        if refused is not None:
+            return refused
+        found = load_question(db, question_id)
+        assert found is not None
+        try:
+            add_note(db, found, request.form.get("body", ""), account.id, now, _ip())
+        except InvalidChange:
+            return _invalid(question_id)
+    return _saved(question_id, "notes")
+
+
+@bp.post("/questions/<int:question_id>/tags")
+@auth.role_required(ROLE_CONSULTANT, ROLE_COORDINATOR)
+def tags(question_id: int) -> ResponseReturnValue:
+    """Set the question's topic, region, village and urgency."""
+    account = auth.current_account()
+    now = utcnow()
+    form = request.form
+    with unit_of_work(runtime().sessions) as db:
+        refused = _refusal(db, question_id, account.id, now)
+        if refused is not None:
+            return refused
+        found = load_question(db, question_id)
+        assert found is not None
+        try:
+            set_tags(db, found, topic=form.get("topic", ""), region=form.get("region", ""),
+                     village=form.get("village", ""), urgent=form.get("urgent") == "1",
+                     topics=tuple(runtime().flow.content.topics), user_id=account.id,
+                     now=now, ip=_ip())
+        except InvalidChange:
+            return _invalid(question_id)
+    return _saved(question_id, "tags")
+
+
+@bp.post("/questions/<int:question_id>/close")
+@auth.role_required(ROLE_CONSULTANT, ROLE_COORDINATOR)
+def close(question_id: int) -> ResponseReturnValue:
+    """Close the question without a conversation, for one of the quick-close reasons."""
+    account = auth.current_account()
+    now = utcnow()
+    with unit_of_work(runtime().sessions) as db:
+        refused = _refusal(db, question_id, account.id, now)
+        if refused is not None:
+            return refused
+        found = load_question(db, question_id)
+        assert found is not None
+        try:
+            quick_close(db, found, request.form.get("reason", ""), account.id, now, _ip())
+        except InvalidChange:
+            return _invalid(question_id)
+    return redirect(url_for("workspace.queue", closed=question_id), 303)

@@ -1,0 +1,601 @@
+"""A question's page: audio with Range, transcript marking and correction, caller history,
+notes, tags, quick close, claims and their audit events; for each role and a logged-out visitor."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import select
+from werkzeug.test import TestResponse
+
+from hotline.config import Settings
+from storage import audit
+from storage.models import (
+    CHANNEL_SMS,
+    CHANNEL_VOICE,
+    DOWNLOAD_PENDING,
+    DOWNLOAD_STORED,
+    QUESTION_CLAIMED,
+    QUESTION_CLOSED,
+    QUESTION_WAITING,
+    SMS_IN,
+    SMS_OUT,
+    AuditEvent,
+    Call,
+    Caller,
+    Note,
+    Question,
+    Recording,
+    SmsMessage,
+    Transcript,
+    User,
+)
+from tests.support import make_wav
+from tests.workspace_support import Browser, Db, page
+
+PHONE = "+77017654321"
+RECEIVED = datetime(2026, 3, 2, 4, 30, tzinfo=UTC)  # 09:30 in Almaty
+AUDIO = bytes(range(256)) * 16  # 4096 bytes, each position recognisable
+WORDS = [
+    {"word": "мне", "start": 0.1, "end": 0.3, "conf": 0.97},
+    {"word": "шестьдесят", "start": 0.3, "end": 0.9, "conf": 0.42},
+    {"word": "лет", "start": 0.9, "end": 1.1, "conf": 0.6},
+    {"word": "пенсия", "start": 1.1, "end": 1.6, "conf": 0.59},
+]
+TRANSCRIPT = "мне шестьдесят лет пенсия"
+
+
+def _voice_question(db: Db, settings: Settings, *, file_path: str | None = "recordings/q.wav",
+                    state: str = DOWNLOAD_STORED, audio: bytes = AUDIO,
+                    transcript: bool = True, **changes: Any) -> int:
+    """A recorded question from PHONE with its audio stored under the audio folder."""
+    if file_path and state == DOWNLOAD_STORED and not os.path.isabs(file_path) \
+            and ".." not in file_path:
+        target = settings.audio_dir / file_path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(audio)
+    with db() as session:
+        caller = session.scalars(select(Caller).where(Caller.phone == PHONE)).one_or_none()
+        if caller is None:
+            caller = Caller(phone=PHONE, language="ru")
+            session.add(caller)
+            session.flush()
+        call = Call(call_sid=f"CA{os.urandom(8).hex()}", caller_id=caller.id, from_number=PHONE,
+                    to_number="+77000000000", status="completed", started_at=RECEIVED,
+                    duration=95, last_node="pension")
+        session.add(call)
+        session.flush()
+        values: dict[str, Any] = {"channel": CHANNEL_VOICE, "language": "ru", "topic": "pension",
+                                  "caller_id": caller.id, "call_id": call.id,
+                                  "created_at": RECEIVED, "priority_at": RECEIVED,
+                                  "transcription_state": "done" if transcript else "pending"}
+        values.update(changes)
+        question = Question(**values)
+        session.add(question)
+        session.flush()
+        session.add(Recording(recording_sid=f"RE{os.urandom(8).hex()}", question_id=question.id,
+                              call_sid=call.call_sid, duration=5,
+                              source_url="https://api.twilio.com/rec", file_path=file_path,
+                              download_state=state))
+        if transcript:
+            session.add(Transcript(question_id=question.id, language="ru", model="vosk-ru",
+                                   text=TRANSCRIPT, words=WORDS, confidence=0.65, duration=1.6,
+                                   elapsed=0.2))
+        return question.id
+
+
+def _sms_question(db: Db, text: str = "Когда мне назначат пенсию?") -> int:
+    with db() as session:
+        caller = Caller(phone=PHONE, language="ru")
+        session.add(caller)
+        session.flush()
+        question = Question(channel=CHANNEL_SMS, language="ru", caller_id=caller.id, text=text,
+                            created_at=RECEIVED, priority_at=RECEIVED)
+        session.add(question)
+        session.flush()
+        session.add(SmsMessage(message_sid="SM1", direction=SMS_IN, caller_id=caller.id,
+                               phone=PHONE, body=text, status="received",
+                               question_id=question.id, created_at=RECEIVED))
+        return question.id
+
+
+def _logged_in(app: Flask, email: str) -> Browser:
+    browser = Browser(app)
+    assert browser.login(email).status_code == 302
+    return browser
+
+
+def _token(browser: Browser) -> str:
+    return browser.token("/queue")
+
+
+def _claim(browser: Browser, question_id: int) -> None:
+    response = browser.post(f"/questions/{question_id}/claim", {"csrf_token": _token(browser)})
+    assert response.status_code in (302, 303), response.get_data(as_text=True)
+
+
+def _audio(browser: Browser, url: str, byte_range: str | None = None) -> TestResponse:
+    """GET the audio, read it whole and close the file behind it."""
+    response = browser.get(url, headers={"Range": byte_range} if byte_range else None)
+    response.get_data()
+    response.close()
+    return response
+
+
+def _user_id(db: Db, email: str) -> int:
+    with db() as session:
+        return session.scalars(select(User.id).where(User.email == email)).one()
+
+
+def _events(db: Db, question_id: int, action: str | None = None) -> list[AuditEvent]:
+    with db() as session:
+        statement = select(AuditEvent).where(AuditEvent.question_id == question_id)
+        if action:
+            statement = statement.where(AuditEvent.action == action)
+        return list(session.scalars(statement.order_by(AuditEvent.id)))
+
+
+def _question(db: Db, question_id: int) -> Question:
+    with db() as session:
+        found = session.get(Question, question_id)
+        assert found is not None
+        return found
+
+
+# -- logged out ------------------------------------------------------------------------------
+
+def test_a_logged_out_visitor_gets_nothing(app: Flask, db: Db, settings: Settings) -> None:
+    question_id = _voice_question(db, settings)
+    browser = Browser(app)
+    for path in (f"/questions/{question_id}", f"/questions/{question_id}/audio"):
+        response = browser.get(path)
+        assert response.status_code == 302, path
+        assert response.headers["Location"] == "/login"
+        assert AUDIO not in response.get_data()
+    ranged = browser.get(f"/questions/{question_id}/audio", headers={"Range": "bytes=0-99"})
+    assert ranged.status_code == 302
+    token = browser.token()
+    for action in ("release", "transcript", "notes", "tags", "close"):
+        response = browser.post(f"/questions/{question_id}/{action}",
+                                {"csrf_token": token, "reason": "silence", "body": "x"})
+        assert response.status_code == 302, action
+        assert response.headers["Location"] == "/login"
+    assert _events(db, question_id) == []
+    assert _question(db, question_id).status == QUESTION_WAITING
+
+
+# -- the page --------------------------------------------------------------------------------
+
+def test_a_consultant_opens_a_question(app: Flask, db: Db, settings: Settings,
+                                       consultant: str) -> None:
+    question_id = _voice_question(db, settings)
+    browser = _logged_in(app, consultant)
+    response = browser.get(f"/questions/{question_id}")
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    parsed = page(response)
+    assert parsed.headings == [f"Question {question_id}"]
+    assert "Claim" in parsed.buttons and "Release" not in parsed.buttons
+    assert "2026-03-02 09:30" in html  # Almaty
+    assert "Русский" in html and "Call" in html and "waiting" in html
+    assert (f'<audio id="question-audio" controls preload="metadata" '
+            f'src="/questions/{question_id}/audio">') in html
+    # Not the holder: no forms to change it.
+    assert "corrected_text" not in parsed.inputs and 'name="corrected_text"' not in html
+    assert "Claim the question to correct the transcript" in html
+    # Opening is audited once, however often the page is reloaded within a few minutes.
+    browser.get(f"/questions/{question_id}")
+    opened = _events(db, question_id, audit.OPENED)
+    assert [(e.user_id, e.detail) for e in opened] == [(_user_id(db, consultant), {})]
+    assert opened[0].ip == "203.0.113.7"
+
+
+def test_an_unknown_question_is_404(app: Flask, consultant: str) -> None:
+    browser = _logged_in(app, consultant)
+    assert browser.get("/questions/999").status_code == 404
+    assert browser.get("/questions/999/audio").status_code == 404
+
+
+def test_a_coordinator_opens_a_question_and_its_audit_log(app: Flask, db: Db, settings: Settings,
+                                                          coordinator: str) -> None:
+    question_id = _voice_question(db, settings)
+    browser = _logged_in(app, coordinator)
+    response = browser.get(f"/questions/{question_id}")
+    assert response.status_code == 200
+    assert f"/admin/audit?question={question_id}" in page(response).links
+    assert _audio(browser, f"/questions/{question_id}/audio").status_code == 200
+
+
+def test_words_the_recogniser_was_unsure_of_are_marked(app: Flask, db: Db, settings: Settings,
+                                                       consultant: str) -> None:
+    question_id = _voice_question(db, settings)
+    html = _logged_in(app, consultant).get(f"/questions/{question_id}").get_data(as_text=True)
+    assert ('мне <mark class="unsure" title="confidence 42%">шестьдесят</mark> лет '
+            '<mark class="unsure" title="confidence 59%">пенсия</mark>') in html
+    russian = _logged_in(app, consultant).get(f"/questions/{question_id}?lang=ru")
+    assert 'title="уверенность 42%"' in russian.get_data(as_text=True)
+
+
+def test_without_a_transcript_the_page_says_where_transcription_stands(
+        app: Flask, db: Db, settings: Settings, consultant: str) -> None:
+    question_id = _voice_question(db, settings, transcript=False)
+    html = _logged_in(app, consultant).get(f"/questions/{question_id}").get_data(as_text=True)
+    assert "Transcription: waiting" in html
+
+
+def test_an_sms_question_shows_what_the_resident_wrote(app: Flask, db: Db,
+                                                       consultant: str) -> None:
+    question_id = _sms_question(db, "Когда мне назначат <пенсию>?")
+    response = _logged_in(app, consultant).get(f"/questions/{question_id}")
+    html = response.get_data(as_text=True)
+    assert "What the resident wrote" in html
+    assert "Когда мне назначат &lt;пенсию&gt;?" in html
+    assert "question-audio" not in html and 'id="transcript"' not in html
+
+
+def test_the_page_shows_the_callers_history(app: Flask, db: Db, settings: Settings,
+                                            consultant: str) -> None:
+    earlier = _voice_question(db, settings, file_path="recordings/a.wav",
+                              created_at=RECEIVED - timedelta(days=30))
+    question_id = _voice_question(db, settings, file_path="recordings/b.wav")
+    with db() as session:
+        caller_id = session.scalars(select(Caller.id).where(Caller.phone == PHONE)).one()
+        session.add(SmsMessage(message_sid="SMout", direction=SMS_OUT, caller_id=caller_id,
+                               phone=PHONE, body="Мы пытались вам позвонить.",
+                               status="delivered", created_at=RECEIVED + timedelta(hours=1)))
+        # Someone else's call and message stay out of this caller's history.
+        other = Caller(phone="+77019999999")
+        session.add(other)
+        session.flush()
+        session.add(Call(call_sid="CAother", caller_id=other.id, from_number=other.phone,
+                         started_at=RECEIVED, last_node="disability"))
+        session.add(SmsMessage(message_sid="SMother", direction=SMS_IN, caller_id=other.id,
+                               phone=other.phone, body="чужое", status="received"))
+    browser = _logged_in(app, consultant)
+    response = browser.get(f"/questions/{question_id}")
+    html = response.get_data(as_text=True)
+    parsed = page(response)
+    assert f"/questions/{earlier}" in parsed.links
+    assert f"/questions/{question_id}" not in parsed.links  # not itself
+    assert f'href="tel:{PHONE}"' in html
+    assert ["2026-03-02 09:30", "1:35", "pension"] in parsed.rows
+    assert ["2026-03-02 10:30", "to the resident", "Мы пытались вам позвонить.",
+            "delivered"] in parsed.rows
+    assert "чужое" not in html and "disability" not in html
+    # The number is on the page, never in the audit log.
+    assert all(PHONE not in str(e.detail) for e in _events(db, question_id))
+
+
+# -- audio -----------------------------------------------------------------------------------
+
+def test_the_audio_is_served_with_range(app: Flask, db: Db, settings: Settings,
+                                        consultant: str) -> None:
+    question_id = _voice_question(db, settings)
+    browser = _logged_in(app, consultant)
+    url = f"/questions/{question_id}/audio"
+    whole = _audio(browser, url)
+    assert whole.status_code == 200
+    assert whole.get_data() == AUDIO
+    assert whole.mimetype == "audio/wav"
+    assert whole.headers["Accept-Ranges"] == "bytes"
+    assert whole.headers["Cache-Control"] == "no-store"
+    part = _audio(browser, url, "bytes=100-199")
+    assert part.status_code == 206
+    assert part.headers["Content-Range"] == f"bytes 100-199/{len(AUDIO)}"
+    assert part.get_data() == AUDIO[100:200]
+    tail = _audio(browser, url, "bytes=4000-")
+    assert tail.status_code == 206 and tail.get_data() == AUDIO[4000:]
+    beyond = _audio(browser, url, f"bytes={len(AUDIO) + 10}-")
+    assert beyond.status_code == 416
+    assert beyond.headers["Content-Range"] == f"bytes */{len(AUDIO)}"
+
+
+def test_listening_is_audited_once_per_listening(app: Flask, db: Db, settings: Settings,
+                                                 consultant: str, coordinator: str) -> None:
+    question_id = _voice_question(db, settings)
+    url = f"/questions/{question_id}/audio"
+    lawyer = _logged_in(app, consultant)
+    # A player starts at byte 0 (metadata, then playing), then seeks: one listening.
+    _audio(lawyer, url, "bytes=0-")
+    _audio(lawyer, url, "bytes=0-")
+    _audio(lawyer, url, "bytes=2000-")
+    assert [e.user_id for e in _events(db, question_id, audit.LISTENED)] == [
+        _user_id(db, consultant)]
+    # Seeking alone (a page left open past the window) writes nothing.
+    with db() as session:
+        for event in session.scalars(select(AuditEvent)):
+            event.at -= timedelta(hours=1)
+    _audio(lawyer, url, "bytes=2000-")
+    assert len(_events(db, question_id, audit.LISTENED)) == 1
+    # Listening again later, or another user: new events.
+    _audio(lawyer, url)
+    _audio(_logged_in(app, coordinator), url)
+    assert [e.user_id for e in _events(db, question_id, audit.LISTENED)] == [
+        _user_id(db, consultant), _user_id(db, consultant), _user_id(db, coordinator)]
+
+
+def test_real_audio_plays_from_the_page(app: Flask, db: Db, settings: Settings, tmp_path: Path,
+                                        consultant: str) -> None:
+    wav = make_wav(tmp_path / "question.wav", "Когда мне назначат пенсию?")
+    question_id = _voice_question(db, settings, audio=wav.read_bytes())
+    response = _audio(_logged_in(app, consultant), f"/questions/{question_id}/audio",
+                      "bytes=0-11")
+    assert response.status_code == 206
+    assert response.get_data()[:4] == b"RIFF" and response.get_data()[8:12] == b"WAVE"
+
+
+def test_audio_not_downloaded_yet(app: Flask, db: Db, settings: Settings,
+                                  consultant: str) -> None:
+    question_id = _voice_question(db, settings, file_path=None, state=DOWNLOAD_PENDING)
+    browser = _logged_in(app, consultant)
+    assert browser.get(f"/questions/{question_id}/audio").status_code == 404
+    html = browser.get(f"/questions/{question_id}").get_data(as_text=True)
+    assert "question-audio" not in html
+    assert "The recording is still being fetched." in html
+    assert _events(db, question_id, audit.LISTENED) == []
+
+
+def test_a_stored_file_that_is_missing_is_404(app: Flask, db: Db, settings: Settings,
+                                              consultant: str) -> None:
+    question_id = _voice_question(db, settings)
+    (settings.audio_dir / "recordings/q.wav").unlink()
+    assert _logged_in(app, consultant).get(f"/questions/{question_id}/audio").status_code == 404
+
+
+@pytest.mark.parametrize("tampered", ["../secret.wav", "recordings/../../secret.wav",
+                                      "ABSOLUTE", "recordings/link.wav", "", "."])
+def test_a_tampered_path_never_leaves_the_audio_folder(app: Flask, db: Db, settings: Settings,
+                                                       consultant: str, tampered: str) -> None:
+    secret = settings.data_dir / "secret.wav"
+    secret.parent.mkdir(parents=True, exist_ok=True)
+    secret.write_bytes(b"SECRET" * 100)
+    if tampered == "ABSOLUTE":
+        tampered = str(secret)
+    if tampered == "recordings/link.wav":
+        link = settings.audio_dir / tampered
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(secret)
+    question_id = _voice_question(db, settings, file_path=tampered)
+    response = _audio(_logged_in(app, consultant), f"/questions/{question_id}/audio")
+    assert response.status_code == 404
+    assert b"SECRET" not in response.get_data()
+
+
+# -- changing a question ---------------------------------------------------------------------
+
+def test_changes_need_the_claim(app: Flask, db: Db, settings: Settings, consultant: str,
+                                coordinator: str) -> None:
+    question_id = _voice_question(db, settings)
+    lawyer = _logged_in(app, consultant)
+    token = _token(lawyer)
+    forms = {"release": {}, "transcript": {"corrected_text": "исправлено"},
+             "notes": {"body": "заметка"}, "tags": {"region": "akmola"},
+             "close": {"reason": "silence"}}
+    for action, data in forms.items():
+        response = lawyer.post(f"/questions/{question_id}/{action}", {"csrf_token": token, **data})
+        assert response.status_code == 409, action
+        assert f"Please claim question {question_id} before changing it." in \
+            response.get_data(as_text=True)
+    # Someone else's question: 409 naming the holder; htmx is told to reload.
+    coordinator_browser = _logged_in(app, coordinator)
+    _claim(coordinator_browser, question_id)
+    response = lawyer.post(f"/questions/{question_id}/notes",
+                           {"csrf_token": token, "body": "заметка"})
+    assert response.status_code == 409
+    assert "being handled by Dana Coordinator" in response.get_data(as_text=True)
+    htmx = lawyer.client.post(f"/questions/{question_id}/notes", base_url="https://hotline.test",
+                              data={"csrf_token": token, "body": "заметка"},
+                              headers={"HX-Request": "true", "Referer": "https://hotline.test/"})
+    assert htmx.status_code == 409 and htmx.headers["HX-Refresh"] == "true"
+    found = _question(db, question_id)
+    assert (found.corrected_text, found.region, found.status) == (None, None, QUESTION_CLAIMED)
+    with db() as session:
+        assert session.scalars(select(Note)).all() == []
+    assert {e.action for e in _events(db, question_id)} <= {audit.OPENED, audit.CLAIMED}
+
+
+def test_a_missing_csrf_token_changes_nothing(app: Flask, db: Db, settings: Settings,
+                                              consultant: str) -> None:
+    question_id = _voice_question(db, settings)
+    lawyer = _logged_in(app, consultant)
+    _claim(lawyer, question_id)
+    response = lawyer.post(f"/questions/{question_id}/notes", {"body": "x"})
+    assert response.status_code == 400
+    assert _events(db, question_id, audit.NOTED) == []
+
+
+def test_the_holder_sees_the_forms_and_keeps_the_claim_fresh(
+        app: Flask, db: Db, settings: Settings, consultant: str) -> None:
+    question_id = _voice_question(db, settings)
+    lawyer = _logged_in(app, consultant)
+    _claim(lawyer, question_id)
+    with db() as session:
+        found = session.get(Question, question_id)
+        assert found is not None
+        found.claim_touched_at = datetime.now(UTC) - timedelta(minutes=20)
+    response = lawyer.get(f"/questions/{question_id}")
+    parsed = page(response)
+    html = response.get_data(as_text=True)
+    assert "Release" in parsed.buttons and "Claim" not in parsed.buttons
+    assert {"Silence", "Wrong number", "Test call", "Abusive"} <= set(parsed.buttons)
+    assert f">{TRANSCRIPT}</textarea>" in html  # the correction starts from the transcript
+    assert 'hx-post="/questions/' in html and 'hx-select="#notes"' in html
+    touched = _question(db, question_id).claim_touched_at
+    assert touched is not None and datetime.now(UTC) - touched < timedelta(minutes=1)
+
+
+def test_correcting_the_transcript(app: Flask, db: Db, settings: Settings,
+                                   consultant: str) -> None:
+    question_id = _voice_question(db, settings)
+    lawyer = _logged_in(app, consultant)
+    _claim(lawyer, question_id)
+    corrected = "Мне шестьдесят лет. Когда назначат пенсию?"
+    response = lawyer.post(f"/questions/{question_id}/transcript",
+                           {"csrf_token": _token(lawyer), "corrected_text": corrected + "\r\n"})
+    assert response.status_code == 303
+    assert response.headers["Location"] == \
+        f"/questions/{question_id}?saved=transcript#transcript"
+    assert _question(db, question_id).corrected_text == corrected
+    changed = _events(db, question_id, audit.CHANGED)
+    assert [e.detail for e in changed] == [{"fields": ["corrected_text"],
+                                            "length": len(corrected)}]
+    html = lawyer.get(response.headers["Location"]).get_data(as_text=True)
+    assert f">{corrected}</textarea>" in html and "Saved." in html
+    # The same text again changes nothing and writes nothing.
+    lawyer.post(f"/questions/{question_id}/transcript",
+                {"csrf_token": _token(lawyer), "corrected_text": corrected})
+    assert len(_events(db, question_id, audit.CHANGED)) == 1
+    too_long = lawyer.post(f"/questions/{question_id}/transcript",
+                           {"csrf_token": _token(lawyer), "corrected_text": "а" * 8001})
+    assert too_long.status_code == 400
+    assert _question(db, question_id).corrected_text == corrected
+
+
+def test_adding_notes(app: Flask, db: Db, settings: Settings, consultant: str) -> None:
+    question_id = _voice_question(db, settings)
+    lawyer = _logged_in(app, consultant)
+    _claim(lawyer, question_id)
+    for body in ("Перезвонить после обеда", "Нужна справка <о доходах>", "   "):
+        response = lawyer.post(f"/questions/{question_id}/notes",
+                               {"csrf_token": _token(lawyer), "body": body})
+        assert response.status_code == 303
+    with db() as session:
+        notes = session.scalars(select(Note).order_by(Note.id)).all()
+        assert [n.body for n in notes] == ["Перезвонить после обеда",
+                                           "Нужна справка <о доходах>"]
+        note_ids = [n.id for n in notes]
+    noted = _events(db, question_id, audit.NOTED)
+    assert [e.detail["note_id"] for e in noted] == note_ids
+    assert all("Перезвонить" not in str(e.detail) for e in noted)
+    html = lawyer.get(f"/questions/{question_id}").get_data(as_text=True)
+    assert "Перезвонить после обеда" in html and "Нужна справка &lt;о доходах&gt;" in html
+    assert "Aigerim Nurlanovna" in html
+
+
+def test_setting_tags(app: Flask, db: Db, settings: Settings, consultant: str) -> None:
+    question_id = _voice_question(db, settings)
+    lawyer = _logged_in(app, consultant)
+    _claim(lawyer, question_id)
+    before = _question(db, question_id).priority_at
+    response = lawyer.post(f"/questions/{question_id}/tags", {
+        "csrf_token": _token(lawyer), "topic": "disability", "region": "akmola",
+        "village": "  Жалтыр  ауылы ", "urgent": "1"})
+    assert response.status_code == 303
+    found = _question(db, question_id)
+    assert (found.topic, found.region, found.village, found.urgent) == (
+        "disability", "akmola", "Жалтыр ауылы", True)
+    assert found.priority_at is not None and before is not None
+    assert found.priority_at < before  # urgent moves it up the queue
+    changed = _events(db, question_id, audit.CHANGED)
+    assert [e.detail for e in changed] == [{
+        "fields": ["topic", "region", "village", "urgent"],
+        "values": {"topic": "disability", "region": "akmola", "urgent": True}}]
+    html = lawyer.get(f"/questions/{question_id}?lang=ru").get_data(as_text=True)
+    assert '<option value="akmola" selected>Акмолинская область</option>' in html
+    assert '<option value="disability" selected>Инвалидность</option>' in html
+    # Only what changed is recorded; nothing changed, nothing recorded.
+    lawyer.post(f"/questions/{question_id}/tags", {
+        "csrf_token": _token(lawyer), "topic": "disability", "region": "akmola",
+        "village": "Жалтыр ауылы"})
+    lawyer.post(f"/questions/{question_id}/tags", {
+        "csrf_token": _token(lawyer), "topic": "disability", "region": "akmola",
+        "village": "Жалтыр ауылы"})
+    assert [e.detail for e in _events(db, question_id, audit.CHANGED)][1:] == [
+        {"fields": ["urgent"], "values": {"urgent": False}}]
+    assert _question(db, question_id).priority_at == before
+
+
+@pytest.mark.parametrize("field,value", [("region", "mars"), ("topic", "astrology"),
+                                         ("village", "а" * 121)])
+def test_tags_the_page_does_not_offer_are_refused(app: Flask, db: Db, settings: Settings,
+                                                  consultant: str, field: str,
+                                                  value: str) -> None:
+    question_id = _voice_question(db, settings)
+    lawyer = _logged_in(app, consultant)
+    _claim(lawyer, question_id)
+    response = lawyer.post(f"/questions/{question_id}/tags",
+                           {"csrf_token": _token(lawyer), "topic": "pension", field: value})
+    assert response.status_code == 400
+    found = _question(db, question_id)
+    assert (found.topic, found.region, found.village) == ("pension", None, None)
+    assert _events(db, question_id, audit.CHANGED) == []
+
+
+def test_htmx_saves_a_note_without_reloading(app: Flask, db: Db, settings: Settings,
+                                             consultant: str) -> None:
+    question_id = _voice_question(db, settings)
+    lawyer = _logged_in(app, consultant)
+    _claim(lawyer, question_id)
+    token = _token(lawyer)
+    # htmx sends the token in a header and follows the redirect to take #notes from the page.
+    response = lawyer.client.post(
+        f"/questions/{question_id}/notes", base_url="https://hotline.test",
+        data={"body": "через htmx"}, follow_redirects=True,
+        headers={"HX-Request": "true", "X-CSRFToken": token, "Accept-Language": "en",
+                 "Referer": f"https://hotline.test/questions/{question_id}"})
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    assert '<section id="notes">' in html and "через htmx" in html and "Saved." in html
+
+
+def test_quick_close(app: Flask, db: Db, settings: Settings, consultant: str) -> None:
+    question_id = _voice_question(db, settings)
+    lawyer = _logged_in(app, consultant)
+    _claim(lawyer, question_id)
+    refused = lawyer.post(f"/questions/{question_id}/close",
+                          {"csrf_token": _token(lawyer), "reason": "resolved"})
+    assert refused.status_code == 400  # an outcome, not a quick close
+    assert _question(db, question_id).status == QUESTION_CLAIMED
+    response = lawyer.post(f"/questions/{question_id}/close",
+                           {"csrf_token": _token(lawyer), "reason": "wrong_number"})
+    assert response.status_code == 303
+    assert response.headers["Location"] == f"/queue?closed={question_id}"
+    found = _question(db, question_id)
+    assert (found.status, found.close_reason, found.closed_by_id, found.claimed_by_id,
+            found.claim_touched_at) == (QUESTION_CLOSED, "wrong_number",
+                                        _user_id(db, consultant), None, None)
+    assert found.closed_at is not None
+    assert [e.detail for e in _events(db, question_id, audit.CLOSED)] == [
+        {"reason": "wrong_number"}]
+    # Read-only now: no forms, and changes are refused.
+    response = lawyer.get(f"/questions/{question_id}")
+    parsed = page(response)
+    html = response.get_data(as_text=True)
+    assert "Wrong number" in html and "closed" in html
+    assert not {"Claim", "Release", "Silence", "Add the note"} & set(parsed.buttons)
+    again = lawyer.post(f"/questions/{question_id}/notes",
+                        {"csrf_token": _token(lawyer), "body": "ещё"})
+    assert again.status_code == 409
+    assert f"Question {question_id} is closed already." in again.get_data(as_text=True)
+
+
+def test_release(app: Flask, db: Db, settings: Settings, consultant: str) -> None:
+    question_id = _voice_question(db, settings)
+    lawyer = _logged_in(app, consultant)
+    _claim(lawyer, question_id)
+    response = lawyer.post(f"/questions/{question_id}/release", {"csrf_token": _token(lawyer)})
+    assert response.status_code == 303
+    assert response.headers["Location"] == f"/queue?released={question_id}"
+    found = _question(db, question_id)
+    assert (found.status, found.claimed_by_id) == (QUESTION_WAITING, None)
+    assert [e.user_id for e in _events(db, question_id, audit.RELEASED)] == [
+        _user_id(db, consultant)]
+    assert "Claim" in page(lawyer.get(f"/questions/{question_id}")).buttons
+
+
+def test_the_page_in_kazakh_and_russian(app: Flask, db: Db, settings: Settings,
+                                        consultant: str) -> None:
+    question_id = _voice_question(db, settings)
+    lawyer = _logged_in(app, consultant)
+    _claim(lawyer, question_id)
+    kazakh = page(lawyer.get(f"/questions/{question_id}?lang=kk"))
+    russian = page(lawyer.get(f"/questions/{question_id}?lang=ru"))
+    assert kazakh.lang == "kk" and russian.lang == "ru"
+    assert kazakh.headings == [f"Сұрақ {question_id}"]
+    assert russian.headings == [f"Вопрос {question_id}"]
+    assert "Тишина" in russian.buttons
