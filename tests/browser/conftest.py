@@ -27,7 +27,8 @@ Data
 
 Screenshots
     `shot(page, name)` saves a full-page PNG under test-artifacts/screenshots/ at the repository
-    root (the folder is created by the tests; `make clean` removes it; git ignores it).
+    root: the folder is emptied and created anew when a test session starts, so it holds the
+    last run's pictures; `make clean` removes it; git ignores it.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from storage.db import unit_of_work
 from storage.questions import mark_recording_stored, record_question
 from storage.transcripts import save_transcript
 from tests.support import CALLER, runtime
-from tests.workspace_support import PASSWORD, add_user
+from tests.workspace_support import PASSWORD, add_user, users_cli
 
 CHROMIUM = os.environ.get("HOTLINE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -107,7 +108,8 @@ def live_app(make_app: Callable[[Settings], Flask], settings: Settings) -> Flask
 def server(live_app: Flask) -> Iterator[str]:
     """Serve the app on 127.0.0.1 and a free port; yield its base URL."""
     http = make_server("127.0.0.1", 0, live_app, threaded=True)
-    thread = threading.Thread(target=http.serve_forever, name="live-server", daemon=True)
+    thread = threading.Thread(target=http.serve_forever, kwargs={"poll_interval": 0.05},
+                              name="live-server", daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{http.server_port}"
@@ -139,8 +141,12 @@ def wav_seconds(path: Path) -> float:
 @pytest.fixture
 def seeded(live_app: Flask, settings: Settings, question_wav: Path) -> Seeded:
     """Two consultants, a coordinator, and a voice question with its recording and transcript."""
-    add_user(live_app, "aigerim@example.kz", name="Aigerim Nurlanovna")
-    add_user(live_app, "bolat@example.kz", name="Bolat Serikuly")
+    for email, name, phone in (("aigerim@example.kz", "Aigerim Nurlanovna", "+77015550101"),
+                               ("bolat@example.kz", "Bolat Serikuly", "+77015550102")):
+        # Consultants with their own phone, as the calling-back panel expects.
+        result = users_cli(live_app, ["add", email, "--role", "consultant", "--name", name,
+                                      "--phone", phone], input=f"{PASSWORD}\n{PASSWORD}\n")
+        assert result.exit_code == 0, result.output
     add_user(live_app, "dana@example.kz", role="coordinator", name="Dana Coordinator")
     now = datetime.now(UTC)
     sid = "RE" + "b" * 32
@@ -195,8 +201,16 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
 NewContext = Callable[..., BrowserContext]
 
 
+@pytest.fixture(scope="session")
+def screenshots() -> Path:
+    """test-artifacts/screenshots/, emptied once per test session (it shows the last run)."""
+    shutil.rmtree(SCREENSHOTS, ignore_errors=True)
+    SCREENSHOTS.mkdir(parents=True)
+    return SCREENSHOTS
+
+
 @pytest.fixture
-def new_context(browser: Browser, server: str) -> Iterator[NewContext]:
+def new_context(browser: Browser, server: str, screenshots: Path) -> Iterator[NewContext]:
     """Open browser contexts (one per consultant) on the live server; close them afterwards."""
     opened: list[BrowserContext] = []
 

@@ -12,7 +12,12 @@ from flask import Flask
 from playwright.sync_api import BrowserContext, Page, expect
 
 from storage.db import unit_of_work
-from storage.models import QUESTION_CLAIMED, QUESTION_WAITING, Question, User
+from storage.models import (
+    QUESTION_CLAIMED,
+    QUESTION_WAITING,
+    Question,
+    User,
+)
 from tests.browser.conftest import PHONE, NewContext, Seeded, log_in, shot
 from tests.support import runtime
 
@@ -27,8 +32,8 @@ def question_state(app: Flask, question_id: int) -> tuple[str, str | None, str |
 
 
 def claim_button(page: Page, question_id: int):  # type: ignore[no-untyped-def]
-    """The Claim button in the question's row of the queue (its form posts to .../claim)."""
-    return page.locator(f"tr#question-{question_id} form[action$='/claim'] button")
+    """The Claim button in the question's row of the queue."""
+    return page.locator(f"tr#question-{question_id} form.claim button")
 
 
 def claim(page: Page, question_id: int) -> None:
@@ -115,6 +120,43 @@ def test_a_second_consultant_cannot_claim_a_held_question(new_context: NewContex
     shot(second, "06-second-consultant-queue")
 
 
+# -- the question's page: audio and outcome -----------------------------------------------------
+
+AUDIO = "document.querySelector('audio#question-audio')"
+
+
+def test_the_recording_loads_and_plays(new_context: NewContext, seeded: Seeded) -> None:
+    page = log_in(new_context(), seeded.consultant)
+    audio_answers: list[tuple[int, str | None]] = []
+    page.on("response", lambda r: audio_answers.append((r.status, r.headers.get("content-range")))
+            if r.url.endswith(f"/questions/{seeded.question_id}/audio") else None)
+    claim(page, seeded.question_id)
+    expect(page.locator("audio#question-audio")).to_have_count(1)
+
+    page.evaluate(f"{AUDIO}.play()")
+    page.wait_for_function(f"() => {AUDIO}.readyState >= 2 && {AUDIO}.currentTime > 0")
+    state = page.evaluate(
+        f"() => {{ const a = {AUDIO}; return {{duration: a.duration, readyState: a.readyState,"
+        " currentTime: a.currentTime, paused: a.paused, error: a.error && a.error.code}; }")
+    assert state["error"] is None, state
+    assert state["readyState"] >= 2 and state["currentTime"] > 0 and not state["paused"], state
+    assert abs(state["duration"] - seeded.audio_seconds) < 0.1, (state, seeded.audio_seconds)
+    # Chromium asks for byte ranges; the route answers them, so the player can seek.
+    assert any(status == 206 and (crange or "").startswith("bytes ")
+               for status, crange in audio_answers), audio_answers
+    shot(page, "07-question-audio-playing")
+
+    # Seeking near the end plays to the end.
+    page.evaluate(f"{AUDIO}.currentTime = {AUDIO}.duration - 0.3")
+    page.wait_for_function(f"() => {AUDIO}.ended")
+
+    phone = new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+    small = log_in(phone, seeded.consultant)
+    small.goto(f"/questions/{seeded.question_id}")
+    expect(small.locator("audio#question-audio")).to_be_visible()
+    shot(small, "07-question-phone")
+
+
 # -- roles --------------------------------------------------------------------------------------
 
 def _open(context: BrowserContext, page: Page, path: str) -> int:
@@ -128,14 +170,14 @@ def test_a_consultant_cannot_reach_coordinator_pages(new_context: NewContext,
     consultant = new_context()
     page = log_in(consultant, seeded.consultant)
     expect(page.locator("nav.pages a", has_text="Users")).to_have_count(0)
-    for path, name in (("/admin/users", "users"),):
+    for path, name in (("/admin/users", "users"), ("/admin/audit", "audit")):
         assert _open(consultant, page, path) == 403, path
         expect(page.locator("h1")).to_have_text("No access")
         shot(page, f"10-consultant-no-access-{name}")
 
     coordinator = new_context()
     page = log_in(coordinator, seeded.coordinator)
-    for path, name in (("/admin/users", "users"),):
+    for path, name in (("/admin/users", "users"), ("/admin/audit", "audit")):
         assert _open(coordinator, page, path) == 200, path
         expect(page.locator("h1")).not_to_have_text("No access")
         shot(page, f"11-coordinator-{name}")
