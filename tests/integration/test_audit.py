@@ -1,0 +1,160 @@
+"""The audit log page: coordinators only, newest first, filters, paging; what the question page
+writes into it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from flask import Flask
+from sqlalchemy import select
+
+from storage import audit
+from storage.models import CHANNEL_VOICE, AuditEvent, Question, User
+from tests.workspace_support import Browser, Db, page
+
+AT = datetime(2026, 3, 2, 4, 30, tzinfo=UTC)  # 09:30 in Almaty
+
+
+def _user_id(db: Db, email: str) -> int:
+    with db() as session:
+        return session.scalars(select(User.id).where(User.email == email)).one()
+
+
+def _question(db: Db) -> int:
+    with db() as session:
+        question = Question(channel=CHANNEL_VOICE, language="ru", topic="pension")
+        session.add(question)
+        session.flush()
+        return question.id
+
+
+def _logged_in(app: Flask, email: str) -> Browser:
+    browser = Browser(app)
+    assert browser.login(email).status_code == 302
+    return browser
+
+
+def test_a_logged_out_visitor_is_sent_to_login(app: Flask) -> None:
+    response = Browser(app).get("/admin/audit")
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/login"
+
+
+def test_a_consultant_cannot_read_the_audit_log(app: Flask, consultant: str) -> None:
+    browser = _logged_in(app, consultant)
+    response = browser.get("/admin/audit")
+    assert response.status_code == 403
+    assert page(response).headings == ["No access"]
+    assert "/admin/audit" not in page(browser.get("/queue")).links
+
+
+def test_a_coordinator_reads_the_log_newest_first(app: Flask, db: Db, consultant: str,
+                                                 coordinator: str) -> None:
+    lawyer_id = _user_id(db, consultant)
+    first, second = _question(db), _question(db)
+    with db() as session:
+        audit.record(session, lawyer_id, audit.OPENED, first, at=AT)
+        audit.record(session, lawyer_id, audit.CHANGED, first, at=AT + timedelta(minutes=1),
+                     fields=["region", "urgent", "corrected_text"],
+                     values={"region": "akmola", "urgent": True})
+        audit.record(session, lawyer_id, audit.CLOSED, second, at=AT + timedelta(minutes=2),
+                     reason="wrong_number")
+        audit.record(session, None, audit.SMS_SENT, second, at=AT + timedelta(minutes=3),
+                     segments=2)
+    browser = _logged_in(app, coordinator)
+    response = browser.get("/admin/audit")
+    assert response.status_code == 200
+    parsed = page(response)
+    assert parsed.headings == ["Audit log"]
+    assert "/admin/audit" in parsed.links
+    header, *rows = parsed.rows
+    assert header == ["Time (Almaty)", "User", "Action", "Question", "Detail"]
+    assert rows == [
+        ["2026-03-02 09:33", "the system", "sent an SMS", str(second), "segments: 2"],
+        ["2026-03-02 09:32", "Aigerim Nurlanovna", "closed", str(second),
+         "reason: Wrong number"],
+        ["2026-03-02 09:31", "Aigerim Nurlanovna", "changed", str(first),
+         "fields: region, urgent, corrected transcript; region → Akmola Region; urgent → yes"],
+        ["2026-03-02 09:30", "Aigerim Nurlanovna", "opened", str(first), "—"],
+    ]
+    assert f"/questions/{first}" in parsed.links
+    _, *russian = page(browser.get("/admin/audit?lang=ru")).rows
+    assert russian[2] == ["2026-03-02 09:31", "Aigerim Nurlanovna", "изменил(а)", str(first),
+                          "поля: регион, срочно, исправленный текст; регион → "
+                          "Акмолинская область; срочно → да"]
+
+
+def test_filters_by_question_user_and_action(app: Flask, db: Db, consultant: str,
+                                             coordinator: str) -> None:
+    lawyer_id, boss_id = _user_id(db, consultant), _user_id(db, coordinator)
+    first, second = _question(db), _question(db)
+    with db() as session:
+        audit.record(session, lawyer_id, audit.OPENED, first, at=AT)
+        audit.record(session, lawyer_id, audit.LISTENED, first, at=AT)
+        audit.record(session, boss_id, audit.OPENED, second, at=AT)
+        audit.record(session, lawyer_id, audit.OPENED, second, at=AT)
+    browser = _logged_in(app, coordinator)
+
+    def shown(query: dict[str, str]) -> list[tuple[str, str, str]]:
+        _, *rows = page(browser.get("/admin/audit", query_string=query)).rows
+        return [(r[1], r[2], r[3]) for r in rows]
+
+    lawyer, boss = "Aigerim Nurlanovna", "Dana Coordinator"
+    assert shown({"question": str(first)}) == [(lawyer, "listened", str(first)),
+                                               (lawyer, "opened", str(first))]
+    assert shown({"question": f"#{second}"}) == [(lawyer, "opened", str(second)),
+                                                 (boss, "opened", str(second))]
+    assert shown({"user": str(boss_id)}) == [(boss, "opened", str(second))]
+    assert shown({"action": "listened"}) == [(lawyer, "listened", str(first))]
+    assert shown({"user": str(lawyer_id), "action": "opened", "question": str(second)}) == [
+        (lawyer, "opened", str(second))]
+    # Nonsense filters are ignored rather than failing.
+    assert len(shown({"action": "deleted", "question": "abc"})) == 4
+    filtered = browser.get("/admin/audit", query_string={"user": str(boss_id)})
+    html = filtered.get_data(as_text=True)
+    assert f'<option value="{boss_id}" selected>' in html
+
+
+def test_paging_back_through_older_events(app: Flask, db: Db, consultant: str,
+                                          coordinator: str) -> None:
+    lawyer_id = _user_id(db, consultant)
+    question_id = _question(db)
+    with db() as session:
+        for minute in range(60):
+            audit.record(session, lawyer_id, audit.OPENED, question_id,
+                         at=AT + timedelta(minutes=minute))
+    browser = _logged_in(app, coordinator)
+    first = page(browser.get("/admin/audit", query_string={"question": str(question_id)}))
+    _, *rows = first.rows
+    assert len(rows) == 50
+    assert rows[0][0] == "2026-03-02 10:29" and rows[-1][0] == "2026-03-02 09:40"
+    older = [link for link in first.links if "before=" in link]
+    assert len(older) == 1 and f"question={question_id}" in older[0]
+    second = page(browser.get(older[0]))
+    _, *rest = second.rows
+    assert [r[0] for r in rest] == [f"2026-03-02 09:{m:02d}" for m in range(39, 29, -1)]
+    assert not [link for link in second.links if "before=" in link]
+
+
+def test_what_a_consultant_does_on_a_question_reaches_the_log(
+        app: Flask, db: Db, consultant: str, coordinator: str) -> None:
+    question_id = _question(db)
+    lawyer = _logged_in(app, consultant)
+    token = lawyer.token("/queue")
+    lawyer.get(f"/questions/{question_id}")
+    lawyer.post(f"/questions/{question_id}/claim", {"csrf_token": token})
+    lawyer.post(f"/questions/{question_id}/notes", {"csrf_token": token, "body": "Перезвонить"})
+    lawyer.post(f"/questions/{question_id}/tags",
+                {"csrf_token": token, "topic": "pension", "region": "turkistan"})
+    lawyer.post(f"/questions/{question_id}/close", {"csrf_token": token, "reason": "test_call"})
+    with db() as session:
+        actions = list(session.scalars(select(AuditEvent.action)
+                                       .where(AuditEvent.question_id == question_id)
+                                       .order_by(AuditEvent.id)))
+    assert [a for a in actions if a != audit.CLAIMED] == [
+        audit.OPENED, audit.NOTED, audit.CHANGED, audit.CLOSED]
+    browser = _logged_in(app, coordinator)
+    _, *rows = page(browser.get("/admin/audit", query_string={"question": str(question_id)})).rows
+    assert [r[2] for r in rows if r[2] != "claimed"] == [
+        "closed", "changed", "added a note", "opened"]
+    assert "Перезвонить" not in browser.get("/admin/audit").get_data(as_text=True)
