@@ -25,6 +25,7 @@ from flask_babel import force_locale
 
 from hotline import i18n
 from hotline.config import LOCAL_TIME
+from hotline.reports_page import region_title
 from hotline.workspace import runtime, topic_title
 from storage import reports as figures
 from storage.db import unit_of_work
@@ -176,6 +177,14 @@ def _topic_titles(topic: str | None) -> dict[str, str]:
     return titles
 
 
+def _region_titles(region: str | None) -> dict[str, str]:
+    titles = {}
+    for language in PUBLIC_LANGUAGES:
+        with force_locale(language):
+            titles[language] = region_title(region)
+    return titles
+
+
 def _row_json(row: Row, name: str) -> dict[str, Any]:
     return {name: row.key, "received": row.received.as_json(),
             "answered": row.answered.as_json(),
@@ -196,7 +205,8 @@ def stats_json(stats: PublicStats) -> dict[str, Any]:
         "answered": "a consultant tried to call back, or the question was resolved",
         "totals": totals,
         "by_month": [_row_json(row, "month") for row in stats.months],
-        "by_region": [_row_json(row, "region") for row in stats.regions],
+        "by_region": [{**_row_json(row, "region"), "title": _region_titles(row.key)}
+                      for row in stats.regions],
         "by_topic": [{**_row_json(row, "topic"), "title": _topic_titles(row.key)}
                      for row in stats.topics],
     }
@@ -217,6 +227,7 @@ def _render(language: str) -> Response:
         month_bars = [(row.key, row.received.value) for row in stats.months]
         html = render_template("public.html", stats=stats, page_language=language,
                                public_languages=PUBLIC_LANGUAGES, topic_title=topic_title,
+                               region_title=region_title,
                                topic_bars=topic_bars, month_bars=month_bars)
     response = Response(html, mimetype="text/html")
     response.headers["Content-Language"] = language

@@ -18,6 +18,7 @@ from flask_babel import gettext as _
 from flows.engine import DONE, EMPTY, GOODBYE, LANGUAGE, MAIN, OFFER, RECORD, UnknownNode
 from hotline import auth, i18n
 from hotline.config import LOCAL_TIME
+from hotline.question_page import REGIONS, region_name
 from hotline.workspace import CHANNELS, bp, runtime, topic_title
 from storage import reports as figures
 from storage.db import unit_of_work
@@ -83,8 +84,8 @@ def to_filters(start: date | None, end: date | None, region: str, topic: str) ->
 
 
 def region_title(region: str | None) -> str:
-    """Name a region code (questions are tagged with stable codes)."""
-    return region if region else str(_("region not set"))
+    """Name a region code (questions are tagged with stable codes on their page)."""
+    return region_name(region) if region else str(_("region not set"))
 
 
 def _hours(value: float | None) -> float | None:
@@ -341,7 +342,8 @@ def reports() -> ResponseReturnValue:
     content_topics = list(runtime().flow.content.topics)
     form = FilterForm(
         start=start, end=end, region=region, topic=topic,
-        regions=[(r, region_title(r)) for r in regions]
+        regions=sorted(((r, region_title(r)) for r in dict.fromkeys([*REGIONS, *regions])),
+                       key=lambda pair: pair[1])
         + [(figures.NOT_SET, region_title(None))],
         topics=[(t, topic_title(t)) for t in dict.fromkeys([*content_topics, *topics])]
         + [(figures.NOT_SET, topic_title(None))],
