@@ -13,7 +13,6 @@ chosen from Accept-Language at /public, and shared caches may keep anonymous res
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time
@@ -128,12 +127,16 @@ def breakdown(facts: Sequence[figures.QuestionFacts], keys: Sequence[str | None]
             for i, k in enumerate(keys)]
 
 
-def _by_size(facts: Sequence[figures.QuestionFacts],
-             key: Callable[[figures.QuestionFacts], str | None]) -> list[str | None]:
-    # Largest first; ties (and so the suppressed small ones) by name, nulls last.
-    counts = Counter(key(f) for f in facts)
-    return sorted(counts, key=lambda k: (-counts[k] if counts[k] >= MIN_COUNT else 0,
-                                         k is None, k or ""))
+def _keys(facts: Sequence[figures.QuestionFacts],
+          key: Callable[[figures.QuestionFacts], str | None]) -> list[str | None]:
+    return list(dict.fromkeys(key(f) for f in facts))
+
+
+def by_size(rows: list[Row]) -> list[Row]:
+    """Largest published count first; the suppressed last, by code, so their order tells
+    nothing about their size; the row without a code (not set) last of its kind."""
+    return sorted(rows, key=lambda r: (r.received.suppressed,
+                                       -(r.received.value or 0), r.key is None, r.key or ""))
 
 
 def compute(facts: Sequence[figures.QuestionFacts], months: Sequence[str]) -> PublicStats:
@@ -143,8 +146,8 @@ def compute(facts: Sequence[figures.QuestionFacts], months: Sequence[str]) -> Pu
     return PublicStats(
         first_month=months[0], last_month=months[-1], total=total,
         months=breakdown(facts, months, lambda f: figures.month(f.created_at, LOCAL_TIME)),
-        regions=breakdown(facts, _by_size(facts, lambda f: f.region), lambda f: f.region),
-        topics=breakdown(facts, _by_size(facts, lambda f: f.topic), lambda f: f.topic),
+        regions=by_size(breakdown(facts, _keys(facts, lambda f: f.region), lambda f: f.region)),
+        topics=by_size(breakdown(facts, _keys(facts, lambda f: f.topic), lambda f: f.topic)),
     )
 
 

@@ -1,0 +1,143 @@
+"""The public figures: small counts suppressed at 4 and shown at 5 and 6, the same figures in
+HTML and JSON, Kazakh and Russian, no login and no cookie."""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from hotline.config import LOCAL_TIME
+from hotline.public_stats import HIDDEN, Figure, count_figure, derived_figure, protect
+from storage.models import Question, utcnow
+from tests.workspace_support import Browser, Db, page
+
+
+@pytest.mark.parametrize(("count", "shown"), [(0, Figure(0)), (1, HIDDEN), (4, HIDDEN),
+                                              (5, Figure(5)), (6, Figure(6))])
+def test_counts_below_five_are_suppressed(count: int, shown: Figure) -> None:
+    assert count_figure(count) == shown
+
+
+@pytest.mark.parametrize(("based_on", "shown"), [(4, HIDDEN), (5, Figure(2.5)),
+                                                 (6, Figure(2.5))])
+def test_figures_from_fewer_than_five_questions_are_suppressed(based_on: int,
+                                                               shown: Figure) -> None:
+    assert derived_figure(2.5, based_on) == shown
+
+
+def test_a_lone_suppressed_cell_takes_the_next_smallest_with_it() -> None:
+    assert protect([3, 12, 10]) == [HIDDEN, Figure(12), HIDDEN]
+    # Two small cells hide each other; zeros are about nobody and stay.
+    assert protect([3, 4, 10, 0]) == [HIDDEN, HIDDEN, Figure(10), Figure(0)]
+    assert protect([5, 6, 0]) == [Figure(5), Figure(6), Figure(0)]
+
+
+def month_start() -> datetime:
+    """The first moment of this month in Almaty."""
+    today = utcnow().astimezone(LOCAL_TIME).date()
+    return datetime.combine(today.replace(day=1), time(0), LOCAL_TIME)
+
+
+@pytest.fixture
+def questions_in_regions(db: Db) -> Any:
+    """Add questions this month: `count` in Abai, 20 in Astana, 30 in Almaty, all answered."""
+
+    def add(count: int) -> None:
+        start = month_start() + timedelta(minutes=1)
+        with db() as session:
+            for region, n in (("abai", count), ("astana", 20), ("almaty", 30)):
+                for i in range(n):
+                    # Abai's callbacks come 1, 2, 3 ... hours after the question.
+                    hours = i + 1 if region == "abai" else 10
+                    session.add(Question(
+                        channel="voice", language="kk", topic="pension", region=region,
+                        created_at=start, priority_at=start, status="closed",
+                        close_reason="resolved", closed_at=start + timedelta(hours=hours + 1),
+                        first_callback_at=start + timedelta(hours=hours)))
+
+    return add
+
+
+def by_region(stats: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {row["region"]: row for row in stats["by_region"]}
+
+
+@pytest.mark.parametrize(("count", "received", "median"), [
+    (4, None, None),
+    (5, 5, 3.0),
+    (6, 6, 3.5),
+])
+def test_the_json_suppresses_a_region_of_four(app: Flask, questions_in_regions: Any,
+                                              count: int, received: int | None,
+                                              median: float | None) -> None:
+    questions_in_regions(count)
+    response = app.test_client().get("/public/stats.json")
+    assert response.status_code == 200
+    assert response.mimetype == "application/json"
+    assert "Set-Cookie" not in response.headers
+    stats = response.get_json()
+    abai = by_region(stats)["abai"]
+    assert abai["received"] == {"value": received, "suppressed": received is None}
+    assert abai["answered"] == {"value": received, "suppressed": received is None}
+    assert abai["median_hours_to_callback"] == {"value": median, "suppressed": median is None}
+    assert abai["title"] == {"kk": "Абай облысы", "ru": "область Абай", "en": "Abai Region"}
+    # At 4 Abai could be worked out from the total; the next smallest region is hidden too.
+    astana = by_region(stats)["astana"]["received"]
+    assert astana == ({"value": None, "suppressed": True} if count == 4
+                      else {"value": 20, "suppressed": False})
+    assert by_region(stats)["almaty"]["received"] == {"value": 30, "suppressed": False}
+    # Largest first; hidden ones last in code order, so their place says nothing of their size.
+    assert [row["region"] for row in stats["by_region"]] == (
+        ["almaty", "abai", "astana"] if count == 4 else ["almaty", "astana", "abai"])
+    assert stats["totals"]["received"] == {"value": 50 + count, "suppressed": False}
+    this_month = stats["by_month"][-1]
+    assert this_month["month"] == month_start().strftime("%Y-%m")
+    assert this_month["received"]["value"] == 50 + count
+    assert [m["received"]["value"] for m in stats["by_month"][:-1]] == [0] * 11
+    assert stats["by_topic"][0]["topic"] == "pension"
+    assert stats["by_topic"][0]["title"]["ru"] == "Пенсия"
+    assert stats["min_count"] == 5
+
+
+def test_the_page_shows_less_than_five_in_kazakh_and_russian(app: Flask,
+                                                             questions_in_regions: Any) -> None:
+    questions_in_regions(4)
+    visitor = Browser(app, language=None)
+    for path, lang, heading in [("/public/kk", "kk", "Жедел желі сандармен"),
+                                ("/public/ru", "ru", "Горячая линия в цифрах"),
+                                ("/public/en", "en", "The hotline in figures")]:
+        response = visitor.get(path)
+        assert response.status_code == 200
+        assert "Set-Cookie" not in response.headers
+        assert response.headers["Cache-Control"] == "public, max-age=600"
+        shown = page(response)
+        assert (shown.lang, shown.headings) == (lang, [heading])
+        # Regions by size, the suppressed ones last: Almaty (city) 30, then Abai and Astana.
+        regions = [row for row in shown.rows if len(row) == 4][-3:]
+        assert [row[1] for row in regions] == ["30", "<5", "<5"], regions
+        assert "<svg" in response.get_data(as_text=True)
+
+
+def test_the_page_follows_the_browser_language_without_cookies(app: Flask) -> None:
+    visitor = Browser(app, language="ru-RU,ru;q=0.9")
+    response = visitor.get("/public")
+    assert page(response).lang == "ru"
+    assert "Accept-Language" in response.headers["Vary"]
+    assert "Set-Cookie" not in response.headers
+    assert page(Browser(app, language="de").get("/public")).lang == "kk"
+
+
+def test_public_figures_need_no_login_and_can_be_revalidated(app: Flask,
+                                                             coordinator: str) -> None:
+    client = app.test_client()
+    first = client.get("/public/stats.json")
+    assert first.status_code == 200
+    again = client.get("/public/stats.json", headers={"If-None-Match": first.headers["ETag"]})
+    assert again.status_code == 304
+    # A logged-in coordinator's response carries their session cookie: never shared.
+    boss = Browser(app)
+    boss.login(coordinator)
+    assert boss.get("/public/ru").headers["Cache-Control"] == "private, max-age=600"
