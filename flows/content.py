@@ -46,9 +46,15 @@ SYSTEM_PROMPTS = (
     "sms.nothing_more",
     "sms.rate_limited",
     "sms.language_set",
+    "sms.callback_failed",
 )
-# Prompts that must carry a placeholder, filled in from the configuration.
-PLACEHOLDERS = {"record.done": "{days}", "sms.question_received": "{days}"}
+# Prompts that must carry placeholders, filled in from the configuration (sms.callback_failed:
+# how many times a lawyer tried to call back, and the hotline's number).
+PLACEHOLDERS: dict[str, tuple[str, ...]] = {
+    "record.done": ("{days}",),
+    "sms.question_received": ("{days}",),
+    "sms.callback_failed": ("{attempts}", "{number}"),
+}
 _PLACEHOLDER = re.compile(r"\{[a-z_]+\}")
 
 
@@ -189,12 +195,14 @@ def _check_prompts(content: Content, problems: list[str]) -> None:
         for key in sorted(set(prompts) - set(required)):
             problems.append(f"{file}: prompts.{key}: not used by the tree (a typo?)")
         for key, text in prompts.items():
-            wanted = PLACEHOLDERS.get(key)
+            wanted = PLACEHOLDERS.get(key, ())
             found = set(_PLACEHOLDER.findall(text))
-            if wanted and wanted not in found:
-                problems.append(f"{file}: prompts.{key}: must contain {wanted}")
-            if found - ({wanted} if wanted else set()):
-                problems.append(f"{file}: prompts.{key}: unknown placeholder {sorted(found)[0]}")
+            for placeholder in wanted:
+                if placeholder not in found:
+                    problems.append(f"{file}: prompts.{key}: must contain {placeholder}")
+            unknown = found - set(wanted)
+            if unknown:
+                problems.append(f"{file}: prompts.{key}: unknown placeholder {sorted(unknown)[0]}")
         keywords = content.keywords.get(code, {})
         for topic in content.topics:
             if not keywords.get(topic):

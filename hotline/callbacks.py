@@ -2,22 +2,804 @@
 
 Routes for consultants are on the workspace blueprint (behind its login check); Twilio's
 webhooks for the bridged call are on `hooks`, signed like every Twilio route and CSRF-exempt.
+
+The bridge: "Call" makes Twilio call the consultant's own phone (User.phone) through the REST
+API, with the hotline's number as caller ID. When they answer, Twilio fetches the answer URL,
+whose TwiML says in Russian (the consultants' common language) that the resident is being
+connected and dials the resident with the hotline's number as caller ID; the resident never
+sees the consultant's own number. Both legs report their statuses (initiated, ringing,
+answered, completed...) to status callbacks; the Dial's action reports how the resident leg
+ended. storage.callbacks turns those into the attempt's state, whatever their order.
+
+An answering machine or voicemail picking up the consultant's phone (Twilio's answering
+machine detection, AnsweredBy) hangs up at once: the resident is never connected to a
+voicemail box.
+
+The outcome form (any time the user holds the question; they may have called by other means):
+resolved and wrong number close the question; follow-up keeps the referral and returns the
+question to the queue for whoever continues the case; no answer counts a failed attempt,
+plans the next one in the daytime window and returns the question to the queue, or after the
+last allowed attempt closes it and sends the resident an SMS saying how to reach the hotline.
 """
 
 from __future__ import annotations
 
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from flask import Blueprint
+import requests
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask.typing import ResponseReturnValue
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
+from twilio.base.exceptions import TwilioRestException, TwilioServiceException
+from twilio.twiml.voice_response import Dial, VoiceResponse
 
+from flows.segments import segments
+from hotline import auth, jobs
 from hotline.auth import Account
-from hotline.workspace import bp  # noqa: F401  (routes are added to the workspace blueprint)
-from storage.models import Question
+from hotline.config import LOCAL_TIME, Settings
+from hotline.outbound_sms import make_twilio_client
+from hotline.twilio_glue import CALL_SID, external_url, form_int, form_sid, twilio_webhook
+from hotline.twilio_glue import runtime as twilio_runtime
+from hotline.workspace import bp, local_time, runtime
+from storage import audit
+from storage import callbacks as store
+from storage.claims import touch_claim
+from storage.db import unit_of_work
+from storage.models import (
+    CALLBACK_BRIDGING,
+    CALLBACK_CONNECTED,
+    CALLBACK_DIALING,
+    CALLBACK_ENDED,
+    CALLBACK_FAILED,
+    CLOSE_NO_ANSWER,
+    CLOSE_RESOLVED,
+    CLOSE_WRONG_NUMBER,
+    OUTCOME_FOLLOW_UP,
+    OUTCOME_NO_ANSWER,
+    OUTCOME_RESOLVED,
+    OUTCOME_WRONG_NUMBER,
+    OUTCOMES,
+    QUESTION_CLAIMED,
+    QUESTION_CLOSED,
+    ROLE_CONSULTANT,
+    ROLE_COORDINATOR,
+    SMS_FINAL_STATUSES,
+    SMS_IN,
+    CallbackAttempt,
+    Question,
+    SmsMessage,
+    User,
+    utcnow,
+)
+from storage.sms import queue_outbound
 
-hooks = Blueprint("callback_hooks", __name__)
+log = logging.getLogger(__name__)
+
+hooks = Blueprint("callback_hooks", __name__, url_prefix="/callbacks")
+
+TWIML = "application/xml"
+# How long Twilio rings the consultant's phone, and then the resident's.
+CONSULTANT_RING_SECONDS = 30
+RESIDENT_RING_SECONDS = 30
+CALL_EVENTS = ["initiated", "ringing", "answered", "completed"]
+CALL_STATUS = re.compile(r"^[a-z][a-z-]{0,19}$")
+# Twilio's AnsweredBy values for a machine (answering machine detection on the consultant leg).
+MACHINE_ANSWERS = frozenset({"machine_start", "machine_end_beep", "machine_end_silence",
+                             "machine_end_other", "fax"})
+ERROR_MACHINE = "an answering machine took the call to your phone: the resident was not called"
+ERROR_NO_RESIDENT_PHONE = "the resident's phone number is not known"
+# A consultant's SMS answer: at most this many parts (flows.segments).
+MAX_SMS_PARTS = 6
+MAX_REFERRAL_CHARS = 2000
+# How long the panel keeps polling an SMS that has not reached a final status.
+SMS_POLL_FOR = timedelta(hours=1)
+
+# What the consultant hears on their phone (Russian: the consultants' common language).
+SAY_CONNECTING = "Вопрос номер {id}. Соединяем вас с жителем, подождите, пожалуйста."
+SAY_OVER = "Этот звонок уже завершён. До свидания."
+SAY_NO_PHONE = "Номер жителя неизвестен. Звонок завершён."
+SAY_DIALED = {
+    "completed": "Разговор завершён. Отметьте, пожалуйста, результат на странице вопроса.",
+    "no-answer": "Житель не ответил. Отметьте, пожалуйста, результат на странице вопроса.",
+    "busy": "Линия жителя занята. Отметьте, пожалуйста, результат на странице вопроса.",
+}
+SAY_DIAL_FAILED = "Не удалось дозвониться до жителя. Отметьте результат на странице вопроса."
+
+OUTCOME_WORDS = {
+    OUTCOME_RESOLVED: _l("Resolved"),
+    OUTCOME_FOLLOW_UP: _l("Needs follow-up (referred to an organisation)"),
+    OUTCOME_NO_ANSWER: _l("No answer"),
+    OUTCOME_WRONG_NUMBER: _l("Wrong number"),
+}
+KNOWN_ERRORS = {
+    ERROR_MACHINE: _l("An answering machine took the call to your phone, so the resident was "
+                      "not called."),
+    ERROR_NO_RESIDENT_PHONE: _l("The resident's phone number is not known."),
+    store.ERROR_NO_NEWS: _l("Twilio sent no news about this call."),
+    store.ERROR_CONSULTANT_FAILED: _l("Twilio could not call your phone."),
+}
+SMS_ERRORS = {
+    21610: _l("the resident has opted out of SMS (STOP)"),
+    30003: _l("the phone is switched off or out of coverage"),
+    30005: _l("the number is unknown or no longer in use"),
+    30006: _l("the number cannot receive SMS"),
+    30007: _l("the carrier blocked the message"),
+}
+
+
+# -- the panel --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AttemptView:
+    """One callback attempt as the panel shows it."""
+
+    id: int
+    started: str
+    consultant: str
+    status: str
+    # ok (connected or talked), wait (under way), bad (no answer, busy, failed)
+    tone: str
+    live: bool
+    outcome: str | None
+
+
+@dataclass(frozen=True)
+class SmsView:
+    """One SMS of the question's conversation."""
+
+    id: int
+    at: str
+    direction: str
+    who: str
+    body: str
+    status: str
+    tone: str
+
+
+@dataclass(frozen=True)
+class CallbackPanel:
+    """What templates/callback_panel.html shows."""
+
+    question_id: int
+    panel_url: str
+    holder: bool
+    closed: bool
+    closed_as: str | None
+    resident_phone: str | None
+    call_blocker: str | None
+    current: AttemptView | None
+    live: bool
+    earlier: list[AttemptView]
+    failed_attempts: int
+    max_attempts: int
+    next_callback: str | None
+    retry_early: bool
+    referral: str | None
+    outcomes: list[tuple[str, str]]
+    suggested: str | None
+    sms_blocker: str | None
+    sms: list[SmsView]
+    sms_live: bool
+    max_sms_parts: int
+
+
+def _mask(phone: str | None) -> str | None:
+    """A phone number shown only by its last digits."""
+    return f"…{phone[-4:]}" if phone else None
+
+
+def _duration(seconds: int) -> str:
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def _error_words(error: str | None) -> str:
+    if not error:
+        return str(_("Twilio could not place the call."))
+    known = KNOWN_ERRORS.get(error)
+    return str(known) if known is not None else error  # Twilio's own message
+
+
+def _attempt_status(attempt: CallbackAttempt, now: datetime) -> tuple[str, str]:
+    """The attempt's state in words, and its tone."""
+    consultant, resident = attempt.consultant_status, attempt.resident_status
+    if attempt.state in store.LIVE_STATES and not store.is_live(attempt, now):
+        return str(_("No news from Twilio about this call since %(time)s.",
+                     time=local_time(attempt.updated_at))), "bad"
+    if attempt.state == CALLBACK_FAILED:
+        return str(_("Failed: %(error)s", error=_error_words(attempt.error))), "bad"
+    if attempt.state == CALLBACK_DIALING:
+        if consultant == "ringing":
+            return str(_("Your phone is ringing: answer it.")), "wait"
+        return str(_("Calling your phone…")), "wait"
+    if attempt.state == CALLBACK_BRIDGING:
+        if resident == "ringing":
+            return str(_("You answered. The resident's phone is ringing…")), "wait"
+        return str(_("You answered. Calling the resident…")), "wait"
+    if attempt.state == CALLBACK_CONNECTED:
+        return str(_("Connected with the resident.")), "ok"
+    if store.resident_answered(attempt):
+        if attempt.duration:
+            return str(_("Ended: you talked for %(duration)s.",
+                         duration=_duration(attempt.duration))), "ok"
+        return str(_("Ended: you talked with the resident.")), "ok"
+    if attempt.error in KNOWN_ERRORS:
+        return str(_("Ended: %(reason)s", reason=_error_words(attempt.error))), "bad"
+    words = {
+        "no-answer": _("Ended: the resident did not answer."),
+        "busy": _("Ended: the resident's line was busy."),
+        "failed": _("Ended: the call to the resident failed."),
+        "canceled": _("Ended: the call ended before the resident answered."),
+    }.get(resident or "")
+    if words is None:
+        words = {
+            "no-answer": _("Ended: you did not answer your phone."),
+            "busy": _("Ended: your phone was busy."),
+            "canceled": _("Ended: the call was cancelled."),
+        }.get(consultant or "", _("Ended before the resident was called."))
+    return str(words), "bad"
+
+
+def _attempt_view(attempt: CallbackAttempt, now: datetime) -> AttemptView:
+    status, tone = _attempt_status(attempt, now)
+    return AttemptView(
+        id=attempt.id, started=local_time(attempt.created_at),
+        consultant=attempt.consultant.name if attempt.consultant else "—",
+        status=status, tone=tone, live=store.is_live(attempt, now),
+        outcome=str(OUTCOME_WORDS[attempt.outcome]) if attempt.outcome in OUTCOME_WORDS
+        else None)
+
+
+def _sms_status(message: SmsMessage) -> tuple[str, str]:
+    """An SMS's delivery status in words, and its tone."""
+    if message.direction == SMS_IN:
+        return str(_("received")), "ok"
+    words, tone = {
+        "delivered": (_("delivered"), "ok"),
+        "read": (_("delivered"), "ok"),
+        "sent": (_("sent, waiting for delivery"), "wait"),
+        "undelivered": (_("not delivered"), "bad"),
+        "failed": (_("failed"), "bad"),
+        "replied": (_("sent as an automatic reply"), "ok"),
+        "canceled": (_("cancelled"), "bad"),
+    }.get(message.status, (_("waiting to be sent"), "wait"))
+    text = str(words)
+    if message.error_code is not None:
+        reason = SMS_ERRORS.get(message.error_code)
+        detail = str(reason) if reason is not None else (message.error_message or "")
+        text = str(_("%(status)s (Twilio error %(code)s: %(detail)s)", status=text,
+                     code=message.error_code, detail=detail)) if detail else str(
+            _("%(status)s (Twilio error %(code)s)", status=text, code=message.error_code))
+    elif message.error_message and tone == "bad":
+        text = f"{text}: {message.error_message}"
+    return text, tone
+
+
+def _sms_of(session: Session, question: Question) -> list[SmsMessage]:
+    """The question's SMS, and what its resident wrote since it came in, oldest first."""
+    condition = SmsMessage.question_id == question.id
+    if question.caller_id is not None:
+        condition = or_(condition, (SmsMessage.caller_id == question.caller_id)
+                        & (SmsMessage.direction == SMS_IN)
+                        & (SmsMessage.created_at >= question.created_at))
+    return list(session.scalars(
+        select(SmsMessage).where(condition).order_by(SmsMessage.created_at, SmsMessage.id)
+        .limit(100)))
+
+
+def _sms_view(session: Session, message: SmsMessage) -> SmsView:
+    status, tone = _sms_status(message)
+    if message.direction == SMS_IN:
+        who = str(_("Resident"))
+    elif message.sent_by_id is not None:
+        author = session.get(User, message.sent_by_id)
+        who = author.name if author else "—"
+    else:
+        who = str(_("Hotline (automatic)"))
+    return SmsView(id=message.id, at=local_time(message.created_at),
+                   direction=message.direction, who=who, body=message.body, status=status,
+                   tone=tone)
+
+
+def _suggested(current: CallbackAttempt | None) -> str | None:
+    """The outcome the last call suggests (the consultant still chooses)."""
+    if current is None or current.state not in (CALLBACK_ENDED, CALLBACK_FAILED):
+        return None
+    if current.resident_status in ("no-answer", "busy"):
+        return OUTCOME_NO_ANSWER
+    return None
+
+
+def build_panel(session: Session, question: Question, account: Account,
+                now: datetime) -> CallbackPanel:
+    """Gather what the panel shows for this user."""
+    settings = runtime().settings
+    holder = question.status == QUESTION_CLAIMED and question.claimed_by_id == account.id
+    user = session.get(User, account.id)
+    resident_phone = question.caller.phone if question.caller else None
+    attempts = store.attempts_of(session, question.id)
+    current = attempts[0] if attempts else None
+    live = current is not None and store.is_live(current, now)
+    call_blocker = None
+    if user is None or not user.phone:
+        call_blocker = str(_("Your account has no phone number for the hotline to call you "
+                             "on. Please ask a coordinator to add it."))
+    elif resident_phone is None:
+        call_blocker = str(_("No phone number is known for this resident."))
+    sms_blocker = None
+    if question.caller is None:
+        sms_blocker = str(_("No phone number is known for this resident."))
+    elif question.caller.sms_opted_out:
+        sms_blocker = str(_("The resident has opted out of SMS (STOP): no SMS can be sent "
+                            "to them."))
+    messages = _sms_of(session, question)
+    sms_live = any(m.direction != SMS_IN and m.status not in SMS_FINAL_STATUSES
+                   and m.status not in ("replied", "canceled")
+                   and now - m.created_at < SMS_POLL_FOR for m in messages)
+    next_at = question.next_callback_at
+    return CallbackPanel(
+        question_id=question.id,
+        panel_url=url_for("workspace.callback_panel", question_id=question.id),
+        holder=holder,
+        closed=question.status == QUESTION_CLOSED,
+        closed_as=question.close_reason,
+        resident_phone=_mask(resident_phone),
+        call_blocker=call_blocker,
+        current=_attempt_view(current, now) if current else None,
+        live=live,
+        earlier=[_attempt_view(a, now) for a in attempts[1:]],
+        failed_attempts=question.callback_attempts or 0,
+        max_attempts=settings.callback_attempts,
+        next_callback=local_time(next_at) if next_at else None,
+        retry_early=next_at is not None and next_at > now,
+        referral=question.referral,
+        outcomes=[(value, str(OUTCOME_WORDS[value])) for value in OUTCOMES],
+        suggested=_suggested(current),
+        sms_blocker=sms_blocker,
+        sms=[_sms_view(session, m) for m in messages],
+        sms_live=sms_live,
+        max_sms_parts=MAX_SMS_PARTS,
+    )
 
 
 def panel(session: Session, question: Question, account: Account) -> dict[str, Any]:
     """What templates/callback_panel.html needs, for the question's page."""
-    return {}
+    return {"callback": build_panel(session, question, account, utcnow())}
+
+
+@bp.get("/questions/<int:question_id>/callback-panel")
+@auth.role_required(ROLE_CONSULTANT, ROLE_COORDINATOR)
+def callback_panel(question_id: int) -> ResponseReturnValue:
+    """The panel alone: htmx polls it for the call's and the SMS' statuses (hx-select)."""
+    account = auth.current_account()
+    with unit_of_work(runtime().sessions) as db:
+        question = db.get(Question, question_id)
+        if question is None:
+            abort(404)
+        context = panel(db, question, account)
+        return render_template("callback_panel.html", **context)
+
+
+# -- consultants' forms -----------------------------------------------------------------------
+
+def _refuse(status: int, title: str, message: str, question_id: int) -> ResponseReturnValue:
+    return render_template("message.html", title=title, message=message,
+                           back=url_for("workspace.question", question_id=question_id)), status
+
+
+def _held(db: Session, question_id: int, user_id: int, now: datetime) -> Question:
+    """The question if the user holds it (the claim is touched, its row locked); else 409."""
+    held = touch_claim(db, question_id, user_id, now)
+    question = db.get(Question, question_id)
+    if question is None:
+        abort(404)
+    if held:
+        return question
+    if question.status == QUESTION_CLOSED:
+        message = _("Question %(id)s is closed already.", id=question_id)
+    elif question.status == QUESTION_CLAIMED and question.claimed_by is not None:
+        message = _("Question %(id)s is being handled by %(name)s.", id=question_id,
+                    name=question.claimed_by.name)
+    else:
+        message = _("You do not hold question %(id)s. Claim it in the queue first.",
+                    id=question_id)
+    abort(make_response(_refuse(409, _("Not your question"), message, question_id)))
+
+
+def _back(question_id: int, anchor: str) -> ResponseReturnValue:
+    return redirect(url_for("workspace.question", question_id=question_id) + anchor, 303)
+
+
+def _rest_error(exc: Exception) -> str:
+    if isinstance(exc, TwilioRestException):
+        # The client puts "Unable to create record: " before Twilio's own message.
+        message = str(exc.msg).removeprefix("Unable to create record: ")
+        return f"{message} (Twilio error {exc.code})" if exc.code else message
+    if isinstance(exc, TwilioServiceException):
+        return str(exc.detail or exc.title)
+    return f"Twilio could not be reached ({type(exc).__name__})"
+
+
+@bp.post("/questions/<int:question_id>/call")
+@auth.role_required(ROLE_CONSULTANT, ROLE_COORDINATOR)
+def call_back(question_id: int) -> ResponseReturnValue:
+    """Have Twilio call the consultant's phone, then bridge to the resident."""
+    account = auth.current_account()
+    settings = runtime().settings
+    now = utcnow()
+    with unit_of_work(runtime().sessions) as db:
+        question = _held(db, question_id, account.id, now)
+        user = db.get(User, account.id)
+        if user is None or not user.phone:
+            return _refuse(400, _("No phone number"), _(
+                "Your account has no phone number for the hotline to call you on. Please ask "
+                "a coordinator to add it."), question_id)
+        if question.caller is None:
+            return _refuse(400, _("No phone number"),
+                           _("No phone number is known for this resident."), question_id)
+        if store.live_attempt(db, question_id, now) is not None:
+            return _refuse(409, _("Call in progress"), _(
+                "A call for this question is in progress already."), question_id)
+        early = question.next_callback_at if (question.next_callback_at
+                                              and question.next_callback_at > now) else None
+        attempt = store.start_attempt(db, question, account.id, now)
+        audit.record(db, account.id, audit.CALLED, question_id, ip=request.remote_addr,
+                     attempt_id=attempt.id, retry_planned_for=early.isoformat() if early else None)
+        attempt_id, consultant_phone = attempt.id, user.phone
+
+    error, call_sid, call_status = _dial_consultant(settings, attempt_id, consultant_phone)
+    with unit_of_work(runtime().sessions) as db:
+        dialling = db.get(CallbackAttempt, attempt_id, with_for_update=True)
+        assert dialling is not None
+        attempt = dialling
+        if error is not None:
+            store.fail_attempt(attempt, error, utcnow())
+        elif call_sid is not None:
+            store.dialled(attempt, call_sid, call_status, utcnow())
+    if error is not None:
+        flash(_("Twilio did not place the call: %(error)s", error=error), "error")
+    else:
+        flash(_("The hotline is calling your phone now. Answer it to be connected to the "
+                "resident."), "notice")
+        if early is not None:
+            flash(_("The next try was planned for %(time)s (Almaty); you are calling earlier.",
+                    time=local_time(early)), "warning")
+    return _back(question_id, "#callback-panel")
+
+
+def _dial_consultant(settings: Settings, attempt_id: int,
+                     consultant_phone: str) -> tuple[str | None, str | None, str | None]:
+    """Ask Twilio to call the consultant; return (error, CallSid, status)."""
+    client = make_twilio_client(settings)
+    try:
+        call = client.calls.create(
+            to=consultant_phone,
+            from_=settings.twilio_phone_number,
+            url=external_url("callback_hooks.answer", attempt_id=attempt_id),
+            method="POST",
+            status_callback=external_url("callback_hooks.consultant_status",
+                                         attempt_id=attempt_id),
+            status_callback_event=CALL_EVENTS,
+            status_callback_method="POST",
+            timeout=CONSULTANT_RING_SECONDS,
+            machine_detection="Enable",
+        )
+    except (TwilioRestException, TwilioServiceException, requests.RequestException) as exc:
+        # Not Twilio's text in the log: it can carry a phone number.
+        log.warning("callback attempt %s: Twilio refused the call (%s)", attempt_id,
+                    type(exc).__name__)
+        return _rest_error(exc), None, None
+    finally:
+        if client.http_client.session is not None:
+            client.http_client.session.close()
+    if not call.sid or not CALL_SID.fullmatch(str(call.sid)):
+        return f"Twilio answered without a call id ({call.sid!r})", None, None
+    return None, str(call.sid), str(call.status) if call.status else None
+
+
+def _policy(settings: Settings) -> store.RetryPolicy:
+    return store.RetryPolicy(
+        hours=settings.callback_hours,
+        delays=tuple(timedelta(minutes=m) for m in settings.callback_retry_minutes),
+        max_attempts=settings.callback_attempts, zone=LOCAL_TIME)
+
+
+def _final_sms_text(question: Question, settings: Settings) -> tuple[str, str]:
+    """The SMS after the last failed attempt, in the resident's language; (language, text)."""
+    rt = runtime()
+    prompts = rt.flow.content.prompts
+    language = next((code for code in (question.language,
+                                       question.caller.language if question.caller else None)
+                     if code in prompts), rt.sms.default_language)
+    text = rt.flow.content.text(language, "sms.callback_failed")
+    text = text.replace("{attempts}", str(question.callback_attempts))
+    return language, text.replace("{number}", settings.twilio_phone_number).strip()
+
+
+@bp.post("/questions/<int:question_id>/outcome")
+@auth.role_required(ROLE_CONSULTANT, ROLE_COORDINATOR)
+def outcome(question_id: int) -> ResponseReturnValue:
+    """Record what came of the call (holder only); back to the queue with a notice."""
+    account = auth.current_account()
+    settings = runtime().settings
+    chosen = request.form.get("outcome", "")
+    referral = request.form.get("referral", "").strip()[:MAX_REFERRAL_CHARS] or None
+    if chosen not in OUTCOMES:
+        return _refuse(400, _("Please try again"),
+                       _("Please choose what came of the call."), question_id)
+    if chosen == OUTCOME_FOLLOW_UP and referral is None:
+        return _refuse(400, _("Please try again"), _(
+            "Please write which organisation the resident was referred to."), question_id)
+    now = utcnow()
+    sms_id: int | None = None
+    sms_refused: str | None = None
+    with unit_of_work(runtime().sessions) as db:
+        question = _held(db, question_id, account.id, now)
+        result = store.apply_outcome(db, question, account.id, chosen,
+                                     referral if chosen == OUTCOME_FOLLOW_UP else None, now,
+                                     _policy(settings))
+        detail: dict[str, Any] = {"outcome": chosen, "attempt_id": result.attempt_id,
+                                  "failed_attempts": result.failed_attempts}
+        if chosen == OUTCOME_FOLLOW_UP:
+            detail["referral"] = referral
+        if result.next_callback_at is not None:
+            detail["next_callback_at"] = result.next_callback_at.isoformat()
+        audit.record(db, account.id, audit.OUTCOME, question_id, ip=request.remote_addr,
+                     **detail)
+        if result.closed:
+            audit.record(db, account.id, audit.CLOSED, question_id, ip=request.remote_addr,
+                         reason=result.close_reason)
+        if result.gave_up:
+            caller = question.caller
+            if caller is None:
+                sms_refused = "no_phone"
+            elif caller.sms_opted_out:
+                sms_refused = "opted_out"
+            else:
+                language, text = _final_sms_text(question, settings)
+                parts = segments(text)
+                message = queue_outbound(db, phone=caller.phone, body=text, language=language,
+                                         caller=caller, question_id=question_id,
+                                         encoding=parts.encoding, segments=parts.parts, now=now)
+                sms_id = message.id
+                audit.record(db, account.id, audit.SMS_SENT, question_id,
+                             ip=request.remote_addr, message_id=message.id, automatic=True,
+                             segments=parts.parts)
+    if sms_id is not None:
+        _enqueue_sms(sms_id)
+    flash(_outcome_notice(question_id, result, settings, sms_refused), "notice")
+    return redirect(url_for("workspace.queue"), 303)
+
+
+def _outcome_notice(question_id: int, result: store.OutcomeResult, settings: Settings,
+                    sms_refused: str | None) -> str:
+    if result.close_reason == CLOSE_RESOLVED:
+        return str(_("Question %(id)s is closed: resolved.", id=question_id))
+    if result.close_reason == CLOSE_WRONG_NUMBER:
+        return str(_("Question %(id)s is closed: wrong number.", id=question_id))
+    if result.close_reason == CLOSE_NO_ANSWER:
+        if sms_refused == "opted_out":
+            return str(_("No answer after %(n)s attempts: question %(id)s is closed. The "
+                         "resident has opted out of SMS, so no SMS was sent.",
+                         n=result.failed_attempts, id=question_id))
+        if sms_refused == "no_phone":
+            return str(_("No answer after %(n)s attempts: question %(id)s is closed. No SMS "
+                         "was sent: the resident's number is not known.",
+                         n=result.failed_attempts, id=question_id))
+        return str(_("No answer after %(n)s attempts: question %(id)s is closed and the "
+                     "resident gets an SMS saying how to reach us.",
+                     n=result.failed_attempts, id=question_id))
+    if result.outcome == OUTCOME_NO_ANSWER and result.next_callback_at is not None:
+        return str(_("No answer (attempt %(n)s of %(max)s). Question %(id)s is back in the "
+                     "queue; next try after %(time)s (Almaty).", n=result.failed_attempts,
+                     max=settings.callback_attempts, id=question_id,
+                     time=local_time(result.next_callback_at)))
+    return str(_("Question %(id)s is back in the queue with the referral noted.",
+                  id=question_id))
+
+
+def _enqueue_sms(message_id: int) -> None:
+    # After the commit, so the worker finds the row; if the queue is down the sweep sends it.
+    try:
+        jobs.send_sms_job(message_id)
+    except Exception:  # noqa: BLE001 - any queue failure; the sweep recovers
+        log.exception("could not enqueue SMS %s", message_id)
+
+
+@bp.post("/questions/<int:question_id>/sms")
+@auth.role_required(ROLE_CONSULTANT, ROLE_COORDINATOR)
+def sms_answer(question_id: int) -> ResponseReturnValue:
+    """Answer the resident by SMS (holder only); its delivery status shows on the panel."""
+    account = auth.current_account()
+    body = request.form.get("body", "").strip()
+    if not body:
+        return _refuse(400, _("Please try again"), _("Please write the SMS."), question_id)
+    parts = segments(body)
+    if parts.parts > MAX_SMS_PARTS:
+        return _refuse(400, _("Please try again"), _(
+            "This SMS would take %(parts)s parts; at most %(max)s are allowed. Please shorten "
+            "it.", parts=parts.parts, max=MAX_SMS_PARTS), question_id)
+    now = utcnow()
+    with unit_of_work(runtime().sessions) as db:
+        question = _held(db, question_id, account.id, now)
+        caller = question.caller
+        if caller is None:
+            return _refuse(400, _("No phone number"),
+                           _("No phone number is known for this resident."), question_id)
+        if caller.sms_opted_out:
+            return _refuse(400, _("No SMS"), _(
+                "The resident has opted out of SMS (STOP): no SMS can be sent to them. Please "
+                "call them instead."), question_id)
+        message = queue_outbound(db, phone=caller.phone, body=body,
+                                 language=question.language or caller.language, caller=caller,
+                                 question_id=question_id, encoding=parts.encoding,
+                                 segments=parts.parts, now=now)
+        message.sent_by_id = account.id
+        audit.record(db, account.id, audit.SMS_SENT, question_id, ip=request.remote_addr,
+                     message_id=message.id, segments=parts.parts, encoding=parts.encoding)
+        message_id = message.id
+    _enqueue_sms(message_id)
+    flash(_("Your SMS is on its way; its delivery status shows below."), "notice")
+    return _back(question_id, "#sms-answer")
+
+
+# -- Twilio's webhooks for the bridged call ---------------------------------------------------
+
+def _twiml(response: VoiceResponse) -> Response:
+    return Response(str(response), mimetype=TWIML)
+
+
+def _hang_up(say: str | None = None) -> Response:
+    response = VoiceResponse()
+    if say:
+        response.say(say, language="ru-RU", voice=twilio_runtime().settings.russian_voice)
+    response.hangup()
+    return _twiml(response)
+
+
+def _locked_attempt(db: Session, attempt_id: int) -> CallbackAttempt | None:
+    # Locked, so two callbacks for one attempt at once apply one after the other.
+    return db.scalars(select(CallbackAttempt).where(CallbackAttempt.id == attempt_id)
+                      .with_for_update()).one_or_none()
+
+
+def _same_call(attempt: CallbackAttempt, call_sid: str) -> bool:
+    """Whether call_sid is the attempt's call to the consultant (first seen: it becomes it)."""
+    if attempt.consultant_call_sid is None:
+        # A callback that came before the REST answer was stored.
+        attempt.consultant_call_sid = call_sid
+        return True
+    return attempt.consultant_call_sid == call_sid
+
+
+def _call_status(name: str) -> str:
+    value = request.form.get(name, "").strip().lower()
+    if not CALL_STATUS.fullmatch(value):
+        abort(400, description=f"{name} is missing or malformed")
+    return value
+
+
+@hooks.post("/<int:attempt_id>/answer")
+@twilio_webhook
+def answer(attempt_id: int) -> Response:
+    """The consultant answered: tell them, and dial the resident with the hotline's number."""
+    call_sid = form_sid("CallSid", CALL_SID)
+    answered_by = request.form.get("AnsweredBy", "").strip().lower()
+    rt = twilio_runtime()
+    settings = rt.settings
+    now = utcnow()
+    with unit_of_work(rt.sessions) as db:
+        attempt = _locked_attempt(db, attempt_id)
+        if attempt is None or (attempt.consultant_call_sid is not None
+                               and attempt.consultant_call_sid != call_sid):
+            log.warning("answer for unknown callback attempt %s ignored", attempt_id)
+            return _hang_up()
+        _same_call(attempt, call_sid)
+        if not store.is_live(attempt, now):
+            return _hang_up(SAY_OVER)
+        if answered_by in MACHINE_ANSWERS:
+            log.info("callback attempt %s: a machine answered the consultant's phone",
+                     attempt_id)
+            store.record_leg_status(attempt, store.CONSULTANT_LEG, "in-progress", now)
+            store.end_attempt(attempt, ERROR_MACHINE, now)
+            return _hang_up()
+        question = db.get(Question, attempt.question_id)
+        resident = question.caller.phone if question and question.caller else None
+        if question is None or resident is None:
+            store.fail_attempt(attempt, ERROR_NO_RESIDENT_PHONE, now)
+            return _hang_up(SAY_NO_PHONE)
+        store.record_leg_status(attempt, store.CONSULTANT_LEG, "in-progress", now)
+        touch_claim(db, question.id, attempt.consultant_id, now)
+        question_id = question.id
+    response = VoiceResponse()
+    response.say(SAY_CONNECTING.format(id=question_id), language="ru-RU",
+                 voice=settings.russian_voice)
+    dial = Dial(caller_id=settings.twilio_phone_number, answer_on_bridge=True,
+                timeout=RESIDENT_RING_SECONDS, method="POST",
+                action=external_url("callback_hooks.dialed", attempt_id=attempt_id))
+    dial.number(resident, status_callback=external_url("callback_hooks.resident_status",
+                                                       attempt_id=attempt_id),
+                status_callback_event=" ".join(CALL_EVENTS), status_callback_method="POST")
+    response.append(dial)
+    return _twiml(response)
+
+
+@hooks.post("/<int:attempt_id>/dialed")
+@twilio_webhook
+def dialed(attempt_id: int) -> Response:
+    """The Dial to the resident is over: record how it ended, tell the consultant, hang up."""
+    call_sid = form_sid("CallSid", CALL_SID)
+    status = _call_status("DialCallStatus")
+    if status == "answered":
+        status = "completed"
+    child_sid = request.form.get("DialCallSid", "")
+    duration = form_int("DialCallDuration")
+    now = utcnow()
+    with unit_of_work(twilio_runtime().sessions) as db:
+        attempt = _locked_attempt(db, attempt_id)
+        if attempt is None or not _same_call(attempt, call_sid):
+            log.warning("dial action for unknown callback attempt %s ignored", attempt_id)
+            return _hang_up()
+        store.record_leg_status(attempt, store.RESIDENT_LEG, status, now,
+                                call_sid=child_sid if CALL_SID.fullmatch(child_sid) else None,
+                                duration=duration)
+        touch_claim(db, attempt.question_id, attempt.consultant_id, now)
+    return _hang_up(SAY_DIALED.get(status, SAY_DIAL_FAILED))
+
+
+def _leg_status(attempt_id: int, leg: str) -> Response:
+    call_sid = form_sid("CallSid", CALL_SID)
+    status = _call_status("CallStatus")
+    duration = form_int("CallDuration")
+    parent = request.form.get("ParentCallSid", "")
+    now = utcnow()
+    with unit_of_work(twilio_runtime().sessions) as db:
+        attempt = _locked_attempt(db, attempt_id)
+        if attempt is None:
+            log.info("status %r for unknown callback attempt %s ignored", status, attempt_id)
+            abort(404)
+        if leg == store.CONSULTANT_LEG:
+            known = _same_call(attempt, call_sid)
+        else:
+            known = (not parent or attempt.consultant_call_sid is None
+                     or parent == attempt.consultant_call_sid)
+            known = known and attempt.resident_call_sid in (None, call_sid)
+        if not known:
+            log.warning("status for another call on callback attempt %s ignored", attempt_id)
+            return Response(status=204)
+        changed = store.record_leg_status(
+            attempt, leg, status, now, call_sid=call_sid if leg == store.RESIDENT_LEG else None,
+            duration=duration if leg == store.RESIDENT_LEG else None)
+        if changed:
+            touch_claim(db, attempt.question_id, attempt.consultant_id, now)
+    return Response(status=204)
+
+
+@hooks.post("/<int:attempt_id>/status/consultant")
+@twilio_webhook
+def consultant_status(attempt_id: int) -> Response:
+    """Twilio reports the call to the consultant's phone (initiated, ringing, answered...)."""
+    return _leg_status(attempt_id, store.CONSULTANT_LEG)
+
+
+@hooks.post("/<int:attempt_id>/status/resident")
+@twilio_webhook
+def resident_status(attempt_id: int) -> Response:
+    """Twilio reports the dialled call to the resident."""
+    return _leg_status(attempt_id, store.RESIDENT_LEG)

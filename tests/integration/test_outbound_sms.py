@@ -3,19 +3,12 @@ the delivery status callbacks Twilio posts back (signed like every webhook)."""
 
 from __future__ import annotations
 
-import base64
-import json
 import re
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-from urllib.parse import parse_qs
 
 import pytest
 from flask import Flask
@@ -36,10 +29,10 @@ from storage import sms
 from storage.calls import touch_caller
 from storage.models import Caller, SmsMessage
 from tests.support import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, CALLER, Twilio, row_counts, runtime
+from tests.twilio_api import TwilioApi
 
 HOTLINE_NUMBER = "+77000000000"
 STATUS_URL = f"{BASE_URL}/sms/status"
-MESSAGES_PATH = re.compile(r"^/2010-04-01/Accounts/(?P<account>AC[0-9a-f]{32})/Messages\.json$")
 UNSUBSCRIBED = (400, {"code": 21610, "message": "Attempt to send to unsubscribed recipient",
                       "more_info": "https://www.twilio.com/docs/errors/21610", "status": 400})
 INVALID_TO = (400, {"code": 21211, "message": "The 'To' number +77011234567 is not a valid "
@@ -49,111 +42,6 @@ SERVER_ERROR = (500, {"code": 20500, "message": "Internal Server Error",
                       "more_info": "https://www.twilio.com/docs/errors/20500", "status": 500})
 
 Db = Callable[[], AbstractContextManager[Session]]
-
-
-@dataclass
-class ApiRequest:
-    """One request the stand-in received."""
-
-    method: str
-    path: str
-    authorised: bool
-    form: dict[str, str]
-    status: int
-
-
-class TwilioApi:
-    """Twilio's Messages resource on 127.0.0.1: checks the login, records, answers like Twilio."""
-
-    def __init__(self, account_sid: str, auth_token: str) -> None:
-        self.account_sid = account_sid
-        self._expected = "Basic " + base64.b64encode(
-            f"{account_sid}:{auth_token}".encode()).decode()
-        self.requests: list[ApiRequest] = []
-        self._script: list[tuple[int, dict[str, Any]]] = []
-        self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> TwilioApi:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def fail_next(self, *answers: tuple[int, dict[str, Any]]) -> None:
-        """Answer the next message requests with these (HTTP status, Twilio error JSON)."""
-        with self._lock:
-            self._script.extend(answers)
-
-    def sent(self) -> list[dict[str, str]]:
-        """Forms of the messages Twilio accepted."""
-        return [r.form for r in self.requests if r.status == 201]
-
-    def _answer(self, method: str, path: str, authorization: str,
-                form: dict[str, str]) -> tuple[int, dict[str, Any]]:
-        match = MESSAGES_PATH.fullmatch(path)
-        if method != "POST" or not match or match["account"] != self.account_sid:
-            return 404, {"code": 20404, "message": f"The requested resource {path} was not found",
-                         "more_info": "https://www.twilio.com/docs/errors/20404", "status": 404}
-        if authorization != self._expected:
-            return 401, {"code": 20003, "message": "Authenticate",
-                         "more_info": "https://www.twilio.com/docs/errors/20003", "status": 401}
-        with self._lock:
-            if self._script:
-                return self._script.pop(0)
-        sid = "SM" + uuid.uuid4().hex
-        now = format_datetime(datetime.now(UTC), usegmt=True)
-        body = form.get("Body", "")
-        return 201, {
-            "account_sid": self.account_sid, "api_version": "2010-04-01", "body": body,
-            "date_created": now, "date_sent": None, "date_updated": now,
-            "direction": "outbound-api", "error_code": None, "error_message": None,
-            "from": form.get("From"), "messaging_service_sid": None, "num_media": "0",
-            "num_segments": str(segments(body).parts), "price": None, "price_unit": "USD",
-            "sid": sid, "status": "queued", "to": form.get("To"),
-            "subresource_uris": {
-                "media": f"/2010-04-01/Accounts/{self.account_sid}/Messages/{sid}/Media.json"},
-            "uri": f"/2010-04-01/Accounts/{self.account_sid}/Messages/{sid}.json",
-        }
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        api = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _serve(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length).decode("utf-8")
-                fields = parse_qs(raw, keep_blank_values=True, strict_parsing=False)
-                # Twilio takes each of these once; a repeated field would be a client bug.
-                assert all(len(v) == 1 for v in fields.values()), fields
-                form = {k: v[0] for k, v in fields.items()}
-                authorization = self.headers.get("Authorization", "")
-                status, payload = api._answer(self.command, self.path, authorization, form)
-                with api._lock:
-                    api.requests.append(ApiRequest(self.command, self.path,
-                                                   authorization == api._expected, form, status))
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json; charset=utf-8")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_POST = _serve
-            do_GET = _serve
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        return Handler
 
 
 @pytest.fixture

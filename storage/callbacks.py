@@ -1,0 +1,327 @@
+"""Calling residents back: attempts and their calls' statuses, outcomes, retries. Never commits.
+
+A callback attempt is one call that Twilio places to the consultant's own phone and, once they
+answer, bridges to the resident (hotline.callbacks). Twilio reports each leg's CallStatus in
+callbacks that may come late, twice, or out of order: a leg's status only ever moves forward
+(queued < initiated < ringing < in-progress < a final status), and the attempt's state is
+derived from the two legs, so the same callbacks in any order end in the same state.
+
+After the call the consultant records an outcome (apply_outcome). "No answer" counts a failed
+attempt and plans the next one: after a delay (HOTLINE_CALLBACK_RETRY_MINUTES), moved into the
+daytime window (HOTLINE_CALLBACK_HOURS, Almaty), see next_callback_time. The last allowed
+failed attempt closes the question; the caller of apply_outcome then sends the resident an SMS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, tzinfo
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from storage.models import (
+    CALL_FINAL_STATUSES,
+    CALLBACK_BRIDGING,
+    CALLBACK_CONNECTED,
+    CALLBACK_DIALING,
+    CALLBACK_ENDED,
+    CALLBACK_FAILED,
+    CLOSE_NO_ANSWER,
+    CLOSE_RESOLVED,
+    CLOSE_WRONG_NUMBER,
+    OUTCOME_FOLLOW_UP,
+    OUTCOME_NO_ANSWER,
+    OUTCOME_RESOLVED,
+    OUTCOME_WRONG_NUMBER,
+    OUTCOMES,
+    QUESTION_CLOSED,
+    QUESTION_WAITING,
+    CallbackAttempt,
+    Question,
+)
+from storage.queue import reprioritise
+from storage.utc import ensure_utc
+
+LIVE_STATES = (CALLBACK_DIALING, CALLBACK_BRIDGING, CALLBACK_CONNECTED)
+# A live attempt with no news from Twilio for this long is taken as over (its callbacks were
+# lost, or never sent: no public URL). Ringing never lasts minutes; a call lasts at most
+# 4 hours (Twilio's default time limit).
+RINGING_STALE = timedelta(minutes=10)
+CONNECTED_STALE = timedelta(hours=4)
+
+# Twilio's CallStatus values in the order they happen; every final status ranks last.
+_CALL_RANK = {"queued": 0, "initiated": 1, "ringing": 2, "in-progress": 3}
+_FINAL_RANK = 4
+# The resident leg answered (a Dial action's DialCallStatus "answered" means the same).
+ANSWERED = frozenset({"in-progress", "completed"})
+CONSULTANT_LEG = "consultant"
+RESIDENT_LEG = "resident"
+# CallbackAttempt.error of our own (other errors are Twilio's messages, kept as they are).
+ERROR_NO_NEWS = "no news from Twilio about this call"
+ERROR_CONSULTANT_FAILED = "Twilio could not call your phone"
+
+
+def call_rank(status: str | None) -> int:
+    """Where a CallStatus stands (-1: none yet)."""
+    if status is None:
+        return -1
+    if status in CALL_FINAL_STATUSES:
+        return _FINAL_RANK
+    return _CALL_RANK.get(status, 1)
+
+
+# -- when to try again ------------------------------------------------------------------------
+
+def next_callback_time(failed_at: datetime, delay: timedelta, hours: tuple[int, int],
+                       zone: tzinfo) -> datetime:
+    """The first moment at or after failed_at + delay within the daily window, as UTC.
+
+    hours is (start, end) in local hours of zone: calls from start:00 up to, not including,
+    end:00 (end 24 is midnight). A moment before the window moves to its start that day; a
+    moment at or after its end moves to its start the next day.
+    """
+    start, end = hours
+    if not 0 <= start < end <= 24:
+        raise ValueError(f"not a daytime window: {hours!r}")
+    moment = ensure_utc(failed_at + delay).astimezone(zone)
+    day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    opens, closes = day + timedelta(hours=start), day + timedelta(hours=end)
+    if moment < opens:
+        moment = opens
+    elif moment >= closes:
+        moment = opens + timedelta(days=1)
+    return ensure_utc(moment)
+
+
+def retry_delay(failed_attempts: int, delays: tuple[timedelta, ...]) -> timedelta:
+    """The wait after the failed_attempts-th failure (1 is the first); the last delay repeats."""
+    if not delays:
+        raise ValueError("no retry delays")
+    return delays[min(max(failed_attempts, 1), len(delays)) - 1]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How callbacks are retried (from the settings)."""
+
+    hours: tuple[int, int]
+    delays: tuple[timedelta, ...]
+    max_attempts: int
+    zone: tzinfo
+
+
+# -- attempts ---------------------------------------------------------------------------------
+
+def attempts_of(session: Session, question_id: int) -> list[CallbackAttempt]:
+    """The question's callback attempts, newest first."""
+    return list(session.scalars(
+        select(CallbackAttempt).where(CallbackAttempt.question_id == question_id)
+        .order_by(CallbackAttempt.created_at.desc(), CallbackAttempt.id.desc())
+    ))
+
+
+def is_live(attempt: CallbackAttempt, now: datetime) -> bool:
+    """Whether the attempt's call is still going on (and Twilio has not gone quiet on it)."""
+    if attempt.state not in LIVE_STATES:
+        return False
+    quiet_for = ensure_utc(now) - ensure_utc(attempt.updated_at)
+    limit = CONNECTED_STALE if attempt.state == CALLBACK_CONNECTED else RINGING_STALE
+    return quiet_for < limit
+
+
+def live_attempt(session: Session, question_id: int, now: datetime) -> CallbackAttempt | None:
+    """The question's attempt whose call is going on, if any."""
+    for attempt in attempts_of(session, question_id):
+        if is_live(attempt, now):
+            return attempt
+    return None
+
+
+def start_attempt(session: Session, question: Question, consultant_id: int,
+                  now: datetime) -> CallbackAttempt:
+    """Add an attempt about to dial the consultant; end attempts that went quiet.
+
+    The caller has checked that none is live (holding the question's row lock: touch_claim).
+    """
+    for earlier in attempts_of(session, question.id):
+        if earlier.state in LIVE_STATES:
+            earlier.state = CALLBACK_ENDED
+            earlier.error = earlier.error or ERROR_NO_NEWS
+            earlier.ended_at = now
+            earlier.updated_at = now
+    attempt = CallbackAttempt(question_id=question.id, consultant_id=consultant_id,
+                              state=CALLBACK_DIALING, created_at=now, updated_at=now)
+    session.add(attempt)
+    if question.first_callback_at is None:
+        question.first_callback_at = now
+    session.flush()
+    return attempt
+
+
+def dialled(attempt: CallbackAttempt, call_sid: str, status: str | None, now: datetime) -> None:
+    """Store the CallSid (and first status) Twilio gave when it accepted the call."""
+    attempt.consultant_call_sid = call_sid
+    if status and call_rank(status) > call_rank(attempt.consultant_status):
+        attempt.consultant_status = status
+    attempt.updated_at = now
+    _derive_state(attempt, now)
+
+
+def fail_attempt(attempt: CallbackAttempt, error: str, now: datetime) -> None:
+    """Twilio refused to place the call (or could not be reached)."""
+    attempt.state = CALLBACK_FAILED
+    attempt.error = error[:2000]
+    attempt.ended_at = attempt.ended_at or now
+    attempt.updated_at = now
+
+
+def end_attempt(attempt: CallbackAttempt, error: str | None, now: datetime) -> None:
+    """End the attempt now (the call is over for us, whatever Twilio reports later)."""
+    attempt.state = CALLBACK_ENDED
+    attempt.error = attempt.error or error
+    attempt.ended_at = attempt.ended_at or now
+    attempt.updated_at = now
+
+
+def record_leg_status(attempt: CallbackAttempt, leg: str, status: str, now: datetime, *,
+                      call_sid: str | None = None, duration: int | None = None,
+                      error: str | None = None) -> bool:
+    """Apply a status of one leg (only forward); return whether anything changed."""
+    if leg == CONSULTANT_LEG:
+        current = attempt.consultant_status
+    elif leg == RESIDENT_LEG:
+        current = attempt.resident_status
+    else:
+        raise ValueError(f"unknown leg {leg!r}")
+    changed = False
+    if call_rank(status) > call_rank(current):
+        if leg == CONSULTANT_LEG:
+            attempt.consultant_status = status
+        else:
+            attempt.resident_status = status
+        changed = True
+    if leg == RESIDENT_LEG and call_sid and attempt.resident_call_sid is None:
+        attempt.resident_call_sid = call_sid
+        changed = True
+    if leg == RESIDENT_LEG and duration is not None and attempt.duration is None \
+            and status in CALL_FINAL_STATUSES:
+        attempt.duration = duration
+        changed = True
+    if error and attempt.error is None:
+        attempt.error = error[:2000]
+        changed = True
+    if changed:
+        attempt.updated_at = now
+        _derive_state(attempt, now)
+    return changed
+
+
+def _derive_state(attempt: CallbackAttempt, now: datetime) -> None:
+    """Set the attempt's state from its legs' statuses; ended and failed stay as they are."""
+    if attempt.state in (CALLBACK_ENDED, CALLBACK_FAILED):
+        return
+    consultant, resident = attempt.consultant_status, attempt.resident_status
+    if consultant == "failed" and resident is None:
+        state = CALLBACK_FAILED  # Twilio could not call the consultant's phone
+        attempt.error = attempt.error or ERROR_CONSULTANT_FAILED
+    elif call_rank(consultant) == _FINAL_RANK or call_rank(resident) == _FINAL_RANK:
+        state = CALLBACK_ENDED
+    elif resident in ANSWERED:
+        state = CALLBACK_CONNECTED
+    elif consultant in ANSWERED:
+        state = CALLBACK_BRIDGING
+    else:
+        state = CALLBACK_DIALING
+    attempt.state = state
+    if state in (CALLBACK_ENDED, CALLBACK_FAILED):
+        attempt.ended_at = attempt.ended_at or now
+
+
+def resident_answered(attempt: CallbackAttempt) -> bool:
+    """Whether the resident picked up during the attempt."""
+    return attempt.resident_status in ANSWERED
+
+
+# -- outcomes ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class OutcomeResult:
+    """What an outcome did to the question."""
+
+    outcome: str
+    closed: bool
+    close_reason: str | None
+    failed_attempts: int
+    next_callback_at: datetime | None
+    # The last allowed attempt failed: the resident is to be told by SMS how to reach us.
+    gave_up: bool
+    attempt_id: int | None
+
+
+def close_question(question: Question, user_id: int | None, reason: str, now: datetime) -> None:
+    """Close the question for a reason; it leaves the queue and nobody holds it."""
+    question.status = QUESTION_CLOSED
+    question.closed_at = now
+    question.closed_by_id = user_id
+    question.close_reason = reason
+    question.next_callback_at = None
+    question.claimed_by_id = None
+    question.claimed_at = None
+    question.claim_touched_at = None
+
+
+def release(question: Question) -> None:
+    """Put the question back in the queue for whoever comes next."""
+    question.status = QUESTION_WAITING
+    question.claimed_by_id = None
+    question.claimed_at = None
+    question.claim_touched_at = None
+
+
+def apply_outcome(session: Session, question: Question, user_id: int, outcome: str,
+                  referral: str | None, now: datetime, policy: RetryPolicy) -> OutcomeResult:
+    """Record the consultant's outcome (the caller holds the question).
+
+    resolved, wrong number: closed. Follow-up: the referral is kept and the question goes back
+    to the queue. No answer: one more failed attempt (the queue moves it up), the next try is
+    planned and the question goes back to the queue, or, at the last allowed attempt, it is
+    closed (gave_up: the resident gets an SMS).
+    """
+    if outcome not in OUTCOMES:
+        raise ValueError(f"unknown outcome {outcome!r}")
+    attempt = next((a for a in attempts_of(session, question.id)
+                    if a.consultant_id == user_id and a.outcome is None), None)
+    if attempt is not None:
+        attempt.outcome = outcome
+        if attempt.state in LIVE_STATES:
+            attempt.state = CALLBACK_ENDED
+            attempt.ended_at = now
+        attempt.updated_at = now
+    gave_up = False
+    reason: str | None = None
+    if outcome == OUTCOME_RESOLVED:
+        reason = CLOSE_RESOLVED
+    elif outcome == OUTCOME_WRONG_NUMBER:
+        reason = CLOSE_WRONG_NUMBER
+    elif outcome == OUTCOME_FOLLOW_UP:
+        question.referral = referral
+        question.next_callback_at = None
+        release(question)
+    elif outcome == OUTCOME_NO_ANSWER:
+        question.callback_attempts = (question.callback_attempts or 0) + 1
+        reprioritise(question)
+        if question.callback_attempts >= policy.max_attempts:
+            reason, gave_up = CLOSE_NO_ANSWER, True
+        else:
+            delay = retry_delay(question.callback_attempts, policy.delays)
+            question.next_callback_at = next_callback_time(now, delay, policy.hours,
+                                                           policy.zone)
+            release(question)
+    if reason is not None:
+        close_question(question, user_id, reason, now)
+    session.flush()
+    return OutcomeResult(outcome=outcome, closed=reason is not None, close_reason=reason,
+                         failed_attempts=question.callback_attempts or 0,
+                         next_callback_at=question.next_callback_at, gave_up=gave_up,
+                         attempt_id=attempt.id if attempt else None)

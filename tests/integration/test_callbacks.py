@@ -1,0 +1,866 @@
+"""Calling back through the consultant's phone against a local stand-in for Twilio's REST API,
+Twilio's signed webhooks for the bridge, the outcome form with retries and the final SMS, and
+SMS answers with their delivery status. On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import re
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from flask import Flask
+from sqlalchemy import select
+from werkzeug.test import TestResponse
+
+from hotline import callbacks
+from hotline.config import ConfigError, Settings
+from storage import audit
+from storage.callbacks import next_callback_time, retry_delay
+from storage.calls import touch_caller
+from storage.models import (
+    CHANNEL_VOICE,
+    AuditEvent,
+    CallbackAttempt,
+    Caller,
+    Question,
+    SmsMessage,
+    User,
+)
+from tests.support import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    BASE_URL,
+    CALLER,
+    Twilio,
+    row_counts,
+    spoken,
+    twiml,
+)
+from tests.twilio_api import CALLS, TwilioApi, twilio_error
+from tests.workspace_support import PASSWORD, Browser, Db, page, users_cli
+
+HOTLINE = "+77000000000"
+CONSULTANT_PHONE = "+77051234567"
+ALMATY = timezone(timedelta(hours=5))
+EVENTS = ["initiated", "ringing", "answered", "completed"]
+FUTURE = 2031  # outcomes are recorded at faked times; planned retries stay in the future
+
+
+@pytest.fixture
+def api() -> Iterator[TwilioApi]:
+    with TwilioApi(ACCOUNT_SID, AUTH_TOKEN) as server:
+        yield server
+
+
+@pytest.fixture
+def settings(settings: Settings, api: TwilioApi) -> Settings:
+    """The REST API on the stand-in; Twilio reaches the app at BASE_URL."""
+    return settings.override(twilio_api_url=api.url, public_base_url=BASE_URL)
+
+
+def add_account(app: Flask, email: str, phone: str | None = CONSULTANT_PHONE,
+                name: str = "Aigerim Nurlanovna") -> None:
+    args = ["add", email, "--role", "consultant", "--name", name]
+    if phone:
+        args += ["--phone", phone]
+    result = users_cli(app, args, input=f"{PASSWORD}\n{PASSWORD}\n")
+    assert result.exit_code == 0, result.output
+
+
+def make_question(db: Db, language: str = "ru", phone: str | None = CALLER) -> int:
+    now = datetime.now(UTC)
+    with db() as session:
+        caller = touch_caller(session, phone, now) if phone else None
+        question = Question(caller_id=caller.id if caller else None, channel=CHANNEL_VOICE,
+                            language=language, topic="pension", created_at=now,
+                            transcription_state="done")
+        session.add(question)
+        session.flush()
+        return question.id
+
+
+class Consultant:
+    """A logged-in consultant's browser, with the workspace's forms as methods."""
+
+    def __init__(self, app: Flask, email: str) -> None:
+        self.browser = Browser(app)
+        assert self.browser.login(email).status_code == 302
+
+    def token(self) -> str:
+        return self.browser.token("/queue")
+
+    def claim(self, question_id: int) -> TestResponse:
+        return self.browser.post(f"/questions/{question_id}/claim", {"csrf_token": self.token()})
+
+    def call(self, question_id: int) -> TestResponse:
+        return self.browser.post(f"/questions/{question_id}/call", {"csrf_token": self.token()})
+
+    def outcome(self, question_id: int, outcome: str, referral: str = "") -> TestResponse:
+        return self.browser.post(f"/questions/{question_id}/outcome",
+                                 {"csrf_token": self.token(), "outcome": outcome,
+                                  "referral": referral})
+
+    def sms(self, question_id: int, body: str) -> TestResponse:
+        return self.browser.post(f"/questions/{question_id}/sms",
+                                 {"csrf_token": self.token(), "body": body})
+
+    def panel(self, question_id: int) -> str:
+        response = self.browser.get(f"/questions/{question_id}/callback-panel")
+        assert response.status_code == 200
+        return response.get_data(as_text=True)
+
+    def notices(self) -> str:
+        """The messages flashed since the last page (shown on the next page)."""
+        html = self.browser.get("/queue").get_data(as_text=True)
+        return " ".join(re.findall(r'<p class="(?:notice|error|warning)"[^>]*>([^<]*)</p>',
+                                   html))
+
+
+def section(html: str, element_id: str) -> str:
+    """The text of the element with this id (a div, section or p), tags and spaces folded."""
+    match = re.search(rf'<(\w+)[^>]*\bid="{element_id}"', html)
+    assert match, f"#{element_id} not in the page"
+    tag = match.group(1)
+    rest = html[match.start():]
+    depth, position = 0, 0
+    for found in re.finditer(rf"<(/?){tag}\b[^>]*>", rest):
+        depth += -1 if found.group(1) else 1
+        if depth == 0:
+            position = found.end()
+            break
+    text = re.sub(r"<[^>]+>", " ", rest[:position])
+    return " ".join(text.split()).replace("&#39;", "'").replace("&amp;", "&")
+
+
+def polls(html: str, element_id: str) -> bool:
+    """Whether the element asks htmx to refresh it."""
+    match = re.search(rf'<\w+[^>]*\bid="{element_id}"[^>]*>', html, re.S)
+    assert match
+    return "hx-trigger" in match.group(0)
+
+
+@pytest.fixture
+def lawyer(app: Flask) -> Consultant:
+    add_account(app, "lawyer@example.kz")
+    return Consultant(app, "lawyer@example.kz")
+
+
+@pytest.fixture
+def question_id(db: Db, lawyer: Consultant) -> int:
+    """A Russian voice question, claimed by the lawyer."""
+    question_id = make_question(db)
+    assert lawyer.claim(question_id).status_code == 303
+    return question_id
+
+
+def attempts(db: Db, question_id: int) -> list[CallbackAttempt]:
+    with db() as session:
+        return list(session.scalars(select(CallbackAttempt).where(
+            CallbackAttempt.question_id == question_id).order_by(CallbackAttempt.id)))
+
+
+def load_question(db: Db, question_id: int) -> Question:
+    with db() as session:
+        question = session.get(Question, question_id)
+        assert question is not None
+        return question
+
+
+def events(db: Db, action: str) -> list[AuditEvent]:
+    with db() as session:
+        return list(session.scalars(select(AuditEvent).where(AuditEvent.action == action)
+                                    .order_by(AuditEvent.id)))
+
+
+def leg_form(call_sid: str, status: str, **extra: str) -> dict[str, str]:
+    return {"CallSid": call_sid, "AccountSid": ACCOUNT_SID, "CallStatus": status,
+            "From": HOTLINE, "To": CONSULTANT_PHONE, "Direction": "outbound-api",
+            "ApiVersion": "2010-04-01", **extra}
+
+
+def resident_form(call_sid: str, parent: str, status: str, **extra: str) -> dict[str, str]:
+    return {"CallSid": call_sid, "ParentCallSid": parent, "AccountSid": ACCOUNT_SID,
+            "CallStatus": status, "From": HOTLINE, "To": CALLER, "Direction": "outbound-dial",
+            "ApiVersion": "2010-04-01", **extra}
+
+
+def started_call(lawyer: Consultant, api: TwilioApi, db: Db,
+                 question_id: int) -> tuple[CallbackAttempt, dict[str, str]]:
+    """Press Call; return the attempt and the form Twilio's API received."""
+    response = lawyer.call(question_id)
+    assert response.status_code == 303
+    assert response.headers["Location"] == f"/questions/{question_id}#callback-panel"
+    [attempt] = [a for a in attempts(db, question_id) if a.state == "dialing"]
+    request = api.calls()[-1]
+    return attempt, request.form
+
+
+def new_sid(prefix: str) -> str:
+    return prefix + uuid.uuid4().hex
+
+
+# -- the bridge -------------------------------------------------------------------------------
+
+def test_the_whole_bridge(app: Flask, db: Db, api: TwilioApi, twilio: Twilio,
+                          lawyer: Consultant, question_id: int) -> None:
+    before = datetime.now(UTC)
+    attempt, form = started_call(lawyer, api, db, question_id)
+    # Twilio's REST API was asked to call the consultant's own phone from the hotline.
+    [request] = api.requests
+    assert request.authorised and request.path == f"/2010-04-01/Accounts/{ACCOUNT_SID}/Calls.json"
+    base = f"{BASE_URL}/callbacks/{attempt.id}"
+    assert form["To"] == CONSULTANT_PHONE and form["From"] == HOTLINE
+    assert form["Url"] == f"{base}/answer" and form["Method"] == "POST"
+    assert form["StatusCallback"] == f"{base}/status/consultant"
+    assert request.fields["StatusCallbackEvent"] == EVENTS
+    assert form["Timeout"] == "30" and form["MachineDetection"] == "Enable"
+    consultant_sid = attempt.consultant_call_sid
+    assert consultant_sid is not None and re.fullmatch(r"CA[0-9a-f]{32}", consultant_sid)
+    assert attempt.consultant_status == "queued" and attempt.consultant_id is not None
+    question = load_question(db, question_id)
+    assert question.first_callback_at is not None and question.first_callback_at >= before
+    [called] = events(db, audit.CALLED)
+    assert called.detail == {"attempt_id": attempt.id, "retry_planned_for": None}
+    assert called.question_id == question_id and called.ip == lawyer.browser.ip
+    assert CALLER not in str(called.detail) and CONSULTANT_PHONE not in str(called.detail)
+    assert "on its way" not in lawyer.notices()  # the call's notice, shown once
+    html = lawyer.panel(question_id)
+    assert section(html, "call-state") == "Calling your phone…"
+    assert polls(html, "callback-status")
+
+    # Twilio rings the consultant.
+    for status in ("initiated", "ringing"):
+        assert twilio.post(f"/callbacks/{attempt.id}/status/consultant",
+                           leg_form(consultant_sid, status)).status_code == 204
+    assert section(lawyer.panel(question_id), "call-state") == "Your phone is ringing: answer it."
+
+    # The consultant answers: TwiML tells them and dials the resident as the hotline.
+    answer = twiml(twilio.post_url(form["Url"], leg_form(consultant_sid, "in-progress",
+                                                         AnsweredBy="human")))
+    [say] = answer.findall("Say")
+    assert say.get("language") == "ru-RU" and f"номер {question_id}" in spoken(answer)[0]
+    [dial] = answer.findall("Dial")
+    assert dial.get("callerId") == HOTLINE and dial.get("answerOnBridge") == "true"
+    assert dial.get("timeout") == "30" and dial.get("action") == f"{base}/dialed"
+    [number] = dial.findall("Number")
+    assert number.text == CALLER
+    assert number.get("statusCallback") == f"{base}/status/resident"
+    assert number.get("statusCallbackEvent") == "initiated ringing answered completed"
+    assert section(lawyer.panel(question_id), "call-state") == \
+        "You answered. Calling the resident…"
+
+    resident_sid = new_sid("CA")
+    resident = f"/callbacks/{attempt.id}/status/resident"
+    twilio.post(resident, resident_form(resident_sid, consultant_sid, "initiated"))
+    twilio.post(resident, resident_form(resident_sid, consultant_sid, "ringing"))
+    assert section(lawyer.panel(question_id), "call-state") == \
+        "You answered. The resident's phone is ringing…"
+    twilio.post(resident, resident_form(resident_sid, consultant_sid, "in-progress"))
+    # Late and repeated callbacks change nothing.
+    twilio.post(resident, resident_form(resident_sid, consultant_sid, "ringing"))
+    twilio.post(f"/callbacks/{attempt.id}/status/consultant", leg_form(consultant_sid,
+                                                                        "ringing"))
+    html = lawyer.panel(question_id)
+    assert section(html, "call-state") == "Connected with the resident."
+    assert polls(html, "callback-status")
+
+    # The resident hangs up: the Dial's action, then the legs' final statuses.
+    hangup = twiml(twilio.post(f"/callbacks/{attempt.id}/dialed", {
+        **leg_form(consultant_sid, "in-progress"), "DialCallStatus": "completed",
+        "DialCallSid": resident_sid, "DialCallDuration": "95"}))
+    assert [child.tag for child in hangup] == ["Say", "Hangup"]
+    twilio.post(resident, resident_form(resident_sid, consultant_sid, "completed",
+                                        CallDuration="95"))
+    twilio.post(resident, resident_form(resident_sid, consultant_sid, "in-progress"))
+    twilio.post(f"/callbacks/{attempt.id}/status/consultant",
+                leg_form(consultant_sid, "completed", CallDuration="110"))
+    twilio.post(f"/callbacks/{attempt.id}/status/consultant",
+                leg_form(consultant_sid, "in-progress"))
+    [done] = attempts(db, question_id)
+    assert (done.state, done.consultant_status, done.resident_status) == (
+        "ended", "completed", "completed")
+    assert (done.resident_call_sid, done.duration) == (resident_sid, 95)
+    assert done.ended_at is not None and done.error is None
+    html = lawyer.panel(question_id)
+    assert section(html, "call-state") == "Ended: you talked for 1:35."
+    assert not polls(html, "callback-status")
+    assert 'id="outcome-form"' in html and 'id="call-form"' in html
+    # No number in the audit log at all.
+    with db() as session:
+        for event in session.scalars(select(AuditEvent)):
+            assert CALLER not in str(event.detail) and CONSULTANT_PHONE not in str(event.detail)
+
+
+def test_statuses_out_of_order_end_in_the_same_state(db: Db, api: TwilioApi, twilio: Twilio,
+                                                     lawyer: Consultant,
+                                                     question_id: int) -> None:
+    attempt, _form = started_call(lawyer, api, db, question_id)
+    sid = attempt.consultant_call_sid
+    assert sid is not None
+    resident_sid = new_sid("CA")
+    path = f"/callbacks/{attempt.id}/status"
+    # Everything arrives backwards.
+    twilio.post(f"{path}/consultant", leg_form(sid, "completed"))
+    twilio.post(f"{path}/resident", resident_form(resident_sid, sid, "no-answer"))
+    twilio.post(f"{path}/resident", resident_form(resident_sid, sid, "ringing"))
+    twilio.post(f"{path}/consultant", leg_form(sid, "in-progress"))
+    twilio.post(f"{path}/consultant", leg_form(sid, "ringing"))
+    [done] = attempts(db, question_id)
+    assert (done.state, done.consultant_status, done.resident_status) == (
+        "ended", "completed", "no-answer")
+    html = lawyer.panel(question_id)
+    assert section(html, "call-state") == "Ended: the resident did not answer."
+    # The form suggests "no answer"; the consultant still chooses.
+    assert re.search(r'value="no_answer" required checked', html)
+
+
+@pytest.mark.parametrize(("dial_status", "words"), [
+    ("no-answer", "Ended: the resident did not answer."),
+    ("busy", "Ended: the resident's line was busy."),
+    ("failed", "Ended: the call to the resident failed."),
+])
+def test_the_dial_action_tells_how_the_resident_leg_ended(
+        db: Db, api: TwilioApi, twilio: Twilio, lawyer: Consultant, question_id: int,
+        dial_status: str, words: str) -> None:
+    attempt, form = started_call(lawyer, api, db, question_id)
+    sid = attempt.consultant_call_sid
+    assert sid is not None
+    twiml(twilio.post_url(form["Url"], leg_form(sid, "in-progress")))
+    response = twiml(twilio.post(f"/callbacks/{attempt.id}/dialed", {
+        **leg_form(sid, "in-progress"), "DialCallStatus": dial_status}))
+    assert [child.tag for child in response] == ["Say", "Hangup"]
+    assert section(lawyer.panel(question_id), "call-state") == words
+
+
+def test_an_answering_machine_is_never_bridged(db: Db, api: TwilioApi, twilio: Twilio,
+                                               lawyer: Consultant, question_id: int) -> None:
+    attempt, form = started_call(lawyer, api, db, question_id)
+    sid = attempt.consultant_call_sid
+    assert sid is not None
+    response = twiml(twilio.post_url(form["Url"], leg_form(sid, "in-progress",
+                                                           AnsweredBy="machine_start")))
+    assert [child.tag for child in response] == ["Hangup"]
+    [done] = attempts(db, question_id)
+    assert done.state == "ended"
+    html = lawyer.panel(question_id)
+    assert "An answering machine took the call to your phone" in section(html, "call-state")
+    assert not polls(html, "callback-status")
+
+
+def test_a_rest_error_fails_the_attempt_with_twilios_message(
+        db: Db, api: TwilioApi, lawyer: Consultant, question_id: int) -> None:
+    api.fail_next(twilio_error(400, 21215, "Account not authorized to call this number. "
+                                           "Geo permissions are off."), resource=CALLS)
+    response = lawyer.call(question_id)
+    assert response.status_code == 303
+    [attempt] = attempts(db, question_id)
+    assert attempt.state == "failed" and attempt.consultant_call_sid is None
+    assert attempt.error == ("Account not authorized to call this number. Geo permissions are "
+                             "off. (Twilio error 21215)")
+    assert "Twilio did not place the call: Account not authorized" in lawyer.notices()
+    html = lawyer.panel(question_id)
+    assert section(html, "call-state").startswith("Failed: Account not authorized")
+    assert not polls(html, "callback-status")
+    # A failed attempt does not block the next one.
+    assert lawyer.call(question_id).status_code == 303
+    assert [a.state for a in attempts(db, question_id)] == ["failed", "dialing"]
+
+
+def test_an_unreachable_api_fails_the_attempt(app: Flask, db: Db, lawyer: Consultant,
+                                              question_id: int) -> None:
+    with TwilioApi(ACCOUNT_SID, AUTH_TOKEN) as gone:
+        dead = gone.url
+    rt = app.extensions["hotline"]
+    rt.settings = rt.settings.override(twilio_api_url=dead)
+    assert lawyer.call(question_id).status_code == 303
+    [attempt] = attempts(db, question_id)
+    assert attempt.state == "failed"
+    assert attempt.error == "Twilio could not be reached (ConnectionError)"
+
+
+def test_a_consultant_without_a_phone_is_told_to_ask_a_coordinator(
+        app: Flask, db: Db, api: TwilioApi) -> None:
+    add_account(app, "nophone@example.kz", phone=None, name="Bolat")
+    lawyer = Consultant(app, "nophone@example.kz")
+    question_id = make_question(db)
+    lawyer.claim(question_id)
+    response = lawyer.call(question_id)
+    assert response.status_code == 400
+    assert "Please ask a coordinator to add it." in response.get_data(as_text=True)
+    assert api.requests == [] and attempts(db, question_id) == []
+    html = lawyer.panel(question_id)
+    assert 'id="call-form"' not in html
+    assert "ask a coordinator" in section(html, "callback-status")
+    assert 'id="outcome-form"' in html  # they may have called by other means
+
+
+def test_a_resident_without_a_number_cannot_be_called(db: Db, api: TwilioApi,
+                                                      lawyer: Consultant) -> None:
+    question_id = make_question(db, phone=None)
+    lawyer.claim(question_id)
+    response = lawyer.call(question_id)
+    assert response.status_code == 400
+    assert "No phone number is known for this resident." in response.get_data(as_text=True)
+    assert api.requests == []
+
+
+def test_only_the_holder_can_call_record_an_outcome_or_send_an_sms(
+        app: Flask, db: Db, api: TwilioApi, lawyer: Consultant, question_id: int) -> None:
+    add_account(app, "other@example.kz", phone="+77071234567", name="Dana")
+    other = Consultant(app, "other@example.kz")
+    with db() as session:
+        before = row_counts(session)
+    for response in (other.call(question_id), other.outcome(question_id, "resolved"),
+                     other.sms(question_id, "Hello")):
+        assert response.status_code == 409
+        assert page(response).headings == ["Not your question"]
+        assert "being handled by Aigerim Nurlanovna" in response.get_data(as_text=True)
+    with db() as session:
+        assert row_counts(session) == before
+    assert api.requests == []
+    html = other.panel(question_id)
+    for form in ("call-form", "outcome-form", "sms-form"):
+        assert f'id="{form}"' not in html
+    # An unclaimed question: nobody holds it.
+    waiting = make_question(db)
+    assert lawyer.call(waiting).status_code == 409
+    assert other.call(123456).status_code == 404
+
+
+def test_one_call_at_a_time(db: Db, api: TwilioApi, twilio: Twilio, lawyer: Consultant,
+                            question_id: int) -> None:
+    attempt, _form = started_call(lawyer, api, db, question_id)
+    response = lawyer.call(question_id)
+    assert response.status_code == 409
+    assert page(response).headings == ["Call in progress"]
+    assert len(api.calls()) == 1
+    assert 'disabled' in section(lawyer.panel(question_id), "callback-status") or \
+        re.search(r'class="call-button" disabled', lawyer.panel(question_id))
+    sid = attempt.consultant_call_sid
+    assert sid is not None
+    twilio.post(f"/callbacks/{attempt.id}/status/consultant", leg_form(sid, "no-answer"))
+    assert section(lawyer.panel(question_id), "call-state") == \
+        "Ended: you did not answer your phone."
+    assert lawyer.call(question_id).status_code == 303
+    assert len(api.calls()) == 2
+
+
+def test_a_call_with_no_news_from_twilio_stops_blocking(db: Db, api: TwilioApi,
+                                                        lawyer: Consultant,
+                                                        question_id: int) -> None:
+    attempt, _form = started_call(lawyer, api, db, question_id)
+    with db() as session:
+        stuck = session.get(CallbackAttempt, attempt.id)
+        assert stuck is not None
+        stuck.updated_at = datetime.now(UTC) - timedelta(minutes=11)
+    assert "No news from Twilio" in section(lawyer.panel(question_id), "call-state")
+    assert lawyer.call(question_id).status_code == 303
+    first, second = attempts(db, question_id)
+    assert first.state == "ended" and first.error == "no news from Twilio about this call"
+    assert second.state == "dialing"
+
+
+@pytest.mark.parametrize("hook", ["answer", "dialed", "status/consultant", "status/resident"])
+@pytest.mark.parametrize("signature", ["", "bm90IGEgc2lnbmF0dXJl"])
+def test_unsigned_webhooks_are_refused_and_change_nothing(
+        db: Db, api: TwilioApi, twilio: Twilio, lawyer: Consultant, question_id: int,
+        hook: str, signature: str) -> None:
+    attempt, _form = started_call(lawyer, api, db, question_id)
+    sid = attempt.consultant_call_sid
+    assert sid is not None
+    with db() as session:
+        before = row_counts(session)
+    form = {**leg_form(sid, "completed"), "DialCallStatus": "completed", "ParentCallSid": sid}
+    response = twilio.post(f"/callbacks/{attempt.id}/{hook}", form, signature=signature)
+    assert response.status_code == 403
+    with db() as session:
+        assert row_counts(session) == before
+    [same] = attempts(db, question_id)
+    assert (same.state, same.consultant_status, same.resident_status, same.updated_at) == (
+        attempt.state, attempt.consultant_status, attempt.resident_status, attempt.updated_at)
+
+
+def test_webhooks_for_an_unknown_attempt_change_nothing(db: Db, twilio: Twilio,
+                                                        question_id: int) -> None:
+    with db() as session:
+        before = row_counts(session)
+    sid = new_sid("CA")
+    answer = twiml(twilio.post("/callbacks/999/answer", leg_form(sid, "in-progress")))
+    assert [child.tag for child in answer] == ["Hangup"]
+    dialed = twiml(twilio.post("/callbacks/999/dialed", {**leg_form(sid, "in-progress"),
+                                                          "DialCallStatus": "completed"}))
+    assert [child.tag for child in dialed] == ["Hangup"]
+    assert twilio.post("/callbacks/999/status/consultant",
+                       leg_form(sid, "ringing")).status_code == 404
+    assert twilio.post("/callbacks/999/status/resident",
+                       resident_form(sid, sid, "ringing")).status_code == 404
+    with db() as session:
+        assert row_counts(session) == before
+
+
+def test_webhooks_of_another_call_and_malformed_ones_are_ignored(
+        db: Db, api: TwilioApi, twilio: Twilio, lawyer: Consultant, question_id: int) -> None:
+    attempt, form = started_call(lawyer, api, db, question_id)
+    stranger = new_sid("CA")
+    answer = twiml(twilio.post_url(form["Url"], leg_form(stranger, "in-progress")))
+    assert [child.tag for child in answer] == ["Hangup"]
+    assert twilio.post(f"/callbacks/{attempt.id}/status/consultant",
+                       leg_form(stranger, "completed")).status_code == 204
+    for bad in ({"CallSid": "CA123", "CallStatus": "ringing"},
+                leg_form(stranger, "<ringing>"), leg_form(stranger, "")):
+        assert twilio.post(f"/callbacks/{attempt.id}/status/consultant",
+                           bad).status_code == 400
+    [same] = attempts(db, question_id)
+    assert (same.state, same.consultant_status) == ("dialing", "queued")
+
+
+# -- outcomes ---------------------------------------------------------------------------------
+
+def test_resolved_closes_the_question(db: Db, api: TwilioApi, twilio: Twilio,
+                                      lawyer: Consultant, question_id: int) -> None:
+    attempt, _form = started_call(lawyer, api, db, question_id)
+    response = lawyer.outcome(question_id, "resolved")
+    assert response.status_code == 303 and response.headers["Location"] == "/queue"
+    question = load_question(db, question_id)
+    assert (question.status, question.close_reason) == ("closed", "resolved")
+    assert question.closed_at is not None and question.closed_by_id is not None
+    assert question.claimed_by_id is None
+    [done] = attempts(db, question_id)
+    assert done.outcome == "resolved" and done.state == "ended"  # no news: ended by the form
+    [outcome] = events(db, audit.OUTCOME)
+    assert outcome.detail["outcome"] == "resolved" and outcome.detail["attempt_id"] == attempt.id
+    [closed] = events(db, audit.CLOSED)
+    assert closed.detail == {"reason": "resolved"}
+    assert f"Question {question_id} is closed: resolved." in lawyer.notices()
+    # Closed: no more forms, and no more outcomes.
+    assert lawyer.outcome(question_id, "resolved").status_code == 409
+    html = lawyer.panel(question_id)
+    assert 'id="outcome-form"' not in html and 'id="call-form"' not in html
+
+
+def test_wrong_number_closes_the_question(db: Db, lawyer: Consultant,
+                                          question_id: int) -> None:
+    assert lawyer.outcome(question_id, "wrong_number").status_code == 303
+    question = load_question(db, question_id)
+    assert (question.status, question.close_reason) == ("closed", "wrong_number")
+    assert f"Question {question_id} is closed: wrong number." in lawyer.notices()
+
+
+def test_follow_up_needs_a_referral_and_returns_the_question_to_the_queue(
+        db: Db, lawyer: Consultant, question_id: int) -> None:
+    refused = lawyer.outcome(question_id, "follow_up", "   ")
+    assert refused.status_code == 400
+    assert "which organisation" in refused.get_data(as_text=True)
+    assert load_question(db, question_id).status == "claimed"
+    assert lawyer.outcome(question_id, "maybe").status_code == 400
+    assert lawyer.outcome(question_id, "").status_code == 400
+    assert events(db, audit.OUTCOME) == []
+
+    referral = "Бесплатная юридическая консультация при ЦОН Жамбылского района, каб. 12"
+    assert lawyer.outcome(question_id, "follow_up", referral).status_code == 303
+    question = load_question(db, question_id)
+    assert (question.status, question.claimed_by_id, question.referral) == (
+        "waiting", None, referral)
+    assert question.closed_at is None and question.callback_attempts == 0
+    [outcome] = events(db, audit.OUTCOME)
+    assert outcome.detail["referral"] == referral
+    assert events(db, audit.CLOSED) == []
+    assert "back in the queue with the referral noted" in lawyer.notices()
+    # The next consultant sees the referral.
+    lawyer.claim(question_id)
+    html = lawyer.panel(question_id)
+    assert referral in html
+
+
+def no_answer_at(monkeypatch: pytest.MonkeyPatch, lawyer: Consultant, question_id: int,
+                 local: datetime) -> TestResponse:
+    """Claim the question and record "no answer" at a given Almaty time."""
+    assert lawyer.claim(question_id).status_code == 303
+    with monkeypatch.context() as patch:
+        patch.setattr(callbacks, "utcnow", lambda: local.astimezone(UTC))
+        return lawyer.outcome(question_id, "no_answer")
+
+
+def test_no_answer_retries_in_daytime_then_closes_and_tells_the_resident_by_sms(
+        db: Db, api: TwilioApi, lawyer: Consultant, monkeypatch: pytest.MonkeyPatch) -> None:
+    question_id = make_question(db)
+    start = load_question(db, question_id).priority_at
+    assert start is not None
+
+    # First failure at 18:30 Almaty: 2 hours later is 20:30, outside 9-20: next morning.
+    response = no_answer_at(monkeypatch, lawyer, question_id,
+                            datetime(FUTURE, 3, 2, 18, 30, tzinfo=ALMATY))
+    assert response.status_code == 303 and response.headers["Location"] == "/queue"
+    question = load_question(db, question_id)
+    assert question.status == "waiting" and question.claimed_by_id is None
+    assert question.callback_attempts == 1
+    assert question.next_callback_at == datetime(FUTURE, 3, 3, 9, 0, tzinfo=ALMATY)
+    assert question.priority_at is not None and question.priority_at < start
+    assert (f"No answer (attempt 1 of 3). Question {question_id} is back in the queue; next "
+            "try after 2031-03-03 09:00 (Almaty).") in lawyer.notices()
+    [outcome] = events(db, audit.OUTCOME)
+    assert outcome.detail["next_callback_at"] == "2031-03-03T04:00:00+00:00"
+
+    # Calling before the planned time is allowed, with a warning.
+    lawyer.claim(question_id)
+    html = lawyer.panel(question_id)
+    assert "The next try is planned after" in section(html, "callback-status")
+    assert lawyer.call(question_id).status_code == 303
+    assert "you are calling earlier" in lawyer.notices()
+    [called] = events(db, audit.CALLED)
+    assert called.detail["retry_planned_for"] == "2031-03-03T04:00:00+00:00"
+
+    # Second failure at 10:00 the next day: a day later, within the window.
+    no_answer_at(monkeypatch, lawyer, question_id, datetime(FUTURE, 3, 3, 10, 0, tzinfo=ALMATY))
+    question = load_question(db, question_id)
+    assert question.callback_attempts == 2
+    assert question.next_callback_at == datetime(FUTURE, 3, 4, 10, 0, tzinfo=ALMATY)
+    assert api.sent() == []
+
+    # The third failure closes the question and sends the resident the final SMS.
+    no_answer_at(monkeypatch, lawyer, question_id, datetime(FUTURE, 3, 4, 10, 5, tzinfo=ALMATY))
+    question = load_question(db, question_id)
+    assert (question.status, question.close_reason, question.callback_attempts) == (
+        "closed", "no_answer", 3)
+    assert question.next_callback_at is None
+    with db() as session:
+        [message] = session.scalars(select(SmsMessage)).all()
+        assert (message.direction, message.phone, message.question_id, message.sent_by_id,
+                message.language) == ("out", CALLER, question_id, None, "ru")
+        assert "попыток: 3" in message.body and HOTLINE in message.body
+        assert message.segments is not None and message.segments <= 2
+        # The job reached Twilio's Messages.json.
+        assert message.message_sid is not None and message.status == "queued"
+    [sent] = api.sent()
+    assert sent["To"] == CALLER and sent["From"] == HOTLINE and sent["Body"] == message.body
+    assert sent["StatusCallback"] == f"{BASE_URL}/sms/status"
+    [closed] = events(db, audit.CLOSED)
+    assert closed.detail == {"reason": "no_answer"}
+    [sms_event] = events(db, audit.SMS_SENT)
+    assert sms_event.detail["automatic"] is True and sms_event.detail["message_id"] == message.id
+    assert (f"No answer after 3 attempts: question {question_id} is closed and the resident "
+            "gets an SMS saying how to reach us.") in lawyer.notices()
+
+
+def test_the_final_sms_is_in_kazakh_for_a_kazakh_resident(
+        db: Db, api: TwilioApi, app: Flask, lawyer: Consultant,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    rt = app.extensions["hotline"]
+    rt.settings = rt.settings.override(callback_attempts=1)
+    question_id = make_question(db, language="kk")
+    no_answer_at(monkeypatch, lawyer, question_id, datetime(2026, 3, 2, 12, 0, tzinfo=ALMATY))
+    [sent] = api.sent()
+    assert sent["Body"].startswith("Халық Уни: заңгер сізге 1 рет")
+    assert HOTLINE in sent["Body"]
+
+
+def test_no_sms_to_an_opted_out_resident(db: Db, api: TwilioApi, app: Flask,
+                                         lawyer: Consultant,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    rt = app.extensions["hotline"]
+    rt.settings = rt.settings.override(callback_attempts=1)
+    question_id = make_question(db)
+    with db() as session:
+        caller = session.scalars(select(Caller)).one()
+        caller.sms_opted_out = True
+    no_answer_at(monkeypatch, lawyer, question_id, datetime(2026, 3, 2, 12, 0, tzinfo=ALMATY))
+    question = load_question(db, question_id)
+    assert (question.status, question.close_reason) == ("closed", "no_answer")
+    with db() as session:
+        assert session.scalars(select(SmsMessage)).all() == []
+    assert api.requests == []
+    assert "opted out of SMS, so no SMS was sent" in lawyer.notices()
+
+
+# -- SMS answers ------------------------------------------------------------------------------
+
+def test_an_sms_answer_with_its_delivery_status(db: Db, api: TwilioApi, twilio: Twilio,
+                                                lawyer: Consultant, question_id: int) -> None:
+    body = "Здравствуйте! Пенсию назначают с 63 лет. Обратитесь в ЦОН с удостоверением."
+    response = lawyer.sms(question_id, body)
+    assert response.status_code == 303
+    assert response.headers["Location"] == f"/questions/{question_id}#sms-answer"
+    with db() as session:
+        [message] = session.scalars(select(SmsMessage)).all()
+        user = session.scalars(select(User)).one()
+        assert (message.body, message.question_id, message.sent_by_id, message.phone) == (
+            body, question_id, user.id, CALLER)
+        assert message.message_sid is not None  # the job sent it
+        sid = message.message_sid
+    [sent] = api.sent()
+    assert sent["Body"] == body and sent["To"] == CALLER
+    [event] = events(db, audit.SMS_SENT)
+    assert event.detail == {"message_id": message.id, "segments": 2, "encoding": "UCS-2"}
+    html = lawyer.panel(question_id)
+    thread = section(html, "sms-thread")
+    assert body in thread and "Aigerim Nurlanovna" in thread
+    assert "waiting to be sent" in section(html, f"sms-{message.id}")
+    assert polls(html, "sms-thread")
+
+    def status(value: str, **extra: str) -> None:
+        response = twilio.post("/sms/status", {
+            "MessageSid": sid, "MessageStatus": value, "AccountSid": ACCOUNT_SID,
+            "From": HOTLINE, "To": CALLER, **extra})
+        assert response.status_code == 204
+
+    status("sent")
+    assert "sent, waiting for delivery" in section(lawyer.panel(question_id), f"sms-{message.id}")
+    status("delivered")
+    html = lawyer.panel(question_id)
+    assert section(html, f"sms-{message.id}").endswith(f"delivered {body}")
+    assert not polls(html, "sms-thread")
+
+
+def test_an_undelivered_sms_shows_twilios_error(db: Db, api: TwilioApi, twilio: Twilio,
+                                                lawyer: Consultant, question_id: int) -> None:
+    lawyer.sms(question_id, "Hello")
+    with db() as session:
+        message = session.scalars(select(SmsMessage)).one()
+    twilio.post("/sms/status", {"MessageSid": message.message_sid or "", "AccountSid": ACCOUNT_SID,
+                                "MessageStatus": "undelivered", "ErrorCode": "30003"})
+    assert ("not delivered (Twilio error 30003: the phone is switched off or out of coverage)"
+            in section(lawyer.panel(question_id), f"sms-{message.id}"))
+
+
+def test_sms_answers_that_cannot_be_sent_are_refused(db: Db, api: TwilioApi,
+                                                     lawyer: Consultant,
+                                                     question_id: int) -> None:
+    empty = lawyer.sms(question_id, "   ")
+    assert empty.status_code == 400 and "Please write the SMS." in empty.get_data(as_text=True)
+    long = lawyer.sms(question_id, "я" * 403)  # 7 parts of 67 UCS-2 units
+    assert long.status_code == 400
+    assert "This SMS would take 7 parts; at most 6 are allowed." in long.get_data(as_text=True)
+    assert lawyer.sms(question_id, "я" * 402).status_code == 303  # 6 parts: fine
+    with db() as session:
+        session.scalars(select(Caller)).one().sms_opted_out = True
+    opted_out = lawyer.sms(question_id, "Hello")
+    assert opted_out.status_code == 400
+    assert "opted out of SMS" in opted_out.get_data(as_text=True)
+    assert "opted out of SMS" in section(lawyer.panel(question_id), "sms-answer")
+    assert 'id="sms-form"' not in lawyer.panel(question_id)
+    with db() as session:
+        assert len(session.scalars(select(SmsMessage)).all()) == 1
+    assert len(api.sent()) == 1
+
+
+def test_the_panel_shows_what_the_resident_wrote(db: Db, lawyer: Consultant,
+                                                 question_id: int) -> None:
+    with db() as session:
+        caller = session.scalars(select(Caller)).one()
+        session.add(SmsMessage(direction="in", phone=CALLER, body="Спасибо, жду звонка",
+                               caller_id=caller.id, status="received",
+                               message_sid=new_sid("SM")))
+    thread = section(lawyer.panel(question_id), "sms-thread")
+    assert "Resident" in thread and "Спасибо, жду звонка" in thread and "received" in thread
+
+
+# -- logged out -------------------------------------------------------------------------------
+
+def test_a_logged_out_visitor_can_do_none_of_this(app: Flask, db: Db, api: TwilioApi,
+                                                  question_id: int) -> None:
+    visitor = Browser(app)
+    token = visitor.token()
+    with db() as session:
+        before = row_counts(session)
+    for path, form in (("call", {}), ("outcome", {"outcome": "resolved"}),
+                       ("sms", {"body": "Hello"})):
+        response = visitor.post(f"/questions/{question_id}/{path}",
+                                {"csrf_token": token, **form})
+        assert response.status_code == 302 and response.headers["Location"] == "/login"
+    response = visitor.get(f"/questions/{question_id}/callback-panel")
+    assert response.status_code == 302 and response.headers["Location"] == "/login"
+    with db() as session:
+        assert row_counts(session) == before
+    assert api.requests == []
+
+
+# -- the retry time (a pure function) ---------------------------------------------------------
+
+HOURS = (9, 20)
+TWO_HOURS, DAY = timedelta(hours=2), timedelta(days=1)
+
+
+def almaty(day: int, hour: int, minute: int = 0, month: int = 3, year: int = 2026) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=ALMATY)
+
+
+@pytest.mark.parametrize(("failed", "delay", "expected"), [
+    (almaty(2, 10), TWO_HOURS, almaty(2, 12)),  # inside the window
+    (almaty(2, 17, 59), TWO_HOURS, almaty(2, 19, 59)),  # the last minute of the window
+    (almaty(2, 18), TWO_HOURS, almaty(3, 9)),  # 20:00 is outside: next morning
+    (almaty(2, 18, 30), TWO_HOURS, almaty(3, 9)),
+    (almaty(2, 5), TWO_HOURS, almaty(2, 9)),  # before the window: its start
+    (almaty(2, 7), TWO_HOURS, almaty(2, 9)),  # the window's first minute
+    (almaty(2, 6, 59), TWO_HOURS, almaty(2, 9)),
+    (almaty(2, 23, 30), TWO_HOURS, almaty(3, 9)),  # over midnight: that morning
+    (almaty(2, 19, 30), DAY, almaty(3, 19, 30)),  # next day, same time
+    (almaty(2, 20, 30), DAY, almaty(4, 9)),  # next day is outside: the morning after
+    (almaty(2, 8), DAY, almaty(3, 9)),
+    (almaty(31, 21, month=12), TWO_HOURS, almaty(1, 9, month=1, year=2027)),  # new year
+    (almaty(28, 19, month=2), TWO_HOURS, almaty(1, 9, month=3)),  # end of February
+])
+def test_the_next_callback_falls_in_the_daytime_window(failed: datetime, delay: timedelta,
+                                                       expected: datetime) -> None:
+    result = next_callback_time(failed, delay, HOURS, ALMATY)
+    assert result == expected
+    assert result.tzinfo == UTC
+
+
+def test_the_window_is_in_almaty_time_whatever_the_input_zone() -> None:
+    # 20:00 UTC on 2 March is 01:00 on 3 March in Almaty.
+    failed = datetime(2026, 3, 2, 20, 0, tzinfo=UTC)
+    assert next_callback_time(failed, TWO_HOURS, HOURS, ALMATY) == almaty(3, 9)
+    # 03:00 UTC is 08:00 in Almaty: 2 hours later is inside the window.
+    assert next_callback_time(datetime(2026, 3, 2, 3, 0, tzinfo=UTC), TWO_HOURS, HOURS,
+                              ALMATY) == almaty(2, 10)
+
+
+def test_a_whole_day_window_and_bad_windows() -> None:
+    assert next_callback_time(almaty(2, 23), TWO_HOURS, (0, 24), ALMATY) == almaty(3, 1)
+    assert next_callback_time(almaty(2, 21), TWO_HOURS, (8, 24), ALMATY) == almaty(2, 23)
+    for bad in ((20, 9), (9, 9), (-1, 5), (9, 25)):
+        with pytest.raises(ValueError):
+            next_callback_time(almaty(2, 10), TWO_HOURS, bad, ALMATY)
+    with pytest.raises(ValueError):
+        next_callback_time(datetime(2026, 3, 2, 10), TWO_HOURS, HOURS, ALMATY)  # naive
+
+
+def test_the_delay_after_each_failure() -> None:
+    delays = (TWO_HOURS, DAY)
+    assert [retry_delay(n, delays) for n in (1, 2, 3, 4)] == [TWO_HOURS, DAY, DAY, DAY]
+    assert retry_delay(5, (TWO_HOURS,)) == TWO_HOURS
+
+
+def test_callback_settings_come_from_the_environment() -> None:
+    default = Settings.from_env({})
+    assert (default.callback_hours, default.callback_retry_minutes,
+            default.callback_attempts) == ((9, 20), (120, 1440), 3)
+    custom = Settings.from_env({"HOTLINE_CALLBACK_HOURS": " 10 - 18 ",
+                                "HOTLINE_CALLBACK_RETRY_MINUTES": "60, 180,1440",
+                                "HOTLINE_CALLBACK_ATTEMPTS": "4"})
+    assert (custom.callback_hours, custom.callback_retry_minutes,
+            custom.callback_attempts) == ((10, 18), (60, 180, 1440), 4)
+    for name, value in (("HOTLINE_CALLBACK_HOURS", "9 to 20"),
+                        ("HOTLINE_CALLBACK_RETRY_MINUTES", "2h")):
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_env({name: value})
+    token = {"TWILIO_AUTH_TOKEN": "x"}
+    for name, value in (("HOTLINE_CALLBACK_HOURS", "20-9"),
+                        ("HOTLINE_CALLBACK_RETRY_MINUTES", "0"),
+                        ("HOTLINE_CALLBACK_ATTEMPTS", "0")):
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_env({**token, name: value}).check()
+
+
+def test_twiml_is_valid_xml_for_a_kazakh_resident_too(db: Db, api: TwilioApi, twilio: Twilio,
+                                                      lawyer: Consultant) -> None:
+    question_id = make_question(db, language="kk")
+    lawyer.claim(question_id)
+    attempt, form = started_call(lawyer, api, db, question_id)
+    sid = attempt.consultant_call_sid
+    assert sid is not None
+    root = twiml(twilio.post_url(form["Url"], leg_form(sid, "in-progress")))
+    assert ET.tostring(root).count(b"<Number") == 1

@@ -1,0 +1,179 @@
+"""A local stand-in for Twilio's REST API: the Messages and Calls resources on 127.0.0.1.
+
+The app talks to it through the twilio client's own HTTP layer (TWILIO_API_URL points here).
+It checks the account's login, records every request, and answers like Twilio: 201 with the
+resource's JSON (an SM or CA sid), or an error scripted with fail_next.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs
+
+from flows.segments import segments
+
+RESOURCE_PATH = re.compile(
+    r"^/2010-04-01/Accounts/(?P<account>AC[0-9a-f]{32})/(?P<resource>Messages|Calls)\.json$")
+# Fields Twilio takes more than once (each event in a parameter of its own).
+REPEATABLE = frozenset({"StatusCallbackEvent"})
+MESSAGES, CALLS = "Messages", "Calls"
+
+
+def twilio_error(status: int, code: int, message: str) -> tuple[int, dict[str, Any]]:
+    """An error answer as Twilio gives it."""
+    return status, {"code": code, "message": message,
+                    "more_info": f"https://www.twilio.com/docs/errors/{code}", "status": status}
+
+
+@dataclass
+class ApiRequest:
+    """One request the stand-in received."""
+
+    method: str
+    path: str
+    authorised: bool
+    form: dict[str, str]
+    status: int
+    # Every value of every field (StatusCallbackEvent comes once per event).
+    fields: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def resource(self) -> str | None:
+        match = RESOURCE_PATH.fullmatch(self.path)
+        return match["resource"] if match else None
+
+
+class TwilioApi:
+    """Twilio's Messages and Calls resources on 127.0.0.1: checks the login, records, answers."""
+
+    def __init__(self, account_sid: str, auth_token: str) -> None:
+        self.account_sid = account_sid
+        self._expected = "Basic " + base64.b64encode(
+            f"{account_sid}:{auth_token}".encode()).decode()
+        self.requests: list[ApiRequest] = []
+        self._script: dict[str, list[tuple[int, dict[str, Any]]]] = {MESSAGES: [], CALLS: []}
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
+                                        daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> TwilioApi:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def fail_next(self, *answers: tuple[int, dict[str, Any]], resource: str = MESSAGES) -> None:
+        """Answer the next requests to the resource with these (HTTP status, Twilio error)."""
+        with self._lock:
+            self._script[resource].extend(answers)
+
+    def sent(self) -> list[dict[str, str]]:
+        """Forms of the messages Twilio accepted."""
+        return [r.form for r in self.requests if r.status == 201 and r.resource == MESSAGES]
+
+    def calls(self) -> list[ApiRequest]:
+        """The calls Twilio accepted."""
+        return [r for r in self.requests if r.status == 201 and r.resource == CALLS]
+
+    def _answer(self, method: str, path: str, authorization: str,
+                form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        match = RESOURCE_PATH.fullmatch(path)
+        if method != "POST" or not match or match["account"] != self.account_sid:
+            return twilio_error(404, 20404, f"The requested resource {path} was not found")
+        if authorization != self._expected:
+            return twilio_error(401, 20003, "Authenticate")
+        resource = match["resource"]
+        with self._lock:
+            if self._script[resource]:
+                return self._script[resource].pop(0)
+        if resource == CALLS:
+            return self._call(form)
+        return self._message(form)
+
+    def _message(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        sid = "SM" + uuid.uuid4().hex
+        now = format_datetime(datetime.now(UTC), usegmt=True)
+        body = form.get("Body", "")
+        return 201, {
+            "account_sid": self.account_sid, "api_version": "2010-04-01", "body": body,
+            "date_created": now, "date_sent": None, "date_updated": now,
+            "direction": "outbound-api", "error_code": None, "error_message": None,
+            "from": form.get("From"), "messaging_service_sid": None, "num_media": "0",
+            "num_segments": str(segments(body).parts), "price": None, "price_unit": "USD",
+            "sid": sid, "status": "queued", "to": form.get("To"),
+            "subresource_uris": {
+                "media": f"/2010-04-01/Accounts/{self.account_sid}/Messages/{sid}/Media.json"},
+            "uri": f"/2010-04-01/Accounts/{self.account_sid}/Messages/{sid}.json",
+        }
+
+    def _call(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        if not form.get("To") or not form.get("From"):
+            return twilio_error(400, 21201, "No 'To' number is specified" if not form.get("To")
+                                else "No 'From' number is specified")
+        if not form.get("Url") and not form.get("Twiml") and not form.get("ApplicationSid"):
+            return twilio_error(400, 21205, "Url parameter is required.")
+        sid = "CA" + uuid.uuid4().hex
+        now = format_datetime(datetime.now(UTC), usegmt=True)
+        base = f"/2010-04-01/Accounts/{self.account_sid}/Calls/{sid}"
+        return 201, {
+            "account_sid": self.account_sid, "annotation": None, "answered_by": None,
+            "api_version": "2010-04-01", "caller_name": None, "date_created": now,
+            "date_updated": now, "direction": "outbound-api", "duration": None,
+            "end_time": None, "forwarded_from": None, "from": form["From"],
+            "from_formatted": form["From"], "group_sid": None, "parent_call_sid": None,
+            "phone_number_sid": "PN" + "0" * 32, "price": None, "price_unit": "USD",
+            "sid": sid, "start_time": None, "status": "queued", "to": form["To"],
+            "to_formatted": form["To"], "trunk_sid": None, "queue_time": "0",
+            "subresource_uris": {"notifications": f"{base}/Notifications.json",
+                                 "recordings": f"{base}/Recordings.json"},
+            "uri": f"{base}.json",
+        }
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length).decode("utf-8")
+                fields = parse_qs(raw, keep_blank_values=True, strict_parsing=False)
+                # Twilio takes each field once (but events); a repeated one is a client bug.
+                assert all(len(v) == 1 for k, v in fields.items() if k not in REPEATABLE), \
+                    fields
+                form = {k: v[0] for k, v in fields.items()}
+                authorization = self.headers.get("Authorization", "")
+                status, payload = api._answer(self.command, self.path, authorization, form)
+                with api._lock:
+                    api.requests.append(ApiRequest(self.command, self.path,
+                                                   authorization == api._expected, form, status,
+                                                   fields))
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_POST = _serve
+            do_GET = _serve
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        return Handler
