@@ -1,0 +1,229 @@
+"""Retention: old audio of closed questions deleted, old numbers pseudonymised, open questions
+never touched, a dry run changing nothing, and the nightly job."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from sqlalchemy import select
+
+from hotline import jobs
+from hotline.config import Settings
+from storage.models import Call, Caller, Question, Recording, SmsMessage, utcnow
+from storage.retention import RECORDING_DELETED, is_pseudonym, pseudonym
+from tests.support import row_counts, run_cli, runtime
+from tests.workspace_support import Db
+
+DAY = timedelta(days=1)
+PHONES = {name: f"+7701000000{i}" for i, name in enumerate("abcde", 1)}
+
+
+@dataclass
+class World:
+    """Ids of what the dataset made, and where its audio files are."""
+
+    callers: dict[str, int]
+    questions: dict[str, int]
+    files: dict[str, Path]
+
+
+def add_question(session: object, caller: Caller, name: str, audio_dir: Path, *,
+                 status: str = "closed", closed_days_ago: float | None = None,
+                 created_days_ago: float = 600) -> tuple[Question, Path]:
+    """A voice question with its recording on disk."""
+    now = utcnow()
+    question = Question(channel="voice", language="ru", topic="pension", status=status,
+                        caller=caller, created_at=now - created_days_ago * DAY,
+                        closed_at=None if closed_days_ago is None else now - closed_days_ago * DAY,
+                        close_reason="resolved" if closed_days_ago is not None else None)
+    relative = f"2025/{name}.wav"
+    path = audio_dir / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"RIFF" + name.encode())
+    question.recording = Recording(recording_sid=f"RE{name}", call_sid=f"CA{name}",
+                                   source_url=f"https://api.twilio.com/{name}",
+                                   file_path=relative, download_state="stored")
+    session.add(question)  # type: ignore[attr-defined]
+    return question, path
+
+
+@pytest.fixture
+def world(app: Flask, db: Db, settings: Settings) -> World:
+    """Callers and questions around the default limits (audio 90 days, numbers 365 days).
+
+    a: one question closed 100 days ago, one 400 days ago: audio of both goes, number stays.
+    b: one question closed 400 days ago, SMS and a call: audio goes, number pseudonymised.
+    c: one question closed 500 days ago, one still WAITING: the closed one's audio goes,
+       nothing else of c.
+    d: no question, last heard of 400 days ago: number pseudonymised.
+    e: no question, heard of 10 days ago: nothing.
+    x: a CLAIMED question whose closed_at says 400 days ago (inconsistent): untouched.
+    y: a question closed 10 days ago: untouched.
+    """
+    audio_dir = settings.audio_dir
+    now = utcnow()
+    with db() as session:
+        seen = {"a": 100, "b": 400, "c": 10, "d": 400, "e": 10}
+        callers = {name: Caller(phone=PHONES[name], first_seen=now - 700 * DAY,
+                                last_seen=now - seen[name] * DAY) for name in PHONES}
+        session.add_all(callers.values())
+        made = {
+            "a1": add_question(session, callers["a"], "a1", audio_dir, closed_days_ago=100),
+            "a2": add_question(session, callers["a"], "a2", audio_dir, closed_days_ago=400),
+            "b1": add_question(session, callers["b"], "b1", audio_dir, closed_days_ago=400),
+            "c1": add_question(session, callers["c"], "c1", audio_dir, closed_days_ago=500),
+            "c2": add_question(session, callers["c"], "c2", audio_dir, status="waiting"),
+            "x": add_question(session, callers["e"], "x", audio_dir, status="claimed",
+                              closed_days_ago=400),
+            "y": add_question(session, callers["c"], "y", audio_dir, closed_days_ago=10),
+        }
+        session.add(SmsMessage(direction="in", phone=PHONES["b"], caller=callers["b"],
+                               body="Сұрақ", status="received"))
+        session.add(SmsMessage(direction="out", phone=PHONES["b"], body="Жауап",
+                               status="delivered"))
+        session.add(Call(call_sid="CAb", caller=callers["b"], from_number=PHONES["b"],
+                         status="completed"))
+        session.flush()
+        return World(callers={n: c.id for n, c in callers.items()},
+                     questions={n: q.id for n, (q, _p) in made.items()},
+                     files={n: p for n, (_q, p) in made.items()})
+
+
+def snapshot(db: Db) -> dict[str, object]:
+    """Everything retention could change."""
+    with db() as session:
+        return {
+            "counts": row_counts(session),
+            "phones": sorted(session.scalars(select(Caller.phone))),
+            "recordings": sorted((r.question_id, r.file_path, r.download_state)
+                                 for r in session.scalars(select(Recording))),
+            "sms": sorted(session.scalars(select(SmsMessage.phone))),
+            "calls": sorted(session.scalars(select(Call.from_number))),
+        }
+
+
+def test_a_dry_run_lists_what_would_go_and_changes_nothing(app: Flask, db: Db,
+                                                           world: World) -> None:
+    before = snapshot(db)
+    result = run_cli(app, ["retention", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    q = world.questions
+    assert (f"4 recordings (4 files); questions #{q['a1']}, #{q['a2']}, #{q['b1']}, "
+            f"#{q['c1']}") in result.output
+    assert "2 callers" in result.output
+    assert f"caller {world.callers['b']}: questions #{q['b1']}" in result.output
+    assert f"caller {world.callers['d']}: questions none" in result.output
+    assert "dry run: nothing was changed" in result.output
+    assert "+7701" not in result.output  # never a phone number
+    assert snapshot(db) == before
+    assert all(path.exists() for path in world.files.values())
+
+
+def test_retention_deletes_old_audio_and_pseudonymises_old_numbers(
+        app: Flask, db: Db, world: World) -> None:
+    result = run_cli(app, ["retention"])
+    assert result.exit_code == 0, result.output
+    assert "done: 4 files removed, 4 recordings marked deleted, 2 callers" in result.output
+    gone = {"a1", "a2", "b1", "c1"}
+    for name, path in world.files.items():
+        assert path.exists() == (name not in gone), name
+    key = runtime(app).settings.ensure_secret_key().encode()
+    with db() as session:
+        for name, question_id in world.questions.items():
+            recording = session.scalars(select(Recording).where(
+                Recording.question_id == question_id)).one()
+            if name in gone:
+                assert (recording.file_path, recording.download_state) == (None,
+                                                                          RECORDING_DELETED)
+            else:
+                assert recording.file_path == f"2025/{name}.wav"
+                assert recording.download_state == "stored"
+        phones = {name: session.get(Caller, caller_id).phone  # type: ignore[union-attr]
+                  for name, caller_id in world.callers.items()}
+        assert phones == {"a": PHONES["a"], "b": pseudonym(PHONES["b"], key),
+                          "c": PHONES["c"], "d": pseudonym(PHONES["d"], key),
+                          "e": PHONES["e"]}
+        assert is_pseudonym(phones["b"]) and len(phones["b"]) <= 20
+        # b's SMS (linked or not) and calls carry the same pseudonym; b's question stays b's.
+        assert set(session.scalars(select(SmsMessage.phone))) == {phones["b"]}
+        assert session.scalars(select(Call.from_number)).one() == phones["b"]
+        b1 = session.get(Question, world.questions["b1"])
+        assert b1 is not None and b1.caller_id == world.callers["b"]
+    again = run_cli(app, ["retention"])
+    assert "done: 0 files removed, 0 recordings marked deleted, 0 callers" in again.output
+
+
+def test_retention_never_touches_an_open_question(
+        db: Db, world: World, settings: Settings, make_app: Callable[[Settings], Flask]) -> None:
+    # Even with every limit at one day, the open questions' audio and callers stay.
+    eager = make_app(settings.override(audio_retention_days=1, phone_retention_days=1))
+    result = run_cli(eager, ["retention"])
+    assert result.exit_code == 0, result.output
+    assert world.files["c2"].exists() and world.files["x"].exists()
+    with db() as session:
+        for name in ("c2", "x"):
+            question = session.get(Question, world.questions[name])
+            assert question is not None and question.recording is not None
+            assert question.recording.file_path == f"2025/{name}.wav"
+            assert question.caller is not None and not is_pseudonym(question.caller.phone)
+        assert not world.files["y"].exists()  # closed 10 days ago: now past one day
+
+
+def test_a_returning_caller_is_joined_to_their_pseudonymised_record(
+        app: Flask, db: Db, world: World, settings: Settings) -> None:
+    run_cli(app, ["retention"])
+    # b calls again after pseudonymisation: a new caller row with the real number.
+    with db() as session:
+        now = utcnow()
+        back = Caller(phone=PHONES["b"], first_seen=now - 390 * DAY, last_seen=now - 380 * DAY)
+        session.add(back)
+        question, _path = add_question(session, back, "b2", settings.audio_dir,
+                                       closed_days_ago=380, created_days_ago=390)
+        session.flush()
+        back_id, question_id = back.id, question.id
+    result = run_cli(app, ["retention"])
+    assert "1 callers pseudonymised (1 joined to an earlier record)" in result.output
+    with db() as session:
+        assert session.get(Caller, back_id) is None
+        returned = session.get(Question, question_id)
+        assert returned is not None and returned.caller_id == world.callers["b"]
+
+
+def test_a_path_outside_the_audio_folder_is_left_alone(app: Flask, db: Db,
+                                                       settings: Settings) -> None:
+    outside = settings.data_dir / "not-audio.wav"
+    outside.parent.mkdir(parents=True, exist_ok=True)
+    outside.write_bytes(b"keep me")
+    with db() as session:
+        question, _path = add_question(session, Caller(phone="+77019999999"), "z",
+                                       settings.audio_dir, closed_days_ago=400)
+        assert question.recording is not None
+        question.recording.file_path = "../not-audio.wav"
+    result = run_cli(app, ["retention"])
+    assert result.exit_code == 1
+    assert "path outside the audio folder" in result.output
+    assert outside.exists()
+
+
+def test_the_nightly_job_runs_retention(app: Flask, db: Db, world: World) -> None:
+    # The worker's scheduler calls it every night at 21:30 UTC, 02:30 in Almaty.
+    assert jobs.retention_job.task_class().validate_datetime(datetime(2026, 3, 1, 21, 30))
+    assert not jobs.retention_job.task_class().validate_datetime(datetime(2026, 3, 1, 22, 30))
+    deleted, pseudonymised = jobs.retention_job.call_local()
+    assert (deleted, pseudonymised) == (4, 2)
+    assert not world.files["a2"].exists()
+
+
+def test_zero_days_turns_retention_off(db: Db, world: World, settings: Settings,
+                                       make_app: Callable[[Settings], Flask]) -> None:
+    off = make_app(settings.override(audio_retention_days=0, phone_retention_days=0))
+    before = snapshot(db)
+    result = run_cli(off, ["retention"])
+    assert "audio retention is off" in result.output
+    assert "pseudonymisation is off" in result.output
+    assert snapshot(db) == before
