@@ -164,6 +164,9 @@ class Question(Base):
         Index("ix_questions_region_status", "region", "status"),
         Index("ix_questions_channel_status", "channel", "status"),
         Index("ix_questions_status_closed_at", "status", "closed_at"),
+        # Every column the queue's counts read (migration 0007).
+        Index("ix_questions_queue_counts", "status", "language", "topic", "region", "channel",
+              "next_callback_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

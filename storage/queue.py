@@ -291,25 +291,33 @@ def queue_counts(session: Session, filters: QueueFilter, now: datetime) -> Queue
         .group_by(*keys, inner.c.status, inner.c.later)
     ).all()
 
-    wanted = {name: filters.facet(name) for name in FACETS}
-
-    def matches(name: str, value: str | None) -> bool:
-        chosen = wanted[name]
-        return chosen is None or (value is None if chosen == UNSET else value == chosen)
-
+    # Per group, the facets whose filter it fails: none, and it counts everywhere; one, and it
+    # counts only in that facet's choices (whose own filter is left out); more, and nowhere.
+    wanted = [filters.facet(name) for name in FACETS]
     statuses = dict.fromkeys(STATUSES, 0)
-    facets: dict[str, dict[str | None, int]] = {name: defaultdict(int) for name in FACETS}
+    facets: list[dict[str | None, int]] = [defaultdict(int) for _ in FACETS]
     for *values, status, later_flag, count in groups:
-        fits = [matches(name, value) for name, value in zip(FACETS, values, strict=True)]
-        if all(fits):
+        failed = -1
+        for index, chosen in enumerate(wanted):
+            if chosen is None:
+                continue
+            value = values[index]
+            if (value is not None) if chosen == UNSET else (value != chosen):
+                if failed >= 0:
+                    break
+                failed = index
+        else:
+            if failed >= 0:
+                facets[failed][values[failed]] += count
+                continue
             tab = (STATUS_CLAIMED if status == QUESTION_CLAIMED
                    else STATUS_SCHEDULED if later_flag else STATUS_DUE)
             statuses[tab] += count
             statuses[STATUS_OPEN] += count
-        for index, name in enumerate(FACETS):
-            if all(fit for other, fit in enumerate(fits) if other != index):
-                facets[name][values[index]] += count
+            for index, value in enumerate(values):
+                facets[index][value] += count
     statuses[STATUS_CLOSED] = session.scalar(
         select(func.count()).select_from(Question)
         .where(Question.status == QUESTION_CLOSED, *_facet_conditions(filters))) or 0
-    return QueueCounts(statuses, {name: dict(values) for name, values in facets.items()})
+    return QueueCounts(statuses, {name: dict(counted)
+                                  for name, counted in zip(FACETS, facets, strict=True)})

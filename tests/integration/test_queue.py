@@ -1,0 +1,544 @@
+"""The callback queue: priority order, filters, counts, paging, and the /queue page."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import event, select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from storage import audit, queue
+from storage.calls import start_call, touch_caller
+from storage.db import unit_of_work
+from storage.models import (
+    CHANNEL_SMS,
+    CHANNEL_VOICE,
+    QUESTION_CLAIMED,
+    QUESTION_CLOSED,
+    AuditEvent,
+    Question,
+    User,
+)
+from storage.questions import record_question
+from storage.queue import (
+    UNSET,
+    Cursor,
+    QueueFilter,
+    note_new_question,
+    queue_counts,
+    queue_page,
+)
+from storage.sms import add_sms_question
+from storage.users import hasher
+from tests.workspace_support import PASSWORD, Browser, Db, page
+
+NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # 14:00 in Almaty
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+
+
+def _question(session: Session, *, ago: timedelta = HOUR, **fields: Any) -> int:
+    """Add a question that arrived `ago` before NOW; its place comes from its reasons."""
+    values: dict[str, Any] = {"channel": CHANNEL_VOICE, "language": "ru", "topic": "pension"}
+    values.update(fields)
+    question = Question(created_at=NOW - ago, **values)
+    session.add(question)
+    session.flush()
+    return question.id
+
+
+def _ids(session: Session, filters: QueueFilter, now: datetime = NOW,
+         limit: int = 100) -> list[int]:
+    return [q.id for q in queue_page(session, filters, now, limit=limit).questions]
+
+
+def _user(session: Session, email: str = "a@example.kz", name: str = "Aigerim") -> int:
+    user = User(email=email, name=name, role="consultant", password_hash=hasher.hash(PASSWORD))
+    session.add(user)
+    session.flush()
+    return user.id
+
+
+# -- the order --------------------------------------------------------------------------------
+
+def test_each_reason_moves_a_question_ahead(session_factory: sessionmaker[Session]) -> None:
+    with unit_of_work(session_factory) as session:
+        plain = _question(session, ago=3 * HOUR)
+        urgent = _question(session, ago=HOUR, urgent=True)  # as if 7 days older
+        repeat = _question(session, ago=2 * HOUR, repeat_caller=True)  # as if a day older
+        # One failed attempt (as if 12 h older); its retry time has come.
+        failed = _question(session, ago=HOUR / 2, callback_attempts=1,
+                           next_callback_at=NOW - timedelta(minutes=1))
+        # Waiting for its retry in an hour: not due until then.
+        scheduled = _question(session, ago=5 * HOUR, callback_attempts=1,
+                              next_callback_at=NOW + HOUR)
+        ancient = _question(session, ago=10 * DAY)  # waited longer than any boost
+        claimed = _question(session, ago=20 * DAY, status=QUESTION_CLAIMED)
+        closed = _question(session, ago=30 * DAY, status=QUESTION_CLOSED)
+
+    with unit_of_work(session_factory) as session:
+        assert _ids(session, QueueFilter()) == [ancient, urgent, repeat, failed, plain]
+        assert _ids(session, QueueFilter(status="scheduled")) == [scheduled]
+        # Two hours later the retry is due, and its failed attempt puts it ahead of `failed`.
+        later = NOW + 2 * HOUR
+        assert _ids(session, QueueFilter(), later) == [ancient, urgent, repeat, scheduled,
+                                                       failed, plain]
+        assert _ids(session, QueueFilter(status="scheduled"), later) == []
+        assert _ids(session, QueueFilter(status="claimed")) == [claimed]
+        assert _ids(session, QueueFilter(status="open")) == [
+            claimed, ancient, urgent, repeat, scheduled, failed, plain]
+        assert _ids(session, QueueFilter(status="closed")) == [closed]
+
+
+def test_reprioritise_follows_a_change_of_reasons(session_factory: sessionmaker[Session]) -> None:
+    with unit_of_work(session_factory) as session:
+        first = _question(session, ago=2 * HOUR)
+        second = _question(session, ago=HOUR)
+        assert _ids(session, QueueFilter()) == [first, second]
+        question = session.get(Question, second)
+        assert question is not None
+        assert question.priority_at == NOW - HOUR  # a new question's place: its arrival
+        question.urgent = True
+        queue.reprioritise(question)
+        session.flush()
+        assert question.priority_at == NOW - HOUR - queue.URGENT_BOOST
+        assert _ids(session, QueueFilter()) == [second, first]
+        question.urgent = False
+        question.callback_attempts = 3
+        queue.reprioritise(question)
+        assert question.priority_at == NOW - HOUR - 3 * queue.FAILED_ATTEMPT_BOOST
+
+
+def test_a_repeat_caller_is_one_who_asked_within_90_days(
+        session_factory: sessionmaker[Session]) -> None:
+    with unit_of_work(session_factory) as session:
+        caller = touch_caller(session, "+77011112233", NOW)
+        stranger = touch_caller(session, "+77019998877", NOW)
+        session.flush()
+        long_ago = _question(session, ago=200 * DAY, caller_id=caller.id, status=QUESTION_CLOSED)
+        first = add_sms_question(session, caller=caller, text="Пенсия?", language="ru",
+                                 topic=None, now=NOW - 60 * DAY)
+        assert not first.repeat_caller  # the question before it is older than 90 days
+        assert first.priority_at == first.created_at
+        closed = _question(session, ago=30 * DAY, caller_id=caller.id, status=QUESTION_CLOSED)
+        # They ask again by SMS: a repeat; their open question moves ahead too.
+        second = add_sms_question(session, caller=caller, text="Ещё вопрос", language="ru",
+                                  topic=None, now=NOW)
+        assert second.repeat_caller
+        assert second.priority_at == NOW - queue.REPEAT_CALLER_BOOST
+        assert first.repeat_caller
+        assert first.priority_at == first.created_at - queue.REPEAT_CALLER_BOOST
+        closed_question = session.get(Question, closed)
+        assert closed_question is not None and not closed_question.repeat_caller
+        old = session.get(Question, long_ago)
+        assert old is not None and not old.repeat_caller
+        # Another number is not a repeat.
+        other = add_sms_question(session, caller=stranger, text="?", language="kk",
+                                 topic=None, now=NOW)
+        assert not other.repeat_caller and other.priority_at == NOW
+
+        # A recorded question from the same caller's phone: a repeat as well.
+        start_call(session, call_sid="CA" + "1" * 32, from_number="+77011112233",
+                   to_number="+77000000000", now=NOW)
+        voice, _recording, new = record_question(
+            session, recording_sid="RE" + "1" * 32, call_sid="CA" + "1" * 32,
+            recording_url="https://api.twilio.com/rec", duration=20, language="ru",
+            topic="pension", now=NOW + HOUR)
+        assert new and voice.repeat_caller
+        assert voice.priority_at == NOW + HOUR - queue.REPEAT_CALLER_BOOST
+
+
+def test_note_new_question_without_a_caller_only_places_it(
+        session_factory: sessionmaker[Session]) -> None:
+    with unit_of_work(session_factory) as session:
+        question = Question(channel=CHANNEL_VOICE, created_at=NOW, urgent=True)
+        note_new_question(session, question)
+        assert not question.repeat_caller
+        assert question.priority_at == NOW - queue.URGENT_BOOST
+
+
+# -- filters and counts -----------------------------------------------------------------------
+
+@pytest.fixture
+def dataset(session_factory: sessionmaker[Session]) -> dict[str, int]:
+    """Questions with known answers: name -> id."""
+    with unit_of_work(session_factory) as session:
+        holder = _user(session)
+        ids = {
+            "ru_pension_voice_almaty": _question(session, ago=9 * HOUR, region="Almaty Region"),
+            "ru_pension_sms_almaty": _question(session, ago=8 * HOUR, channel=CHANNEL_SMS,
+                                               region="Almaty Region"),
+            "kk_pension_voice_turkistan": _question(session, ago=7 * HOUR, language="kk",
+                                                    region="Turkistan Region"),
+            "kk_disability_voice_none": _question(session, ago=6 * HOUR, language="kk",
+                                                  topic="disability"),
+            "none_none_voice_none": _question(session, ago=5 * HOUR, language=None,
+                                              topic=None),
+            "kk_documents_sms_turkistan_scheduled": _question(
+                session, ago=4 * HOUR, language="kk", topic="documents", channel=CHANNEL_SMS,
+                region="Turkistan Region", callback_attempts=1, next_callback_at=NOW + HOUR),
+            "ru_disability_voice_almaty_claimed": _question(
+                session, ago=3 * HOUR, topic="disability", region="Almaty Region",
+                status=QUESTION_CLAIMED, claimed_by_id=holder, claimed_at=NOW,
+                claim_touched_at=NOW),
+            "ru_pension_voice_almaty_closed": _question(
+                session, ago=10 * DAY, region="Almaty Region", status=QUESTION_CLOSED,
+                closed_at=NOW - 9 * DAY, close_reason="resolved"),
+            "kk_pension_sms_none_closed": _question(
+                session, ago=20 * DAY, language="kk", channel=CHANNEL_SMS,
+                status=QUESTION_CLOSED, closed_at=NOW - 19 * DAY, close_reason="silence"),
+        }
+    return ids
+
+
+def _names(ids: dict[str, int], found: list[int]) -> list[str]:
+    names = {v: k for k, v in ids.items()}
+    return [names[i] for i in found]
+
+
+@pytest.mark.parametrize(("filters", "expected"), [
+    (QueueFilter(), ["ru_pension_voice_almaty", "ru_pension_sms_almaty",
+                     "kk_pension_voice_turkistan", "kk_disability_voice_none",
+                     "none_none_voice_none"]),
+    (QueueFilter(language="kk"), ["kk_pension_voice_turkistan", "kk_disability_voice_none"]),
+    (QueueFilter(language=UNSET), ["none_none_voice_none"]),
+    (QueueFilter(topic="pension"), ["ru_pension_voice_almaty", "ru_pension_sms_almaty",
+                                    "kk_pension_voice_turkistan"]),
+    (QueueFilter(topic=UNSET), ["none_none_voice_none"]),
+    (QueueFilter(channel=CHANNEL_SMS), ["ru_pension_sms_almaty"]),
+    (QueueFilter(region="Almaty Region"), ["ru_pension_voice_almaty", "ru_pension_sms_almaty"]),
+    (QueueFilter(region=UNSET), ["kk_disability_voice_none", "none_none_voice_none"]),
+    (QueueFilter(language="ru", channel=CHANNEL_VOICE, region="Almaty Region"),
+     ["ru_pension_voice_almaty"]),
+    (QueueFilter(language="en"), []),
+    (QueueFilter(status="scheduled"), ["kk_documents_sms_turkistan_scheduled"]),
+    (QueueFilter(status="scheduled", channel=CHANNEL_VOICE), []),
+    (QueueFilter(status="claimed"), ["ru_disability_voice_almaty_claimed"]),
+    (QueueFilter(status="open", region="Almaty Region"),
+     ["ru_pension_voice_almaty", "ru_pension_sms_almaty", "ru_disability_voice_almaty_claimed"]),
+    (QueueFilter(status="closed"), ["ru_pension_voice_almaty_closed",
+                                    "kk_pension_sms_none_closed"]),
+    (QueueFilter(status="closed", language="kk"), ["kk_pension_sms_none_closed"]),
+    (QueueFilter(status="closed", region=UNSET), ["kk_pension_sms_none_closed"]),
+])
+def test_every_filter(session_factory: sessionmaker[Session], dataset: dict[str, int],
+                      filters: QueueFilter, expected: list[str]) -> None:
+    with unit_of_work(session_factory) as session:
+        assert _names(dataset, _ids(session, filters)) == expected
+
+
+def test_an_unknown_status_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown queue status"):
+        QueueFilter(status="everything")
+
+
+def test_counts_without_filters(session_factory: sessionmaker[Session],
+                                dataset: dict[str, int]) -> None:
+    with unit_of_work(session_factory) as session:
+        counts = queue_counts(session, QueueFilter(), NOW)
+    assert counts.statuses == {"due": 5, "scheduled": 1, "claimed": 1, "open": 7, "closed": 2}
+    # The facets count the open questions (due, scheduled and claimed).
+    assert counts.facets == {
+        "language": {"ru": 3, "kk": 3, None: 1},
+        "topic": {"pension": 3, "disability": 2, "documents": 1, None: 1},
+        "channel": {CHANNEL_VOICE: 5, CHANNEL_SMS: 2},
+        "region": {"Almaty Region": 3, "Turkistan Region": 2, None: 2},
+    }
+    # Two hours later the scheduled retry is due.
+    with unit_of_work(session_factory) as session:
+        later = queue_counts(session, QueueFilter(), NOW + 2 * HOUR)
+    assert later.statuses == {"due": 6, "scheduled": 0, "claimed": 1, "open": 7, "closed": 2}
+
+
+def test_counts_with_filters_leave_out_each_facets_own_filter(
+        session_factory: sessionmaker[Session], dataset: dict[str, int]) -> None:
+    with unit_of_work(session_factory) as session:
+        counts = queue_counts(session, QueueFilter(language="ru", status="closed"), NOW)
+        both = queue_counts(session, QueueFilter(language="kk", region="Turkistan Region"),
+                            NOW)
+        unset = queue_counts(session, QueueFilter(region=UNSET), NOW)
+    # Status tabs: every filter applies (the status itself does not change the counts).
+    assert counts.statuses == {"due": 2, "scheduled": 0, "claimed": 1, "open": 3, "closed": 1}
+    # language's own choices: all languages (what choosing another one would give) ...
+    assert counts.facets["language"] == {"ru": 3, "kk": 3, None: 1}
+    # ... every other facet: the Russian open questions only.
+    assert counts.facets["topic"] == {"pension": 2, "disability": 1}
+    assert counts.facets["channel"] == {CHANNEL_VOICE: 2, CHANNEL_SMS: 1}
+    assert counts.facets["region"] == {"Almaty Region": 3}
+
+    assert both.statuses == {"due": 1, "scheduled": 1, "claimed": 0, "open": 2, "closed": 0}
+    assert both.facets["language"] == {"kk": 2}  # Turkistan's open questions
+    assert both.facets["region"] == {"Turkistan Region": 2, None: 1}  # Kazakh ones
+    assert both.facets["topic"] == {"pension": 1, "documents": 1}
+
+    assert unset.statuses == {"due": 2, "scheduled": 0, "claimed": 0, "open": 2, "closed": 1}
+    assert unset.facets["language"] == {"kk": 1, None: 1}
+
+
+# -- paging -----------------------------------------------------------------------------------
+
+def test_keyset_paging_goes_through_every_question_once(
+        session_factory: sessionmaker[Session]) -> None:
+    with unit_of_work(session_factory) as session:
+        # Equal arrival times on purpose: the id breaks the tie.
+        expected = [_question(session, ago=HOUR * (n // 2)) for n in range(7, 0, -1)]
+    seen: list[int] = []
+    after: Cursor | None = None
+    pages = 0
+    with unit_of_work(session_factory) as session:
+        while True:
+            found = queue_page(session, QueueFilter(), NOW, after=after, limit=3)
+            seen += [q.id for q in found.questions]
+            pages += 1
+            if found.next is None:
+                break
+            after = Cursor.decode(found.next.encode())  # through the URL and back
+    assert pages == 3
+    assert sorted(seen) == sorted(expected) and len(seen) == 7
+    with unit_of_work(session_factory) as session:
+        assert seen == _ids(session, QueueFilter())  # the order of one long page
+
+
+def test_closed_pages_go_newest_closing_first_then_those_without_a_time(
+        session_factory: sessionmaker[Session]) -> None:
+    with unit_of_work(session_factory) as session:
+        old = _question(session, status=QUESTION_CLOSED, closed_at=NOW - 3 * DAY)
+        new = _question(session, status=QUESTION_CLOSED, closed_at=NOW - DAY)
+        tie_a = _question(session, status=QUESTION_CLOSED, closed_at=NOW - 2 * DAY)
+        tie_b = _question(session, status=QUESTION_CLOSED, closed_at=NOW - 2 * DAY)
+        untimed_a = _question(session, status=QUESTION_CLOSED)
+        untimed_b = _question(session, status=QUESTION_CLOSED)
+    expected = [new, tie_b, tie_a, old, untimed_b, untimed_a]
+    for limit in (1, 2, 4, 10):
+        seen: list[int] = []
+        after: Cursor | None = None
+        with unit_of_work(session_factory) as session:
+            while True:
+                found = queue_page(session, QueueFilter(status="closed"), NOW, after=after,
+                                   limit=limit)
+                seen += [q.id for q in found.questions]
+                if found.next is None:
+                    break
+                after = Cursor.decode(found.next.encode())
+        assert seen == expected, limit
+
+
+def test_cursors_survive_the_url_and_bad_ones_are_ignored() -> None:
+    cursor = Cursor(datetime(2026, 3, 2, 4, 30, 1, 123456, tzinfo=UTC), 42)
+    assert Cursor.decode(cursor.encode()) == cursor
+    assert Cursor.decode(Cursor(None, 7).encode()) == Cursor(None, 7)
+    for bad in (None, "", "x", "12", "abc.1", "1.x", "9" * 40 + ".1"):
+        assert Cursor.decode(bad) is None
+
+
+# -- the plans: indexes, not scans ------------------------------------------------------------
+
+def _statements(session: Session, run: Any) -> list[tuple[str, Any]]:
+    seen: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any,
+                _many: bool) -> None:
+        if "FROM questions" in statement:
+            seen.append((statement, parameters))
+
+    engine = session.get_bind()
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        run()
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    return seen
+
+
+def test_the_queries_use_the_indexes(session_factory: sessionmaker[Session],
+                                     dataset: dict[str, int]) -> None:
+    with unit_of_work(session_factory) as session:
+        filters = QueueFilter(language="ru", topic="pension")
+        statements = _statements(session, lambda: (
+            queue_page(session, QueueFilter(), NOW), queue_counts(session, filters, NOW),
+            queue_page(session, QueueFilter(status="closed"), NOW)))
+        assert len(statements) == 5  # due page, open groups, closed count, closed page x2
+        sqlite = session.get_bind().dialect.name == "sqlite"
+        if not sqlite:
+            # A few rows: PostgreSQL would rightly read the table; make it show its index plan.
+            session.execute(text("SET LOCAL enable_seqscan = off"))
+            session.execute(text("SET LOCAL enable_bitmapscan = off"))
+        plans = []
+        for statement, parameters in statements:
+            prefix = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
+            rows = session.connection().exec_driver_sql(prefix + statement, parameters).all()
+            plans.append(" | ".join(str(row[-1]) for row in rows))
+    due, groups, closed_count, closed_page = plans[:4]
+    for plan in plans:
+        assert "SCAN questions" not in plan and "Seq Scan" not in plan, plan
+    # The due page reads the priority index in its order: no sorting.
+    assert "ix_questions_status_priority_at" in due
+    assert "TEMP B-TREE" not in due and "Sort" not in due
+    if sqlite:  # (PostgreSQL's choice among indexes depends on its statistics)
+        # The counts read the covering index only; the closed tab reads closing times backwards.
+        assert "COVERING INDEX ix_questions_queue_counts" in groups
+        assert "COVERING INDEX ix_questions_queue_counts" in closed_count
+        assert "ix_questions_status_closed_at" in closed_page
+
+
+# -- the page ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def at_now(monkeypatch: pytest.MonkeyPatch) -> datetime:
+    """The queue page's clock, stopped at NOW."""
+    monkeypatch.setattr("hotline.queue_page.utcnow", lambda: NOW)
+    return NOW
+
+
+def _logged_in(app: Flask, email: str) -> Browser:
+    browser = Browser(app)
+    assert browser.login(email).status_code == 302
+    return browser
+
+
+def test_a_logged_out_visitor_is_sent_to_login(app: Flask) -> None:
+    for path in ("/queue", "/queue?status=closed&language=ru"):
+        response = Browser(app).get(path)
+        assert response.status_code == 302
+        assert response.headers["Location"] == "/login"
+
+
+def test_consultants_and_coordinators_see_the_queue(app: Flask, db: Db, consultant: str,
+                                                    coordinator: str, at_now: datetime) -> None:
+    with db() as session:
+        waiting = _question(session, ago=3 * HOUR)
+    for email in (consultant, coordinator):
+        response = _logged_in(app, email).get("/queue")
+        assert response.status_code == 200
+        assert f'<tr id="question-{waiting}">' in response.get_data(as_text=True)
+
+
+def test_the_page_shows_rows_badges_tabs_and_filters(app: Flask, db: Db, consultant: str,
+                                                     at_now: datetime) -> None:
+    with db() as session:
+        holder = _user(session, "b@example.kz", "Bolat")
+        urgent = _question(session, ago=3 * HOUR, urgent=True, repeat_caller=True,
+                           callback_attempts=2, region="Almaty Region",
+                           next_callback_at=NOW - HOUR)
+        sms = _question(session, ago=3 * DAY, channel=CHANNEL_SMS, language="kk",
+                        topic="documents")
+        scheduled = _question(session, ago=50 * HOUR, callback_attempts=1,
+                              next_callback_at=NOW + 2 * HOUR + timedelta(minutes=5))
+        claimed = _question(session, ago=10 * HOUR, status=QUESTION_CLAIMED,
+                            claimed_by_id=holder, claimed_at=NOW, claim_touched_at=NOW)
+        _question(session, ago=40 * DAY, status=QUESTION_CLOSED, closed_at=NOW - 39 * DAY,
+                  close_reason="wrong_number")
+    browser = _logged_in(app, consultant)
+
+    due = browser.get("/queue")
+    header, *rows = page(due).rows
+    assert header == ["#", "Waiting", "Priority", "Language", "Topic", "Channel", "Region",
+                      "Transcript", "Claimed by", ""]
+    assert rows == [
+        [str(urgent), "3 h", "urgent repeat caller 2 failed attempts", "Русский", "pension",
+         "Call", "Almaty Region", "waiting", "—", "Claim"],
+        [str(sms), "3 d", "", "Қазақша", "documents", "SMS", "no region", "—", "—", "Claim"],
+    ]
+    html = due.get_data(as_text=True)
+    assert f'<tr id="question-{urgent}">' in html
+    assert f'<form class="claim" method="post" action="/questions/{urgent}/claim">' in html
+    assert f'href="/questions/{urgent}"' in html
+    # The tabs with their counts, and the filters' choices with theirs.
+    for tab in ('Due now <span class="count">2</span>', 'Retry later <span class="count">1</span>',
+                'Claimed <span class="count">1</span>', 'All open <span class="count">4</span>',
+                'Closed <span class="count">1</span>'):
+        assert tab in html
+    assert '<option value="ru">Русский (3)</option>' in html
+    assert '<option value="kk">Қазақша (1)</option>' in html
+    assert '<option value="-">no region (3)</option>' in html
+    assert '<option value="" selected>all (4)</option>' in html
+
+    later = page(browser.get("/queue?status=scheduled")).rows[1:]
+    assert later == [[str(scheduled), "2 d", "1 failed attempt retry at 16:05", "Русский",
+                      "pension", "Call", "no region", "waiting", "—", "Claim"]]
+    held = page(browser.get("/queue?status=claimed")).rows[1:]
+    assert held == [[str(claimed), "10 h", "", "Русский", "pension", "Call", "no region",
+                     "waiting", "Bolat", ""]]
+    closed_page = browser.get("/queue?status=closed")
+    closed_header, closed_row = page(closed_page).rows
+    assert closed_header[1] == "Closed (Almaty)"
+    assert closed_row[1:3] == ["2026-01-22 14:00", "wrong number"]
+    assert closed_row[-1] == ""  # no Claim button
+
+
+def test_the_page_filters_by_the_address(app: Flask, db: Db, consultant: str,
+                                         at_now: datetime) -> None:
+    with db() as session:
+        ru = _question(session, ago=2 * HOUR, region="Almaty Region")
+        kk = _question(session, ago=HOUR, language="kk", region="Almaty Region")
+        third = _question(session, ago=HOUR, language="kk", topic="disability")
+    browser = _logged_in(app, consultant)
+    filtered = browser.get("/queue?language=kk&region=Almaty+Region")
+    assert [row[0] for row in page(filtered).rows[1:]] == [str(kk)]
+    html = filtered.get_data(as_text=True)
+    assert '<option value="kk" selected>Қазақша (1)</option>' in html
+    assert '<option value="Almaty Region" selected>Almaty Region (1)</option>' in html
+    assert 'Clear filters' in html
+    # The status tabs keep the filters.
+    assert 'href="/queue?status=closed&amp;language=kk&amp;region=Almaty+Region"' in html
+    nothing = browser.get("/queue?language=en")
+    assert page(nothing).rows == []
+    assert "No question matches these filters." in nothing.get_data(as_text=True)
+    # Unknown statuses and broken cursors fall back to the first page of the due tab.
+    odd = browser.get("/queue?status=everything&after=garbage")
+    assert odd.status_code == 200
+    assert [row[0] for row in page(odd).rows[1:]] == [str(ru), str(kk), str(third)]
+
+
+def test_the_page_has_a_next_page(app: Flask, db: Db, consultant: str, at_now: datetime,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("hotline.queue_page.PAGE_SIZE", 2)
+    with db() as session:
+        ids = [_question(session, ago=(10 - n) * HOUR, language="kk") for n in range(5)]
+    browser = _logged_in(app, consultant)
+    seen: list[str] = []
+    path: str | None = "/queue?language=kk"
+    while path:
+        response = browser.get(path)
+        html = response.get_data(as_text=True)
+        seen += [row[0] for row in page(response).rows[1:]]
+        links = [link for link in page(response).links if "after=" in link]
+        path = links[0].replace("&amp;", "&") if links else None
+        if path:
+            assert "language=kk" in path
+            assert "Next page" in html
+    assert seen == [str(i) for i in ids]
+
+
+def test_claiming_opens_the_question_and_is_audited(app: Flask, db: Db, consultant: str,
+                                                    at_now: datetime) -> None:
+    with db() as session:
+        question_id = _question(session)
+    browser = _logged_in(app, consultant)
+    response = browser.post(f"/questions/{question_id}/claim",
+                            {"csrf_token": browser.token("/queue")})
+    assert response.status_code == 303
+    assert response.headers["Location"] == f"/questions/{question_id}"
+    with db() as session:
+        question = session.get(Question, question_id)
+        assert question is not None and question.status == QUESTION_CLAIMED
+        [claimed] = session.scalars(select(AuditEvent)).all()
+        assert (claimed.action, claimed.question_id, claimed.user_id, claimed.ip) == (
+            audit.CLAIMED, question_id, question.claimed_by_id, browser.ip)
+    # It leaves the due tab and shows under "claimed", held by "you".
+    assert page(browser.get("/queue")).rows == []
+    assert page(browser.get("/queue?status=claimed")).rows[1][8] == "you"
+
+
+def test_the_page_speaks_russian_and_kazakh(app: Flask, db: Db, consultant: str,
+                                            at_now: datetime) -> None:
+    with db() as session:
+        _question(session, ago=3 * DAY, urgent=True, callback_attempts=5)
+    browser = _logged_in(app, consultant)
+    russian = page(browser.get("/queue?lang=ru")).rows[1]
+    assert russian[1:3] == ["3 дн.", "срочно 5 неудачных попыток"]
+    kazakh = page(browser.get("/queue?lang=kk")).rows[1]
+    assert kazakh[1:3] == ["3 күн", "шұғыл 5 сәтсіз әрекет"]
