@@ -24,14 +24,14 @@ AUDIT_PAGE_SIZE = 50
 ACTION_NAMES = {
     audit_log.OPENED: _l("opened"),
     audit_log.LISTENED: _l("listened"),
-    audit_log.CLAIMED: _l("claimed"),
+    audit_log.CLAIMED: _l("took the question"),
     audit_log.RELEASED: _l("released"),
     audit_log.CALLED: _l("called back"),
     audit_log.CHANGED: _l("changed"),
     audit_log.NOTED: _l("added a note"),
     audit_log.SMS_SENT: _l("sent an SMS"),
     audit_log.OUTCOME: _l("recorded an outcome"),
-    audit_log.CLOSED: _l("closed"),
+    audit_log.CLOSED: _l("closed the question"),
 }
 assert tuple(ACTION_NAMES) == audit_log.ACTIONS
 FIELD_NAMES = {
@@ -75,6 +75,10 @@ def describe(detail: dict[str, Any]) -> str:
         elif key == "values" and isinstance(value, dict):
             parts.extend(f"{FIELD_NAMES.get(str(k), k)} → {_value(str(k), v)}"
                          for k, v in value.items())
+        elif key == "note_id":
+            parts.append(str(_("note %(id)s", id=value)))
+        elif key == "length":
+            parts.append(str(_("%(count)s characters", count=value)))
         elif key == "reason":
             parts.append(str(_("reason: %(reason)s",
                                reason=CLOSE_REASONS.get(str(value), str(value)))))

@@ -169,6 +169,13 @@ def call_length(seconds: int | None) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
+def _node_title(node: str | None) -> str:
+    """A phone-tree node as the history shows it: a topic by its title, a menu by its id."""
+    if not node:
+        return "—"
+    return topic_title(node) if node in runtime().flow.content.topics else node
+
+
 def region_name(code: str | None) -> str:
     """A region code's name in the request's language."""
     if not code:
@@ -268,6 +275,7 @@ def _page_context(session: Session, question: Question, account: auth.Account,
         "history": caller_history(session, question),
         "history_time": local_time,
         "history_topic": topic_title,
+        "node_title": _node_title,
         "call_length": call_length,
         "statuses": STATUSES,
         "channels": CHANNELS,
@@ -311,7 +319,8 @@ def question_audio(question_id: int) -> ResponseReturnValue:
         if path is None:
             abort(404)
         asked = request.range
-        if asked is None or (asked.ranges and asked.ranges[0][0] == 0):
+        starts = asked is None or bool(asked.ranges and asked.ranges[0][0] == 0)
+        if request.method == "GET" and starts:
             record_once(db, account.id, audit.LISTENED, question_id, now, AUDIT_REPEAT_WINDOW,
                         _ip())
     return send_file(path, mimetype=AUDIO_TYPES.get(path.suffix.lower(),

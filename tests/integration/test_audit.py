@@ -71,7 +71,7 @@ def test_a_coordinator_reads_the_log_newest_first(app: Flask, db: Db, consultant
     assert header == ["Time (Almaty)", "User", "Action", "Question", "Detail"]
     assert rows == [
         ["2026-03-02 09:33", "the system", "sent an SMS", str(second), "segments: 2"],
-        ["2026-03-02 09:32", "Aigerim Nurlanovna", "closed", str(second),
+        ["2026-03-02 09:32", "Aigerim Nurlanovna", "closed the question", str(second),
          "reason: Wrong number"],
         ["2026-03-02 09:31", "Aigerim Nurlanovna", "changed", str(first),
          "fields: region, urgent, corrected transcript; region → Akmola Region; urgent → yes"],
@@ -155,6 +155,8 @@ def test_what_a_consultant_does_on_a_question_reaches_the_log(
         audit.OPENED, audit.NOTED, audit.CHANGED, audit.CLOSED]
     browser = _logged_in(app, coordinator)
     _, *rows = page(browser.get("/admin/audit", query_string={"question": str(question_id)})).rows
-    assert [r[2] for r in rows if r[2] != "claimed"] == [
-        "closed", "changed", "added a note", "opened"]
+    # (Claiming is recorded by the queue's claim route.)
+    assert [r[2] for r in rows if r[2] != "took the question"] == [
+        "closed the question", "changed", "added a note", "opened"]
+    assert [r[4] for r in rows if r[2] == "added a note"] == ["note 1; 11 characters"]
     assert "Перезвонить" not in browser.get("/admin/audit").get_data(as_text=True)
