@@ -14,6 +14,7 @@ from playwright.sync_api import BrowserContext, Page, expect
 from storage.db import unit_of_work
 from storage.models import (
     QUESTION_CLAIMED,
+    QUESTION_CLOSED,
     QUESTION_WAITING,
     Question,
     User,
@@ -29,6 +30,14 @@ def question_state(app: Flask, question_id: int) -> tuple[str, str | None, str |
         assert question is not None
         holder = db.get(User, question.claimed_by_id) if question.claimed_by_id else None
         return question.status, holder.email if holder else None, question.close_reason
+
+
+def referral_of(app: Flask, question_id: int) -> str | None:
+    """The organisation the question was referred to, from the database."""
+    with unit_of_work(runtime(app).sessions) as db:
+        question = db.get(Question, question_id)
+        assert question is not None
+        return question.referral
 
 
 def claim_button(page: Page, question_id: int):  # type: ignore[no-untyped-def]
@@ -155,6 +164,38 @@ def test_the_recording_loads_and_plays(new_context: NewContext, seeded: Seeded) 
     small.goto(f"/questions/{seeded.question_id}")
     expect(small.locator("audio#question-audio")).to_be_visible()
     shot(small, "07-question-phone")
+
+
+def send_outcome(page: Page, outcome: str, referral: str = "") -> None:
+    """Choose an outcome in the question page's outcome form, write the referral, save."""
+    form = page.locator("form#outcome-form")
+    expect(form).to_be_visible()
+    form.locator(f"input[name=outcome][value={outcome}]").check()
+    form.locator("textarea[name=referral]").fill(referral)
+    shot(page, f"08-outcome-{outcome}-filled-in")
+    with page.expect_navigation():
+        form.locator("button[type=submit]").click()
+    shot(page, f"09-outcome-{outcome}-saved")
+
+
+def test_writing_an_outcome_changes_the_question(new_context: NewContext, seeded: Seeded,
+                                                 live_app: Flask) -> None:
+    page = log_in(new_context(), seeded.consultant)
+    claim(page, seeded.question_id)
+
+    # Needs follow-up: the referral is kept and the question goes back to the queue.
+    referral = "ЦОН Туркестан, отдел пенсий, +7 725 333 44 55"
+    send_outcome(page, "follow_up", referral)
+    assert question_state(live_app, seeded.question_id) == (QUESTION_WAITING, None, None)
+    assert referral_of(live_app, seeded.question_id) == referral
+
+    # Resolved closes it.
+    claim(page, seeded.question_id)
+    send_outcome(page, "resolved")
+    status, _holder, reason = question_state(live_app, seeded.question_id)
+    assert (status, reason) == (QUESTION_CLOSED, "resolved")
+    page.goto("/queue?status=open")
+    expect(page.locator(f"tr#question-{seeded.question_id}")).to_have_count(0)
 
 
 # -- roles --------------------------------------------------------------------------------------
