@@ -141,6 +141,9 @@ def by_size(rows: list[Row]) -> list[Row]:
 
 def compute(facts: Sequence[figures.QuestionFacts], months: Sequence[str]) -> PublicStats:
     """Turn the period's questions into the published figures."""
+    # Months before the first question are left out (a new hotline has no empty year).
+    active = {figures.month(f.created_at, LOCAL_TIME) for f in facts}
+    months = [m for i, m in enumerate(months) if active & set(months[:i + 1])] or months[-1:]
     answered = sum(f.answered_at is not None for f in facts)
     total = Row(None, count_figure(len(facts)), count_figure(answered), _median_hours(facts))
     return PublicStats(

@@ -186,10 +186,10 @@ def summary_table(summary: figures.Summary, target_days: int) -> Table:
     ]
     table.note = str(_(
         "Answered: a consultant tried to call back, or closed the question as resolved. The "
-        "share counts questions answered or past their deadline (the end of the %(days)s-th "
-        "working day, Monday to Friday, Almaty time, after the day they came in); questions "
-        "closed without an answer (silence, wrong number, abusive) and test calls are left "
-        "out.", days=target_days))
+        "share counts questions answered or past their deadline (the end of the last of "
+        "%(days)s working days, Monday to Friday, Almaty time, after the day they came in); "
+        "questions closed without an answer (silence, wrong number, abusive) and test calls "
+        "are left out.", days=target_days))
     return table
 
 
@@ -278,7 +278,7 @@ def build_tables(filters: figures.Filters, now: datetime) -> list[Table]:
     language_labels = {code: i18n.LANGUAGES.get(code, code or "—") for code in languages}
     channels = figures.count_by(facts, lambda f: f.channel)
     channel_labels = {c: str(CHANNELS.get(c, c)) for c in channels}
-    return [
+    tables = [
         summary_table(summary, target),
         weeks_table(facts),
         _counts("topics", str(_("Questions by topic")), str(_("Topic")), topics, topic_labels),
@@ -291,6 +291,10 @@ def build_tables(filters: figures.Filters, now: datetime) -> list[Table]:
         consultants_table(loads),
         *menu_tables(presses, left),
     ]
+    for table in tables:
+        if table.chart and not any(value > 0 for _label, value in table.chart):
+            table.chart = None  # a chart of zeros says nothing the table does not
+    return tables
 
 
 # -- CSV -------------------------------------------------------------------------------------

@@ -237,6 +237,7 @@ def test_reports_need_a_coordinator(app: Flask, consultant: str, coordinator: st
     assert response.status_code == 200
     assert page(response).headings == ["Reports"]
     assert response.headers["Cache-Control"] == "no-store"
+    assert "/reports" in page(boss.get("/queue")).links
     assert boss.get("/reports?format=csv&table=nonsense").status_code == 404
     assert boss.get("/reports?from=yesterday").status_code == 400
 
