@@ -290,8 +290,11 @@ def apply_outcome(session: Session, question: Question, user_id: int, outcome: s
     """
     if outcome not in OUTCOMES:
         raise ValueError(f"unknown outcome {outcome!r}")
-    attempt = next((a for a in attempts_of(session, question.id)
-                    if a.consultant_id == user_id and a.outcome is None), None)
+    # The outcome belongs to the question's newest attempt if this user made it and it has
+    # none yet; otherwise they called by other means.
+    newest = next(iter(attempts_of(session, question.id)), None)
+    attempt = (newest if newest is not None and newest.consultant_id == user_id
+               and newest.outcome is None else None)
     if attempt is not None:
         attempt.outcome = outcome
         if attempt.state in LIVE_STATES:

@@ -618,6 +618,8 @@ def test_no_answer_retries_in_daytime_then_closes_and_tells_the_resident_by_sms(
     question = load_question(db, question_id)
     assert question.callback_attempts == 2
     assert question.next_callback_at == datetime(FUTURE, 3, 4, 10, 0, tzinfo=ALMATY)
+    [called_back] = attempts(db, question_id)  # the call made between: its outcome, ended
+    assert (called_back.outcome, called_back.state) == ("no_answer", "ended")
     assert api.sent() == []
 
     # The third failure closes the question and sends the resident the final SMS.
@@ -864,3 +866,21 @@ def test_twiml_is_valid_xml_for_a_kazakh_resident_too(db: Db, api: TwilioApi, tw
     assert sid is not None
     root = twiml(twilio.post_url(form["Url"], leg_form(sid, "in-progress")))
     assert ET.tostring(root).count(b"<Number") == 1
+
+
+def test_the_question_page_carries_the_panel_in_every_language(
+        db: Db, api: TwilioApi, lawyer: Consultant, question_id: int) -> None:
+    started_call(lawyer, api, db, question_id)
+    for language, button, state in (("en", "Call the resident", "Calling your phone…"),
+                                    ("ru", "Позвонить жителю", "Звоним на ваш телефон…"),
+                                    ("kk", "Тұрғынға қоңырау шалу",
+                                     "Телефоныңызға қоңырау шалып жатырмыз…")):
+        response = lawyer.browser.get(f"/questions/{question_id}?lang={language}")
+        assert response.status_code == 200
+        html = response.get_data(as_text=True)
+        for form in ("call-form", "outcome-form", "sms-form"):
+            assert f'id="{form}"' in html
+        assert button in page(response).buttons
+        assert section(html, "call-state") == state
+        assert polls(html, "callback-status")
+        assert html.count('name="outcome"') == 4 and 'name="referral"' in html
