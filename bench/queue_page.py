@@ -42,6 +42,7 @@ from hotline.app import create_app  # noqa: E402
 from hotline.config import Settings  # noqa: E402
 from storage.db import make_engine, unit_of_work, upgrade  # noqa: E402
 from storage.models import Caller, Question  # noqa: E402
+from storage.question_page import REGION_CODES  # noqa: E402
 from storage.queue import QueueFilter, priority_at  # noqa: E402
 from storage.users import add_user  # noqa: E402
 
@@ -55,7 +56,7 @@ TOKEN = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
 # The pages timed: the default (due, priority order), a filtered one, the closed tab, filtered.
 PAGES = {
     "default": "/queue",
-    "filtered": "/queue?language=ru&topic=pension&region=Almaty%20Region",
+    "filtered": "/queue?language=ru&topic=pension&region=almaty_region",
     "closed": "/queue?status=closed",
     "closed filtered": "/queue?status=closed&language=ru&topic=pension",
 }
@@ -64,10 +65,7 @@ LANGUAGES = [("kk", 55), ("ru", 43), (None, 2)]
 TOPICS = [("pension", 35), ("social_assistance", 25), ("disability", 15), ("documents", 15),
           (None, 10)]
 CHANNELS = [("voice", 80), ("sms", 20)]
-REGIONS = ["Abai Region", "Akmola Region", "Aktobe Region", "Almaty Region", "Atyrau Region",
-           "East Kazakhstan Region", "Jambyl Region", "Jetisu Region", "Karaganda Region",
-           "Kostanay Region", "Kyzylorda Region", "Mangystau Region", "North Kazakhstan Region",
-           "Pavlodar Region", "Turkistan Region", "Ulytau Region", "West Kazakhstan Region"]
+REGIONS = REGION_CODES  # the codes the question page tags questions with
 CLOSE_REASONS = [("resolved", 70), ("no_answer", 10), ("wrong_number", 5), ("silence", 8),
                  ("test_call", 4), ("abusive", 3)]
 
@@ -214,7 +212,7 @@ def explain(engine: Engine, now: datetime) -> None:
     from sqlalchemy import event
 
     for filters in (QueueFilter(), QueueFilter(language="ru", topic="pension",
-                                               region="Almaty Region"),
+                                               region="almaty_region"),
                     QueueFilter(status="closed")):
         captured.clear()
         event.listen(engine, "before_cursor_execute", capture)

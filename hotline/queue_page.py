@@ -22,6 +22,7 @@ from flask_babel import ngettext
 
 from hotline import auth, i18n
 from hotline.config import LOCAL_TIME
+from hotline.question_page import region_name
 from hotline.workspace import (
     CHANNELS,
     TRANSCRIPTION,
@@ -180,7 +181,8 @@ def _language(code: str | None) -> str:
 
 
 def _region(region: str | None) -> str:
-    return region or str(_("no region"))
+    """A region code's name (the question page tags questions with codes)."""
+    return region_name(region) if region else str(_("no region"))
 
 
 def _row(question: Question, user_id: int, lapsed: datetime, now: datetime) -> QueueRow:
@@ -259,6 +261,16 @@ def _tabs(filters: QueueFilter, counts: QueueCounts) -> list[dict[str, Any]]:
             for status, label in STATUS_TABS.items()]
 
 
+def _notice() -> str | None:
+    """What the question page's redirect tells (?released=<id>, ?closed=<id>)."""
+    released, closed = request.args.get("released", ""), request.args.get("closed", "")
+    if released.isdigit():
+        return str(_("Question %(id)s is back in the queue.", id=int(released)))
+    if closed.isdigit():
+        return str(_("Question %(id)s is closed.", id=int(closed)))
+    return None
+
+
 @bp.get("/queue")
 @auth.role_required(ROLE_CONSULTANT, ROLE_COORDINATOR)
 def queue() -> ResponseReturnValue:
@@ -276,7 +288,7 @@ def queue() -> ResponseReturnValue:
                 "choices": _choices(name, counts.facets[name], filters.facet(name))}
                for name in FACETS]
     return render_template(
-        "queue.html", rows=rows, tabs=_tabs(filters, counts), selects=selects,
+        "queue.html", rows=rows, notice=_notice(), tabs=_tabs(filters, counts), selects=selects,
         status=filters.status, closed=filters.status == STATUS_CLOSED,
         filtered=any(filters.facet(name) for name in FACETS),
         clear=_address(QueueFilter(status=filters.status)),

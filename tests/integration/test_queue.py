@@ -168,24 +168,24 @@ def dataset(session_factory: sessionmaker[Session]) -> dict[str, int]:
     with unit_of_work(session_factory) as session:
         holder = _user(session)
         ids = {
-            "ru_pension_voice_almaty": _question(session, ago=9 * HOUR, region="Almaty Region"),
+            "ru_pension_voice_almaty": _question(session, ago=9 * HOUR, region="almaty_region"),
             "ru_pension_sms_almaty": _question(session, ago=8 * HOUR, channel=CHANNEL_SMS,
-                                               region="Almaty Region"),
+                                               region="almaty_region"),
             "kk_pension_voice_turkistan": _question(session, ago=7 * HOUR, language="kk",
-                                                    region="Turkistan Region"),
+                                                    region="turkistan"),
             "kk_disability_voice_none": _question(session, ago=6 * HOUR, language="kk",
                                                   topic="disability"),
             "none_none_voice_none": _question(session, ago=5 * HOUR, language=None,
                                               topic=None),
             "kk_documents_sms_turkistan_scheduled": _question(
                 session, ago=4 * HOUR, language="kk", topic="documents", channel=CHANNEL_SMS,
-                region="Turkistan Region", callback_attempts=1, next_callback_at=NOW + HOUR),
+                region="turkistan", callback_attempts=1, next_callback_at=NOW + HOUR),
             "ru_disability_voice_almaty_claimed": _question(
-                session, ago=3 * HOUR, topic="disability", region="Almaty Region",
+                session, ago=3 * HOUR, topic="disability", region="almaty_region",
                 status=QUESTION_CLAIMED, claimed_by_id=holder, claimed_at=NOW,
                 claim_touched_at=NOW),
             "ru_pension_voice_almaty_closed": _question(
-                session, ago=10 * DAY, region="Almaty Region", status=QUESTION_CLOSED,
+                session, ago=10 * DAY, region="almaty_region", status=QUESTION_CLOSED,
                 closed_at=NOW - 9 * DAY, close_reason="resolved"),
             "kk_pension_sms_none_closed": _question(
                 session, ago=20 * DAY, language="kk", channel=CHANNEL_SMS,
@@ -209,15 +209,15 @@ def _names(ids: dict[str, int], found: list[int]) -> list[str]:
                                     "kk_pension_voice_turkistan"]),
     (QueueFilter(topic=UNSET), ["none_none_voice_none"]),
     (QueueFilter(channel=CHANNEL_SMS), ["ru_pension_sms_almaty"]),
-    (QueueFilter(region="Almaty Region"), ["ru_pension_voice_almaty", "ru_pension_sms_almaty"]),
+    (QueueFilter(region="almaty_region"), ["ru_pension_voice_almaty", "ru_pension_sms_almaty"]),
     (QueueFilter(region=UNSET), ["kk_disability_voice_none", "none_none_voice_none"]),
-    (QueueFilter(language="ru", channel=CHANNEL_VOICE, region="Almaty Region"),
+    (QueueFilter(language="ru", channel=CHANNEL_VOICE, region="almaty_region"),
      ["ru_pension_voice_almaty"]),
     (QueueFilter(language="en"), []),
     (QueueFilter(status="scheduled"), ["kk_documents_sms_turkistan_scheduled"]),
     (QueueFilter(status="scheduled", channel=CHANNEL_VOICE), []),
     (QueueFilter(status="claimed"), ["ru_disability_voice_almaty_claimed"]),
-    (QueueFilter(status="open", region="Almaty Region"),
+    (QueueFilter(status="open", region="almaty_region"),
      ["ru_pension_voice_almaty", "ru_pension_sms_almaty", "ru_disability_voice_almaty_claimed"]),
     (QueueFilter(status="closed"), ["ru_pension_voice_almaty_closed",
                                     "kk_pension_sms_none_closed"]),
@@ -245,7 +245,7 @@ def test_counts_without_filters(session_factory: sessionmaker[Session],
         "language": {"ru": 3, "kk": 3, None: 1},
         "topic": {"pension": 3, "disability": 2, "documents": 1, None: 1},
         "channel": {CHANNEL_VOICE: 5, CHANNEL_SMS: 2},
-        "region": {"Almaty Region": 3, "Turkistan Region": 2, None: 2},
+        "region": {"almaty_region": 3, "turkistan": 2, None: 2},
     }
     # Two hours later the scheduled retry is due.
     with unit_of_work(session_factory) as session:
@@ -257,7 +257,7 @@ def test_counts_with_filters_leave_out_each_facets_own_filter(
         session_factory: sessionmaker[Session], dataset: dict[str, int]) -> None:
     with unit_of_work(session_factory) as session:
         counts = queue_counts(session, QueueFilter(language="ru", status="closed"), NOW)
-        both = queue_counts(session, QueueFilter(language="kk", region="Turkistan Region"),
+        both = queue_counts(session, QueueFilter(language="kk", region="turkistan"),
                             NOW)
         unset = queue_counts(session, QueueFilter(region=UNSET), NOW)
     # Status tabs: every filter applies (the status itself does not change the counts).
@@ -267,11 +267,11 @@ def test_counts_with_filters_leave_out_each_facets_own_filter(
     # ... every other facet: the Russian open questions only.
     assert counts.facets["topic"] == {"pension": 2, "disability": 1}
     assert counts.facets["channel"] == {CHANNEL_VOICE: 2, CHANNEL_SMS: 1}
-    assert counts.facets["region"] == {"Almaty Region": 3}
+    assert counts.facets["region"] == {"almaty_region": 3}
 
     assert both.statuses == {"due": 1, "scheduled": 1, "claimed": 0, "open": 2, "closed": 0}
     assert both.facets["language"] == {"kk": 2}  # Turkistan's open questions
-    assert both.facets["region"] == {"Turkistan Region": 2, None: 1}  # Kazakh ones
+    assert both.facets["region"] == {"turkistan": 2, None: 1}  # Kazakh ones
     assert both.facets["topic"] == {"pension": 1, "documents": 1}
 
     assert unset.statuses == {"due": 2, "scheduled": 0, "claimed": 0, "open": 2, "closed": 1}
@@ -421,7 +421,7 @@ def test_the_page_shows_rows_badges_tabs_and_filters(app: Flask, db: Db, consult
     with db() as session:
         holder = _user(session, "b@example.kz", "Bolat")
         urgent = _question(session, ago=3 * HOUR, urgent=True, repeat_caller=True,
-                           callback_attempts=2, region="Almaty Region",
+                           callback_attempts=2, region="almaty_region",
                            next_callback_at=NOW - HOUR)
         sms = _question(session, ago=3 * DAY, channel=CHANNEL_SMS, language="kk",
                         topic="documents")
@@ -472,18 +472,18 @@ def test_the_page_shows_rows_badges_tabs_and_filters(app: Flask, db: Db, consult
 def test_the_page_filters_by_the_address(app: Flask, db: Db, consultant: str,
                                          at_now: datetime) -> None:
     with db() as session:
-        ru = _question(session, ago=2 * HOUR, region="Almaty Region")
-        kk = _question(session, ago=HOUR, language="kk", region="Almaty Region")
+        ru = _question(session, ago=2 * HOUR, region="almaty_region")
+        kk = _question(session, ago=HOUR, language="kk", region="almaty_region")
         third = _question(session, ago=HOUR, language="kk", topic="disability")
     browser = _logged_in(app, consultant)
-    filtered = browser.get("/queue?language=kk&region=Almaty+Region")
+    filtered = browser.get("/queue?language=kk&region=almaty_region")
     assert [row[0] for row in page(filtered).rows[1:]] == [str(kk)]
     html = filtered.get_data(as_text=True)
     assert '<option value="kk" selected>Қазақша (1)</option>' in html
-    assert '<option value="Almaty Region" selected>Almaty Region (1)</option>' in html
+    assert '<option value="almaty_region" selected>Almaty Region (1)</option>' in html
     assert 'Clear filters' in html
     # The status tabs keep the filters.
-    assert 'href="/queue?status=closed&amp;language=kk&amp;region=Almaty+Region"' in html
+    assert 'href="/queue?status=closed&amp;language=kk&amp;region=almaty_region"' in html
     nothing = browser.get("/queue?language=en")
     assert page(nothing).rows == []
     assert "No question matches these filters." in nothing.get_data(as_text=True)
@@ -542,3 +542,12 @@ def test_the_page_speaks_russian_and_kazakh(app: Flask, db: Db, consultant: str,
     assert russian[1:3] == ["3 дн.", "срочно 5 неудачных попыток"]
     kazakh = page(browser.get("/queue?lang=kk")).rows[1]
     assert kazakh[1:3] == ["3 күн", "шұғыл 5 сәтсіз әрекет"]
+
+
+def test_the_question_pages_redirects_leave_a_notice(app: Flask, consultant: str) -> None:
+    browser = _logged_in(app, consultant)
+    released = browser.get("/queue?released=12").get_data(as_text=True)
+    assert '<p class="notice" role="status">Question 12 is back in the queue.</p>' in released
+    closed = browser.get("/queue?closed=12&lang=ru").get_data(as_text=True)
+    assert "Вопрос 12 закрыт." in closed
+    assert 'class="notice"' not in browser.get("/queue?closed=x").get_data(as_text=True)
