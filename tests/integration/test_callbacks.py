@@ -5,16 +5,20 @@ SMS answers with their delivery status. On SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import re
+import shutil
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from flask import Flask
 from sqlalchemy import select
 from werkzeug.test import TestResponse
 
+from flows.content import DEFAULT_CONTENT_DIR, ContentError, load_content
+from flows.segments import segments
 from hotline import callbacks
 from hotline.config import ConfigError, Settings
 from storage import audit
@@ -884,3 +888,20 @@ def test_the_question_page_carries_the_panel_in_every_language(
         assert section(html, "call-state") == state
         assert polls(html, "callback-status")
         assert html.count('name="outcome"') == 4 and 'name="referral"' in html
+
+
+@pytest.mark.parametrize("language", ["kk", "ru"])
+def test_the_final_sms_text_fits_in_two_parts(language: str) -> None:
+    text = load_content().text(language, "sms.callback_failed")
+    filled = text.replace("{attempts}", "10").replace("{number}", "+77000000000")
+    assert "{" not in filled and segments(filled).parts <= 2
+
+
+def test_the_final_sms_text_must_carry_its_placeholders(tmp_path: Path) -> None:
+    folder = tmp_path / "content"
+    shutil.copytree(DEFAULT_CONTENT_DIR, folder)
+    ru = folder / "ru.yaml"
+    ru.write_text(ru.read_text(encoding="utf-8").replace("{number}", "1414"), encoding="utf-8")
+    with pytest.raises(ContentError) as error:
+        load_content(folder)
+    assert error.value.problems == ["ru.yaml: prompts.sms.callback_failed: must contain {number}"]
