@@ -159,10 +159,11 @@ class Question(Base):
         Index("ix_questions_status_claim_touched_at", "status", "claim_touched_at"),
         # The queue: open questions in priority order, and its filters (storage.queue).
         Index("ix_questions_status_priority_at", "status", "priority_at", "id"),
-        Index("ix_questions_language_status", "language", "status"),
-        Index("ix_questions_topic_status", "topic", "status"),
-        Index("ix_questions_region_status", "region", "status"),
-        Index("ix_questions_channel_status", "channel", "status"),
+        # A filter's value, then the closed tab's order (migration 0007 added closed_at).
+        Index("ix_questions_language_status_closed_at", "language", "status", "closed_at"),
+        Index("ix_questions_topic_status_closed_at", "topic", "status", "closed_at"),
+        Index("ix_questions_region_status_closed_at", "region", "status", "closed_at"),
+        Index("ix_questions_channel_status_closed_at", "channel", "status", "closed_at"),
         Index("ix_questions_status_closed_at", "status", "closed_at"),
         # Every column the queue's counts read (migration 0007).
         Index("ix_questions_queue_counts", "status", "language", "topic", "region", "channel",

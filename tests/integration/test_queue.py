@@ -359,8 +359,10 @@ def test_the_queries_use_the_indexes(session_factory: sessionmaker[Session],
         filters = QueueFilter(language="ru", topic="pension")
         statements = _statements(session, lambda: (
             queue_page(session, QueueFilter(), NOW), queue_counts(session, filters, NOW),
-            queue_page(session, QueueFilter(status="closed"), NOW)))
-        assert len(statements) == 5  # due page, open groups, closed count, closed page x2
+            queue_page(session, QueueFilter(status="closed"), NOW),
+            queue_page(session, QueueFilter(status="closed", region="almaty_region"), NOW)))
+        # due page, open groups, closed count, closed page x2, filtered closed page x2
+        assert len(statements) == 7
         sqlite = session.get_bind().dialect.name == "sqlite"
         if not sqlite:
             # A few rows: PostgreSQL would rightly read the table; make it show its index plan.
@@ -371,7 +373,7 @@ def test_the_queries_use_the_indexes(session_factory: sessionmaker[Session],
             prefix = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
             rows = session.connection().exec_driver_sql(prefix + statement, parameters).all()
             plans.append(" | ".join(str(row[-1]) for row in rows))
-    due, groups, closed_count, closed_page = plans[:4]
+    due, groups, closed_count, closed_page, _untimed, region_closed = plans[:6]
     for plan in plans:
         assert "SCAN questions" not in plan and "Seq Scan" not in plan, plan
     # The due page reads the priority index in its order: no sorting.
@@ -382,6 +384,9 @@ def test_the_queries_use_the_indexes(session_factory: sessionmaker[Session],
         assert "COVERING INDEX ix_questions_queue_counts" in groups
         assert "COVERING INDEX ix_questions_queue_counts" in closed_count
         assert "ix_questions_status_closed_at" in closed_page
+        # Filtered by a value: that value's closed questions, in closing order, from its index.
+        assert "ix_questions_region_status_closed_at" in region_closed
+        assert "TEMP B-TREE" not in region_closed
 
 
 # -- the page ---------------------------------------------------------------------------------
