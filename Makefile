@@ -3,20 +3,25 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# chromium (with a font that has Cyrillic and Kazakh letters) runs the browser tests in
-# tests/browser/, driven by the playwright package from the dev extra.
-APT_PACKAGES := espeak-ng sox libsox-fmt-base ffmpeg chromium fonts-dejavu-core
+# espeak-ng renders Kazakh prompts and test speech; sox (with MP3 output for the MP3 tests) and
+# ffmpeg convert audio. chromium (with a font that has Cyrillic and Kazakh letters) runs the
+# browser tests in tests/browser/, driven by the playwright package from the dev extra.
+APT_PACKAGES := espeak-ng sox libsox-fmt-base libsox-fmt-mp3 ffmpeg chromium fonts-dejavu-core
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PORT ?= 5000
 export PORT
 
 .PHONY: run test test-slow lint system-deps setup clean bench
 
+# Installs only when one of the packages is missing (dpkg knows, whatever is on PATH).
 system-deps:
-	@if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null \
-		|| ! command -v ffmpeg >/dev/null || ! command -v chromium >/dev/null; then \
-		echo "Installing Debian packages: $(APT_PACKAGES)"; \
-		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends $(APT_PACKAGES); \
+	@missing=""; for package in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$package 2>/dev/null | grep -q "ok installed" \
+			|| missing="$$missing $$package"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "Installing Debian packages:$$missing"; \
+		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
 	fi
 
 $(STAMP): pyproject.toml
@@ -36,6 +41,8 @@ run: setup
 	@echo "Try a call from another terminal:  HOTLINE_DEMO=1 $(BIN)/hotline call --url http://127.0.0.1:$(PORT)"
 	@echo "Attach a recorded question:        ... hotline call --url http://127.0.0.1:$(PORT) --record question.wav"
 	@echo "See the callback queue:            HOTLINE_DEMO=1 $(BIN)/hotline queue"
+	@echo "Workspace in a browser:            HOTLINE_DEMO=1 $(BIN)/hotline users add you@example.kz --role coordinator --name You"
+	@echo "                                   then open http://127.0.0.1:$(PORT)/login (public figures: /public)"
 	@echo ""
 	HOTLINE_DEMO=1 PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start --port $(PORT) web worker
 
