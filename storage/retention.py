@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import and_, delete, exists, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Exists, and_, delete, exists, or_, select, update
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from storage.models import (
     QUESTION_CLOSED,
@@ -29,6 +29,7 @@ from storage.models import (
     Recording,
     SmsMessage,
 )
+from storage.utc import ensure_utc
 
 # Recording.download_state once retention removed the audio (never fetched again).
 RECORDING_DELETED = "deleted"
@@ -64,6 +65,8 @@ class Plan:
 
     audio: list[AudioDue] = field(default_factory=list)
     callers: list[CallerDue] = field(default_factory=list)
+    # The limit the callers were found by; apply checks each caller against it again.
+    callers_before: datetime | None = None
 
 
 @dataclass
@@ -103,17 +106,21 @@ def audio_due(session: Session, closed_before: datetime) -> list[AudioDue]:
             for recording_id, question_id, path in session.execute(statement)]
 
 
-def callers_due(session: Session, before: datetime) -> list[CallerDue]:
-    """Callers to pseudonymise: not heard from since before, no question open or closed later."""
-    not_done = exists().where(
-        Question.caller_id == Caller.id,
+def _unfinished(caller_id: InstrumentedAttribute[int] | int, before: datetime) -> Exists:
+    """The caller has a question that is open, or was closed at or after before."""
+    return exists().where(
+        Question.caller_id == caller_id,
         or_(Question.status != QUESTION_CLOSED, Question.closed_at.is_(None),
             Question.closed_at >= before),
     )
+
+
+def callers_due(session: Session, before: datetime) -> list[CallerDue]:
+    """Callers to pseudonymise: not heard from since before, no question open or closed later."""
     callers = session.scalars(
         select(Caller.id)
         .where(~Caller.phone.startswith(PSEUDONYM_PREFIX, autoescape=True),
-               Caller.last_seen < before, ~not_done)
+               Caller.last_seen < before, ~_unfinished(Caller.id, before))
         .order_by(Caller.id)).all()
     if not callers:
         return []
@@ -132,7 +139,8 @@ def plan(session: Session, now: datetime, audio_days: int, phone_days: int) -> P
     if audio_days > 0:
         result.audio = audio_due(session, now - timedelta(days=audio_days))
     if phone_days > 0:
-        result.callers = callers_due(session, now - timedelta(days=phone_days))
+        result.callers_before = now - timedelta(days=phone_days)
+        result.callers = callers_due(session, result.callers_before)
     return result
 
 
@@ -147,16 +155,30 @@ def audio_file(audio_dir: Path, file_path: str) -> Path:
 
 def forget_audio(session: Session, item: AudioDue, audio_dir: Path, now: datetime,
                  outcome: Outcome) -> None:
-    """Remove one recording's file (if any) and mark the recording deleted."""
+    """Remove one recording's file (if any) and mark the recording deleted.
+
+    The row changes only once the file is gone (or was gone already); a file that cannot be
+    deleted is noted in outcome.skipped with its question, and the row stays as it was.
+    """
     if item.file_path:
         try:
             path = audio_file(audio_dir, item.file_path)
         except UnsafeAudioPath:
-            outcome.skipped.append(f"recording {item.recording_id}: path outside the audio "
-                                   "folder")
+            outcome.skipped.append(f"question #{item.question_id} (recording "
+                                   f"{item.recording_id}): path outside the audio folder")
             return
-        if path.exists():
+        try:
             path.unlink()
+        except FileNotFoundError:
+            pass  # gone already: the recording is marked deleted all the same
+        except OSError as error:
+            # A directory, a permission, a disk error: this recording stays as it was (its
+            # row unchanged, so the next run tries again) and the others go on.
+            outcome.skipped.append(f"question #{item.question_id} (recording "
+                                   f"{item.recording_id}): the audio file could not be "
+                                   f"deleted ({type(error).__name__})")
+            return
+        else:
             outcome.files_removed += 1
     session.execute(
         update(Recording)
@@ -167,15 +189,26 @@ def forget_audio(session: Session, item: AudioDue, audio_dir: Path, now: datetim
     outcome.recordings_deleted += 1
 
 
-def pseudonymise_caller(session: Session, caller_id: int, key: bytes,
+def pseudonymise_caller(session: Session, caller_id: int, key: bytes, before: datetime,
                         outcome: Outcome) -> None:
     """Replace a caller's number with its pseudonym everywhere it is stored.
+
+    The caller is due only if they still are now: the row is locked first (FOR UPDATE on
+    PostgreSQL, where a call touching the caller then waits for this transaction; SQLite's
+    BEGIN IMMEDIATE holds the whole database), then checked again, since a call or SMS may
+    have come in after the plan was made: a caller heard from at or after before, or with a
+    question open (or closed at or after before), keeps their number.
 
     If the pseudonym exists already (the resident came back after an earlier run), their new
     record is joined to the old one: questions, calls and SMS move over, the new row goes.
     """
-    caller = session.get(Caller, caller_id)
+    caller = session.scalars(
+        select(Caller).where(Caller.id == caller_id).with_for_update()
+        .execution_options(populate_existing=True)).one_or_none()
     if caller is None or is_pseudonym(caller.phone):
+        return
+    if ensure_utc(caller.last_seen) >= ensure_utc(before) or session.scalar(
+            select(_unfinished(caller_id, before))):
         return
     old = caller.phone
     new = pseudonym(old, key)
@@ -211,10 +244,13 @@ def pseudonymise_caller(session: Session, caller_id: int, key: bytes,
 
 def apply(session: Session, todo: Plan, *, audio_dir: Path, key: bytes,
           now: datetime) -> Outcome:
-    """Carry out a plan made in the same session: files first, then the rows."""
+    """Carry out a plan: files first, then the rows; each caller is checked again."""
     outcome = Outcome()
     for item in todo.audio:
         forget_audio(session, item, audio_dir, now, outcome)
-    for due in todo.callers:
-        pseudonymise_caller(session, due.caller_id, key, outcome)
+    if todo.callers:
+        if todo.callers_before is None:
+            raise ValueError("a plan with callers needs callers_before")
+        for due in todo.callers:
+            pseudonymise_caller(session, due.caller_id, key, todo.callers_before, outcome)
     return outcome

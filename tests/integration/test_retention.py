@@ -14,6 +14,8 @@ from sqlalchemy import select
 
 from hotline import jobs
 from hotline.config import Settings
+from storage import retention as store
+from storage.calls import touch_caller
 from storage.models import Call, Caller, Question, Recording, SmsMessage, utcnow
 from storage.retention import RECORDING_DELETED, is_pseudonym, pseudonym
 from tests.support import row_counts, run_cli, runtime
@@ -227,3 +229,72 @@ def test_zero_days_turns_retention_off(db: Db, world: World, settings: Settings,
     assert "audio retention is off" in result.output
     assert "pseudonymisation is off" in result.output
     assert snapshot(db) == before
+
+
+@pytest.mark.parametrize("trouble", ["directory", "permission"])
+def test_a_file_that_cannot_be_deleted_is_skipped_and_the_rest_goes_on(
+        app: Flask, db: Db, world: World, monkeypatch: pytest.MonkeyPatch, trouble: str) -> None:
+    # a2's file cannot go (a directory in its place, or no permission); b1's is gone already.
+    stuck = world.files["a2"]
+    if trouble == "directory":
+        stuck.unlink()
+        stuck.mkdir()
+        (stuck / "inside").write_bytes(b"x")
+    else:
+        unlink = Path.unlink
+
+        def refuse(path: Path, missing_ok: bool = False) -> None:
+            if path == stuck.resolve():
+                raise PermissionError(13, "Permission denied", str(path))
+            unlink(path, missing_ok=missing_ok)
+
+        monkeypatch.setattr(Path, "unlink", refuse)
+    world.files["b1"].unlink()
+    result = run_cli(app, ["retention"])
+    assert result.exit_code == 1, result.output
+    q = world.questions
+    assert "done: 2 files removed, 3 recordings marked deleted, 2 callers" in result.output
+    assert f"skipped question #{q['a2']} (recording " in result.output
+    assert "the audio file could not be deleted" in result.output
+    assert stuck.exists()
+    assert not world.files["a1"].exists() and not world.files["c1"].exists()
+    with db() as session:
+        states = {name: session.scalars(select(Recording).where(
+            Recording.question_id == q[name])).one() for name in ("a1", "a2", "b1", "c1")}
+        # Only the recording whose file is still there keeps its row as it was.
+        assert (states["a2"].file_path, states["a2"].download_state) == ("2025/a2.wav",
+                                                                        "stored")
+        for name in ("a1", "b1", "c1"):
+            assert (states[name].file_path, states[name].download_state) == (
+                None, RECORDING_DELETED), name
+        caller_d = session.get(Caller, world.callers["d"])
+        assert caller_d is not None and is_pseudonym(caller_d.phone)
+    # The next night tries that one again, and only that one.
+    again = run_cli(app, ["retention"])
+    assert "done: 0 files removed, 0 recordings marked deleted, 0 callers" in again.output
+    assert f"skipped question #{q['a2']} (recording " in again.output
+
+
+def test_a_caller_heard_from_between_planning_and_doing_keeps_the_number(
+        app: Flask, db: Db, world: World, settings: Settings) -> None:
+    settings_now = runtime(app).settings
+    with db() as session:
+        todo = store.plan(session, utcnow(), settings_now.audio_retention_days,
+                          settings_now.phone_retention_days)
+    assert [due.caller_id for due in todo.callers] == [world.callers["b"], world.callers["d"]]
+    # Before the plan is carried out, d calls and leaves a question; b writes an SMS.
+    with db() as session:
+        caller_d = session.get(Caller, world.callers["d"])
+        assert caller_d is not None
+        add_question(session, caller_d, "d1", settings.audio_dir, status="waiting",
+                     created_days_ago=0)
+        touch_caller(session, PHONES["b"], utcnow())
+    with db() as session:
+        outcome = store.apply(session, todo, audio_dir=settings.audio_dir,
+                              key=settings_now.ensure_secret_key().encode(), now=utcnow())
+    assert outcome.callers_pseudonymised == 0
+    with db() as session:
+        phones = {name: session.scalars(select(Caller.phone).where(Caller.id == caller_id)).one()
+                  for name, caller_id in world.callers.items()}
+        assert phones == PHONES
+        assert set(session.scalars(select(SmsMessage.phone))) == {PHONES["b"]}
