@@ -80,6 +80,7 @@ from storage.question_page import (
     record_once,
     set_tags,
 )
+from storage.retention import RECORDING_DELETED
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +220,10 @@ def _holder_state(question: Question, user_id: int, now: datetime) -> tuple[str,
 
 
 def _audio_state(question: Question) -> str:
-    """"sms", "stored", "failed" or "fetching": what the page says about the audio."""
+    """"sms", "stored", "failed", "deleted" or "fetching": what the page says about the audio.
+
+    "deleted": retention (storage.retention) removed the audio; it is never fetched again.
+    """
     if question.channel != CHANNEL_VOICE:
         return "sms"
     recording = question.recording
@@ -229,7 +233,23 @@ def _audio_state(question: Question) -> str:
         return "stored"
     if recording.download_state in (DOWNLOAD_FAILED, DOWNLOAD_REFUSED):
         return "failed"
+    if recording.download_state == RECORDING_DELETED:
+        return "deleted"
     return "fetching"
+
+
+def _audio_deleted(question: Question) -> str | None:
+    """What the page says about audio that retention deleted; None when it was not deleted."""
+    recording = question.recording
+    if recording is None or recording.download_state != RECORDING_DELETED:
+        return None
+    when = local_time(recording.updated_at)
+    days = runtime().settings.audio_retention_days
+    if days > 0:
+        return str(_("The recording was deleted on %(date)s (Almaty): the retention rule keeps "
+                     "the audio of a closed question for %(days)s days.", date=when, days=days))
+    return str(_("The recording was deleted on %(date)s (Almaty) under the retention rule.",
+                 date=when))
 
 
 def _page_context(session: Session, question: Question, account: auth.Account,
@@ -261,6 +281,7 @@ def _page_context(session: Session, question: Question, account: auth.Account,
                          if question.close_reason else None),
         "phone": question.caller.phone if question.caller else None,
         "audio": _audio_state(question),
+        "audio_deleted": _audio_deleted(question),
         "transcription": str(TRANSCRIPTION.get(question.transcription_state,
                                                question.transcription_state)),
         "transcript": transcript,

@@ -4,6 +4,7 @@ notes, tags, quick close, claims and their audit events; for each role and a log
 from __future__ import annotations
 
 import os
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from storage.models import (
     Transcript,
     User,
 )
+from storage.retention import RECORDING_DELETED
 from tests.support import make_wav
 from tests.workspace_support import Browser, Db, page
 
@@ -338,6 +340,36 @@ def test_audio_not_downloaded_yet(app: Flask, db: Db, settings: Settings,
     assert "question-audio" not in html
     assert "The recording is still being fetched." in html
     assert _events(db, question_id, audit.LISTENED) == []
+
+
+def test_audio_deleted_by_retention_says_so(app: Flask, db: Db, settings: Settings,
+                                            consultant: str) -> None:
+    question_id = _voice_question(db, settings, file_path=None, state=RECORDING_DELETED,
+                                  status=QUESTION_CLOSED, closed_at=RECEIVED,
+                                  close_reason="resolved")
+    with db() as session:
+        recording = session.scalars(select(Recording).where(
+            Recording.question_id == question_id)).one()
+        recording.updated_at = RECEIVED + timedelta(days=91)
+    browser = _logged_in(app, consultant)
+    assert browser.get(f"/questions/{question_id}/audio").status_code == 404
+
+    def shown(lang: str) -> str:
+        html = browser.get(f"/questions/{question_id}?lang={lang}").get_data(as_text=True)
+        assert "audio-pending" not in html and "question-audio" not in html
+        assert ">шестьдесят<" in html  # the transcript stays
+        found = re.search(r'<p class="hint" id="audio-deleted">([^<]*)</p>', html)
+        assert found is not None, html
+        return found.group(1)
+
+    days = settings.audio_retention_days
+    assert shown("en") == ("The recording was deleted on 2026-06-01 09:30 (Almaty): the "
+                           "retention rule keeps the audio of a closed question for "
+                           f"{days} days.")
+    assert shown("ru") == ("Запись удалена 2026-06-01 09:30 (время Алматы): по правилу "
+                           f"хранения аудио закрытого вопроса хранится {days} дн.")
+    assert shown("kk") == ("Жазба 2026-06-01 09:30 (Алматы уақыты) өшірілді: сақтау ережесі "
+                           f"бойынша жабылған сұрақтың аудиосы {days} күн сақталады.")
 
 
 def test_a_stored_file_that_is_missing_is_404(app: Flask, db: Db, settings: Settings,
