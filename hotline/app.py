@@ -45,10 +45,11 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(voice.bp)
     app.register_blueprint(sms.bp)
     app.register_blueprint(outbound_sms.bp)
-    from hotline import public_stats, reports_page  # noqa: F401  (reports: workspace pages)
+    from hotline import phone_demo, public_stats, reports_page  # noqa: F401  (reports: pages)
 
     workspace.init_app(app)  # logins, CSRF (Twilio's signed webhooks exempt), languages, pages
     app.register_blueprint(public_stats.bp)  # /public: figures for everyone, no login
+    phone_demo.init_app(app)  # /phone, the built-in phone: demo mode only (404 otherwise)
 
     @app.get("/health")
     def health() -> dict[str, str]:
@@ -58,6 +59,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     if settings.demo:
         log.warning(
             "DEMO MODE is on: development Twilio credentials, recordings accepted from this "
-            "machine. Never run a public number like this (unset HOTLINE_DEMO)."
+            "machine, and the built-in phone at /phone signs webhook requests for anyone who "
+            "opens it. Never run a public number like this (unset HOTLINE_DEMO)."
         )
     return app

@@ -269,9 +269,10 @@ def test_every_workspace_route_needs_a_login(app: Flask) -> None:
     public = {"static", "health", "auth.login", "auth.logout"}
     browser = Browser(app)
     for rule in app.url_map.iter_rules():
-        # Twilio's webhooks (signed: their own tests check the signature) and the public figures.
+        # Twilio's webhooks (signed: their own tests check the signature), the public figures,
+        # and the built-in phone (demo mode only: tests/integration/test_phone_demo.py).
         if rule.endpoint in public or rule.endpoint.split(".")[0] in (
-                "voice", "sms", "sms_status", "callback_hooks", "public"):
+                "voice", "sms", "sms_status", "callback_hooks", "public", "phone_demo"):
             continue
         assert rule.endpoint.startswith("workspace."), rule
         path = rule.rule.replace("<int:question_id>", "1")
