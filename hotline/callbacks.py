@@ -5,9 +5,17 @@ webhooks for the bridged call are on `hooks`, signed like every Twilio route and
 
 The bridge: "Call" makes Twilio call the consultant's own phone (User.phone) through the REST
 API, with the hotline's number as caller ID. When they answer, Twilio fetches the answer URL,
-whose TwiML says in Russian (the consultants' common language) that the resident is being
-connected and dials the resident with the hotline's number as caller ID; the resident never
-sees the consultant's own number. Both legs report their statuses (initiated, ringing,
+whose TwiML says in Russian that the resident is being connected and dials the resident with
+the hotline's number as caller ID; the resident never sees the consultant's own number. If the
+consultant released or closed the question meanwhile (or it went to someone else), the answer
+says so and hangs up: the resident is not dialled.
+
+What the consultant hears is Russian whatever their interface language, by decision: Twilio
+has no Kazakh voice (the residents' Kazakh prompts are pre-rendered audio <Play>ed from
+hotline.prompts, made from the flow's content), these sentences carry the question's number,
+which pre-rendered audio cannot, and the consultants are lawyers who all work in Russian.
+Kazakh would need the sentences as flow prompts (without the number) and the consultant's
+language in the signed answer URL. Both legs report their statuses (initiated, ringing,
 answered, completed...) to status callbacks; the Dial's action reports how the resident leg
 ended. storage.callbacks turns those into the attempt's state, whatever their order.
 
@@ -20,6 +28,16 @@ resolved and wrong number close the question; follow-up keeps the referral and r
 question to the queue for whoever continues the case; no answer counts a failed attempt,
 plans the next one in the daytime window and returns the question to the queue, or after the
 last allowed attempt closes it and sends the resident an SMS saying how to reach the hotline.
+That SMS is sent at once, even late in the evening: delaying it would need a state the sweep
+leaves alone, because hotline.outbound_sms.messages_to_send re-sends every queued message
+untouched for HOTLINE_STALE_SECONDS (a Huey job scheduled for the morning would be beaten by
+the sweep within minutes). It is a short text message, not a call.
+
+Twilio's own error texts (English) are kept as they are and shown as secondary detail under a
+translated sentence (the panel's <small lang="en">).
+
+A consultant's SMS answer with the same text as their own one to the same question less than
+DUPLICATE_SMS_WINDOW ago is not sent again (a double click, a form sent twice).
 """
 
 from __future__ import annotations
@@ -105,16 +123,24 @@ MACHINE_ANSWERS = frozenset({"machine_start", "machine_end_beep", "machine_end_s
                              "machine_end_other", "fax"})
 ERROR_MACHINE = "an answering machine took the call to your phone: the resident was not called"
 ERROR_NO_RESIDENT_PHONE = "the resident's phone number is not known"
+# The start of CallbackAttempt.error when Twilio was not reached or gave no CallSid (then what
+# it gave, in brackets); any other error not of ours is Twilio's own message.
+ERROR_UNREACHABLE = "Twilio could not be reached"
+ERROR_NO_CALL_ID = "Twilio answered without a call id"
 # A consultant's SMS answer: at most this many parts (flows.segments).
 MAX_SMS_PARTS = 6
 MAX_REFERRAL_CHARS = 2000
 # How long the panel keeps polling an SMS that has not reached a final status.
 SMS_POLL_FOR = timedelta(hours=1)
+# The same SMS text from the same consultant to the same question within this is a duplicate.
+DUPLICATE_SMS_WINDOW = timedelta(seconds=60)
 
-# What the consultant hears on their phone (Russian: the consultants' common language).
+# What the consultant hears on their phone (Russian for everyone: see the module's docstring).
 SAY_CONNECTING = "Вопрос номер {id}. Соединяем вас с жителем, подождите, пожалуйста."
 SAY_OVER = "Этот звонок уже завершён. До свидания."
 SAY_NO_PHONE = "Номер жителя неизвестен. Звонок завершён."
+SAY_NOT_YOURS = ("Вопрос номер {id} больше не закреплён за вами: он возвращён в очередь или "
+                 "закрыт. Жителю звонить не будем. До свидания.")
 SAY_DIALED = {
     "completed": "Разговор завершён. Отметьте, пожалуйста, результат на странице вопроса.",
     "no-answer": "Житель не ответил. Отметьте, пожалуйста, результат на странице вопроса.",
@@ -134,6 +160,12 @@ KNOWN_ERRORS = {
     ERROR_NO_RESIDENT_PHONE: _l("The resident's phone number is not known."),
     store.ERROR_NO_NEWS: _l("Twilio sent no news about this call."),
     store.ERROR_CONSULTANT_FAILED: _l("Twilio could not call your phone."),
+    store.ERROR_WITHDRAWN: _l("The question was released or closed during the call."),
+}
+# Errors of ours that end with what Twilio gave (in brackets), shown as detail.
+PREFIXED_ERRORS = {
+    ERROR_UNREACHABLE: _l("Twilio could not be reached."),
+    ERROR_NO_CALL_ID: _l("Twilio gave no id for the call, so its progress cannot be followed."),
 }
 SMS_ERRORS = {
     21610: _l("the resident has opted out of SMS (STOP)"),
@@ -158,6 +190,8 @@ class AttemptView:
     tone: str
     live: bool
     outcome: str | None
+    # Twilio's own words about a failure (English), shown smaller under the status.
+    detail: str | None = None
 
 
 @dataclass(frozen=True)
@@ -171,6 +205,8 @@ class SmsView:
     body: str
     status: str
     tone: str
+    # Twilio's own words about a failure (English), shown smaller under the status.
+    detail: str | None = None
 
 
 @dataclass(frozen=True)
@@ -209,21 +245,34 @@ def _duration(seconds: int) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
-def _error_words(error: str | None) -> str:
+def _error_words(error: str | None) -> tuple[str, str | None]:
+    """A translated sentence for an attempt's error, and Twilio's own words if any (detail)."""
     if not error:
-        return str(_("Twilio could not place the call."))
+        return str(_("Twilio could not place the call.")), None
     known = KNOWN_ERRORS.get(error)
-    return str(known) if known is not None else error  # Twilio's own message
+    if known is not None:
+        return str(known), None
+    for prefix, words in PREFIXED_ERRORS.items():
+        if error.startswith(prefix):
+            return str(words), error.removeprefix(prefix).strip(" ()") or None
+    return str(_("Twilio refused to make the call.")), error  # Twilio's own message
 
 
-def _attempt_status(attempt: CallbackAttempt, now: datetime) -> tuple[str, str]:
-    """The attempt's state in words, and its tone."""
-    consultant, resident = attempt.consultant_status, attempt.resident_status
+def _attempt_status(attempt: CallbackAttempt, now: datetime) -> tuple[str, str, str | None]:
+    """The attempt's state in words, its tone, and Twilio's own words about a failure."""
     if attempt.state in store.LIVE_STATES and not store.is_live(attempt, now):
         return str(_("No news from Twilio about this call since %(time)s.",
-                     time=local_time(attempt.updated_at))), "bad"
+                     time=local_time(attempt.updated_at))), "bad", None
     if attempt.state == CALLBACK_FAILED:
-        return str(_("Failed: %(error)s", error=_error_words(attempt.error))), "bad"
+        words, detail = _error_words(attempt.error)
+        return str(_("Failed: %(error)s", error=words)), "bad", detail
+    status, tone = _ongoing_or_ended(attempt)
+    return status, tone, None
+
+
+def _ongoing_or_ended(attempt: CallbackAttempt) -> tuple[str, str]:
+    """The state in words and its tone, for an attempt going on or ended (not failed)."""
+    consultant, resident = attempt.consultant_status, attempt.resident_status
     if attempt.state == CALLBACK_DIALING:
         if consultant == "ringing":
             return str(_("Your phone is ringing: answer it.")), "wait"
@@ -240,7 +289,7 @@ def _attempt_status(attempt: CallbackAttempt, now: datetime) -> tuple[str, str]:
                          duration=_duration(attempt.duration))), "ok"
         return str(_("Ended: you talked with the resident.")), "ok"
     if attempt.error in KNOWN_ERRORS:
-        return str(_("Ended: %(reason)s", reason=_error_words(attempt.error))), "bad"
+        return str(_("Ended: %(reason)s", reason=_error_words(attempt.error)[0])), "bad"
     words = {
         "no-answer": _("Ended: the resident did not answer."),
         "busy": _("Ended: the resident's line was busy."),
@@ -257,19 +306,19 @@ def _attempt_status(attempt: CallbackAttempt, now: datetime) -> tuple[str, str]:
 
 
 def _attempt_view(attempt: CallbackAttempt, now: datetime) -> AttemptView:
-    status, tone = _attempt_status(attempt, now)
+    status, tone, detail = _attempt_status(attempt, now)
     return AttemptView(
         id=attempt.id, started=local_time(attempt.created_at),
         consultant=attempt.consultant.name if attempt.consultant else "—",
         status=status, tone=tone, live=store.is_live(attempt, now),
         outcome=str(OUTCOME_WORDS[attempt.outcome]) if attempt.outcome in OUTCOME_WORDS
-        else None)
+        else None, detail=detail)
 
 
-def _sms_status(message: SmsMessage) -> tuple[str, str]:
-    """An SMS's delivery status in words, and its tone."""
+def _sms_status(message: SmsMessage) -> tuple[str, str, str | None]:
+    """An SMS's delivery status in words, its tone, and Twilio's own words (detail)."""
     if message.direction == SMS_IN:
-        return str(_("received")), "ok"
+        return str(_("received")), "ok", None
     words, tone = {
         "delivered": (_("delivered"), "ok"),
         "read": (_("delivered"), "ok"),
@@ -280,15 +329,19 @@ def _sms_status(message: SmsMessage) -> tuple[str, str]:
         "canceled": (_("cancelled"), "bad"),
     }.get(message.status, (_("waiting to be sent"), "wait"))
     text = str(words)
+    detail: str | None = None
     if message.error_code is not None:
         reason = SMS_ERRORS.get(message.error_code)
-        detail = str(reason) if reason is not None else (message.error_message or "")
-        text = str(_("%(status)s (Twilio error %(code)s: %(detail)s)", status=text,
-                     code=message.error_code, detail=detail)) if detail else str(
-            _("%(status)s (Twilio error %(code)s)", status=text, code=message.error_code))
+        if reason is not None:
+            text = str(_("%(status)s (Twilio error %(code)s: %(detail)s)", status=text,
+                         code=message.error_code, detail=reason))
+        else:
+            text = str(_("%(status)s (Twilio error %(code)s)", status=text,
+                         code=message.error_code))
+            detail = message.error_message or None
     elif message.error_message and tone == "bad":
-        text = f"{text}: {message.error_message}"
-    return text, tone
+        detail = message.error_message
+    return text, tone, detail
 
 
 def _sms_of(session: Session, question: Question) -> list[SmsMessage]:
@@ -304,7 +357,7 @@ def _sms_of(session: Session, question: Question) -> list[SmsMessage]:
 
 
 def _sms_view(session: Session, message: SmsMessage) -> SmsView:
-    status, tone = _sms_status(message)
+    status, tone, detail = _sms_status(message)
     if message.direction == SMS_IN:
         who = str(_("Resident"))
     elif message.sent_by_id is not None:
@@ -314,7 +367,7 @@ def _sms_view(session: Session, message: SmsMessage) -> SmsView:
         who = str(_("Hotline (automatic)"))
     return SmsView(id=message.id, at=local_time(message.created_at),
                    direction=message.direction, who=who, body=message.body, status=status,
-                   tone=tone)
+                   tone=tone, detail=detail)
 
 
 def _suggested(current: CallbackAttempt | None) -> str | None:
@@ -386,9 +439,14 @@ def panel(session: Session, question: Question, account: Account) -> dict[str, A
 @bp.get("/questions/<int:question_id>/callback-panel")
 @auth.role_required(ROLE_CONSULTANT, ROLE_COORDINATOR)
 def callback_panel(question_id: int) -> ResponseReturnValue:
-    """The panel alone: htmx polls it for the call's and the SMS' statuses (hx-select)."""
+    """The panel alone: htmx polls it for the call's and the SMS' statuses (hx-select).
+
+    The holder's page polls it during a call, so it touches their claim: they are working on
+    the question (touch_claim changes nothing for anyone else).
+    """
     account = auth.current_account()
     with unit_of_work(runtime().sessions) as db:
+        touch_claim(db, question_id, account.id, utcnow())
         question = db.get(Question, question_id)
         if question is None:
             abort(404)
@@ -433,7 +491,7 @@ def _rest_error(exc: Exception) -> str:
         return f"{message} (Twilio error {exc.code})" if exc.code else message
     if isinstance(exc, TwilioServiceException):
         return str(exc.detail or exc.title)
-    return f"Twilio could not be reached ({type(exc).__name__})"
+    return f"{ERROR_UNREACHABLE} ({type(exc).__name__})"
 
 
 @bp.post("/questions/<int:question_id>/call")
@@ -471,9 +529,10 @@ def call_back(question_id: int) -> ResponseReturnValue:
         if error is not None:
             store.fail_attempt(attempt, error, utcnow())
         elif call_sid is not None:
-            store.dialled(attempt, call_sid, call_status, utcnow())
+            store.dialled(db, attempt, call_sid, call_status, utcnow())
     if error is not None:
-        flash(_("Twilio did not place the call: %(error)s", error=error), "error")
+        # Twilio's own words (English) show under the call's status on the panel.
+        flash(_("The call was not made: %(reason)s", reason=_error_words(error)[0]), "error")
     else:
         flash(_("The hotline is calling your phone now. Answer it to be connected to the "
                 "resident."), "notice")
@@ -509,7 +568,7 @@ def _dial_consultant(settings: Settings, attempt_id: int,
         if client.http_client.session is not None:
             client.http_client.session.close()
     if not call.sid or not CALL_SID.fullmatch(str(call.sid)):
-        return f"Twilio answered without a call id ({call.sid!r})", None, None
+        return f"{ERROR_NO_CALL_ID} ({call.sid!r})", None, None
     return None, str(call.sid), str(call.status) if call.status else None
 
 
@@ -622,6 +681,17 @@ def _enqueue_sms(message_id: int) -> None:
         log.exception("could not enqueue SMS %s", message_id)
 
 
+def _sent_just_now(db: Session, question_id: int, user_id: int, body: str,
+                   now: datetime) -> bool:
+    """Whether the user sent this very text to this question less than a minute ago."""
+    return db.scalar(
+        select(SmsMessage.id).where(
+            SmsMessage.question_id == question_id, SmsMessage.sent_by_id == user_id,
+            SmsMessage.direction != SMS_IN, SmsMessage.body == body,
+            SmsMessage.created_at > now - DUPLICATE_SMS_WINDOW)
+        .limit(1)) is not None
+
+
 @bp.post("/questions/<int:question_id>/sms")
 @auth.role_required(ROLE_CONSULTANT, ROLE_COORDINATOR)
 def sms_answer(question_id: int) -> ResponseReturnValue:
@@ -646,6 +716,12 @@ def sms_answer(question_id: int) -> ResponseReturnValue:
             return _refuse(400, _("No SMS"), _(
                 "The resident has opted out of SMS (STOP): no SMS can be sent to them. Please "
                 "call them instead."), question_id)
+        # The question's row is locked (touch_claim): a second copy of the form waits here
+        # for the first to commit, then finds its message.
+        if _sent_just_now(db, question_id, account.id, body, now):
+            flash(_("This SMS was sent a moment ago already; it was not sent again."),
+                  "warning")
+            return _back(question_id, "#sms-answer")
         message = queue_outbound(db, phone=caller.phone, body=body,
                                  language=question.language or caller.language, caller=caller,
                                  question_id=question_id, encoding=parts.encoding,
@@ -711,6 +787,15 @@ def answer(attempt_id: int) -> Response:
             log.warning("answer for unknown callback attempt %s ignored", attempt_id)
             return _hang_up()
         _same_call(attempt, call_sid)
+        question = db.get(Question, attempt.question_id)
+        if question is not None and (question.status != QUESTION_CLAIMED
+                                     or question.claimed_by_id != attempt.consultant_id):
+            # Released or closed since "Call" was pressed (or gone to someone else).
+            log.info("callback attempt %s: the question is no longer the consultant's",
+                     attempt_id)
+            if attempt.state in store.LIVE_STATES:
+                store.end_attempt(attempt, store.ERROR_WITHDRAWN, now)
+            return _hang_up(SAY_NOT_YOURS.format(id=question.id))
         if not store.is_live(attempt, now):
             return _hang_up(SAY_OVER)
         if answered_by in MACHINE_ANSWERS:
@@ -719,7 +804,6 @@ def answer(attempt_id: int) -> Response:
             store.record_leg_status(attempt, store.CONSULTANT_LEG, "in-progress", now)
             store.end_attempt(attempt, ERROR_MACHINE, now)
             return _hang_up()
-        question = db.get(Question, attempt.question_id)
         resident = question.caller.phone if question and question.caller else None
         if question is None or resident is None:
             store.fail_attempt(attempt, ERROR_NO_RESIDENT_PHONE, now)

@@ -43,6 +43,7 @@ from hotline.workspace import (
     topic_title,
 )
 from storage import audit
+from storage.callbacks import end_live_attempts
 from storage.claims import release_claim, touch_claim
 from storage.db import unit_of_work
 from storage.models import (
@@ -397,6 +398,7 @@ def release(question_id: int) -> ResponseReturnValue:
         if refused is not None:
             return refused
         release_claim(db, question_id, account.id)
+        end_live_attempts(db, question_id, now)  # the resident is not dialled after all
         audit.record(db, account.id, audit.RELEASED, question_id, ip=_ip(), at=now)
     return redirect(url_for("workspace.queue", released=question_id), 303)
 
@@ -477,6 +479,7 @@ def close(question_id: int) -> ResponseReturnValue:
         assert found is not None
         try:
             quick_close(db, found, request.form.get("reason", ""), account.id, now, _ip())
+            end_live_attempts(db, question_id, now)  # the resident is not dialled after all
         except InvalidChange:
             return _invalid(question_id)
     return redirect(url_for("workspace.queue", closed=question_id), 303)

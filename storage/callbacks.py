@@ -10,6 +10,14 @@ After the call the consultant records an outcome (apply_outcome). "No answer" co
 attempt and plans the next one: after a delay (HOTLINE_CALLBACK_RETRY_MINUTES), moved into the
 daytime window (HOTLINE_CALLBACK_HOURS, Almaty), see next_callback_time. The last allowed
 failed attempt closes the question; the caller of apply_outcome then sends the resident an SMS.
+
+A question with a live attempt is not idle: its claim does not lapse (storage.claims), however
+long the conversation. Releasing or closing the question ends its live attempts
+(end_live_attempts), so the resident is not dialled for a question its consultant gave up.
+
+first_callback_at (the reports' "answered") is the first time a call was made: when Twilio
+accepted the call to the consultant (dialled), or when an outcome was recorded for a call made
+by other means (apply_outcome); a call Twilio refused does not count.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, exists, or_, select
 from sqlalchemy.orm import Session
 
 from storage.models import (
@@ -60,6 +68,7 @@ RESIDENT_LEG = "resident"
 # CallbackAttempt.error of our own (other errors are Twilio's messages, kept as they are).
 ERROR_NO_NEWS = "no news from Twilio about this call"
 ERROR_CONSULTANT_FAILED = "Twilio could not call your phone"
+ERROR_WITHDRAWN = "the question was released or closed during the call"
 
 
 def call_rank(status: str | None) -> int:
@@ -130,6 +139,15 @@ def is_live(attempt: CallbackAttempt, now: datetime) -> bool:
     return quiet_for < limit
 
 
+def has_live_attempt(now: datetime) -> ColumnElement[bool]:
+    """SQL about the Question in the statement: an attempt of its call is going on (is_live)."""
+    ringing = and_(CallbackAttempt.state.in_((CALLBACK_DIALING, CALLBACK_BRIDGING)),
+                   CallbackAttempt.updated_at > now - RINGING_STALE)
+    connected = and_(CallbackAttempt.state == CALLBACK_CONNECTED,
+                     CallbackAttempt.updated_at > now - CONNECTED_STALE)
+    return exists().where(CallbackAttempt.question_id == Question.id, or_(ringing, connected))
+
+
 def live_attempt(session: Session, question_id: int, now: datetime) -> CallbackAttempt | None:
     """The question's attempt whose call is going on, if any."""
     for attempt in attempts_of(session, question_id):
@@ -153,14 +171,19 @@ def start_attempt(session: Session, question: Question, consultant_id: int,
     attempt = CallbackAttempt(question_id=question.id, consultant_id=consultant_id,
                               state=CALLBACK_DIALING, created_at=now, updated_at=now)
     session.add(attempt)
-    if question.first_callback_at is None:
-        question.first_callback_at = now
     session.flush()
     return attempt
 
 
-def dialled(attempt: CallbackAttempt, call_sid: str, status: str | None, now: datetime) -> None:
-    """Store the CallSid (and first status) Twilio gave when it accepted the call."""
+def dialled(session: Session, attempt: CallbackAttempt, call_sid: str, status: str | None,
+            now: datetime) -> None:
+    """Store the CallSid (and first status) Twilio gave when it accepted the call.
+
+    The question's first callback is now, if it had none: a call is being made.
+    """
+    question = session.get(Question, attempt.question_id)
+    if question is not None and question.first_callback_at is None:
+        question.first_callback_at = now
     attempt.consultant_call_sid = call_sid
     if status and call_rank(status) > call_rank(attempt.consultant_status):
         attempt.consultant_status = status
@@ -182,6 +205,20 @@ def end_attempt(attempt: CallbackAttempt, error: str | None, now: datetime) -> N
     attempt.error = attempt.error or error
     attempt.ended_at = attempt.ended_at or now
     attempt.updated_at = now
+
+
+def end_live_attempts(session: Session, question_id: int, now: datetime) -> list[int]:
+    """End the question's live attempts (it was released or closed); return their ids.
+
+    The answer webhook then hangs up instead of dialling the resident. A conversation already
+    going on is not cut by this (Twilio's call goes on until either side hangs up).
+    """
+    ended = []
+    for attempt in attempts_of(session, question_id):
+        if is_live(attempt, now):
+            end_attempt(attempt, ERROR_WITHDRAWN, now)
+            ended.append(attempt.id)
+    return ended
 
 
 def record_leg_status(attempt: CallbackAttempt, leg: str, status: str, now: datetime, *,
@@ -295,6 +332,8 @@ def apply_outcome(session: Session, question: Question, user_id: int, outcome: s
     newest = next(iter(attempts_of(session, question.id)), None)
     attempt = (newest if newest is not None and newest.consultant_id == user_id
                and newest.outcome is None else None)
+    # Every outcome means a call was made, maybe by other means than the hotline's bridge.
+    question.first_callback_at = question.first_callback_at or now
     if attempt is not None:
         attempt.outcome = outcome
         if attempt.state in LIVE_STATES:

@@ -5,15 +5,20 @@ storage.transcripts): of two consultants who claim at once, exactly one changes 
 PostgreSQL the second UPDATE waits for the first's row lock, then re-checks the condition on
 the committed row; on SQLite every transaction begins IMMEDIATE, so the second waits for the
 first to commit and then finds the question claimed.
+
+A claim whose question has a live callback attempt (storage.callbacks.has_live_attempt) is not
+idle, however long since it was touched: Twilio's status callbacks only touch it when a leg
+changes, and a consultation can last longer than HOTLINE_CLAIM_IDLE_MINUTES.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import and_, case, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
+from storage.callbacks import has_live_attempt
 from storage.models import QUESTION_CLAIMED, QUESTION_WAITING, Question
 
 
@@ -26,14 +31,16 @@ def claim_question(session: Session, question_id: int, user_id: int, now: dateti
     """Give the question to the user; return whether they hold it now.
 
     It can be taken when it is waiting, when the user holds it already (the claim is touched),
-    or when its holder has not touched it since lapse_before. Closed questions cannot be taken.
+    or when its holder has not touched it since lapse_before and no call for it is going on.
+    Closed questions cannot be taken.
     """
     held_by_user = and_(Question.status == QUESTION_CLAIMED, Question.claimed_by_id == user_id)
     claimable = or_(
         Question.status == QUESTION_WAITING,
         held_by_user,
         and_(Question.status == QUESTION_CLAIMED,
-             or_(Question.claim_touched_at.is_(None), Question.claim_touched_at < lapse_before)),
+             or_(Question.claim_touched_at.is_(None), Question.claim_touched_at < lapse_before),
+             ~has_live_attempt(now)),
     )
     result = session.execute(
         update(Question)
@@ -78,12 +85,17 @@ def release_claim(session: Session, question_id: int, user_id: int) -> bool:
     return _changed(result) == 1
 
 
-def lapse_claims(session: Session, lapse_before: datetime) -> int:
-    """Return claims untouched since lapse_before to the queue; return how many."""
+def lapse_claims(session: Session, lapse_before: datetime, now: datetime | None = None) -> int:
+    """Return claims untouched since lapse_before to the queue; return how many.
+
+    A question with a call going on (as of now, by default the present moment) stays claimed.
+    """
+    now = now or datetime.now(UTC)
     result = session.execute(
         update(Question)
         .where(Question.status == QUESTION_CLAIMED,
-               or_(Question.claim_touched_at.is_(None), Question.claim_touched_at < lapse_before))
+               or_(Question.claim_touched_at.is_(None), Question.claim_touched_at < lapse_before),
+               ~has_live_attempt(now))
         .values(**_UNCLAIMED)
         .execution_options(synchronize_session=False)
     )

@@ -362,12 +362,21 @@ def test_a_rest_error_fails_the_attempt_with_twilios_message(
     assert response.status_code == 303
     [attempt] = attempts(db, question_id)
     assert attempt.state == "failed" and attempt.consultant_call_sid is None
-    assert attempt.error == ("Account not authorized to call this number. Geo permissions are "
-                             "off. (Twilio error 21215)")
-    assert "Twilio did not place the call: Account not authorized" in lawyer.notices()
+    twilios_words = ("Account not authorized to call this number. Geo permissions are off. "
+                     "(Twilio error 21215)")
+    assert attempt.error == twilios_words
+    # No call was made: not the question's first callback (the reports' "answered").
+    assert load_question(db, question_id).first_callback_at is None
+    # A translated sentence; Twilio's own (English) words as detail on the panel.
+    assert "The call was not made: Twilio refused to make the call." in lawyer.notices()
     html = lawyer.panel(question_id)
-    assert section(html, "call-state").startswith("Failed: Account not authorized")
+    assert section(html, "call-state") == "Failed: Twilio refused to make the call."
+    assert section(html, "call-detail") == f"Twilio's words: {twilios_words}"
+    assert re.search(r'<small[^>]*id="call-detail" lang="en"', html)
     assert not polls(html, "callback-status")
+    russian = lawyer.browser.get(f"/questions/{question_id}?lang=ru").get_data(as_text=True)
+    assert section(russian, "call-state") == "Не удалось: Twilio отказался совершить звонок."
+    assert section(russian, "call-detail") == f"Ответ Twilio: {twilios_words}"
     # A failed attempt does not block the next one.
     assert lawyer.call(question_id).status_code == 303
     assert [a.state for a in attempts(db, question_id)] == ["failed", "dialing"]
@@ -383,6 +392,9 @@ def test_an_unreachable_api_fails_the_attempt(app: Flask, db: Db, lawyer: Consul
     [attempt] = attempts(db, question_id)
     assert attempt.state == "failed"
     assert attempt.error == "Twilio could not be reached (ConnectionError)"
+    html = Consultant(app, "lawyer@example.kz").panel(question_id)
+    assert section(html, "call-state") == "Failed: Twilio could not be reached."
+    assert section(html, "call-detail") == "Twilio's words: ConnectionError"
 
 
 def test_a_consultant_without_a_phone_is_told_to_ask_a_coordinator(
@@ -731,6 +743,27 @@ def test_an_undelivered_sms_shows_twilios_error(db: Db, api: TwilioApi, twilio: 
             in section(lawyer.panel(question_id), f"sms-{message.id}"))
 
 
+def test_twilios_own_sms_error_text_is_only_detail(db: Db, api: TwilioApi,
+                                                   lawyer: Consultant, question_id: int) -> None:
+    twilios_words = "The 'To' number is not a valid phone number."
+    api.fail_next(twilio_error(400, 21211, twilios_words))
+    assert lawyer.sms(question_id, "Hello").status_code == 303
+    with db() as session:
+        message = session.scalars(select(SmsMessage)).one()
+        assert (message.status, message.error_code) == ("failed", 21211)
+    for language, status in (("en", "failed (Twilio error 21211)"),
+                             ("ru", "не удалось (ошибка Twilio 21211)")):
+        html = lawyer.browser.get(f"/questions/{question_id}/callback-panel?lang={language}"
+                                  ).get_data(as_text=True)
+        item = re.search(rf'<li[^>]*id="sms-{message.id}".*?</li>', html, re.S)
+        assert item
+        found = re.search(r'<span class="sms-status[^"]*">([^<]*)</span>'
+                          r' <small class="twilio-detail" lang="en">([^<]*)</small>',
+                          item.group(0))
+        assert found and found.group(1) == status
+        assert found.group(2).replace("&#39;", "'") == twilios_words
+
+
 def test_sms_answers_that_cannot_be_sent_are_refused(db: Db, api: TwilioApi,
                                                      lawyer: Consultant,
                                                      question_id: int) -> None:
@@ -781,6 +814,154 @@ def test_a_logged_out_visitor_can_do_none_of_this(app: Flask, db: Db, api: Twili
     with db() as session:
         assert row_counts(session) == before
     assert api.requests == []
+
+
+
+# -- a long call, a released question, first callbacks, double clicks -------------------------
+
+def connected_call(lawyer: Consultant, api: TwilioApi, db: Db, twilio: Twilio,
+                   question_id: int) -> CallbackAttempt:
+    """Press Call, answer, and have the resident pick up."""
+    attempt, form = started_call(lawyer, api, db, question_id)
+    sid = attempt.consultant_call_sid
+    assert sid is not None
+    twiml(twilio.post_url(form["Url"], leg_form(sid, "in-progress", AnsweredBy="human")))
+    twilio.post(f"/callbacks/{attempt.id}/status/resident",
+                resident_form(new_sid("CA"), sid, "in-progress"))
+    [connected] = attempts(db, question_id)
+    assert connected.state == "connected"
+    return connected
+
+
+def test_a_long_conversation_keeps_the_question(app: Flask, db: Db, api: TwilioApi,
+                                                twilio: Twilio, lawyer: Consultant,
+                                                question_id: int) -> None:
+    from hotline.jobs import sweep
+    from tests.support import runtime
+
+    attempt = connected_call(lawyer, api, db, twilio, question_id)
+    # 45 minutes of talking: Twilio sends nothing meanwhile, nor does anyone touch the claim.
+    long_ago = datetime.now(UTC) - timedelta(minutes=45)
+    with db() as session:
+        question = session.get(Question, question_id)
+        talking = session.get(CallbackAttempt, attempt.id)
+        assert question is not None and talking is not None
+        question.claim_touched_at = long_ago
+        talking.updated_at = long_ago
+    sweep(runtime(app))
+    assert load_question(db, question_id).status == "claimed"
+    add_account(app, "other@example.kz", phone="+77071234567", name="Dana")
+    assert Consultant(app, "other@example.kz").claim(question_id).status_code == 409
+    # The panel the holder's page polls during the call touches their claim.
+    lawyer.panel(question_id)
+    touched = load_question(db, question_id).claim_touched_at
+    assert touched is not None and touched > datetime.now(UTC) - timedelta(minutes=1)
+    # After the call, the outcome is still theirs to record.
+    assert lawyer.outcome(question_id, "resolved").status_code == 303
+    assert load_question(db, question_id).close_reason == "resolved"
+
+
+def test_the_panel_touches_only_the_holders_claim(app: Flask, db: Db, lawyer: Consultant,
+                                                  question_id: int) -> None:
+    long_ago = datetime.now(UTC) - timedelta(minutes=20)
+    with db() as session:
+        question = session.get(Question, question_id)
+        assert question is not None
+        question.claim_touched_at = long_ago
+    add_account(app, "other@example.kz", phone="+77071234567", name="Dana")
+    Consultant(app, "other@example.kz").panel(question_id)
+    assert load_question(db, question_id).claim_touched_at == long_ago
+    lawyer.panel(question_id)
+    touched = load_question(db, question_id).claim_touched_at
+    assert touched is not None and touched > long_ago
+
+
+@pytest.mark.parametrize("give_up", ["release", "close"])
+def test_the_resident_is_not_dialled_after_the_question_was_given_up(
+        db: Db, api: TwilioApi, twilio: Twilio, lawyer: Consultant, question_id: int,
+        give_up: str) -> None:
+    attempt, form = started_call(lawyer, api, db, question_id)
+    sid = attempt.consultant_call_sid
+    assert sid is not None
+    # While the consultant's phone rings they give the question back, or close it.
+    fields = {"csrf_token": lawyer.token(), "reason": "test_call"}
+    assert lawyer.browser.post(f"/questions/{question_id}/{give_up}",
+                               fields).status_code == 303
+    [ended] = attempts(db, question_id)
+    assert ended.state == "ended"
+    assert ended.error == "the question was released or closed during the call"
+    # Then they answer their phone: told so, and hung up on; the resident is not dialled.
+    answer = twiml(twilio.post_url(form["Url"], leg_form(sid, "in-progress",
+                                                         AnsweredBy="human")))
+    assert [child.tag for child in answer] == ["Say", "Hangup"]
+    assert answer.findall("Dial") == []
+    [say] = answer.findall("Say")
+    assert say.get("language") == "ru-RU"
+    assert f"Вопрос номер {question_id} больше не закреплён за вами" in spoken(answer)[0]
+    if give_up == "release":
+        lawyer.claim(question_id)
+        assert section(lawyer.panel(question_id), "call-state") == \
+            "Ended: The question was released or closed during the call."
+
+
+def test_the_answer_hangs_up_when_the_question_went_to_someone_else(
+        app: Flask, db: Db, api: TwilioApi, twilio: Twilio, lawyer: Consultant,
+        question_id: int) -> None:
+    attempt, form = started_call(lawyer, api, db, question_id)
+    sid = attempt.consultant_call_sid
+    assert sid is not None
+    add_account(app, "other@example.kz", phone="+77071234567", name="Dana")
+    with db() as session:
+        question = session.get(Question, question_id)
+        other = session.scalars(select(User).where(User.email == "other@example.kz")).one()
+        assert question is not None
+        question.claimed_by_id = other.id  # however it happened
+    answer = twiml(twilio.post_url(form["Url"], leg_form(sid, "in-progress")))
+    assert [child.tag for child in answer] == ["Say", "Hangup"]
+    [ended] = attempts(db, question_id)
+    assert ended.state == "ended"
+    assert ended.error == "the question was released or closed during the call"
+
+
+def test_an_outcome_counts_as_the_first_callback(db: Db, api: TwilioApi,
+                                                 lawyer: Consultant) -> None:
+    # A call made by other means (the consultant's own phone): the outcome is the first one.
+    before = datetime.now(UTC)
+    question_id = make_question(db)
+    lawyer.claim(question_id)
+    assert load_question(db, question_id).first_callback_at is None
+    assert lawyer.outcome(question_id, "follow_up", "ЦОН").status_code == 303
+    first = load_question(db, question_id).first_callback_at
+    assert first is not None and first >= before
+    # A later outcome keeps the first callback's time.
+    lawyer.claim(question_id)
+    assert lawyer.outcome(question_id, "resolved").status_code == 303
+    assert load_question(db, question_id).first_callback_at == first
+    assert api.requests == []
+
+
+def test_a_double_clicked_sms_answer_is_sent_once(db: Db, api: TwilioApi, lawyer: Consultant,
+                                                  question_id: int) -> None:
+    html = lawyer.panel(question_id)
+    # The button is disabled once the form is sent.
+    form = re.search(r'<form id="sms-form"[^>]*>', html)
+    assert form and "hx-on:submit=" in form.group(0) and ".disabled = true" in form.group(0)
+    body = "Обратитесь в ЦОН с удостоверением."
+    first, second = lawyer.sms(question_id, body), lawyer.sms(question_id, body)
+    assert first.status_code == second.status_code == 303
+    assert second.headers["Location"] == f"/questions/{question_id}#sms-answer"
+    assert "This SMS was sent a moment ago already; it was not sent again." in lawyer.notices()
+    with db() as session:
+        [message] = session.scalars(select(SmsMessage)).all()
+    assert len(api.sent()) == 1 and len(events(db, audit.SMS_SENT)) == 1
+    # Another text is sent; so is the same text a minute later.
+    assert lawyer.sms(question_id, body + " Удачи!").status_code == 303
+    with db() as session:
+        sent = session.get(SmsMessage, message.id)
+        assert sent is not None
+        sent.created_at -= timedelta(seconds=61)
+    assert lawyer.sms(question_id, body).status_code == 303
+    assert len(api.sent()) == 3
 
 
 # -- the retry time (a pure function) ---------------------------------------------------------

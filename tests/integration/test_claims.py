@@ -19,10 +19,15 @@ from hotline.config import Settings
 from storage.claims import claim_question, lapse_claims, release_claim, touch_claim
 from storage.db import unit_of_work
 from storage.models import (
+    CALLBACK_BRIDGING,
+    CALLBACK_CONNECTED,
+    CALLBACK_DIALING,
+    CALLBACK_ENDED,
     CHANNEL_VOICE,
     QUESTION_CLAIMED,
     QUESTION_CLOSED,
     QUESTION_WAITING,
+    CallbackAttempt,
     Question,
     User,
 )
@@ -182,6 +187,42 @@ def test_closed_and_missing_questions_cannot_be_claimed(
         closed = _question(session, status=QUESTION_CLOSED)
         assert not claim_question(session, closed, a, NOW, NOW - IDLE)
         assert not claim_question(session, 999_999, a, NOW, NOW - IDLE)
+
+
+@pytest.mark.parametrize(("state", "quiet_for", "lapses"), [
+    # A consultation longer than the idle time: Twilio sends nothing while both talk.
+    (CALLBACK_CONNECTED, timedelta(minutes=45), False),
+    (CALLBACK_CONNECTED, timedelta(hours=3, minutes=59), False),
+    (CALLBACK_DIALING, timedelta(minutes=9), False),
+    (CALLBACK_BRIDGING, timedelta(minutes=9), False),
+    # Twilio went quiet for longer than a call can ring or last: the call is taken as over.
+    (CALLBACK_CONNECTED, timedelta(hours=4, minutes=1), True),
+    (CALLBACK_DIALING, timedelta(minutes=11), True),
+    (CALLBACK_ENDED, timedelta(minutes=1), True),
+])
+def test_a_claim_does_not_lapse_while_its_call_goes_on(
+        session_factory: sessionmaker[Session], people: tuple[int, int, int], state: str,
+        quiet_for: timedelta, lapses: bool) -> None:
+    a, b, question_id = people
+    check = NOW + timedelta(hours=5)
+    with unit_of_work(session_factory) as session:
+        assert claim_question(session, question_id, a, NOW, NOW - IDLE)
+        session.add(CallbackAttempt(question_id=question_id, consultant_id=a, state=state,
+                                    created_at=NOW, updated_at=check - quiet_for))
+    with unit_of_work(session_factory) as session:
+        # Nobody else can take it either, though its claim was touched hours ago.
+        assert claim_question(session, question_id, b, check, check - IDLE) == lapses
+    if lapses:
+        return
+    with unit_of_work(session_factory) as session:
+        assert lapse_claims(session, check - IDLE, now=check) == 0
+        assert _state(session, question_id) == (QUESTION_CLAIMED, a)
+        # Once the call is over, the idle claim lapses.
+        attempt = session.scalars(select(CallbackAttempt)).one()
+        attempt.state = CALLBACK_ENDED
+    with unit_of_work(session_factory) as session:
+        assert lapse_claims(session, check - IDLE, now=check) == 1
+        assert _state(session, question_id) == (QUESTION_WAITING, None)
 
 
 def test_the_idle_time_is_a_setting() -> None:
