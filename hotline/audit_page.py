@@ -4,7 +4,9 @@ through older events by id (`before`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import render_template, request, url_for
@@ -13,6 +15,7 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 
 from hotline import auth
+from hotline.callbacks import OUTCOME_WORDS
 from hotline.question_page import CLOSE_REASONS, region_name
 from hotline.workspace import bp, local_time, runtime, topic_title
 from storage import audit as audit_log
@@ -65,8 +68,44 @@ def _value(field: str, value: Any) -> str:
     return "—" if value is None else str(value)
 
 
+def _time(value: Any) -> str:
+    """A time the event holds as ISO 8601 (UTC), shown as Almaty's wall clock."""
+    try:
+        moment = datetime.fromisoformat(str(value))
+    except ValueError:
+        return str(value)
+    return local_time(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+
+
+def _automatic(value: Any) -> str:
+    return str(_("sent automatically") if value else _("sent by a consultant"))
+
+
+# The details events carry (storage.question_page, hotline.callbacks), each in words; a detail
+# whose value is None says nothing and is left out. A key not here is shown as it is stored.
+DETAILS: dict[str, Callable[[Any], str]] = {
+    "note_id": lambda v: str(_("note %(id)s", id=v)),
+    "length": lambda v: str(_("%(count)s characters", count=v)),
+    "reason": lambda v: str(_("reason: %(reason)s",
+                              reason=CLOSE_REASONS.get(str(v), str(v)))),
+    "outcome": lambda v: str(_("outcome: %(outcome)s",
+                               outcome=OUTCOME_WORDS.get(str(v), str(v)))),
+    "attempt_id": lambda v: str(_("call attempt %(id)s", id=v)),
+    "failed_attempts": lambda v: str(_("failed attempts: %(count)s", count=v)),
+    "referral": lambda v: str(_("referred to: %(organisation)s", organisation=v)),
+    "next_callback_at": lambda v: str(_("next try after %(time)s (Almaty)", time=_time(v))),
+    "retry_planned_for": lambda v: str(_("called before the try planned for %(time)s (Almaty)",
+                                         time=_time(v))),
+    "message_id": lambda v: str(_("SMS %(id)s", id=v)),
+    "automatic": _automatic,
+    "segments": lambda v: str(_("SMS parts: %(count)s", count=v)),
+    "encoding": lambda v: str(_("encoding: %(encoding)s", encoding=v)),
+}
+
+
 def describe(detail: dict[str, Any]) -> str:
-    """An event's detail in words: changed fields by name, codes by their titles."""
+    """An event's detail in words: changed fields by name, codes by their titles, times in
+    Almaty's time; a detail this page does not know is shown as `key: value`."""
     parts = []
     for key, value in detail.items():
         if key == "fields" and isinstance(value, list):
@@ -75,13 +114,9 @@ def describe(detail: dict[str, Any]) -> str:
         elif key == "values" and isinstance(value, dict):
             parts.extend(f"{FIELD_NAMES.get(str(k), k)} → {_value(str(k), v)}"
                          for k, v in value.items())
-        elif key == "note_id":
-            parts.append(str(_("note %(id)s", id=value)))
-        elif key == "length":
-            parts.append(str(_("%(count)s characters", count=value)))
-        elif key == "reason":
-            parts.append(str(_("reason: %(reason)s",
-                               reason=CLOSE_REASONS.get(str(value), str(value)))))
+        elif key in DETAILS:
+            if value is not None:
+                parts.append(DETAILS[key](value))
         else:
             parts.append(f"{key}: {value}")
     return "; ".join(parts)

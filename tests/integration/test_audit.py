@@ -4,6 +4,7 @@ writes into it."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from flask import Flask
 from sqlalchemy import select
@@ -70,7 +71,7 @@ def test_a_coordinator_reads_the_log_newest_first(app: Flask, db: Db, consultant
     header, *rows = parsed.rows
     assert header == ["Time (Almaty)", "User", "Action", "Question", "Detail"]
     assert rows == [
-        ["2026-03-02 09:33", "the system", "sent an SMS", str(second), "segments: 2"],
+        ["2026-03-02 09:33", "the system", "sent an SMS", str(second), "SMS parts: 2"],
         ["2026-03-02 09:32", "Aigerim Nurlanovna", "closed the question", str(second),
          "reason: Wrong number"],
         ["2026-03-02 09:31", "Aigerim Nurlanovna", "changed", str(first),
@@ -160,3 +161,56 @@ def test_what_a_consultant_does_on_a_question_reaches_the_log(
         "closed the question", "changed", "added a note", "opened"]
     assert [r[4] for r in rows if r[2] == "added a note"] == ["note 1; 11 characters"]
     assert "Перезвонить" not in browser.get("/admin/audit").get_data(as_text=True)
+
+
+def test_the_callback_details_are_shown_in_words(app: Flask, db: Db, consultant: str,
+                                                 coordinator: str) -> None:
+    # The details as hotline.callbacks writes them: times in UTC, ISO 8601.
+    lawyer_id = _user_id(db, consultant)
+    question_id = _question(db)
+    planned = AT + timedelta(hours=2)  # 11:30 in Almaty
+    with db() as session:
+        def add(action: str, minute: int, **detail: Any) -> None:
+            audit.record(session, lawyer_id, action, question_id, at=AT + timedelta(minutes=minute),
+                         **detail)
+
+        add(audit.CALLED, 0, attempt_id=7, retry_planned_for=None)
+        add(audit.OUTCOME, 1, outcome="no_answer", attempt_id=7, failed_attempts=1,
+            next_callback_at=planned.isoformat())
+        add(audit.CALLED, 2, attempt_id=8, retry_planned_for=planned.isoformat())
+        add(audit.OUTCOME, 3, outcome="follow_up", attempt_id=8, failed_attempts=1,
+            referral="Акимат района")
+        add(audit.OUTCOME, 4, outcome="no_answer", attempt_id=9, failed_attempts=3)
+        add(audit.CLOSED, 4, reason="no_answer")
+        add(audit.SMS_SENT, 4, message_id=5, automatic=True, segments=1)
+        add(audit.SMS_SENT, 5, message_id=6, segments=2, encoding="UCS-2")
+        add(audit.OPENED, 6, mystery=1)
+    browser = _logged_in(app, coordinator)
+
+    def details(language: str) -> list[str]:
+        _, *rows = page(browser.get("/admin/audit", query_string={
+            "question": str(question_id), "lang": language})).rows
+        return [row[4] for row in reversed(rows)]
+
+    assert details("en") == [
+        "call attempt 7",
+        "outcome: No answer; call attempt 7; failed attempts: 1; "
+        "next try after 2026-03-02 11:30 (Almaty)",
+        "call attempt 8; called before the try planned for 2026-03-02 11:30 (Almaty)",
+        "outcome: Needs follow-up (referred to an organisation); call attempt 8; "
+        "failed attempts: 1; referred to: Акимат района",
+        "outcome: No answer; call attempt 9; failed attempts: 3",
+        "reason: No answer",
+        "SMS 5; sent automatically; SMS parts: 1",
+        "SMS 6; SMS parts: 2; encoding: UCS-2",
+        "mystery: 1",  # a detail the page does not know is shown as stored
+    ]
+    russian = details("ru")
+    assert russian[1] == ("итог: Нет ответа; попытка звонка 7; неудачных попыток: 1; "
+                          "следующая попытка после 2026-03-02 11:30 (Алматы)")
+    assert russian[2] == ("попытка звонка 8; позвонил(а) раньше попытки, запланированной на "
+                          "2026-03-02 11:30 (Алматы)")
+    assert russian[6] == "SMS 5; отправлено автоматически; частей SMS: 1"
+    kazakh = details("kk")
+    assert kazakh[1].startswith("нәтиже: ") and "келесі әрекет 2026-03-02 11:30 кейін" in kazakh[1]
+    assert kazakh[6] == "SMS 5; автоматты түрде жіберілді; SMS бөліктері: 1"
