@@ -127,6 +127,7 @@ ERROR_NO_RESIDENT_PHONE = "the resident's phone number is not known"
 # it gave, in brackets); any other error not of ours is Twilio's own message.
 ERROR_UNREACHABLE = "Twilio could not be reached"
 ERROR_NO_CALL_ID = "Twilio answered without a call id"
+TWILIO_CLIENT_PREFIX = "Unable to create record: "
 # A consultant's SMS answer: at most this many parts (flows.segments).
 MAX_SMS_PARTS = 6
 MAX_REFERRAL_CHARS = 2000
@@ -338,10 +339,15 @@ def _sms_status(message: SmsMessage) -> tuple[str, str, str | None]:
         else:
             text = str(_("%(status)s (Twilio error %(code)s)", status=text,
                          code=message.error_code))
-            detail = message.error_message or None
+            detail = _twilios_words(message.error_message)
     elif message.error_message and tone == "bad":
-        detail = message.error_message
+        detail = _twilios_words(message.error_message)
     return text, tone, detail
+
+
+def _twilios_words(message: str | None) -> str | None:
+    # The client puts "Unable to create record: " before Twilio's own message.
+    return message.removeprefix(TWILIO_CLIENT_PREFIX) or None if message else None
 
 
 def _sms_of(session: Session, question: Question) -> list[SmsMessage]:
@@ -487,7 +493,7 @@ def _back(question_id: int, anchor: str) -> ResponseReturnValue:
 def _rest_error(exc: Exception) -> str:
     if isinstance(exc, TwilioRestException):
         # The client puts "Unable to create record: " before Twilio's own message.
-        message = str(exc.msg).removeprefix("Unable to create record: ")
+        message = str(exc.msg).removeprefix(TWILIO_CLIENT_PREFIX)
         return f"{message} (Twilio error {exc.code})" if exc.code else message
     if isinstance(exc, TwilioServiceException):
         return str(exc.detail or exc.title)

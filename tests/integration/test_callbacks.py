@@ -752,7 +752,7 @@ def test_twilios_own_sms_error_text_is_only_detail(db: Db, api: TwilioApi,
         message = session.scalars(select(SmsMessage)).one()
         assert (message.status, message.error_code) == ("failed", 21211)
     for language, status in (("en", "failed (Twilio error 21211)"),
-                             ("ru", "не удалось (ошибка Twilio 21211)")):
+                             ("ru", "ошибка (ошибка Twilio 21211)")):
         html = lawyer.browser.get(f"/questions/{question_id}/callback-panel?lang={language}"
                                   ).get_data(as_text=True)
         item = re.search(rf'<li[^>]*id="sms-{message.id}".*?</li>', html, re.S)
