@@ -12,6 +12,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Index,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -431,3 +432,23 @@ class AuditEvent(Base):
 
     def __repr__(self) -> str:
         return f"<AuditEvent {self.id} {self.action} question {self.question_id}>"
+
+
+class AudioBlob(Base):
+    """A recording's audio kept in the database (storage.audio_store.DatabaseAudioStore).
+
+    key is the recording's Recording.file_path; data the WAV bytes (BLOB on SQLite, bytea on
+    PostgreSQL). Used when HOTLINE_AUDIO_STORE=database, so that web and worker processes on
+    different machines share the audio through the database they share already.
+    """
+
+    __tablename__ = "audio_blobs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), unique=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"<AudioBlob {self.id} {self.key} {self.size} bytes>"
