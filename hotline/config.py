@@ -92,6 +92,9 @@ class Settings:
     callback_hours: tuple[int, int] = (9, 20)
     callback_retry_minutes: tuple[int, ...] = (120, 1440)
     callback_attempts: int = 3
+    # Where recordings' audio is kept (storage.audio_store): "folder" (<data dir>/audio, one
+    # machine or a shared disk) or "database" (the audio_blobs table: machines share it).
+    audio_store: str = "folder"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -144,6 +147,7 @@ class Settings:
             callback_retry_minutes=_minutes(env.get("HOTLINE_CALLBACK_RETRY_MINUTES",
                                                     "120,1440")),
             callback_attempts=int(env.get("HOTLINE_CALLBACK_ATTEMPTS", "3")),
+            audio_store=env.get("HOTLINE_AUDIO_STORE", "folder").strip().lower() or "folder",
         )
 
     def override(self, **changes: Any) -> Settings:
@@ -200,3 +204,6 @@ class Settings:
                               "minute or more.")
         if not 1 <= self.callback_attempts <= 10:
             raise ConfigError("HOTLINE_CALLBACK_ATTEMPTS must be between 1 and 10.")
+        if self.audio_store not in ("folder", "database"):
+            raise ConfigError("HOTLINE_AUDIO_STORE must be folder (the data folder's audio/) "
+                              f"or database (the audio_blobs table), not {self.audio_store!r}.")

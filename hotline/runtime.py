@@ -14,6 +14,7 @@ from hotline.config import Settings
 from hotline.prompts import PromptLibrary
 from speech.models import registry_from_folder
 from speech.transcriber import Transcriber
+from storage.audio_store import AudioStore, open_audio_store
 from storage.db import make_engine, make_session_factory
 
 
@@ -28,6 +29,8 @@ class Runtime:
     prompts: PromptLibrary
     speech: Transcriber
     sms: SmsDialogue
+    # Recordings' audio: the audio folder or the database, as HOTLINE_AUDIO_STORE says.
+    audio: AudioStore
 
 
 def build_runtime(settings: Settings) -> Runtime:
@@ -36,14 +39,17 @@ def build_runtime(settings: Settings) -> Runtime:
     content = load_content(settings.content_dir)
     flow = Flow(content, callback_days=settings.callback_days)
     engine = make_engine(settings.database_url)
+    sessions = make_session_factory(engine)
     return Runtime(
         settings=settings,
         engine=engine,
-        sessions=make_session_factory(engine),
+        sessions=sessions,
         flow=flow,
         prompts=PromptLibrary(settings.prompts_dir),
         # Models load lazily, once per process, on the first question in their language.
         speech=Transcriber(registry_from_folder(
             settings.models_dir, {"kk": settings.vosk_model_kk, "ru": settings.vosk_model_ru})),
         sms=SmsDialogue(content, callback_days=settings.callback_days),
+        audio=open_audio_store(settings.audio_store, folder=settings.audio_dir,
+                               sessions=sessions),
     )
