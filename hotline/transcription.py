@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from hotline.runtime import Runtime
 from speech.errors import NoModel, SpeechError
+from storage.audio_store import UnsafeAudioKey
 from storage.db import unit_of_work
 from storage.models import (
     DOWNLOAD_STORED,
@@ -68,18 +69,23 @@ def transcribe_question(
             set_transcription_state(session, question_id, TRANSCRIPTION_PENDING, now,
                                     "waiting for the audio download")
             return TRANSCRIPTION_PENDING
-        path = settings.audio_dir / recording.file_path
+        key = recording.file_path
         language = _language_for(runtime, question.language)
         attempts = question.transcription_attempts
     try:
-        transcript = runtime.speech.transcribe(path, language)
+        # The audio store gives a file on this machine: its own (folder) or a temporary copy
+        # (database), so a worker needs no disk shared with the web processes.
+        with runtime.audio.local_path(key) as path:
+            transcript = runtime.speech.transcribe(path, language)
     except NoModel as exc:
         return _stop(runtime, question_id, TRANSCRIPTION_NO_MODEL, str(exc))
     except SpeechError as exc:
         if exc.permanent:
             return _stop(runtime, question_id, TRANSCRIPTION_FAILED, str(exc))
         return _retry_or_fail(runtime, question_id, attempts, str(exc))
-    except OSError as exc:
+    except UnsafeAudioKey as exc:
+        return _stop(runtime, question_id, TRANSCRIPTION_FAILED, f"unsafe audio key {exc}")
+    except OSError as exc:  # AudioMissing too: another try, in case the audio comes back
         return _retry_or_fail(runtime, question_id, attempts, f"{type(exc).__name__}: {exc}")
     with unit_of_work(runtime.sessions) as session:
         save_transcript(
