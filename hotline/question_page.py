@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
+from pathlib import PurePosixPath
 from typing import Any
 
 from flask import abort, make_response, redirect, render_template, request, send_file, url_for
@@ -185,22 +185,6 @@ def region_name(code: str | None) -> str:
     return str(REGIONS.get(code, code))
 
 
-def audio_path(audio_dir: Path, file_path: str | None) -> Path | None:
-    """The stored recording's file, only when it is a file inside audio_dir.
-
-    file_path comes from the database; an absolute path, `..` or a symbolic link leading out
-    of the audio folder gives None, as does a missing file.
-    """
-    if not file_path:
-        return None
-    root = audio_dir.resolve()
-    candidate = (root / file_path).resolve()
-    if not candidate.is_relative_to(root) or candidate == root:
-        log.warning("audio path outside the audio folder refused: %r", file_path)
-        return None
-    return candidate if candidate.is_file() else None
-
-
 def _ip() -> str | None:
     return (request.remote_addr or "")[:45] or None
 
@@ -337,17 +321,25 @@ def question_audio(question_id: int) -> ResponseReturnValue:
         recording = found.recording if found is not None else None
         if recording is None or recording.download_state != DOWNLOAD_STORED:
             abort(404)
-        path = audio_path(runtime().settings.audio_dir, recording.file_path)
-        if path is None:
+        # The audio store (runtime().audio) refuses a key leading out of the audio folder
+        # (absolute, `..`, a symbolic link out): None, as for audio that is not there.
+        audio = runtime().audio.get(recording.file_path, session=db) \
+            if recording.file_path else None
+        if audio is None:
             abort(404)
         asked = request.range
         starts = asked is None or bool(asked.ranges and asked.ranges[0][0] == 0)
         if request.method == "GET" and starts:
             record_once(db, account.id, audit.LISTENED, question_id, now, AUDIT_REPEAT_WINDOW,
                         _ip())
-    return send_file(path, mimetype=AUDIO_TYPES.get(path.suffix.lower(),
-                                                    "application/octet-stream"),
-                     conditional=True, max_age=0)
+    mimetype = AUDIO_TYPES.get(PurePosixPath(audio.key).suffix.lower(), "application/octet-stream")
+    if audio.path is not None:  # the folder store: send the file itself
+        return send_file(audio.path, mimetype=mimetype, conditional=True, max_age=0)
+    # The database store: the bytes in memory (a BytesIO has a known size, so HTTP Range and
+    # 206 work as for a file); the ETag from the size and the time the blob was stored.
+    stamp = int(audio.modified.timestamp()) if audio.modified else 0
+    return send_file(audio.open(), mimetype=mimetype, conditional=True, max_age=0,
+                     etag=f"blob-{audio.size}-{stamp}", last_modified=audio.modified)
 
 
 def _refusal(session: Session, question_id: int, user_id: int,
