@@ -42,7 +42,7 @@ def run_retention(rt: Runtime, *, dry_run: bool = False, now: datetime | None = 
         if dry_run:
             session.rollback()
             return RetentionRun(todo, None)
-        outcome = store.apply(session, todo, audio_dir=settings.audio_dir,
+        outcome = store.apply(session, todo, audio=rt.audio,
                               key=settings.ensure_secret_key().encode(), now=now)
     log.info("retention: %d audio files removed, %d recordings marked deleted, "
              "%d callers pseudonymised", outcome.files_removed, outcome.recordings_deleted,

@@ -16,11 +16,11 @@ import hashlib
 import hmac
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 
 from sqlalchemy import Exists, and_, delete, exists, or_, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from storage.audio_store import AudioStore, UnsafeAudioKey
 from storage.models import (
     QUESTION_CLOSED,
     Call,
@@ -36,10 +36,6 @@ RECORDING_DELETED = "deleted"
 # Pseudonyms fit Caller.phone (20 characters) and never look like a phone number.
 PSEUDONYM_PREFIX = "anon-"
 PSEUDONYM_LENGTH = 20
-
-
-class UnsafeAudioPath(Exception):
-    """A recording's path points outside the audio folder; it is left alone."""
 
 
 @dataclass(frozen=True)
@@ -144,33 +140,21 @@ def plan(session: Session, now: datetime, audio_days: int, phone_days: int) -> P
     return result
 
 
-def audio_file(audio_dir: Path, file_path: str) -> Path:
-    """Return the recording's file, refusing a path that leads outside the audio folder."""
-    root = audio_dir.resolve()
-    target = (root / file_path).resolve()
-    if not target.is_relative_to(root) or target == root:
-        raise UnsafeAudioPath(file_path)
-    return target
-
-
-def forget_audio(session: Session, item: AudioDue, audio_dir: Path, now: datetime,
+def forget_audio(session: Session, item: AudioDue, audio: AudioStore, now: datetime,
                  outcome: Outcome) -> None:
-    """Remove one recording's file (if any) and mark the recording deleted.
+    """Remove one recording's audio (if any) from the store and mark the recording deleted.
 
-    The row changes only once the file is gone (or was gone already); a file that cannot be
-    deleted is noted in outcome.skipped with its question, and the row stays as it was.
+    The row changes only once the audio is gone (or was gone already); audio that cannot be
+    deleted is noted in outcome.skipped with its question, and the row stays as it was. A
+    database store deletes the blob in session, so blob and row go together.
     """
     if item.file_path:
         try:
-            path = audio_file(audio_dir, item.file_path)
-        except UnsafeAudioPath:
+            removed = audio.delete(item.file_path, session=session)
+        except UnsafeAudioKey:
             outcome.skipped.append(f"question #{item.question_id} (recording "
                                    f"{item.recording_id}): path outside the audio folder")
             return
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass  # gone already: the recording is marked deleted all the same
         except OSError as error:
             # A directory, a permission, a disk error: this recording stays as it was (its
             # row unchanged, so the next run tries again) and the others go on.
@@ -178,8 +162,9 @@ def forget_audio(session: Session, item: AudioDue, audio_dir: Path, now: datetim
                                    f"{item.recording_id}): the audio file could not be "
                                    f"deleted ({type(error).__name__})")
             return
-        else:
+        if removed:
             outcome.files_removed += 1
+        # Not removed: gone already; the recording is marked deleted all the same.
     session.execute(
         update(Recording)
         .where(Recording.id == item.recording_id)
@@ -242,12 +227,13 @@ def pseudonymise_caller(session: Session, caller_id: int, key: bytes, before: da
     outcome.callers_pseudonymised += 1
 
 
-def apply(session: Session, todo: Plan, *, audio_dir: Path, key: bytes,
+def apply(session: Session, todo: Plan, *, audio: AudioStore, key: bytes,
           now: datetime) -> Outcome:
-    """Carry out a plan: files first, then the rows; each caller is checked again."""
+    """Carry out a plan: audio first (through the store), then the rows; each caller is checked
+    again."""
     outcome = Outcome()
     for item in todo.audio:
-        forget_audio(session, item, audio_dir, now, outcome)
+        forget_audio(session, item, audio, now, outcome)
     if todo.callers:
         if todo.callers_before is None:
             raise ValueError("a plan with callers needs callers_before")

@@ -290,7 +290,7 @@ def test_a_caller_heard_from_between_planning_and_doing_keeps_the_number(
                      created_days_ago=0)
         touch_caller(session, PHONES["b"], utcnow())
     with db() as session:
-        outcome = store.apply(session, todo, audio_dir=settings.audio_dir,
+        outcome = store.apply(session, todo, audio=runtime(app).audio,
                               key=settings_now.ensure_secret_key().encode(), now=utcnow())
     assert outcome.callers_pseudonymised == 0
     with db() as session:
