@@ -135,7 +135,7 @@ def queue(as_json: bool) -> None:
             recording = question.recording
             audio = None
             if recording is not None and recording.file_path:
-                audio = str(rt.settings.audio_dir / recording.file_path)
+                audio = rt.audio.locate(recording.file_path)
             rows.append({
                 "id": question.id,
                 "created": question.created_at.astimezone(LOCAL_TIME).isoformat(),
