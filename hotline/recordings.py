@@ -1,4 +1,12 @@
-"""Fetch a recorded question from Twilio's media host and keep it under the audio root."""
+"""Fetch a recorded question from Twilio's media host and keep it under the audio root.
+
+Only URLs on TWILIO_MEDIA_HOSTS are fetched (https; plain http only on this machine). Redirects
+are followed by hand, at most MAX_REDIRECTS of them, and every target must be on the allow-list
+too: Twilio's media URLs may redirect to a storage or CDN host, and an operator who sees
+recordings refused with "redirected to '<host>'" adds that host to TWILIO_MEDIA_HOSTS (then
+`hotline recordings retry`). The account's SID and token go only to the scheme, host and port of
+the original URL, never to a host it redirects to.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +18,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
@@ -23,12 +31,18 @@ log = logging.getLogger(__name__)
 
 # Statuses worth another try: the recording is not there yet, or the host is struggling.
 RETRY_STATUSES = {404, 408, 425, 429, 500, 502, 503, 504}
+REDIRECT_STATUSES = {301, 302, 303, 307, 308}
+MAX_REDIRECTS = 3
 CONNECT_TIMEOUT, READ_TIMEOUT = 5, 30
 MAX_RECORDING_BYTES = 50 * 1024 * 1024  # 120 s of 8 kHz WAV is about 2 MB
 
 
 class DownloadError(Exception):
     """The recording could not be fetched; the message is kept on the recording row."""
+
+
+class RedirectRefused(DownloadError):
+    """A redirect to a host not on the allow-list: the row is kept 'refused' for an operator."""
 
 
 def _is_loopback(host: str) -> bool:
@@ -59,23 +73,68 @@ def media_url_allowed(url: str, allowed_hosts: tuple[str, ...]) -> bool:
     return False
 
 
+def _origin(url: str) -> tuple[str, str, int]:
+    parts = urlsplit(url)
+    return (parts.scheme, (parts.hostname or "").lower(),
+            parts.port or (443 if parts.scheme == "https" else 80))
+
+
+def _host_of(url: str) -> str:
+    """host[:port] of url for messages: never its credentials, path or query (signed URLs)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        return f"{host}:{parts.port}" if parts.port else host
+    except ValueError:
+        return "(unreadable URL)"
+
+
+def _get(url: str, auth: tuple[str, str], allowed_hosts: tuple[str, ...]) -> requests.Response:
+    """GET url (streamed), following at most MAX_REDIRECTS redirects, each one allow-listed.
+
+    The credentials go only to the original URL's scheme, host and port; a redirect elsewhere
+    is fetched without them (Twilio's redirects to its storage carry a signed URL instead).
+    """
+    origin, current = _origin(url), url
+    for _hop in range(MAX_REDIRECTS + 1):
+        response = requests.get(
+            current, auth=auth if _origin(current) == origin else None, stream=True,
+            allow_redirects=False, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
+        )
+        if response.status_code not in REDIRECT_STATUSES:
+            return response
+        location = response.headers.get("Location", "")
+        response.close()
+        if not location:
+            raise DownloadError(f"HTTP {response.status_code} from media host without a Location")
+        target = urljoin(current, location)
+        if not media_url_allowed(target, allowed_hosts):
+            raise RedirectRefused(f"refused: the media host redirected to {_host_of(target)!r}, "
+                                  "which is not in TWILIO_MEDIA_HOSTS")
+        current = target
+    raise DownloadError(f"more than {MAX_REDIRECTS} redirects from the media host")
+
+
 def fetch_to_file(
     url: str,
     target: Path,
     *,
     auth: tuple[str, str],
+    allowed_hosts: tuple[str, ...],
     attempts: int,
     backoff: float,
     sleep: Callable[[float], None] = time.sleep,
 ) -> int:
-    """Download url into target atomically, retrying while the host says 'not yet'; return bytes."""
+    """Download url into target atomically, retrying while the host says 'not yet'; return bytes.
+
+    Redirects are followed only to allowed_hosts (RedirectRefused otherwise, never retried).
+    """
     last_error = "no attempt made"
     for attempt in range(max(1, attempts)):
         if attempt:
             sleep(backoff * 2 ** (attempt - 1))
         try:
-            with requests.get(url, auth=auth, stream=True,
-                              timeout=(CONNECT_TIMEOUT, READ_TIMEOUT)) as response:
+            with _get(url, auth, allowed_hosts) as response:
                 if response.status_code in RETRY_STATUSES:
                     last_error = f"HTTP {response.status_code} from media host"
                     continue
@@ -131,7 +190,7 @@ def download_recording(
         url, sid, created = recording.source_url, recording.recording_sid, recording.created_at
         now = datetime.now(UTC)
         if not media_url_allowed(url, settings.twilio_media_hosts):
-            host = urlsplit(url).netloc
+            host = _host_of(url)
             log.warning("refused to fetch recording %s from %r: not a media host", sid, host)
             questions.mark_recording_failed(
                 session, recording, f"refused: {host!r} is not in TWILIO_MEDIA_HOSTS", now,
@@ -144,6 +203,7 @@ def download_recording(
         fetch_to_file(
             url, settings.audio_dir / relative,
             auth=(settings.twilio_account_sid, settings.twilio_auth_token),
+            allowed_hosts=settings.twilio_media_hosts,
             attempts=settings.download_attempts, backoff=settings.download_backoff, sleep=sleep,
         )
     except (DownloadError, OSError) as exc:
@@ -151,7 +211,8 @@ def download_recording(
         with unit_of_work(runtime.sessions) as session:
             recording = questions.get_recording(session, recording_id)
             assert recording is not None
-            questions.mark_recording_failed(session, recording, str(exc), datetime.now(UTC))
+            questions.mark_recording_failed(session, recording, str(exc), datetime.now(UTC),
+                                            refused=isinstance(exc, RedirectRefused))
             return recording.download_state
     with unit_of_work(runtime.sessions) as session:
         recording = questions.get_recording(session, recording_id)
