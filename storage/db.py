@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +18,21 @@ from sqlalchemy.orm import Session, sessionmaker
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # Below Twilio's 15 s webhook timeout, so a request waiting for the lock still answers in time.
 SQLITE_BUSY_TIMEOUT_MS = 5_000
+
+
+class _NoResultRows(logging.Filter):
+    """Drop the engine's DEBUG echo of result rows: they carry phone numbers and questions.
+
+    hide_parameters keeps statement parameters out of logs and errors; with the
+    sqlalchemy.engine logger at DEBUG the engine also logs every row it reads, which
+    hide_parameters does not cover.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != "Row %r"
+
+
+logging.getLogger("sqlalchemy.engine.Engine").addFilter(_NoResultRows())
 
 
 def make_engine(url: str) -> Engine:
