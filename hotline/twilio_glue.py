@@ -73,6 +73,7 @@ def form_int(name: str) -> int | None:
     value = request.form.get(name, "").strip()
     if not value:
         return None
-    if not value.isdigit() or len(value) > 9:
+    # ASCII only: str.isdigit() accepts "²" and other digits that int() refuses.
+    if not (value.isascii() and value.isdigit()) or len(value) > 9:
         abort(400, description=f"{name} must be a number")
     return int(value)
