@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 RETRY_STATUSES = {404, 408, 425, 429, 500, 502, 503, 504}
 REDIRECT_STATUSES = {301, 302, 303, 307, 308}
 MAX_REDIRECTS = 3
+URL_QUERY = re.compile(r"\?[^\s'\"()]*")
 CONNECT_TIMEOUT, READ_TIMEOUT = 5, 30
 MAX_RECORDING_BYTES = 50 * 1024 * 1024  # 120 s of 8 kHz WAV is about 2 MB
 
@@ -142,7 +144,8 @@ def fetch_to_file(
                     raise DownloadError(f"HTTP {response.status_code} from media host")
                 return _write_wav(response, target)
         except (requests.ConnectionError, requests.Timeout) as exc:
-            last_error = f"{type(exc).__name__}: {exc}"
+            # requests names the URL: its query (a redirect's signed URL) stays out of logs.
+            last_error = f"{type(exc).__name__}: {URL_QUERY.sub('?…', str(exc))}"
     raise DownloadError(f"gave up after {attempts} attempts: {last_error}")
 
 
