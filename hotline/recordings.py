@@ -1,4 +1,4 @@
-"""Fetch a recorded question from Twilio's media host and keep it under the audio root.
+"""Fetch a recorded question from Twilio's media host and keep it in the audio store.
 
 Only URLs on TWILIO_MEDIA_HOSTS are fetched (https; plain http only on this machine). Redirects
 are followed by hand, at most MAX_REDIRECTS of them, and every target must be on the allow-list
@@ -179,16 +179,20 @@ def relative_audio_path(recording_sid: str, when: datetime) -> str:
 def download_recording(
     runtime: Runtime, recording_id: int, sleep: Callable[[float], None] = time.sleep
 ) -> str:
-    """Fetch one recording and record the outcome on its row; return the download state."""
-    settings = runtime.settings
+    """Fetch one recording, keep it in the audio store, note the outcome on its row.
+
+    Returns the download state. The store is runtime.audio (HOTLINE_AUDIO_STORE); the key is
+    relative_audio_path, kept in Recording.file_path.
+    """
+    settings, store = runtime.settings, runtime.audio
     with unit_of_work(runtime.sessions) as session:
         recording = questions.get_recording(session, recording_id)
         if recording is None:
             log.error("recording %s does not exist", recording_id)
             return "missing"
         if recording.download_state == DOWNLOAD_STORED and recording.file_path and (
-            settings.audio_dir / recording.file_path
-        ).is_file():
+            store.exists(recording.file_path, session=session)
+        ):
             return recording.download_state
         url, sid, created = recording.source_url, recording.recording_sid, recording.created_at
         now = datetime.now(UTC)
@@ -203,12 +207,25 @@ def download_recording(
         questions.count_download_attempt(session, recording, now)
     relative = relative_audio_path(sid, created)
     try:
-        fetch_to_file(
-            url, settings.audio_dir / relative,
-            auth=(settings.twilio_account_sid, settings.twilio_auth_token),
-            allowed_hosts=settings.twilio_media_hosts,
-            attempts=settings.download_attempts, backoff=settings.download_backoff, sleep=sleep,
-        )
+        # Fetched into a scratch folder on this machine, then handed to the audio store (the
+        # audio folder, or the database) together with the row: in one transaction, so the
+        # row says "stored" only once the audio is committed (a database store's blob goes
+        # in with it; a folder store's file is in place before the commit).
+        with tempfile.TemporaryDirectory(prefix="hotline-download-") as scratch:
+            downloaded = Path(scratch) / Path(relative).name
+            fetch_to_file(
+                url, downloaded,
+                auth=(settings.twilio_account_sid, settings.twilio_auth_token),
+                allowed_hosts=settings.twilio_media_hosts,
+                attempts=settings.download_attempts, backoff=settings.download_backoff,
+                sleep=sleep,
+            )
+            with unit_of_work(runtime.sessions) as session:
+                store.put(relative, downloaded, session=session)
+                recording = questions.get_recording(session, recording_id)
+                assert recording is not None
+                questions.mark_recording_stored(session, recording, relative, datetime.now(UTC))
+                return recording.download_state
     except (DownloadError, OSError) as exc:
         log.warning("recording %s not downloaded: %s", sid, exc)
         with unit_of_work(runtime.sessions) as session:
@@ -217,8 +234,3 @@ def download_recording(
             questions.mark_recording_failed(session, recording, str(exc), datetime.now(UTC),
                                             refused=isinstance(exc, RedirectRefused))
             return recording.download_state
-    with unit_of_work(runtime.sessions) as session:
-        recording = questions.get_recording(session, recording_id)
-        assert recording is not None
-        questions.mark_recording_stored(session, recording, relative, datetime.now(UTC))
-        return recording.download_state
