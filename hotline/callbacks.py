@@ -64,7 +64,7 @@ from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
@@ -764,7 +764,13 @@ def _locked_attempt(db: Session, attempt_id: int) -> CallbackAttempt | None:
 def _same_call(attempt: CallbackAttempt, call_sid: str) -> bool:
     """Whether call_sid is the attempt's call to the consultant (first seen: it becomes it)."""
     if attempt.consultant_call_sid is None:
-        # A callback that came before the REST answer was stored.
+        # A callback that came before the REST answer was stored; unless the call is another
+        # attempt's (the column is unique: taking it would be a 500).
+        session = object_session(attempt)
+        if session is not None and session.scalar(
+                select(CallbackAttempt.id).where(CallbackAttempt.consultant_call_sid == call_sid)
+                .limit(1)) is not None:
+            return False
         attempt.consultant_call_sid = call_sid
         return True
     return attempt.consultant_call_sid == call_sid
@@ -788,11 +794,9 @@ def answer(attempt_id: int) -> Response:
     now = utcnow()
     with unit_of_work(rt.sessions) as db:
         attempt = _locked_attempt(db, attempt_id)
-        if attempt is None or (attempt.consultant_call_sid is not None
-                               and attempt.consultant_call_sid != call_sid):
+        if attempt is None or not _same_call(attempt, call_sid):
             log.warning("answer for unknown callback attempt %s ignored", attempt_id)
             return _hang_up()
-        _same_call(attempt, call_sid)
         question = db.get(Question, attempt.question_id)
         if question is not None and (question.status != QUESTION_CLAIMED
                                      or question.claimed_by_id != attempt.consultant_id):
