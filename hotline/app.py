@@ -9,6 +9,7 @@ from typing import Any
 from dotenv import load_dotenv
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import IntegerConverter, Map
 
 from hotline import jobs
 from hotline.config import Settings
@@ -18,6 +19,16 @@ log = logging.getLogger(__name__)
 
 # Twilio's webhook forms are small; anything bigger than this is not Twilio.
 MAX_REQUEST_BYTES = 64 * 1024
+# The largest id of a row (an INTEGER column on PostgreSQL; SQLite's are wider).
+MAX_ROW_ID = 2**31 - 1
+
+
+class RowIdConverter(IntegerConverter):
+    """`<int:...>` in a route is a row id: a larger number is no such page (404), not a 500."""
+
+    def __init__(self, map: Map, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max", MAX_ROW_ID)
+        super().__init__(map, *args, **kwargs)
 
 
 def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
@@ -32,6 +43,8 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__, instance_path=str(settings.data_dir))
     app.config.update(SECRET_KEY=settings.ensure_secret_key(),
                       MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES)
+    # Before any route is added: /questions/99999999999999999999 was an overflow in the driver.
+    app.url_map.converters["int"] = RowIdConverter
     app.extensions["hotline"] = runtime
     jobs.bind(runtime)
     if settings.proxy_hops:
