@@ -35,6 +35,7 @@ from storage.models import (
     Question,
     Recording,
     SmsMessage,
+    User,
 )
 from tests.support import (
     ACCOUNT_SID,
@@ -487,6 +488,17 @@ def test_what_the_public_and_consultants_write_is_shown_escaped(app: Flask, db: 
         html = lawyer.get(path).get_data(as_text=True)
         assert "<script>alert" not in html and "<img src=x" not in html, path
     assert "&lt;script&gt;" in lawyer.get(f"/questions/{question_id}").get_data(as_text=True)
+
+
+def test_deactivating_an_account_ends_its_open_sessions(app: Flask, db: Db,
+                                                      consultant: str) -> None:
+    browser = Browser(app)
+    browser.login(consultant)
+    assert browser.get("/queue").status_code == 200
+    with db() as session:
+        session.scalars(select(User).where(User.email == consultant)).one().active = False
+    response = browser.get("/queue")
+    assert response.status_code == 302 and response.headers["Location"] == "/login"
 
 
 # -- 5. request bodies -----------------------------------------------------------------------
