@@ -179,7 +179,15 @@ def recording_status() -> Response:
     status = request.form.get("RecordingStatus", "completed")
     empty = request.form.get("RecordingDuration", "").strip() == "0"
     if status == "completed" and not empty:
-        _store_question()
+        try:
+            _store_question()
+        except HTTPException:
+            raise
+        except Exception:  # noqa: BLE001 - the database is down, say: the question is not stored
+            # Not the spoken apology (a 200 nobody hears): a 5xx, so that Twilio sends this
+            # callback again, which is then the only copy of a question the action lost.
+            log.exception("could not store recording %s", request.form.get("RecordingSid"))
+            return Response(status=503)
     else:
         log.warning("recording %s ended with status %s", request.form.get("RecordingSid"), status)
     return Response(status=204)
