@@ -360,7 +360,7 @@
     setStatus(T.connected);
     // The action URL is requested even after a hang-up (its answer is then not followed).
     return {
-      url: node.getAttribute("action") || call.url, data: action, then: statusCallback,
+      url: node.getAttribute("action") || call.url, data: action, statusCallback: statusCallback,
       last: reason === "hangup",
     };
   }
@@ -471,8 +471,8 @@
     while (next) {
       const answer = await webhook(next.url, next.data);
       call.answered = true;
-      if (next.then) {
-        const status = await next.then();
+      if (next.statusCallback) {
+        const status = await next.statusCallback();
         if (status.status >= 400) { entry("error", T.error + ": " + status.status); }
       }
       if (answer.status !== 200) {
