@@ -41,7 +41,7 @@ def _language_arg() -> str | None:
 
 def _tries_arg() -> int:
     value = request.args.get("tries", "0")
-    return min(int(value), 9) if value.isascii() and value.isdigit() else 0
+    return min(int(value), 9) if value.isascii() and value.isdigit() and len(value) < 3 else 0
 
 
 def _prompt_url(prompt: Prompt) -> str | None:
@@ -57,8 +57,10 @@ def _twiml(body: str) -> Response:
 
 def _errors_arg() -> int:
     value = request.args.get("err", "0")
-    # ASCII only: str.isdigit() accepts "²", which int() refuses (in the apology handler too).
-    return int(value) if value.isascii() and value.isdigit() else MAX_ERRORS
+    # ASCII only: str.isdigit() accepts "²", which int() refuses (in the apology handler too);
+    # and short: int() refuses more than 4300 digits.
+    short_number = value.isascii() and value.isdigit() and len(value) < 3
+    return int(value) if short_number else MAX_ERRORS
 
 
 def _render(screen: Screen, errors: int = 0) -> Response:
