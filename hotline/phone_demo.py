@@ -37,6 +37,7 @@ from wtforms import ValidationError
 
 from hotline.auth import csrf
 from hotline.twilio_glue import external_url, runtime
+from hotline.workspace import TRANSCRIPTION
 from storage.db import unit_of_work
 from storage.models import Recording
 
@@ -268,6 +269,8 @@ def call_questions(call_sid: str) -> ResponseReturnValue:
              "url": url_for("workspace.question", question_id=r.question_id),
              "download": r.download_state,
              "transcription": r.question.transcription_state,
+             "transcription_label": str(TRANSCRIPTION.get(r.question.transcription_state,
+                                                          r.question.transcription_state)),
              "language": r.question.language}
             for r in recordings
         ]

@@ -542,9 +542,10 @@
       link.href = question.url;
       link.className = "question-link";
       link.dataset.questionId = question.id;
+      link.dataset.transcription = question.transcription;
       link.textContent = T.question + ": #" + question.id;
       line.appendChild(link);
-      line.append(" (" + T.transcription + ": " + question.transcription + ")");
+      line.append(" (" + T.transcription + ": " + question.transcription_label + ")");
       el.result.appendChild(line);
     }
   }

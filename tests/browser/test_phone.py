@@ -196,6 +196,8 @@ def test_a_question_recorded_on_the_page_is_transcribed_in_the_queue(
     shot(page, "35-phone-call-ended")
     question_id = int(link.get_attribute("data-question-id") or "0")
     assert link.get_attribute("href") == f"/questions/{question_id}"
+    assert link.get_attribute("data-transcription") == "done"
+    expect(page.locator("#phone-result")).to_contain_text("transcription: done")
     assert not errors, errors
 
     # What the hotline kept: a normal voice question, downloaded and transcribed.

@@ -250,10 +250,13 @@ def test_the_questions_of_a_call_are_found_by_its_sid(page: tuple[FlaskClient, s
             recording_url="http://127.0.0.1/x", duration=3, language="ru", topic=None, now=now)
         db.flush()
         question_id = question.id
-    found = client.get(f"/phone/calls/{call_sid}/questions").json
+    found = client.get(f"/phone/calls/{call_sid}/questions?lang=en").json
     assert found == {"questions": [{
         "id": question_id, "recording": recording_sid, "url": f"/questions/{question_id}",
-        "download": "pending", "transcription": "pending", "language": "ru"}]}
+        "download": "pending", "transcription": "pending", "transcription_label": "waiting",
+        "language": "ru"}]}
+    russian = client.get(f"/phone/calls/{call_sid}/questions?lang=ru").json
+    assert russian["questions"][0]["transcription_label"] == "ожидает"  # type: ignore[index]
     assert client.get(f"/phone/calls/CA{'9' * 32}/questions").json == {"questions": []}
     assert client.get("/phone/calls/not-a-sid/questions").status_code == 404
 
