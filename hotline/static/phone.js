@@ -528,13 +528,21 @@
     window.phoneDemo.finished.push(ending.sid);
   }
 
-  async function showQuestions(ended) {
+  /* Link to the questions left on the call; with a separate worker (make run) transcription
+   * comes a little later, so ask again every 2 s for a minute while it is under way. */
+  async function showQuestions(ended, tries) {
     const response = await fetch(config.questionsUrl.replace("CALLSID", ended.sid));
     const found = response.ok ? (await response.json()).questions : [];
+    if (call !== ended) { return; } // a new call has started
     el.result.hidden = false;
+    el.result.textContent = "";
     if (!found.length) {
       el.result.textContent = T.noQuestion;
       return;
+    }
+    const waiting = found.some((q) => q.transcription === "pending" || q.transcription === "running");
+    if (waiting && (tries || 0) < 30) {
+      setTimeout(() => showQuestions(ended, (tries || 0) + 1), 2000);
     }
     for (const question of found) {
       const line = document.createElement("p");
