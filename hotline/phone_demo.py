@@ -126,6 +126,8 @@ def _allowed_webhook(url: str) -> bool:
     parts = urlsplit(url)
     if parts.username or parts.password or parts.fragment:
         return False
+    if ".." in parts.path or "/." in parts.path or "%" in parts.path or "//" in parts.path:
+        return False  # no way out of /voice/ by dot segments or encoded slashes
     origin = f"{parts.scheme}://{parts.netloc}".lower()
     bases = {request.host_url.rstrip("/").lower()}
     if runtime().settings.public_base_url:

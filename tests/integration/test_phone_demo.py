@@ -139,6 +139,9 @@ def test_the_sign_route_signs_what_the_webhook_accepts(page: tuple[FlaskClient, 
     f"{HOST}/voicemail",
     "http://user:pw@localhost/voice/incoming",
     "/voice/incoming",                           # not absolute
+    f"{HOST}/voice/../sms/incoming",             # out of /voice/ by dot segments
+    f"{HOST}/voice/%2e%2e/sms/incoming",
+    f"{HOST}/voice//sms/incoming",
 ])
 def test_the_sign_route_signs_only_this_hotlines_voice_webhooks(
         page: tuple[FlaskClient, str], url: str) -> None:
