@@ -38,6 +38,7 @@ run: setup
 	HOTLINE_DEMO=1 $(BIN)/hotline prompts render
 	@echo ""
 	@echo "Halyq Uni hotline (demo mode) on http://127.0.0.1:$(PORT)"
+	@echo "Call it from a browser:            http://127.0.0.1:$(PORT)/phone (keypad, speaker and microphone)"
 	@echo "Try a call from another terminal:  HOTLINE_DEMO=1 $(BIN)/hotline call --url http://127.0.0.1:$(PORT)"
 	@echo "Attach a recorded question:        ... hotline call --url http://127.0.0.1:$(PORT) --record question.wav"
 	@echo "See the callback queue:            HOTLINE_DEMO=1 $(BIN)/hotline queue"
