@@ -43,7 +43,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.db import unit_of_work
-from storage.models import AudioBlob, utcnow
+from storage.models import DOWNLOAD_STORED, AudioBlob, Recording, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -336,3 +336,42 @@ def open_audio_store(kind: str, *, folder: Path, sessions: sessionmaker[Session]
     if kind == "database":
         return DatabaseAudioStore(sessions)
     raise ValueError(f"unknown audio store {kind!r}: use one of {', '.join(AUDIO_STORES)}")
+
+
+@dataclass
+class CopyOutcome:
+    """What copy_stored_audio did, key by key."""
+
+    copied: list[str]
+    present: list[str]
+    missing: list[str]
+
+
+def stored_keys(session: Session) -> list[str]:
+    """Keys of every recording whose audio is stored (download_state 'stored'), oldest first."""
+    return [key for key in session.scalars(
+        select(Recording.file_path).where(Recording.download_state == DOWNLOAD_STORED,
+                                          Recording.file_path.is_not(None))
+        .order_by(Recording.id)) if key]
+
+
+def copy_stored_audio(keys: list[str], source: AudioStore, target: AudioStore) -> CopyOutcome:
+    """Copy each key's audio from source to target (switching HOTLINE_AUDIO_STORE).
+
+    A key already in target with the same size is left alone, so the copy can run again
+    after an interruption; a key source does not have is listed as missing. Nothing is
+    deleted from source. Each key is its own transaction (a database target).
+    """
+    outcome = CopyOutcome([], [], [])
+    for key in keys:
+        found = source.get(key)
+        if found is None:
+            outcome.missing.append(key)
+            continue
+        if target.size(key) == found.size:
+            outcome.present.append(key)
+            continue
+        with found.open() as stream:
+            target.put(key, stream.read())
+        outcome.copied.append(key)
+    return outcome
