@@ -8,9 +8,11 @@ files on disk, rows in a real database.
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
 
 import pytest
+from flask import Flask
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,7 +26,8 @@ from storage.audio_store import (
     open_audio_store,
 )
 from storage.db import unit_of_work
-from storage.models import AudioBlob
+from storage.models import AudioBlob, Caller, Question, Recording
+from tests.support import run_cli, runtime
 
 KEY = "recordings/2026/11/RE0123456789abcdef0123456789abcdef.wav"
 # A WAV-like header and every byte value, so a shifted or truncated copy shows.
@@ -195,3 +198,47 @@ def test_an_unknown_store_is_refused(tmp_path: Path,
                                      session_factory: sessionmaker[Session]) -> None:
     with pytest.raises(ValueError, match="unknown audio store"):
         open_audio_store("s3", folder=tmp_path, sessions=session_factory)
+
+
+# --- switching stores: `hotline audio copy` -----------------------------------------------
+
+
+def _stored_recording(session: Session, key: str) -> None:
+    caller = Caller(phone=f"+7701{abs(hash(key)) % 10**7:07d}", language="ru")
+    session.add(caller)
+    session.flush()
+    question = Question(caller_id=caller.id, channel="voice", language="ru")
+    session.add(question)
+    session.flush()
+    session.add(Recording(recording_sid=PurePosixPath(key).stem, question_id=question.id,
+                          call_sid="CA" + "0" * 32, source_url="https://api.twilio.com/x",
+                          file_path=key, download_state="stored"))
+
+
+def test_audio_copy_moves_existing_recordings_into_the_database_and_back(
+        make_app: Callable[[Settings], Flask], settings: Settings) -> None:
+    app = make_app(settings.override(audio_store="database"))
+    rt = runtime(app)
+    folder = FolderAudioStore(settings.audio_dir)
+    keys = [KEY, KEY.replace("RE01", "RE02"), KEY.replace("RE01", "RE03")]
+    with unit_of_work(rt.sessions) as session:
+        for key in keys:
+            _stored_recording(session, key)
+    folder.put(keys[0], AUDIO)
+    folder.put(keys[1], AUDIO[:500])  # keys[2]'s file was lost before the switch
+    first = run_cli(app, ["audio", "copy", "--to", "database"])
+    assert first.exit_code == 1, first.output
+    assert "2 copied, 0 there already, 1 missing in the folder store" in first.output
+    assert f"missing: {keys[2]}" in first.output
+    assert rt.audio.read(keys[0]) == AUDIO and rt.audio.read(keys[1]) == AUDIO[:500]
+    assert folder.exists(keys[0])  # the source is kept
+    folder.put(keys[2], AUDIO)  # found again
+    second = run_cli(app, ["audio", "copy", "--to", "database"])
+    assert second.exit_code == 0, second.output
+    assert "1 copied, 2 there already, 0 missing" in second.output
+    # And back into an empty folder.
+    for key in keys:
+        folder.delete(key)
+    back = run_cli(app, ["audio", "copy", "--to", "folder"])
+    assert "3 copied" in back.output and "HOTLINE_AUDIO_STORE is database" in back.output
+    assert folder.read(keys[1]) == AUDIO[:500]
