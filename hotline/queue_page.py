@@ -264,9 +264,10 @@ def _tabs(filters: QueueFilter, counts: QueueCounts) -> list[dict[str, Any]]:
 def _notice() -> str | None:
     """What the question page's redirect tells (?released=<id>, ?closed=<id>)."""
     released, closed = request.args.get("released", ""), request.args.get("closed", "")
-    if released.isdigit():
+    # ASCII and short: str.isdigit() accepts "²", and int() refuses it or 4300+ digits.
+    if released.isascii() and released.isdigit() and len(released) < 12:
         return str(_("Question %(id)s is back in the queue.", id=int(released)))
-    if closed.isdigit():
+    if closed.isascii() and closed.isdigit() and len(closed) < 12:
         return str(_("Question %(id)s is closed.", id=int(closed)))
     return None
 
