@@ -135,7 +135,8 @@ def _row(event: AuditEvent) -> EventRow:
 
 def _number(name: str) -> int | None:
     value = request.args.get(name, "").strip().lstrip("#")
-    return int(value) if value.isdigit() and len(value) < 12 else None
+    # ASCII only: str.isdigit() accepts "²", which int() refuses.
+    return int(value) if value.isascii() and value.isdigit() and len(value) < 12 else None
 
 
 @bp.get("/admin/audit")
