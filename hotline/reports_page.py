@@ -53,11 +53,19 @@ class FilterForm:
     topics: list[tuple[str, str]]
 
 
+# Dates a report can be asked for: at the ends of Python's calendar, turning local midnight into
+# UTC (or the day after "to") overflows.
+FIRST_DATE, LAST_DATE = date(1900, 1, 1), date(9998, 12, 31)
+
+
 def _date(text: str | None) -> date | None:
     try:
-        return date.fromisoformat(text) if text else None
+        value = date.fromisoformat(text) if text else None
     except ValueError:
         abort(400)
+    if value is not None and not FIRST_DATE <= value <= LAST_DATE:
+        abort(400)
+    return value
 
 
 def parse_filters(today: date) -> tuple[date | None, date | None, str, str]:
