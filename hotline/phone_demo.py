@@ -123,7 +123,10 @@ def page() -> ResponseReturnValue:
 
 def _allowed_webhook(url: str) -> bool:
     """Tell whether url is one of this hotline's voice webhooks (the only URLs signed here)."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # "http://[": not a URL at all
+        return False
     if parts.username or parts.password or parts.fragment:
         return False
     if ".." in parts.path or "/." in parts.path or "%" in parts.path or "//" in parts.path:
@@ -282,7 +285,10 @@ def call_questions(call_sid: str) -> ResponseReturnValue:
 @bp.get("/prompt-text")
 def prompt_text() -> ResponseReturnValue:
     """The text of a prompt's audio file, shown while the page plays it."""
-    match = PROMPT_PATH.search(urlsplit(request.args.get("url", "")).path)
+    try:
+        match = PROMPT_PATH.search(urlsplit(request.args.get("url", "")).path)
+    except ValueError:  # "http://[": not a URL at all
+        match = None
     if not match:
         return jsonify(language=None, text=None)
     language, key = match["lang"], match["key"]
