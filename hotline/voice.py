@@ -35,6 +35,11 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _phone_field(name: str) -> str:
+    # PostgreSQL refuses text with NUL characters (a 500, an apology to the caller).
+    return request.form.get(name, "").replace("\x00", "")[:64]
+
+
 def _language_arg() -> str | None:
     return runtime().flow.known_language(request.args.get("lang"))
 
@@ -84,8 +89,8 @@ def incoming() -> Response:
     rt = runtime()
     with unit_of_work(rt.sessions) as session:
         call = calls.start_call(
-            session, call_sid=call_sid, from_number=request.form.get("From", "")[:64],
-            to_number=request.form.get("To", "")[:64], now=_now(),
+            session, call_sid=call_sid, from_number=_phone_field("From"),
+            to_number=_phone_field("To"), now=_now(),
             region=rt.settings.default_region,
         )
         language = call.caller.language if call.caller else None
@@ -136,7 +141,7 @@ def _store_question() -> int | None:
     if not request.form.get("RecordingSid") and not request.form.get("RecordingUrl"):
         return None
     recording_sid = form_sid("RecordingSid", RECORDING_SID)
-    url = request.form.get("RecordingUrl", "")[:2000]
+    url = request.form.get("RecordingUrl", "").replace("\x00", "")[:2000]
     duration = form_int("RecordingDuration")
     if not url:
         abort(400, description="RecordingUrl is missing")
@@ -206,8 +211,8 @@ def call_status() -> Response:
     with unit_of_work(runtime().sessions) as session:
         calls.update_call_status(
             session, call_sid=call_sid, status=status, now=_now(),
-            duration=form_int("CallDuration"), from_number=request.form.get("From", "")[:64],
-            to_number=request.form.get("To", "")[:64], region=runtime().settings.default_region,
+            duration=form_int("CallDuration"), from_number=_phone_field("From"),
+            to_number=_phone_field("To"), region=runtime().settings.default_region,
         )
     return Response(status=204)
 
