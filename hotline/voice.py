@@ -102,8 +102,9 @@ def incoming() -> Response:
 def menu() -> Response:
     """Handle a key pressed (or silence) on a menu, and say what comes next."""
     call_sid = form_sid("CallSid", CALL_SID)
-    node = request.args.get("node", MAIN)
-    digits = request.form.get("Digits", "")[:8]
+    # No NUL: PostgreSQL refuses it in text (the node and keys are stored).
+    node = request.args.get("node", MAIN).replace("\x00", "")
+    digits = request.form.get("Digits", "").replace("\x00", "")[:8]
     rt = runtime()
     try:
         screen = rt.flow.press(node, _language_arg(), digits, _tries_arg(),
