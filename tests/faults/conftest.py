@@ -34,6 +34,15 @@ from hotline.simulator import MediaServer
 from tests.support import ACCOUNT_SID, AUTH_TOKEN
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test in this folder `slow`: together they take 1.5-2.5 minutes on 2 cores, so
+    `make test` leaves them to `make test-slow` (which runs them with every other slow suite)."""
+    folder = Path(__file__).parent
+    for item in items:
+        if folder in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.slow)
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
     with socket.socket() as sock:
