@@ -604,7 +604,9 @@ def outcome(question_id: int) -> ResponseReturnValue:
     account = auth.current_account()
     settings = runtime().settings
     chosen = request.form.get("outcome", "")
-    referral = request.form.get("referral", "").strip()[:MAX_REFERRAL_CHARS] or None
+    # No NUL: PostgreSQL refuses it in text (a 500).
+    referral = request.form.get("referral", "").replace("\x00", "").strip()[
+        :MAX_REFERRAL_CHARS] or None
     if chosen not in OUTCOMES:
         return _refuse(400, _("Please try again"),
                        _("Please choose what came of the call."), question_id)
@@ -703,7 +705,7 @@ def _sent_just_now(db: Session, question_id: int, user_id: int, body: str,
 def sms_answer(question_id: int) -> ResponseReturnValue:
     """Answer the resident by SMS (holder only); its delivery status shows on the panel."""
     account = auth.current_account()
-    body = request.form.get("body", "").strip()
+    body = request.form.get("body", "").replace("\x00", "").strip()
     if not body:
         return _refuse(400, _("Please try again"), _("Please write the SMS."), question_id)
     parts = segments(body)

@@ -185,6 +185,11 @@ def region_name(code: str | None) -> str:
     return str(REGIONS.get(code, code))
 
 
+def _field(name: str) -> str:
+    """A form field without NUL characters (PostgreSQL refuses them in text: a 500)."""
+    return request.form.get(name, "").replace("\x00", "")
+
+
 def _ip() -> str | None:
     return (request.remote_addr or "")[:45] or None
 
@@ -408,7 +413,7 @@ def correct(question_id: int) -> ResponseReturnValue:
         found = load_question(db, question_id)
         assert found is not None
         try:
-            correct_transcript(db, found, request.form.get("corrected_text", ""), account.id,
+            correct_transcript(db, found, _field("corrected_text"), account.id,
                                now, _ip())
         except InvalidChange:
             return _invalid(question_id)
@@ -428,7 +433,7 @@ def note(question_id: int) -> ResponseReturnValue:
         found = load_question(db, question_id)
         assert found is not None
         try:
-            add_note(db, found, request.form.get("body", ""), account.id, now, _ip())
+            add_note(db, found, _field("body"), account.id, now, _ip())
         except InvalidChange:
             return _invalid(question_id)
     return _saved(question_id, "notes")
@@ -448,8 +453,8 @@ def tags(question_id: int) -> ResponseReturnValue:
         found = load_question(db, question_id)
         assert found is not None
         try:
-            set_tags(db, found, topic=form.get("topic", ""), region=form.get("region", ""),
-                     village=form.get("village", ""), urgent=form.get("urgent") == "1",
+            set_tags(db, found, topic=_field("topic"), region=_field("region"),
+                     village=_field("village"), urgent=form.get("urgent") == "1",
                      topics=tuple(runtime().flow.content.topics), user_id=account.id,
                      now=now, ip=_ip())
         except InvalidChange:
@@ -470,7 +475,7 @@ def close(question_id: int) -> ResponseReturnValue:
         found = load_question(db, question_id)
         assert found is not None
         try:
-            quick_close(db, found, request.form.get("reason", ""), account.id, now, _ip())
+            quick_close(db, found, _field("reason"), account.id, now, _ip())
             end_live_attempts(db, question_id, now)  # the resident is not dialled after all
         except InvalidChange:
             return _invalid(question_id)

@@ -60,7 +60,8 @@ def incoming() -> Response:
     message_sid = request.form.get("MessageSid", "")
     if not MESSAGE_SID.fullmatch(message_sid):
         abort(400, description="MessageSid is missing or malformed")
-    raw_from = request.form.get("From", "")[:64]
+    # No NUL: PostgreSQL refuses it in text (an unknown number is stored as given).
+    raw_from = request.form.get("From", "").replace("\x00", "")[:64]
     body = clean_text(request.form.get("Body", ""))[:MAX_BODY]
     rt = runtime()
     settings = rt.settings
@@ -124,7 +125,7 @@ def keep_the_message(error: Exception) -> Response | HTTPException:
     now = datetime.now(UTC)
     try:
         with unit_of_work(rt.sessions) as session:
-            raw_from = request.form.get("From", "")[:64]
+            raw_from = request.form.get("From", "").replace("\x00", "")[:64]
             phone = normalise_phone(raw_from, rt.settings.default_region)
             caller = touch_caller(session, phone, now) if phone else None
             inbound, new = sms.record_inbound(
