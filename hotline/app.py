@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from dotenv import load_dotenv
-from flask import Flask
+from flask import Flask, abort, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter, Map
 
@@ -46,6 +46,18 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     # Before any route is added: /questions/99999999999999999999 was an overflow in the driver.
     app.url_map.converters["int"] = RowIdConverter
     app.extensions["hotline"] = runtime
+
+    @app.before_request
+    def refuse_nul() -> None:
+        """A NUL character in a parameter is nobody's input, and PostgreSQL refuses it in text
+        (a 500 wherever a view stores or looks up the value): 400 before any view runs."""
+        values = list(request.args.items(multi=True))
+        if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            # Only a form: another body (the demo phone's WAV upload) keeps its own size limit.
+            values += request.form.items(multi=True)
+        if any("\x00" in key or "\x00" in value for key, value in values):
+            abort(400, description="a parameter contains a NUL character")
+
     jobs.bind(runtime)
     if settings.proxy_hops:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
