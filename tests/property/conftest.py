@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
+from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from hotline.app import create_app
@@ -78,8 +79,35 @@ def prop_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
     """One hotline app for the whole test module (jobs inline, SQLite)."""
     huey.immediate = True
     application = create_app(property_settings(tmp_path_factory.mktemp("property")))
+    refuse_nul_like_postgresql(application)
     yield application
     dispose(application)
+
+
+def _has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def refuse_nul_like_postgresql(application: Flask) -> None:
+    """Make the app's SQLite refuse text with NUL characters, as PostgreSQL does.
+
+    PostgreSQL answers "text fields cannot contain NUL (0x00) bytes"; SQLite stores them. The
+    property tests run on SQLite only, so without this a NUL from a form would pass here and be
+    a 500 in production.
+    """
+
+    def check(_conn: object, _cursor: object, statement: str, parameters: object,
+              _context: object, _executemany: bool) -> None:
+        if _has_nul(parameters):
+            raise ValueError(f"PostgreSQL refuses NUL in text: {statement[:80]}")
+
+    event.listen(runtime(application).engine, "before_cursor_execute", check)
 
 
 def dispose(application: Flask) -> None:

@@ -37,7 +37,14 @@ from storage.claims import claim_question
 from storage.models import CHANNEL_SMS, Question, User
 from storage.questions import mark_recording_stored, record_question
 from storage.transcripts import save_transcript
-from tests.property.conftest import ErrorLog, counts, dispose, open_db, property_settings
+from tests.property.conftest import (
+    ErrorLog,
+    counts,
+    dispose,
+    open_db,
+    property_settings,
+    refuse_nul_like_postgresql,
+)
 from tests.support import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, CALLER
 from tests.workspace_support import PASSWORD, Browser, users_cli
 
@@ -227,6 +234,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
 
     folder = tmp_path_factory.mktemp("forms")
     application = create_app(property_settings(folder))
+    refuse_nul_like_postgresql(application)
     add_account(application, CONSULTANT, "consultant", CONSULTANT_PHONE)
     add_account(application, COORDINATOR, "coordinator", None)
     with open_db(application) as session:
@@ -361,7 +369,7 @@ def test_a_form_without_a_valid_csrf_token_is_400_and_writes_nothing(
     before = counts(workspace.app)
     response = post(browser, route.path.format(id=question_id), sent)
     if route.path.count("{id}") and question_id > 2**31 - 1:
-        assert response.status_code == 404
+        assert response.status_code in (400, 404)  # 400: a NUL in a field, refused first
     elif len(sent.data) > MAX_REQUEST_BYTES:
         assert response.status_code == 413
     else:
@@ -494,6 +502,7 @@ def demo_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
     from hotline.app import create_app
 
     application = create_app(property_settings(tmp_path_factory.mktemp("demo"), demo=True))
+    refuse_nul_like_postgresql(application)
     yield application
     dispose(application)
 
