@@ -21,6 +21,7 @@ on the page (consultants call back) but never written into events or logs.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import PurePosixPath
@@ -400,10 +401,15 @@ def release(question_id: int) -> ResponseReturnValue:
     return redirect(url_for("workspace.queue", released=question_id), 303)
 
 
-@bp.post("/questions/<int:question_id>/transcript")
-@auth.role_required(ROLE_CONSULTANT, ROLE_COORDINATOR)
-def correct(question_id: int) -> ResponseReturnValue:
-    """Save the corrected version of the transcript."""
+Change = Callable[[Session, Question, int, datetime], object]
+
+
+def _change(question_id: int, apply: Change) -> ResponseReturnValue | None:
+    """Apply a change to a question the user holds, in one transaction with its audit event.
+
+    None when it was made; otherwise the answer to give (409/404 when the user does not hold
+    the question, 400 when the form had a value the page does not offer).
+    """
     account = auth.current_account()
     now = utcnow()
     with unit_of_work(runtime().sessions) as db:
@@ -413,70 +419,51 @@ def correct(question_id: int) -> ResponseReturnValue:
         found = load_question(db, question_id)
         assert found is not None
         try:
-            correct_transcript(db, found, _field("corrected_text"), account.id,
-                               now, _ip())
+            apply(db, found, account.id, now)
         except InvalidChange:
             return _invalid(question_id)
-    return _saved(question_id, "transcript")
+    return None
+
+
+@bp.post("/questions/<int:question_id>/transcript")
+@auth.role_required(ROLE_CONSULTANT, ROLE_COORDINATOR)
+def correct(question_id: int) -> ResponseReturnValue:
+    """Save the corrected version of the transcript."""
+    refused = _change(question_id, lambda db, found, user_id, now: correct_transcript(
+        db, found, _field("corrected_text"), user_id, now, _ip()))
+    return refused if refused is not None else _saved(question_id, "transcript")
 
 
 @bp.post("/questions/<int:question_id>/notes")
 @auth.role_required(ROLE_CONSULTANT, ROLE_COORDINATOR)
 def note(question_id: int) -> ResponseReturnValue:
     """Add a note to the question."""
-    account = auth.current_account()
-    now = utcnow()
-    with unit_of_work(runtime().sessions) as db:
-        refused = _refusal(db, question_id, account.id, now)
-        if refused is not None:
-            return refused
-        found = load_question(db, question_id)
-        assert found is not None
-        try:
-            add_note(db, found, _field("body"), account.id, now, _ip())
-        except InvalidChange:
-            return _invalid(question_id)
-    return _saved(question_id, "notes")
+    refused = _change(question_id, lambda db, found, user_id, now: add_note(
+        db, found, _field("body"), user_id, now, _ip()))
+    return refused if refused is not None else _saved(question_id, "notes")
 
 
 @bp.post("/questions/<int:question_id>/tags")
 @auth.role_required(ROLE_CONSULTANT, ROLE_COORDINATOR)
 def tags(question_id: int) -> ResponseReturnValue:
     """Set the question's topic, region, village and urgency."""
-    account = auth.current_account()
-    now = utcnow()
-    form = request.form
-    with unit_of_work(runtime().sessions) as db:
-        refused = _refusal(db, question_id, account.id, now)
-        if refused is not None:
-            return refused
-        found = load_question(db, question_id)
-        assert found is not None
-        try:
-            set_tags(db, found, topic=_field("topic"), region=_field("region"),
-                     village=_field("village"), urgent=form.get("urgent") == "1",
-                     topics=tuple(runtime().flow.content.topics), user_id=account.id,
-                     now=now, ip=_ip())
-        except InvalidChange:
-            return _invalid(question_id)
-    return _saved(question_id, "tags")
+    refused = _change(question_id, lambda db, found, user_id, now: set_tags(
+        db, found, topic=_field("topic"), region=_field("region"), village=_field("village"),
+        urgent=request.form.get("urgent") == "1", topics=tuple(runtime().flow.content.topics),
+        user_id=user_id, now=now, ip=_ip()))
+    return refused if refused is not None else _saved(question_id, "tags")
+
+
+def _quick_close(db: Session, found: Question, user_id: int, now: datetime) -> None:
+    quick_close(db, found, _field("reason"), user_id, now, _ip())
+    end_live_attempts(db, found.id, now)  # the resident is not dialled after all
 
 
 @bp.post("/questions/<int:question_id>/close")
 @auth.role_required(ROLE_CONSULTANT, ROLE_COORDINATOR)
 def close(question_id: int) -> ResponseReturnValue:
     """Close the question without a conversation, for one of the quick-close reasons."""
-    account = auth.current_account()
-    now = utcnow()
-    with unit_of_work(runtime().sessions) as db:
-        refused = _refusal(db, question_id, account.id, now)
-        if refused is not None:
-            return refused
-        found = load_question(db, question_id)
-        assert found is not None
-        try:
-            quick_close(db, found, _field("reason"), account.id, now, _ip())
-            end_live_attempts(db, question_id, now)  # the resident is not dialled after all
-        except InvalidChange:
-            return _invalid(question_id)
+    refused = _change(question_id, _quick_close)
+    if refused is not None:
+        return refused
     return redirect(url_for("workspace.queue", closed=question_id), 303)
