@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from flask import (
     Blueprint,
     Flask,
+    Request,
     abort,
     current_app,
     redirect,
@@ -22,6 +23,7 @@ from flask import (
     session,
     url_for,
 )
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
@@ -189,6 +191,20 @@ def _csrf_failed(error: CSRFError) -> ResponseReturnValue:
                            back=url_for("workspace.queue")), 400
 
 
+class CookieSessions(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, minus the work for a request without the cookie.
+
+    Flask builds its signing serializer before it looks for the cookie; Twilio's webhooks,
+    most of the requests, never carry one (bench/webhook_throughput.py).
+    """
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        """Return a new empty session when there is no cookie, else Flask's own answer."""
+        if not request.cookies.get(self.get_cookie_name(app)):
+            return self.session_class()
+        return super().open_session(app, request)
+
+
 def init_app(app: Flask) -> None:
     """Set up logins, sessions, CSRF (webhooks exempt: Twilio signs them) and the languages."""
     from hotline import callbacks, outbound_sms, sms, voice
@@ -206,6 +222,7 @@ def init_app(app: Flask) -> None:
         # Where to go after logging in is kept in the session, not in the login URL.
         USE_SESSION_FOR_NEXT=True,
     )
+    app.session_interface = CookieSessions()
     i18n.init_app(app)
     csrf.init_app(app)
     for webhooks in (voice.bp, sms.bp, outbound_sms.bp, callbacks.hooks):

@@ -82,6 +82,9 @@ def current_language() -> str:
 
 
 def _remember_language(response: Response) -> Response:
+    # Only pages opened with ?lang= (the switcher's links): a webhook's lang is a caller's.
+    if request.method != "GET":
+        return response
     asked = request.args.get("lang")
     if asked in LANGUAGES and request.cookies.get(LANGUAGE_COOKIE) != asked:
         response.set_cookie(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -12,6 +12,7 @@ from flows.engine import Flow
 from flows.sms import SmsDialogue
 from hotline.config import Settings
 from hotline.prompts import PromptLibrary
+from hotline.twiml import RenderedDocuments
 from speech.models import registry_from_folder
 from speech.transcriber import Transcriber
 from storage.audio_store import AudioStore, open_audio_store
@@ -31,6 +32,8 @@ class Runtime:
     sms: SmsDialogue
     # Recordings' audio: the audio folder or the database, as HOTLINE_AUDIO_STORE says.
     audio: AudioStore
+    # TwiML documents the voice webhooks answered lately (most calls hear the same few).
+    documents: RenderedDocuments = field(default_factory=RenderedDocuments)
 
 
 def build_runtime(settings: Settings) -> Runtime:

@@ -36,6 +36,11 @@ def public_url() -> str:
     return request.url
 
 
+def url_base() -> str:
+    """Return what the absolute URLs external_url makes begin with, for this request."""
+    return runtime().settings.public_base_url or request.host_url
+
+
 def external_url(endpoint: str, **params: Any) -> str:
     """Return an absolute URL for Twilio to call next (on the public base URL when set)."""
     base = runtime().settings.public_base_url

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Hashable
 
+from cachetools import TTLCache
 from twilio.twiml.voice_response import Gather, Record, VoiceResponse
 
 from flows.engine import Prompt, Screen
@@ -18,6 +21,42 @@ MAX_RECORDING_SECONDS = 120
 RECORDING_SILENCE_SECONDS = 10
 
 PromptUrl = Callable[[Prompt], str | None]
+# How long a rendered document is reused: a prompt recorded or rendered meanwhile is played
+# from then on (before, the document still says it with <Say>, or plays the older file).
+RENDERED_SECONDS = 60.0
+
+
+class RenderedDocuments:
+    """TwiML documents already rendered, by what they depend on, for RENDERED_SECONDS.
+
+    A menu's document depends only on the screen (node, language, tries, topic, prompts), the
+    URLs it carries and which prompt audio files exist; most webhooks answer one of a few
+    hundred such documents. Building one (twilio's VoiceResponse, ElementTree, a file lookup
+    per prompt, url_for per URL) cost about as much as the database work of the request
+    (bench/webhook_throughput.py).
+    """
+
+    def __init__(self, seconds: float = RENDERED_SECONDS, size: int = 2048,
+                 timer: Callable[[], float] = time.monotonic) -> None:
+        self._documents: TTLCache[Hashable, str] = TTLCache(maxsize=size, ttl=seconds,
+                                                            timer=timer)
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, render: Callable[[], str]) -> str:
+        """Return the document for key, rendering it with render() when it is not at hand."""
+        with self._lock:
+            document = self._documents.get(key)
+        if document is None:
+            # Rendered outside the lock: two threads may both render it, and that is harmless.
+            document = render()
+            with self._lock:
+                self._documents[key] = document
+        return document
+
+    def clear(self) -> None:
+        """Forget every document (after prompt audio changed, say)."""
+        with self._lock:
+            self._documents.clear()
 
 
 def _speak(parent: VoiceResponse | Gather, prompt: Prompt, audio_url: PromptUrl,

@@ -18,6 +18,7 @@ from hotline.twilio_glue import (
     form_sid,
     runtime,
     twilio_webhook,
+    url_base,
 )
 from hotline.twiml import render_prompts_then, render_screen
 from storage import calls, questions
@@ -71,14 +72,20 @@ def _errors_arg() -> int:
 def _render(screen: Screen, errors: int = 0) -> Response:
     """Render screen; errors > 0 (right after an apology) rides along to the next key press."""
     params = {"lang": screen.language, "topic": screen.topic, "err": errors or None}
-    return _twiml(render_screen(
-        screen,
-        action_url=external_url("voice.menu", node=screen.node, tries=screen.tries, **params),
-        recorded_url=external_url("voice.recorded", **params),
-        recording_status_url=external_url("voice.recording_status", **params),
-        audio_url=_prompt_url,
-        settings=runtime().settings,
-    ))
+
+    def render() -> str:
+        return render_screen(
+            screen,
+            action_url=external_url("voice.menu", node=screen.node, tries=screen.tries,
+                                    **params),
+            recorded_url=external_url("voice.recorded", **params),
+            recording_status_url=external_url("voice.recording_status", **params),
+            audio_url=_prompt_url,
+            settings=runtime().settings,
+        )
+
+    # The URLs are absolute: the same screen reached through another host name differs.
+    return _twiml(runtime().documents.get((screen, errors, url_base()), render))
 
 
 @bp.post("/incoming")
@@ -87,13 +94,14 @@ def incoming() -> Response:
     """Answer a new call: returning callers hear their language, new ones choose one."""
     call_sid = form_sid("CallSid", CALL_SID)
     rt = runtime()
-    with unit_of_work(rt.sessions) as session:
-        call = calls.start_call(
+    # Not durable (storage.db.unit_of_work): a power cut may lose this row, a crash may not;
+    # the caller's question, stored durably later in the call, makes it durable too.
+    with unit_of_work(rt.sessions, durable=False) as session:
+        language = calls.answer_call(
             session, call_sid=call_sid, from_number=_phone_field("From"),
             to_number=_phone_field("To"), now=_now(),
             region=rt.settings.default_region,
         )
-        language = call.caller.language if call.caller else None
     return _render(rt.flow.start(language))
 
 
@@ -113,12 +121,10 @@ def menu() -> Response:
         # A URL from before a content change (or a forged one): back to the main menu.
         log.warning("unknown menu node %r", node[:64])
         screen = rt.flow.show(MAIN, _language_arg())
-    with unit_of_work(rt.sessions) as session:
+    with unit_of_work(rt.sessions, durable=False) as session:  # as in incoming()
         calls.record_keys(session, call_sid, node, digits, _now())
         if screen.remember_language:
-            call = calls.get_call(session, call_sid)
-            if call is not None and call.caller is not None:
-                calls.set_caller_language(session, call.caller, screen.remember_language)
+            calls.remember_language(session, call_sid, screen.remember_language)
     return _render(screen)
 
 

@@ -2,42 +2,33 @@
 
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
+from typing import cast
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Table, bindparam, case, func, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import ReturningInsert
 
 from storage.models import CALL_FINAL_STATUSES, CALL_IN_PROGRESS, Call, Caller
 from storage.phones import normalise_phone
-from storage.utc import ensure_utc
+from storage.utc import UTCDateTime, ensure_utc
 
 _E164 = re.compile(r"\+[1-9]\d{1,14}")
-
-
-def _find_caller(session: Session, phone: str) -> Caller | None:
-    return session.scalars(select(Caller).where(Caller.phone == phone)).one_or_none()
 
 
 def touch_caller(session: Session, phone: str, now: datetime) -> Caller:
     """Return the caller with this E.164 phone, creating it, and note that they were seen now."""
     if not _E164.fullmatch(phone):
         raise ValueError(f"not an E.164 phone number: {phone!r} (use normalise_phone first)")
-    caller = _find_caller(session, phone)
-    if caller is None:
-        candidate = Caller(phone=phone, first_seen=now, last_seen=now)
-        try:
-            # The savepoint keeps the session usable if a concurrent request inserted it first.
-            with session.begin_nested():
-                session.add(candidate)
-            return candidate
-        except IntegrityError:
-            caller = _find_caller(session, phone)
-            if caller is None:
-                raise
-    if ensure_utc(now) > caller.last_seen:
-        caller.last_seen = now
+    caller_id, _language = _upsert_caller(session, phone, now)
+    # populate_existing: the upsert went around the ORM; a Caller this session holds is re-read.
+    caller = session.get(Caller, caller_id, populate_existing=True)
+    assert caller is not None  # the upsert returned its id in this transaction
     return caller
 
 
@@ -47,51 +38,89 @@ def set_caller_language(session: Session, caller: Caller, language: str) -> None
     session.flush()
 
 
-def _caller_for_number(
-    session: Session, from_number: str, now: datetime, region: str
-) -> Caller | None:
-    phone = normalise_phone(from_number, region)
-    return touch_caller(session, phone, now) if phone else None
-
-
 def get_call(session: Session, call_sid: str) -> Call | None:
     """Return the call with this CallSid, or None."""
     return session.scalars(select(Call).where(Call.call_sid == call_sid)).one_or_none()
 
 
-def _get_or_create_call(
-    session: Session, call_sid: str, from_number: str, to_number: str, now: datetime, region: str
-) -> Call:
-    call = get_call(session, call_sid)
-    if call is None:
-        caller = _caller_for_number(session, from_number, now, region)
-        candidate = Call(
-            call_sid=call_sid,
-            caller_id=caller.id if caller else None,
-            from_number=from_number,
-            to_number=to_number,
-            status=CALL_IN_PROGRESS,
-            started_at=now,
-            keys=[],
-        )
-        try:
-            with session.begin_nested():
-                session.add(candidate)
-            return candidate
-        except IntegrityError:
-            call = get_call(session, call_sid)
-            if call is None:
-                raise
-    # The row may have been made by a status callback that knew less than this request.
-    if not call.from_number and from_number:
-        call.from_number = from_number
-    if not call.to_number and to_number:
-        call.to_number = to_number
-    if call.caller_id is None:
-        caller = _caller_for_number(session, call.from_number, now, region)
-        if caller is not None:
-            call.caller_id = caller.id
-    return call
+@dataclass(frozen=True)
+class _Upserts:
+    """The two statements of every incoming call, built once per dialect (see _upserts)."""
+
+    caller: ReturningInsert[int, str | None]
+    call: postgresql.Insert | sqlite.Insert
+
+
+@cache
+def _upserts(dialect: str) -> _Upserts:
+    """Build the caller and call upserts for the dialect (INSERT ... ON CONFLICT DO UPDATE).
+
+    Built once, with bound parameters: building them (the EXCLUDED alias and its columns) cost
+    more than running them.
+    """
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    callers, calls = cast(Table, Caller.__table__), cast(Table, Call.__table__)
+    now = bindparam("now", type_=UTCDateTime())
+    caller = insert(callers).values(
+        phone=bindparam("phone"), first_seen=now, last_seen=now, sms_opted_out=False,
+        sms_awaiting_question=False)
+    call = insert(calls).values(
+        call_sid=bindparam("call_sid"), caller_id=bindparam("caller_id"),
+        from_number=bindparam("from_number"), to_number=bindparam("to_number"),
+        status=CALL_IN_PROGRESS, started_at=now, keys=bindparam("keys", type_=calls.c["keys"].type))
+    return _Upserts(
+        caller=caller.on_conflict_do_update(
+            index_elements=[callers.c.phone],
+            # A late request (a retry, an out-of-order status callback) never moves it back.
+            set_={"last_seen": case((caller.excluded.last_seen > callers.c.last_seen,
+                                     caller.excluded.last_seen), else_=callers.c.last_seen)},
+        ).returning(callers.c.id, callers.c.language),
+        # A row made earlier by a status callback that knew less is filled in.
+        call=call.on_conflict_do_update(
+            index_elements=[calls.c.call_sid],
+            set_={
+                "from_number": case((calls.c.from_number == "", call.excluded.from_number),
+                                    else_=calls.c.from_number),
+                "to_number": case((calls.c.to_number == "", call.excluded.to_number),
+                                  else_=calls.c.to_number),
+                "caller_id": func.coalesce(calls.c.caller_id, call.excluded.caller_id),
+            },
+        ),
+    )
+
+
+def _upsert_caller(session: Session, phone: str, now: datetime) -> tuple[int, str | None]:
+    """Insert the caller, or note that they were seen now; return (id, language).
+
+    One statement (INSERT ... ON CONFLICT DO UPDATE ... RETURNING): the unique phone column
+    settles a race between two requests.
+    """
+    statement = _upserts(session.get_bind().dialect.name).caller
+    caller_id, language = session.execute(statement, {"phone": phone, "now": now}).one()
+    return caller_id, language
+
+
+def answer_call(
+    session: Session,
+    *,
+    call_sid: str,
+    from_number: str,
+    to_number: str,
+    now: datetime,
+    region: str = "KZ",
+) -> str | None:
+    """Record a call (once per CallSid) and its caller; return the caller's remembered language.
+
+    A row made earlier by a status callback that knew less is filled in (numbers, caller), and
+    its start time and status are kept. Two statements, no ORM objects: this is the path of
+    every incoming call (bench/webhook_throughput.py).
+    """
+    phone = normalise_phone(from_number, region)
+    caller_id, language = _upsert_caller(session, phone, now) if phone else (None, None)
+    session.execute(_upserts(session.get_bind().dialect.name).call, {
+        "call_sid": call_sid, "caller_id": caller_id, "from_number": from_number,
+        "to_number": to_number, "now": now, "keys": []})
+    return language
 
 
 def start_call(
@@ -104,21 +133,49 @@ def start_call(
     region: str = "KZ",
 ) -> Call:
     """Record an incoming call, or return the one already recorded under this CallSid."""
-    call = _get_or_create_call(session, call_sid, from_number, to_number, now, region)
-    session.flush()
-    return call
+    answer_call(session, call_sid=call_sid, from_number=from_number, to_number=to_number,
+                now=now, region=region)
+    return _load_call(session, call_sid)
+
+
+def _load_call(session: Session, call_sid: str) -> Call:
+    # populate_existing: the upsert went around the ORM; a Call this session holds is re-read.
+    return session.scalars(
+        select(Call).where(Call.call_sid == call_sid).execution_options(populate_existing=True)
+    ).one()
+
+
+# Append one entry to the JSON list of keys, in SQL: no read of the row, one statement.
+_APPEND_KEYS = {
+    "sqlite": text(
+        "UPDATE calls SET keys = json_insert(coalesce(keys, '[]'), '$[#]', json(:entry)), "
+        "last_node = :node WHERE call_sid = :call_sid"),
+    "postgresql": text(
+        "UPDATE calls SET keys = (coalesce(keys::jsonb, '[]'::jsonb) "
+        "|| jsonb_build_array(CAST(:entry AS jsonb)))::json, "
+        "last_node = :node WHERE call_sid = :call_sid"),
+}
 
 
 def record_keys(session: Session, call_sid: str, node: str, digits: str, now: datetime) -> None:
-    """Append the keys pressed at a menu node to the call's history."""
-    call = get_call(session, call_sid)
-    if call is None:
-        return
+    """Append the keys pressed at a menu node to the call's history (nothing if no such call)."""
     entry = {"node": node, "digits": digits, "at": ensure_utc(now).isoformat()}
-    # A new list, so the ORM sees the change (the JSON column does not track mutation).
-    call.keys = [*call.keys, entry]
-    call.last_node = node
-    session.flush()
+    session.execute(_APPEND_KEYS[session.get_bind().dialect.name],
+                    {"entry": json.dumps(entry), "node": node, "call_sid": call_sid})
+
+
+_callers, _calls = cast(Table, Caller.__table__), cast(Table, Call.__table__)
+# On the tables, not the classes (an ORM UPDATE costs a bulk-update plan each time), and built
+# once, like _upserts.
+_REMEMBER_LANGUAGE = update(_callers).where(
+    _callers.c.id == select(_calls.c.caller_id)
+    .where(_calls.c.call_sid == bindparam("call_sid")).scalar_subquery()
+).values(language=bindparam("language"))
+
+
+def remember_language(session: Session, call_sid: str, language: str) -> None:
+    """Remember the language chosen on this call for its caller (nothing for an unknown one)."""
+    session.execute(_REMEMBER_LANGUAGE, {"call_sid": call_sid, "language": language})
 
 
 def update_call_status(
@@ -133,7 +190,9 @@ def update_call_status(
     region: str = "KZ",
 ) -> Call:
     """Record Twilio's status for a call, creating the call if this is the first we hear of it."""
-    call = _get_or_create_call(session, call_sid, from_number, to_number, now, region)
+    answer_call(session, call_sid=call_sid, from_number=from_number, to_number=to_number,
+                now=now, region=region)
+    call = _load_call(session, call_sid)
     final = status in CALL_FINAL_STATUSES
     # Status callbacks can arrive out of order: a late "ringing" must not reopen an ended call.
     if final or call.ended_at is None:

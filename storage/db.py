@@ -16,6 +16,9 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# An execution option, read when a transaction begins: False lets its commit return before the
+# disk has it (see unit_of_work).
+DURABLE = "hotline_durable"
 # Below Twilio's 15 s webhook timeout, so a request waiting for the lock still answers in time.
 SQLITE_BUSY_TIMEOUT_MS = 5_000
 
@@ -41,7 +44,15 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         return _make_sqlite_engine(parsed)
     if parsed.get_backend_name() == "postgresql":
-        return create_engine(parsed, pool_pre_ping=True, hide_parameters=True)
+        engine = create_engine(parsed, pool_pre_ping=True, hide_parameters=True)
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(connection: Any) -> None:
+            if not connection.get_execution_options().get(DURABLE, True):
+                # Only this transaction's commit: its WAL record is flushed a moment later.
+                connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+
+        return engine
     return create_engine(parsed, hide_parameters=True)
 
 
@@ -69,6 +80,13 @@ def _make_sqlite_engine(url: URL) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
+        # FULL: the commit syncs the write-ahead log to disk; NORMAL: it does not, and a power
+        # cut may lose it (never the database). SQLite refuses the change inside a transaction.
+        level = "FULL" if connection.get_execution_options().get(DURABLE, True) else "NORMAL"
+        info = connection.connection.info
+        if info.get("synchronous") != level:
+            connection.exec_driver_sql(f"PRAGMA synchronous = {level}")
+            info["synchronous"] = level
         # IMMEDIATE takes the write lock up front and waits for it (busy_timeout). A deferred
         # transaction that reads and then writes gets "database is locked" at once, without
         # waiting, whenever another writer committed in between.
@@ -83,10 +101,19 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 @contextmanager
-def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """Yield a session, commit it on success, roll it back on error, and always close it."""
+def unit_of_work(factory: sessionmaker[Session], *, durable: bool = True) -> Iterator[Session]:
+    """Yield a session, commit it on success, roll it back on error, and always close it.
+
+    durable=False is for what may be lost in a power cut (not in a crash of the process): the
+    call and key-press records of the voice menus. Its commit returns without waiting for the
+    disk: SQLite's synchronous=NORMAL in WAL mode, PostgreSQL's synchronous_commit=off, for
+    that transaction only. The database stays consistent, and the next durable commit (a
+    question) makes everything before it durable too, as both logs are written in order.
+    """
     session = factory()
     try:
+        if not durable:
+            session.connection(execution_options={DURABLE: False})
         yield session
         session.commit()
     except BaseException:

@@ -17,8 +17,10 @@ from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
 
 from storage import questions as questions_module
 from storage.calls import (
+    answer_call,
     get_call,
     record_keys,
+    remember_language,
     set_caller_language,
     start_call,
     touch_caller,
@@ -138,6 +140,43 @@ class MeetAfterFirstLookup:
 
     def check(self, factory: sessionmaker[Session]) -> None:
         """Assert that on PostgreSQL both sessions really looked before either inserted."""
+        if factory.kw["bind"].dialect.name != "sqlite":
+            assert len(self.met) == 2
+
+
+class MeetBeforeFirstInsert:
+    """Hold each session before its first INSERT into table until both are there: a real race.
+
+    Callers and calls are upserts (INSERT ... ON CONFLICT): both sessions send theirs at the
+    same moment, and the unique constraint makes one wait for the other's commit.
+    """
+
+    def __init__(self, table: str) -> None:
+        self.table = table
+        self.met: list[bool] = []
+
+    def __call__(self, session: Session, barrier: threading.Barrier) -> None:
+        """Prepare one thread's session."""
+        if session.get_bind().dialect.name == "sqlite":
+            # SQLite writers take the lock at BEGIN, so two cannot both be in a transaction;
+            # they meet before starting instead, and the database serialises them.
+            barrier.wait()
+            return
+        seen = False
+
+        @event.listens_for(session, "do_orm_execute")
+        def meet(state: ORMExecuteState) -> Any:
+            nonlocal seen
+            table = getattr(state.statement, "table", None)
+            if seen or not state.is_insert or getattr(table, "name", None) != self.table:
+                return None
+            seen = True
+            barrier.wait()
+            self.met.append(True)
+            return None
+
+    def check(self, factory: sessionmaker[Session]) -> None:
+        """Assert that on PostgreSQL both sessions reached their INSERT before either sent it."""
         if factory.kw["bind"].dialect.name != "sqlite":
             assert len(self.met) == 2
 
@@ -304,7 +343,7 @@ def test_touch_caller_and_language(session_factory: sessionmaker[Session]) -> No
 
 
 def test_touch_caller_concurrently_creates_one(session_factory: sessionmaker[Session]) -> None:
-    race = MeetAfterFirstLookup(Caller)
+    race = MeetBeforeFirstInsert("callers")
     results = _in_two_threads(
         session_factory,
         lambda session: touch_caller(session, "+77011234567", NOW).id,
@@ -355,13 +394,19 @@ def test_start_call_is_idempotent(session_factory: sessionmaker[Session]) -> Non
         assert get_call(session, "CA-unknown") is None
 
 
-def test_start_call_concurrently_creates_one(session_factory: sessionmaker[Session]) -> None:
-    race = MeetAfterFirstLookup(Call)
+@pytest.mark.parametrize(("from_number", "first_table", "callers"), [
+    ("87011234567", "callers", 1),  # the caller's row is the first write, then the call's
+    ("anonymous", "calls", 0),  # no caller: the two calls' INSERTs race each other
+])
+def test_start_call_concurrently_creates_one(session_factory: sessionmaker[Session],
+                                             from_number: str, first_table: str,
+                                             callers: int) -> None:
+    race = MeetBeforeFirstInsert(first_table)
     results = _in_two_threads(
         session_factory,
         lambda session: (
             start_call(
-                session, call_sid="CA1", from_number="87011234567", to_number=HOTLINE, now=NOW
+                session, call_sid="CA1", from_number=from_number, to_number=HOTLINE, now=NOW
             ).id
         ),
         prepare=race,
@@ -369,7 +414,7 @@ def test_start_call_concurrently_creates_one(session_factory: sessionmaker[Sessi
     race.check(session_factory)
     assert results[0] == results[1]
     with session_factory() as session:
-        assert (_count(session, Call), _count(session, Caller)) == (1, 1)
+        assert (_count(session, Call), _count(session, Caller)) == (1, callers)
 
 
 def test_update_call_status_before_start_call(session_factory: sessionmaker[Session]) -> None:
@@ -430,6 +475,63 @@ def test_record_keys_keeps_order(session_factory: sessionmaker[Session]) -> None
         ]
         assert call.last_node == "main"
         assert _count(session, Call) == 1
+
+
+def test_remember_language_sets_the_caller_of_the_call(
+        session_factory: sessionmaker[Session]) -> None:
+    with unit_of_work(session_factory) as session:
+        start_call(session, call_sid="CA1", from_number="87011234567", to_number=HOTLINE, now=NOW)
+        start_call(session, call_sid="CA2", from_number="anonymous", to_number=HOTLINE, now=NOW)
+        start_call(session, call_sid="CA3", from_number="87011234568", to_number=HOTLINE, now=NOW)
+    with unit_of_work(session_factory) as session:
+        remember_language(session, "CA1", "kk")
+        remember_language(session, "CA2", "ru")  # no caller: nothing to remember
+        remember_language(session, "CA-unknown", "ru")
+    with session_factory() as session:
+        languages = {phone: language for phone, language in
+                     session.execute(select(Caller.phone, Caller.language))}
+        assert languages == {"+77011234567": "kk", "+77011234568": None}
+    with unit_of_work(session_factory) as session:
+        # The next call of the same caller hears it; a retried webhook changes nothing.
+        assert answer_call(session, call_sid="CA4", from_number="+77011234567",
+                           to_number=HOTLINE, now=NOW + timedelta(days=1)) == "kk"
+        assert answer_call(session, call_sid="CA4", from_number="+77011234567",
+                           to_number=HOTLINE, now=NOW + timedelta(days=1)) == "kk"
+        assert answer_call(session, call_sid="CA5", from_number="anonymous",
+                           to_number=HOTLINE, now=NOW) is None
+    with session_factory() as session:
+        assert _count(session, Call) == 5
+
+
+def _commit_setting(session: Session) -> str:
+    """What the database does at this transaction's commit: wait for the disk or not."""
+    if session.get_bind().dialect.name == "sqlite":
+        return {1: "no wait", 2: "wait"}[session.execute(text("PRAGMA synchronous")).scalar_one()]
+    return {"off": "no wait", "on": "wait"}[
+        session.execute(text("SHOW synchronous_commit")).scalar_one()]
+
+
+def test_a_unit_of_work_that_need_not_be_durable_commits_without_waiting_for_the_disk(
+        session_factory: sessionmaker[Session]) -> None:
+    seen = []
+    with unit_of_work(session_factory, durable=False) as session:
+        seen.append(_commit_setting(session))
+        start_call(session, call_sid="CA1", from_number="87011234567", to_number=HOTLINE, now=NOW)
+    # The pool hands out the same connection again: durable is the default once more.
+    with unit_of_work(session_factory) as session:
+        seen.append(_commit_setting(session))
+        record_keys(session, "CA1", "language", "2", NOW)
+    with unit_of_work(session_factory, durable=False) as session:
+        seen.append(_commit_setting(session))
+    assert seen == ["no wait", "wait", "no wait"]
+    with session_factory() as session:
+        call = get_call(session, "CA1")
+        assert call is not None and call.keys[0]["digits"] == "2"
+    with pytest.raises(RuntimeError), unit_of_work(session_factory, durable=False) as session:
+        start_call(session, call_sid="CA2", from_number="", to_number=HOTLINE, now=NOW)
+        raise RuntimeError("the request failed")
+    with session_factory() as session:
+        assert get_call(session, "CA2") is None
 
 
 # --- questions and recordings -----------------------------------------------------------------

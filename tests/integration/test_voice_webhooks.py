@@ -9,6 +9,7 @@ from flask import Flask
 from sqlalchemy import select
 
 from hotline.config import Settings
+from hotline.twiml import RENDERED_SECONDS, RenderedDocuments
 from storage.models import Call, Caller
 from tests.support import (
     BASE_URL,
@@ -284,3 +285,40 @@ def test_a_second_failure_says_goodbye_instead_of_looping(app: Flask, twilio: Tw
     assert root.find("Hangup") is not None
     # The caller is told to call again later, not cut off in silence.
     assert spoken(root) == [runtime(app).flow.prompt("kk", "error.later").text]
+
+
+def test_the_same_screen_reached_by_another_host_name_gets_that_host_in_its_urls(
+        twilio: Twilio) -> None:
+    for base in ("http://hotline-a.example", "http://hotline-b.example:8080"):
+        root = twiml(twilio.post("/voice/incoming", call_form(), base_url=base))
+        gather = root.find("Gather")
+        assert gather is not None and gather.get("action", "").startswith(f"{base}/voice/menu?")
+
+
+def test_a_prompt_recorded_later_is_played_once_the_rendered_document_expires(
+        app: Flask, twilio: Twilio, settings: Settings, question_wav) -> None:
+    clock = [0.0]
+    runtime(app).documents = RenderedDocuments(timer=lambda: clock[0])
+    prompt = runtime(app).flow.start(None).prompts[0]
+    recording = runtime(app).prompts.recorded_path(prompt)
+    before = twiml(twilio.post("/voice/incoming", call_form()))
+    assert not any((play.text or "").endswith(recording.name) for play in before.iter("Play"))
+    recording.parent.mkdir(parents=True, exist_ok=True)
+    recording.write_bytes(question_wav.read_bytes())
+
+    clock[0] += RENDERED_SECONDS - 1  # the document rendered a moment ago is answered again
+    again = twiml(twilio.post("/voice/incoming", call_form()))
+    assert [el.tag for el in again.iter()] == [el.tag for el in before.iter()]
+    clock[0] += 2
+    after = twiml(twilio.post("/voice/incoming", call_form()))
+    played = [play.text or "" for play in after.iter("Play")]
+    assert any(url.endswith(f"/voice/prompts/{prompt.language}/{recording.name}")
+               for url in played), played
+
+
+@pytest.mark.parametrize("path", ["/voice/incoming", "/voice/menu?node=language&tries=0",
+                                  "/voice/menu?node=main&lang=ru&tries=0"])
+def test_webhook_answers_set_no_cookie(twilio: Twilio, path: str) -> None:
+    response = twilio.post(path, call_form(Digits="2"))
+    twiml(response)
+    assert "Set-Cookie" not in response.headers
