@@ -1,8 +1,14 @@
-"""Background jobs (Huey): SqliteHuey in the data folder by default, RedisHuey with REDIS_URL.
+"""Background jobs (Huey): SqliteHuey in the data folder by default, Redis with REDIS_URL.
 
 The database, not the queue, is the source of truth: a job only moves a row forward, so running
 it twice is harmless, and the sweep re-enqueues whatever a lost message or a killed worker left
 behind (at worker start-up and every minute).
+
+Jobs have priorities: an SMS first (a resident or a consultant waits for it), then recording
+downloads (a consultant cannot listen before, and the audio is safe only once it is here), then
+transcriptions, which take seconds each and pile up on a busy day. Without them, questions
+recorded during a rush waited for every earlier transcription before their audio was fetched
+(bench/README.md, load figures).
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
-from huey import Huey, RedisHuey, SqliteHuey, crontab
+from huey import Huey, PriorityRedisHuey, SqliteHuey, crontab
 from huey.exceptions import RetryTask
 
 from hotline.cli_retention import run_retention
@@ -25,11 +31,17 @@ from storage.models import DOWNLOAD_STORED, TRANSCRIPTION_PENDING, TRANSCRIPTION
 
 log = logging.getLogger(__name__)
 
+# Higher runs first (both SqliteHuey and PriorityRedisHuey order by it).
+SMS_PRIORITY = 20
+DOWNLOAD_PRIORITY = 10
+TRANSCRIPTION_PRIORITY = 0
+
 
 def make_huey(settings: Settings) -> Huey:
     """Return the queue the settings ask for."""
     if settings.redis_url:
-        return RedisHuey(settings.queue_name, url=settings.redis_url)
+        # Redis's sorted set keeps the priorities (plain RedisHuey's list cannot; Redis >= 5).
+        return PriorityRedisHuey(settings.queue_name, url=settings.redis_url)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return SqliteHuey(settings.queue_name, filename=str(settings.jobs_file))
 
@@ -52,7 +64,7 @@ def current_runtime() -> Runtime:
     return _runtime
 
 
-@huey.task(retries=3, retry_delay=60)  # type: ignore[untyped-decorator]
+@huey.task(retries=3, retry_delay=60, priority=DOWNLOAD_PRIORITY)  # type: ignore[untyped-decorator]
 def download_recording_job(recording_id: int) -> str:
     """Download one recorded question, then queue its transcription."""
     runtime = current_runtime()
@@ -66,7 +78,7 @@ def download_recording_job(recording_id: int) -> str:
     return state
 
 
-@huey.task()  # type: ignore[untyped-decorator]
+@huey.task(priority=TRANSCRIPTION_PRIORITY)  # type: ignore[untyped-decorator]
 def transcribe_question_job(question_id: int) -> str:
     """Transcribe one question; passing failures come back later with a growing delay."""
     try:
@@ -75,7 +87,7 @@ def transcribe_question_job(question_id: int) -> str:
         raise RetryTask(str(exc), delay=exc.delay) from exc
 
 
-@huey.task(retries=5, retry_delay=60)  # type: ignore[untyped-decorator]
+@huey.task(retries=5, retry_delay=60, priority=SMS_PRIORITY)  # type: ignore[untyped-decorator]
 def send_sms_job(message_id: int) -> str:
     """Send one queued SMS; on SmsRetry (Twilio 5xx or 429, network) Huey tries again later."""
     return send_sms(current_runtime(), message_id)
@@ -109,9 +121,27 @@ def sweep_job() -> tuple[int, int]:
     return sweep(current_runtime())
 
 
+def drop_unordered_queue(queue: Huey) -> bool:
+    """Delete a Redis queue left as a plain list by RedisHuey (before priorities); say if so.
+
+    PriorityRedisHuey keeps the queue under the same key as a sorted set and cannot read the
+    list. Nothing is lost with it: the sweep that follows re-enqueues, from the database, every
+    download, transcription and SMS still to do (the database, not the queue, knows).
+    """
+    storage = queue.storage
+    connection = getattr(storage, "conn", None)
+    if connection is None or connection.type(storage.queue_key) != b"list":
+        return False
+    connection.delete(storage.queue_key)
+    log.warning("dropped the unordered job queue %s; the sweep re-enqueues its work",
+                storage.queue_key)
+    return True
+
+
 @huey.on_startup()  # type: ignore[untyped-decorator]
 def sweep_at_start() -> None:
     """When a worker starts, recover at once rather than after the first minute."""
+    drop_unordered_queue(huey)
     sweep(current_runtime())
 
 

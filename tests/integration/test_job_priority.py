@@ -1,0 +1,93 @@
+"""Job priorities on the real queues: SqliteHuey (a file) and PriorityRedisHuey (Redis).
+
+The jobs are enqueued as the app enqueues them (the task objects of hotline.jobs, with their
+priorities) into a queue built by `make_huey` for the backend, and read back raw from its
+storage: the order the workers would take them in.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from huey import Huey, RedisHuey
+
+from hotline import jobs
+from hotline.config import Settings
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+JOBS = (jobs.download_recording_job, jobs.transcribe_question_job, jobs.send_sms_job)
+
+
+def make_queue(tmp_path: Path, name: str, redis_url: str | None) -> Huey:
+    """The queue make_huey builds for these settings, knowing the app's jobs (as a worker does,
+    by importing hotline.jobs; here the app's own queue is the one of the environment)."""
+    queue = jobs.make_huey(Settings.from_env({}).override(
+        data_dir=tmp_path, queue_name=name, redis_url=redis_url))
+    for job in JOBS:
+        queue._registry.register(job.task_class)
+    return queue
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Huey]:
+    """An empty queue of each kind the settings can ask for."""
+    name = f"hotlinepriority{uuid.uuid4().hex[:8]}"  # no dashes: Huey drops them from Redis keys
+    redis_url = REDIS_URL if request.param == "redis" else None
+    queue = make_queue(tmp_path, name, redis_url)
+    try:
+        yield queue
+    finally:
+        queue.storage.flush_all()
+
+
+def taken_in_order(queue: Huey) -> list[tuple[str, tuple[int, ...]]]:
+    """Dequeue every message, raw, as a worker would take them: (job name, arguments)."""
+    taken = []
+    while (data := queue.storage.dequeue()) is not None:
+        message = queue.serializer.deserialize(data)
+        taken.append((message.name.rsplit(".", 1)[-1], tuple(message.args)))
+    return taken
+
+
+def test_sms_then_downloads_then_transcriptions_whatever_came_first(queue: Huey) -> None:
+    for question_id in (1, 2, 3):
+        queue.enqueue(jobs.transcribe_question_job.s(question_id))
+    queue.enqueue(jobs.download_recording_job.s(10))
+    queue.enqueue(jobs.transcribe_question_job.s(4))
+    queue.enqueue(jobs.send_sms_job.s(100))
+    queue.enqueue(jobs.download_recording_job.s(11))
+    assert taken_in_order(queue) == [
+        ("send_sms_job", (100,)),
+        ("download_recording_job", (10,)),  # within a priority: first come, first served
+        ("download_recording_job", (11,)),
+        ("transcribe_question_job", (1,)),
+        ("transcribe_question_job", (2,)),
+        ("transcribe_question_job", (3,)),
+        ("transcribe_question_job", (4,)),
+    ]
+
+
+@pytest.mark.redis
+def test_an_unordered_redis_queue_from_before_is_dropped_once(tmp_path: Path) -> None:
+    name = f"hotlinelegacy{uuid.uuid4().hex[:8]}"
+    legacy = RedisHuey(name, url=REDIS_URL)  # what REDIS_URL gave before priorities
+    legacy._registry.register(jobs.transcribe_question_job.task_class)
+    legacy.enqueue(jobs.transcribe_question_job.s(1))
+    queue = make_queue(tmp_path, name, REDIS_URL)
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        assert client.type(queue.storage.queue_key) == b"list"
+        with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+            queue.enqueue(jobs.download_recording_job.s(10))
+        assert jobs.drop_unordered_queue(queue)
+        assert not jobs.drop_unordered_queue(queue)  # the next worker to start finds it done
+        queue.enqueue(jobs.download_recording_job.s(10))
+        assert client.type(queue.storage.queue_key) == b"zset"
+        assert taken_in_order(queue) == [("download_recording_job", (10,))]
+    finally:
+        legacy.storage.flush_all()
+        queue.storage.flush_all()
