@@ -604,7 +604,7 @@ def report(opts: Options, stats: Stats, load_time: float, at_end: Check, final: 
     non2xx = {k: n for k, n in stats.statuses.items() if not 200 <= k[1] < 300}
     five = sum(n for (_, code), n in non2xx.items() if code >= 500)
     slow = sum(1 for x in everything if x > TWILIO_TIMEOUT)
-    backend_name = ("PostgreSQL + RedisHuey" if opts.kind == "postgres"
+    backend_name = ("PostgreSQL + PriorityRedisHuey" if opts.kind == "postgres"
                     else "SQLite (WAL) + SqliteHuey")
     say(f"== {backend_name}: {opts.calls} concurrent calls for {opts.duration:.0f} s "
         f"(gunicorn {opts.web_workers} workers x {opts.web_threads} threads; "
@@ -672,7 +672,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", choices=("postgres", "sqlite"), default="postgres",
-                        help="postgres: PostgreSQL + RedisHuey; sqlite: SQLite + SqliteHuey")
+                        help="postgres: PostgreSQL + PriorityRedisHuey; "
+                             "sqlite: SQLite + SqliteHuey")
     parser.add_argument("--calls", default="200",
                         help="concurrent calls; a comma list runs each level on a fresh set-up "
                              "(e.g. 25,50,100)")

@@ -36,13 +36,20 @@ log = logging.getLogger(__name__)
 SMS_PRIORITY = 20
 DOWNLOAD_PRIORITY = 10
 TRANSCRIPTION_PRIORITY = 0
+# The sweep (it also hands idle claims back) and the nightly retention never wait behind a backlog.
+PERIODIC_PRIORITY = 30
+# The Redis queue's name after the queue name: the key of RedisHuey's list (before priorities)
+# was huey.redis.<queue name>, the sorted set's is huey.redis.<queue name>_by_priority.
+PRIORITY_SUFFIX = "_by_priority"
 
 
 def make_huey(settings: Settings) -> Huey:
     """Return the queue the settings ask for."""
     if settings.redis_url:
-        # Redis's sorted set keeps the priorities (plain RedisHuey's list cannot; Redis >= 5).
-        return PriorityRedisHuey(settings.queue_name, url=settings.redis_url)
+        # Redis's sorted set keeps the priorities (plain RedisHuey's list cannot; Redis >= 5),
+        # under its own name, so that processes of both versions never share a key during a
+        # deploy (move_unordered_jobs empties the old one).
+        return PriorityRedisHuey(settings.queue_name + PRIORITY_SUFFIX, url=settings.redis_url)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return SqliteHuey(settings.queue_name, filename=str(settings.jobs_file))
 
@@ -116,36 +123,43 @@ def sweep(runtime: Runtime) -> tuple[int, int]:
     return len(recording_ids), len(question_ids)
 
 
-@huey.periodic_task(crontab(minute="*"))  # type: ignore[untyped-decorator]
+@huey.periodic_task(crontab(minute="*"), priority=PERIODIC_PRIORITY)  # type: ignore[untyped-decorator]
 def sweep_job() -> tuple[int, int]:
     """Every minute: recover work that a lost message or a killed worker left behind."""
+    move_unordered_jobs(huey)
     return sweep(current_runtime())
 
 
-def drop_unordered_queue(queue: Huey) -> bool:
-    """Delete a Redis queue left as a plain list by RedisHuey (before priorities); say if so.
+def move_unordered_jobs(queue: Huey) -> int:
+    """Move jobs left in RedisHuey's list (from before priorities) into queue; return how many.
 
-    PriorityRedisHuey keeps the queue under the same key as a sorted set and cannot read the
-    list. Nothing is lost with it: the sweep that follows re-enqueues, from the database, every
-    download, transcription and SMS still to do (the database, not the queue, knows).
+    Each is re-enqueued with its job's priority. Called at worker start and by every sweep, so
+    a web process of the older version still pushing there during a deploy loses nothing either.
     """
     storage = queue.storage
-    if not isinstance(storage, RedisStorage) or storage.conn.type(storage.queue_key) != b"list":
-        return False
-    storage.conn.delete(storage.queue_key)
-    log.warning("dropped the unordered job queue %s; the sweep re-enqueues its work",
-                storage.queue_key)
-    return True
+    if not isinstance(storage, RedisStorage) or not storage.name.endswith(PRIORITY_SUFFIX):
+        return 0
+    old_key = "huey.redis." + storage.name.removesuffix(PRIORITY_SUFFIX)
+    moved = 0
+    # RPOP: the list's oldest first (RedisHuey pushed with LPUSH); each message is taken once.
+    while (data := storage.conn.rpop(old_key)) is not None:
+        # Its priority was None: the task takes its job's default priority.
+        queue.enqueue(queue.deserialize_task(data))
+        moved += 1
+    if moved:
+        log.warning("moved %d jobs from the unordered queue %s", moved, old_key)
+    return moved
 
 
 @huey.on_startup()  # type: ignore[untyped-decorator]
 def sweep_at_start() -> None:
     """When a worker starts, recover at once rather than after the first minute."""
-    drop_unordered_queue(huey)
+    move_unordered_jobs(huey)
     sweep(current_runtime())
 
 
-@huey.periodic_task(crontab(hour="21", minute="30"))  # type: ignore[untyped-decorator]
+@huey.periodic_task(crontab(hour="21", minute="30"),  # type: ignore[untyped-decorator]
+                    priority=PERIODIC_PRIORITY)
 def retention_job() -> tuple[int, int]:
     """Every night (02:30 Almaty): delete old audio, pseudonymise old numbers (README)."""
     outcome = run_retention(current_runtime()).outcome

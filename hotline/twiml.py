@@ -53,11 +53,6 @@ class RenderedDocuments:
                 self._documents[key] = document
         return document
 
-    def clear(self) -> None:
-        """Forget every document (after prompt audio changed, say)."""
-        with self._lock:
-            self._documents.clear()
-
 
 def _speak(parent: VoiceResponse | Gather, prompt: Prompt, audio_url: PromptUrl,
            settings: Settings) -> None:

@@ -122,9 +122,10 @@ def menu() -> Response:
         log.warning("unknown menu node %r", node[:64])
         screen = rt.flow.show(MAIN, _language_arg())
     with unit_of_work(rt.sessions, durable=False) as session:  # as in incoming()
-        calls.record_keys(session, call_sid, node, digits, _now())
+        # The caller's row before the call's, as everywhere (calls.record_keys).
         if screen.remember_language:
             calls.remember_language(session, call_sid, screen.remember_language)
+        calls.record_keys(session, call_sid, node, digits, _now())
     return _render(screen)
 
 

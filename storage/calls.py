@@ -158,7 +158,11 @@ _APPEND_KEYS = {
 
 
 def record_keys(session: Session, call_sid: str, node: str, digits: str, now: datetime) -> None:
-    """Append the keys pressed at a menu node to the call's history (nothing if no such call)."""
+    """Append the keys pressed at a menu node to the call's history (nothing if no such call).
+
+    It locks the call's row: in a transaction that also writes the caller's row, write that one
+    first, as answer_call does (callers before calls: two requests of one call never deadlock).
+    """
     entry = {"node": node, "digits": digits, "at": ensure_utc(now).isoformat()}
     session.execute(_APPEND_KEYS[session.get_bind().dialect.name],
                     {"entry": json.dumps(entry), "node": node, "call_sid": call_sid})
@@ -190,9 +194,15 @@ def update_call_status(
     region: str = "KZ",
 ) -> Call:
     """Record Twilio's status for a call, creating the call if this is the first we hear of it."""
-    answer_call(session, call_sid=call_sid, from_number=from_number, to_number=to_number,
-                now=now, region=region)
-    call = _load_call(session, call_sid)
+    call = get_call(session, call_sid)
+    if call is None or call.caller_id is None:
+        # New, or made without a caller: the upserts add what this request knows. A call with
+        # its caller leaves the caller's row alone (last seen when the call came in).
+        answer_call(session, call_sid=call_sid, from_number=from_number, to_number=to_number,
+                    now=now, region=region)
+        call = _load_call(session, call_sid)
+    elif not call.to_number and to_number:
+        call.to_number = to_number
     final = status in CALL_FINAL_STATUSES
     # Status callbacks can arrive out of order: a late "ringing" must not reopen an ended call.
     if final or call.ended_at is None:

@@ -14,12 +14,14 @@ from pathlib import Path
 import pytest
 import redis
 from huey import Huey, RedisHuey
+from huey.api import Task
 
 from hotline import jobs
 from hotline.config import Settings
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
-JOBS = (jobs.download_recording_job, jobs.transcribe_question_job, jobs.send_sms_job)
+JOBS = (jobs.download_recording_job, jobs.transcribe_question_job, jobs.send_sms_job,
+        jobs.sweep_job)
 
 
 def make_queue(tmp_path: Path, name: str, redis_url: str | None) -> Huey:
@@ -53,14 +55,17 @@ def taken_in_order(queue: Huey) -> list[tuple[str, tuple[int, ...]]]:
     return taken
 
 
-def test_sms_then_downloads_then_transcriptions_whatever_came_first(queue: Huey) -> None:
+def test_sweep_then_sms_then_downloads_then_transcriptions_whatever_came_first(
+        queue: Huey) -> None:
     for question_id in (1, 2, 3):
         queue.enqueue(jobs.transcribe_question_job.s(question_id))
     queue.enqueue(jobs.download_recording_job.s(10))
     queue.enqueue(jobs.transcribe_question_job.s(4))
     queue.enqueue(jobs.send_sms_job.s(100))
+    queue.enqueue(jobs.sweep_job.s())  # as the scheduler enqueues it every minute
     queue.enqueue(jobs.download_recording_job.s(11))
     assert taken_in_order(queue) == [
+        ("sweep_job", ()),
         ("send_sms_job", (100,)),
         ("download_recording_job", (10,)),  # within a priority: first come, first served
         ("download_recording_job", (11,)),
@@ -71,30 +76,45 @@ def test_sms_then_downloads_then_transcriptions_whatever_came_first(queue: Huey)
     ]
 
 
-def test_a_sqlite_queue_is_never_dropped(tmp_path: Path) -> None:
+def unordered(task: Task) -> Task:
+    """The task as the older version enqueued it: without a priority."""
+    task.priority = None
+    return task
+
+
+def test_a_sqlite_queue_has_nothing_to_move(tmp_path: Path) -> None:
     queue = make_queue(tmp_path, "hotline", None)
     queue.enqueue(jobs.transcribe_question_job.s(1))
-    assert not jobs.drop_unordered_queue(queue)
+    assert jobs.move_unordered_jobs(queue) == 0
     assert taken_in_order(queue) == [("transcribe_question_job", (1,))]
 
 
 @pytest.mark.redis
-def test_an_unordered_redis_queue_from_before_is_dropped_once(tmp_path: Path) -> None:
+def test_jobs_left_in_the_unordered_redis_queue_are_moved_with_their_priorities(
+        tmp_path: Path) -> None:
     name = f"hotlinelegacy{uuid.uuid4().hex[:8]}"
     legacy = RedisHuey(name, url=REDIS_URL)  # what REDIS_URL gave before priorities
-    legacy._registry.register(jobs.transcribe_question_job.task_class)
-    legacy.enqueue(jobs.transcribe_question_job.s(1))
+    for job in JOBS:
+        legacy._registry.register(job.task_class)
     queue = make_queue(tmp_path, name, REDIS_URL)
     client = redis.Redis.from_url(REDIS_URL)
     try:
-        assert client.type(queue.storage.queue_key) == b"list"
-        with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
-            queue.enqueue(jobs.download_recording_job.s(10))
-        assert jobs.drop_unordered_queue(queue)
-        assert not jobs.drop_unordered_queue(queue)  # the next worker to start finds it done
-        queue.enqueue(jobs.download_recording_job.s(10))
+        # A web process of the older version, during a deploy: both queues get jobs.
+        legacy.enqueue(unordered(jobs.transcribe_question_job.s(1)))
+        legacy.enqueue(unordered(jobs.download_recording_job.s(10)))
+        queue.enqueue(jobs.transcribe_question_job.s(2))
+        legacy.enqueue(unordered(jobs.transcribe_question_job.s(3)))
+        assert client.type(legacy.storage.queue_key) == b"list"
         assert client.type(queue.storage.queue_key) == b"zset"
-        assert taken_in_order(queue) == [("download_recording_job", (10,))]
+        assert jobs.move_unordered_jobs(queue) == 3
+        assert jobs.move_unordered_jobs(queue) == 0
+        assert client.exists(legacy.storage.queue_key) == 0
+        assert taken_in_order(queue) == [
+            ("download_recording_job", (10,)),
+            ("transcribe_question_job", (2,)),
+            ("transcribe_question_job", (1,)),
+            ("transcribe_question_job", (3,)),
+        ]
     finally:
         legacy.storage.flush_all()
         queue.storage.flush_all()

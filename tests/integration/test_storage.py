@@ -447,6 +447,20 @@ def test_update_call_status_before_start_call(session_factory: sessionmaker[Sess
         assert _count(session, Call) == 1
 
 
+def test_a_status_callback_leaves_a_known_caller_alone(
+        session_factory: sessionmaker[Session]) -> None:
+    with unit_of_work(session_factory) as session:
+        start_call(session, call_sid="CA1", from_number="87011234567", to_number=HOTLINE, now=NOW)
+    with unit_of_work(session_factory) as session:
+        update_call_status(session, call_sid="CA1", status="completed",
+                           now=NOW + timedelta(minutes=5), from_number="+77011234567",
+                           to_number=HOTLINE)
+    with session_factory() as session:
+        caller = session.scalars(select(Caller)).one()
+        assert (caller.first_seen, caller.last_seen) == (NOW, NOW)  # seen when it came in
+        assert get_call(session, "CA1").status == "completed"  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize("status", ["completed", "busy", "failed", "no-answer", "canceled"])
 def test_final_statuses_end_the_call(session_factory: sessionmaker[Session], status: str) -> None:
     with unit_of_work(session_factory) as session:
