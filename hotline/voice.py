@@ -94,8 +94,8 @@ def incoming() -> Response:
     """Answer a new call: returning callers hear their language, new ones choose one."""
     call_sid = form_sid("CallSid", CALL_SID)
     rt = runtime()
-    # Not durable (storage.db.unit_of_work): a power cut may lose this row, a crash may not;
-    # the caller's question, stored durably later in the call, makes it durable too.
+    # Not durable (storage.db.unit_of_work): a power cut may lose this row, a crash of this
+    # process may not; the caller's question, stored durably later, makes it durable too.
     with unit_of_work(rt.sessions, durable=False) as session:
         language = calls.answer_call(
             session, call_sid=call_sid, from_number=_phone_field("From"),
