@@ -491,6 +491,25 @@ def test_record_keys_keeps_order(session_factory: sessionmaker[Session]) -> None
         assert _count(session, Call) == 1
 
 
+def test_key_presses_at_the_same_moment_are_both_kept(
+        session_factory: sessionmaker[Session]) -> None:
+    with unit_of_work(session_factory) as session:
+        start_call(session, call_sid="CA1", from_number="87011234567", to_number=HOTLINE, now=NOW)
+    presses = iter(["1", "2"])
+
+    def meet(session: Session, barrier: threading.Barrier) -> None:
+        barrier.wait()  # both transactions start together; each appends in one UPDATE
+
+    _in_two_threads(session_factory,
+                    lambda session: record_keys(session, "CA1", "main", next(presses), NOW),
+                    prepare=meet)
+    with session_factory() as session:
+        call = get_call(session, "CA1")
+        assert call is not None
+        # Read, append in Python, write back (the code before) could lose one on PostgreSQL.
+        assert sorted(key["digits"] for key in call.keys) == ["1", "2"]
+
+
 def test_remember_language_sets_the_caller_of_the_call(
         session_factory: sessionmaker[Session]) -> None:
     with unit_of_work(session_factory) as session:
