@@ -104,11 +104,12 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 def unit_of_work(factory: sessionmaker[Session], *, durable: bool = True) -> Iterator[Session]:
     """Yield a session, commit it on success, roll it back on error, and always close it.
 
-    durable=False is for what may be lost in a power cut (not in a crash of the process): the
-    call and key-press records of the voice menus. Its commit returns without waiting for the
-    disk: SQLite's synchronous=NORMAL in WAL mode, PostgreSQL's synchronous_commit=off, for
-    that transaction only. The database stays consistent, and the next durable commit (a
-    question) makes everything before it durable too, as both logs are written in order.
+    durable=False is for what may be lost in a power cut or a crash of the database server (not
+    in a crash of the application's process): the call and key-press records of the voice
+    menus. Its commit returns without waiting for the disk: SQLite's synchronous=NORMAL in WAL
+    mode, PostgreSQL's synchronous_commit=off, for that transaction only. The database stays
+    consistent, and the next durable commit (a question) makes everything before it durable
+    too, as both logs are written in order.
     """
     session = factory()
     try:
