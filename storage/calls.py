@@ -19,6 +19,8 @@ from storage.phones import normalise_phone
 from storage.utc import UTCDateTime, ensure_utc
 
 _E164 = re.compile(r"\+[1-9]\d{1,14}")
+# The tables under the models: statements on them skip the ORM's per-statement planning.
+_callers, _calls = cast(Table, Caller.__table__), cast(Table, Call.__table__)
 
 
 def touch_caller(session: Session, phone: str, now: datetime) -> Caller:
@@ -30,12 +32,6 @@ def touch_caller(session: Session, phone: str, now: datetime) -> Caller:
     caller = session.get(Caller, caller_id, populate_existing=True)
     assert caller is not None  # the upsert returned its id in this transaction
     return caller
-
-
-def set_caller_language(session: Session, caller: Caller, language: str) -> None:
-    """Remember the language the caller chose."""
-    caller.language = language
-    session.flush()
 
 
 def get_call(session: Session, call_sid: str) -> Call | None:
@@ -59,31 +55,31 @@ def _upserts(dialect: str) -> _Upserts:
     more than running them.
     """
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    callers, calls = cast(Table, Caller.__table__), cast(Table, Call.__table__)
     now = bindparam("now", type_=UTCDateTime())
-    caller = insert(callers).values(
+    caller = insert(_callers).values(
         phone=bindparam("phone"), first_seen=now, last_seen=now, sms_opted_out=False,
         sms_awaiting_question=False)
-    call = insert(calls).values(
+    call = insert(_calls).values(
         call_sid=bindparam("call_sid"), caller_id=bindparam("caller_id"),
         from_number=bindparam("from_number"), to_number=bindparam("to_number"),
-        status=CALL_IN_PROGRESS, started_at=now, keys=bindparam("keys", type_=calls.c["keys"].type))
+        status=CALL_IN_PROGRESS, started_at=now,
+        keys=bindparam("keys", type_=_calls.c["keys"].type))
     return _Upserts(
         caller=caller.on_conflict_do_update(
-            index_elements=[callers.c.phone],
+            index_elements=[_callers.c.phone],
             # A late request (a retry, an out-of-order status callback) never moves it back.
-            set_={"last_seen": case((caller.excluded.last_seen > callers.c.last_seen,
-                                     caller.excluded.last_seen), else_=callers.c.last_seen)},
-        ).returning(callers.c.id, callers.c.language),
+            set_={"last_seen": case((caller.excluded.last_seen > _callers.c.last_seen,
+                                     caller.excluded.last_seen), else_=_callers.c.last_seen)},
+        ).returning(_callers.c.id, _callers.c.language),
         # A row made earlier by a status callback that knew less is filled in.
         call=call.on_conflict_do_update(
-            index_elements=[calls.c.call_sid],
+            index_elements=[_calls.c.call_sid],
             set_={
-                "from_number": case((calls.c.from_number == "", call.excluded.from_number),
-                                    else_=calls.c.from_number),
-                "to_number": case((calls.c.to_number == "", call.excluded.to_number),
-                                  else_=calls.c.to_number),
-                "caller_id": func.coalesce(calls.c.caller_id, call.excluded.caller_id),
+                "from_number": case((_calls.c.from_number == "", call.excluded.from_number),
+                                    else_=_calls.c.from_number),
+                "to_number": case((_calls.c.to_number == "", call.excluded.to_number),
+                                  else_=_calls.c.to_number),
+                "caller_id": func.coalesce(_calls.c.caller_id, call.excluded.caller_id),
             },
         ),
     )
@@ -168,7 +164,6 @@ def record_keys(session: Session, call_sid: str, node: str, digits: str, now: da
                     {"entry": json.dumps(entry), "node": node, "call_sid": call_sid})
 
 
-_callers, _calls = cast(Table, Caller.__table__), cast(Table, Call.__table__)
 # On the tables, not the classes (an ORM UPDATE costs a bulk-update plan each time), and built
 # once, like _upserts.
 _REMEMBER_LANGUAGE = update(_callers).where(

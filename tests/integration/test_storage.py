@@ -21,7 +21,6 @@ from storage.calls import (
     get_call,
     record_keys,
     remember_language,
-    set_caller_language,
     start_call,
     touch_caller,
     update_call_status,
@@ -109,18 +108,23 @@ def _in_two_threads(
     return results
 
 
-class MeetAfterFirstLookup:
-    """Hold each session after its first SELECT of model until both have made it: a real race."""
+class _Meet:
+    """Hold each session at its first statement that `matches` until both are there: a race.
 
-    def __init__(self, model: type[Base]) -> None:
-        self.model = model
+    On SQLite writers take the lock at BEGIN, so two cannot both be inside a transaction; they
+    meet before starting instead, and the database serialises them.
+    """
+
+    def __init__(self) -> None:
         self.met: list[bool] = []
+
+    def matches(self, state: ORMExecuteState) -> bool:
+        """Tell whether this is the statement to meet at."""
+        raise NotImplementedError
 
     def __call__(self, session: Session, barrier: threading.Barrier) -> None:
         """Prepare one thread's session."""
         if session.get_bind().dialect.name == "sqlite":
-            # SQLite writers take the lock at BEGIN, so two cannot both be past their lookup;
-            # they meet before starting instead, and the database serialises them.
             barrier.wait()
             return
         seen = False
@@ -128,57 +132,49 @@ class MeetAfterFirstLookup:
         @event.listens_for(session, "do_orm_execute")
         def meet(state: ORMExecuteState) -> Any:
             nonlocal seen
-            if seen or not state.is_select:
-                return None
-            if not any(mapper.class_ is self.model for mapper in state.all_mappers):
+            if seen or not self.matches(state):
                 return None
             seen = True
-            result = state.invoke_statement()
+            # A lookup runs first and meets after; an INSERT meets before it is sent.
+            result = state.invoke_statement() if state.is_select else None
             barrier.wait()
             self.met.append(True)
             return result
 
     def check(self, factory: sessionmaker[Session]) -> None:
-        """Assert that on PostgreSQL both sessions really looked before either inserted."""
+        """Assert that on PostgreSQL both sessions really met at that statement."""
         if factory.kw["bind"].dialect.name != "sqlite":
             assert len(self.met) == 2
 
 
-class MeetBeforeFirstInsert:
-    """Hold each session before its first INSERT into table until both are there: a real race.
+class MeetAfterFirstLookup(_Meet):
+    """Both sessions SELECT model before either inserts."""
 
-    Callers and calls are upserts (INSERT ... ON CONFLICT): both sessions send theirs at the
-    same moment, and the unique constraint makes one wait for the other's commit.
+    def __init__(self, model: type[Base]) -> None:
+        super().__init__()
+        self.model = model
+
+    def matches(self, state: ORMExecuteState) -> bool:
+        """The first SELECT of the model."""
+        return state.is_select and any(
+            mapper.class_ is self.model for mapper in state.all_mappers)
+
+
+class MeetBeforeFirstInsert(_Meet):
+    """Both sessions send their INSERT into table at the same moment.
+
+    Callers and calls are upserts (INSERT ... ON CONFLICT): the unique constraint makes one
+    wait for the other's commit.
     """
 
     def __init__(self, table: str) -> None:
+        super().__init__()
         self.table = table
-        self.met: list[bool] = []
 
-    def __call__(self, session: Session, barrier: threading.Barrier) -> None:
-        """Prepare one thread's session."""
-        if session.get_bind().dialect.name == "sqlite":
-            # SQLite writers take the lock at BEGIN, so two cannot both be in a transaction;
-            # they meet before starting instead, and the database serialises them.
-            barrier.wait()
-            return
-        seen = False
-
-        @event.listens_for(session, "do_orm_execute")
-        def meet(state: ORMExecuteState) -> Any:
-            nonlocal seen
-            table = getattr(state.statement, "table", None)
-            if seen or not state.is_insert or getattr(table, "name", None) != self.table:
-                return None
-            seen = True
-            barrier.wait()
-            self.met.append(True)
-            return None
-
-    def check(self, factory: sessionmaker[Session]) -> None:
-        """Assert that on PostgreSQL both sessions reached their INSERT before either sent it."""
-        if factory.kw["bind"].dialect.name != "sqlite":
-            assert len(self.met) == 2
+    def matches(self, state: ORMExecuteState) -> bool:
+        """The first INSERT into the table."""
+        table = getattr(state.statement, "table", None)
+        return state.is_insert and getattr(table, "name", None) == self.table
 
 
 # --- schema -----------------------------------------------------------------------------------
@@ -332,7 +328,7 @@ def test_callers_are_normalised_and_unique(session_factory: sessionmaker[Session
 def test_touch_caller_and_language(session_factory: sessionmaker[Session]) -> None:
     with unit_of_work(session_factory) as session:
         caller = touch_caller(session, "+77011234567", NOW)
-        set_caller_language(session, caller, "kk")
+        caller.language = "kk"  # not flushed yet: touching again must not read it away
         again = touch_caller(session, "+77011234567", NOW - timedelta(days=1))
         assert again is caller
     with session_factory() as session:
