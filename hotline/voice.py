@@ -22,7 +22,7 @@ from hotline.twilio_glue import (
 )
 from hotline.twiml import render_prompts_then, render_screen
 from storage import calls, questions
-from storage.db import unit_of_work
+from storage.db import transaction, unit_of_work
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +96,9 @@ def incoming() -> Response:
     rt = runtime()
     # Not durable (storage.db.unit_of_work): a power cut may lose this row, a crash of this
     # process may not; the caller's question, stored durably later, makes it durable too.
-    with unit_of_work(rt.sessions, durable=False) as session:
+    with transaction(rt.engine, durable=False) as connection:
         language = calls.answer_call(
-            session, call_sid=call_sid, from_number=_phone_field("From"),
+            connection, call_sid=call_sid, from_number=_phone_field("From"),
             to_number=_phone_field("To"), now=_now(),
             region=rt.settings.default_region,
         )
@@ -121,11 +121,11 @@ def menu() -> Response:
         # A URL from before a content change (or a forged one): back to the main menu.
         log.warning("unknown menu node %r", node[:64])
         screen = rt.flow.show(MAIN, _language_arg())
-    with unit_of_work(rt.sessions, durable=False) as session:  # as in incoming()
+    with transaction(rt.engine, durable=False) as connection:  # as in incoming()
         # The caller's row before the call's, as everywhere (calls.record_keys).
         if screen.remember_language:
-            calls.remember_language(session, call_sid, screen.remember_language)
-        calls.record_keys(session, call_sid, node, digits, _now())
+            calls.remember_language(connection, call_sid, screen.remember_language)
+        calls.record_keys(connection, call_sid, node, digits, _now())
     return _render(screen)
 
 

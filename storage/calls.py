@@ -9,7 +9,7 @@ from datetime import datetime
 from functools import cache
 from typing import cast
 
-from sqlalchemy import Table, bindparam, case, func, select, text, update
+from sqlalchemy import Connection, Table, bindparam, case, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import ReturningInsert
@@ -21,6 +21,14 @@ from storage.utc import UTCDateTime, ensure_utc
 _E164 = re.compile(r"\+[1-9]\d{1,14}")
 # The tables under the models: statements on them skip the ORM's per-statement planning.
 _callers, _calls = cast(Table, Caller.__table__), cast(Table, Call.__table__)
+# What runs the statements of the voice menus: a session, or (the webhooks, which need no ORM
+# objects) a connection of storage.db.transaction.
+Executor = Session | Connection
+
+
+def _dialect(executor: Executor) -> str:
+    bind = executor.get_bind() if isinstance(executor, Session) else executor
+    return bind.dialect.name
 
 
 def touch_caller(session: Session, phone: str, now: datetime) -> Caller:
@@ -85,19 +93,19 @@ def _upserts(dialect: str) -> _Upserts:
     )
 
 
-def _upsert_caller(session: Session, phone: str, now: datetime) -> tuple[int, str | None]:
+def _upsert_caller(executor: Executor, phone: str, now: datetime) -> tuple[int, str | None]:
     """Insert the caller, or note that they were seen now; return (id, language).
 
     One statement (INSERT ... ON CONFLICT DO UPDATE ... RETURNING): the unique phone column
     settles a race between two requests.
     """
-    statement = _upserts(session.get_bind().dialect.name).caller
-    caller_id, language = session.execute(statement, {"phone": phone, "now": now}).one()
+    statement = _upserts(_dialect(executor)).caller
+    caller_id, language = executor.execute(statement, {"phone": phone, "now": now}).one()
     return caller_id, language
 
 
 def answer_call(
-    session: Session,
+    executor: Executor,
     *,
     call_sid: str,
     from_number: str,
@@ -112,8 +120,8 @@ def answer_call(
     every incoming call (bench/webhook_throughput.py).
     """
     phone = normalise_phone(from_number, region)
-    caller_id, language = _upsert_caller(session, phone, now) if phone else (None, None)
-    session.execute(_upserts(session.get_bind().dialect.name).call, {
+    caller_id, language = _upsert_caller(executor, phone, now) if phone else (None, None)
+    executor.execute(_upserts(_dialect(executor)).call, {
         "call_sid": call_sid, "caller_id": caller_id, "from_number": from_number,
         "to_number": to_number, "now": now, "keys": []})
     return language
@@ -153,14 +161,15 @@ _APPEND_KEYS = {
 }
 
 
-def record_keys(session: Session, call_sid: str, node: str, digits: str, now: datetime) -> None:
+def record_keys(executor: Executor, call_sid: str, node: str, digits: str,
+                now: datetime) -> None:
     """Append the keys pressed at a menu node to the call's history (nothing if no such call).
 
     It locks the call's row: in a transaction that also writes the caller's row, write that one
     first, as answer_call does (callers before calls: two requests of one call never deadlock).
     """
     entry = {"node": node, "digits": digits, "at": ensure_utc(now).isoformat()}
-    session.execute(_APPEND_KEYS[session.get_bind().dialect.name],
+    executor.execute(_APPEND_KEYS[_dialect(executor)],
                     {"entry": json.dumps(entry), "node": node, "call_sid": call_sid})
 
 
@@ -172,9 +181,9 @@ _REMEMBER_LANGUAGE = update(_callers).where(
 ).values(language=bindparam("language"))
 
 
-def remember_language(session: Session, call_sid: str, language: str) -> None:
+def remember_language(executor: Executor, call_sid: str, language: str) -> None:
     """Remember the language chosen on this call for its caller (nothing for an unknown one)."""
-    session.execute(_REMEMBER_LANGUAGE, {"call_sid": call_sid, "language": language})
+    executor.execute(_REMEMBER_LANGUAGE, {"call_sid": call_sid, "language": language})
 
 
 def update_call_status(

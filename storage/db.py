@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,7 +14,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -21,6 +24,59 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 DURABLE = "hotline_durable"
 # Below Twilio's 15 s webhook timeout, so a request waiting for the lock still answers in time.
 SQLITE_BUSY_TIMEOUT_MS = 5_000
+
+
+class WriterQueueConnection(sqlite3.Connection):
+    """A sqlite3 connection whose transactions first queue on a lock file beside the database.
+
+    SQLite lets one writer in at a time; the others wait in its busy handler, which polls by
+    sleeping 1, 2, 5, 10... ms. A webhook's transaction takes a fraction of a millisecond, so
+    with two gunicorn workers most of a waiting request's time went to sleeping past the moment
+    the lock came free (two workers answered no more webhooks than one). A blocking flock()
+    wakes the next transaction the moment the last one ends. SQLite's own lock still decides:
+    a writer that does not take this lock (the sqlite3 shell, the job queue's file) is waited
+    for with busy_timeout as before. The kernel drops the lock when its holder dies.
+    """
+
+    writer_lock_path: str | None = None
+    _writer_lock_fd: int | None = None
+    _queued = False
+
+    def queue_for_writing(self) -> None:
+        """Wait until no other connection of this database's queue is in a transaction."""
+        if self.writer_lock_path is None or self._queued:
+            return
+        if self._writer_lock_fd is None:
+            self._writer_lock_fd = os.open(
+                self.writer_lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self._writer_lock_fd, fcntl.LOCK_EX)
+        self._queued = True
+
+    def leave_queue(self) -> None:
+        """Let the next transaction in."""
+        if self._queued and self._writer_lock_fd is not None:
+            fcntl.flock(self._writer_lock_fd, fcntl.LOCK_UN)
+        self._queued = False
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            self.leave_queue()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self.leave_queue()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            fd, self._writer_lock_fd, self._queued = self._writer_lock_fd, None, False
+            if fd is not None:
+                os.close(fd)  # and with it the lock, if held
 
 
 class _NoResultRows(logging.Filter):
@@ -62,13 +118,16 @@ def _make_sqlite_engine(url: URL) -> Engine:
     if not in_memory and not database.startswith("file:"):
         Path(database).parent.mkdir(parents=True, exist_ok=True)
     # hide_parameters: phone numbers and questions never reach the logs with an SQL error.
-    engine = create_engine(url, hide_parameters=True)
+    engine = create_engine(url, hide_parameters=True,
+                           connect_args={"factory": WriterQueueConnection})
+    writer_lock = None if in_memory or database.startswith("file:") else f"{database}-writers"
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Hand transaction control to SQLAlchemy (see _on_begin): the sqlite3 module's own
         # implicit BEGIN skips SELECT and SAVEPOINT, which breaks begin_nested().
         dbapi_connection.isolation_level = None
+        dbapi_connection.writer_lock_path = writer_lock
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
@@ -90,7 +149,13 @@ def _make_sqlite_engine(url: URL) -> Engine:
         # IMMEDIATE takes the write lock up front and waits for it (busy_timeout). A deferred
         # transaction that reads and then writes gets "database is locked" at once, without
         # waiting, whenever another writer committed in between.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        dbapi_connection = connection.connection.dbapi_connection
+        dbapi_connection.queue_for_writing()
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            dbapi_connection.leave_queue()
+            raise
 
     return engine
 
@@ -122,6 +187,21 @@ def unit_of_work(factory: sessionmaker[Session], *, durable: bool = True) -> Ite
         raise
     finally:
         session.close()
+
+
+@contextmanager
+def transaction(engine: Engine, *, durable: bool = True) -> Iterator[Connection]:
+    """Yield a connection in a transaction: committed on success, rolled back on error.
+
+    For the voice menus' few statements on tables (storage.calls), which need no ORM objects:
+    a Session costs more than those statements (bench/webhook_throughput.py). durable as in
+    unit_of_work.
+    """
+    with engine.connect() as connection:
+        if not durable:
+            connection.execution_options(**{DURABLE: False})
+        with connection.begin():
+            yield connection
 
 
 def alembic_config(url: str) -> Config:

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import event, func, insert, select, text
+from sqlalchemy import Connection, event, func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
 
@@ -30,6 +30,7 @@ from storage.db import (
     current_revision,
     make_engine,
     make_session_factory,
+    transaction,
     unit_of_work,
     upgrade,
 )
@@ -532,12 +533,13 @@ def test_remember_language_sets_the_caller_of_the_call(
         assert _count(session, Call) == 5
 
 
-def _commit_setting(session: Session) -> str:
+def _commit_setting(executor: Session | Connection) -> str:
     """What the database does at this transaction's commit: wait for the disk or not."""
-    if session.get_bind().dialect.name == "sqlite":
-        return {1: "no wait", 2: "wait"}[session.execute(text("PRAGMA synchronous")).scalar_one()]
+    bind = executor.get_bind() if isinstance(executor, Session) else executor
+    if bind.dialect.name == "sqlite":
+        return {1: "no wait", 2: "wait"}[executor.execute(text("PRAGMA synchronous")).scalar_one()]
     return {"off": "no wait", "on": "wait"}[
-        session.execute(text("SHOW synchronous_commit")).scalar_one()]
+        executor.execute(text("SHOW synchronous_commit")).scalar_one()]
 
 
 def test_a_unit_of_work_that_need_not_be_durable_commits_without_waiting_for_the_disk(
@@ -561,6 +563,38 @@ def test_a_unit_of_work_that_need_not_be_durable_commits_without_waiting_for_the
         raise RuntimeError("the request failed")
     with session_factory() as session:
         assert get_call(session, "CA2") is None
+
+
+def test_a_transaction_on_a_connection_commits_or_rolls_back_durably_or_not(
+        migrated_url: str) -> None:
+    """storage.db.transaction, as the voice menus use it: the calls functions on a connection."""
+    engine = make_engine(migrated_url)
+    seen = []
+    try:
+        with transaction(engine, durable=False) as connection:
+            seen.append(_commit_setting(connection))
+            assert answer_call(connection, call_sid="CA1", from_number="87011234567",
+                               to_number=HOTLINE, now=NOW) is None
+            remember_language(connection, "CA1", "ru")
+            record_keys(connection, "CA1", "language", "2", NOW)
+        with transaction(engine) as connection:
+            seen.append(_commit_setting(connection))
+            assert answer_call(connection, call_sid="CA2", from_number="87011234567",
+                               to_number=HOTLINE, now=NOW) == "ru"
+        with pytest.raises(RuntimeError), transaction(engine, durable=False) as connection:
+            answer_call(connection, call_sid="CA3", from_number="87011234568",
+                        to_number=HOTLINE, now=NOW)
+            raise RuntimeError("the request failed")
+        sessions = make_session_factory(engine)
+        with sessions() as session:
+            assert session.scalars(select(Call.call_sid).order_by(Call.id)).all() == [
+                "CA1", "CA2"]
+            assert session.scalars(select(Caller.phone)).all() == ["+77011234567"]
+            call = get_call(session, "CA1")
+            assert call is not None and [k["digits"] for k in call.keys] == ["2"]
+    finally:
+        engine.dispose()
+    assert seen == ["no wait", "wait"]
 
 
 # --- questions and recordings -----------------------------------------------------------------
