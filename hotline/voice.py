@@ -18,7 +18,7 @@ from hotline.twilio_glue import (
     form_sid,
     runtime,
     twilio_webhook,
-    url_base,
+    url_origin,
 )
 from hotline.twiml import render_prompts_then, render_screen
 from storage import calls, questions
@@ -85,7 +85,7 @@ def _render(screen: Screen, errors: int = 0) -> Response:
         )
 
     # The URLs are absolute: the same screen reached through another host name differs.
-    return _twiml(runtime().documents.get((screen, errors, url_base()), render))
+    return _twiml(runtime().documents.get((screen, errors, url_origin()), render))
 
 
 @bp.post("/incoming")
