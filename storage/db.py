@@ -40,7 +40,7 @@ class WriterQueueConnection(sqlite3.Connection):
 
     writer_lock_path: str | None = None
     # The PRAGMA synchronous level set on this connection (see _make_sqlite_engine's _on_begin).
-    writer_synchronous: str | None = None
+    synchronous_level: str | None = None
     _writer_lock_fd: int | None = None
     _queued = False
 
@@ -147,9 +147,9 @@ def _make_sqlite_engine(url: URL) -> Engine:
         dbapi_connection = connection.connection.dbapi_connection
         # On the driver's connection: these two statements run on every transaction, and
         # through SQLAlchemy they cost more than a webhook's own statements.
-        if dbapi_connection.writer_synchronous != level:
+        if dbapi_connection.synchronous_level != level:
             dbapi_connection.execute(f"PRAGMA synchronous = {level}")
-            dbapi_connection.writer_synchronous = level
+            dbapi_connection.synchronous_level = level
         # IMMEDIATE takes the write lock up front and waits for it (busy_timeout). A deferred
         # transaction that reads and then writes gets "database is locked" at once, without
         # waiting, whenever another writer committed in between.
