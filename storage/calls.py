@@ -12,8 +12,8 @@ from typing import cast
 from sqlalchemy import Connection, Table, bindparam, case, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.dml import ReturningInsert
 
+from storage.db import DriverStatement
 from storage.models import CALL_FINAL_STATUSES, CALL_IN_PROGRESS, Call, Caller
 from storage.phones import normalise_phone
 from storage.utc import UTCDateTime, ensure_utc
@@ -26,9 +26,16 @@ _callers, _calls = cast(Table, Caller.__table__), cast(Table, Call.__table__)
 Executor = Session | Connection
 
 
-def _dialect(executor: Executor) -> str:
-    bind = executor.get_bind() if isinstance(executor, Session) else executor
-    return bind.dialect.name
+def _connection(executor: Executor) -> Connection:
+    """The connection the statements run on: a session's, in its transaction, after a flush.
+
+    The statements go to the driver directly (DriverStatement), past the session's autoflush:
+    flushing here first, they see what the session holds, as session.execute would.
+    """
+    if isinstance(executor, Session):
+        executor.flush()
+        return executor.connection()
+    return executor
 
 
 def touch_caller(session: Session, phone: str, now: datetime) -> Caller:
@@ -51,8 +58,8 @@ def get_call(session: Session, call_sid: str) -> Call | None:
 class _Upserts:
     """The two statements of every incoming call, built once per dialect (see _upserts)."""
 
-    caller: ReturningInsert[int, str | None]
-    call: postgresql.Insert | sqlite.Insert
+    caller: DriverStatement
+    call: DriverStatement
 
 
 @cache
@@ -60,7 +67,7 @@ def _upserts(dialect: str) -> _Upserts:
     """Build the caller and call upserts for the dialect (INSERT ... ON CONFLICT DO UPDATE).
 
     Built once, with bound parameters: building them (the EXCLUDED alias and its columns) cost
-    more than running them.
+    more than running them; compiled once and run on the driver's cursor (DriverStatement).
     """
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     now = bindparam("now", type_=UTCDateTime())
@@ -73,14 +80,14 @@ def _upserts(dialect: str) -> _Upserts:
         status=CALL_IN_PROGRESS, started_at=now,
         keys=bindparam("keys", type_=_calls.c["keys"].type))
     return _Upserts(
-        caller=caller.on_conflict_do_update(
+        caller=DriverStatement(caller.on_conflict_do_update(
             index_elements=[_callers.c.phone],
             # A late request (a retry, an out-of-order status callback) never moves it back.
             set_={"last_seen": case((caller.excluded.last_seen > _callers.c.last_seen,
                                      caller.excluded.last_seen), else_=_callers.c.last_seen)},
-        ).returning(_callers.c.id, _callers.c.language),
+        ).returning(_callers.c.id, _callers.c.language)),
         # A row made earlier by a status callback that knew less is filled in.
-        call=call.on_conflict_do_update(
+        call=DriverStatement(call.on_conflict_do_update(
             index_elements=[_calls.c.call_sid],
             set_={
                 "from_number": case((_calls.c.from_number == "", call.excluded.from_number),
@@ -89,7 +96,7 @@ def _upserts(dialect: str) -> _Upserts:
                                   else_=_calls.c.to_number),
                 "caller_id": func.coalesce(_calls.c.caller_id, call.excluded.caller_id),
             },
-        ),
+        )),
     )
 
 
@@ -99,8 +106,9 @@ def _upsert_caller(executor: Executor, phone: str, now: datetime) -> tuple[int, 
     One statement (INSERT ... ON CONFLICT DO UPDATE ... RETURNING): the unique phone column
     settles a race between two requests.
     """
-    statement = _upserts(_dialect(executor)).caller
-    caller_id, language = executor.execute(statement, {"phone": phone, "now": now}).one()
+    connection = _connection(executor)
+    statement = _upserts(connection.dialect.name).caller
+    [(caller_id, language)] = statement.execute(connection, {"phone": phone, "now": now})
     return caller_id, language
 
 
@@ -120,8 +128,9 @@ def answer_call(
     every incoming call (bench/webhook_throughput.py).
     """
     phone = normalise_phone(from_number, region)
-    caller_id, language = _upsert_caller(executor, phone, now) if phone else (None, None)
-    executor.execute(_upserts(_dialect(executor)).call, {
+    connection = _connection(executor)
+    caller_id, language = _upsert_caller(connection, phone, now) if phone else (None, None)
+    _upserts(connection.dialect.name).call.execute(connection, {
         "call_sid": call_sid, "caller_id": caller_id, "from_number": from_number,
         "to_number": to_number, "now": now, "keys": []})
     return language
@@ -151,13 +160,13 @@ def _load_call(session: Session, call_sid: str) -> Call:
 
 # Append one entry to the JSON list of keys, in SQL: no read of the row, one statement.
 _APPEND_KEYS = {
-    "sqlite": text(
+    "sqlite": DriverStatement(text(
         "UPDATE calls SET keys = json_insert(coalesce(keys, '[]'), '$[#]', json(:entry)), "
-        "last_node = :node WHERE call_sid = :call_sid"),
-    "postgresql": text(
+        "last_node = :node WHERE call_sid = :call_sid")),
+    "postgresql": DriverStatement(text(
         "UPDATE calls SET keys = (coalesce(keys::jsonb, '[]'::jsonb) "
         "|| jsonb_build_array(CAST(:entry AS jsonb)))::json, "
-        "last_node = :node WHERE call_sid = :call_sid"),
+        "last_node = :node WHERE call_sid = :call_sid")),
 }
 
 
@@ -169,21 +178,23 @@ def record_keys(executor: Executor, call_sid: str, node: str, digits: str,
     first, as answer_call does (callers before calls: two requests of one call never deadlock).
     """
     entry = {"node": node, "digits": digits, "at": ensure_utc(now).isoformat()}
-    executor.execute(_APPEND_KEYS[_dialect(executor)],
-                    {"entry": json.dumps(entry), "node": node, "call_sid": call_sid})
+    connection = _connection(executor)
+    _APPEND_KEYS[connection.dialect.name].execute(
+        connection, {"entry": json.dumps(entry), "node": node, "call_sid": call_sid})
 
 
 # On the tables, not the classes (an ORM UPDATE costs a bulk-update plan each time), and built
 # once, like _upserts.
-_REMEMBER_LANGUAGE = update(_callers).where(
+_REMEMBER_LANGUAGE = DriverStatement(update(_callers).where(
     _callers.c.id == select(_calls.c.caller_id)
     .where(_calls.c.call_sid == bindparam("call_sid")).scalar_subquery()
-).values(language=bindparam("language"))
+).values(language=bindparam("language")))
 
 
 def remember_language(executor: Executor, call_sid: str, language: str) -> None:
     """Remember the language chosen on this call for its caller (nothing for an unknown one)."""
-    executor.execute(_REMEMBER_LANGUAGE, {"call_sid": call_sid, "language": language})
+    _REMEMBER_LANGUAGE.execute(_connection(executor),
+                               {"call_sid": call_sid, "language": language})
 
 
 def update_call_status(

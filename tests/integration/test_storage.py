@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, event, func, insert, select, text
+from sqlalchemy import Connection, Insert, bindparam, event, func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
 
@@ -27,6 +27,7 @@ from storage.calls import (
 )
 from storage.db import (
     SQLITE_BUSY_TIMEOUT_MS,
+    DriverStatement,
     current_revision,
     make_engine,
     make_session_factory,
@@ -55,6 +56,7 @@ from storage.questions import (
     recordings_to_fetch,
     waiting_questions,
 )
+from storage.utc import UTCDateTime
 
 T = TypeVar("T")
 NOW = datetime(2025, 3, 14, 9, 30, tzinfo=UTC)
@@ -165,17 +167,35 @@ class MeetBeforeFirstInsert(_Meet):
     """Both sessions send their INSERT into table at the same moment.
 
     Callers and calls are upserts (INSERT ... ON CONFLICT): the unique constraint makes one
-    wait for the other's commit.
+    wait for the other's commit. They run on the driver's cursor (storage.db.DriverStatement),
+    past the session's events: the two meet in DriverStatement.execute.
     """
 
-    def __init__(self, table: str) -> None:
+    def __init__(self, table: str, monkeypatch: pytest.MonkeyPatch) -> None:
         super().__init__()
         self.table = table
+        self.barriers: dict[int, threading.Barrier] = {}  # by id of the session's connection
+        run = DriverStatement.execute
 
-    def matches(self, state: ORMExecuteState) -> bool:
-        """The first INSERT into the table."""
-        table = getattr(state.statement, "table", None)
-        return state.is_insert and getattr(table, "name", None) == self.table
+        def execute(statement: DriverStatement, connection: Connection,
+                    params: Mapping[str, Any]) -> list[Any]:
+            barrier = self.barriers.get(id(connection))
+            table = getattr(statement.statement, "table", None)
+            is_insert = isinstance(statement.statement, Insert)
+            if barrier is not None and is_insert and getattr(table, "name", None) == self.table:
+                del self.barriers[id(connection)]
+                barrier.wait()
+                self.met.append(True)
+            return run(statement, connection, params)
+
+        monkeypatch.setattr(DriverStatement, "execute", execute)
+
+    def __call__(self, session: Session, barrier: threading.Barrier) -> None:
+        """Prepare one thread's session: on PostgreSQL, meet at its first INSERT into table."""
+        if session.get_bind().dialect.name == "sqlite":
+            barrier.wait()
+            return
+        self.barriers[id(session.connection())] = barrier
 
 
 # --- schema -----------------------------------------------------------------------------------
@@ -339,8 +359,9 @@ def test_touch_caller_and_language(session_factory: sessionmaker[Session]) -> No
         touch_caller(session, "8 701 123 45 67", NOW)
 
 
-def test_touch_caller_concurrently_creates_one(session_factory: sessionmaker[Session]) -> None:
-    race = MeetBeforeFirstInsert("callers")
+def test_touch_caller_concurrently_creates_one(session_factory: sessionmaker[Session],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    race = MeetBeforeFirstInsert("callers", monkeypatch)
     results = _in_two_threads(
         session_factory,
         lambda session: touch_caller(session, "+77011234567", NOW).id,
@@ -397,8 +418,9 @@ def test_start_call_is_idempotent(session_factory: sessionmaker[Session]) -> Non
 ])
 def test_start_call_concurrently_creates_one(session_factory: sessionmaker[Session],
                                              from_number: str, first_table: str,
-                                             callers: int) -> None:
-    race = MeetBeforeFirstInsert(first_table)
+                                             callers: int,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    race = MeetBeforeFirstInsert(first_table, monkeypatch)
     results = _in_two_threads(
         session_factory,
         lambda session: (
@@ -595,6 +617,42 @@ def test_a_transaction_on_a_connection_commits_or_rolls_back_durably_or_not(
     finally:
         engine.dispose()
     assert seen == ["no wait", "wait"]
+
+
+def test_a_driver_statement_stores_what_sqlalchemy_would(migrated_url: str) -> None:
+    """The same row written by SQLAlchemy and by DriverStatement: the same stored values."""
+    almaty = timezone(timedelta(hours=5))
+    seen = datetime(2026, 12, 4, 14, 30, 15, 123456, tzinfo=almaty)
+    callers = Caller.__table__
+    seen_at = bindparam("seen", type_=UTCDateTime())
+    statement = insert(callers).values(phone=bindparam("phone"), first_seen=seen_at,
+                                       last_seen=seen_at, sms_opted_out=False,
+                                       sms_awaiting_question=False)
+    engine = make_engine(migrated_url)
+    try:
+        with transaction(engine) as connection:
+            connection.execute(statement, {"phone": "+77011234567", "seen": seen})
+            # (PostgreSQL's INSERT returns the new id: SQLAlchemy compiles it with RETURNING.)
+            DriverStatement(statement).execute(connection, {"phone": "+77011234568", "seen": seen})
+        with engine.connect() as connection:
+            # As text: the two rows' stored timestamps and defaults, byte for byte.
+            rows = connection.exec_driver_sql(
+                "SELECT CAST(first_seen AS TEXT), CAST(last_seen AS TEXT), sms_opted_out "
+                "FROM callers ORDER BY phone").all()
+            assert rows[0] == rows[1]
+        with make_session_factory(engine)() as session:
+            stored = session.scalars(select(Caller).order_by(Caller.phone)).all()
+            assert [c.first_seen for c in stored] == [seen, seen]
+            assert stored[1].first_seen.tzinfo == UTC
+        with engine.connect() as connection, pytest.raises(RuntimeError):
+            DriverStatement(statement).execute(connection, {"phone": "+7701", "seen": seen})
+        # Defaults SQLAlchemy computes in Python (sms_opted_out's False) would be NULL: refused.
+        relying = insert(callers).values(phone=bindparam("phone"), first_seen=seen_at,
+                                         last_seen=seen_at)
+        with transaction(engine) as connection, pytest.raises(ValueError, match="sms_opted_out"):
+            DriverStatement(relying).execute(connection, {"phone": "+7701", "seen": seen})
+    finally:
+        engine.dispose()
 
 
 # --- questions and recordings -----------------------------------------------------------------
