@@ -12,9 +12,10 @@ caller is offered to record a question, so nobody is stuck in a menu they cannot
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from typing import Literal
+from functools import wraps
+from typing import Any, Literal, TypeVar
 
 from flows.content import EXPLAINER_PARTS, Content
 
@@ -39,6 +40,11 @@ DAY_WORDS = {
            9: "тоғыз", 10: "он"},
 }
 CALLBACK_DAYS_RANGE = range(2, 11)
+# Screens a Flow keeps, by how they were asked for: every menu and explainer in both languages
+# with its repeats is a few hundred; forged action URLs (random topics) cannot grow it past this.
+MAX_REMEMBERED_SCREENS = 4096
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class UnknownNode(Exception):
@@ -73,12 +79,35 @@ class Screen:
     remember_language: str | None = None
 
 
+def _remembered(method: F) -> F:
+    """Remember what a Flow method answered for these arguments (they decide it alone).
+
+    Content does not change while a Flow lives, and a Screen is immutable: each webhook asks
+    for one of a few hundred screens, and building one (prompts, placeholders, copies) cost a
+    twentieth of a webhook's time in the application (bench/webhook_throughput.py). A call that
+    raises (UnknownNode) is not remembered.
+    """
+
+    @wraps(method)
+    def remembered(self: Flow, *args: Any, **kwargs: Any) -> Any:
+        key = (method.__name__, args, tuple(sorted(kwargs.items())))
+        screen = self._screens.get(key)
+        if screen is None:
+            screen = method(self, *args, **kwargs)
+            if len(self._screens) < MAX_REMEMBERED_SCREENS:
+                self._screens[key] = screen
+        return screen
+
+    return remembered  # type: ignore[return-value]
+
+
 class Flow:
     """The phone tree of one content folder, with the configured callback promise."""
 
     def __init__(self, content: Content, callback_days: int = 3) -> None:
         self.content = content
         self.callback_days = callback_days
+        self._screens: dict[tuple[Any, ...], Screen] = {}
 
     def prompt(self, language: str, key: str) -> Prompt:
         """Return one prompt with its placeholders filled in."""
@@ -100,12 +129,14 @@ class Flow:
         """Return language if the content speaks it, else None."""
         return language if language in self.content.language_codes else None
 
+    @_remembered
     def start(self, language: str | None) -> Screen:
         """Greet a caller: returning callers go straight to the main menu."""
         language = self.known_language(language)
         screen = self.show(MAIN if language else LANGUAGE, language)
         return _with_preface(screen, self.say(language, "greeting"))
 
+    @_remembered
     def show(
         self, node: str, language: str | None, tries: int = 0, topic: str | None = None
     ) -> Screen:
@@ -142,6 +173,7 @@ class Flow:
             return Screen(GOODBYE, language, self.say(language, "goodbye"), "hangup")
         raise UnknownNode(node)
 
+    @_remembered
     def press(
         self,
         node: str,

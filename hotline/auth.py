@@ -15,6 +15,7 @@ from flask import (
     Blueprint,
     Flask,
     Request,
+    Response,
     abort,
     current_app,
     redirect,
@@ -23,7 +24,7 @@ from flask import (
     session,
     url_for,
 )
-from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface, SessionMixin
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
@@ -200,9 +201,23 @@ class CookieSessions(SecureCookieSessionInterface):
 
     def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
         """Return a new empty session when there is no cookie, else Flask's own answer."""
-        if not request.cookies.get(self.get_cookie_name(app)):
+        # A request without any Cookie header (every webhook) skips parsing the cookies too.
+        if "HTTP_COOKIE" not in request.environ or not request.cookies.get(
+                self.get_cookie_name(app)):
             return self.session_class()
         return super().open_session(app, request)
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        """Flask's own, minus reading seven cookie settings for a session that stays empty.
+
+        An empty session that nobody emptied sets and deletes no cookie; Flask then only adds
+        "Vary: Cookie" when the session was read, and so does this.
+        """
+        if not session and not session.modified:
+            if session.accessed:
+                response.vary.add("Cookie")
+            return
+        super().save_session(app, session, response)
 
 
 def init_app(app: Flask) -> None:
