@@ -22,7 +22,8 @@ from hotline.twilio_glue import (
 )
 from hotline.twiml import render_prompts_then, render_screen
 from storage import calls, questions
-from storage.db import transaction, unit_of_work
+from storage.db import driver_transaction, unit_of_work
+from storage.phones import normalise_phone
 
 log = logging.getLogger(__name__)
 
@@ -94,14 +95,15 @@ def incoming() -> Response:
     """Answer a new call: returning callers hear their language, new ones choose one."""
     call_sid = form_sid("CallSid", CALL_SID)
     rt = runtime()
+    from_number = _phone_field("From")
+    # Before the transaction: on SQLite it holds the database's one write lock.
+    phone = normalise_phone(from_number, rt.settings.default_region)
     # Not durable (storage.db.unit_of_work): a power cut may lose this row, a crash of this
     # process may not; the caller's question, stored durably later, makes it durable too.
-    with transaction(rt.engine, durable=False) as connection:
-        language = calls.answer_call(
-            connection, call_sid=call_sid, from_number=_phone_field("From"),
-            to_number=_phone_field("To"), now=_now(),
-            region=rt.settings.default_region,
-        )
+    with driver_transaction(rt.engine, durable=False) as connection:
+        language = calls.answer_numbered_call(
+            connection, call_sid=call_sid, phone=phone, from_number=from_number,
+            to_number=_phone_field("To"), now=_now())
     return _render(rt.flow.start(language))
 
 
@@ -121,7 +123,7 @@ def menu() -> Response:
         # A URL from before a content change (or a forged one): back to the main menu.
         log.warning("unknown menu node %r", node[:64])
         screen = rt.flow.show(MAIN, _language_arg())
-    with transaction(rt.engine, durable=False) as connection:  # as in incoming()
+    with driver_transaction(rt.engine, durable=False) as connection:  # as in incoming()
         # The caller's row before the call's, as everywhere (calls.record_keys).
         if screen.remember_language:
             calls.remember_language(connection, call_sid, screen.remember_language)

@@ -109,9 +109,8 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _on_begin(connection: Any) -> None:
-            if not connection.get_execution_options().get(DURABLE, True):
-                # Only this transaction's commit: its WAL record is flushed a moment later.
-                connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+            _begin_postgresql(connection.connection.dbapi_connection,
+                              durable=connection.get_execution_options().get(DURABLE, True))
 
         return engine
     return create_engine(parsed, hide_parameters=True)
@@ -144,26 +143,47 @@ def _make_sqlite_engine(url: URL) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        # FULL: the commit syncs the write-ahead log to disk; NORMAL: it does not, and a power
-        # cut may lose it (never the database). SQLite refuses the change inside a transaction.
-        level = "FULL" if connection.get_execution_options().get(DURABLE, True) else "NORMAL"
-        dbapi_connection = connection.connection.dbapi_connection
-        # On the driver's connection: these two statements run on every transaction, and
-        # through SQLAlchemy they cost more than a webhook's own statements.
-        if dbapi_connection.synchronous_level != level:
-            dbapi_connection.execute(f"PRAGMA synchronous = {level}")
-            dbapi_connection.synchronous_level = level
-        # IMMEDIATE takes the write lock up front and waits for it (busy_timeout). A deferred
-        # transaction that reads and then writes gets "database is locked" at once, without
-        # waiting, whenever another writer committed in between.
-        dbapi_connection.queue_for_writing()
-        try:
-            dbapi_connection.execute("BEGIN IMMEDIATE")
-        except BaseException:
-            dbapi_connection.leave_queue()
-            raise
+        _begin_sqlite(connection.connection.dbapi_connection,
+                      durable=connection.get_execution_options().get(DURABLE, True))
 
     return engine
+
+
+def _begin_sqlite(dbapi_connection: Any, *, durable: bool) -> None:
+    """Begin a transaction on a WriterQueueConnection (see unit_of_work for durable)."""
+    # FULL: the commit syncs the write-ahead log to disk; NORMAL: it does not, and a power
+    # cut may lose it (never the database). SQLite refuses the change inside a transaction.
+    level = "FULL" if durable else "NORMAL"
+    # On the driver's connection: these two statements run on every transaction, and
+    # through SQLAlchemy they cost more than a webhook's own statements.
+    if dbapi_connection.synchronous_level != level:
+        dbapi_connection.execute(f"PRAGMA synchronous = {level}")
+        dbapi_connection.synchronous_level = level
+    # IMMEDIATE takes the write lock up front and waits for it (busy_timeout). A deferred
+    # transaction that reads and then writes gets "database is locked" at once, without
+    # waiting, whenever another writer committed in between.
+    dbapi_connection.queue_for_writing()
+    try:
+        dbapi_connection.execute("BEGIN IMMEDIATE")
+    except BaseException:
+        dbapi_connection.leave_queue()
+        raise
+
+
+def _begin_postgresql(dbapi_connection: Any, *, durable: bool) -> None:
+    """Begin a transaction on a psycopg connection (it begins at its first statement)."""
+    if not durable:
+        # Only this transaction's commit: its WAL record is flushed a moment later.
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+
+
+def _begin_other(dbapi_connection: Any, *, durable: bool) -> None:
+    """Other databases begin at their first statement, and have no durability setting here."""
+
+
+_BEGIN: dict[str, Callable[..., None]] = {  # by dialect
+    "sqlite": _begin_sqlite, "postgresql": _begin_postgresql}
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -208,6 +228,41 @@ def transaction(engine: Engine, *, durable: bool = True) -> Iterator[Connection]
             connection.execution_options(**{DURABLE: False})
         with connection.begin():
             yield connection
+
+
+@dataclass(frozen=True)
+class DriverTransaction:
+    """A transaction on one of the engine's pooled driver connections (driver_transaction)."""
+
+    dialect: Dialect
+    dbapi_connection: Any
+
+
+@contextmanager
+def driver_transaction(engine: Engine, *, durable: bool = True) -> Iterator[DriverTransaction]:
+    """Yield a transaction on a pooled driver connection, for DriverStatements only.
+
+    The voice webhooks' transactions (storage.calls): as transaction() does, it begins the way
+    the engine's own transactions begin (SQLite: the writer queue, BEGIN IMMEDIATE; durable as
+    in unit_of_work), commits on success, rolls back on error, and hands the connection back to
+    the pool (which checks a PostgreSQL connection before lending it out again, and resets
+    it). What it skips is SQLAlchemy's Connection around the driver's (its transaction object,
+    events, the connection's own checks): 40 µs of the 380 a webhook took in the application
+    (bench/webhook_throughput.py). Driver errors arrive as the driver raises them.
+    """
+    pooled = engine.raw_connection()
+    try:
+        dbapi_connection: Any = pooled.dbapi_connection
+        begin: Callable[..., None] = _BEGIN.get(engine.dialect.name, _begin_other)
+        begin(dbapi_connection, durable=durable)
+        try:
+            yield DriverTransaction(engine.dialect, dbapi_connection)
+        except BaseException:
+            dbapi_connection.rollback()
+            raise
+        dbapi_connection.commit()
+    finally:
+        pooled.close()
 
 
 @dataclass(frozen=True)
@@ -256,9 +311,14 @@ class DriverStatement:
             self._compiled[dialect.name] = known
         return known
 
-    def execute(self, connection: Connection, params: Mapping[str, Any]) -> list[Any]:
+    def execute(self, connection: Connection | DriverTransaction,
+                params: Mapping[str, Any]) -> list[Any]:
         """Run the statement in the connection's transaction; return the rows it returns."""
-        if not connection.in_transaction():
+        if isinstance(connection, DriverTransaction):
+            dbapi_connection = connection.dbapi_connection
+        elif connection.in_transaction():
+            dbapi_connection = connection.connection.dbapi_connection
+        else:
             raise RuntimeError("DriverStatement runs inside a transaction (connection.begin())")
         compiled = self._for(connection.dialect)
         values = compiled.compiled.construct_params(dict(params))
@@ -266,7 +326,7 @@ class DriverStatement:
             values[name] = processor(values[name])
         arguments: Sequence[Any] | Mapping[str, Any] = (
             values if compiled.positions is None else [values[n] for n in compiled.positions])
-        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        cursor = dbapi_connection.cursor()
         try:
             cursor.execute(compiled.sql, arguments)
             return list(cursor.fetchall()) if cursor.description else []

@@ -14,17 +14,25 @@ import os
 import signal
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from sqlalchemy import Engine, select, text
 
 from storage import db
 from storage.calls import answer_call
-from storage.db import make_engine, make_session_factory, transaction, unit_of_work, upgrade
+from storage.db import (
+    driver_transaction,
+    make_engine,
+    make_session_factory,
+    transaction,
+    unit_of_work,
+    upgrade,
+)
 from storage.models import Call
 
 NOW = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
@@ -47,6 +55,12 @@ def engine(database: Path) -> Iterator[Engine]:
         engine.dispose()
 
 
+@pytest.fixture(params=[transaction, driver_transaction], ids=["connection", "driver"])
+def begin(request: pytest.FixtureRequest) -> Callable[..., Any]:
+    """Both ways to begin: SQLAlchemy's connection (transaction), the driver's (the webhooks)."""
+    return cast(Callable[..., Any], request.param)
+
+
 def queue_is_free(database: Path) -> bool:
     """Whether another connection could join the queue now (tried without waiting)."""
     fd = os.open(f"{database}-writers", os.O_RDWR | os.O_CREAT)
@@ -59,8 +73,9 @@ def queue_is_free(database: Path) -> bool:
     return True
 
 
-def test_a_transaction_holds_the_queue_until_it_commits(engine: Engine, database: Path) -> None:
-    with transaction(engine, durable=False) as connection:
+def test_a_transaction_holds_the_queue_until_it_commits(
+        engine: Engine, database: Path, begin: Callable[..., Any]) -> None:
+    with begin(engine, durable=False) as connection:
         assert not queue_is_free(database)
         answer_call(connection, call_sid="CA1", from_number="87011234567", to_number=HOTLINE,
                     now=NOW)
@@ -73,8 +88,9 @@ def test_a_transaction_holds_the_queue_until_it_commits(engine: Engine, database
     assert queue_is_free(database)
 
 
-def test_a_failed_transaction_lets_the_queue_go(engine: Engine, database: Path) -> None:
-    with pytest.raises(RuntimeError), transaction(engine) as connection:
+def test_a_failed_transaction_lets_the_queue_go(
+        engine: Engine, database: Path, begin: Callable[..., Any]) -> None:
+    with pytest.raises(RuntimeError), begin(engine) as connection:
         answer_call(connection, call_sid="CA1", from_number="87011234567", to_number=HOTLINE,
                     now=NOW)
         raise RuntimeError("the request failed")
@@ -84,18 +100,18 @@ def test_a_failed_transaction_lets_the_queue_go(engine: Engine, database: Path) 
 
 
 def test_a_begin_that_times_out_lets_the_queue_go(
-        database: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        database: Path, monkeypatch: pytest.MonkeyPatch, begin: Callable[..., Any]) -> None:
     """A writer outside the queue (here the sqlite3 module itself) is waited for as before."""
     monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 50)
     engine = make_engine(f"sqlite:///{database}")
     outsider = sqlite3.connect(database, isolation_level=None)
     try:
         outsider.execute("BEGIN IMMEDIATE")
-        with pytest.raises(Exception, match="database is locked"), transaction(engine):
+        with pytest.raises(Exception, match="database is locked"), begin(engine):
             pass
         assert queue_is_free(database)
         outsider.execute("ROLLBACK")
-        with transaction(engine) as connection:
+        with begin(engine) as connection:
             answer_call(connection, call_sid="CA1", from_number="87011234567",
                         to_number=HOTLINE, now=NOW)
     finally:
@@ -104,7 +120,7 @@ def test_a_begin_that_times_out_lets_the_queue_go(
 
 
 def test_a_second_transaction_waits_in_the_queue_and_then_goes_in(
-        database: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        database: Path, monkeypatch: pytest.MonkeyPatch, begin: Callable[..., Any]) -> None:
     """It waits longer than SQLite's busy timeout would: it waits in the queue, not in SQLite."""
     monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 50)
     engine = make_engine(f"sqlite:///{database}")
@@ -113,7 +129,7 @@ def test_a_second_transaction_waits_in_the_queue_and_then_goes_in(
     release_first = threading.Event()
 
     def first() -> None:
-        with transaction(engine) as connection:
+        with begin(engine) as connection:
             answer_call(connection, call_sid="CA1", from_number="87011234567",
                         to_number=HOTLINE, now=NOW)
             first_in.set()
@@ -123,7 +139,7 @@ def test_a_second_transaction_waits_in_the_queue_and_then_goes_in(
     def second() -> None:
         assert first_in.wait(30)
         second_started.set()
-        with transaction(engine) as connection:
+        with begin(engine) as connection:
             order.append("second in")
             answer_call(connection, call_sid="CA2", from_number="87011234568",
                         to_number=HOTLINE, now=NOW)
@@ -177,10 +193,10 @@ def _killed_holder(database: Path) -> Iterator[None]:
 
 
 def test_a_holder_killed_mid_transaction_frees_the_queue_and_loses_only_its_own_work(
-        engine: Engine, database: Path) -> None:
+        engine: Engine, database: Path, begin: Callable[..., Any]) -> None:
     with _killed_holder(database):
         assert queue_is_free(database)
-        with transaction(engine) as connection:
+        with begin(engine) as connection:
             answer_call(connection, call_sid="CA1", from_number="87011234567",
                         to_number=HOTLINE, now=NOW)
     with engine.connect() as connection:

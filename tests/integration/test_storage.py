@@ -28,7 +28,9 @@ from storage.calls import (
 from storage.db import (
     SQLITE_BUSY_TIMEOUT_MS,
     DriverStatement,
+    DriverTransaction,
     current_revision,
+    driver_transaction,
     make_engine,
     make_session_factory,
     transaction,
@@ -555,13 +557,16 @@ def test_remember_language_sets_the_caller_of_the_call(
         assert _count(session, Call) == 5
 
 
-def _commit_setting(executor: Session | Connection) -> str:
+def _commit_setting(executor: Session | Connection | DriverTransaction) -> str:
     """What the database does at this transaction's commit: wait for the disk or not."""
     bind = executor.get_bind() if isinstance(executor, Session) else executor
-    if bind.dialect.name == "sqlite":
-        return {1: "no wait", 2: "wait"}[executor.execute(text("PRAGMA synchronous")).scalar_one()]
-    return {"off": "no wait", "on": "wait"}[
-        executor.execute(text("SHOW synchronous_commit")).scalar_one()]
+    sqlite = bind.dialect.name == "sqlite"
+    query = text("PRAGMA synchronous" if sqlite else "SHOW synchronous_commit")
+    if isinstance(executor, DriverTransaction):
+        [(value,)] = DriverStatement(query).execute(executor, {})
+    else:
+        value = executor.execute(query).scalar_one()
+    return ({1: "no wait", 2: "wait"} if sqlite else {"off": "no wait", "on": "wait"})[value]
 
 
 def test_a_unit_of_work_that_need_not_be_durable_commits_without_waiting_for_the_disk(
@@ -587,23 +592,25 @@ def test_a_unit_of_work_that_need_not_be_durable_commits_without_waiting_for_the
         assert get_call(session, "CA2") is None
 
 
+@pytest.mark.parametrize("begin", [transaction, driver_transaction])
 def test_a_transaction_on_a_connection_commits_or_rolls_back_durably_or_not(
-        migrated_url: str) -> None:
-    """storage.db.transaction, as the voice menus use it: the calls functions on a connection."""
+        migrated_url: str, begin: Callable[..., Any]) -> None:
+    """storage.db.transaction, and driver_transaction as the voice menus use it: the calls
+    functions on a connection, committed, rolled back, waiting for the disk or not."""
     engine = make_engine(migrated_url)
     seen = []
     try:
-        with transaction(engine, durable=False) as connection:
+        with begin(engine, durable=False) as connection:
             seen.append(_commit_setting(connection))
             assert answer_call(connection, call_sid="CA1", from_number="87011234567",
                                to_number=HOTLINE, now=NOW) is None
             remember_language(connection, "CA1", "ru")
             record_keys(connection, "CA1", "language", "2", NOW)
-        with transaction(engine) as connection:
+        with begin(engine) as connection:
             seen.append(_commit_setting(connection))
             assert answer_call(connection, call_sid="CA2", from_number="87011234567",
                                to_number=HOTLINE, now=NOW) == "ru"
-        with pytest.raises(RuntimeError), transaction(engine, durable=False) as connection:
+        with pytest.raises(RuntimeError), begin(engine, durable=False) as connection:
             answer_call(connection, call_sid="CA3", from_number="87011234568",
                         to_number=HOTLINE, now=NOW)
             raise RuntimeError("the request failed")
