@@ -27,6 +27,7 @@ from storage.calls import (
 )
 from storage.db import (
     SQLITE_BUSY_TIMEOUT_MS,
+    SQLITE_WAL_AUTOCHECKPOINT_PAGES,
     DriverStatement,
     DriverTransaction,
     current_revision,
@@ -294,6 +295,8 @@ def test_sqlite_engine_settings(tmp_path: Path) -> None:
             assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
             assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == (
                 SQLITE_BUSY_TIMEOUT_MS)
+            assert connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == (
+                SQLITE_WAL_AUTOCHECKPOINT_PAGES)
         assert path.exists()
     finally:
         engine.dispose()
