@@ -265,7 +265,12 @@ def driver_transaction(engine: Engine, *, durable: bool = True) -> Iterator[Driv
         try:
             yield DriverTransaction(engine.dialect, dbapi_connection)
         except BaseException:
-            dbapi_connection.rollback()
+            try:
+                dbapi_connection.rollback()
+            except Exception:
+                # A connection that cannot roll back (the server went away) is not lent out
+                # again, and the error that got here is the one that is raised.
+                pooled.invalidate()
             raise
         dbapi_connection.commit()
     finally:

@@ -629,6 +629,32 @@ def test_a_transaction_on_a_connection_commits_or_rolls_back_durably_or_not(
     assert seen == ["no wait", "wait"]
 
 
+@pytest.mark.postgres
+def test_a_driver_transaction_whose_server_went_away_raises_its_own_error_and_recovers(
+        postgres_url: str) -> None:
+    """The server ends the connection mid-transaction (a restart): the request's own error is
+    what is raised, not the failed rollback's, and the next transaction gets a live connection
+    (the broken one is not lent out again)."""
+    upgrade(postgres_url)
+    engine, admin = make_engine(postgres_url), make_engine(postgres_url)
+    try:
+        with pytest.raises(RuntimeError, match="the request failed"), driver_transaction(
+                engine, durable=False) as connection:
+            [(pid,)] = DriverStatement(text("SELECT pg_backend_pid()")).execute(connection, {})
+            with admin.connect() as other:
+                other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            raise RuntimeError("the request failed")
+        with driver_transaction(engine, durable=False) as connection:
+            answer_call(connection, call_sid="CA1", from_number="87011234567",
+                        to_number=HOTLINE, now=NOW)
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT call_sid FROM calls")).scalars().all() == [
+                "CA1"]
+    finally:
+        engine.dispose()
+        admin.dispose()
+
+
 def test_a_driver_statement_stores_what_sqlalchemy_would(migrated_url: str) -> None:
     """The same row written by SQLAlchemy and by DriverStatement: the same stored values."""
     almaty = timezone(timedelta(hours=5))
