@@ -278,7 +278,7 @@ class Consultant:
         return elapsed, response.get_data(as_text=True).count('<tr id="question-')
 
     def close(self) -> None:
-        self.app.extensions["hotline"].engine.dispose()
+        self.app.extensions["hotline"].dispose()
 
 
 def time_pages(consultants: dict[int, Consultant], runs: int) -> dict[int, Timing]:

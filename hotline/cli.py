@@ -285,7 +285,7 @@ def _transcribe_pending(settings: Settings) -> None:
                     state = "pending (will be retried)"
                 states[state] = states.get(state, 0) + 1
     finally:
-        rt.engine.dispose()
+        rt.dispose()
     click.echo(", ".join(f"{count} {state}" for state, count in sorted(states.items())))
     if set(states) - {"done"}:
         raise SystemExit(1)

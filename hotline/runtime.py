@@ -16,7 +16,7 @@ from hotline.twiml import RenderedDocuments
 from speech.models import registry_from_folder
 from speech.transcriber import Transcriber
 from storage.audio_store import AudioStore, open_audio_store
-from storage.db import make_engine, make_session_factory
+from storage.db import make_engine, make_session_factory, make_webhook_engine
 
 
 @dataclass
@@ -32,8 +32,17 @@ class Runtime:
     sms: SmsDialogue
     # Recordings' audio: the audio folder or the database, as HOTLINE_AUDIO_STORE says.
     audio: AudioStore
+    # The voice menus' non-durable transactions (storage.db.make_webhook_engine): on SQLite the
+    # engine itself, on PostgreSQL a second pool.
+    webhook_engine: Engine
     # TwiML documents the voice webhooks answered lately (most calls hear the same few).
     documents: RenderedDocuments = field(default_factory=RenderedDocuments)
+
+    def dispose(self) -> None:
+        """Close the database pools (the webhooks' too)."""
+        self.engine.dispose()
+        if self.webhook_engine is not self.engine:
+            self.webhook_engine.dispose()
 
 
 def build_runtime(settings: Settings) -> Runtime:
@@ -55,4 +64,5 @@ def build_runtime(settings: Settings) -> Runtime:
         sms=SmsDialogue(content, callback_days=settings.callback_days),
         audio=open_audio_store(settings.audio_store, folder=settings.audio_dir,
                                sessions=sessions),
+        webhook_engine=make_webhook_engine(settings.database_url, engine),
     )

@@ -100,7 +100,7 @@ def incoming() -> Response:
     phone = normalise_phone(from_number, rt.settings.default_region)
     # Not durable (storage.db.unit_of_work): a power cut may lose this row, a crash of this
     # process may not; the caller's question, stored durably later, makes it durable too.
-    with driver_transaction(rt.engine, durable=False) as connection:
+    with driver_transaction(rt.webhook_engine, durable=False) as connection:
         language = calls.answer_numbered_call(
             connection, call_sid=call_sid, phone=phone, from_number=from_number,
             to_number=_phone_field("To"), now=_now())
@@ -123,7 +123,7 @@ def menu() -> Response:
         # A URL from before a content change (or a forged one): back to the main menu.
         log.warning("unknown menu node %r", node[:64])
         screen = rt.flow.show(MAIN, _language_arg())
-    with driver_transaction(rt.engine, durable=False) as connection:  # as in incoming()
+    with driver_transaction(rt.webhook_engine, durable=False) as connection:  # as in incoming()
         # The caller's row before the call's, as everywhere (calls.record_keys).
         if screen.remember_language:
             calls.remember_language(connection, call_sid, screen.remember_language)

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
 
+log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # An execution option, read when a transaction begins: False lets its commit return before the
 # disk has it (see unit_of_work).
@@ -237,6 +238,42 @@ def transaction(engine: Engine, *, durable: bool = True) -> Iterator[Connection]
             yield connection
 
 
+def make_webhook_engine(url: str, engine: Engine) -> Engine:
+    """Return the engine for the voice webhooks' driver_transaction(durable=False).
+
+    SQLite: engine itself. PostgreSQL: a second engine whose connections are made with
+    synchronous_commit off (so a webhook's commit does not wait for the disk, as in
+    unit_of_work, without a SET LOCAL in each transaction) and in autocommit mode, so that
+    driver_transaction sends BEGIN itself and a connection the server dropped while it sat in
+    the pool (a restart) is found by that BEGIN, which had to be sent anyway, and replaced
+    (_explicit_transaction). The main engine instead pings each connection as it lends it out,
+    a round trip of its own. A webhook's transaction was six round trips (the ping and its
+    BEGIN, SET LOCAL, two statements, COMMIT) and is four (bench/webhook_throughput.py).
+    Only driver_transaction runs on it: an SQLAlchemy transaction on it is refused.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        return engine
+    # After the URL's own ?options= (connect_args would replace them).
+    given = parsed.query.get("options") or ()
+    options = " ".join([*([given] if isinstance(given, str) else given), _NO_WAIT_OPTION])
+    webhooks = create_engine(
+        parsed, hide_parameters=True, isolation_level="AUTOCOMMIT",
+        connect_args={"options": options},
+        execution_options={DURABLE: False, _EXPLICIT_TRANSACTIONS: True})
+
+    @event.listens_for(webhooks, "begin")
+    def _refuse(connection: Any) -> None:
+        raise RuntimeError("the webhook engine runs storage.db.driver_transaction only")
+
+    return webhooks
+
+
+# How make_webhook_engine's connections start, and the engine option that marks them.
+_NO_WAIT_OPTION = "-c synchronous_commit=off"
+_EXPLICIT_TRANSACTIONS = "hotline_explicit_transactions"
+
+
 @dataclass(frozen=True)
 class DriverTransaction:
     """A transaction on one of the engine's pooled driver connections (driver_transaction)."""
@@ -255,8 +292,13 @@ def driver_transaction(engine: Engine, *, durable: bool = True) -> Iterator[Driv
     the pool (which checks a PostgreSQL connection before lending it out again, and resets
     it). What it skips is SQLAlchemy's Connection around the driver's (its transaction object,
     events, the connection's own checks): 40 µs of the 380 a webhook took in the application
-    (bench/webhook_throughput.py). Driver errors arrive as the driver raises them.
+    (bench/webhook_throughput.py). Driver errors arrive as the driver raises them. On the
+    PostgreSQL engine of make_webhook_engine it sends BEGIN and COMMIT itself.
     """
+    if engine.get_execution_options().get(_EXPLICIT_TRANSACTIONS):
+        with _explicit_transaction(engine, durable=durable) as explicit:
+            yield explicit
+        return
     pooled = engine.raw_connection()
     try:
         dbapi_connection: Any = pooled.dbapi_connection
@@ -273,6 +315,45 @@ def driver_transaction(engine: Engine, *, durable: bool = True) -> Iterator[Driv
                 pooled.invalidate()
             raise
         dbapi_connection.commit()
+    finally:
+        pooled.close()
+
+
+def _run(dbapi_connection: Any, sql: str) -> None:
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute(sql)
+
+
+@contextmanager
+def _explicit_transaction(engine: Engine, *, durable: bool) -> Iterator[DriverTransaction]:
+    """driver_transaction on an engine of autocommit connections (make_webhook_engine)."""
+    pooled = engine.raw_connection()
+    try:
+        try:
+            _run(pooled.dbapi_connection, "BEGIN")
+        except engine.dialect.loaded_dbapi.Error as error:
+            if not engine.dialect.is_disconnect(error, pooled.dbapi_connection, None):
+                raise
+            # Dropped by the server while it sat in the pool, and so, probably, is the rest of
+            # the pool: a new pool, and a new connection from it (an error now is raised).
+            log.info("a pooled connection was closed by the server; reconnecting")
+            pooled.invalidate()
+            pooled.close()
+            engine.dispose()
+            pooled = engine.raw_connection()
+            _run(pooled.dbapi_connection, "BEGIN")
+        dbapi_connection: Any = pooled.dbapi_connection
+        if durable:
+            _run(dbapi_connection, "SET LOCAL synchronous_commit TO on")
+        try:
+            yield DriverTransaction(engine.dialect, dbapi_connection)
+        except BaseException:
+            try:
+                _run(dbapi_connection, "ROLLBACK")
+            except Exception:
+                pooled.invalidate()  # as in driver_transaction
+            raise
+        _run(dbapi_connection, "COMMIT")
     finally:
         pooled.close()
 

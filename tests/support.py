@@ -98,7 +98,7 @@ def make_app() -> Iterator[Callable[[Settings], Flask]]:
 
     yield build
     for application in built:
-        runtime(application).engine.dispose()
+        runtime(application).dispose()
 
 
 @pytest.fixture

@@ -261,7 +261,7 @@ def test_in_process_the_worker_runtime_stores_and_the_web_app_serves_with_range(
         assert all(status in (200, 204) for _, status in log.statuses), log.statuses
     finally:
         jobs.bind(runtime(app))
-        worker_runtime.engine.dispose()
+        worker_runtime.dispose()
     with unit_of_work(runtime(app).sessions) as session:
         recording = session.scalars(select(Recording)).one()
         assert recording.download_state == "stored" and recording.file_path

@@ -34,6 +34,7 @@ from storage.db import (
     driver_transaction,
     make_engine,
     make_session_factory,
+    make_webhook_engine,
     transaction,
     unit_of_work,
     upgrade,
@@ -653,6 +654,59 @@ def test_a_driver_transaction_whose_server_went_away_raises_its_own_error_and_re
     finally:
         engine.dispose()
         admin.dispose()
+
+
+@pytest.mark.postgres
+def test_the_webhook_engine_commits_without_waiting_and_survives_a_server_restart(
+        postgres_url: str) -> None:
+    """PostgreSQL's webhook engine (make_webhook_engine): commits and rollbacks of its own,
+    no wait for the disk unless asked, nothing but driver_transaction on it, and a pooled
+    connection the server dropped (here: terminated between two webhooks, as a restart does)
+    replaced by the BEGIN that finds it, with no error for the request."""
+    upgrade(postgres_url)
+    engine = make_engine(postgres_url)
+    webhooks = make_webhook_engine(postgres_url, engine)
+    seen = []
+    try:
+        assert webhooks is not engine
+        with driver_transaction(webhooks, durable=False) as connection:
+            seen.append(_commit_setting(connection))
+            answer_call(connection, call_sid="CA1", from_number="87011234567",
+                        to_number=HOTLINE, now=NOW)
+            [(pid,)] = DriverStatement(text("SELECT pg_backend_pid()")).execute(connection, {})
+        with driver_transaction(webhooks) as connection:
+            seen.append(_commit_setting(connection))
+        with pytest.raises(RuntimeError), driver_transaction(
+                webhooks, durable=False) as connection:
+            answer_call(connection, call_sid="CA2", from_number="87011234568",
+                        to_number=HOTLINE, now=NOW)
+            raise RuntimeError("the request failed")
+        with engine.connect() as other:  # the pooled connection dies while it waits
+            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        with driver_transaction(webhooks, durable=False) as connection:
+            seen.append(_commit_setting(connection))
+            record_keys(connection, "CA1", "language", "2", NOW)
+        with webhooks.connect() as plain, pytest.raises(
+                RuntimeError, match="driver_transaction only"), plain.begin():
+            pass
+        with make_session_factory(engine)() as session:
+            assert session.scalars(select(Call.call_sid)).all() == ["CA1"]
+            call = get_call(session, "CA1")
+            assert call is not None and [k["digits"] for k in call.keys] == ["2"]
+    finally:
+        webhooks.dispose()
+        engine.dispose()
+    assert seen == ["no wait", "wait", "no wait"]
+
+
+def test_on_sqlite_the_webhook_engine_is_the_engine(migrated_url: str) -> None:
+    engine = make_engine(migrated_url)
+    try:
+        webhooks = make_webhook_engine(migrated_url, engine)
+        assert (webhooks is engine) == migrated_url.startswith("sqlite")
+        webhooks.dispose()
+    finally:
+        engine.dispose()
 
 
 def test_a_driver_statement_stores_what_sqlalchemy_would(migrated_url: str) -> None:

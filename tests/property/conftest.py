@@ -113,7 +113,7 @@ def refuse_nul_like_postgresql(application: Flask) -> None:
 def dispose(application: Flask) -> None:
     """Close the app's pool; remove its database when it was made in /dev/shm."""
     rt = runtime(application)
-    rt.engine.dispose()
+    rt.dispose()
     folder = Path(rt.settings.database_url.removeprefix("sqlite:///")).parent
     if folder.name.startswith("hotline-property-") and folder.parent == Path("/dev/shm"):
         shutil.rmtree(folder, ignore_errors=True)
