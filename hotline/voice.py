@@ -22,7 +22,7 @@ from hotline.twilio_glue import (
 )
 from hotline.twiml import render_prompts_then, render_screen
 from storage import calls, questions
-from storage.db import driver_transaction, unit_of_work
+from storage.db import unit_of_work
 from storage.phones import normalise_phone
 
 log = logging.getLogger(__name__)
@@ -100,10 +100,9 @@ def incoming() -> Response:
     phone = normalise_phone(from_number, rt.settings.default_region)
     # Not durable (storage.db.unit_of_work): a power cut may lose this row, a crash of this
     # process may not; the caller's question, stored durably later, makes it durable too.
-    with driver_transaction(rt.webhook_engine, durable=False) as connection:
-        language = calls.answer_numbered_call(
-            connection, call_sid=call_sid, phone=phone, from_number=from_number,
-            to_number=_phone_field("To"), now=_now())
+    language = calls.answer_incoming_call(
+        rt.webhook_engine, call_sid=call_sid, phone=phone, from_number=from_number,
+        to_number=_phone_field("To"), now=_now())
     return _render(rt.flow.start(language))
 
 
@@ -123,11 +122,9 @@ def menu() -> Response:
         # A URL from before a content change (or a forged one): back to the main menu.
         log.warning("unknown menu node %r", node[:64])
         screen = rt.flow.show(MAIN, _language_arg())
-    with driver_transaction(rt.webhook_engine, durable=False) as connection:  # as in incoming()
-        # The caller's row before the call's, as everywhere (calls.record_keys).
-        if screen.remember_language:
-            calls.remember_language(connection, call_sid, screen.remember_language)
-        calls.record_keys(connection, call_sid, node, digits, _now())
+    # Not durable, as in incoming().
+    calls.record_menu_step(rt.webhook_engine, call_sid, node, digits, _now(),
+                           language=screen.remember_language)
     return _render(screen)
 
 

@@ -7,10 +7,13 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
+    Engine,
+    Insert,
     Table,
     bindparam,
     case,
@@ -23,7 +26,13 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from storage.db import DriverStatement, DriverTransaction
+from storage.db import (
+    DriverStatement,
+    DriverTransaction,
+    driver_transaction,
+    run_alone,
+    runs_alone,
+)
 from storage.models import CALL_FINAL_STATUSES, CALL_IN_PROGRESS, Call, Caller
 from storage.phones import normalise_phone
 from storage.utc import UTCDateTime, ensure_utc
@@ -66,10 +75,12 @@ def get_call(session: Session, call_sid: str) -> Call | None:
 
 @dataclass(frozen=True)
 class _Upserts:
-    """The two statements of every incoming call, built once per dialect (see _upserts)."""
+    """The statements of every incoming call, built once per dialect (see _upserts)."""
 
     caller: DriverStatement
     call: DriverStatement
+    # PostgreSQL: both in one statement (a data-modifying WITH), for answer_incoming_call.
+    both: DriverStatement | None
 
 
 @cache
@@ -84,21 +95,22 @@ def _upserts(dialect: str) -> _Upserts:
     caller = insert(_callers).values(
         phone=bindparam("phone"), first_seen=now, last_seen=now, sms_opted_out=False,
         sms_awaiting_question=False)
-    call = insert(_calls).values(
-        call_sid=bindparam("call_sid"), caller_id=bindparam("caller_id"),
-        from_number=bindparam("from_number"), to_number=bindparam("to_number"),
-        status=CALL_IN_PROGRESS, started_at=now,
-        # A constant in the SQL: a bound [] went through the JSON type's json.dumps each time.
-        keys=literal_column("'[]'", type_=_calls.c["keys"].type))
-    return _Upserts(
-        caller=DriverStatement(caller.on_conflict_do_update(
-            index_elements=[_callers.c.phone],
-            # A late request (a retry, an out-of-order status callback) never moves it back.
-            set_={"last_seen": case((caller.excluded.last_seen > _callers.c.last_seen,
-                                     caller.excluded.last_seen), else_=_callers.c.last_seen)},
-        ).returning(_callers.c.id, _callers.c.language)),
+    caller_upsert = caller.on_conflict_do_update(
+        index_elements=[_callers.c.phone],
+        # A late request (a retry, an out-of-order status callback) never moves it back.
+        set_={"last_seen": case((caller.excluded.last_seen > _callers.c.last_seen,
+                                 caller.excluded.last_seen), else_=_callers.c.last_seen)},
+    ).returning(_callers.c.id, _callers.c.language)
+
+    def call_upsert(caller_id: ColumnElement[Any]) -> Insert:
+        call = insert(_calls).values(
+            call_sid=bindparam("call_sid"), caller_id=caller_id,
+            from_number=bindparam("from_number"), to_number=bindparam("to_number"),
+            status=CALL_IN_PROGRESS, started_at=now,
+            # A constant in the SQL: a bound [] went through the JSON type's json.dumps.
+            keys=literal_column("'[]'", type_=_calls.c["keys"].type))
         # A row made earlier by a status callback that knew less is filled in.
-        call=DriverStatement(call.on_conflict_do_update(
+        return call.on_conflict_do_update(
             index_elements=[_calls.c.call_sid],
             set_={
                 "from_number": case((_calls.c.from_number == "", call.excluded.from_number),
@@ -107,8 +119,18 @@ def _upserts(dialect: str) -> _Upserts:
                                   else_=_calls.c.to_number),
                 "caller_id": func.coalesce(_calls.c.caller_id, call.excluded.caller_id),
             },
-        )),
-    )
+        )
+
+    both = None
+    if dialect == "postgresql":
+        # The main query reads the caller's upsert, so it runs first and its row is locked
+        # before the call's (callers before calls, as everywhere); the call's upsert, read by
+        # nobody, runs to completion at the end of the statement.
+        caller_cte = caller_upsert.cte("caller")
+        call_cte = call_upsert(select(caller_cte.c.id).scalar_subquery()).cte("call")
+        both = DriverStatement(select(caller_cte.c.language).add_cte(call_cte))
+    return _Upserts(caller=DriverStatement(caller_upsert),
+                    call=DriverStatement(call_upsert(bindparam("caller_id"))), both=both)
 
 
 def _upsert_caller(executor: Executor, phone: str, now: datetime) -> tuple[int, str | None]:
@@ -167,6 +189,35 @@ def answer_numbered_call(
     return language
 
 
+def answer_incoming_call(
+    engine: Engine,
+    *,
+    call_sid: str,
+    phone: str | None,
+    from_number: str,
+    to_number: str,
+    now: datetime,
+) -> str | None:
+    """answer_numbered_call as a transaction of its own that need not be durable (see
+    storage.db.unit_of_work): what the incoming-call webhook writes.
+
+    On the PostgreSQL webhook engine (storage.db.make_webhook_engine) both upserts are one
+    statement run alone: one round trip to the server instead of four, which were most of a
+    webhook's time there (bench/webhook_throughput.py).
+    """
+    both = _upserts(engine.dialect.name).both
+    if phone and both is not None and runs_alone(engine):
+        if not _E164.fullmatch(phone):
+            raise ValueError(f"not an E.164 phone number: {phone!r} (use normalise_phone first)")
+        [(language,)] = run_alone(engine, both, {
+            "phone": phone, "call_sid": call_sid, "from_number": from_number,
+            "to_number": to_number, "now": now}, durable=False)
+        return cast(str | None, language)
+    with driver_transaction(engine, durable=False) as connection:
+        return answer_numbered_call(connection, call_sid=call_sid, phone=phone,
+                                    from_number=from_number, to_number=to_number, now=now)
+
+
 def start_call(
     session: Session,
     *,
@@ -208,10 +259,47 @@ def record_keys(executor: Executor, call_sid: str, node: str, digits: str,
     It locks the call's row: in a transaction that also writes the caller's row, write that one
     first, as answer_call does (callers before calls: two requests of one call never deadlock).
     """
-    entry = {"node": node, "digits": digits, "at": ensure_utc(now).isoformat()}
     connection = _connection(executor)
     _APPEND_KEYS[connection.dialect.name].execute(
-        connection, {"entry": json.dumps(entry), "node": node, "call_sid": call_sid})
+        connection, _keys_params(call_sid, node, digits, now))
+
+
+def _keys_params(call_sid: str, node: str, digits: str, now: datetime) -> dict[str, str]:
+    """The parameters of _APPEND_KEYS: one entry of the call's key history."""
+    entry = {"node": node, "digits": digits, "at": ensure_utc(now).isoformat()}
+    return {"entry": json.dumps(entry), "node": node, "call_sid": call_sid}
+
+
+# PostgreSQL: remember_language and record_keys in one statement (record_menu_step). The main
+# UPDATE's condition reads the language's UPDATE, so that one runs first and the caller's row is
+# locked before the call's (callers before calls); with no such call, neither changes a row.
+_REMEMBER_AND_APPEND = DriverStatement(text(
+    "WITH remembered AS (UPDATE callers SET language = :language WHERE id = "
+    "(SELECT caller_id FROM calls WHERE call_sid = :call_sid) RETURNING callers.id) "
+    "UPDATE calls SET keys = (coalesce(keys::jsonb, '[]'::jsonb) "
+    "|| jsonb_build_array(CAST(:entry AS jsonb)))::json, "
+    "last_node = :node WHERE call_sid = :call_sid AND (SELECT count(*) FROM remembered) >= 0"))
+
+
+def record_menu_step(engine: Engine, call_sid: str, node: str, digits: str, now: datetime,
+                     language: str | None = None) -> None:
+    """What the menu webhook writes, as a transaction of its own that need not be durable:
+    the keys pressed (record_keys) and, when the caller chose one, their language
+    (remember_language). One statement run alone on the PostgreSQL webhook engine (see
+    answer_incoming_call)."""
+    if runs_alone(engine):
+        params = _keys_params(call_sid, node, digits, now)
+        if language:
+            run_alone(engine, _REMEMBER_AND_APPEND, {**params, "language": language},
+                      durable=False)
+        else:
+            run_alone(engine, _APPEND_KEYS[engine.dialect.name], params, durable=False)
+        return
+    with driver_transaction(engine, durable=False) as connection:
+        # The caller's row before the call's, as everywhere (record_keys).
+        if language:
+            remember_language(connection, call_sid, language)
+        record_keys(connection, call_sid, node, digits, now)
 
 
 # On the tables, not the classes (an ORM UPDATE costs a bulk-update plan each time), and built

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import select
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -324,10 +325,61 @@ def _run(dbapi_connection: Any, sql: str) -> None:
         cursor.execute(sql)
 
 
+def _dropped(dbapi_connection: Any) -> bool:
+    """Whether the server closed this idle connection, found without a round trip.
+
+    An idle connection has nothing to read; one the server closed (a restart, an
+    administrator's pg_terminate_backend) has its goodbye message and the end of the stream.
+    Unexpected data also counts: the connection is then replaced, which costs a reconnect.
+    """
+    try:
+        readable, _, _ = select.select([dbapi_connection.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
+def _live_connection(engine: Engine) -> Any:
+    """Borrow a connection of make_webhook_engine's pool that the server has not closed."""
+    pooled = engine.raw_connection()
+    if _dropped(pooled.dbapi_connection):
+        log.info("a pooled connection was closed by the server; reconnecting")
+        pooled.invalidate()
+        pooled.close()
+        engine.dispose()  # the rest of the pool is probably closed as well
+        pooled = engine.raw_connection()
+    return pooled
+
+
+def runs_alone(engine: Engine) -> bool:
+    """Whether run_alone takes one round trip on this engine (make_webhook_engine's PostgreSQL
+    engine), rather than a driver_transaction around the statement."""
+    return bool(engine.get_execution_options().get(_EXPLICIT_TRANSACTIONS))
+
+
+def run_alone(engine: Engine, statement: DriverStatement, params: Mapping[str, Any], *,
+              durable: bool = True) -> list[Any]:
+    """Run one statement as a transaction of its own; return the rows it returns.
+
+    On make_webhook_engine's PostgreSQL engine, with durable=False: the statement alone, in
+    autocommit mode, one round trip (no BEGIN, no COMMIT); a connection the server closed
+    is replaced before it is used (_dropped). Otherwise in a driver_transaction.
+    """
+    if durable or not runs_alone(engine):
+        with driver_transaction(engine, durable=durable) as connection:
+            return statement.execute(connection, params)
+    pooled = _live_connection(engine)
+    try:
+        return statement.execute(DriverTransaction(engine.dialect, pooled.dbapi_connection),
+                                 params)
+    finally:
+        pooled.close()
+
+
 @contextmanager
 def _explicit_transaction(engine: Engine, *, durable: bool) -> Iterator[DriverTransaction]:
     """driver_transaction on an engine of autocommit connections (make_webhook_engine)."""
-    pooled = engine.raw_connection()
+    pooled = _live_connection(engine)
     try:
         try:
             _run(pooled.dbapi_connection, "BEGIN")
