@@ -241,14 +241,15 @@ def _load_call(session: Session, call_sid: str) -> Call:
 
 
 # Append one entry to the JSON list of keys, in SQL: no read of the row, one statement.
+_PG_APPEND_KEYS = (
+    "UPDATE calls SET keys = (coalesce(keys::jsonb, '[]'::jsonb) "
+    "|| jsonb_build_array(CAST(:entry AS jsonb)))::json, "
+    "last_node = :node WHERE call_sid = :call_sid")
 _APPEND_KEYS = {
     "sqlite": DriverStatement(text(
         "UPDATE calls SET keys = json_insert(coalesce(keys, '[]'), '$[#]', json(:entry)), "
         "last_node = :node WHERE call_sid = :call_sid")),
-    "postgresql": DriverStatement(text(
-        "UPDATE calls SET keys = (coalesce(keys::jsonb, '[]'::jsonb) "
-        "|| jsonb_build_array(CAST(:entry AS jsonb)))::json, "
-        "last_node = :node WHERE call_sid = :call_sid")),
+    "postgresql": DriverStatement(text(_PG_APPEND_KEYS)),
 }
 
 
@@ -272,13 +273,12 @@ def _keys_params(call_sid: str, node: str, digits: str, now: datetime) -> dict[s
 
 # PostgreSQL: remember_language and record_keys in one statement (record_menu_step). The main
 # UPDATE's condition reads the language's UPDATE, so that one runs first and the caller's row is
-# locked before the call's (callers before calls); with no such call, neither changes a row.
+# locked before the call's (callers before calls; EXPLAIN shows the condition as a one-time
+# filter above the scan of calls); with no such call, neither changes a row.
 _REMEMBER_AND_APPEND = DriverStatement(text(
     "WITH remembered AS (UPDATE callers SET language = :language WHERE id = "
     "(SELECT caller_id FROM calls WHERE call_sid = :call_sid) RETURNING callers.id) "
-    "UPDATE calls SET keys = (coalesce(keys::jsonb, '[]'::jsonb) "
-    "|| jsonb_build_array(CAST(:entry AS jsonb)))::json, "
-    "last_node = :node WHERE call_sid = :call_sid AND (SELECT count(*) FROM remembered) >= 0"))
+    + _PG_APPEND_KEYS + " AND (SELECT count(*) FROM remembered) >= 0"))
 
 
 def record_menu_step(engine: Engine, call_sid: str, node: str, digits: str, now: datetime,

@@ -240,17 +240,17 @@ def transaction(engine: Engine, *, durable: bool = True) -> Iterator[Connection]
 
 
 def make_webhook_engine(url: str, engine: Engine) -> Engine:
-    """Return the engine for the voice webhooks' driver_transaction(durable=False).
+    """Return the engine of the voice webhooks' writes, which need not be durable.
 
     SQLite: engine itself. PostgreSQL: a second engine whose connections are made with
-    synchronous_commit off (so a webhook's commit does not wait for the disk, as in
-    unit_of_work, without a SET LOCAL in each transaction) and in autocommit mode, so that
-    driver_transaction sends BEGIN itself and a connection the server dropped while it sat in
-    the pool (a restart) is found by that BEGIN, which had to be sent anyway, and replaced
-    (_explicit_transaction). The main engine instead pings each connection as it lends it out,
-    a round trip of its own. A webhook's transaction was six round trips (the ping and its
-    BEGIN, SET LOCAL, two statements, COMMIT) and is four (bench/webhook_throughput.py).
-    Only driver_transaction runs on it: an SQLAlchemy transaction on it is refused.
+    synchronous_commit off (a commit does not wait for the disk, as in unit_of_work, without
+    a SET LOCAL in each transaction) and in autocommit mode: run_alone sends a webhook's one
+    statement as its own transaction, one round trip, and driver_transaction sends BEGIN and
+    COMMIT itself. A connection the server closed while it sat in the pool (a restart) is
+    found without a round trip before it is used (_dropped) and replaced; the main engine
+    instead pings each connection as it lends it out. A webhook was six round trips (the ping
+    and its BEGIN, SET LOCAL, two statements, COMMIT) and is one (bench/webhook_throughput.py).
+    Only run_alone and driver_transaction run on it: an SQLAlchemy transaction is refused.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "postgresql":
@@ -372,6 +372,10 @@ def run_alone(engine: Engine, statement: DriverStatement, params: Mapping[str, A
     try:
         return statement.execute(DriverTransaction(engine.dialect, pooled.dbapi_connection),
                                  params)
+    except engine.dialect.loaded_dbapi.Error as error:
+        if engine.dialect.is_disconnect(error, pooled.dbapi_connection, None):
+            pooled.invalidate()  # not lent out again
+        raise
     finally:
         pooled.close()
 
