@@ -333,20 +333,27 @@ def _dropped(dbapi_connection: Any) -> bool:
     Unexpected data also counts: the connection is then replaced, which costs a reconnect.
     """
     try:
-        readable, _, _ = select.select([dbapi_connection.fileno()], [], [], 0)
-    except (OSError, ValueError):
+        poller = select.poll()  # not select.select: it refuses descriptors past 1023
+        poller.register(dbapi_connection.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
+    except Exception:  # psycopg raises its own error once libpq has let the socket go
         return True
-    return bool(readable)
+
+
+# Connections _live_connection tries before it takes what the pool gives (after a restart
+# every pooled connection is closed, and each one invalidated reconnects on its next turn).
+_MAX_DROPPED = 8
 
 
 def _live_connection(engine: Engine) -> Any:
     """Borrow a connection of make_webhook_engine's pool that the server has not closed."""
     pooled = engine.raw_connection()
-    if _dropped(pooled.dbapi_connection):
+    for _ in range(_MAX_DROPPED):
+        if not _dropped(pooled.dbapi_connection):
+            break
         log.info("a pooled connection was closed by the server; reconnecting")
         pooled.invalidate()
         pooled.close()
-        engine.dispose()  # the rest of the pool is probably closed as well
         pooled = engine.raw_connection()
     return pooled
 
@@ -358,7 +365,7 @@ def runs_alone(engine: Engine) -> bool:
 
 
 def run_alone(engine: Engine, statement: DriverStatement, params: Mapping[str, Any], *,
-              durable: bool = True) -> list[Any]:
+              durable: bool) -> list[Any]:
     """Run one statement as a transaction of its own; return the rows it returns.
 
     On make_webhook_engine's PostgreSQL engine, with durable=False: the statement alone, in
@@ -383,24 +390,14 @@ def run_alone(engine: Engine, statement: DriverStatement, params: Mapping[str, A
 @contextmanager
 def _explicit_transaction(engine: Engine, *, durable: bool) -> Iterator[DriverTransaction]:
     """driver_transaction on an engine of autocommit connections (make_webhook_engine)."""
+    if durable:
+        # SET LOCAL synchronous_commit TO on would override a server's remote_apply: durable
+        # writes go through the main engine, whose connections keep the server's setting.
+        raise ValueError("the webhook engine is for writes that need not be durable")
     pooled = _live_connection(engine)
     try:
-        try:
-            _run(pooled.dbapi_connection, "BEGIN")
-        except engine.dialect.loaded_dbapi.Error as error:
-            if not engine.dialect.is_disconnect(error, pooled.dbapi_connection, None):
-                raise
-            # Dropped by the server while it sat in the pool, and so, probably, is the rest of
-            # the pool: a new pool, and a new connection from it (an error now is raised).
-            log.info("a pooled connection was closed by the server; reconnecting")
-            pooled.invalidate()
-            pooled.close()
-            engine.dispose()
-            pooled = engine.raw_connection()
-            _run(pooled.dbapi_connection, "BEGIN")
         dbapi_connection: Any = pooled.dbapi_connection
-        if durable:
-            _run(dbapi_connection, "SET LOCAL synchronous_commit TO on")
+        _run(dbapi_connection, "BEGIN")
         try:
             yield DriverTransaction(engine.dialect, dbapi_connection)
         except BaseException:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -13,7 +14,7 @@ import pytest
 from click.testing import CliRunner, Result
 from flask import Flask
 from flask.cli import ScriptInfo
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
 from twilio.request_validator import RequestValidator
 from werkzeug.test import TestResponse
@@ -189,3 +190,14 @@ def run_cli(application: Flask | None, args: list[str],
     """Run a `hotline` command against application (or the environment's app)."""
     obj = ScriptInfo(create_app=(lambda: application) if application else create_from_env)
     return CliRunner().invoke(hotline_cli, args, obj=obj, env=env, catch_exceptions=False)
+
+
+def terminate_backend(engine: Engine, pid: int) -> None:
+    """End a PostgreSQL connection from the server's side, as a restart does, and wait until
+    its process is gone (so its goodbye has been sent)."""
+    with engine.connect() as other:
+        other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        deadline = time.monotonic() + 10
+        while other.execute(text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"),
+                            {"pid": pid}).scalar_one() and time.monotonic() < deadline:
+            time.sleep(0.05)

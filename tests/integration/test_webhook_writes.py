@@ -10,7 +10,6 @@ hold answer_call and record_keys.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -36,6 +35,7 @@ from storage.db import (
 )
 from storage.models import Call, Caller
 from storage.phones import normalise_phone
+from tests.support import terminate_backend
 
 NOW = datetime(2026, 12, 5, 9, 0, tzinfo=UTC)
 HOTLINE = "+77000000000"
@@ -178,12 +178,7 @@ def test_a_statement_run_alone_after_the_server_closed_its_connection(
     webhooks = make_webhook_engine(postgres_url, engine)
     try:
         [(pid,)] = run_alone(webhooks, _backend_pid(), {}, durable=False)
-        with engine.connect() as other:
-            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-            deadline = time.monotonic() + 10
-            while other.execute(text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"),
-                                {"pid": pid}).scalar_one() and time.monotonic() < deadline:
-                time.sleep(0.05)
+        terminate_backend(engine, pid)
         assert _incoming(webhooks, "CA1") is None
         [(new_pid,)] = run_alone(webhooks, _backend_pid(), {}, durable=False)
         assert new_pid != pid
@@ -196,3 +191,30 @@ def test_a_statement_run_alone_after_the_server_closed_its_connection(
 
 def _backend_pid() -> DriverStatement:
     return DriverStatement(text("SELECT pg_backend_pid()"))
+
+
+def test_on_postgresql_each_webhook_write_is_one_statement(
+        engines: tuple[Engine, Engine], monkeypatch: pytest.MonkeyPatch) -> None:
+    """One round trip per webhook on PostgreSQL (the data-modifying WITH statements); the two
+    statements of a transaction on SQLite."""
+    engine, webhooks = engines
+    statements: list[str] = []
+    run = DriverStatement.execute
+
+    def counted(self: DriverStatement, connection: object, params: object) -> object:
+        statements.append(str(self.statement))
+        return run(self, connection, params)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(DriverStatement, "execute", counted)
+    _incoming(webhooks, "CA1")
+    incoming, statements[:] = list(statements), []
+    record_menu_step(webhooks, "CA1", "language", "2", NOW, language="ru")
+    menu = list(statements)
+    if engine.dialect.name == "postgresql":
+        assert len(incoming) == 1 and incoming[0].startswith("WITH caller AS")
+        assert len(menu) == 1 and menu[0].startswith("WITH remembered AS")
+    else:
+        assert (len(incoming), len(menu)) == (2, 2)
+    with _session(engine) as session:
+        assert session.scalars(select(Caller.language)).one() == "ru"
+
