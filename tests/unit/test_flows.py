@@ -231,3 +231,21 @@ def test_every_screen_says_something_and_waits_for_something(flow: Flow) -> None
 def test_unknown_node_is_refused(flow: Flow) -> None:
     with pytest.raises(UnknownNode):
         flow.press("nowhere", "ru", "1")
+
+
+def test_screens_are_remembered_but_not_unknown_nodes(
+        flow: Flow, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Flow answers the same Screen object for the same question, never remembers a
+    refusal, and stops remembering at MAX_REMEMBERED_SCREENS (it keeps answering)."""
+    from flows import engine
+
+    assert flow.start("ru") is flow.start("ru")
+    assert flow.press(LANGUAGE, None, "2") is flow.press(LANGUAGE, None, "2")
+    assert flow.show(MAIN, "kk") == Flow(flow.content).show(MAIN, "kk")
+    for _ in range(2):
+        with pytest.raises(UnknownNode):
+            flow.press("no-such-node", "ru", "1")
+    assert not any("no-such-node" in repr(key) for key in flow._screens)
+    monkeypatch.setattr(engine, "MAX_REMEMBERED_SCREENS", len(flow._screens))
+    assert flow.press(MAIN, "ru", "1", 0, "new-topic").node != ""
+    assert len(flow._screens) == engine.MAX_REMEMBERED_SCREENS
