@@ -38,6 +38,12 @@ from storage.phones import normalise_phone
 from storage.utc import UTCDateTime, ensure_utc
 
 _E164 = re.compile(r"\+[1-9]\d{1,14}")
+
+
+def _require_e164(phone: str) -> None:
+    """Refuse a caller's number that normalise_phone did not make (callers.phone is E.164)."""
+    if not _E164.fullmatch(phone):
+        raise ValueError(f"not an E.164 phone number: {phone!r} (use normalise_phone first)")
 # The tables under the models: statements on them skip the ORM's per-statement planning.
 _callers, _calls = cast(Table, Caller.__table__), cast(Table, Call.__table__)
 # What runs the statements of the voice menus: a session, a connection of storage.db.transaction,
@@ -59,8 +65,7 @@ def _connection(executor: Executor) -> Connection | DriverTransaction:
 
 def touch_caller(session: Session, phone: str, now: datetime) -> Caller:
     """Return the caller with this E.164 phone, creating it, and note that they were seen now."""
-    if not _E164.fullmatch(phone):
-        raise ValueError(f"not an E.164 phone number: {phone!r} (use normalise_phone first)")
+    _require_e164(phone)
     caller_id, _language = _upsert_caller(session, phone, now)
     # populate_existing: the upsert went around the ORM; a Caller this session holds is re-read.
     caller = session.get(Caller, caller_id, populate_existing=True)
@@ -179,8 +184,8 @@ def answer_numbered_call(
     Two statements, no ORM objects: this is the path of every incoming call
     (bench/webhook_throughput.py).
     """
-    if phone is not None and not _E164.fullmatch(phone):
-        raise ValueError(f"not an E.164 phone number: {phone!r} (use normalise_phone first)")
+    if phone is not None:
+        _require_e164(phone)
     connection = _connection(executor)
     caller_id, language = _upsert_caller(connection, phone, now) if phone else (None, None)
     _upserts(connection.dialect.name).call.execute(connection, {
@@ -207,8 +212,7 @@ def answer_incoming_call(
     """
     both = _upserts(engine.dialect.name).both
     if phone and both is not None and runs_alone(engine):
-        if not _E164.fullmatch(phone):
-            raise ValueError(f"not an E.164 phone number: {phone!r} (use normalise_phone first)")
+        _require_e164(phone)
         [(language,)] = run_alone(engine, both, {
             "phone": phone, "call_sid": call_sid, "from_number": from_number,
             "to_number": to_number, "now": now}, durable=False)
