@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta, timezone
@@ -698,6 +700,42 @@ def test_the_webhook_engine_commits_without_waiting_and_survives_a_server_restar
         webhooks.dispose()
         engine.dispose()
     assert seen == ["no wait", "no wait"]
+
+
+@pytest.mark.postgres
+def test_postgres_connections_notice_a_vanished_server(postgres_url: str) -> None:
+    """Both PostgreSQL engines' connections carry POSTGRES_CONNECT_DEFAULTS (read back from the
+    kernel's socket: keepalives on, unacknowledged data given up after 5 s), and a value in
+    the URL's own query wins over the default."""
+    engine = make_engine(postgres_url)
+    webhooks = make_webhook_engine(postgres_url, engine)
+    own = make_engine(postgres_url + "?tcp_user_timeout=7000&connect_timeout=9")
+    try:
+        for each, user_timeout, connect_timeout in (
+                (engine, 5000, "5"), (webhooks, 5000, "5"), (own, 7000, "9")):
+            pooled = each.raw_connection()
+            try:
+                dbapi_connection: Any = pooled.dbapi_connection
+                with socket.socket(fileno=os.dup(dbapi_connection.fileno())) as sock:
+                    assert sock.getsockopt(socket.IPPROTO_TCP,
+                                           socket.TCP_USER_TIMEOUT) == user_timeout
+                    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+                    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 30
+                parameters = dbapi_connection.info.get_parameters()
+                assert parameters["connect_timeout"] == connect_timeout
+            finally:
+                pooled.close()
+        pooled = webhooks.raw_connection()  # the webhook engine keeps its own option too
+        try:
+            with pooled.dbapi_connection.cursor() as cursor:
+                cursor.execute("SHOW synchronous_commit")
+                assert cursor.fetchone() == ("off",)
+        finally:
+            pooled.close()
+    finally:
+        own.dispose()
+        webhooks.dispose()
+        engine.dispose()
 
 
 def test_on_sqlite_the_webhook_engine_is_the_engine(migrated_url: str) -> None:
