@@ -66,13 +66,23 @@ def derived_figure(value: float | None, based_on: int) -> Figure:
 
 
 def protect(counts: Sequence[int]) -> list[Figure]:
-    """Publish a breakdown whose total is published: small cells hidden, and never only one."""
+    """Publish a breakdown whose total is published: small cells hidden, and never so few.
+
+    The total minus the published cells is the sum of the hidden ones; that sum must not
+    single anyone out either. So while any cell is hidden, the next smallest published cell
+    is hidden too until at least two are hidden and together they hold at least MIN_COUNT
+    questions: one hidden 3 would be the total's difference, and two hidden 1s (a total of
+    52 beside a published 50) would be two questions of one each.
+    """
     shown = [count_figure(c) for c in counts]
     hidden = [i for i, f in enumerate(shown) if f.suppressed]
-    if len(hidden) == 1:
+    while hidden and (len(hidden) < 2 or sum(counts[i] for i in hidden) < MIN_COUNT):
         others = [i for i, c in enumerate(counts) if not shown[i].suppressed and c > 0]
-        if others:
-            shown[min(others, key=lambda i: (counts[i], i))] = HIDDEN
+        if not others:
+            break
+        smallest = min(others, key=lambda i: (counts[i], i))
+        shown[smallest] = HIDDEN
+        hidden.append(smallest)
     return shown
 
 

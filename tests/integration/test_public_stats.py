@@ -35,6 +35,16 @@ def test_a_lone_suppressed_cell_takes_the_next_smallest_with_it() -> None:
     assert protect([5, 6, 0]) == [Figure(5), Figure(6), Figure(0)]
 
 
+def test_hidden_cells_together_hold_at_least_five() -> None:
+    # 1 + 1 hidden beside a published 50 and a total of 52: each would be known to be 1.
+    assert protect([1, 1, 50]) == [HIDDEN, HIDDEN, HIDDEN]
+    assert protect([1, 1, 1, 40, 60]) == [HIDDEN, HIDDEN, HIDDEN, HIDDEN, Figure(60)]
+    # Two small cells that together reach five are enough.
+    assert protect([2, 3, 50]) == [HIDDEN, HIDDEN, Figure(50)]
+    # Nothing left to hide: the small cells stay hidden, zeros stay published.
+    assert protect([1, 0, 0]) == [HIDDEN, Figure(0), Figure(0)]
+
+
 def month_start() -> datetime:
     """The first moment of this month in Almaty."""
     today = utcnow().astimezone(LOCAL_TIME).date()
