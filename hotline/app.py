@@ -14,13 +14,12 @@ from werkzeug.routing import IntegerConverter, Map
 from hotline import jobs
 from hotline.config import Settings
 from hotline.runtime import build_runtime
+from storage.models import MAX_ROW_ID
 
 log = logging.getLogger(__name__)
 
 # Twilio's webhook forms are small; anything bigger than this is not Twilio.
 MAX_REQUEST_BYTES = 64 * 1024
-# The largest id of a row (an INTEGER column on PostgreSQL; SQLite's are wider).
-MAX_ROW_ID = 2**31 - 1
 
 
 class RowIdConverter(IntegerConverter):

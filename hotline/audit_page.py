@@ -20,7 +20,7 @@ from hotline.question_page import CLOSE_REASONS, region_name
 from hotline.workspace import bp, local_time, runtime, topic_title
 from storage import audit as audit_log
 from storage.db import unit_of_work
-from storage.models import ROLE_COORDINATOR, AuditEvent
+from storage.models import MAX_ROW_ID, ROLE_COORDINATOR, AuditEvent
 from storage.users import list_users
 
 AUDIT_PAGE_SIZE = 50
@@ -135,8 +135,12 @@ def _row(event: AuditEvent) -> EventRow:
 
 def _number(name: str) -> int | None:
     value = request.args.get(name, "").strip().lstrip("#")
-    # ASCII only: str.isdigit() accepts "²", which int() refuses.
-    return int(value) if value.isascii() and value.isdigit() and len(value) < 12 else None
+    # ASCII only: str.isdigit() accepts "²", which int() refuses. No larger than an id can be:
+    # PostgreSQL refuses to compare an INTEGER column with one (a 500).
+    if not (value.isascii() and value.isdigit() and len(value) < 12):
+        return None
+    number = int(value)
+    return number if number <= MAX_ROW_ID else None
 
 
 @bp.get("/admin/audit")

@@ -22,6 +22,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from storage.utc import UTCDateTime
 
 # Recording.download_state
+# The largest id of a row: the id columns are INTEGER, 32 bits on PostgreSQL (SQLite's are
+# wider). A larger number from a URL is no such row, not a driver's overflow error.
+MAX_ROW_ID = 2**31 - 1
+
 DOWNLOAD_PENDING = "pending"
 DOWNLOAD_STORED = "stored"
 DOWNLOAD_FAILED = "failed"

@@ -34,6 +34,7 @@ from sqlalchemy import ColumnElement, Select, and_, case, event, func, literal, 
 from sqlalchemy.orm import InstrumentedAttribute, Session, selectinload
 
 from storage.models import (
+    MAX_ROW_ID,
     QUESTION_CLAIMED,
     QUESTION_CLOSED,
     QUESTION_WAITING,
@@ -167,6 +168,8 @@ class Cursor:
                   datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(when)))
         except (ValueError, OverflowError):
             return None
+        if not 0 < question_id <= MAX_ROW_ID:
+            return None  # no question's id: the drivers refuse a larger one (a 500)
         return cls(at, question_id)
 
 
