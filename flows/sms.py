@@ -65,6 +65,24 @@ class SmsReply:
     kind: str = "answer"
 
 
+def fallback_kind(body: str) -> str:
+    """What a message is, by its words alone, when the dialogue could not answer it.
+
+    "stop" or "start" (the opt-out words), "command" (another keyword, or a menu key of one or
+    two digits: nobody's question), else "question".
+    """
+    word = keyword(clean_text(body))
+    if word in STOP_WORDS:
+        return "stop"
+    if word in START_WORDS:
+        return "start"
+    commands = HELP_WORDS | MENU_WORDS | MORE_WORDS | QUESTION_WORDS | {ASK_LAWYER}
+    if word in commands or word in LANGUAGE_WORDS or (word.isascii() and word.isdigit()
+                                                       and len(word) <= 2):
+        return "command"
+    return "question"
+
+
 def keyword(body: str) -> str:
     """Return the message as a keyword: upper case, without spaces and punctuation."""
     text = unicodedata.normalize("NFC", body).strip().upper()

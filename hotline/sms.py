@@ -12,7 +12,14 @@ from twilio.twiml.messaging_response import MessagingResponse
 from werkzeug.exceptions import HTTPException
 
 from flows.segments import segments
-from flows.sms import SmsDialogue, SmsReply, SmsState, clean_text, is_opt_keyword
+from flows.sms import (
+    SmsDialogue,
+    SmsReply,
+    SmsState,
+    clean_text,
+    fallback_kind,
+    is_opt_keyword,
+)
 from hotline.twilio_glue import runtime, twilio_webhook
 from storage import sms
 from storage.calls import touch_caller
@@ -116,7 +123,12 @@ def _reply(session: Session, inbound: SmsMessage, text: str | None, now: datetim
 
 @bp.errorhandler(Exception)
 def keep_the_message(error: Exception) -> Response | HTTPException:
-    """If answering failed, still queue the message for a lawyer and say it was received."""
+    """If answering failed, still keep what the message asks for.
+
+    STOP and START still opt the resident out and in (and say so); another keyword or a menu
+    key gets the menu, to try again; any other text is queued for a lawyer, and the resident
+    is told it was received.
+    """
     if isinstance(error, HTTPException):
         return error
     log.exception("SMS webhook failed")
@@ -131,15 +143,26 @@ def keep_the_message(error: Exception) -> Response | HTTPException:
             inbound, new = sms.record_inbound(
                 session, message_sid=request.form.get("MessageSid", ""),
                 phone=phone or raw_from, body=body, caller=caller, now=now)
-            if not new or not body or (caller is not None and caller.sms_opted_out):
+            if not new or not body:
                 return _twiml(None)
+            kind = fallback_kind(body)
+            language = caller.language if caller and caller.language else (
+                rt.sms.default_language)
+            if kind in ("stop", "start"):
+                if caller is None:
+                    return _twiml(None)  # no number to remember it for
+                sms.set_opted_out(session, caller, kind == "stop", now)
+                return _reply(session, inbound, rt.sms.text(language, f"sms.{kind}"), now)
+            if caller is not None and caller.sms_opted_out:
+                return _twiml(None)
+            if kind == "command":
+                return _reply(session, inbound, rt.sms.text(language, "sms.menu"), now)
             question = sms.add_sms_question(session, caller=caller, text=body,
                                             language=caller.language if caller else None,
                                             topic=None, now=now)
             inbound.question_id = question.id
-            text = rt.sms.text(caller.language if caller and caller.language
-                               else rt.sms.default_language, "sms.question_received")
-            return _reply(session, inbound, text, now)
+            return _reply(session, inbound, rt.sms.text(language, "sms.question_received"),
+                          now)
     except Exception:  # noqa: BLE001 - the last line of defence must answer
         log.exception("could not even keep the SMS")
         return _twiml(None)

@@ -237,3 +237,22 @@ def test_a_failure_while_answering_still_queues_the_message(
     assert reply == dialogue.text("kk", "sms.question_received")
     [question] = questions(db)
     assert question.text == "Помогите с землёй, аким не отвечает" and question.channel == "sms"
+
+
+def test_a_failure_while_answering_still_honours_stop_and_start(
+    app: Flask, phone: Phone, dialogue: SmsDialogue, db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("matcher crashed")
+
+    monkeypatch.setattr(dialogue, "reply", broken)
+    assert phone.send("СТОП") == dialogue.text("kk", "sms.stop")
+    assert caller_row(db).sms_opted_out
+    # Opted out: nothing more is queued or answered, as on the normal path.
+    assert not phone.send("Жер туралы сұрақ")
+    assert phone.send("Start") == dialogue.text("kk", "sms.start")
+    assert not caller_row(db).sms_opted_out
+    # A keyword or a menu key is nobody's question: the menu, to try again.
+    assert phone.send("МЕНЮ") == dialogue.text("kk", "sms.menu")
+    assert phone.send("2") == dialogue.text("kk", "sms.menu")
+    assert questions(db) == []
