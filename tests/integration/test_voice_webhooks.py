@@ -287,6 +287,20 @@ def test_a_second_failure_says_goodbye_instead_of_looping(app: Flask, twilio: Tw
     assert spoken(root) == [runtime(app).flow.prompt("kk", "error.later").text]
 
 
+def test_when_even_the_apology_fails_both_languages_hear_call_again_later(
+        app: Flask, twilio: Twilio, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("content unreadable")
+
+    flow = runtime(app).flow
+    said = {code: flow.prompt(code, "error.later").text for code in ("kk", "ru")}
+    monkeypatch.setattr(flow, "show", broken)
+    monkeypatch.setattr(flow, "say", broken)
+    root = twiml(twilio.post("/voice/show?node=main&lang=kk", call_form()))
+    assert spoken(root) == [said["kk"], said["ru"]]
+    assert root.find("Hangup") is not None
+
+
 def test_the_same_screen_reached_by_another_host_name_gets_that_host_in_its_urls(
         twilio: Twilio) -> None:
     for base in ("http://hotline-a.example", "http://hotline-b.example:8080"):
