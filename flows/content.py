@@ -31,6 +31,7 @@ SYSTEM_PROMPTS = (
     "record.intro",
     "record.done",
     "record.done.menu",
+    "record.done.no_number",
     "record.empty",
     "goodbye",
     "error.apology",

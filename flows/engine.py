@@ -213,11 +213,19 @@ class Flow:
             return self.show(RECORD, language, topic=topic)
         return self._repeat(node, language, key, tries, topic)
 
-    def recorded(self, language: str | None) -> Screen:
-        """Thank the caller and promise the callback (in every language when it is unknown)."""
+    def recorded(self, language: str | None, number_known: bool = True) -> Screen:
+        """Thank the caller and promise the callback (in every language when it is unknown).
+
+        number_known False (a hidden or unusable caller ID: the question has no number to call
+        back): no promise; the caller hears that the question is kept, that a lawyer cannot
+        call a hidden number, and to call again from an open one.
+        """
+        done = "record.done" if number_known else "record.done.no_number"
         if self.known_language(language):
-            return self.show(DONE, language)
-        return Screen(GOODBYE, None, self.say(None, "record.done", "goodbye"), "hangup")
+            if number_known:
+                return self.show(DONE, language)
+            return Screen(DONE, language, self.say(language, done, "record.done.menu"), "key")
+        return Screen(GOODBYE, None, self.say(None, done, "goodbye"), "hangup")
 
     def not_recorded(self, language: str | None, topic: str | None) -> Screen:
         """Tell the caller nothing was heard and offer to record again."""

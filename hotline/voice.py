@@ -154,8 +154,11 @@ def show() -> Response:
     return _render(screen, errors=_errors_arg())
 
 
-def _store_question() -> int | None:
-    """Create (once) the question for the recording in this request; return its recording id."""
+def _store_question() -> tuple[int, bool] | None:
+    """Create (once) the question for the recording in this request.
+
+    Return its recording id and whether the question has a caller's number to call back
+    (None when the request carries no recording)."""
     call_sid = form_sid("CallSid", CALL_SID)
     if not request.form.get("RecordingSid") and not request.form.get("RecordingUrl"):
         return None
@@ -168,11 +171,12 @@ def _store_question() -> int | None:
     if topic not in runtime().flow.content.topics:
         topic = None
     with unit_of_work(runtime().sessions) as session:
-        _question, recording, _created = questions.record_question(
+        question, recording, _created = questions.record_question(
             session, recording_sid=recording_sid, call_sid=call_sid, recording_url=url,
             duration=duration, language=_language_arg(), topic=topic, now=_now(),
         )
         recording_id = recording.id
+        number_known = question.caller_id is not None
         pending = recording.download_state != "stored"
     if pending:
         # After the commit, so the worker finds the row; the job is idempotent. If the queue is
@@ -182,7 +186,7 @@ def _store_question() -> int | None:
             jobs.download_recording_job(recording_id)
         except Exception:  # noqa: BLE001 - any queue failure; the sweep recovers
             log.exception("could not enqueue the download of recording %s", recording_id)
-    return recording_id
+    return recording_id, number_known
 
 
 @bp.post("/recorded")
@@ -192,10 +196,11 @@ def recorded() -> Response:
     rt = runtime()
     language = _language_arg()
     empty = request.form.get("RecordingDuration", "").strip() in ("0",)
-    recording_id = None if empty else _store_question()
-    if recording_id is None:
+    stored = None if empty else _store_question()
+    if stored is None:
         return _render(rt.flow.not_recorded(language, request.args.get("topic")))
-    return _render(rt.flow.recorded(language))
+    _recording_id, number_known = stored
+    return _render(rt.flow.recorded(language, number_known))
 
 
 @bp.post("/recording-status")

@@ -16,6 +16,7 @@ from tests.support import (
     CALLER,
     Twilio,
     call_form,
+    new_sid,
     row_counts,
     runtime,
     spoken,
@@ -208,7 +209,9 @@ def test_a_question_is_promised_even_when_the_queue_is_down(
         raise ConnectionError("redis is down")
 
     monkeypatch.setattr(voice.jobs, "download_recording_job", queue_down)
-    form = call_form(RecordingSid="RE" + "b" * 32, RecordingUrl="https://api.twilio.com/x",
+    sid = new_sid("CA")
+    twiml(twilio.post("/voice/incoming", call_form(sid)))
+    form = call_form(sid, RecordingSid="RE" + "b" * 32, RecordingUrl="https://api.twilio.com/x",
                      RecordingDuration="7")
     root = twiml(twilio.post("/voice/recorded?lang=ru", form))
     assert spoken(root)[0] == runtime(app).flow.prompt("ru", "record.done").text
@@ -217,13 +220,35 @@ def test_a_question_is_promised_even_when_the_queue_is_down(
 
 
 def test_a_caller_without_a_language_still_hears_the_promise(app: Flask, twilio: Twilio) -> None:
-    form = call_form(RecordingSid="RE" + "c" * 32, RecordingUrl="https://api.twilio.com/x",
+    sid = new_sid("CA")
+    twiml(twilio.post("/voice/incoming", call_form(sid)))
+    form = call_form(sid, RecordingSid="RE" + "c" * 32, RecordingUrl="https://api.twilio.com/x",
                      RecordingDuration="7")
     root = twiml(twilio.post("/voice/recorded", form))
     flow = runtime(app).flow
     texts = spoken(root)
+    assert flow.prompt("kk", "record.done").text in texts
     assert flow.prompt("ru", "record.done").text in texts
     assert root.find("Hangup") is not None
+
+
+@pytest.mark.parametrize("hidden", ["anonymous", "Restricted", "", "+266696687"])
+@pytest.mark.parametrize("lang", ["kk", "ru", None])
+def test_a_hidden_number_is_not_promised_a_callback(app: Flask, twilio: Twilio, db,
+                                                    hidden: str, lang: str | None) -> None:
+    sid = new_sid("CA")
+    twiml(twilio.post("/voice/incoming", call_form(sid, From=hidden)))
+    form = call_form(sid, From=hidden, RecordingSid=new_sid("RE"),
+                     RecordingUrl="https://api.twilio.com/x", RecordingDuration="7")
+    root = twiml(twilio.post("/voice/recorded" + (f"?lang={lang}" if lang else ""), form))
+    flow = runtime(app).flow
+    texts = spoken(root)
+    for code in ([lang] if lang else ["kk", "ru"]):
+        assert flow.prompt(code, "record.done.no_number").text in texts
+        assert flow.prompt(code, "record.done").text not in texts
+    # The question is kept all the same (the caller may say a number in it).
+    with db() as session:
+        assert row_counts(session)["questions"] == 1
 
 
 def test_an_empty_recording_in_a_status_callback_is_not_a_question(twilio: Twilio, db) -> None:
