@@ -103,6 +103,12 @@ def next_callback_time(failed_at: datetime, delay: timedelta, hours: tuple[int, 
     return ensure_utc(moment)
 
 
+def within_hours(moment: datetime, hours: tuple[int, int], zone: tzinfo) -> bool:
+    """Whether moment falls in the daily window hours (as in next_callback_time) of zone."""
+    start, end = hours
+    return start <= ensure_utc(moment).astimezone(zone).hour < end
+
+
 def retry_delay(failed_attempts: int, delays: tuple[timedelta, ...]) -> timedelta:
     """The wait after the failed_attempts-th failure (1 is the first); the last delay repeats."""
     if not delays:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from datetime import UTC, datetime
 from html.parser import HTMLParser
 
 import pytest
@@ -15,6 +16,7 @@ from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
 from hotline.cli import main as hotline_cli
+from hotline.config import LOCAL_TIME
 from tests.support import BASE_URL
 
 PASSWORD = "correct horse 42"
@@ -77,6 +79,16 @@ class Page(HTMLParser):
             self._cell.append(data)
         if self._capture is not None:
             self._capture.append(data)
+
+
+@pytest.fixture(autouse=True)
+def daytime_in_almaty(monkeypatch: pytest.MonkeyPatch) -> datetime:
+    """Tests run at any hour; the Call button works only in calling hours (9-20 Almaty by
+    default): its clock reads noon in Almaty today (the claims' clock stays the real one).
+    A test of the refusal sets hotline.callbacks.calling_clock itself."""
+    noon = datetime.now(LOCAL_TIME).replace(hour=12, minute=0, second=0, microsecond=0)
+    monkeypatch.setattr("hotline.callbacks.calling_clock", lambda: noon.astimezone(UTC))
+    return noon
 
 
 def page(response: TestResponse) -> Page:

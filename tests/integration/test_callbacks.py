@@ -423,6 +423,32 @@ def test_a_resident_without_a_number_cannot_be_called(db: Db, api: TwilioApi,
     assert api.requests == []
 
 
+@pytest.mark.parametrize(("hour", "minute", "allowed"), [
+    (8, 59, False), (9, 0, True), (19, 59, True), (20, 0, False), (23, 30, False)])
+def test_residents_are_called_in_calling_hours_only(
+        db: Db, api: TwilioApi, twilio: Twilio, lawyer: Consultant,
+        monkeypatch: pytest.MonkeyPatch, hour: int, minute: int, allowed: bool) -> None:
+    question_id = make_question(db)
+    lawyer.claim(question_id)
+    local = datetime.now(ALMATY).replace(hour=hour, minute=minute)
+    monkeypatch.setattr(callbacks, "calling_clock", lambda: local.astimezone(UTC))
+    response = lawyer.call(question_id)
+    if allowed:
+        assert response.status_code == 303
+        assert len(attempts(db, question_id)) == 1
+        return
+    said = f"Residents are called from 09:00 to 20:00, Almaty time; it is {hour:02d}:{minute:02d}"
+    assert response.status_code == 409
+    assert said in response.get_data(as_text=True)
+    assert api.requests == [] and attempts(db, question_id) == []
+    # The panel says so in place of the Call button.
+    html = lawyer.panel(question_id)
+    assert 'id="call-form"' not in html and said in section(html, "callback-status")
+    # The question stays held: the outcome form still works (they may have called by other
+    # means), and the claim is not lost by the refusal.
+    assert load_question(db, question_id).status == "claimed"
+
+
 def test_only_the_holder_can_call_record_an_outcome_or_send_an_sms(
         app: Flask, db: Db, api: TwilioApi, lawyer: Consultant, question_id: int) -> None:
     add_account(app, "other@example.kz", phone="+77071234567", name="Dana")
