@@ -125,6 +125,23 @@ def forbidden(_error: Exception) -> ResponseReturnValue:
                            back=url_for("workspace.queue")), 403
 
 
+@bp.errorhandler(404)
+def not_found(_error: Exception) -> ResponseReturnValue:
+    """A question, panel or file that is not there, in the user's language (not Werkzeug's)."""
+    return render_template("message.html", title=_("Not found"),
+                           message=_("There is no such question or page here."),
+                           back=url_for("workspace.queue")), 404
+
+
+@bp.errorhandler(400)
+def bad_request(_error: Exception) -> ResponseReturnValue:
+    """A request the pages could not read (a filter, a date, a form), in the user's language."""
+    return render_template("message.html", title=_("Could not read the request"),
+                           message=_("Something in the address or the form could not be read. "
+                                     "Please go back and try again."),
+                           back=url_for("workspace.queue")), 400
+
+
 def init_app(app: Flask) -> None:
     """Set up logins and languages, and add the workspace's pages to the app.
 

@@ -372,3 +372,20 @@ def test_every_workspace_string_is_translated_to_kazakh_and_russian() -> None:
                 translated |= {m.id for m in read_po(source)
                                if m.id and m.string and not m.fuzzy}
         assert strings - translated == set(), language
+
+
+@pytest.mark.parametrize(("language", "not_found", "unreadable"), [
+    ("kk", "Табылмады", "Сұрауды оқу мүмкін болмады"),
+    ("ru", "Не найдено", "Не удалось прочитать запрос"),
+    ("en", "Not found", "Could not read the request"),
+])
+def test_missing_and_unreadable_pages_answer_in_the_users_language(
+        app: Flask, coordinator: str, language: str, not_found: str, unreadable: str) -> None:
+    browser = Browser(app, language=language)
+    browser.login(coordinator)
+    missing = browser.get("/questions/12345")
+    assert missing.status_code == 404
+    assert page(missing).lang == language and not_found in page(missing).headings
+    garbage = browser.get("/reports?from=garbage")
+    assert garbage.status_code == 400
+    assert page(garbage).lang == language and unreadable in page(garbage).headings
