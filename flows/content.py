@@ -33,6 +33,7 @@ SYSTEM_PROMPTS = (
     "record.done.menu",
     "record.done.no_number",
     "record.empty",
+    "record.not_heard",
     "goodbye",
     "error.apology",
     "error.later",

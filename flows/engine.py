@@ -28,6 +28,10 @@ EMPTY = "empty"
 GOODBYE = "goodbye"
 SPECIAL_NODES = frozenset({LANGUAGE, RECORD, OFFER, DONE, EMPTY, GOODBYE})
 MAX_REPEATS = 2
+# The language menu's tries after an empty recording by a caller who never chose a language:
+# past MAX_REPEATS, so that silence there says goodbye instead of offering to record again
+# (a phone left off the hook would otherwise go round forever).
+AFTER_EMPTY_RECORDING = MAX_REPEATS + 1
 
 Wait = Literal["key", "record", "hangup"]
 
@@ -228,9 +232,15 @@ class Flow:
         return Screen(GOODBYE, None, self.say(None, done, "goodbye"), "hangup")
 
     def not_recorded(self, language: str | None, topic: str | None) -> Screen:
-        """Tell the caller nothing was heard and offer to record again."""
+        """Tell the caller nothing was heard and offer to record again.
+
+        A caller who never chose a language (silence on the language menu, or 0 there) hears it
+        in both languages, and then the language menu once more: a key there goes on as
+        usual (0 records again); silence says goodbye.
+        """
         if self.known_language(language) is None:
-            return self.show(GOODBYE, None)
+            screen = self.show(LANGUAGE, None, AFTER_EMPTY_RECORDING)
+            return _with_preface(screen, self.say(None, "record.not_heard"))
         return self.show(EMPTY, language, topic=topic)
 
     def _press_language(self, key: str, tries: int) -> Screen:
@@ -247,6 +257,11 @@ class Flow:
     def _repeat(
         self, node: str, language: str | None, key: str, tries: int, topic: str | None
     ) -> Screen:
+        if node == LANGUAGE and tries >= AFTER_EMPTY_RECORDING:
+            if not key:
+                return self.show(GOODBYE, None)
+            screen = self.show(LANGUAGE, None, tries)
+            return _with_preface(screen, self.say(None, "nav.wrong_key"))
         if tries >= MAX_REPEATS:
             if node == EMPTY:
                 return self.show(GOODBYE, language)

@@ -251,6 +251,17 @@ def test_a_hidden_number_is_not_promised_a_callback(app: Flask, twilio: Twilio, 
         assert row_counts(session)["questions"] == 1
 
 
+def test_an_empty_recording_without_a_language_is_said_and_the_call_goes_on(
+        app: Flask, twilio: Twilio, db) -> None:
+    root = twiml(twilio.post("/voice/recorded", call_form(RecordingDuration="0")))
+    flow = runtime(app).flow
+    texts = spoken(root)
+    assert [flow.prompt(code, "record.not_heard").text for code in ("kk", "ru")] == texts[:2]
+    assert root.find("Hangup") is None and root.find("Gather") is not None
+    with db() as session:
+        assert row_counts(session)["questions"] == 0
+
+
 def test_an_empty_recording_in_a_status_callback_is_not_a_question(twilio: Twilio, db) -> None:
     form = call_form(RecordingSid="RE" + "d" * 32, RecordingUrl="https://api.twilio.com/x",
                      RecordingDuration="0", RecordingStatus="completed")

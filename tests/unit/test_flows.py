@@ -220,6 +220,25 @@ def test_nothing_recorded_offers_again_and_never_loops_forever(flow: Flow) -> No
     assert flow.press(empty.node, "kk", "", tries=2).wait == "hangup"
 
 
+def test_nothing_recorded_without_a_language_is_said_and_never_a_bare_hang_up(
+        flow: Flow) -> None:
+    empty = flow.not_recorded(None, None)
+    # Told in both languages that nothing was saved, then the language menu once more.
+    assert empty.node == LANGUAGE and empty.wait == "key"
+    assert [(p.language, p.key) for p in empty.prompts] == [
+        *((code, "record.not_heard") for code in LANGUAGES),
+        *((code, "language.choose") for code in LANGUAGES)]
+    # A language goes on to the main menu, 0 offers the recording again...
+    assert flow.press(LANGUAGE, None, "2", empty.tries).node == MAIN
+    assert flow.press(LANGUAGE, None, "0", empty.tries).node == OFFER
+    # ...a wrong key is explained and waits again; silence says goodbye, no endless loop.
+    wrong = flow.press(LANGUAGE, None, "7", empty.tries)
+    assert wrong.node == LANGUAGE and wrong.prompts[0].key == "nav.wrong_key"
+    goodbye = flow.press(LANGUAGE, None, "", empty.tries)
+    assert (goodbye.node, goodbye.wait) == (GOODBYE, "hangup")
+    assert {p.language for p in goodbye.prompts} == set(LANGUAGES)
+
+
 def test_every_screen_says_something_and_waits_for_something(flow: Flow) -> None:
     nodes = [LANGUAGE, *CONTENT.menus, *CONTENT.topics, RECORD, OFFER, "done", "empty", GOODBYE]
     for language in LANGUAGES:
