@@ -183,7 +183,7 @@ def logout() -> ResponseReturnValue:
     return redirect(url_for("auth.login"))
 
 
-def _csrf_failed(error: CSRFError) -> ResponseReturnValue:
+def csrf_failed(error: CSRFError) -> ResponseReturnValue:
     """Answer a form without a valid CSRF token (often: a page left open too long)."""
     message = _("The form was open too long or came from elsewhere. Please try again.")
     if request.endpoint == "auth.login":
@@ -246,7 +246,7 @@ def init_app(app: Flask) -> None:
     login_manager.user_loader(load_account)
     login_manager.login_view = "auth.login"
     login_manager.login_message = None
-    app.register_error_handler(CSRFError, _csrf_failed)
+    app.register_error_handler(CSRFError, csrf_failed)
     app.register_blueprint(bp)
 
 

@@ -19,6 +19,7 @@ from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
+from flask_wtf.csrf import CSRFError
 
 from hotline import auth, i18n
 from hotline.config import LOCAL_TIME
@@ -134,8 +135,13 @@ def not_found(_error: Exception) -> ResponseReturnValue:
 
 
 @bp.errorhandler(400)
-def bad_request(_error: Exception) -> ResponseReturnValue:
-    """A request the pages could not read (a filter, a date, a form), in the user's language."""
+def bad_request(error: Exception) -> ResponseReturnValue:
+    """A request the pages could not read (a filter, a date, a form), in the user's language.
+
+    A missing CSRF token is a 400 too; it keeps its own answer (auth.csrf_failed), which this
+    blueprint's handler would otherwise take over from the app's."""
+    if isinstance(error, CSRFError):
+        return auth.csrf_failed(error)
     return render_template("message.html", title=_("Could not read the request"),
                            message=_("Something in the address or the form could not be read. "
                                      "Please go back and try again."),
