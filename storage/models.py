@@ -21,11 +21,11 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from storage.utc import UTCDateTime
 
-# Recording.download_state
 # The largest id of a row: the id columns are INTEGER, 32 bits on PostgreSQL (SQLite's are
 # wider). A larger number from a URL is no such row, not a driver's overflow error.
 MAX_ROW_ID = 2**31 - 1
 
+# Recording.download_state
 DOWNLOAD_PENDING = "pending"
 DOWNLOAD_STORED = "stored"
 DOWNLOAD_FAILED = "failed"

@@ -226,13 +226,20 @@ def test_stop_works_even_past_the_rate_limit(app: Flask, phone: Phone, db) -> No
     assert caller_row(db).sms_opted_out
 
 
-def test_a_failure_while_answering_still_queues_the_message(
-    app: Flask, phone: Phone, dialogue: SmsDialogue, db, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def broken_dialogue(dialogue: SmsDialogue, monkeypatch: pytest.MonkeyPatch) -> SmsDialogue:
+    """The SMS dialogue, failing on every message (the webhook's fallback answers)."""
     def broken(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("matcher crashed")
 
     monkeypatch.setattr(dialogue, "reply", broken)
+    return dialogue
+
+
+def test_a_failure_while_answering_still_queues_the_message(
+    app: Flask, phone: Phone, broken_dialogue: SmsDialogue, db
+) -> None:
+    dialogue = broken_dialogue
     reply = phone.send("Помогите с землёй, аким не отвечает")
     assert reply == dialogue.text("kk", "sms.question_received")
     [question] = questions(db)
@@ -240,12 +247,9 @@ def test_a_failure_while_answering_still_queues_the_message(
 
 
 def test_a_failure_while_answering_still_honours_stop_and_start(
-    app: Flask, phone: Phone, dialogue: SmsDialogue, db, monkeypatch: pytest.MonkeyPatch
+    app: Flask, phone: Phone, broken_dialogue: SmsDialogue, db
 ) -> None:
-    def broken(*_args: object, **_kwargs: object) -> None:
-        raise RuntimeError("matcher crashed")
-
-    monkeypatch.setattr(dialogue, "reply", broken)
+    dialogue = broken_dialogue
     assert phone.send("СТОП") == dialogue.text("kk", "sms.stop")
     assert caller_row(db).sms_opted_out
     # Opted out: nothing more is queued or answered, as on the normal path.
