@@ -6,9 +6,12 @@ no database. The web layer applies the returned effects and sends `SmsReply.text
 Decisions: the language of a free-text message (detected) wins and is remembered; a bare
 keyword keeps the remembered language; with nothing to go on the reply is in the content's first
 language (Kazakh). Keywords are matched on the whole message
-(case, spaces and punctuation ignored) in Kazakh, Russian and English. Free text that matches a
-topic confidently gets that topic's answer plus "reply 0 to ask a lawyer"; anything else goes
-to the consultants' queue as a question.
+(case, spaces and punctuation ignored) in Kazakh, Russian and English, and the Kazakh and
+Russian ones also typed in Latin letters, as on a phone without a Cyrillic keyboard or in the
+Kazakh Latin alphabet ("KOMEK", "toqta", "vopros", "menyu"). A number of one or two digits that
+is no menu key gets the menu again (it is a mistyped key, not a question for a lawyer). Free
+text that matches a topic confidently gets that topic's answer plus "reply 0 to ask a lawyer";
+anything else goes to the consultants' queue as a question.
 """
 
 from __future__ import annotations
@@ -20,13 +23,13 @@ from dataclasses import dataclass, replace
 from flows.content import Content
 from flows.faq import FaqMatcher
 from flows.segments import MAX_PARTS, fits, split_to_fit
-from flows.sms_language import detect_language
+from flows.sms_language import detect_language, is_latin_word, skeleton, to_cyrillic
 
 
 # Twilio's own opt-out words, plus Kazakh and Russian ones.
 def is_opt_keyword(body: str) -> bool:
     """Tell whether the message is STOP or START in any language (never rate-limited)."""
-    word = keyword(clean_text(body))
+    word = command_word(clean_text(body))
     return word in STOP_WORDS or word in START_WORDS
 
 
@@ -40,6 +43,13 @@ QUESTION_WORDS = frozenset({"СҰРАҚ", "СУРАК", "ВОПРОС", "Q", "QU
 LANGUAGE_WORDS = {"KZ": "kk", "KK": "kk", "ҚАЗ": "kk", "КАЗ": "kk", "QAZ": "kk", "ҚАЗАҚША": "kk",
                   "RU": "ru", "РУС": "ru", "РУ": "ru", "ОРЫСША": "ru", "ПОРУССКИ": "ru"}
 ASK_LAWYER = "0"
+_KEYWORDS = (STOP_WORDS | START_WORDS | HELP_WORDS | MENU_WORDS | MORE_WORDS | QUESTION_WORDS
+             | frozenset(LANGUAGE_WORDS))
+# The Cyrillic keywords folded as skeleton folds them, each to itself: "КОМЕК" and "КӨМЕК"
+# fold alike, so a Latin "KOMEK" written back in Cyrillic finds either.
+_FOLDED_KEYWORDS = {skeleton(word.lower()): word for word in sorted(_KEYWORDS)
+                    if not word.isascii()}
+_LONGEST_LATIN_KEYWORD = 16  # "OTPISATSYA" has 10 letters; longer text is no keyword
 _NOT_A_KEYWORD_CHAR = re.compile(r"[\s.,!;:'\"()\-_*#]+")
 
 
@@ -71,16 +81,33 @@ def fallback_kind(body: str) -> str:
     "stop" or "start" (the opt-out words), "command" (another keyword, or a menu key of one or
     two digits: nobody's question), else "question".
     """
-    word = keyword(clean_text(body))
+    word = command_word(clean_text(body))
     if word in STOP_WORDS:
         return "stop"
     if word in START_WORDS:
         return "start"
-    commands = HELP_WORDS | MENU_WORDS | MORE_WORDS | QUESTION_WORDS | {ASK_LAWYER}
-    if word in commands or word in LANGUAGE_WORDS or (word.isascii() and word.isdigit()
-                                                       and len(word) <= 2):
+    if word in _KEYWORDS or is_menu_key(word):
         return "command"
     return "question"
+
+
+def is_menu_key(word: str) -> bool:
+    """Tell whether a keyword is a number of one or two digits: a menu key, valid or not."""
+    return word.isascii() and word.isdigit() and len(word) <= 2
+
+
+def command_word(body: str) -> str:
+    """Return the message as a keyword (see keyword); a Kazakh or Russian keyword typed in
+    Latin letters comes back as the Cyrillic keyword it stands for ("TOQTA" as "ТОҚТА")."""
+    word = keyword(body)
+    if (word in _KEYWORDS or len(word) > _LONGEST_LATIN_KEYWORD
+            or not is_latin_word(word)):
+        return word
+    for language in ("kk", "ru"):
+        found = _FOLDED_KEYWORDS.get(skeleton(to_cyrillic(word, language).lower()))
+        if found is not None:
+            return found
+    return word
 
 
 def keyword(body: str) -> str:
@@ -120,7 +147,7 @@ class SmsDialogue:
 
     def _reply(self, body: str, state: SmsState) -> SmsReply:
         cleaned = clean_text(body)
-        word = keyword(cleaned)
+        word = command_word(cleaned)
         detected = detect_language(cleaned)
         if detected not in self.content.language_codes:
             detected = None
@@ -154,6 +181,10 @@ class SmsDialogue:
         topic = self.content.menus["main"].options.get(word)
         if topic in self.content.topics:
             return self._answer(topic, language)
+        if is_menu_key(word):
+            # A key that is on no menu: the menu again, and a question asked for still waits.
+            waiting = replace(base, awaiting_question=state.awaiting_question)
+            return self._send(self.text(language, "sms.menu"), waiting, "menu")
         question_word = next((w for w in QUESTION_WORDS if word.startswith(w) and len(w) > 1),
                              None)
         # Free text is written in the language the resident wants: remember it.

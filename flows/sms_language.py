@@ -159,6 +159,11 @@ def _is_latin(ch: str) -> bool:
     return ch.isalpha() and ch.isascii() or "\u00c0" <= ch <= "\u024f" or ch in "ıİ"
 
 
+def is_latin_word(word: str) -> bool:
+    """Tell whether a word is written in Latin letters only (Kazakh Latin letters included)."""
+    return bool(word) and all(_is_latin(ch) for ch in word)
+
+
 def _restore_case(source: str, result: str) -> str:
     letters = [c for c in source if c.isalpha()]
     if len(letters) > 1 and all(c.isupper() for c in letters):
@@ -189,7 +194,9 @@ def _russian_word_to_cyrillic(word: str) -> str:
     lower = "".join("'" if c in _APOSTROPHES else c for c in word.lower())
     for latin, replacement in _RU_PRE:
         lower = lower.replace(latin, replacement)
-    result = str(cyrtranslit.to_cyrillic(lower, "ru"))
+    # cyrtranslit reads "shh" as щ only with a letter after it ("pomoshh" came out "помошх"):
+    # a space after the word gives it one, and goes again.
+    result = str(cyrtranslit.to_cyrillic(lower + " ", "ru"))[:-1]
     return _restore_case(word, result)
 
 

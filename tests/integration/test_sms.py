@@ -128,6 +128,42 @@ def test_stop_words_in_every_language(phone: Phone, db, word: str) -> None:
     assert caller_row(db).sms_opted_out
 
 
+@pytest.mark.parametrize(("word", "language", "key"), [
+    ("menyu", "ru", "sms.menu"), ("MAZIR", "kk", "sms.menu"), ("Mäzir", "kk", "sms.menu"),
+    ("KOMEK", "kk", "sms.help"), ("pomoshch", "ru", "sms.help"), ("vopros", "ru", "sms.ask"),
+    ("Sūraq", "kk", "sms.ask"), ("toqta", "kk", "sms.stop"), ("Otpisatsya", "ru", "sms.stop"),
+])
+def test_keywords_typed_in_latin_letters(phone: Phone, dialogue: SmsDialogue, db, word: str,
+                                         language: str, key: str) -> None:
+    """A phone without a Cyrillic keyboard, or the Kazakh Latin alphabet: the same keyword."""
+    phone.send("МЕНЮ" if language == "ru" else "МӘЗІР")  # the language, as a keyword keeps it
+    assert phone.send(word) == dialogue.text(language, key)
+    assert questions(db) == []
+    assert caller_row(db).sms_opted_out == (key == "sms.stop")
+
+
+def test_latin_start_after_a_latin_stop(phone: Phone, dialogue: SmsDialogue, db) -> None:
+    assert phone.send("TOKTA") == dialogue.text("kk", "sms.stop")
+    assert phone.send("basta") == dialogue.text("kk", "sms.start")
+    assert not caller_row(db).sms_opted_out
+
+
+def test_a_key_on_no_menu_gets_the_menu_not_a_lawyer(phone: Phone, dialogue: SmsDialogue,
+                                                     db) -> None:
+    assert phone.send("7") == dialogue.text("kk", "sms.menu")
+    assert phone.send("0") == dialogue.text("kk", "sms.ask")
+    # Asked to write the question, the resident presses a wrong key: the menu, and the
+    # question asked for still waits for the next message.
+    assert phone.send("55") == dialogue.text("kk", "sms.menu")
+    assert questions(db) == []
+    assert phone.send("Жерім туралы сұрақ бар") == dialogue.text("kk", "sms.question_received")
+    [question] = questions(db)
+    assert question.text == "Жерім туралы сұрақ бар"
+    # Three digits or more are no menu key: a question, as before (a year, an amount).
+    assert phone.send("2025") == dialogue.text("kk", "sms.question_received")
+    assert len(questions(db)) == 2
+
+
 def test_a_duplicated_message_sid_is_answered_once_and_stored_once(phone: Phone, db) -> None:
     sid = new_sid("SM")
     first = phone.send("Как получить справку о пенсионных отчислениях в ЦОНе и что взять", sid)
