@@ -106,6 +106,7 @@ from storage.models import (
     User,
     utcnow,
 )
+from storage.sms import opted_out as sms_opted_out
 from storage.sms import queue_outbound
 
 log = logging.getLogger(__name__)
@@ -406,7 +407,7 @@ def build_panel(session: Session, question: Question, account: Account,
     sms_blocker = None
     if question.caller is None:
         sms_blocker = str(_("No phone number is known for this resident."))
-    elif question.caller.sms_opted_out:
+    elif sms_opted_out(session, question.caller, runtime().pseudonym_key):
         sms_blocker = str(_("The resident has opted out of SMS (STOP): no SMS can be sent "
                             "to them."))
     messages = _sms_of(session, question)
@@ -660,7 +661,7 @@ def outcome(question_id: int) -> ResponseReturnValue:
             caller = question.caller
             if caller is None:
                 sms_refused = "no_phone"
-            elif caller.sms_opted_out:
+            elif sms_opted_out(db, caller, runtime().pseudonym_key):
                 sms_refused = "opted_out"
             else:
                 language, text = _final_sms_text(question, settings)
@@ -744,7 +745,7 @@ def sms_answer(question_id: int) -> ResponseReturnValue:
         if caller is None:
             return _refuse(400, _("No phone number"),
                            _("No phone number is known for this resident."), question_id)
-        if caller.sms_opted_out:
+        if sms_opted_out(db, caller, runtime().pseudonym_key):
             return _refuse(400, _("No SMS"), _(
                 "The resident has opted out of SMS (STOP): no SMS can be sent to them. Please "
                 "call them instead."), question_id)

@@ -124,10 +124,10 @@ def _caller_of(
     return caller
 
 
-def _opt_out(session: Session, message: SmsMessage, now: datetime) -> None:
+def _opt_out(session: Session, message: SmsMessage, now: datetime, key: bytes) -> None:
     caller = _caller_of(session, message, create=True, now=now)
     if caller is not None and not caller.sms_opted_out:
-        sms.set_opted_out(session, caller, True, now)
+        sms.set_opted_out(session, caller, True, now, key=key)
         log.info("caller %s opted out of SMS (Twilio %s)", caller.id, TWILIO_OPTED_OUT)
 
 
@@ -161,7 +161,7 @@ def _finish(runtime: Runtime, message_id: int, **values: Any) -> str:
         for name, value in values.items():
             setattr(message, name, value)
         if values.get("error_code") == TWILIO_OPTED_OUT:
-            _opt_out(session, message, values["updated_at"])
+            _opt_out(session, message, values["updated_at"], runtime.pseudonym_key)
         return message.status
 
 
@@ -184,7 +184,7 @@ def send_sms(runtime: Runtime, message_id: int) -> str:
             # Sent already, final, or another worker is sending it right now.
             return message.status
         caller = _caller_of(session, message, create=False, now=now)
-        if caller is not None and caller.sms_opted_out:
+        if caller is not None and sms.opted_out(session, caller, runtime.pseudonym_key):
             message.status = SMS_FAILED
             message.error_message = "not sent: the resident opted out of SMS (STOP)"
             message.updated_at = now
@@ -252,7 +252,8 @@ def messages_to_send(runtime: Runtime) -> list[int]:
 
 
 def record_status(
-    session: Session, message: SmsMessage, status: str, error_code: int | None, now: datetime
+    session: Session, message: SmsMessage, status: str, error_code: int | None, now: datetime,
+    key: bytes,
 ) -> None:
     """Apply a delivery status callback: only forward, and opt out on Twilio 21610."""
     if _rank(status) > _rank(message.status):
@@ -264,7 +265,7 @@ def record_status(
         message.error_code = error_code
         message.updated_at = now
     if error_code == TWILIO_OPTED_OUT:
-        _opt_out(session, message, now)
+        _opt_out(session, message, now, key)
 
 
 @bp.post(STATUS_PATH)
@@ -290,6 +291,7 @@ def status() -> Response:
         if message is None or message.direction != SMS_OUT:
             log.info("status %r for unknown message %s ignored", message_status, message_sid)
             return Response(status=204)
-        record_status(session, message, message_status, error_code, now)
+        record_status(session, message, message_status, error_code, now,
+                      runtime().pseudonym_key)
     return Response(status=204)
 

@@ -35,6 +35,8 @@ class Runtime:
     # The voice menus' non-durable transactions (storage.db.make_webhook_engine): on SQLite the
     # engine itself, on PostgreSQL a second pool.
     webhook_engine: Engine
+    # The key of callers' pseudonyms (storage.retention.pseudonym): SECRET_KEY.
+    pseudonym_key: bytes
     # TwiML documents the voice webhooks answered lately (most calls hear the same few).
     documents: RenderedDocuments = field(default_factory=RenderedDocuments)
 
@@ -65,4 +67,5 @@ def build_runtime(settings: Settings) -> Runtime:
         audio=open_audio_store(settings.audio_store, folder=settings.audio_dir,
                                sessions=sessions),
         webhook_engine=make_webhook_engine(settings.database_url, engine),
+        pseudonym_key=settings.ensure_secret_key().encode(),
     )

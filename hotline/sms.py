@@ -44,10 +44,10 @@ def _twiml(reply: str | None) -> Response:
     return Response(str(response), mimetype="application/xml")
 
 
-def _state(caller: Caller | None) -> SmsState:
+def _state(session: Session, caller: Caller | None, key: bytes) -> SmsState:
     if caller is None:
         return SmsState()
-    return SmsState(language=caller.language, opted_out=caller.sms_opted_out,
+    return SmsState(language=caller.language, opted_out=sms.opted_out(session, caller, key),
                     last_topic=caller.sms_topic, more=caller.sms_more,
                     awaiting_question=caller.sms_awaiting_question)
 
@@ -83,15 +83,16 @@ def incoming() -> Response:
         if not new:
             # Twilio retried: the first request answered (or is answering); never twice.
             return _twiml(None)
+        state = _state(session, caller, rt.pseudonym_key)
         recent = sms.count_inbound_since(session, inbound.phone, now - RATE_WINDOW)
-        if recent > settings.sms_rate_limit and not (caller and caller.sms_opted_out) and (
+        if recent > settings.sms_rate_limit and not state.opted_out and (
             not is_opt_keyword(body)
         ):
             # One polite answer when the limit is crossed, then silence until it cools down.
             text = dialogue.rate_limited(caller.language if caller else None)
             reply_text = text if recent == settings.sms_rate_limit + 1 else None
             return _reply(session, inbound, reply_text, now)
-        reply = dialogue.reply(body, _state(caller))
+        reply = dialogue.reply(body, state)
         if reply.question_text is not None and caller is not None and (
             sms.count_sms_questions_since(session, caller, now - QUESTION_WINDOW)
             >= settings.sms_questions_per_day
@@ -105,10 +106,9 @@ def incoming() -> Response:
             inbound.question_id = question.id
         inbound.language = reply.state.language
         if caller is not None:
-            if reply.kind == "stop":
-                sms.set_opted_out(session, caller, True, now)
-            elif reply.kind == "start":
-                sms.set_opted_out(session, caller, False, now)
+            if reply.kind in ("stop", "start"):
+                sms.set_opted_out(session, caller, reply.kind == "stop", now,
+                                  key=rt.pseudonym_key)
             _remember(caller, reply.state)
         return _reply(session, inbound, reply.text, now)
 
@@ -151,9 +151,9 @@ def keep_the_message(error: Exception) -> Response | HTTPException:
             if kind in ("stop", "start"):
                 if caller is None:
                     return _twiml(None)  # no number to remember it for
-                sms.set_opted_out(session, caller, kind == "stop", now)
+                sms.set_opted_out(session, caller, kind == "stop", now, key=rt.pseudonym_key)
                 return _reply(session, inbound, rt.sms.text(language, f"sms.{kind}"), now)
-            if caller is not None and caller.sms_opted_out:
+            if caller is not None and sms.opted_out(session, caller, rt.pseudonym_key):
                 return _twiml(None)
             if kind == "command":
                 return _reply(session, inbound, rt.sms.text(language, "sms.menu"), now)

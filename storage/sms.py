@@ -20,6 +20,7 @@ from storage.models import (
     SmsMessage,
 )
 from storage.queue import note_new_question
+from storage.retention import is_pseudonym, pseudonym
 
 
 def record_inbound(
@@ -123,8 +124,35 @@ def add_sms_question(
     return question
 
 
-def set_opted_out(session: Session, caller: Caller, opted_out: bool, now: datetime) -> None:
-    """Record STOP (nothing more is sent) or START."""
+def set_opted_out(session: Session, caller: Caller, opted_out: bool, now: datetime, *,
+                  key: bytes) -> None:
+    """Record STOP (nothing more is sent) or START.
+
+    START also lifts an opt-out kept on the caller's pseudonymised record (see opted_out), so
+    that retention, joining the two records later, does not bring it back.
+    """
     caller.sms_opted_out = opted_out
     caller.sms_opted_out_at = now if opted_out else None
+    if not opted_out:
+        earlier = _earlier_opt_out(session, caller, key)
+        if earlier is not None:
+            earlier.sms_opted_out, earlier.sms_opted_out_at = False, None
     session.flush()
+
+
+def opted_out(session: Session, caller: Caller, key: bytes) -> bool:
+    """Tell whether the resident said STOP (and not START since), before or after retention.
+
+    Retention replaces the number of a caller not heard from for long with its pseudonym (an
+    HMAC keyed with key). A resident who said STOP and comes back later gets a new record with
+    the number; until retention joins the two, their STOP is on the old record only, and it
+    still holds: nothing is sent to them.
+    """
+    return caller.sms_opted_out or _earlier_opt_out(session, caller, key) is not None
+
+
+def _earlier_opt_out(session: Session, caller: Caller, key: bytes) -> Caller | None:
+    if not caller.phone or is_pseudonym(caller.phone):
+        return None
+    return session.scalars(select(Caller).where(
+        Caller.phone == pseudonym(caller.phone, key), Caller.sms_opted_out)).one_or_none()

@@ -28,6 +28,7 @@ from hotline.runtime import Runtime
 from storage import sms
 from storage.calls import touch_caller
 from storage.models import Caller, SmsMessage
+from storage.retention import pseudonym
 from tests.support import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, CALLER, Twilio, row_counts, runtime
 from tests.twilio_api import TwilioApi
 
@@ -158,12 +159,32 @@ def test_unsubscribed_recipient_is_opted_out_and_never_sent_to_again(
     assert send_sms(rt, later) == "failed" and len(api.requests) == 1
 
 
+def test_a_stop_kept_under_a_pseudonym_still_holds(rt: Runtime, db: Db, api: TwilioApi) -> None:
+    """STOP, then retention replaced the number; the resident came back with a new record."""
+    now = datetime.now(UTC)
+    with db() as session:
+        earlier = touch_caller(session, CALLER, now)
+        sms.set_opted_out(session, earlier, True, now, key=rt.pseudonym_key)
+        earlier.phone = pseudonym(CALLER, rt.pseudonym_key)
+    message_id = queue(db, "Hello")  # a new caller row with the number
+    assert send_sms(rt, message_id) == "failed"
+    assert "opted out" in (load(db, message_id).error_message or "")
+    assert api.requests == []
+    # A pseudonym made with another key is somebody else's: the message goes.
+    with db() as session:
+        other = session.scalars(select(Caller).where(Caller.phone == CALLER)).one()
+        session.scalars(select(Caller).where(Caller.id != other.id)).one().phone = pseudonym(
+            CALLER, b"another key")
+    assert send_sms(rt, queue(db, "Hello again")) == "queued"  # Twilio's answer: accepted
+    assert len(api.requests) == 1
+
+
 def test_an_opted_out_number_without_a_caller_link_is_found_by_phone(
     rt: Runtime, db: Db, api: TwilioApi
 ) -> None:
     with db() as session:
         caller = touch_caller(session, CALLER, datetime.now(UTC))
-        sms.set_opted_out(session, caller, True, datetime.now(UTC))
+        sms.set_opted_out(session, caller, True, datetime.now(UTC), key=b"k")
     message_id = queue(db, "Hello", with_caller=False)
     assert send_sms(rt, message_id) == "failed"
     assert api.requests == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from flows.segments import segments
 from flows.sms import SmsDialogue
 from hotline.simulator import new_sid
 from storage.models import Caller, Question, SmsMessage
+from storage.retention import is_pseudonym
 from tests.support import CALLER, Twilio, row_counts, run_cli, runtime
 
 
@@ -120,6 +122,36 @@ def test_stop_sends_one_confirmation_then_nothing_until_start(phone: Phone,
     assert phone.send("СТАРТ") == dialogue.text("ru", "sms.start")
     assert not caller_row(db).sms_opted_out
     assert phone.send("меню") == dialogue.text("ru", "sms.menu")
+
+
+def age_and_pseudonymise(app: Flask, db) -> None:
+    """The resident is not heard from for 400 days; retention replaces their number."""
+    with db() as session:
+        for caller in session.scalars(select(Caller)):
+            caller.last_seen = caller.last_seen - timedelta(days=400)
+    assert "1 callers pseudonymised" in run_cli(app, ["retention"]).output
+
+
+def test_stop_holds_after_the_number_is_pseudonymised(app: Flask, phone: Phone,
+                                                      dialogue: SmsDialogue, db) -> None:
+    assert phone.send("ТОҚТА") == dialogue.text("kk", "sms.stop")
+    age_and_pseudonymise(app, db)
+    # The resident writes again a year later: a new record with the number, and their STOP
+    # still holds (the old record keeps it under the pseudonym).
+    assert phone.send("МӘЗІР") is None
+    assert phone.send("Зейнетақы туралы сұрақ") is None
+    assert questions(db) == []
+    with db() as session:
+        phones = sorted(session.scalars(select(Caller.phone)))
+        assert phones[0] == CALLER and is_pseudonym(phones[1])
+    # START lifts it on both records: retention's later join does not bring the STOP back.
+    assert phone.send("START") == dialogue.text("kk", "sms.start")
+    assert phone.send("МӘЗІР") == dialogue.text("kk", "sms.menu")
+    age_and_pseudonymise(app, db)
+    with db() as session:
+        [joined] = session.scalars(select(Caller))
+        assert is_pseudonym(joined.phone) and not joined.sms_opted_out
+    assert phone.send("МӘЗІР") == dialogue.text("kk", "sms.menu")
 
 
 @pytest.mark.parametrize("word", ["ТОҚТА", "стоп", "UNSUBSCRIBE", " s t o p "])
