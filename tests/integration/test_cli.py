@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import wave
 from pathlib import Path
 
@@ -15,6 +18,8 @@ from flows.content import DEFAULT_CONTENT_DIR
 from hotline.app import create_app
 from hotline.config import Settings
 from tests.support import run_cli, runtime
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -67,6 +72,27 @@ def test_prompts_render_makes_slow_telephone_audio_for_every_kazakh_prompt(app: 
     with wave.open(str(files[0]), "rb") as audio:
         assert (audio.getframerate(), audio.getnchannels(), audio.getsampwidth()) == (8000, 1, 2)
     again = run_cli(app, ["prompts", "render"])
+    assert "every prompt already has audio" in again.output
+
+
+def test_the_procfiles_web_process_renders_missing_prompts_before_it_serves(
+        tmp_path: Path) -> None:
+    """Each web machine has its own data folder: `web:` renders what is missing there (after
+    a content change, say) before gunicorn starts, so Kazakh callers never hear the Russian
+    voice read Kazakh text."""
+    web = next(line.removeprefix("web:").strip()
+               for line in (ROOT / "Procfile").read_text().splitlines()
+               if line.startswith("web:"))
+    setup, _sep, server = web.rpartition("&&")
+    assert server.split()[:2] == ["exec", "gunicorn"]
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "HOTLINE_DEMO": "1", "HOTLINE_DATA_DIR": str(tmp_path / "web"),
+           "DATABASE_URL": "", "REDIS_URL": "", "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    done = subprocess.run(["sh", "-c", setup], env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    again = run_cli(None, ["prompts", "render"], env={k: env[k] for k in (
+        "HOTLINE_DEMO", "HOTLINE_DATA_DIR", "DATABASE_URL", "REDIS_URL")})
     assert "every prompt already has audio" in again.output
 
 
