@@ -85,6 +85,12 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
         """Tell a load balancer the process is up."""
         return {"status": "ok"}
 
+    if not settings.secret_key and settings.database_url.startswith("postgresql"):
+        log.warning(
+            "SECRET_KEY is not set: this machine uses its own key from %s. Machines that do not "
+            "share that file sign sessions differently (consultants are logged out) and "
+            "pseudonymise numbers differently (an opt-out kept under a pseudonym is not "
+            "found). Set one SECRET_KEY on every machine.", settings.data_dir / "secret_key")
     if settings.demo:
         log.warning(
             "DEMO MODE is on: development Twilio credentials, recordings accepted from this "

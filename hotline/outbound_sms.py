@@ -184,11 +184,12 @@ def send_sms(runtime: Runtime, message_id: int) -> str:
             # Sent already, final, or another worker is sending it right now.
             return message.status
         caller = _caller_of(session, message, create=False, now=now)
-        if caller is not None and sms.opted_out(session, caller, runtime.pseudonym_key):
+        if sms.opted_out(session, caller, runtime.pseudonym_key, phone=message.phone):
             message.status = SMS_FAILED
             message.error_message = "not sent: the resident opted out of SMS (STOP)"
             message.updated_at = now
-            log.info("SMS %s not sent: caller %s opted out", message_id, caller.id)
+            log.info("SMS %s not sent: caller %s opted out", message_id,
+                     caller.id if caller else "(pseudonymised)")
             return message.status
         to, body = message.phone, message.body
 

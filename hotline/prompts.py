@@ -46,17 +46,22 @@ class PromptLibrary:
     def render_missing(
         self, prompts: Iterable[Prompt], *, force: bool = False, rate: int = DEFAULT_RATE
     ) -> list[Path]:
-        """Synthesise every prompt that has no audio yet; return the files written."""
+        """Synthesise every prompt that has no audio yet; return the files written.
+
+        espeak-ng and sox are needed only when something is to be rendered: a machine where
+        every prompt has audio (people's recordings, say) renders nothing and needs neither.
+        """
+        todo = [p for p in prompts if force or self.file_for(p) is None]
+        if not todo:
+            return []
         espeak, sox = shutil.which("espeak-ng"), shutil.which("sox")
         if not espeak or not sox:
             raise PromptRenderError(
                 "espeak-ng and sox are needed to render prompts (apt-get install espeak-ng sox)"
             )
         written = []
-        for prompt in prompts:
+        for prompt in todo:
             target = self.rendered_path(prompt)
-            if not force and self.file_for(prompt) is not None:
-                continue
             voice = ESPEAK_VOICES.get(prompt.language)
             if voice is None:
                 raise PromptRenderError(f"no espeak-ng voice for language {prompt.language}")

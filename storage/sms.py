@@ -134,25 +134,30 @@ def set_opted_out(session: Session, caller: Caller, opted_out: bool, now: dateti
     caller.sms_opted_out = opted_out
     caller.sms_opted_out_at = now if opted_out else None
     if not opted_out:
-        earlier = _earlier_opt_out(session, caller, key)
+        earlier = _earlier_opt_out(session, caller.phone, key)
         if earlier is not None:
             earlier.sms_opted_out, earlier.sms_opted_out_at = False, None
     session.flush()
 
 
-def opted_out(session: Session, caller: Caller, key: bytes) -> bool:
+def opted_out(session: Session, caller: Caller | None, key: bytes, *,
+              phone: str | None = None) -> bool:
     """Tell whether the resident said STOP (and not START since), before or after retention.
 
     Retention replaces the number of a caller not heard from for long with its pseudonym (an
     HMAC keyed with key). A resident who said STOP and comes back later gets a new record with
     the number; until retention joins the two, their STOP is on the old record only, and it
-    still holds: nothing is sent to them.
+    still holds: nothing is sent to them. With no caller record, phone is the number looked up.
     """
-    return caller.sms_opted_out or _earlier_opt_out(session, caller, key) is not None
+    if caller is not None:
+        if caller.sms_opted_out:
+            return True
+        phone = caller.phone
+    return _earlier_opt_out(session, phone, key) is not None
 
 
-def _earlier_opt_out(session: Session, caller: Caller, key: bytes) -> Caller | None:
-    if not caller.phone or is_pseudonym(caller.phone):
+def _earlier_opt_out(session: Session, phone: str | None, key: bytes) -> Caller | None:
+    if not phone or is_pseudonym(phone):
         return None
     return session.scalars(select(Caller).where(
-        Caller.phone == pseudonym(caller.phone, key), Caller.sms_opted_out)).one_or_none()
+        Caller.phone == pseudonym(phone, key), Caller.sms_opted_out)).one_or_none()

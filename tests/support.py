@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import time
 import xml.etree.ElementTree as ET
@@ -201,3 +202,11 @@ def terminate_backend(engine: Engine, pid: int) -> None:
         while other.execute(text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"),
                             {"pid": pid}).scalar_one() and time.monotonic() < deadline:
             time.sleep(0.05)
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

@@ -17,7 +17,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -31,7 +30,7 @@ import redis
 from psycopg import sql
 
 from hotline.simulator import MediaServer
-from tests.support import ACCOUNT_SID, AUTH_TOKEN
+from tests.support import ACCOUNT_SID, AUTH_TOKEN, free_port
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -41,14 +40,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if folder in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.slow)
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _postgres_bin(name: str) -> str:

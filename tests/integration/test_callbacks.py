@@ -33,6 +33,7 @@ from storage.models import (
     SmsMessage,
     User,
 )
+from storage.retention import pseudonym
 from tests.support import (
     ACCOUNT_SID,
     AUTH_TOKEN,
@@ -701,15 +702,27 @@ def test_the_final_sms_is_in_kazakh_for_a_kazakh_resident(
     assert HOTLINE in sent["Body"]
 
 
+def opt_out(app: Flask, db: Db, where: str) -> None:
+    """The question's resident said STOP: on their record, or on the record retention
+    pseudonymised before they came back (storage.sms.opted_out)."""
+    with db() as session:
+        caller = session.scalars(select(Caller)).one()
+        if where == "record":
+            caller.sms_opted_out = True
+        else:
+            key = app.extensions["hotline"].pseudonym_key
+            session.add(Caller(phone=pseudonym(caller.phone, key), sms_opted_out=True,
+                               first_seen=caller.first_seen, last_seen=caller.first_seen))
+
+
+@pytest.mark.parametrize("where", ["record", "pseudonymised record"])
 def test_no_sms_to_an_opted_out_resident(db: Db, api: TwilioApi, app: Flask,
                                          lawyer: Consultant,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+                                         monkeypatch: pytest.MonkeyPatch, where: str) -> None:
     rt = app.extensions["hotline"]
     rt.settings = rt.settings.override(callback_attempts=1)
     question_id = make_question(db)
-    with db() as session:
-        caller = session.scalars(select(Caller)).one()
-        caller.sms_opted_out = True
+    opt_out(app, db, where)
     no_answer_at(monkeypatch, lawyer, question_id, datetime(2026, 3, 2, 12, 0, tzinfo=ALMATY))
     question = load_question(db, question_id)
     assert (question.status, question.close_reason) == ("closed", "no_answer")
@@ -790,17 +803,17 @@ def test_twilios_own_sms_error_text_is_only_detail(db: Db, api: TwilioApi,
         assert found.group(2).replace("&#39;", "'") == twilios_words
 
 
-def test_sms_answers_that_cannot_be_sent_are_refused(db: Db, api: TwilioApi,
+@pytest.mark.parametrize("where", ["record", "pseudonymised record"])
+def test_sms_answers_that_cannot_be_sent_are_refused(app: Flask, db: Db, api: TwilioApi,
                                                      lawyer: Consultant,
-                                                     question_id: int) -> None:
+                                                     question_id: int, where: str) -> None:
     empty = lawyer.sms(question_id, "   ")
     assert empty.status_code == 400 and "Please write the SMS." in empty.get_data(as_text=True)
     long = lawyer.sms(question_id, "я" * 403)  # 7 parts of 67 UCS-2 units
     assert long.status_code == 400
     assert "This SMS would take 7 parts; at most 6 are allowed." in long.get_data(as_text=True)
     assert lawyer.sms(question_id, "я" * 402).status_code == 303  # 6 parts: fine
-    with db() as session:
-        session.scalars(select(Caller)).one().sms_opted_out = True
+    opt_out(app, db, where)
     opted_out = lawyer.sms(question_id, "Hello")
     assert opted_out.status_code == 400
     assert "opted out of SMS" in opted_out.get_data(as_text=True)

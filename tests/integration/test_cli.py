@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import wave
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 from flask import Flask
 
 from flows.content import DEFAULT_CONTENT_DIR
 from hotline.app import create_app
 from hotline.config import Settings
-from tests.support import run_cli, runtime
+from tests.support import free_port, run_cli, runtime
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,6 +67,23 @@ def test_the_app_refuses_to_start_without_a_token(settings: Settings) -> None:
         create_app(settings.override(twilio_auth_token=""))
 
 
+def test_a_postgresql_deployment_without_a_secret_key_is_warned_about(
+        settings: Settings, make_app: Callable[[Settings], Flask],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Each machine would make its own key: sessions and pseudonyms would differ between them."""
+    postgres = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+    def warned() -> bool:
+        return any("SECRET_KEY is not set" in r.getMessage() for r in caplog.records)
+
+    make_app(settings.override(database_url=postgres, secret_key=""))
+    assert warned()
+    caplog.clear()
+    make_app(settings.override(database_url=postgres, secret_key="s" * 64))
+    make_app(settings.override(secret_key=""))  # SQLite: one machine, one key file
+    assert not warned()
+
+
 def test_prompts_render_makes_slow_telephone_audio_for_every_kazakh_prompt(app: Flask) -> None:
     result = run_cli(app, ["prompts", "render"])
     assert result.exit_code == 0, result.output
@@ -75,25 +97,69 @@ def test_prompts_render_makes_slow_telephone_audio_for_every_kazakh_prompt(app: 
     assert "every prompt already has audio" in again.output
 
 
+def procfile(process: str) -> str:
+    """The command of one of the Procfile's processes."""
+    return next(line.removeprefix(f"{process}:").strip()
+                for line in (ROOT / "Procfile").read_text().splitlines()
+                if line.startswith(f"{process}:"))
+
+
+def procfile_env(data_dir: Path, path: str) -> dict[str, str]:
+    """A deployment's environment: its own data folder, the default SQLite database."""
+    return {**os.environ, "HOTLINE_DEMO": "1", "HOTLINE_DATA_DIR": str(data_dir),
+            "DATABASE_URL": "", "REDIS_URL": "", "PATH": path}
+
+
 def test_the_procfiles_web_process_renders_missing_prompts_before_it_serves(
         tmp_path: Path) -> None:
     """Each web machine has its own data folder: `web:` renders what is missing there (after
     a content change, say) before gunicorn starts, so Kazakh callers never hear the Russian
     voice read Kazakh text."""
-    web = next(line.removeprefix("web:").strip()
-               for line in (ROOT / "Procfile").read_text().splitlines()
-               if line.startswith("web:"))
-    setup, _sep, server = web.rpartition("&&")
+    setup, _sep, server = procfile("web").rpartition(";")
     assert server.split()[:2] == ["exec", "gunicorn"]
-    bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "HOTLINE_DEMO": "1", "HOTLINE_DATA_DIR": str(tmp_path / "web"),
-           "DATABASE_URL": "", "REDIS_URL": "", "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    done = subprocess.run(["sh", "-c", setup], env=env, capture_output=True, text=True,
+    env = procfile_env(tmp_path / "web", f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    done = subprocess.run(["/bin/sh", "-c", setup], env=env, capture_output=True, text=True,
                           timeout=300, check=False)
     assert done.returncode == 0, done.stderr
     again = run_cli(None, ["prompts", "render"], env={k: env[k] for k in (
         "HOTLINE_DEMO", "HOTLINE_DATA_DIR", "DATABASE_URL", "REDIS_URL")})
     assert "every prompt already has audio" in again.output
+
+
+def test_the_web_process_serves_even_where_prompts_cannot_be_rendered(
+        tmp_path: Path) -> None:
+    """A web machine without espeak-ng and sox: the render fails loudly, the hotline still
+    starts (missing Kazakh prompts are read with the Russian voice, and a warning logged)."""
+    # Only the project's own commands on the PATH: no espeak-ng, no sox.
+    env = procfile_env(tmp_path / "web", str(Path(sys.executable).parent))
+    port = free_port()
+    env["PORT"] = str(port)
+    subprocess.run(["/bin/sh", "-c", procfile("release")], env=env, check=True,
+                   capture_output=True, timeout=120)
+    log = tmp_path / "web.log"
+    with log.open("wb") as out:
+        web = subprocess.Popen(["/bin/sh", "-c", procfile("web")], env=env, stdout=out,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline, status = time.monotonic() + 60, None
+        while status != 200 and time.monotonic() < deadline and web.poll() is None:
+            time.sleep(0.2)
+            with contextlib.suppress(requests.RequestException):
+                status = requests.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code
+        output = log.read_text(errors="replace")
+        assert status == 200, output
+        assert "espeak-ng and sox are needed" in output
+    finally:
+        os.killpg(web.pid, signal.SIGTERM)
+        web.wait(timeout=30)
+
+
+def test_rendering_needs_no_tools_when_every_prompt_has_audio(
+        app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert run_cli(app, ["prompts", "render"]).exit_code == 0
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent))  # no espeak-ng, no sox
+    again = run_cli(app, ["prompts", "render"])
+    assert again.exit_code == 0 and "every prompt already has audio" in again.output
 
 
 def test_a_recorded_prompt_wins_over_a_rendered_one(app: Flask, tmp_path: Path) -> None:

