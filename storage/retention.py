@@ -207,7 +207,9 @@ def pseudonymise_caller(session: Session, caller_id: int, key: bytes, before: da
                             .execution_options(synchronize_session=False))
         earlier.first_seen = min(earlier.first_seen, caller.first_seen)
         earlier.last_seen = max(earlier.last_seen, caller.last_seen)
-        earlier.sms_opted_out = earlier.sms_opted_out or caller.sms_opted_out
+        if caller.sms_opted_out and not earlier.sms_opted_out:
+            # The STOP came on the newer record: it moves over with its time.
+            earlier.sms_opted_out, earlier.sms_opted_out_at = True, caller.sms_opted_out_at
         session.flush()
         session.expunge(caller)
         session.execute(delete(Caller).where(Caller.id == caller_id))

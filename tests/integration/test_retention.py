@@ -182,7 +182,8 @@ def test_a_returning_caller_is_joined_to_their_pseudonymised_record(
     # b calls again after pseudonymisation: a new caller row with the real number.
     with db() as session:
         now = utcnow()
-        back = Caller(phone=PHONES["b"], first_seen=now - 390 * DAY, last_seen=now - 380 * DAY)
+        back = Caller(phone=PHONES["b"], first_seen=now - 390 * DAY, last_seen=now - 380 * DAY,
+                      sms_opted_out=True, sms_opted_out_at=now - 385 * DAY)
         session.add(back)
         question, _path = add_question(session, back, "b2", settings.audio_dir,
                                        closed_days_ago=380, created_days_ago=390)
@@ -194,6 +195,10 @@ def test_a_returning_caller_is_joined_to_their_pseudonymised_record(
         assert session.get(Caller, back_id) is None
         returned = session.get(Question, question_id)
         assert returned is not None and returned.caller_id == world.callers["b"]
+        # The STOP sent on the newer record holds on the joined one, with its time.
+        joined = session.get(Caller, world.callers["b"])
+        assert joined is not None and joined.sms_opted_out
+        assert joined.sms_opted_out_at == now - 385 * DAY
 
 
 def test_a_path_outside_the_audio_folder_is_left_alone(app: Flask, db: Db,
