@@ -36,6 +36,9 @@ def is_opt_keyword(body: str) -> bool:
 STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE",
                         "OPTOUT", "СТОП", "ТОҚТА", "ТОКТА", "ОТПИСАТЬСЯ", "ХВАТИТ"})
 START_WORDS = frozenset({"START", "UNSTOP", "СТАРТ", "БАСТА", "НАЧАТЬ"})
+# "БАСТА" is "start" in Kazakh but "enough!" in Russian: from a resident whose language is
+# Russian it is a STOP (a wish to stop must never be read as its opposite).
+_STOP_IN = {"БАСТА": frozenset({"ru"})}
 HELP_WORDS = frozenset({"HELP", "INFO", "ПОМОЩЬ", "КӨМЕК", "КОМЕК", "СПРАВКА"})
 MENU_WORDS = frozenset({"MENU", "МЕНЮ", "МӘЗІР", "МАЗИР", "МАЗІР", "?", "0?"})
 MORE_WORDS = frozenset({"MORE", "ЕЩЁ", "ЕЩЕ", "ДАЛЕЕ", "ТАҒЫ", "ТАГЫ"})
@@ -75,17 +78,26 @@ class SmsReply:
     kind: str = "answer"
 
 
-def fallback_kind(body: str) -> str:
-    """What a message is, by its words alone, when the dialogue could not answer it.
-
-    "stop" or "start" (the opt-out words), "command" (another keyword, or a menu key of one or
-    two digits: nobody's question), else "question".
-    """
-    word = command_word(clean_text(body))
-    if word in STOP_WORDS:
+def opt_kind(word: str, language: str | None) -> str | None:
+    """Return "stop" or "start" for an opt-out keyword (see command_word) written by a resident
+    whose language is `language`, else None."""
+    if word in STOP_WORDS or language in _STOP_IN.get(word, ()):
         return "stop"
     if word in START_WORDS:
         return "start"
+    return None
+
+
+def fallback_kind(body: str, language: str | None = None) -> str:
+    """What a message is, by its words alone, when the dialogue could not answer it.
+
+    "stop" or "start" (the opt-out words, read in the resident's language if known), "command"
+    (another keyword, or a menu key of one or two digits: nobody's question), else "question".
+    """
+    word = command_word(clean_text(body))
+    opt = opt_kind(word, language)
+    if opt is not None:
+        return opt
     if word in _KEYWORDS or is_menu_key(word):
         return "command"
     return "question"
@@ -152,12 +164,13 @@ class SmsDialogue:
         if detected not in self.content.language_codes:
             detected = None
         language = state.language or detected or self.default_language
-        if word in START_WORDS:
+        opt = opt_kind(word, language)
+        if opt == "start":
             new = SmsState(language=language)
             return SmsReply(self.text(language, "sms.start"), new, kind="start")
         if state.opted_out:
             return SmsReply(None, state, kind="opted-out")
-        if word in STOP_WORDS:
+        if opt == "stop":
             new = SmsState(language=language, opted_out=True)
             return SmsReply(self.text(language, "sms.stop"), new, kind="stop")
         if word in LANGUAGE_WORDS:

@@ -145,9 +145,9 @@ def keep_the_message(error: Exception) -> Response | HTTPException:
                 phone=phone or raw_from, body=body, caller=caller, now=now)
             if not new or not body:
                 return _twiml(None)
-            kind = fallback_kind(body)
             language = caller.language if caller and caller.language else (
                 rt.sms.default_language)
+            kind = fallback_kind(body, caller.language if caller else None)
             if kind in ("stop", "start"):
                 if caller is None:
                     return _twiml(None)  # no number to remember it for

@@ -180,6 +180,19 @@ def test_latin_start_after_a_latin_stop(phone: Phone, dialogue: SmsDialogue, db)
     assert not caller_row(db).sms_opted_out
 
 
+@pytest.mark.parametrize("word", ["Баста!", "basta"])
+def test_basta_from_a_russian_speaker_stops(phone: Phone, dialogue: SmsDialogue, db,
+                                           word: str) -> None:
+    """"Баста" is Kazakh "start" but Russian "enough!": in Russian it must not keep messages on."""
+    phone.send("МЕНЮ")
+    assert phone.send(word) == dialogue.text("ru", "sms.stop")
+    assert caller_row(db).sms_opted_out
+    assert phone.send("Когда пенсия?") is None
+    assert questions(db) == []
+    assert phone.send("СТАРТ") == dialogue.text("ru", "sms.start")
+    assert not caller_row(db).sms_opted_out
+
+
 def test_a_key_on_no_menu_gets_the_menu_not_a_lawyer(phone: Phone, dialogue: SmsDialogue,
                                                      db) -> None:
     assert phone.send("7") == dialogue.text("kk", "sms.menu")
@@ -297,11 +310,12 @@ def test_stop_works_even_past_the_rate_limit(app: Flask, phone: Phone, db) -> No
 @pytest.fixture
 def broken_dialogue(dialogue: SmsDialogue, monkeypatch: pytest.MonkeyPatch) -> SmsDialogue:
     """The SMS dialogue, failing on every message (the webhook's fallback answers)."""
-    def broken(*_args: object, **_kwargs: object) -> None:
-        raise RuntimeError("matcher crashed")
-
-    monkeypatch.setattr(dialogue, "reply", broken)
+    monkeypatch.setattr(dialogue, "reply", broken_reply)
     return dialogue
+
+
+def broken_reply(*_args: object, **_kwargs: object) -> None:
+    raise RuntimeError("matcher crashed")
 
 
 def test_a_failure_while_answering_still_queues_the_message(
@@ -328,3 +342,12 @@ def test_a_failure_while_answering_still_honours_stop_and_start(
     assert phone.send("МЕНЮ") == dialogue.text("kk", "sms.menu")
     assert phone.send("2") == dialogue.text("kk", "sms.menu")
     assert questions(db) == []
+
+
+def test_a_failure_while_answering_reads_basta_in_the_residents_language(
+    app: Flask, phone: Phone, dialogue: SmsDialogue, db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    phone.send("МЕНЮ")  # a Russian speaker
+    monkeypatch.setattr(dialogue, "reply", broken_reply)
+    assert phone.send("баста") == dialogue.text("ru", "sms.stop")
+    assert caller_row(db).sms_opted_out
