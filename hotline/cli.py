@@ -202,6 +202,30 @@ def recordings_retry() -> None:
         raise SystemExit(1)
 
 
+@recordings.command("catch-up")
+@click.option("--hours", type=click.IntRange(min=1), default=None,
+              help="How far back to look (default HOTLINE_RECORDING_CATCHUP_HOURS).")
+@with_appcontext
+def recordings_catch_up(hours: int | None) -> None:
+    """Store and fetch the question recordings that Twilio has and no webhook stored (after an
+    outage: the periodic job does the same every 10 minutes)."""
+    from hotline.recording_catchup import catch_up_recordings
+    from hotline.recordings import download_recording
+
+    rt = _runtime()
+    outcome = catch_up_recordings(rt, hours=hours)
+    click.echo(f"{outcome.listed} question recordings at Twilio in the window, "
+               f"{len(outcome.added)} not stored before, {len(outcome.not_ours)} of calls to "
+               "another number (left alone)")
+    failed = 0
+    for recording_id, sid in outcome.to_fetch:
+        state = download_recording(rt, recording_id)
+        failed += state != "stored"
+        click.echo(f"{sid}: {state}")
+    if failed:
+        raise SystemExit(1)
+
+
 # -- transcription --------------------------------------------------------------------------
 
 @main.command("transcribe", with_appcontext=False)

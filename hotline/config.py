@@ -95,6 +95,9 @@ class Settings:
     # Where recordings' audio is kept (storage.audio_store): "folder" (<data dir>/audio, one
     # machine or a shared disk) or "database" (the audio_blobs table: machines share it).
     audio_store: str = "folder"
+    # Recordings that no webhook stored are looked for in Twilio's list over this many hours
+    # (hotline.recording_catchup); 0 turns it off.
+    recording_catchup_hours: int = 24
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -148,6 +151,7 @@ class Settings:
                                                     "120,1440")),
             callback_attempts=int(env.get("HOTLINE_CALLBACK_ATTEMPTS", "3")),
             audio_store=env.get("HOTLINE_AUDIO_STORE", "folder").strip().lower() or "folder",
+            recording_catchup_hours=int(env.get("HOTLINE_RECORDING_CATCHUP_HOURS", "24")),
         )
 
     def override(self, **changes: Any) -> Settings:
@@ -204,6 +208,8 @@ class Settings:
                               "minute or more.")
         if not 1 <= self.callback_attempts <= 10:
             raise ConfigError("HOTLINE_CALLBACK_ATTEMPTS must be between 1 and 10.")
+        if self.recording_catchup_hours < 0:
+            raise ConfigError("HOTLINE_RECORDING_CATCHUP_HOURS must be 0 (off) or more hours.")
         if self.audio_store not in ("folder", "database"):
             raise ConfigError("HOTLINE_AUDIO_STORE must be folder (the data folder's audio/) "
                               f"or database (the audio_blobs table), not {self.audio_store!r}.")

@@ -23,6 +23,8 @@ from huey.storage import RedisStorage
 from hotline.cli_retention import run_retention
 from hotline.config import Settings
 from hotline.outbound_sms import messages_to_send, send_sms
+from hotline.recording_catchup import catch_up_recordings
+from hotline.recording_catchup import enabled as catch_up_enabled
 from hotline.recordings import download_recording
 from hotline.runtime import Runtime, build_runtime
 from hotline.transcription import TranscriptionRetry, transcribe_question
@@ -128,6 +130,24 @@ def sweep_job() -> tuple[int, int]:
     """Every minute: recover work that a lost message or a killed worker left behind."""
     move_unordered_jobs(huey)
     return sweep(current_runtime())
+
+
+@huey.periodic_task(crontab(minute="*/10"), priority=PERIODIC_PRIORITY)  # type: ignore[untyped-decorator]
+def catch_up_recordings_job() -> int:
+    """Every 10 minutes: queue the question recordings Twilio has and no webhook stored
+    (hotline.recording_catchup); return how many. If Twilio cannot be asked, the next run
+    asks again."""
+    runtime = current_runtime()
+    if not catch_up_enabled(runtime):
+        return 0
+    try:
+        outcome = catch_up_recordings(runtime)
+    except Exception:  # noqa: BLE001 - Twilio or the network; nothing was written
+        log.exception("could not list Twilio's recordings to catch up; trying again later")
+        return 0
+    for recording_id, _sid in outcome.to_fetch:
+        download_recording_job(recording_id)
+    return len(outcome.added)
 
 
 def move_unordered_jobs(queue: Huey) -> int:

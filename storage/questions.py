@@ -94,6 +94,17 @@ def record_question(
     return recording.question, recording, False
 
 
+def known_recording_sids(session: Session, recording_sids: list[str]) -> set[str]:
+    """Return which of these RecordingSids are stored already (in chunks: SQLite's limit on
+    parameters)."""
+    known: set[str] = set()
+    for start in range(0, len(recording_sids), 500):
+        chunk = recording_sids[start:start + 500]
+        known.update(session.scalars(
+            select(Recording.recording_sid).where(Recording.recording_sid.in_(chunk))))
+    return known
+
+
 def get_recording(session: Session, recording_id: int) -> Recording | None:
     """Return the recording with this id, or None."""
     return session.get(Recording, recording_id)

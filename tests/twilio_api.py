@@ -2,7 +2,10 @@
 
 The app talks to it through the twilio client's own HTTP layer (TWILIO_API_URL points here).
 It checks the account's login, records every request, and answers like Twilio: 201 with the
-resource's JSON (an SM or CA sid), or an error scripted with fail_next.
+resource's JSON (an SM or CA sid), or an error scripted with fail_next. It also lists the
+account's recordings (GET Recordings.json, by page, newest first, with Twilio's DateCreated>
+filter) and shows a call (GET Calls/CA….json), from what a test put there with add_recording
+and add_call.
 """
 
 from __future__ import annotations
@@ -13,11 +16,11 @@ import re
 import threading
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import format_datetime
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime, parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from flows.segments import segments
 
@@ -25,7 +28,16 @@ RESOURCE_PATH = re.compile(
     r"^/2010-04-01/Accounts/(?P<account>AC[0-9a-f]{32})/(?P<resource>Messages|Calls)\.json$")
 # Fields Twilio takes more than once (each event in a parameter of its own).
 REPEATABLE = frozenset({"StatusCallbackEvent"})
-MESSAGES, CALLS = "Messages", "Calls"
+MESSAGES, CALLS, RECORDINGS = "Messages", "Calls", "Recordings"
+RECORDINGS_PATH = re.compile(
+    r"^/2010-04-01/Accounts/(?P<account>AC[0-9a-f]{32})/Recordings\.json$")
+CALL_PATH = re.compile(
+    r"^/2010-04-01/Accounts/(?P<account>AC[0-9a-f]{32})/Calls/(?P<sid>CA[0-9a-f]{32})\.json$")
+
+
+def rfc2822(when: datetime) -> str:
+    """A time as Twilio's JSON gives it."""
+    return format_datetime(when.astimezone(UTC), usegmt=True)
 
 
 def twilio_error(status: int, code: int, message: str) -> tuple[int, dict[str, Any]]:
@@ -60,7 +72,10 @@ class TwilioApi:
         self._expected = "Basic " + base64.b64encode(
             f"{account_sid}:{auth_token}".encode()).decode()
         self.requests: list[ApiRequest] = []
-        self._script: dict[str, list[tuple[int, dict[str, Any]]]] = {MESSAGES: [], CALLS: []}
+        self._script: dict[str, list[tuple[int, dict[str, Any]]]] = {MESSAGES: [], CALLS: [],
+                                                                  RECORDINGS: []}
+        self.recordings: list[dict[str, Any]] = []  # the account's, as Twilio lists them
+        self.remote_calls: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
@@ -91,8 +106,70 @@ class TwilioApi:
         """The calls Twilio accepted."""
         return [r for r in self.requests if r.status == 201 and r.resource == CALLS]
 
+    def add_recording(self, sid: str, call_sid: str, media_url: str, created: datetime, *,
+                      duration: str = "5", source: str = "RecordVerb",
+                      status: str = "completed") -> None:
+        """Put a recording in the account's list."""
+        uri = f"/2010-04-01/Accounts/{self.account_sid}/Recordings/{sid}"
+        with self._lock:
+            self.recordings.append({
+                "account_sid": self.account_sid, "api_version": "2010-04-01",
+                "call_sid": call_sid, "conference_sid": None, "channels": 1,
+                "date_created": rfc2822(created), "date_updated": rfc2822(created),
+                "start_time": rfc2822(created - timedelta(seconds=int(duration or 0))),
+                "duration": duration, "sid": sid, "price": None, "price_unit": "USD",
+                "status": status, "source": source, "error_code": None,
+                "encryption_details": None, "uri": uri + ".json", "media_url": media_url,
+                "subresource_uris": {"transcriptions": uri + "/Transcriptions.json"},
+            })
+
+    def add_call(self, sid: str, from_number: str, to_number: str, started: datetime, *,
+                 status: str = "completed", duration: str = "60") -> None:
+        """Let Twilio know a call (for GET Calls/<sid>.json)."""
+        with self._lock:
+            self.remote_calls[sid] = {
+                **self._call({"To": to_number, "From": from_number, "Url": "x"})[1],
+                "sid": sid, "direction": "inbound", "status": status, "duration": duration,
+                "start_time": rfc2822(started), "end_time": rfc2822(started + timedelta(
+                    seconds=int(duration))),
+                "uri": f"/2010-04-01/Accounts/{self.account_sid}/Calls/{sid}.json"}
+
+    def _list_recordings(self, query: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        size, page = int(query.get("PageSize", "50")), int(query.get("Page", "0"))
+        after = query.get("DateCreated>")
+        since = datetime.fromisoformat(after.replace("Z", "+00:00")) if after else None
+        with self._lock:
+            rows = [r for r in reversed(self.recordings)
+                    if since is None or parsedate_to_datetime(r["date_created"]) >= since]
+        base = f"/2010-04-01/Accounts/{self.account_sid}/Recordings.json"
+        more = (page + 1) * size < len(rows)
+        return 200, {
+            "recordings": rows[page * size:(page + 1) * size], "page": page, "page_size": size,
+            "start": page * size, "end": min(len(rows), (page + 1) * size) - 1,
+            "uri": f"{base}?{urlencode({**query, 'Page': page})}",
+            "first_page_uri": f"{base}?{urlencode({**query, 'Page': 0})}",
+            "previous_page_uri": None,
+            "next_page_uri": f"{base}?{urlencode({**query, 'Page': page + 1})}" if more else None,
+        }
+
     def _answer(self, method: str, path: str, authorization: str,
                 form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        parts = urlsplit(path)
+        listing, showing = (RECORDINGS_PATH.fullmatch(parts.path),
+                            CALL_PATH.fullmatch(parts.path))
+        if method == "GET" and (listing or showing) and authorization != self._expected:
+            return twilio_error(401, 20003, "Authenticate")
+        if method == "GET" and listing and listing["account"] == self.account_sid:
+            with self._lock:
+                if self._script[RECORDINGS]:
+                    return self._script[RECORDINGS].pop(0)
+            return self._list_recordings({k: v[0] for k, v in parse_qs(parts.query).items()})
+        if method == "GET" and showing and showing["account"] == self.account_sid:
+            with self._lock:
+                call = self.remote_calls.get(showing["sid"])
+            if call is None:
+                return twilio_error(404, 20404, f"The requested resource {path} was not found")
+            return 200, call
         match = RESOURCE_PATH.fullmatch(path)
         if method != "POST" or not match or match["account"] != self.account_sid:
             return twilio_error(404, 20404, f"The requested resource {path} was not found")

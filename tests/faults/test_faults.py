@@ -15,7 +15,10 @@ run in-process on SQLite with jobs inline, like tests/integration/test_recording
 During the PostgreSQL outage Twilio's retries are played by TwilioRetries: a webhook that
 gets a 5xx or no answer is sent again, for at most 15 s. A <Record> action that fails gets the
 spoken apology (a 200, not retried); the recording status callback answers 503 (the fix this
-test came with), so it is sent again and stores the question once the database is back.
+test came with), so it is sent again and stores the question once the database is back. Real
+Twilio sends a callback again after a 5xx only when the URL's connection overrides ask for it;
+where it does not, the worker's catch-up from Twilio's list of recordings stores the question
+(tests/integration/test_recording_catchup.py).
 
 The sweep runs every minute in a worker; to keep the tests short they run the same function
 (`hotline.jobs.sweep`) in a separate process, or start a worker, whose start-up sweep runs it.
@@ -161,6 +164,7 @@ def hotline_env(folder: Path, media: TrickleMediaServer, database_url: str,
         "HOTLINE_QUEUE_NAME": f"faults{new_sid('')[:8]}",
         "HOTLINE_AUDIO_STORE": "folder",
         "HOTLINE_DEMO": "",
+        "HOTLINE_RECORDING_CATCHUP_HOURS": "0",  # no Twilio REST API to list recordings
         "PUBLIC_BASE_URL": "",
     }
     subprocess.run([BIN / "hotline", "db", "upgrade"], env=env, check=True, capture_output=True)

@@ -58,6 +58,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path, media: MediaServer) 
         # No dashes: RedisHuey strips them from key names, and the clean-up matches on the name.
         "HOTLINE_QUEUE_NAME": f"hotlinetest{uuid.uuid4().hex[:8]}",
         "HOTLINE_DEMO": "",
+        "HOTLINE_RECORDING_CATCHUP_HOURS": "0",  # no Twilio REST API to list recordings
         "PUBLIC_BASE_URL": "",
         "REDIS_URL": "",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'instance' / 'hotline.sqlite3'}",

@@ -1,0 +1,160 @@
+"""Recorded questions that Twilio holds and no webhook stored: found in Twilio's list, queued.
+
+A question reaches the database through the <Record> action or the recording status callback.
+When both fail (the database down for a minute, a network fault between Twilio and us), the
+action's caller hears the apology and the status callback gets a 503, but Twilio sends a
+callback again after a 5xx only when the URL's connection overrides ask for it, which by
+default they do not: the recording would stay at Twilio, a question nobody calls back.
+
+So a periodic job (every 10 minutes, `hotline.jobs.catch_up_recordings_job`) and
+`hotline recordings catch-up` read the account's recordings of the last
+HOTLINE_RECORDING_CATCHUP_HOURS (default 24) from Twilio's REST API and queue each one that:
+
+- was made by <Record> (source RecordVerb: a question; a bridged callback's recording is not),
+  is completed and not empty, and is older than GRACE (the webhooks, and Twilio's own retries,
+  come first; the webhook's copy knows the topic, this one does not);
+- is not stored yet (by RecordingSid, the same key the webhooks use: a late webhook for it
+  finds the row and adds nothing);
+- belongs to a call to the hotline: a call we have a row for, or, when the incoming call was
+  lost too, a call that Twilio says was made to TWILIO_PHONE_NUMBER (another number on the
+  same account, or a call Twilio does not know, is left alone). That call's row and caller
+  are made from Twilio's record, so the consultant has the number to call back.
+
+The question keeps the recording's time (its place in the queue is by waiting time) and the
+caller's remembered language; its topic is unknown. Off in demo mode (there is no Twilio).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from twilio.base.exceptions import TwilioRestException
+from twilio.rest import Client
+
+from hotline.outbound_sms import make_twilio_client
+from hotline.runtime import Runtime
+from hotline.twilio_glue import CALL_SID, RECORDING_SID
+from storage import calls, questions
+from storage.db import unit_of_work
+from storage.models import DOWNLOAD_STORED
+from storage.phones import normalise_phone
+
+log = logging.getLogger(__name__)
+
+GRACE = timedelta(minutes=10)
+PAGE_SIZE = 1000  # Twilio's largest page
+QUESTION_SOURCE = "RecordVerb"
+
+
+@dataclass
+class CatchUp:
+    """What one catch-up found."""
+
+    listed: int = 0  # question recordings in the window, ours or not
+    added: list[str] = field(default_factory=list)  # RecordingSids queued by this run
+    not_ours: list[str] = field(default_factory=list)  # recordings of calls to another number
+    # (recording id, RecordingSid) of those whose audio is still to be fetched
+    to_fetch: list[tuple[int, str]] = field(default_factory=list)
+
+
+def enabled(runtime: Runtime) -> bool:
+    """Whether catching up can run: a real Twilio account, and a window of some hours."""
+    settings = runtime.settings
+    return (settings.recording_catchup_hours > 0 and not settings.demo
+            and bool(settings.twilio_account_sid))
+
+
+def catch_up_recordings(runtime: Runtime, *, hours: int | None = None,
+                        now: datetime | None = None, client: Client | None = None,
+                        page_size: int = PAGE_SIZE) -> CatchUp:
+    """Queue the question recordings of the last hours that no webhook stored (module doc).
+
+    Raises TwilioException (or a requests error) when Twilio cannot be asked: nothing is
+    written then, and the next run asks again. A call Twilio does not know (404) is skipped.
+    """
+    settings = runtime.settings
+    now = now or datetime.now(UTC)
+    start = now - timedelta(hours=hours or settings.recording_catchup_hours)
+    end = now - GRACE
+    client = client or make_twilio_client(settings)
+    # Twilio's filter is by day: from midnight (UTC) of the window's first day, then exactly.
+    day = datetime(start.year, start.month, start.day, tzinfo=UTC)
+    listed = [
+        r for r in client.recordings.list(date_created_after=day, page_size=page_size)
+        if r.source == QUESTION_SOURCE and r.status == "completed"
+        and r.date_created is not None and start <= r.date_created <= end
+        and RECORDING_SID.fullmatch(r.sid or "") and CALL_SID.fullmatch(r.call_sid or "")
+        and _seconds(r.duration) != 0
+    ]
+    outcome = CatchUp(listed=len(listed))
+    with unit_of_work(runtime.sessions) as session:
+        known = questions.known_recording_sids(session, [r.sid for r in listed])
+        missing = [r for r in listed if r.sid not in known]
+        known_calls = {r.call_sid for r in missing if calls.get_call(session, r.call_sid)}
+    # Twilio is asked outside any transaction (SQLite's one writer never waits on the network).
+    remote = {sid: _fetch_call(client, sid) for sid in {r.call_sid for r in missing} - known_calls}
+    ours = normalise_phone(settings.twilio_phone_number, settings.default_region)
+    for recording in missing:
+        call = remote.get(recording.call_sid)
+        if recording.call_sid in remote and (
+                call is None or normalise_phone(call.to, settings.default_region) != ours):
+            outcome.not_ours.append(recording.sid)
+            continue
+        recording_id = _store(runtime, recording, call)
+        if recording_id is not None:
+            outcome.to_fetch.append((recording_id, recording.sid))
+        outcome.added.append(recording.sid)
+        log.warning("recording %s of call %s was not stored by any webhook: queued now",
+                    recording.sid, recording.call_sid)
+    return outcome
+
+
+def _store(runtime: Runtime, recording: Any, call: Any | None) -> int | None:
+    """Store one recording's question (and its call, from Twilio's record, if we have none);
+    return the recording's id if its audio is still to be fetched."""
+    settings = runtime.settings
+    when: datetime = recording.date_created
+    with unit_of_work(runtime.sessions) as session:
+        if call is not None:
+            calls.update_call_status(
+                session, call_sid=recording.call_sid, status=call.status or "completed",
+                now=call.start_time or when, duration=_seconds(call.duration),
+                # twilio's CallInstance keeps "from" (a keyword in Python) as _from.
+                from_number=getattr(call, "_from", None) or "", to_number=call.to or "",
+                region=settings.default_region)
+        row = calls.get_call(session, recording.call_sid)
+        caller = row.caller if row is not None else None
+        _question, stored, _new = questions.record_question(
+            session, recording_sid=recording.sid, call_sid=recording.call_sid,
+            recording_url=_media_url(settings.twilio_api_url, recording),
+            duration=_seconds(recording.duration),
+            language=caller.language if caller is not None else None, topic=None, now=when)
+        return stored.id if stored.download_state != DOWNLOAD_STORED else None
+
+
+def _fetch_call(client: Client, call_sid: str) -> Any | None:
+    """Twilio's record of a call, or None if Twilio does not know it."""
+    try:
+        return client.calls(call_sid).fetch()
+    except TwilioRestException as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+def _media_url(api_url: str, recording: Any) -> str:
+    """The recording's audio: Twilio's media_url, else its resource URI without .json."""
+    if recording.media_url:
+        return str(recording.media_url)
+    return api_url.rstrip("/") + str(recording.uri).removesuffix(".json")
+
+
+def _seconds(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+

@@ -1,0 +1,170 @@
+"""Recordings Twilio holds and no webhook stored: found in Twilio's list and queued, once.
+
+Twilio's REST API is the local stand-in (tests/twilio_api.py), reached through the twilio
+client's own HTTP layer; the media host is the simulator's. On SQLite and on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+
+from hotline import jobs
+from hotline.config import ConfigError, Settings
+from hotline.recording_catchup import catch_up_recordings
+from hotline.simulator import MediaServer, PhoneSimulator, Speak, new_sid
+from storage import questions as question_store
+from storage.models import Call, Question, Recording
+from tests.support import ACCOUNT_SID, AUTH_TOKEN, CALLER, Twilio, call_form, run_cli, runtime
+from tests.twilio_api import RECORDINGS, TwilioApi, twilio_error
+
+HOTLINE = "+77000000000"
+TO_LAWYER = ["2", "0"]  # Russian, then "ask a lawyer"
+
+
+@pytest.fixture
+def api() -> Iterator[TwilioApi]:
+    with TwilioApi(ACCOUNT_SID, AUTH_TOKEN) as server:
+        yield server
+
+
+@pytest.fixture
+def settings(settings: Settings, api: TwilioApi) -> Settings:
+    return settings.override(twilio_api_url=api.url)
+
+
+def stored(db) -> list[tuple[Question, Recording, str | None]]:
+    """Every recording with its question and the number to call back."""
+    with db() as session:
+        return [(r.question, r, r.question.caller.phone if r.question.caller else None)
+                for r in session.scalars(select(Recording)).all()]
+
+
+def recording_at(api: TwilioApi, media: MediaServer, wav: Path, call_sid: str,
+                 created: datetime, **extra: str) -> str:
+    """A recording at Twilio (listed, its audio on the media host); return its sid."""
+    sid = new_sid("RE")
+    api.add_recording(sid, call_sid, media.add(sid, wav), created, **extra)
+    return sid
+
+
+def test_a_question_both_webhooks_failed_to_store_is_caught_up_once(
+    app: Flask, db, api: TwilioApi, media: MediaServer, phone: PhoneSimulator,
+    twilio: Twilio, question_wav: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def database_down(*_args: object, **_kwargs: object) -> None:
+        raise OperationalError("INSERT", {}, Exception("the database is restarting"))
+
+    with monkeypatch.context() as patched:
+        patched.setattr(question_store, "record_question", database_down)
+        log = phone.call([*TO_LAWYER, Speak(question_wav)])
+    # The status callback said 503, and Twilio (by default) does not send it again.
+    assert any(url.startswith("https://hotline.test/voice/recording-status") and code == 503
+               for url, code in log.statuses), log.statuses
+    assert stored(db) == []
+    [sid] = log.recordings
+    asked = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=11)
+    api.add_recording(sid, log.call_sid, media.add(sid, question_wav), asked,
+                      duration="4")
+
+    assert jobs.catch_up_recordings_job.call_local() == 1  # the download: inline
+    [(question, recording, number)] = stored(db)
+    assert recording.recording_sid == sid and recording.download_state == "stored"
+    assert (runtime(app).settings.audio_dir / recording.file_path).read_bytes() == (
+        question_wav.read_bytes())
+    assert number == CALLER  # the consultant can call back
+    assert (question.language, question.topic, question.status) == ("ru", None, "waiting")
+    assert question.created_at.replace(tzinfo=UTC) == asked  # its place in the queue
+
+    # The next run, and Twilio's status callback arriving late after all: nothing twice.
+    assert jobs.catch_up_recordings_job.call_local() == 0
+    late = twilio.post("/voice/recording-status", call_form(
+        log.call_sid, RecordingSid=sid, RecordingUrl=media.add(sid, question_wav),
+        RecordingDuration="4", RecordingStatus="completed"))
+    assert late.status_code == 204
+    assert len(stored(db)) == 1 and media.hits(sid) == 1
+
+
+def test_a_recording_of_a_call_we_never_heard_of_gets_its_caller_from_twilio(
+    app: Flask, db, api: TwilioApi, media: MediaServer, question_wav: Path
+) -> None:
+    call_sid = new_sid("CA")  # the incoming webhook was lost too: no row for the call
+    asked = datetime.now(UTC) - timedelta(hours=2)
+    api.add_call(call_sid, CALLER, HOTLINE, asked - timedelta(minutes=1))
+    sid = recording_at(api, media, question_wav, call_sid, asked)
+
+    result = run_cli(app, ["recordings", "catch-up", "--hours", "3"])
+    assert result.exit_code == 0, result.output
+    assert f"{sid}: stored" in result.output
+    [(question, recording, number)] = stored(db)
+    assert number == CALLER and recording.download_state == "stored"
+    with db() as session:
+        call = session.scalars(select(Call)).one()
+        assert (call.call_sid, call.from_number, call.status) == (call_sid, CALLER, "completed")
+        assert question.call_id == call.id
+
+
+def test_only_this_hotlines_finished_questions_in_the_window_are_taken(
+    app: Flask, db, api: TwilioApi, media: MediaServer, question_wav: Path
+) -> None:
+    now = datetime.now(UTC)
+    ours, elsewhere, unknown = new_sid("CA"), new_sid("CA"), new_sid("CA")
+    api.add_call(ours, CALLER, HOTLINE, now - timedelta(days=1))
+    api.add_call(elsewhere, CALLER, "+77010000000", now - timedelta(hours=1))
+    wanted = [recording_at(api, media, question_wav, ours, now - timedelta(hours=hours))
+              for hours in (23, 12, 6, 1, 0.2)]  # over midnight, by pages of two
+    other_number = recording_at(api, media, question_wav, elsewhere, now - timedelta(hours=1))
+    for call_sid, created, extra in [
+        (ours, now - timedelta(hours=1), {"source": "DialVerb"}),  # a bridged callback
+        (ours, now - timedelta(hours=1), {"duration": "0"}),
+        (ours, now - timedelta(hours=1), {"status": "processing"}),
+        (ours, now - timedelta(minutes=5), {}),  # the webhooks' turn still
+        (ours, now - timedelta(hours=25), {}),  # out of the window
+    ]:
+        recording_at(api, media, question_wav, call_sid, created, **extra)
+    # A call Twilio does not know (404): nobody's to call back, left alone too.
+    no_call = recording_at(api, media, question_wav, unknown, now - timedelta(hours=1))
+
+    outcome = catch_up_recordings(runtime(app), now=now, page_size=2)
+    assert sorted(outcome.added) == sorted(wanted)
+    assert sorted(outcome.not_ours) == sorted([other_number, no_call])
+    assert outcome.listed == 7
+    assert sorted(r.recording_sid for _q, r, _n in stored(db)) == sorted(wanted)
+    assert {number for _q, _r, number in stored(db)} == {CALLER}
+    # One caller, one call: the five questions share them.
+    with db() as session:
+        assert len(session.scalars(select(Call)).all()) == 1
+
+
+def test_when_twilio_cannot_be_asked_nothing_is_written_and_the_next_run_stores_it(
+    app: Flask, db, api: TwilioApi, media: MediaServer, question_wav: Path
+) -> None:
+    call_sid = new_sid("CA")
+    api.add_call(call_sid, CALLER, HOTLINE, datetime.now(UTC) - timedelta(hours=1))
+    sid = recording_at(api, media, question_wav, call_sid,
+                       datetime.now(UTC) - timedelta(minutes=30))
+    api.fail_next(twilio_error(500, 20500, "Internal Server Error"), resource=RECORDINGS)
+    assert jobs.catch_up_recordings_job.call_local() == 0
+    assert stored(db) == []
+    assert jobs.catch_up_recordings_job.call_local() == 1
+    [(_question, recording, _number)] = stored(db)
+    assert recording.recording_sid == sid and recording.download_state == "stored"
+
+
+@pytest.mark.parametrize("change", [{"recording_catchup_hours": 0}, {"demo": True}])
+def test_off_in_demo_mode_and_at_zero_hours(make_app, settings: Settings, api: TwilioApi,
+                                            change: dict[str, object]) -> None:
+    make_app(settings.override(**change))
+    assert jobs.catch_up_recordings_job.call_local() == 0
+    assert api.requests == []
+
+
+def test_a_negative_window_is_refused(settings: Settings) -> None:
+    with pytest.raises(ConfigError, match="HOTLINE_RECORDING_CATCHUP_HOURS"):
+        settings.override(recording_catchup_hours=-1).check()
