@@ -157,6 +157,22 @@ def test_when_twilio_cannot_be_asked_nothing_is_written_and_the_next_run_stores_
     assert recording.recording_sid == sid and recording.download_state == "stored"
 
 
+def test_a_listed_recording_on_another_host_is_refused_never_fetched(
+    app: Flask, db, api: TwilioApi, media: MediaServer, question_wav: Path
+) -> None:
+    """The list is Twilio's, but its media URLs pass the same allow-list as a webhook's."""
+    call_sid = new_sid("CA")
+    api.add_call(call_sid, CALLER, HOTLINE, datetime.now(UTC) - timedelta(hours=1))
+    sid = new_sid("RE")
+    media.add(sid, question_wav)
+    api.add_recording(sid, call_sid, f"http://127.0.0.2:{media.host.split(':')[1]}/x/{sid}",
+                      datetime.now(UTC) - timedelta(minutes=30))
+    assert jobs.catch_up_recordings_job.call_local() == 1
+    [(question, recording, number)] = stored(db)
+    assert recording.download_state == "refused" and media.hits(sid) == 0
+    assert number == CALLER and question.status == "waiting"  # kept, for a lawyer to see
+
+
 @pytest.mark.parametrize("change", [{"recording_catchup_hours": 0}, {"demo": True}])
 def test_off_in_demo_mode_and_at_zero_hours(make_app, settings: Settings, api: TwilioApi,
                                             change: dict[str, object]) -> None:
