@@ -157,13 +157,21 @@ class SmsDialogue:
         # (the phone tree shares the caller's language and would skip its language menu).
         return replace(result, state=replace(result.state, language=None))
 
+    def detected_language(self, body: str) -> str | None:
+        """The language a message is written in, if one of the content's."""
+        detected = detect_language(clean_text(body))
+        return detected if detected in self.content.language_codes else None
+
+    def language_for(self, body: str, remembered: str | None) -> str:
+        """The language to read a message's keywords in and answer in: the remembered one,
+        else the message's own, else the default."""
+        return remembered or self.detected_language(body) or self.default_language
+
     def _reply(self, body: str, state: SmsState) -> SmsReply:
         cleaned = clean_text(body)
         word = command_word(cleaned)
-        detected = detect_language(cleaned)
-        if detected not in self.content.language_codes:
-            detected = None
-        language = state.language or detected or self.default_language
+        detected = self.detected_language(cleaned)
+        language = self.language_for(cleaned, state.language)
         opt = opt_kind(word, language)
         if opt == "start":
             new = SmsState(language=language)

@@ -209,15 +209,24 @@ def recordings_retry() -> None:
 def recordings_catch_up(hours: int | None) -> None:
     """Store and fetch the question recordings that Twilio has and no webhook stored (after an
     outage: the periodic job does the same every 10 minutes)."""
-    from hotline.recording_catchup import catch_up_recordings
+    from twilio.base.exceptions import TwilioException
+
+    from hotline.recording_catchup import catch_up_recordings, enabled
     from hotline.recordings import download_recording
 
     rt = _runtime()
-    outcome = catch_up_recordings(rt, hours=hours)
+    if not enabled(rt, hours):
+        raise click.ClickException(
+            "nothing to catch up from: this needs a real Twilio account (not demo mode), "
+            "TWILIO_PHONE_NUMBER, and HOTLINE_RECORDING_CATCHUP_HOURS or --hours above 0")
+    try:
+        outcome = catch_up_recordings(rt, hours=hours)
+    except (TwilioException, requests.RequestException) as error:
+        raise click.ClickException(f"could not list Twilio's recordings: {error}") from error
     click.echo(f"{outcome.listed} question recordings at Twilio in the window, "
                f"{len(outcome.added)} not stored before, {len(outcome.not_ours)} of calls to "
-               "another number (left alone)")
-    failed = 0
+               f"another number (left alone), {len(outcome.failed)} could not be stored")
+    failed = len(outcome.failed)
     for recording_id, sid in outcome.to_fetch:
         state = download_recording(rt, recording_id)
         failed += state != "stored"

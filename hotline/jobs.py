@@ -142,7 +142,7 @@ def catch_up_recordings_job() -> int:
         return 0
     try:
         outcome = catch_up_recordings(runtime)
-    except Exception:  # noqa: BLE001 - Twilio or the network; nothing was written
+    except Exception:  # noqa: BLE001 - Twilio, the network or the database, before any write
         log.exception("could not list Twilio's recordings to catch up; trying again later")
         return 0
     for recording_id, _sid in outcome.to_fetch:

@@ -21,7 +21,11 @@ HOTLINE_RECORDING_CATCHUP_HOURS (default 24) from Twilio's REST API and queue ea
   are made from Twilio's record, so the consultant has the number to call back.
 
 The question keeps the recording's time (its place in the queue is by waiting time) and the
-caller's remembered language; its topic is unknown. Off in demo mode (there is no Twilio).
+caller's remembered language; its topic is unknown. Off in demo mode (there is no Twilio), and
+without TWILIO_PHONE_NUMBER (nothing to tell our calls by). With several worker machines each
+one's scheduler runs the job: each lists the recordings (a page or two every 10 minutes), and
+the unique RecordingSid lets only one of them store a recording; no lock is taken, so a worker
+killed mid-run can never stop the others.
 """
 
 from __future__ import annotations
@@ -54,17 +58,23 @@ class CatchUp:
     """What one catch-up found."""
 
     listed: int = 0  # question recordings in the window, ours or not
-    added: list[str] = field(default_factory=list)  # RecordingSids queued by this run
+    added: list[str] = field(default_factory=list)  # RecordingSids stored by this run
+    failed: list[str] = field(default_factory=list)  # could not be stored (the next run tries)
     not_ours: list[str] = field(default_factory=list)  # recordings of calls to another number
     # (recording id, RecordingSid) of those whose audio is still to be fetched
     to_fetch: list[tuple[int, str]] = field(default_factory=list)
 
 
-def enabled(runtime: Runtime) -> bool:
-    """Whether catching up can run: a real Twilio account, and a window of some hours."""
+def enabled(runtime: Runtime, hours: int | None = None) -> bool:
+    """Whether catching up can run: a real Twilio account and number, and some hours."""
     settings = runtime.settings
-    return (settings.recording_catchup_hours > 0 and not settings.demo
-            and bool(settings.twilio_account_sid))
+    return ((hours or settings.recording_catchup_hours) > 0 and not settings.demo
+            and bool(settings.twilio_account_sid) and _our_number(runtime) is not None)
+
+
+def _our_number(runtime: Runtime) -> str | None:
+    settings = runtime.settings
+    return normalise_phone(settings.twilio_phone_number, settings.default_region)
 
 
 def catch_up_recordings(runtime: Runtime, *, hours: int | None = None,
@@ -76,7 +86,7 @@ def catch_up_recordings(runtime: Runtime, *, hours: int | None = None,
     written then, and the next run asks again. A call Twilio does not know (404) is skipped.
     """
     settings = runtime.settings
-    now = now or datetime.now(UTC)
+    now = (now or datetime.now(UTC)).astimezone(UTC)
     start = now - timedelta(hours=hours or settings.recording_catchup_hours)
     end = now - GRACE
     client = client or make_twilio_client(settings)
@@ -96,15 +106,23 @@ def catch_up_recordings(runtime: Runtime, *, hours: int | None = None,
         known_calls = {r.call_sid for r in missing if calls.get_call(session, r.call_sid)}
     # Twilio is asked outside any transaction (SQLite's one writer never waits on the network).
     remote = {sid: _fetch_call(client, sid) for sid in {r.call_sid for r in missing} - known_calls}
-    ours = normalise_phone(settings.twilio_phone_number, settings.default_region)
+    ours = _our_number(runtime)
     for recording in missing:
         call = remote.get(recording.call_sid)
         if recording.call_sid in remote and (
-                call is None or normalise_phone(call.to, settings.default_region) != ours):
+                call is None or ours is None
+                or normalise_phone(call.to, settings.default_region) != ours):
             outcome.not_ours.append(recording.sid)
             continue
-        recording_id = _store(runtime, recording, call)
-        if recording_id is not None:
+        try:
+            recording_id, new, pending = _store(runtime, recording, call)
+        except Exception:  # noqa: BLE001 - the database; the next run tries this one again
+            log.exception("could not store recording %s found at Twilio", recording.sid)
+            outcome.failed.append(recording.sid)
+            continue
+        if not new:
+            continue  # a late webhook, or another worker's run, stored it meanwhile
+        if pending:
             outcome.to_fetch.append((recording_id, recording.sid))
         outcome.added.append(recording.sid)
         log.warning("recording %s of call %s was not stored by any webhook: queued now",
@@ -112,27 +130,32 @@ def catch_up_recordings(runtime: Runtime, *, hours: int | None = None,
     return outcome
 
 
-def _store(runtime: Runtime, recording: Any, call: Any | None) -> int | None:
+def _store(runtime: Runtime, recording: Any, call: Any | None) -> tuple[int, bool, bool]:
     """Store one recording's question (and its call, from Twilio's record, if we have none);
-    return the recording's id if its audio is still to be fetched."""
+    return the recording's id, whether this stored it, and whether its audio is to be fetched."""
     settings = runtime.settings
     when: datetime = recording.date_created
     with unit_of_work(runtime.sessions) as session:
         if call is not None:
+            # twilio's CallInstance keeps "from" (a keyword in Python) as _from.
+            numbers = {"from_number": getattr(call, "_from", None) or "",
+                       "to_number": call.to or "", "region": settings.default_region}
+            calls.answer_call(session, call_sid=recording.call_sid,
+                              now=call.start_time or when, **numbers)
             calls.update_call_status(
                 session, call_sid=recording.call_sid, status=call.status or "completed",
-                now=call.start_time or when, duration=_seconds(call.duration),
-                # twilio's CallInstance keeps "from" (a keyword in Python) as _from.
-                from_number=getattr(call, "_from", None) or "", to_number=call.to or "",
-                region=settings.default_region)
+                now=call.end_time or when, duration=_seconds(call.duration), **numbers)
         row = calls.get_call(session, recording.call_sid)
         caller = row.caller if row is not None else None
-        _question, stored, _new = questions.record_question(
+        _question, stored, new = questions.record_question(
             session, recording_sid=recording.sid, call_sid=recording.call_sid,
             recording_url=_media_url(settings.twilio_api_url, recording),
             duration=_seconds(recording.duration),
             language=caller.language if caller is not None else None, topic=None, now=when)
-        return stored.id if stored.download_state != DOWNLOAD_STORED else None
+        if new:
+            # Waiting since the recording's time, but just queued: not stale for the sweep.
+            stored.updated_at = datetime.now(UTC)
+        return stored.id, new, stored.download_state != DOWNLOAD_STORED
 
 
 def _fetch_call(client: Client, call_sid: str) -> Any | None:

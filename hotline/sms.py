@@ -145,9 +145,9 @@ def keep_the_message(error: Exception) -> Response | HTTPException:
                 phone=phone or raw_from, body=body, caller=caller, now=now)
             if not new or not body:
                 return _twiml(None)
-            language = caller.language if caller and caller.language else (
-                rt.sms.default_language)
-            kind = fallback_kind(body, caller.language if caller else None)
+            # As the dialogue would have read it ("БАСТА" is a stop in Russian).
+            language = rt.sms.language_for(body, caller.language if caller else None)
+            kind = fallback_kind(body, language)
             if kind in ("stop", "start"):
                 if caller is None:
                     return _twiml(None)  # no number to remember it for
@@ -157,12 +157,13 @@ def keep_the_message(error: Exception) -> Response | HTTPException:
                 return _twiml(None)
             if kind == "command":
                 return _reply(session, inbound, rt.sms.text(language, "sms.menu"), now)
+            # Free text: its own language first, as in the dialogue (None when unknown).
+            written_in = rt.sms.detected_language(body) or (caller.language if caller else None)
             question = sms.add_sms_question(session, caller=caller, text=body,
-                                            language=caller.language if caller else None,
-                                            topic=None, now=now)
+                                            language=written_in, topic=None, now=now)
             inbound.question_id = question.id
-            return _reply(session, inbound, rt.sms.text(language, "sms.question_received"),
-                          now)
+            return _reply(session, inbound, rt.sms.text(written_in or language,
+                                                        "sms.question_received"), now)
     except Exception:  # noqa: BLE001 - the last line of defence must answer
         log.exception("could not even keep the SMS")
         return _twiml(None)

@@ -95,8 +95,9 @@ def test_a_recording_of_a_call_we_never_heard_of_gets_its_caller_from_twilio(
     app: Flask, db, api: TwilioApi, media: MediaServer, question_wav: Path
 ) -> None:
     call_sid = new_sid("CA")  # the incoming webhook was lost too: no row for the call
-    asked = datetime.now(UTC) - timedelta(hours=2)
-    api.add_call(call_sid, CALLER, HOTLINE, asked - timedelta(minutes=1))
+    asked = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+    started = asked - timedelta(minutes=1)
+    api.add_call(call_sid, CALLER, HOTLINE, started, duration="90")
     sid = recording_at(api, media, question_wav, call_sid, asked)
 
     result = run_cli(app, ["recordings", "catch-up", "--hours", "3"])
@@ -108,17 +109,21 @@ def test_a_recording_of_a_call_we_never_heard_of_gets_its_caller_from_twilio(
         call = session.scalars(select(Call)).one()
         assert (call.call_sid, call.from_number, call.status) == (call_sid, CALLER, "completed")
         assert question.call_id == call.id
+        assert (call.started_at.replace(tzinfo=UTC), call.ended_at.replace(tzinfo=UTC),
+                call.duration) == (started, started + timedelta(seconds=90), 90)
 
 
 def test_only_this_hotlines_finished_questions_in_the_window_are_taken(
     app: Flask, db, api: TwilioApi, media: MediaServer, question_wav: Path
 ) -> None:
-    now = datetime.now(UTC)
+    # 03:00 UTC today: the window begins yesterday, so Twilio's filter (by day) must reach
+    # back over midnight.
+    now = datetime.now(UTC).replace(hour=3, minute=0, second=0, microsecond=0)
     ours, elsewhere, unknown = new_sid("CA"), new_sid("CA"), new_sid("CA")
     api.add_call(ours, CALLER, HOTLINE, now - timedelta(days=1))
     api.add_call(elsewhere, CALLER, "+77010000000", now - timedelta(hours=1))
     wanted = [recording_at(api, media, question_wav, ours, now - timedelta(hours=hours))
-              for hours in (23, 12, 6, 1, 0.2)]  # over midnight, by pages of two
+              for hours in (23, 12, 6, 1, 0.2)]  # read by pages of two
     other_number = recording_at(api, media, question_wav, elsewhere, now - timedelta(hours=1))
     for call_sid, created, extra in [
         (ours, now - timedelta(hours=1), {"source": "DialVerb"}),  # a bridged callback
@@ -134,7 +139,16 @@ def test_only_this_hotlines_finished_questions_in_the_window_are_taken(
     outcome = catch_up_recordings(runtime(app), now=now, page_size=2)
     assert sorted(outcome.added) == sorted(wanted)
     assert sorted(outcome.not_ours) == sorted([other_number, no_call])
-    assert outcome.listed == 7
+    assert outcome.listed == 7 and outcome.failed == []
+    [listing] = [r for r in api.requests if r.path.split("?")[0].endswith("/Recordings.json")
+                 and "Page=" not in r.path]
+    yesterday = (now - timedelta(days=1)).strftime("%Y-%m-%d")
+    assert f"DateCreated%3E={yesterday}T00%3A00%3A00Z" in listing.path, listing.path
+    with db() as session:
+        # Waiting since their recordings' times, but just queued: the sweep leaves them to the
+        # job this run queued (the function alone queues nothing; the job does).
+        assert question_store.recordings_to_fetch(
+            session, datetime.now(UTC) - timedelta(seconds=600)) == []
     assert sorted(r.recording_sid for _q, r, _n in stored(db)) == sorted(wanted)
     assert {number for _q, _r, number in stored(db)} == {CALLER}
     # One caller, one call: the five questions share them.
@@ -173,12 +187,40 @@ def test_a_listed_recording_on_another_host_is_refused_never_fetched(
     assert number == CALLER and question.status == "waiting"  # kept, for a lawyer to see
 
 
-@pytest.mark.parametrize("change", [{"recording_catchup_hours": 0}, {"demo": True}])
-def test_off_in_demo_mode_and_at_zero_hours(make_app, settings: Settings, api: TwilioApi,
-                                            change: dict[str, object]) -> None:
-    make_app(settings.override(**change))
+def test_a_recording_a_webhook_stored_meanwhile_is_not_queued_twice(
+    app: Flask, db, api: TwilioApi, media: MediaServer, question_wav: Path,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    call_sid = new_sid("CA")
+    api.add_call(call_sid, CALLER, HOTLINE, datetime.now(UTC) - timedelta(hours=1))
+    sid = recording_at(api, media, question_wav, call_sid,
+                       datetime.now(UTC) - timedelta(minutes=30))
+    assert catch_up_recordings(runtime(app)).added == [sid]
+    # Another run that listed it before that one stored it (another worker machine, or a
+    # late webhook in between): it finds the row, and neither counts nor queues it again.
+    monkeypatch.setattr(question_store, "known_recording_sids", lambda *_args: set())
+    again = catch_up_recordings(runtime(app))
+    assert (again.added, again.to_fetch, again.listed) == ([], [], 1)
+    assert len(stored(db)) == 1
+
+
+@pytest.mark.parametrize("change", [{"recording_catchup_hours": 0}, {"demo": True},
+                                    {"twilio_phone_number": ""}])
+def test_off_in_demo_mode_at_zero_hours_and_without_our_number(
+    make_app, settings: Settings, api: TwilioApi, change: dict[str, object]
+) -> None:
+    app = make_app(settings.override(**change))
     assert jobs.catch_up_recordings_job.call_local() == 0
+    result = run_cli(app, ["recordings", "catch-up"])
+    assert result.exit_code == 1 and "nothing to catch up from" in result.output
     assert api.requests == []
+
+
+def test_the_command_says_when_twilio_cannot_be_asked(app: Flask, api: TwilioApi) -> None:
+    api.fail_next(twilio_error(401, 20003, "Authenticate"), resource=RECORDINGS)
+    result = run_cli(app, ["recordings", "catch-up", "--hours", "2"])
+    assert result.exit_code == 1
+    assert "could not list Twilio's recordings" in result.output
 
 
 def test_a_negative_window_is_refused(settings: Settings) -> None:

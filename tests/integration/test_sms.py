@@ -323,23 +323,26 @@ def test_a_failure_while_answering_still_queues_the_message(
 ) -> None:
     dialogue = broken_dialogue
     reply = phone.send("Помогите с землёй, аким не отвечает")
-    assert reply == dialogue.text("kk", "sms.question_received")
+    # In the message's language, as the dialogue would have answered.
+    assert reply == dialogue.text("ru", "sms.question_received")
     [question] = questions(db)
     assert question.text == "Помогите с землёй, аким не отвечает" and question.channel == "sms"
+    assert question.language == "ru"
 
 
 def test_a_failure_while_answering_still_honours_stop_and_start(
     app: Flask, phone: Phone, broken_dialogue: SmsDialogue, db
 ) -> None:
     dialogue = broken_dialogue
-    assert phone.send("СТОП") == dialogue.text("kk", "sms.stop")
+    # Each answered in the message's language, as the dialogue would (else Kazakh).
+    assert phone.send("СТОП") == dialogue.text("ru", "sms.stop")
     assert caller_row(db).sms_opted_out
     # Opted out: nothing more is queued or answered, as on the normal path.
     assert not phone.send("Жер туралы сұрақ")
     assert phone.send("Start") == dialogue.text("kk", "sms.start")
     assert not caller_row(db).sms_opted_out
     # A keyword or a menu key is nobody's question: the menu, to try again.
-    assert phone.send("МЕНЮ") == dialogue.text("kk", "sms.menu")
+    assert phone.send("МЕНЮ") == dialogue.text("ru", "sms.menu")
     assert phone.send("2") == dialogue.text("kk", "sms.menu")
     assert questions(db) == []
 
