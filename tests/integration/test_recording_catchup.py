@@ -187,6 +187,29 @@ def test_a_listed_recording_on_another_host_is_refused_never_fetched(
     assert number == CALLER and question.status == "waiting"  # kept, for a lawyer to see
 
 
+def test_one_recording_that_cannot_be_stored_does_not_hold_up_the_others(
+    app: Flask, db, api: TwilioApi, media: MediaServer, question_wav: Path,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    call_sid = new_sid("CA")
+    api.add_call(call_sid, CALLER, HOTLINE, datetime.now(UTC) - timedelta(hours=3))
+    first, second = (recording_at(api, media, question_wav, call_sid,
+                                  datetime.now(UTC) - timedelta(hours=hours)) for hours in (2, 1))
+    record = question_store.record_question
+
+    def refuse_the_first(session, **fields):  # type: ignore[no-untyped-def]
+        if fields["recording_sid"] == first:
+            raise OperationalError("INSERT", {}, Exception("disk I/O error"))
+        return record(session, **fields)
+
+    monkeypatch.setattr(question_store, "record_question", refuse_the_first)
+    outcome = catch_up_recordings(runtime(app))
+    assert (outcome.added, outcome.failed) == ([second], [first])
+    monkeypatch.setattr(question_store, "record_question", record)
+    assert catch_up_recordings(runtime(app)).added == [first]  # the next run
+    assert len(stored(db)) == 2
+
+
 def test_a_recording_a_webhook_stored_meanwhile_is_not_queued_twice(
     app: Flask, db, api: TwilioApi, media: MediaServer, question_wav: Path,
     monkeypatch: pytest.MonkeyPatch
