@@ -223,6 +223,26 @@ def _term(label: str, phrase: str, language: str, generic: Iterable[str]) -> _Te
     return _Term(label, tuple(parts), weight)
 
 
+# Building the terms stems and folds every keyword and every answer text: about half a second.
+# A process builds them once per content (the web app, each test's app), keyed by what they
+# are built from.
+_BUILT: dict[object, tuple[dict[str, tuple[_Term, ...]], tuple[_Term, ...]]] = {}
+_BUILT_MAX = 8
+
+
+def _fingerprint(content: Content) -> object:
+    """What the terms are built from: languages, topics, keywords and texts, as a hashable."""
+    def freeze(value: object) -> object:
+        if isinstance(value, dict):
+            return tuple(sorted((k, freeze(v)) for k, v in value.items()))
+        if isinstance(value, (list, tuple)):
+            return tuple(freeze(v) for v in value)
+        return value
+
+    return (tuple(content.language_codes), tuple(content.topics),
+            freeze(content.keywords), freeze(content.prompts))
+
+
 class FaqMatcher:
     """Finds the topic of a free-text SMS from the content's keywords and topic titles."""
 
@@ -233,7 +253,20 @@ class FaqMatcher:
         self.min_score = min_score
         self.min_ratio = min_ratio
         self.topics = tuple(content.topics)
-        self._terms: dict[str, list[_Term]] = {topic: [] for topic in self.topics}
+        key = _fingerprint(content)
+        built = _BUILT.get(key)
+        if built is None:
+            built = self._build(content)
+            if len(_BUILT) >= _BUILT_MAX:
+                _BUILT.clear()
+            _BUILT[key] = built
+        terms, off_topic = built
+        self._terms: dict[str, list[_Term]] = {topic: list(t) for topic, t in terms.items()}
+        self._off_topic = list(off_topic)
+
+    def _build(self, content: Content) -> tuple[dict[str, tuple[_Term, ...]], tuple[_Term, ...]]:
+        """Every topic's terms, and the off-topic terms (frozen: shared between matchers)."""
+        terms: dict[str, list[_Term]] = {topic: [] for topic in self.topics}
         seen: set[tuple[str, tuple[_Part, ...]]] = set()
         for language in content.language_codes:
             generic = GENERIC.get(language, ())
@@ -247,16 +280,16 @@ class FaqMatcher:
             ]
             for topic, phrase in phrases:
                 term = _term(topic, phrase, language, generic)
-                if term is None or (topic, term.parts) in seen or topic not in self._terms:
+                if term is None or (topic, term.parts) in seen or topic not in terms:
                     continue
                 seen.add((topic, term.parts))
-                self._terms[topic].append(term)
+                terms[topic].append(term)
         # A topic's keyword that other topics' answers use as well is a channel, not a topic:
         # the explainers send residents to the ЦОН / ХҚКО and eGov.kz with their ID card for
         # pensions, disability and social assistance alike. Such a word only half counts when
         # the message also has another topic's own words ("в ЦОНе не принимают документы на
         # пенсию" is a pension question).
-        for topic, terms in self._terms.items():
+        for topic, topic_terms in terms.items():
             texts = [
                 self._tokens(content.text(language, f"{kind}.{other}{part}"), language)
                 for other in self.topics
@@ -265,16 +298,17 @@ class FaqMatcher:
                 for kind, part in (("topic", ".fact"), ("topic", ".why"), ("topic", ".todo"),
                                    ("sms.topic", ""))
             ]
-            terms[:] = [
+            topic_terms[:] = [
                 replace(term, shared=any(_in_sequence(term, text) for text in texts))
-                for term in terms
+                for term in topic_terms
             ]
-        self._off_topic = [
+        off_topic = [
             term
             for language, words in OFF_TOPIC.items()
             for word in words
             if (term := _term("off_topic", word, language, ())) is not None
         ]
+        return ({topic: tuple(t) for topic, t in terms.items()}, tuple(off_topic))
 
     def _tokens(self, text: str, language: str) -> list[_Token]:
         """The message's words, transliterated, normalised, folded and stemmed."""

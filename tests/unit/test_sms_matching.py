@@ -278,3 +278,17 @@ def test_sms_texts_name_their_keywords(language: str) -> None:
 @pytest.mark.parametrize("topic", TOPICS)
 def test_every_topic_has_8_to_25_keywords(language: str, topic: str) -> None:
     assert 8 <= len(CONTENT.keywords[language][topic]) <= 25
+
+
+def test_matchers_of_equal_content_share_their_terms_and_changed_content_gets_its_own() -> None:
+    """The terms are built once per content (create_app builds a matcher each time); a content
+    with other keywords is matched by its own keywords, not the cached ones."""
+    word = "жылқышы"  # no topic's word
+    assert FaqMatcher(load_content()).match(word, "kk") is None
+    topic = TOPICS[0]
+    keywords = {language: dict(by_topic) for language, by_topic in CONTENT.keywords.items()}
+    keywords["kk"][topic] = (*keywords["kk"].get(topic, ()), word)
+    changed = dataclasses.replace(CONTENT, keywords=keywords)
+    found = FaqMatcher(changed).match(word, "kk")
+    assert found is not None and found.topic == topic
+    assert FaqMatcher(CONTENT).match(word, "kk") is None  # the first content's terms again
