@@ -122,7 +122,9 @@ class MediaServer:
         self.requests: list[tuple[str, int]] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # A short poll: shutting down waits for it (the default 0.5 s, in every test that used one).
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
+                                        daemon=True)
 
     @property
     def host(self) -> str:

@@ -87,7 +87,7 @@ class _Handler(BaseHTTPRequestHandler):
 def server() -> Iterator[ModelServer]:
     """Run the model server for the whole session."""
     httpd = ModelServer()
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield httpd
     httpd.shutdown()
