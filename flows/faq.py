@@ -224,8 +224,9 @@ def _term(label: str, phrase: str, language: str, generic: Iterable[str]) -> _Te
 
 
 # Building the terms stems and folds every keyword and every answer text: about half a second.
-# A process builds them once per content (the web app, each test's app), keyed by what they
-# are built from.
+# A process builds them once per content (the web app, each test's app), keyed by the content
+# they are built from; the module's word lists are not in the key (code, not data: whoever
+# changes them at run time must clear _BUILT).
 _BUILT: dict[object, tuple[dict[str, tuple[_Term, ...]], tuple[_Term, ...]]] = {}
 _BUILT_MAX = 8
 

@@ -6,6 +6,7 @@ import secrets
 import shutil
 import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import psycopg
@@ -62,8 +63,9 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SQLite database migrated once per run (each test's migrated database is a copy)."""
     path = tmp_path_factory.mktemp("template") / "hotline.sqlite3"
     upgrade(f"sqlite:///{path}")
-    with sqlite3.connect(path) as connection:  # everything in the file, nothing in its log
-        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    with closing(sqlite3.connect(path)) as connection:  # all in the file, nothing in its log
+        busy, _log, _done = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        assert busy == 0
     return path
 
 
