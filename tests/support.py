@@ -29,6 +29,7 @@ from hotline.runtime import Runtime
 from hotline.simulator import FlaskTransport, MediaServer, PhoneSimulator, new_sid
 from storage.db import unit_of_work
 from storage.models import Base
+from tests.twilio_api import TwilioApi
 
 ACCOUNT_SID = "AC" + "1" * 32
 AUTH_TOKEN = "test-auth-token-0123456789"
@@ -70,6 +71,13 @@ def kazakh_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def media() -> Iterator[MediaServer]:
     """A local stand-in for Twilio's media host."""
     with MediaServer(ACCOUNT_SID, AUTH_TOKEN) as server:
+        yield server
+
+
+@pytest.fixture
+def api() -> Iterator[TwilioApi]:
+    """A local stand-in for Twilio's REST API (tests point TWILIO_API_URL at it)."""
+    with TwilioApi(ACCOUNT_SID, AUTH_TOKEN) as server:
         yield server
 
 

@@ -8,7 +8,6 @@ import re
 import shutil
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -52,12 +51,6 @@ CONSULTANT_PHONE = "+77051234567"
 ALMATY = timezone(timedelta(hours=5))
 EVENTS = ["initiated", "ringing", "answered", "completed"]
 FUTURE = 2031  # outcomes are recorded at faked times; planned retries stay in the future
-
-
-@pytest.fixture
-def api() -> Iterator[TwilioApi]:
-    with TwilioApi(ACCOUNT_SID, AUTH_TOKEN) as server:
-        yield server
 
 
 @pytest.fixture

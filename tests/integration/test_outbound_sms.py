@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -43,12 +43,6 @@ SERVER_ERROR = (500, {"code": 20500, "message": "Internal Server Error",
                       "more_info": "https://www.twilio.com/docs/errors/20500", "status": 500})
 
 Db = Callable[[], AbstractContextManager[Session]]
-
-
-@pytest.fixture
-def api() -> Iterator[TwilioApi]:
-    with TwilioApi(ACCOUNT_SID, AUTH_TOKEN) as server:
-        yield server
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ client's own HTTP layer; the media host is the simulator's. On SQLite and on Pos
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,17 +20,11 @@ from hotline.recording_catchup import catch_up_recordings
 from hotline.simulator import MediaServer, PhoneSimulator, Speak, new_sid
 from storage import questions as question_store
 from storage.models import Call, Question, Recording
-from tests.support import ACCOUNT_SID, AUTH_TOKEN, CALLER, Twilio, call_form, run_cli, runtime
+from tests.support import CALLER, Twilio, call_form, run_cli, runtime
 from tests.twilio_api import RECORDINGS, TwilioApi, twilio_error
 
 HOTLINE = "+77000000000"
 TO_LAWYER = ["2", "0"]  # Russian, then "ask a lawyer"
-
-
-@pytest.fixture
-def api() -> Iterator[TwilioApi]:
-    with TwilioApi(ACCOUNT_SID, AUTH_TOKEN) as server:
-        yield server
 
 
 @pytest.fixture
@@ -44,6 +37,13 @@ def stored(db) -> list[tuple[Question, Recording, str | None]]:
     with db() as session:
         return [(r.question, r, r.question.caller.phone if r.question.caller else None)
                 for r in session.scalars(select(Recording)).all()]
+
+
+def call_at(api: TwilioApi, hours_ago: float) -> str:
+    """A call to the hotline that Twilio knows and we have no row for; return its sid."""
+    call_sid = new_sid("CA")
+    api.add_call(call_sid, CALLER, HOTLINE, datetime.now(UTC) - timedelta(hours=hours_ago))
+    return call_sid
 
 
 def recording_at(api: TwilioApi, media: MediaServer, wav: Path, call_sid: str,
@@ -159,8 +159,7 @@ def test_only_this_hotlines_finished_questions_in_the_window_are_taken(
 def test_when_twilio_cannot_be_asked_nothing_is_written_and_the_next_run_stores_it(
     app: Flask, db, api: TwilioApi, media: MediaServer, question_wav: Path
 ) -> None:
-    call_sid = new_sid("CA")
-    api.add_call(call_sid, CALLER, HOTLINE, datetime.now(UTC) - timedelta(hours=1))
+    call_sid = call_at(api, hours_ago=1)
     sid = recording_at(api, media, question_wav, call_sid,
                        datetime.now(UTC) - timedelta(minutes=30))
     api.fail_next(twilio_error(500, 20500, "Internal Server Error"), resource=RECORDINGS)
@@ -175,8 +174,7 @@ def test_a_listed_recording_on_another_host_is_refused_never_fetched(
     app: Flask, db, api: TwilioApi, media: MediaServer, question_wav: Path
 ) -> None:
     """The list is Twilio's, but its media URLs pass the same allow-list as a webhook's."""
-    call_sid = new_sid("CA")
-    api.add_call(call_sid, CALLER, HOTLINE, datetime.now(UTC) - timedelta(hours=1))
+    call_sid = call_at(api, hours_ago=1)
     sid = new_sid("RE")
     media.add(sid, question_wav)
     api.add_recording(sid, call_sid, f"http://127.0.0.2:{media.host.split(':')[1]}/x/{sid}",
@@ -191,8 +189,7 @@ def test_one_recording_that_cannot_be_stored_does_not_hold_up_the_others(
     app: Flask, db, api: TwilioApi, media: MediaServer, question_wav: Path,
     monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    call_sid = new_sid("CA")
-    api.add_call(call_sid, CALLER, HOTLINE, datetime.now(UTC) - timedelta(hours=3))
+    call_sid = call_at(api, hours_ago=3)
     first, second = (recording_at(api, media, question_wav, call_sid,
                                   datetime.now(UTC) - timedelta(hours=hours)) for hours in (2, 1))
     record = question_store.record_question
@@ -214,8 +211,7 @@ def test_a_recording_a_webhook_stored_meanwhile_is_not_queued_twice(
     app: Flask, db, api: TwilioApi, media: MediaServer, question_wav: Path,
     monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    call_sid = new_sid("CA")
-    api.add_call(call_sid, CALLER, HOTLINE, datetime.now(UTC) - timedelta(hours=1))
+    call_sid = call_at(api, hours_ago=1)
     sid = recording_at(api, media, question_wav, call_sid,
                        datetime.now(UTC) - timedelta(minutes=30))
     assert catch_up_recordings(runtime(app)).added == [sid]

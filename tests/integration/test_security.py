@@ -546,12 +546,6 @@ def test_demo_mode_says_so_at_start_up(make_app: Callable[[Settings], Flask],
 CONSULTANT_PHONE = "+77051234567"
 
 
-@pytest.fixture
-def api() -> Iterator[TwilioApi]:
-    with TwilioApi(ACCOUNT_SID, AUTH_TOKEN) as server:
-        yield server
-
-
 def test_no_secret_and_no_full_number_in_any_log_record_or_the_audit_log(
         make_app: Callable[[Settings], Flask], settings: Settings, api: TwilioApi,
         media: MediaServer, question_wav: Path, caplog: pytest.LogCaptureFixture) -> None:
