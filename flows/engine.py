@@ -12,7 +12,7 @@ caller is offered to record a question, so nobody is stuck in a menu they cannot
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from functools import wraps
 from typing import Any, Literal, TypeVar
@@ -216,6 +216,28 @@ class Flow:
         elif node == EMPTY and key == "1":
             return self.show(RECORD, language, topic=topic)
         return self._repeat(node, language, key, tries, topic)
+
+    def topic_after(self, steps: Iterable[tuple[str, str]]) -> str | None:
+        """The topic a recording made after these menu steps is about, as the action URL of its
+        <Record> would have carried it; steps are a call's (node, keys pressed), in order.
+
+        The menus are replayed: a topic travels from screen to screen as it does in the action
+        URLs (an explainer gives its own; the main menu and the language menu none). Repeats
+        are replayed as first tries, which keep the topic as later ones do. The language is any
+        of the content's (a topic is the same in each). A node the content no longer has (a
+        call from before a content change) leads nowhere: no topic.
+        """
+        any_language = next(iter(self.content.languages.values()))
+        topic: str | None = None
+        for node, digits in steps:
+            try:
+                screen = self.press(node, None if node == LANGUAGE else any_language, digits,
+                                    0, topic)
+            except UnknownNode:
+                topic = None
+                continue
+            topic = screen.topic
+        return topic
 
     def recorded(self, language: str | None, number_known: bool = True) -> Screen:
         """Thank the caller and promise the callback (in every language when it is unknown).

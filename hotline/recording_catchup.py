@@ -12,7 +12,7 @@ HOTLINE_RECORDING_CATCHUP_HOURS (default 24) from Twilio's REST API and queue ea
 
 - was made by <Record> (source RecordVerb: a question; a bridged callback's recording is not),
   is completed and not empty, and is older than GRACE (the webhooks, and Twilio's own retries,
-  come first; the webhook's copy knows the topic, this one does not);
+  come first);
 - is not stored yet (by RecordingSid, the same key the webhooks use: a late webhook for it
   finds the row and adds nothing);
 - belongs to a call to the hotline: a call we have a row for, or, when the incoming call was
@@ -20,12 +20,15 @@ HOTLINE_RECORDING_CATCHUP_HOURS (default 24) from Twilio's REST API and queue ea
   same account, or a call Twilio does not know, is left alone). That call's row and caller
   are made from Twilio's record, so the consultant has the number to call back.
 
-The question keeps the recording's time (its place in the queue is by waiting time) and the
-caller's remembered language; its topic is unknown. Off in demo mode (there is no Twilio), and
-without TWILIO_PHONE_NUMBER (nothing to tell our calls by). With several worker machines each
-one's scheduler runs the job: each lists the recordings (a page or two every 10 minutes), and
-the unique RecordingSid lets only one of them store a recording; no lock is taken, so a worker
-killed mid-run can never stop the others.
+The question keeps the recording's time (its place in the queue is by waiting time), the
+caller's remembered language, and the topic of the explainer the caller asked from, replayed
+from the keys the call's row holds up to the recording's start (Flow.topic_after); a call whose
+row was made from Twilio's record has no keys, and its question no topic. Off in demo mode
+(there is no Twilio), and without TWILIO_PHONE_NUMBER (nothing to tell our calls by).
+
+With several worker machines each one's scheduler runs the job: each lists the recordings (a
+page or two every 10 minutes), and the unique RecordingSid lets only one of them store a
+recording; no lock is taken, so a worker killed mid-run can never stop the others.
 """
 
 from __future__ import annotations
@@ -43,8 +46,9 @@ from hotline.runtime import Runtime
 from hotline.twilio_glue import CALL_SID, RECORDING_SID
 from storage import calls, questions
 from storage.db import unit_of_work
-from storage.models import DOWNLOAD_STORED
+from storage.models import DOWNLOAD_STORED, Call
 from storage.phones import normalise_phone
+from storage.utc import ensure_utc
 
 log = logging.getLogger(__name__)
 
@@ -147,15 +151,32 @@ def _store(runtime: Runtime, recording: Any, call: Any | None) -> tuple[int, boo
                 now=call.end_time or when, duration=_seconds(call.duration), **numbers)
         row = calls.get_call(session, recording.call_sid)
         caller = row.caller if row is not None else None
+        topic = _topic(runtime, row, recording) if row is not None else None
         _question, stored, new = questions.record_question(
             session, recording_sid=recording.sid, call_sid=recording.call_sid,
             recording_url=_media_url(settings.twilio_api_url, recording),
             duration=_seconds(recording.duration),
-            language=caller.language if caller is not None else None, topic=None, now=when)
+            language=caller.language if caller is not None else None, topic=topic, now=when)
         if new:
             # Waiting since the recording's time, but just queued: not stale for the sweep.
             stored.updated_at = datetime.now(UTC)
         return stored.id, new, stored.download_state != DOWNLOAD_STORED
+
+
+def _topic(runtime: Runtime, call: Call, recording: Any) -> str | None:
+    """The topic the caller chose before this recording began, from the keys the call's row
+    holds (none when Twilio's record made the row: no menu step reached us)."""
+    began: datetime = recording.start_time or recording.date_created - timedelta(
+        seconds=_seconds(recording.duration) or 0)
+    steps = []
+    for entry in call.keys or ():
+        try:
+            pressed = ensure_utc(datetime.fromisoformat(entry["at"]))
+        except (KeyError, TypeError, ValueError):  # not written by storage.calls.record_keys
+            continue
+        if pressed < began:
+            steps.append((str(entry.get("node")), str(entry.get("digits") or "")))
+    return runtime.flow.topic_after(steps)
 
 
 def _fetch_call(client: Client, call_sid: str) -> Any | None:

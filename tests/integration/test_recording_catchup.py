@@ -18,6 +18,7 @@ from hotline import jobs
 from hotline.config import ConfigError, Settings
 from hotline.recording_catchup import catch_up_recordings
 from hotline.simulator import MediaServer, PhoneSimulator, Speak, new_sid
+from storage import calls
 from storage import questions as question_store
 from storage.models import Call, Question, Recording
 from tests.support import CALLER, Twilio, call_form, run_cli, runtime
@@ -111,6 +112,34 @@ def test_a_recording_of_a_call_we_never_heard_of_gets_its_caller_from_twilio(
         assert question.call_id == call.id
         assert (call.started_at.replace(tzinfo=UTC), call.ended_at.replace(tzinfo=UTC),
                 call.duration) == (started, started + timedelta(seconds=90), 90)
+
+
+def test_a_caught_up_question_gets_the_topic_the_caller_chose_before_it(
+    app: Flask, db, api: TwilioApi, media: MediaServer, question_wav: Path
+) -> None:
+    # One call, two questions, both lost by the webhooks; the menu steps reached us.
+    call_sid = new_sid("CA")
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    steps = [("language", "2"), ("main", "1"), ("pension", "2"),  # pensions: ask a lawyer
+             ("done", "0"), ("main", "4"), ("documents", "2")]  # again: documents
+    with db() as session:
+        calls.answer_call(session, call_sid=call_sid, from_number=CALLER, to_number=HOTLINE,
+                          now=start)
+        for minute, (node, digits) in enumerate(steps):
+            calls.record_keys(session, call_sid, node, digits, start + timedelta(minutes=minute))
+        session.commit()
+    # Each recording begins a few seconds after the key that asked for it (the beep before).
+    first = recording_at(api, media, question_wav, call_sid,
+                         start + timedelta(minutes=2, seconds=40), duration="30")
+    second = recording_at(api, media, question_wav, call_sid,
+                          start + timedelta(minutes=5, seconds=40), duration="30")
+    unknown = recording_at(api, media, question_wav, call_at(api, 1), start)
+
+    caught = catch_up_recordings(runtime(app))
+    assert sorted(caught.added) == sorted([first, second, unknown])
+    topics = {r.recording_sid: q.topic for q, r, _number in stored(db)}
+    # The call Twilio's record made has no menu steps, so no topic.
+    assert topics == {first: "pension", second: "documents", unknown: None}
 
 
 def test_only_this_hotlines_finished_questions_in_the_window_are_taken(

@@ -175,6 +175,27 @@ def test_topic_explainer_then_its_own_menu(flow: Flow, language: str) -> None:
         assert flow.press(topic, language, "*").node == MAIN
 
 
+def test_the_topic_after_a_calls_menu_steps_is_the_one_its_record_url_would_carry(
+        flow: Flow) -> None:
+    assert flow.topic_after([]) is None
+    # Russian, pensions, "ask a lawyer about this".
+    assert flow.topic_after([(LANGUAGE, "2"), (MAIN, "1"), ("pension", "2")]) == "pension"
+    # Heard it again, silence twice (the offer to record keeps the explainer's topic).
+    assert flow.topic_after([(MAIN, "1"), ("pension", "1"), ("pension", ""), ("pension", ""),
+                             ("pension", "")]) == "pension"
+    # Back to the main menu, another explainer, then 0: a lawyer, no topic.
+    assert flow.topic_after([(MAIN, "1"), ("pension", "*"), (MAIN, "3"), ("disability", "0"),
+                             (MAIN, "0")]) is None
+    # A second question after the first one's promise: the second explainer's.
+    assert flow.topic_after([(MAIN, "1"), ("pension", "2"), ("done", "0"), (MAIN, "4"),
+                             ("documents", "2")]) == "documents"
+    # Nothing heard on the recording, 1 to record again: still the explainer's.
+    assert flow.topic_after([(MAIN, "2"), ("social_assistance", "2"),
+                             ("empty", "1")]) == "social_assistance"
+    # A node the content no longer has leads nowhere.
+    assert flow.topic_after([(MAIN, "1"), ("old_topic", "2")]) is None
+
+
 def test_global_keys(flow: Flow) -> None:
     assert flow.press(MAIN, "ru", "9").node == LANGUAGE
     assert flow.press("pension", "kk", "9").node == LANGUAGE
