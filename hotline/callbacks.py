@@ -72,7 +72,7 @@ from flows.segments import segments
 from hotline import auth, jobs
 from hotline.auth import Account
 from hotline.config import LOCAL_TIME, Settings
-from hotline.outbound_sms import make_twilio_client
+from hotline.outbound_sms import close_twilio_client, make_twilio_client
 from hotline.twilio_glue import CALL_SID, external_url, form_int, form_sid, twilio_webhook
 from hotline.twilio_glue import runtime as twilio_runtime
 from hotline.workspace import bp, local_time, runtime
@@ -596,8 +596,7 @@ def _dial_consultant(settings: Settings, attempt_id: int,
                     type(exc).__name__)
         return _rest_error(exc), None, None
     finally:
-        if client.http_client.session is not None:
-            client.http_client.session.close()
+        close_twilio_client(client)
     if not call.sid or not CALL_SID.fullmatch(str(call.sid)):
         return f"{ERROR_NO_CALL_ID} ({call.sid!r})", None, None
     return None, str(call.sid), str(call.status) if call.status else None

@@ -100,6 +100,12 @@ def make_twilio_client(settings: Settings) -> Client:
     return client
 
 
+def close_twilio_client(client: Client) -> None:
+    """Close the connections make_twilio_client's client opened (its requests session)."""
+    if client.http_client.session is not None:
+        client.http_client.session.close()
+
+
 def status_callback_url(settings: Settings) -> str | None:
     """The absolute URL of the status callback, or None without PUBLIC_BASE_URL."""
     if not settings.public_base_url:
@@ -216,8 +222,7 @@ def send_sms(runtime: Runtime, message_id: int) -> str:
                 error_message=f"will retry: {type(exc).__name__}: {exc}")
         raise SmsRetry(f"Twilio not reached for SMS {message_id}: {exc}") from exc
     finally:
-        if client.http_client.session is not None:
-            client.http_client.session.close()
+        close_twilio_client(client)
     return _finish(runtime, message_id, message_sid=str(sent.sid),
                    status=str(sent.status or SMS_QUEUED), error_code=None, error_message=None)
 

@@ -41,7 +41,7 @@ from typing import Any
 from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
-from hotline.outbound_sms import make_twilio_client
+from hotline.outbound_sms import close_twilio_client, make_twilio_client
 from hotline.runtime import Runtime
 from hotline.twilio_glue import CALL_SID, RECORDING_SID
 from storage import calls, questions
@@ -86,38 +86,54 @@ def catch_up_recordings(runtime: Runtime, *, hours: int | None = None,
                         page_size: int = PAGE_SIZE) -> CatchUp:
     """Queue the question recordings of the last hours that no webhook stored (module doc).
 
-    Raises TwilioException (or a requests error) when Twilio cannot be asked: nothing is
-    written then, and the next run asks again. A call Twilio does not know (404) is skipped.
+    Raises TwilioException (or a requests error) when Twilio cannot list the recordings:
+    nothing is written then, and the next run asks again. A call Twilio does not know (404) or
+    made to another number is skipped, and this process does not ask about it again for two
+    days; a call Twilio could not tell about this time (another error) puts its recordings in
+    failed, and the next run asks again, while the other recordings are stored.
     """
     settings = runtime.settings
     now = (now or datetime.now(UTC)).astimezone(UTC)
     start = now - timedelta(hours=hours or settings.recording_catchup_hours)
     end = now - GRACE
+    own_client = client is None
     client = client or make_twilio_client(settings)
-    # Twilio's filter is by day: from midnight (UTC) of the window's first day, then exactly.
-    day = datetime(start.year, start.month, start.day, tzinfo=UTC)
-    listed = [
-        r for r in client.recordings.list(date_created_after=day, page_size=page_size)
-        if r.source == QUESTION_SOURCE and r.status == "completed"
-        and r.date_created is not None and start <= r.date_created <= end
-        and RECORDING_SID.fullmatch(r.sid or "") and CALL_SID.fullmatch(r.call_sid or "")
-        and _seconds(r.duration) != 0
-    ]
-    outcome = CatchUp(listed=len(listed))
-    with unit_of_work(runtime.sessions) as session:
-        known = questions.known_recording_sids(session, [r.sid for r in listed])
-        missing = [r for r in listed if r.sid not in known]
-        known_calls = {r.call_sid for r in missing if calls.get_call(session, r.call_sid)}
-    # Twilio is asked outside any transaction (SQLite's one writer never waits on the network).
-    remote = {sid: _fetch_call(client, sid) for sid in {r.call_sid for r in missing} - known_calls}
+    try:
+        # Twilio's filter is by day: from midnight (UTC) of the window's first day, then exactly.
+        day = datetime(start.year, start.month, start.day, tzinfo=UTC)
+        listed = [
+            r for r in client.recordings.list(date_created_after=day, page_size=page_size)
+            if r.source == QUESTION_SOURCE and r.status == "completed"
+            and r.date_created is not None and start <= r.date_created <= end
+            and RECORDING_SID.fullmatch(r.sid or "") and CALL_SID.fullmatch(r.call_sid or "")
+            and _seconds(r.duration) != 0
+        ]
+        outcome = CatchUp(listed=len(listed))
+        with unit_of_work(runtime.sessions) as session:
+            known = questions.known_recording_sids(session, [r.sid for r in listed])
+            missing = [r for r in listed
+                       if r.sid not in known and r.call_sid not in _NOT_OURS]
+            known_calls = {r.call_sid for r in missing if calls.get_call(session, r.call_sid)}
+        # Twilio is asked outside any transaction (SQLite's one writer never waits on the
+        # network), and only about calls we have no row for.
+        remote = _fetch_calls(client, {r.call_sid for r in missing} - known_calls, now)
+    finally:
+        if own_client:
+            close_twilio_client(client)
     ours = _our_number(runtime)
     for recording in missing:
-        call = remote.get(recording.call_sid)
-        if recording.call_sid in remote and (
-                call is None or ours is None
-                or normalise_phone(call.to, settings.default_region) != ours):
-            outcome.not_ours.append(recording.sid)
-            continue
+        if recording.call_sid in remote:
+            call = remote[recording.call_sid]
+            if call is _UNANSWERED:
+                outcome.failed.append(recording.sid)  # Twilio will be asked again next run
+                continue
+            if call is None or ours is None or normalise_phone(
+                    call.to, settings.default_region) != ours:
+                _NOT_OURS[recording.call_sid] = now
+                outcome.not_ours.append(recording.sid)
+                continue
+        else:
+            call = None
         try:
             recording_id, new, pending = _store(runtime, recording, call)
         except Exception:  # noqa: BLE001 - the database; the next run tries this one again
@@ -179,14 +195,36 @@ def _topic(runtime: Runtime, call: Call, recording: Any) -> str | None:
     return runtime.flow.topic_after(steps)
 
 
-def _fetch_call(client: Client, call_sid: str) -> Any | None:
-    """Twilio's record of a call, or None if Twilio does not know it."""
-    try:
-        return client.calls(call_sid).fetch()
-    except TwilioRestException as error:
-        if error.status == 404:
-            return None
-        raise
+# Calls Twilio said are not the hotline's (another number on the account, or unknown to
+# Twilio), by CallSid, with when: a later run of this process does not ask about them again.
+# Forgotten after a day longer than any window, so the memory stays small.
+_NOT_OURS: dict[str, datetime] = {}
+_NOT_OURS_KEPT = timedelta(days=2)
+# A call Twilio could not tell us about this time (an error other than 404).
+_UNANSWERED = object()
+
+
+def _fetch_calls(client: Client, call_sids: set[str], now: datetime) -> dict[str, Any]:
+    """Twilio's record of each call: None if Twilio does not know it, _UNANSWERED if asking
+    failed (logged; one call's error does not hold up the other recordings)."""
+    for sid, seen in list(_NOT_OURS.items()):
+        if seen < now - _NOT_OURS_KEPT:
+            del _NOT_OURS[sid]
+    found: dict[str, Any] = {}
+    for sid in sorted(call_sids):
+        try:
+            found[sid] = client.calls(sid).fetch()
+        except TwilioRestException as error:
+            if error.status == 404:
+                found[sid] = None
+            else:
+                log.warning("Twilio could not say whose call %s is (%s): its recordings wait "
+                            "for the next run", sid, error.status)
+                found[sid] = _UNANSWERED
+        except Exception:  # noqa: BLE001 - the network: the next run asks again
+            log.exception("could not ask Twilio about call %s; its recordings wait", sid)
+            found[sid] = _UNANSWERED
+    return found
 
 
 def _media_url(api_url: str, recording: Any) -> str:

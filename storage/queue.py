@@ -98,21 +98,25 @@ def _place_in_queue(_mapper: Any, _connection: Any, question: Question) -> None:
 
 
 def note_new_question(session: Session, question: Question) -> None:
-    """Mark a new question (and the caller's open ones) repeat_caller if the caller asked before.
+    """Mark a new question (and the caller's open ones) repeat_caller if the caller asked
+    within REPEAT_WINDOW of it.
 
-    Called when a question is created (storage.questions, storage.sms); sets priority_at.
+    Before it or after it: a question stored late with its own, older time (a recording the
+    catch-up found at Twilio after the resident had asked again) is linked to the later one
+    as the later one would have been linked to it. Called when a question is created
+    (storage.questions, storage.sms); sets priority_at.
     """
     if question.caller_id is not None:
-        earlier = list(session.scalars(
+        others = list(session.scalars(
             select(Question)
             .where(Question.caller_id == question.caller_id,
                    Question.created_at >= question.created_at - REPEAT_WINDOW,
-                   Question.created_at <= question.created_at,
+                   Question.created_at <= question.created_at + REPEAT_WINDOW,
                    Question.id != (question.id if question.id is not None else -1))
         ))
-        if earlier:
+        if others:
             question.repeat_caller = True
-        for other in earlier:
+        for other in others:
             if other.status != QUESTION_CLOSED and not other.repeat_caller:
                 other.repeat_caller = True
                 reprioritise(other)

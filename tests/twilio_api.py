@@ -5,7 +5,7 @@ It checks the account's login, records every request, and answers like Twilio: 2
 resource's JSON (an SM or CA sid), or an error scripted with fail_next. It also lists the
 account's recordings (GET Recordings.json, by page, newest first, with Twilio's DateCreated>
 filter) and shows a call (GET Calls/CA….json), from what a test put there with add_recording
-and add_call.
+and add_call; fail_next scripts errors for those too (RECORDINGS, CALL_RECORDS).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ RESOURCE_PATH = re.compile(
 # Fields Twilio takes more than once (each event in a parameter of its own).
 REPEATABLE = frozenset({"StatusCallbackEvent"})
 MESSAGES, CALLS, RECORDINGS = "Messages", "Calls", "Recordings"
+CALL_RECORDS = "Calls/<sid>"  # fail_next's name for GET Calls/CA….json
 RECORDINGS_PATH = re.compile(
     r"^/2010-04-01/Accounts/(?P<account>AC[0-9a-f]{32})/Recordings\.json$")
 CALL_PATH = re.compile(
@@ -72,8 +73,8 @@ class TwilioApi:
         self._expected = "Basic " + base64.b64encode(
             f"{account_sid}:{auth_token}".encode()).decode()
         self.requests: list[ApiRequest] = []
-        self._script: dict[str, list[tuple[int, dict[str, Any]]]] = {MESSAGES: [], CALLS: [],
-                                                                  RECORDINGS: []}
+        self._script: dict[str, list[tuple[int, dict[str, Any]]]] = {
+            MESSAGES: [], CALLS: [], RECORDINGS: [], CALL_RECORDS: []}
         self.recordings: list[dict[str, Any]] = []  # the account's, as Twilio lists them
         self.remote_calls: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
@@ -166,6 +167,8 @@ class TwilioApi:
             return self._list_recordings({k: v[0] for k, v in parse_qs(parts.query).items()})
         if method == "GET" and showing and showing["account"] == self.account_sid:
             with self._lock:
+                if self._script[CALL_RECORDS]:
+                    return self._script[CALL_RECORDS].pop(0)
                 call = self.remote_calls.get(showing["sid"])
             if call is None:
                 return twilio_error(404, 20404, f"The requested resource {path} was not found")

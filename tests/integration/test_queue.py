@@ -151,6 +151,34 @@ def test_a_repeat_caller_is_one_who_asked_within_90_days(
         assert voice.priority_at == NOW + HOUR - queue.REPEAT_CALLER_BOOST
 
 
+def test_a_question_stored_late_with_its_older_time_is_linked_to_the_later_one(
+        session_factory: sessionmaker[Session]) -> None:
+    # The catch-up stores a lost recording after the resident's next question was stored.
+    with unit_of_work(session_factory) as session:
+        caller = touch_caller(session, "+77011112233", NOW)
+        session.flush()
+        later = add_sms_question(session, caller=caller, text="Пенсия?", language="ru",
+                                 topic=None, now=NOW)
+        assert not later.repeat_caller
+        start_call(session, call_sid="CA" + "2" * 32, from_number="+77011112233",
+                   to_number="+77000000000", now=NOW - 2 * HOUR)
+        lost, _recording, new = record_question(
+            session, recording_sid="RE" + "2" * 32, call_sid="CA" + "2" * 32,
+            recording_url="https://api.twilio.com/rec", duration=20, language="ru",
+            topic="pension", now=NOW - HOUR)
+        assert new and lost.repeat_caller and later.repeat_caller
+        assert lost.priority_at == NOW - HOUR - queue.REPEAT_CALLER_BOOST
+        assert later.priority_at == NOW - queue.REPEAT_CALLER_BOOST
+        # Beyond the window after it, another question is no repeat of it.
+        start_call(session, call_sid="CA" + "3" * 32, from_number="+77011112233",
+                   to_number="+77000000000", now=NOW - 100 * DAY)
+        old, _recording, new = record_question(
+            session, recording_sid="RE" + "3" * 32, call_sid="CA" + "3" * 32,
+            recording_url="https://api.twilio.com/rec", duration=20, language="ru",
+            topic="pension", now=NOW - 100 * DAY)
+        assert new and not old.repeat_caller
+
+
 def test_note_new_question_without_a_caller_only_places_it(
         session_factory: sessionmaker[Session]) -> None:
     with unit_of_work(session_factory) as session:

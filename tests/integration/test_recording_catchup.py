@@ -22,7 +22,7 @@ from storage import calls
 from storage import questions as question_store
 from storage.models import Call, Question, Recording
 from tests.support import CALLER, Twilio, call_form, run_cli, runtime
-from tests.twilio_api import RECORDINGS, TwilioApi, twilio_error
+from tests.twilio_api import CALL_RECORDS, RECORDINGS, TwilioApi, twilio_error
 
 HOTLINE = "+77000000000"
 TO_LAWYER = ["2", "0"]  # Russian, then "ask a lawyer"
@@ -234,6 +234,39 @@ def test_one_recording_that_cannot_be_stored_does_not_hold_up_the_others(
     monkeypatch.setattr(question_store, "record_question", record)
     assert catch_up_recordings(runtime(app)).added == [first]  # the next run
     assert len(stored(db)) == 2
+
+
+def test_a_call_twilio_cannot_tell_about_holds_up_only_its_own_recordings(
+    app: Flask, db, api: TwilioApi, media: MediaServer, question_wav: Path
+) -> None:
+    first_call, second_call = call_at(api, hours_ago=2), call_at(api, hours_ago=1)
+    # Calls are asked about in CallSid order: the first asked gets Twilio's 503.
+    troubled, fine = sorted([first_call, second_call])
+    lost = recording_at(api, media, question_wav, troubled,
+                        datetime.now(UTC) - timedelta(minutes=40))
+    stored_now = recording_at(api, media, question_wav, fine,
+                              datetime.now(UTC) - timedelta(minutes=30))
+    api.fail_next(twilio_error(503, 20503, "Service Unavailable"), resource=CALL_RECORDS)
+    outcome = catch_up_recordings(runtime(app))
+    assert (outcome.added, outcome.failed, outcome.not_ours) == ([stored_now], [lost], [])
+    assert catch_up_recordings(runtime(app)).added == [lost]  # the next run asks again
+    assert sorted(r.recording_sid for _q, r, _n in stored(db)) == sorted([lost, stored_now])
+
+
+def test_a_call_on_another_number_is_asked_about_once(
+    app: Flask, db, api: TwilioApi, media: MediaServer, question_wav: Path
+) -> None:
+    elsewhere = new_sid("CA")
+    api.add_call(elsewhere, CALLER, "+77010000000", datetime.now(UTC) - timedelta(hours=1))
+    sid = recording_at(api, media, question_wav, elsewhere,
+                       datetime.now(UTC) - timedelta(minutes=30))
+    for _run in range(3):
+        outcome = catch_up_recordings(runtime(app))
+        assert (outcome.added, outcome.listed) == ([], 1)
+    assert outcome.not_ours == []  # known by then, not even looked at
+    asked = [r for r in api.requests if r.path.endswith(f"/Calls/{elsewhere}.json")]
+    assert len(asked) == 1 and stored(db) == []
+    assert [r["sid"] for r in api.recordings] == [sid]  # still at Twilio, not ours to take
 
 
 def test_a_recording_a_webhook_stored_meanwhile_is_not_queued_twice(
