@@ -1,5 +1,6 @@
-# `make run` and `make test` each do all set-up from nothing: Debian packages, virtualenv, pip,
-# migrations. Everything lands in .venv/ and instance/ inside the checkout.
+# `make run` and `make test` each do all set-up from nothing: Debian packages, virtualenv, pip;
+# `make run` also migrates its database. Everything lands in .venv/ and instance/ inside the
+# checkout.
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -58,11 +59,8 @@ test-slow: setup
 	$(BIN)/pytest -m slow
 
 # The transcription benchmarks (bench/README.md). `make bench BENCH_ARGS=--quick` for a short run.
+# Its baseline, vosk-transcriber, needs ffmpeg: one of APT_PACKAGES.
 bench: setup
-	@if ! command -v ffmpeg >/dev/null; then \
-		echo "Installing Debian package: ffmpeg (vosk-transcriber, the benchmark's baseline, needs it)"; \
-		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends ffmpeg; \
-	fi
 	$(BIN)/python bench/transcription.py $(BENCH_ARGS)
 
 clean:

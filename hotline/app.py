@@ -6,7 +6,6 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from dotenv import load_dotenv
 from flask import Flask, abort, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter, Map
@@ -32,7 +31,6 @@ class RowIdConverter(IntegerConverter):
 
 def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     """Create the hotline app from the environment, with config (a Settings or overrides) last."""
-    load_dotenv()
     if isinstance(config, Settings):
         settings = config
     else:

@@ -1,4 +1,4 @@
-"""Typed settings read from the environment (a `.env` file is read in development)."""
+"""Typed settings read from the environment (and a `.env` file: read_dotenv)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import timedelta, timezone
+from functools import cache
 from pathlib import Path
 from typing import Any
+
+from dotenv import find_dotenv, load_dotenv
 
 # Kazakhstan keeps one zone, UTC+5 since March 2024 (a fixed offset: older tz data says +6).
 # Times are stored in UTC and shown in this zone.
@@ -102,7 +105,9 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Build settings from environment variables, with demo defaults when HOTLINE_DEMO is on."""
-        env = os.environ if env is None else env
+        if env is None:
+            read_dotenv()
+            env = os.environ
         data_dir = Path(env.get("HOTLINE_DATA_DIR", "instance")).resolve()
         demo = _flag(env.get("HOTLINE_DEMO"))
         media_hosts = _hosts(env.get("TWILIO_MEDIA_HOSTS", "api.twilio.com"))
@@ -213,3 +218,14 @@ class Settings:
         if self.audio_store not in ("folder", "database"):
             raise ConfigError("HOTLINE_AUDIO_STORE must be folder (the data folder's audio/) "
                               f"or database (the audio_blobs table), not {self.audio_store!r}.")
+
+
+@cache
+def read_dotenv() -> None:
+    """Read a `.env` file into the environment once per process (what is set already wins).
+
+    Found from the working folder upwards, as the `flask`/`hotline` command finds it: the web
+    process (gunicorn), the worker and the commands read the same file, and read it before the
+    job queue is made (hotline.jobs builds it from the environment when it is imported).
+    """
+    load_dotenv(find_dotenv(usecwd=True))

@@ -110,6 +110,27 @@ def procfile_env(data_dir: Path, path: str) -> dict[str, str]:
             "DATABASE_URL": "", "REDIS_URL": "", "PATH": path}
 
 
+def test_every_process_reads_the_working_folders_env_file_before_it_makes_the_queue(
+        tmp_path: Path) -> None:
+    """gunicorn imports the app (and with it the job queue) before any factory runs: the web
+    process must put its jobs where the worker, which read the same .env, takes them."""
+    (tmp_path / ".env").write_text(
+        "HOTLINE_DATA_DIR=from-dotenv\nHOTLINE_QUEUE_NAME=dotenv_queue\n"
+        "TWILIO_PHONE_NUMBER=+77000000000\n")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("HOTLINE_", "TWILIO_", "REDIS_", "DATABASE_"))}
+    env["TWILIO_PHONE_NUMBER"] = "+77001112233"  # set in the environment: wins over the file
+    shown = subprocess.run(
+        [sys.executable, "-c",
+         "import hotline.app as a; from hotline.config import Settings; s = Settings.from_env()"
+         "; print(a.jobs.huey.name, a.jobs.huey.storage.filename, s.data_dir,"
+         " s.twilio_phone_number)"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=True)
+    data_dir = tmp_path / "from-dotenv"
+    assert shown.stdout.split() == ["dotenv_queue", str(data_dir / "jobs.sqlite3"),
+                                    str(data_dir), "+77001112233"]
+
+
 def test_the_procfiles_web_process_renders_missing_prompts_before_it_serves(
         tmp_path: Path) -> None:
     """Each web machine has its own data folder: `web:` renders what is missing there (after
