@@ -182,8 +182,9 @@ def _store(runtime: Runtime, recording: Any, call: Any | None) -> tuple[int, boo
 def _topic(runtime: Runtime, call: Call, recording: Any) -> str | None:
     """The topic the caller chose before this recording began, from the keys the call's row
     holds (none when Twilio's record made the row: no menu step reached us)."""
-    began: datetime = recording.start_time or recording.date_created - timedelta(
-        seconds=_seconds(recording.duration) or 0)
+    # No menu step happens while the caller records: whether Twilio's date_created is the
+    # recording's start or its end, the steps before it are the ones that led to it.
+    began: datetime = recording.start_time or recording.date_created
     steps = []
     for entry in call.keys or ():
         try:
