@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException
 
 from flows.engine import MAIN, Prompt, Screen, UnknownNode
 from hotline import jobs
+from hotline.recording_catchup import enabled as catch_up_enabled
 from hotline.twilio_glue import (
     CALL_SID,
     RECORDING_SID,
@@ -83,7 +84,8 @@ def _errors_arg() -> int:
 
 
 def _render(screen: Screen, errors: int = 0) -> Response:
-    """Render screen; errors > 0 (right after an apology) rides along to the next key press."""
+    """Render screen; errors > 0 (after an apology) rides along for the rest of the call, so a
+    second failure ends it politely (error.later) instead of apologising again and again."""
     params = {"lang": screen.language, "topic": screen.topic, "err": errors or None}
 
     def render() -> str:
@@ -137,7 +139,7 @@ def menu() -> Response:
     # Not durable, as in incoming().
     calls.record_menu_step(rt.webhook_engine, call_sid, node, digits, _now(),
                            language=screen.remember_language)
-    return _render(screen)
+    return _render(screen, errors=_errors_arg())
 
 
 @bp.post("/show")
@@ -192,15 +194,33 @@ def _store_question() -> tuple[int, bool] | None:
 @bp.post("/recorded")
 @twilio_webhook
 def recorded() -> Response:
-    """After <Record>: keep the question and promise the callback, or say nothing was heard."""
+    """After <Record>: keep the question and promise the callback, or say nothing was heard.
+
+    If the question cannot be stored now (the database is down), the recording is still at
+    Twilio: where the recording catch-up runs (hotline.recording_catchup) it will store it
+    within minutes, so the caller hears the promise, not an apology that sends them to record
+    the same question again (which the catch-up would then store a second time). Elsewhere
+    (demo mode, no TWILIO_PHONE_NUMBER) the apology asks them to try again.
+    """
     rt = runtime()
     language = _language_arg()
+    errors = _errors_arg()
     empty = request.form.get("RecordingDuration", "").strip() in ("0",)
-    stored = None if empty else _store_question()
+    try:
+        stored = None if empty else _store_question()
+    except HTTPException:
+        raise
+    except Exception:
+        if not catch_up_enabled(rt):
+            raise  # the apology
+        log.exception("could not store recording %s; the recording catch-up will",
+                      request.form.get("RecordingSid", "")[:64])
+        callable_back = normalise_phone(_phone_field("From"), rt.settings.default_region)
+        return _render(rt.flow.recorded(language, callable_back is not None), errors=errors)
     if stored is None:
-        return _render(rt.flow.not_recorded(language, request.args.get("topic")))
+        return _render(rt.flow.not_recorded(language, request.args.get("topic")), errors=errors)
     _recording_id, number_known = stored
-    return _render(rt.flow.recorded(language, number_known))
+    return _render(rt.flow.recorded(language, number_known), errors=errors)
 
 
 @bp.post("/recording-status")

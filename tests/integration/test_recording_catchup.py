@@ -69,6 +69,13 @@ def test_a_question_both_webhooks_failed_to_store_is_caught_up_once(
     assert any(url.startswith("https://hotline.test/voice/recording-status") and code == 503
                for url, code in log.statuses), log.statuses
     assert stored(db) == []
+    # The caller heard the promise (the catch-up keeps it), not an apology that would have
+    # them record the same question again.
+    flow = runtime(app).flow
+    promise = flow.prompt("ru", "record.done").text
+    assert promise in log.texts()
+    assert flow.prompt("ru", "error.apology").text not in log.texts()
+    assert len(log.recordings) == 1
     [sid] = log.recordings
     asked = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=11)
     api.add_recording(sid, log.call_sid, media.add(sid, question_wav), asked,

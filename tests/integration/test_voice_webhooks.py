@@ -200,6 +200,59 @@ def test_failures_in_a_row_end_with_call_again_later_not_a_loop(
     assert last.find("Hangup") is not None
 
 
+def test_after_an_apology_a_later_failure_in_the_same_call_says_call_again_later(
+    app: Flask, twilio: Twilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flow = runtime(app).flow
+    press, failing = flow.press, [True]
+
+    def flaky(*args: object, **kwargs: object) -> object:
+        if failing[0]:
+            raise RuntimeError("database down")
+        return press(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(flow, "press", flaky)
+    apology = twiml(twilio.post("/voice/menu?node=main&lang=ru&tries=0", call_form(Digits="1")))
+    menu = twiml(twilio.post_url(apology.find("Redirect").text, call_form()))
+    failing[0] = False
+    # A key press that works: the pension explainer, and the apology is still remembered.
+    explainer = twiml(twilio.post_url(menu.find("Gather").get("action"), call_form(Digits="1")))
+    action = explainer.find("Gather").get("action")
+    assert (query(action)["node"], query(action)["err"]) == ("pension", "1")
+    failing[0] = True
+    last = twiml(twilio.post_url(action, call_form(Digits="2")))
+    assert spoken(last) == [flow.prompt("ru", "error.later").text]
+    assert last.find("Hangup") is not None
+
+
+@pytest.mark.parametrize("catch_up", [True, False])
+def test_a_question_that_cannot_be_stored_is_promised_only_where_the_catch_up_keeps_it(
+    make_app, settings: Settings, db, monkeypatch: pytest.MonkeyPatch, catch_up: bool
+) -> None:
+    from hotline import voice
+
+    def database_down(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("database down")
+
+    app = make_app(settings.override(recording_catchup_hours=24 if catch_up else 0))
+    twilio = Twilio(app)
+    monkeypatch.setattr(voice.questions, "record_question", database_down)
+    form = call_form(RecordingSid="RE" + "7" * 32, RecordingDuration="9",
+                     RecordingUrl="https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/RE7")
+    root = twiml(twilio.post("/voice/recorded?lang=ru&topic=pension", form))
+    flow = runtime(app).flow
+    if catch_up:
+        # The recording is at Twilio and the catch-up stores it: the promise, and no way back
+        # to recording the same question again.
+        assert spoken(root)[0] == flow.prompt("ru", "record.done").text
+        assert query(root.find("Gather").get("action"))["node"] == "done"
+    else:
+        assert spoken(root) == [flow.prompt("ru", "error.apology").text]
+        assert query(root.find("Redirect").text)["err"] == "1"
+    with db() as session:
+        assert row_counts(session)["questions"] == 0
+
+
 def test_a_question_is_promised_even_when_the_queue_is_down(
     app: Flask, twilio: Twilio, db, monkeypatch: pytest.MonkeyPatch
 ) -> None:
