@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 import subprocess
@@ -16,6 +17,8 @@ log = logging.getLogger(__name__)
 # espeak-ng voices for the content languages; 120 words a minute is slow and clear.
 ESPEAK_VOICES = {"kk": "kk", "ru": "ru"}
 DEFAULT_RATE = 120
+# Versions remembered (a few per prompt at most: the content has a few hundred prompts).
+MAX_VERSIONS = 4096
 
 
 class PromptRenderError(Exception):
@@ -27,6 +30,22 @@ class PromptLibrary:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        # A file's version by (path, size, mtime): read again only when the file changes.
+        self._versions: dict[tuple[Path, int, int], str] = {}
+
+    def version(self, path: Path) -> str:
+        """A short digest of the file's bytes, for its URL (?v=): a recording made again, or
+        a prompt rendered again with --force, gets another URL, so Twilio may cache the audio
+        at a URL for as long as it likes (voice.prompt_audio) and never plays stale audio."""
+        stat = path.stat()
+        key = (path, stat.st_size, stat.st_mtime_ns)
+        version = self._versions.get(key)
+        if version is None:
+            version = hashlib.sha1(path.read_bytes()).hexdigest()[:12]
+            if len(self._versions) > MAX_VERSIONS:
+                self._versions.clear()
+            self._versions[key] = version
+        return version
 
     def recorded_path(self, prompt: Prompt) -> Path:
         """Where a person's recording of this prompt goes (used whatever the text says)."""

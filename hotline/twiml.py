@@ -82,8 +82,11 @@ def render_screen(
     """Return the TwiML document for screen; action URLs carry the caller's place in the tree."""
     response = VoiceResponse()
     if screen.wait == "key":
+        # finishOnKey "": # is a key like any other (a wrong one in a menu), not Twilio's
+        # default "done", which would send no digits and be answered "we did not hear you".
         gather = Gather(input="dtmf", num_digits=1, timeout=settings.gather_timeout,
-                        action=action_url, method="POST", action_on_empty_result=True)
+                        action=action_url, method="POST", action_on_empty_result=True,
+                        finish_on_key="")
         for prompt in screen.prompts:
             _speak(gather, prompt, audio_url, settings)
         response.append(gather)

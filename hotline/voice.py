@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 bp = Blueprint("voice", __name__, url_prefix="/voice")
 
 TWIML = "application/xml"
+# How long Twilio may keep a prompt's audio fetched at its versioned URL (the URL changes
+# when the file does): a week.
+PROMPT_MAX_AGE = 7 * 24 * 3600
 MAX_ERRORS = 1
 # What a caller hears when even the apology fails (the content may be what is broken): the
 # content's error.later in both languages, Kazakh first, read by the Russian voice as every
@@ -68,7 +71,8 @@ def _prompt_url(prompt: Prompt) -> str | None:
     path = runtime().prompts.file_for(prompt)
     if path is None:
         return None
-    return external_url("voice.prompt_audio", language=prompt.language, name=path.name)
+    return external_url("voice.prompt_audio", language=prompt.language, name=path.name,
+                        v=runtime().prompts.version(path))
 
 
 def _twiml(body: str) -> Response:
@@ -266,8 +270,16 @@ def prompt_audio(language: str, name: str) -> Response:
     """Serve a prompt's audio file to Twilio's <Play> (prompts are public, recordings are not)."""
     if language not in runtime().flow.content.language_codes or not name.endswith(".wav"):
         abort(404)
-    return send_from_directory(runtime().settings.prompts_dir / language, name,
-                               mimetype="audio/wav")
+    folder = runtime().settings.prompts_dir / language
+    response = send_from_directory(folder, name, mimetype="audio/wav")
+    # send_from_directory refused anything outside the folder (404) before this line.
+    if request.args.get("v") == runtime().prompts.version(folder / name):
+        # The URL names these exact bytes: Twilio's media cache (and a browser's) keeps them,
+        # and a menu's <Play>s start without a request to this server each time.
+        response.cache_control.no_cache = None
+        response.cache_control.public = True
+        response.cache_control.max_age = PROMPT_MAX_AGE
+    return response
 
 
 @bp.errorhandler(Exception)

@@ -127,10 +127,15 @@ def test_silence_three_times_leads_to_recording_not_a_hang_up(twilio: Twilio) ->
     assert root.find("Record") is not None and root.find("Hangup") is None
 
 
-def test_wrong_key_is_explained(app: Flask, twilio: Twilio) -> None:
-    root = twiml(twilio.post("/voice/menu?node=main&lang=ru&tries=0", call_form(Digits="7")))
-    assert query(root.find("Gather").get("action"))["tries"] == "1"
+@pytest.mark.parametrize("key", ["7", "#"])
+def test_wrong_key_is_explained(app: Flask, twilio: Twilio, key: str) -> None:
+    root = twiml(twilio.post("/voice/menu?node=main&lang=ru&tries=0", call_form(Digits=key)))
+    gather = root.find("Gather")
+    assert query(gather.get("action"))["tries"] == "1"
     assert spoken(root)[0] == runtime(app).flow.prompt("ru", "nav.wrong_key").text
+    # # is sent as a key (Twilio's default would end the Gather on it with no digits, and the
+    # caller would hear "we did not hear you").
+    assert gather.get("finishOnKey") == ""
 
 
 def test_call_status_is_recorded(twilio: Twilio, db) -> None:
@@ -415,8 +420,48 @@ def test_a_prompt_recorded_later_is_played_once_the_rendered_document_expires(
     clock[0] += 2
     after = twiml(twilio.post("/voice/incoming", call_form()))
     played = [play.text or "" for play in after.iter("Play")]
-    assert any(url.endswith(f"/voice/prompts/{prompt.language}/{recording.name}")
+    assert any(urlsplit(url).path == f"/voice/prompts/{prompt.language}/{recording.name}"
                for url in played), played
+
+
+def test_a_prompts_audio_may_be_cached_at_its_url_which_changes_with_the_file(
+        app: Flask, twilio: Twilio, question_wav) -> None:
+    """Twilio's media cache keeps what Cache-Control allows: a week at a URL that names the
+    file's bytes, so a menu's <Play>s start without asking this server each time."""
+    clock = [0.0]
+    runtime(app).documents = RenderedDocuments(timer=lambda: clock[0])
+    client = app.test_client()
+
+    def first_play() -> str:
+        clock[0] += RENDERED_SECONDS + 1
+        plays = twiml(twilio.post("/voice/incoming", call_form())).iter("Play")
+        return next(play.text or "" for play in plays)
+
+    prompt = runtime(app).flow.start(None).prompts[0]
+    rendered = runtime(app).prompts.rendered_path(prompt)
+    rendered.parent.mkdir(parents=True, exist_ok=True)
+    rendered.write_bytes(b"RIFF....WAVE, as espeak-ng says it")
+    url = first_play()
+    path, version = urlsplit(url).path, query(url)["v"]
+    assert path.endswith(rendered.name)
+    cached = client.get(f"{path}?v={version}")
+    assert cached.status_code == 200
+    assert (cached.cache_control.public, cached.cache_control.max_age) == (True, 7 * 24 * 3600)
+    cached.close()
+    # A person records the prompt: another file, another URL.
+    recording = runtime(app).prompts.recorded_path(prompt)
+    recording.write_bytes(question_wav.read_bytes())
+    new_url = first_play()
+    assert query(new_url)["v"] != version
+    fresh = client.get(new_url)
+    assert fresh.get_data() == question_wav.read_bytes() and fresh.cache_control.max_age
+    fresh.close()
+    # An old or missing version is served, but never cached.
+    for stale in (f"{urlsplit(new_url).path}?v={version}", urlsplit(new_url).path):
+        response = client.get(stale)
+        assert response.status_code == 200 and response.cache_control.no_cache, stale
+        assert response.cache_control.max_age is None
+        response.close()
 
 
 @pytest.mark.parametrize("path", ["/voice/incoming", "/voice/menu?node=language&tries=0",
