@@ -15,6 +15,7 @@ from flask.cli import FlaskGroup, with_appcontext
 
 from flows.content import ContentError, load_content
 from hotline.config import LOCAL_TIME, ConfigError, Settings
+from hotline.prompts import PromptRenderError
 from hotline.runtime import Runtime
 
 
@@ -118,6 +119,38 @@ def prompts_render(languages: tuple[str, ...], force: bool, rate: int) -> None:
         click.echo(f"{language}: {len(written)} prompts rendered into {rt.prompts.directory}")
     if not total:
         click.echo("every prompt already has audio")
+    for language in languages:
+        for prompt in rt.flow.all_prompts(language):
+            state = rt.prompts.recording_state(prompt)
+            if state == "outdated":
+                click.echo(f"{language} {prompt.key}: the person's recording was made for "
+                           "another text; the current text's rendered audio plays until it is "
+                           "recorded again (hotline prompts add-recording)")
+            elif state == "unlabelled":
+                click.echo(f"{language} {prompt.key}: a person's recording without the text "
+                           "it was made for: played whatever the content says (install it with "
+                           "hotline prompts add-recording to have it checked)")
+
+
+@prompts.command("add-recording")
+@click.argument("language")
+@click.argument("key")
+@click.argument("wav", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@with_appcontext
+def prompts_add_recording(language: str, key: str, wav: Path) -> None:
+    """Install a person's recording of one prompt (KEY as in the content files), with the text
+    it was made for: when the text changes, the recording stops playing until recorded again."""
+    rt = _runtime()
+    if language not in rt.flow.content.language_codes:
+        raise click.ClickException(f"no language {language!r} in the content")
+    if key not in rt.flow.content.prompts[language]:
+        raise click.ClickException(f"no prompt {key!r} in the {language} content")
+    prompt = rt.flow.prompt(language, key)
+    try:
+        target = rt.prompts.add_recording(prompt, wav)
+    except PromptRenderError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"{language} {key}: {target} now plays, for the text: {prompt.text}")
 
 
 # -- the queue and recordings ---------------------------------------------------------------

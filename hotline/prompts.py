@@ -48,19 +48,60 @@ class PromptLibrary:
         return version
 
     def recorded_path(self, prompt: Prompt) -> Path:
-        """Where a person's recording of this prompt goes (used whatever the text says)."""
+        """Where a person's recording of this prompt goes."""
         return self.directory / prompt.language / f"{prompt.key}.wav"
+
+    def recorded_text_path(self, prompt: Prompt) -> Path:
+        """Where the text the person read goes, beside the recording (`<key>.txt`)."""
+        return self.directory / prompt.language / f"{prompt.key}.txt"
 
     def rendered_path(self, prompt: Prompt) -> Path:
         """Where the synthesised audio of this exact text goes."""
         return self.directory / prompt.language / prompt.audio_name
 
+    def recording_state(self, prompt: Prompt) -> str:
+        """A person's recording of the prompt: "none", "current" (made for this text),
+        "outdated" (its text file says another text: the content changed since), or
+        "unlabelled" (no text file beside it: played whatever the text says)."""
+        if not self.recorded_path(prompt).is_file():
+            return "none"
+        try:
+            read = self.recorded_text_path(prompt).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return "unlabelled"
+        except (OSError, UnicodeDecodeError):
+            return "outdated"  # unreadable: not known to say what the content says
+        return "current" if _same_text(read, prompt.text) else "outdated"
+
     def file_for(self, prompt: Prompt) -> Path | None:
-        """Return the audio file to play for prompt, or None when there is none yet."""
-        for path in (self.recorded_path(prompt), self.rendered_path(prompt)):
-            if path.is_file():
-                return path
-        return None
+        """Return the audio file to play for prompt, or None when there is none yet.
+
+        A person's recording wins, unless its text file shows it was made for another text:
+        after the lawyers correct an explainer, the old recording would go on telling callers
+        the old law, so the current text's rendered audio plays until it is recorded again.
+        """
+        if self.recording_state(prompt) in ("current", "unlabelled"):
+            return self.recorded_path(prompt)
+        rendered = self.rendered_path(prompt)
+        return rendered if rendered.is_file() else None
+
+    def add_recording(self, prompt: Prompt, wav: Path) -> Path:
+        """Install a person's recording of prompt, with the text it was made for."""
+        with wav.open("rb") as audio:
+            header = audio.read(12)
+        if header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+            raise PromptRenderError(f"{wav} is not a WAV file")
+        target = self.recorded_path(prompt)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            copy, text = Path(tmp) / target.name, Path(tmp) / "text.txt"
+            shutil.copyfile(wav, copy)
+            text.write_text(prompt.text + "\n", encoding="utf-8")
+            # The audio first: stopped in between, the new audio beside the old text is
+            # "outdated" and not played, never old audio passed off as the new text.
+            copy.replace(target)
+            text.replace(self.recorded_text_path(prompt))
+        return target
 
     def render_missing(
         self, prompts: Iterable[Prompt], *, force: bool = False, rate: int = DEFAULT_RATE
@@ -101,3 +142,8 @@ def _run(command: list[str]) -> None:
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise PromptRenderError(f"{Path(command[0]).name} failed: {result.stderr.strip()}")
+
+
+def _same_text(one: str, other: str) -> bool:
+    """The same words, whatever the spacing and line breaks."""
+    return one.split() == other.split()

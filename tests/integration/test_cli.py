@@ -12,6 +12,7 @@ import sys
 import time
 import wave
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -181,6 +182,48 @@ def test_rendering_needs_no_tools_when_every_prompt_has_audio(
     monkeypatch.setenv("PATH", str(Path(sys.executable).parent))  # no espeak-ng, no sox
     again = run_cli(app, ["prompts", "render"])
     assert again.exit_code == 0 and "every prompt already has audio" in again.output
+
+
+def test_a_recording_made_for_an_older_text_stops_playing_when_the_text_changes(
+        app: Flask, tmp_path: Path, question_wav: Path) -> None:
+    """The lawyers correct an explainer: the person's recording of the old text would go on
+    telling callers the old law. The current text's rendered audio plays until it is recorded
+    again, and `prompts render` says so."""
+    rt = runtime(app)
+    prompt = rt.flow.prompt("kk", "topic.pension.fact")
+    installed = run_cli(app, ["prompts", "add-recording", "kk", "topic.pension.fact",
+                              str(question_wav)])
+    assert installed.exit_code == 0, installed.output
+    assert rt.prompts.file_for(prompt) == rt.prompts.recorded_path(prompt)
+    assert rt.prompts.recorded_path(prompt).read_bytes() == question_wav.read_bytes()
+
+    corrected = replace(prompt, text=prompt.text + " Өзгерді.")
+    assert rt.prompts.recording_state(corrected) == "outdated"
+    assert rt.prompts.file_for(corrected) is None  # not the old words, until rendered
+    rt.prompts.render_missing([corrected])
+    assert rt.prompts.file_for(corrected) == rt.prompts.rendered_path(corrected)
+    # The same words with other line breaks are the same text.
+    assert rt.prompts.recording_state(
+        replace(prompt, text=prompt.text.replace(" ", "\n  "))) == "current"
+    # A recording put there by hand, without its text, plays as before, and is named.
+    other = rt.flow.prompt("kk", "greeting")
+    rt.prompts.recorded_path(other).write_bytes(question_wav.read_bytes())
+    assert rt.prompts.file_for(other) == rt.prompts.recorded_path(other)
+    report = run_cli(app, ["prompts", "render"]).output
+    assert "kk greeting: a person's recording without the text" in report
+
+
+def test_the_command_refuses_what_is_not_a_prompt_or_not_a_wav(
+        app: Flask, tmp_path: Path, question_wav: Path) -> None:
+    not_wav = tmp_path / "note.wav"
+    not_wav.write_text("hello")
+    for args, said in [(["kk", "no.such.key", str(question_wav)], "no prompt 'no.such.key'"),
+                       (["xx", "greeting", str(question_wav)], "no language 'xx'"),
+                       (["kk", "greeting", str(not_wav)], "is not a WAV file")]:
+        result = run_cli(app, ["prompts", "add-recording", *args])
+        assert result.exit_code == 1 and said in result.output, result.output
+    greeting = runtime(app).flow.prompt("kk", "greeting")
+    assert not runtime(app).prompts.recorded_path(greeting).exists()
 
 
 def test_a_recorded_prompt_wins_over_a_rendered_one(app: Flask, tmp_path: Path) -> None:
