@@ -165,7 +165,9 @@ class Flow:
             return Screen(RECORD, language, self.say(language, "record.intro"), "record",
                           topic=topic)
         if node == OFFER:
-            prompts = self.say(language, "record.offer", "record.intro")
+            # Without a language: both offers, then both "after the beep" right before it, so
+            # the first language's caller does not start speaking through the second's offer.
+            prompts = self.say(language, "record.offer") + self.say(language, "record.intro")
             return Screen(OFFER, language, prompts, "record", topic=topic)
         if node == DONE:
             prompts = self.say(language, "record.done", "record.done.menu")

@@ -224,7 +224,10 @@ def test_silence_on_explainer_repeats_only_its_menu(flow: Flow) -> None:
 def test_silence_on_language_menu_ends_in_a_bilingual_offer(flow: Flow) -> None:
     screen = flow.press(LANGUAGE, None, "", tries=2)
     assert screen.node == OFFER and screen.language is None
-    assert {p.language for p in screen.prompts} == set(LANGUAGES)
+    # Both offers first, then both "after the beep, speak", right before the beep.
+    assert [(p.key, p.language) for p in screen.prompts] == [
+        *(("record.offer", code) for code in LANGUAGES),
+        *(("record.intro", code) for code in LANGUAGES)]
 
 
 def test_after_recording_the_promise_then_goodbye(flow: Flow) -> None:
