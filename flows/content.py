@@ -32,6 +32,7 @@ SYSTEM_PROMPTS = (
     "record.done",
     "record.done.menu",
     "record.done.no_number",
+    "record.hidden_number",
     "record.empty",
     "record.not_heard",
     "goodbye",

@@ -241,6 +241,14 @@ class Flow:
             topic = screen.topic
         return topic
 
+    def for_hidden_number(self, screen: Screen) -> Screen:
+        """The screen for a caller whose number cannot be called back: before a recording,
+        they hear that first (they may rather call again from an open number than speak for
+        two minutes and learn it afterwards); other screens are as they are."""
+        if screen.wait != "record":
+            return screen
+        return _with_preface(screen, self.say(screen.language, "record.hidden_number"))
+
     def recorded(self, language: str | None, number_known: bool = True) -> Screen:
         """Thank the caller and promise the callback (in every language when it is unknown).
 

@@ -143,7 +143,18 @@ def menu() -> Response:
     # Not durable, as in incoming().
     calls.record_menu_step(rt.webhook_engine, call_sid, node, digits, _now(),
                            language=screen.remember_language)
-    return _render(screen, errors=_errors_arg())
+    return _render(_for_this_caller(screen), errors=_errors_arg())
+
+
+def _for_this_caller(screen: Screen) -> Screen:
+    """screen, told first that no lawyer can call back if the caller's number is hidden and
+    the screen is about to record (Flow.for_hidden_number; the number is looked at only then)."""
+    if screen.wait != "record":
+        return screen
+    rt = runtime()
+    if normalise_phone(_phone_field("From"), rt.settings.default_region) is not None:
+        return screen
+    return rt.flow.for_hidden_number(screen)
 
 
 @bp.post("/show")
@@ -157,7 +168,7 @@ def show() -> Response:
         screen = runtime().flow.show(MAIN, _language_arg())
     # Keep the error count: if the next step fails too, the caller is told to call back later
     # instead of going round apology -> menu -> apology.
-    return _render(screen, errors=_errors_arg())
+    return _render(_for_this_caller(screen), errors=_errors_arg())
 
 
 def _store_question() -> tuple[int, bool] | None:

@@ -309,6 +309,28 @@ def test_a_hidden_number_is_not_promised_a_callback(app: Flask, twilio: Twilio, 
         assert row_counts(session)["questions"] == 1
 
 
+@pytest.mark.parametrize("hidden", ["anonymous", "+266696687"])
+def test_a_hidden_number_hears_before_the_beep_that_no_lawyer_can_call_back(
+        app: Flask, twilio: Twilio, hidden: str) -> None:
+    flow = runtime(app).flow
+    warning = flow.prompt("ru", "record.hidden_number").text
+    # 0 on the main menu: a lawyer.
+    root = twiml(twilio.post("/voice/menu?node=main&lang=ru&tries=0",
+                             call_form(From=hidden, Digits="0")))
+    assert root.find("Record") is not None
+    assert spoken(root)[0] == warning
+    # Silence on the language menu ends in the offer: told in both languages.
+    offer = twiml(twilio.post("/voice/menu?node=language&tries=2", call_form(From=hidden)))
+    assert offer.find("Record") is not None
+    assert spoken(offer)[:2] == [flow.prompt(code, "record.hidden_number").text
+                                 for code in ("kk", "ru")]
+    # An open number hears no such thing, and nor does a hidden one in a menu.
+    assert warning not in spoken(twiml(twilio.post(
+        "/voice/menu?node=main&lang=ru&tries=0", call_form(Digits="0"))))
+    assert warning not in spoken(twiml(twilio.post(
+        "/voice/menu?node=main&lang=ru&tries=0", call_form(From=hidden, Digits="1"))))
+
+
 def test_an_empty_recording_without_a_language_is_said_and_the_call_goes_on(
         app: Flask, twilio: Twilio, db) -> None:
     root = twiml(twilio.post("/voice/recorded", call_form(RecordingDuration="0")))
