@@ -198,8 +198,11 @@ class Flow:
         if node == LANGUAGE or language is None:
             return self._press_language(key, tries)
         if node == DONE:
-            # After the promise, silence or any key but 0 ends the call politely.
-            return self.show(MAIN, language) if key == "0" else self.show(GOODBYE, language)
+            # After the promise the keys mean what they mean everywhere (0 and * the main
+            # menu, 9 the language); silence or any other key ends the call politely.
+            if key in ("0", "*"):
+                return self.show(MAIN, language)
+            return self.show(LANGUAGE, None) if key == "9" else self.show(GOODBYE, language)
         if key == "9":
             return self.show(LANGUAGE, None)
         if key == "0":

@@ -234,8 +234,12 @@ def test_after_recording_the_promise_then_goodbye(flow: Flow) -> None:
     done = flow.recorded("ru")
     assert [p.key for p in done.prompts] == ["record.done", "record.done.menu"]
     assert flow.press(done.node, "ru", "0").node == MAIN
-    goodbye = flow.press(done.node, "ru", "")
-    assert (goodbye.node, goodbye.wait) == (GOODBYE, "hangup")
+    # The keys that mean the same everywhere mean it here too.
+    assert flow.press(done.node, "ru", "*").node == MAIN
+    assert flow.press(done.node, "ru", "9").node == LANGUAGE
+    for other in ("", "1", "#"):
+        goodbye = flow.press(done.node, "ru", other)
+        assert (goodbye.node, goodbye.wait) == (GOODBYE, "hangup")
 
 
 def test_nothing_recorded_offers_again_and_never_loops_forever(flow: Flow) -> None:
