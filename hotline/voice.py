@@ -284,7 +284,8 @@ def prompt_audio(language: str, name: str) -> Response:
     folder = runtime().settings.prompts_dir / language
     response = send_from_directory(folder, name, mimetype="audio/wav")
     # send_from_directory refused anything outside the folder (404) before this line.
-    if request.args.get("v") == runtime().prompts.version(folder / name):
+    version = request.args.get("v")
+    if version and version == runtime().prompts.version(folder / name):
         # The URL names these exact bytes: Twilio's media cache (and a browser's) keeps them,
         # and a menu's <Play>s start without a request to this server each time.
         response.cache_control.no_cache = None
