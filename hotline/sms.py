@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from flask import Blueprint, Response, abort, request
@@ -88,8 +89,14 @@ def incoming() -> Response:
         if recent > settings.sms_rate_limit and not state.opted_out and (
             not is_opt_keyword(body)
         ):
-            # One polite answer when the limit is crossed, then silence until it cools down.
-            text = dialogue.rate_limited(caller.language if caller else None)
+            # One polite answer when the limit is crossed, then silence until it cools down;
+            # what the messages say is kept for the lawyer all the same.
+            language = caller.language if caller else None
+            if caller is not None and any(c.isalnum() for c in body):
+                kept = sms.keep_sms_text(session, caller=caller, text=body, language=language,
+                                         topic=None, now=now)
+                inbound.question_id = kept.id if kept is not None else None
+            text = dialogue.rate_limited(language)
             reply_text = text if recent == settings.sms_rate_limit + 1 else None
             return _reply(session, inbound, reply_text, now)
         reply = dialogue.reply(body, state)
@@ -97,8 +104,17 @@ def incoming() -> Response:
             sms.count_sms_questions_since(session, caller, now - QUESTION_WINDOW)
             >= settings.sms_questions_per_day
         ):
-            reply = SmsReply(dialogue.rate_limited(reply.state.language), reply.state,
-                             kind="rate-limited")
+            # Past the day's questions: no new place in the queue, but the text reaches the
+            # lawyer with the resident's open question (and the reply says it was passed on).
+            kept = sms.keep_sms_text(session, caller=caller, text=reply.question_text,
+                                     language=reply.state.language,
+                                     topic=reply.question_topic, now=now)
+            if kept is None:
+                reply = SmsReply(dialogue.rate_limited(reply.state.language), reply.state,
+                                 kind="rate-limited")
+            else:
+                reply = replace(reply, question_text=None)
+                inbound.question_id = kept.id
         if reply.question_text is not None:
             question = sms.add_sms_question(session, caller=caller, text=reply.question_text,
                                             language=reply.state.language,

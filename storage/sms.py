@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from storage.models import (
     CHANNEL_SMS,
+    QUESTION_CLOSED,
     QUESTION_WAITING,
     SMS_IN,
     SMS_OUT,
@@ -121,6 +122,33 @@ def add_sms_question(
     session.add(question)
     session.flush()
     note_new_question(session, question)  # repeat caller? its place in the queue
+    return question
+
+
+# An open question takes later messages up to this size (then they are only in the history).
+MAX_ADDED_TEXT = 4000
+
+
+def keep_sms_text(
+    session: Session, *, caller: Caller, text: str, language: str | None, topic: str | None,
+    now: datetime,
+) -> Question | None:
+    """Keep what a resident writes past the SMS limits where a lawyer reads it: added to the
+    caller's newest open SMS question, or, when none is open, a question of its own. Return
+    that question; None when the open one is full (MAX_ADDED_TEXT: the message stays in the
+    caller's SMS history). One number's messages never fill the queue, and none is lost."""
+    question = session.scalars(
+        select(Question).where(Question.caller_id == caller.id,
+                               Question.channel == CHANNEL_SMS,
+                               Question.status != QUESTION_CLOSED)
+        .order_by(Question.created_at.desc(), Question.id.desc()).limit(1)
+    ).first()
+    if question is None:
+        return add_sms_question(session, caller=caller, text=text, language=language,
+                                topic=topic, now=now)
+    if len(question.text or "") + len(text) > MAX_ADDED_TEXT:
+        return None
+    question.text = f"{question.text}\n\n{text}" if question.text else text
     return question
 
 

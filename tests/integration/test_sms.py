@@ -267,11 +267,34 @@ def test_more_sends_the_rest_of_a_long_reply(app: Flask, phone: Phone,
 
 def test_many_messages_cannot_flood_the_queue(app: Flask, phone: Phone,
                                               dialogue: SmsDialogue, db) -> None:
-    limit = runtime(app).settings.sms_rate_limit
-    replies = [phone.send(f"вопрос номер {i} про соседский забор") for i in range(limit + 5)]
+    settings = runtime(app).settings
+    limit, per_day = settings.sms_rate_limit, settings.sms_questions_per_day
+    sent = [f"вопрос номер {i} про соседский забор" for i in range(limit + 5)]
+    replies = [phone.send(text) for text in sent]
     assert replies[limit] == dialogue.rate_limited("ru")
     assert replies[limit + 1:] == [None] * 4
-    assert len(questions(db)) <= runtime(app).settings.sms_questions_per_day
+    asked = questions(db)
+    assert len(asked) == per_day
+    # Nothing is lost: past the day's questions and past the rate limit, each message is
+    # added to the newest open question, where the lawyer reads it.
+    assert [q.text for q in asked[:-1]] == sent[:per_day - 1]
+    assert asked[-1].text == "\n\n".join(sent[per_day - 1:])
+    # Until the rate limit, the resident is told the message reached the lawyers.
+    assert set(replies[per_day:limit]) == {replies[0]}
+
+
+def test_past_the_limits_a_question_is_kept_even_when_none_is_open(
+        app: Flask, phone: Phone, db) -> None:
+    settings = runtime(app).settings
+    for i in range(settings.sms_questions_per_day):
+        phone.send(f"вопрос номер {i} про соседский забор")
+    with db() as session:
+        for question in session.scalars(select(Question)):
+            question.status = "closed"
+        session.commit()
+    phone.send("ещё один вопрос про пенсию соседки")
+    assert [q.text for q in questions(db) if q.status != "closed"] == [
+        "ещё один вопрос про пенсию соседки"]
 
 
 def test_unsigned_or_malformed_requests_write_nothing(twilio: Twilio, db) -> None:
