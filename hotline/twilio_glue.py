@@ -41,7 +41,8 @@ def public_url() -> str:
 # escape may be decoded; a host in lower case (it is lowered) without "xn--" (decoded)).
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,/:;=@]*")
 _PLAIN_QUERY = re.compile(rb"[A-Za-z0-9\-._~!$&'()*+,/:;=?@]*")
-_PLAIN_HOST = re.compile(r"[a-z0-9\-.:\[\]]*")
+# Not empty: no host (a Host header werkzeug refuses) is left to request.url.
+_PLAIN_HOST = re.compile(r"[a-z0-9\-.:\[\]]+")
 
 
 def _requested_url() -> str:

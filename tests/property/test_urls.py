@@ -26,6 +26,8 @@ HOSTS = st.sampled_from(["localhost", "127.0.0.1:5000", "hotline.example.kz", "[
 @given(host=HOSTS, root=URL_TEXT, path=URL_TEXT, query=URL_TEXT,
        scheme=st.sampled_from(["http", "https"]))
 @example(host="localhost", root="", path="/voice/incoming", query="", scheme="http")
+# A Host header werkzeug refuses (it reads as no host) beside a script root: request.url's own.
+@example(host="bücher.example", root="/a", path="", query="", scheme="http")
 @example(host="a.kz", root="/hotline", path="/voice/menu", query="node=main&tries=0&lang=kk",
          scheme="https")
 def test_the_requested_url_is_request_url(host: str, root: str, path: str, query: str,
