@@ -33,8 +33,14 @@ def is_opt_keyword(body: str) -> bool:
     return word in STOP_WORDS or word in START_WORDS
 
 
-STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE",
-                        "OPTOUT", "СТОП", "ТОҚТА", "ТОКТА", "ОТПИСАТЬСЯ", "ХВАТИТ"})
+STOP_WORDS = frozenset({
+    "STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT",
+    "СТОП", "ОТПИСАТЬСЯ", "ОТПИСКА", "ХВАТИТ", "ПРЕКРАТИТЕ", "ПРЕКРАТИТЬ", "ОТМЕНА",
+    # Several words are one keyword (keyword() drops the spaces): "не пишите мне больше".
+    "НЕПИШИТЕ", "НЕПИШИТЕМНЕ", "НЕПИШИТЕБОЛЬШЕ", "НЕПИШИТЕМНЕБОЛЬШЕ", "БОЛЬШЕНЕПИШИТЕ",
+    # Kazakh: the bare form, and the polite ones an older resident writes.
+    "ТОҚТА", "ТОКТА", "ТОҚТАТ", "ТОКТАТ", "ТОҚТАТЫҢЫЗ", "ТОКТАТЫНЫЗ", "ЖІБЕРМЕҢІЗ",
+    "ЖИБЕРМЕНИЗ", "ЖАЗБАҢЫЗ", "ЖАЗБАНЫЗ"})
 START_WORDS = frozenset({"START", "UNSTOP", "СТАРТ", "БАСТА", "НАЧАТЬ"})
 # "БАСТА" is "start" in Kazakh but "enough!" in Russian: from a resident whose language is
 # Russian it is a STOP (a wish to stop must never be read as its opposite).
@@ -42,18 +48,36 @@ _STOP_IN = {"БАСТА": frozenset({"ru"})}
 HELP_WORDS = frozenset({"HELP", "INFO", "ПОМОЩЬ", "КӨМЕК", "КОМЕК", "СПРАВКА"})
 MENU_WORDS = frozenset({"MENU", "МЕНЮ", "МӘЗІР", "МАЗИР", "МАЗІР", "?", "0?"})
 MORE_WORDS = frozenset({"MORE", "ЕЩЁ", "ЕЩЕ", "ДАЛЕЕ", "ТАҒЫ", "ТАГЫ"})
-QUESTION_WORDS = frozenset({"СҰРАҚ", "СУРАК", "ВОПРОС", "Q", "QUESTION"})
+QUESTION_WORDS = frozenset({"СҰРАҚ", "СУРАК", "ВОПРОС", "Q", "QUESTION", "СҰРАҚБАР",
+                            "СУРАКБАР", "ЕСТЬВОПРОС", "УМЕНЯВОПРОС"})
+# A greeting is how many residents open a conversation: it gets the menu, not a lawyer.
+GREETING_WORDS = frozenset({
+    "СӘЛЕМ", "САЛЕМ", "СӘЛЕМЕТСІЗБЕ", "САЛЕМЕТСИЗБЕ", "АССАЛАУМАҒАЛЕЙКУМ", "АССАЛАУМАГАЛЕЙКУМ",
+    "ҚАЙЫРЛЫКҮН", "КАЙЫРЛЫКУН", "ЗДРАВСТВУЙТЕ", "ЗДРАСТЕ", "ЗДРАВСТВУЙ", "ПРИВЕТ",
+    "ДОБРЫЙДЕНЬ", "ДОБРЫЙВЕЧЕР", "ДОБРОЕУТРО", "АЛЛО", "HELLO", "HI"})
+# Thanks and "OK" after an answer end the conversation: no reply, and nobody's question.
+THANKS_WORDS = frozenset({
+    "РАХМЕТ", "РАҚМЕТ", "КӨПРАХМЕТ", "КОПРАХМЕТ", "СПАСИБО", "СПС", "БОЛЬШОЕСПАСИБО",
+    "THANKS", "THANKYOU", "OK", "ОК", "ОКЕЙ", "ХОРОШО", "ПОНЯТНО", "ЖАҚСЫ", "ЖАКСЫ",
+    "ТҮСІНІКТІ", "ТУСИНИКТИ"})
 LANGUAGE_WORDS = {"KZ": "kk", "KK": "kk", "ҚАЗ": "kk", "КАЗ": "kk", "QAZ": "kk", "ҚАЗАҚША": "kk",
                   "RU": "ru", "РУС": "ru", "РУ": "ru", "ОРЫСША": "ru", "ПОРУССКИ": "ru"}
 ASK_LAWYER = "0"
+# Words that make a keyword polite without changing it: "Стоп, пожалуйста", "STOP please".
+POLITE_WORDS = frozenset({"ПОЖАЛУЙСТА", "ПОЖАЛУЙСТО", "ПЖЛ", "ПЛИЗ", "PLEASE", "PLS", "PLZ",
+                          "ӨТІНЕМІН", "ОТИНЕМИН", "ӨТІНІШ", "ОТИНИШ", "ӨТІНЕМ", "ОТИНЕМ"})
+# Latin letters that look like Cyrillic ones, in a word that mixes the two ("CTOП").
+_LOOKALIKES = str.maketrans("ABCEHKMOPTXY", "АВСЕНКМОРТХУ")
 _KEYWORDS = (STOP_WORDS | START_WORDS | HELP_WORDS | MENU_WORDS | MORE_WORDS | QUESTION_WORDS
-             | frozenset(LANGUAGE_WORDS))
+             | GREETING_WORDS | THANKS_WORDS | frozenset(LANGUAGE_WORDS))
 # The Cyrillic keywords folded as skeleton folds them, each to itself: "КОМЕК" and "КӨМЕК"
 # fold alike, so a Latin "KOMEK" written back in Cyrillic finds either.
 _FOLDED_KEYWORDS = {skeleton(word.lower()): word for word in sorted(_KEYWORDS)
                     if not word.isascii()}
 _LONGEST_LATIN_KEYWORD = 16  # "OTPISATSYA" has 10 letters; longer text is no keyword
 _NOT_A_KEYWORD_CHAR = re.compile(r"[\s.,!;:'\"()\-_*#]+")
+_CYRILLIC = re.compile("[\u0400-\u04ff]")
+_LATIN = re.compile("[A-Z]")
 
 
 @dataclass(frozen=True)
@@ -110,7 +134,12 @@ def is_menu_key(word: str) -> bool:
 
 def command_word(body: str) -> str:
     """Return the message as a keyword (see keyword); a Kazakh or Russian keyword typed in
-    Latin letters comes back as the Cyrillic keyword it stands for ("TOQTA" as "ТОҚТА")."""
+    Latin letters comes back as the Cyrillic keyword it stands for ("TOQTA" as "ТОҚТА"), one
+    with a polite word beside it as the keyword ("Стоп, пожалуйста" as "СТОП")."""
+    words = body.split()
+    plain = [w for w in words if keyword(w) not in POLITE_WORDS]
+    if plain and len(plain) < len(words):
+        body = " ".join(plain)
     word = keyword(body)
     if (word in _KEYWORDS or len(word) > _LONGEST_LATIN_KEYWORD
             or not is_latin_word(word)):
@@ -125,7 +154,10 @@ def command_word(body: str) -> str:
 def keyword(body: str) -> str:
     """Return the message as a keyword: upper case, without spaces and punctuation."""
     text = unicodedata.normalize("NFC", body).strip().upper()
-    return _NOT_A_KEYWORD_CHAR.sub("", text) or text
+    word = _NOT_A_KEYWORD_CHAR.sub("", text) or text
+    if _CYRILLIC.search(word) and _LATIN.search(word):
+        word = word.translate(_LOOKALIKES)  # "CTOП" typed with Latin C and T is "СТОП"
+    return word
 
 
 def clean_text(body: str) -> str:
@@ -189,6 +221,12 @@ class SmsDialogue:
         base = SmsState(language=language, last_topic=state.last_topic)
         if not word or word in MENU_WORDS:
             return self._send(self.text(language, "sms.menu"), base, "menu")
+        if word in GREETING_WORDS or not any(ch.isalnum() for ch in word):
+            # "Сәлем", "Здравствуйте", an emoji, "+": the menu; a question asked for waits.
+            waiting = replace(base, awaiting_question=state.awaiting_question)
+            return self._send(self.text(language, "sms.menu"), waiting, "menu")
+        if word in THANKS_WORDS:
+            return SmsReply(None, replace(state, language=language), kind="thanks")
         if word in HELP_WORDS:
             return self._send(self.text(language, "sms.help"), base, "help")
         if word in MORE_WORDS:

@@ -154,10 +154,49 @@ def test_stop_holds_after_the_number_is_pseudonymised(app: Flask, phone: Phone,
     assert phone.send("МӘЗІР") == dialogue.text("kk", "sms.menu")
 
 
-@pytest.mark.parametrize("word", ["ТОҚТА", "стоп", "UNSUBSCRIBE", " s t o p "])
+@pytest.mark.parametrize("word", [
+    "ТОҚТА", "стоп", "UNSUBSCRIBE", " s t o p ",
+    # Polite and longer ways of saying it, and a Latin C and T in a Cyrillic word.
+    "Тоқтатыңыз", "тоқтат", "toqtat", "Жібермеңіз", "Стоп, пожалуйста!", "STOP please",
+    "Не пишите мне больше", "Прекратите", "Отписка", "CTOП",
+])
 def test_stop_words_in_every_language(phone: Phone, db, word: str) -> None:
     assert phone.send(word)
     assert caller_row(db).sms_opted_out
+    assert questions(db) == []  # a wish to stop is nobody's question
+    assert phone.send("1") is None  # and nothing more is sent
+
+
+@pytest.mark.parametrize(("body", "language"), [
+    ("Сәлеметсіз бе", "kk"), ("Салем", "kk"), ("Salem", "kk"), ("Здравствуйте", "ru"),
+    ("Добрый день!", "ru"), ("Zdravstvuyte", "ru"), ("😀", "kk"), ("+", "kk"), ("...", "kk"),
+])
+def test_a_greeting_or_a_symbol_gets_the_menu_not_a_lawyer(
+        phone: Phone, dialogue: SmsDialogue, db, body: str, language: str) -> None:
+    assert phone.send(body) == dialogue.text(language, "sms.menu")
+    assert questions(db) == []
+
+
+@pytest.mark.parametrize("body", ["Рахмет", "Спасибо!", "ok", "Жақсы", "Понятно"])
+def test_thanks_after_an_answer_ends_the_conversation(phone: Phone, db, body: str) -> None:
+    assert phone.send("1")
+    assert phone.send(body) is None  # nothing sent, nothing for a lawyer
+    assert questions(db) == []
+
+
+@pytest.mark.parametrize(("body", "language"), [("Сұрақ бар", "kk"), ("У меня вопрос", "ru")])
+def test_i_have_a_question_is_asked_for_and_the_next_message_is_it(
+        phone: Phone, dialogue: SmsDialogue, db, body: str, language: str) -> None:
+    assert phone.send(body) == dialogue.text(language, "sms.ask")
+    assert questions(db) == []
+    phone.send("Көршім жерімді алып қойды" if language == "kk" else "Сосед забрал мой участок")
+    assert len(questions(db)) == 1
+
+
+def test_a_polite_word_beside_a_keyword_keeps_it_a_keyword(
+        phone: Phone, dialogue: SmsDialogue, db) -> None:
+    assert phone.send("Меню пожалуйста") == dialogue.text("ru", "sms.menu")
+    assert questions(db) == []
 
 
 @pytest.mark.parametrize(("word", "language", "key"), [
