@@ -129,6 +129,9 @@ def test_the_page_shows_less_than_five_in_kazakh_and_russian(app: Flask,
         # Regions by size, the suppressed ones last: Almaty (city) 30, then Abai and Astana.
         regions = [row for row in shown.rows if len(row) == 4][-3:]
         assert [row[1] for row in regions] == ["30", "<5", "<5"], regions
+        # A median over fewer than 5 questions is a dash: "<5" under "hours" would read as
+        # "under 5 hours".
+        assert "<5" not in [row[3] for row in regions] and "—" in [row[3] for row in regions]
         assert "<svg" in response.get_data(as_text=True)
 
 

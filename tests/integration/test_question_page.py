@@ -264,7 +264,8 @@ def test_the_page_shows_the_callers_history(app: Flask, db: Db, settings: Settin
     parsed = page(response)
     assert f"/questions/{earlier}" in parsed.links
     assert f"/questions/{question_id}" not in parsed.links  # not itself
-    assert f'href="tel:{PHONE}"' in html
+    # The number to read, not to tap: a tel: link would call from the lawyer's own phone.
+    assert PHONE in html and "tel:" not in html
     assert ["2026-03-02 09:30", "1:35", "pension"] in parsed.rows
     assert ["2026-03-02 10:30", "to the resident", "Мы пытались вам позвонить.",
             "delivered"] in parsed.rows
