@@ -92,7 +92,8 @@ def incoming() -> Response:
             # One polite answer when the limit is crossed, then silence until it cools down;
             # what the messages say is kept for the lawyer all the same.
             language = caller.language if caller else None
-            if caller is not None and any(c.isalnum() for c in body):
+            # (A keyword, a menu key, a greeting or thanks is nobody's question.)
+            if caller is not None and fallback_kind(body, language) == "question":
                 kept = sms.keep_sms_text(session, caller=caller, text=body, language=language,
                                          topic=None, now=now)
                 inbound.question_id = kept.id if kept is not None else None

@@ -320,6 +320,10 @@ def test_many_messages_cannot_flood_the_queue(app: Flask, phone: Phone,
     assert asked[-1].text == "\n\n".join(sent[per_day - 1:])
     # Until the rate limit, the resident is told the message reached the lawyers.
     assert set(replies[per_day:limit]) == {replies[0]}
+    # A keyword past the limit is nobody's question: not added.
+    phone.send("МЕНЮ")
+    phone.send("1")
+    assert questions(db)[-1].text == "\n\n".join(sent[per_day - 1:])
 
 
 def test_past_the_limits_a_question_is_kept_even_when_none_is_open(
