@@ -149,12 +149,14 @@ def menu() -> Response:
 def _for_this_caller(screen: Screen) -> Screen:
     """screen, told first that no lawyer can call back if the caller's number is hidden and
     the screen is about to record (Flow.for_hidden_number; the number is looked at only then)."""
-    if screen.wait != "record":
+    if screen.wait != "record" or _callable_back():
         return screen
-    rt = runtime()
-    if normalise_phone(_phone_field("From"), rt.settings.default_region) is not None:
-        return screen
-    return rt.flow.for_hidden_number(screen)
+    return runtime().flow.for_hidden_number(screen)
+
+
+def _callable_back() -> bool:
+    """Whether the caller's number (From) is one a lawyer can call back."""
+    return normalise_phone(_phone_field("From"), runtime().settings.default_region) is not None
 
 
 @bp.post("/show")
@@ -230,8 +232,7 @@ def recorded() -> Response:
             raise  # the apology
         log.exception("could not store recording %s; the recording catch-up will",
                       request.form.get("RecordingSid", "")[:64])
-        callable_back = normalise_phone(_phone_field("From"), rt.settings.default_region)
-        return _render(rt.flow.recorded(language, callable_back is not None), errors=errors)
+        return _render(rt.flow.recorded(language, _callable_back()), errors=errors)
     if stored is None:
         return _render(rt.flow.not_recorded(language, request.args.get("topic")), errors=errors)
     _recording_id, number_known = stored
