@@ -17,7 +17,7 @@ from flask_babel import lazy_gettext as _l
 from hotline import auth
 from hotline.callbacks import OUTCOME_WORDS
 from hotline.question_page import CLOSE_REASONS, region_name
-from hotline.workspace import bp, local_time, runtime, topic_title
+from hotline.workspace import ROLES, bp, local_time, runtime, topic_title
 from storage import audit as audit_log
 from storage.db import unit_of_work
 from storage.models import MAX_ROW_ID, ROLE_COORDINATOR, AuditEvent
@@ -35,6 +35,7 @@ ACTION_NAMES = {
     audit_log.SMS_SENT: _l("sent an SMS"),
     audit_log.OUTCOME: _l("recorded an outcome"),
     audit_log.CLOSED: _l("closed the question"),
+    audit_log.ACCOUNT: _l("changed an account"),
 }
 assert tuple(ACTION_NAMES) == audit_log.ACTIONS
 FIELD_NAMES = {
@@ -100,6 +101,16 @@ DETAILS: dict[str, Callable[[Any], str]] = {
     "automatic": _automatic,
     "segments": lambda v: str(_("SMS parts: %(count)s", count=v)),
     "encoding": lambda v: str(_("encoding: %(encoding)s", encoding=v)),
+    # Accounts (storage.users.change_user; hotline.cli_users, hotline.workspace).
+    "account": lambda v: str(_("account: %(email)s", email=v)),
+    "created": lambda v: str(_("created")) if v else "",
+    "name": lambda v: str(_("name → %(name)s", name=v)),
+    "role": lambda v: str(_("role → %(role)s", role=ROLES.get(str(v), str(v)))),
+    "phone": lambda v: str(_("phone number changed") if v else _("phone number removed")),
+    "active": lambda v: str(_("opened again") if v else _("closed: cannot log in")),
+    "released_claims": lambda v: str(_("questions returned to the queue: %(count)s", count=v)),
+    "password": lambda v: str(_("new password")) if v else "",
+    "via": lambda v: str(_("on the server's command line")) if v == "cli" else str(v),
 }
 
 
@@ -115,8 +126,9 @@ def describe(detail: dict[str, Any]) -> str:
             parts.extend(f"{FIELD_NAMES.get(str(k), k)} → {_value(str(k), v)}"
                          for k, v in value.items())
         elif key in DETAILS:
-            if value is not None:
-                parts.append(DETAILS[key](value))
+            words = DETAILS[key](value) if value is not None else ""
+            if words:
+                parts.append(words)
         else:
             parts.append(f"{key}: {value}")
     return "; ".join(parts)

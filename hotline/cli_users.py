@@ -9,9 +9,18 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from hotline.runtime import Runtime
+from storage import audit
 from storage.db import unit_of_work
 from storage.models import ROLES
-from storage.users import MIN_PASSWORD_LENGTH, UserError, add_user, list_users
+from storage.users import (
+    MIN_PASSWORD_LENGTH,
+    UserError,
+    add_user,
+    change_user,
+    find_user,
+    list_users,
+    set_password,
+)
 
 
 def _runtime() -> Runtime:
@@ -39,6 +48,8 @@ def users_add(email: str, role: str, name: str, phone: str | None) -> None:
         with unit_of_work(rt.sessions) as session:
             user = add_user(session, email, name, role, password, phone=phone,
                             region=rt.settings.default_region)
+            audit.record(session, None, audit.ACCOUNT, account=user.email, created=True,
+                         role=user.role, via="cli")
             created = f"{user.role} {user.email} (#{user.id})"
     except UserError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -58,3 +69,75 @@ def users_list() -> None:
         return
     for user_id, email, name, role, phone, state in rows:
         click.echo(f"#{user_id:<4} {role:<11} {email:<32} {phone:<13} {state:<8} {name}")
+
+
+def _change(email: str, *, name: str | None = None, role: str | None = None,
+            phone: str | None = None, active: bool | None = None) -> None:
+    """Apply a change to one account with its audit event, and say what came of it."""
+    rt = _runtime()
+    try:
+        with unit_of_work(rt.sessions) as session:
+            user = find_user(session, email)
+            changes = change_user(session, user, name=name, role=role, phone=phone,
+                                  active=active, region=rt.settings.default_region)
+            if changes:
+                audit.record(session, None, audit.ACCOUNT, account=user.email, via="cli",
+                             **changes)
+            email = user.email
+    except UserError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not changes:
+        click.echo(f"{email}: nothing to change")
+        return
+    words = [f"{key} {'changed' if key == 'phone' and value else value}"
+             for key, value in changes.items()]
+    click.echo(f"{email}: " + ", ".join(words))
+
+
+@users.command("edit")
+@click.argument("email")
+@click.option("--name", help="A new name.")
+@click.option("--role", type=click.Choice(ROLES), help="A new role.")
+@click.option("--phone", help="A new phone for callbacks; '' removes it.")
+@with_appcontext
+def users_edit(email: str, name: str | None, role: str | None, phone: str | None) -> None:
+    """Change an account's name, role or phone."""
+    _change(email, name=name, role=role, phone=phone)
+
+
+@users.command("close")
+@click.argument("email")
+@with_appcontext
+def users_close(email: str) -> None:
+    """Close an account (someone left): their sessions end at once, their questions go back to
+    the queue, and they cannot log in. Their name stays on what they did (the audit log)."""
+    _change(email, active=False)
+
+
+@users.command("open")
+@click.argument("email")
+@with_appcontext
+def users_open(email: str) -> None:
+    """Open a closed account again."""
+    _change(email, active=True)
+
+
+@users.command("password")
+@click.argument("email")
+@with_appcontext
+def users_password(email: str) -> None:
+    """Set a new password (asked twice, hidden); sessions opened with the old one end."""
+    rt = _runtime()
+    try:
+        with unit_of_work(rt.sessions) as session:
+            user = find_user(session, email)
+            password = click.prompt(f"New password for {user.email} (at least "
+                                    f"{MIN_PASSWORD_LENGTH} characters)", hide_input=True,
+                                    confirmation_prompt=True)
+            set_password(session, user, password)
+            audit.record(session, None, audit.ACCOUNT, account=user.email, password=True,
+                         via="cli")
+            email = user.email
+    except UserError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{email}: new password set; their other sessions have ended")

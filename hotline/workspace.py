@@ -24,7 +24,6 @@ from flask_wtf.csrf import CSRFError
 from hotline import auth, i18n
 from hotline.config import LOCAL_TIME
 from hotline.runtime import Runtime
-from storage.db import unit_of_work
 from storage.models import (
     CHANNEL_SMS,
     CHANNEL_VOICE,
@@ -36,7 +35,6 @@ from storage.models import (
     TRANSCRIPTION_PENDING,
     TRANSCRIPTION_RUNNING,
 )
-from storage.users import list_users
 
 CHANNELS = {CHANNEL_VOICE: _l("Call"), CHANNEL_SMS: _l("SMS")}
 TRANSCRIPTION = {
@@ -104,20 +102,6 @@ def home() -> ResponseReturnValue:
     return redirect(url_for("workspace.queue"))
 
 
-@bp.get("/admin/users")
-@auth.role_required(ROLE_COORDINATOR)
-def users() -> ResponseReturnValue:
-    """List the workspace's accounts."""
-    with unit_of_work(runtime().sessions) as db:
-        accounts = [
-            {"name": u.name, "email": u.email, "role": str(ROLES.get(u.role, u.role)),
-             "phone": u.phone or "—", "active": u.active,
-             "last_login": local_time(u.last_login_at) if u.last_login_at else "—"}
-            for u in list_users(db)
-        ]
-    return render_template("users.html", accounts=accounts)
-
-
 @bp.errorhandler(403)
 def forbidden(_error: Exception) -> ResponseReturnValue:
     """Tell a logged-in user that their role does not open this page."""
@@ -153,9 +137,16 @@ def init_app(app: Flask) -> None:
 
     The pages live in their own modules, all on this blueprint (so all behind its login check):
     queue_page (the queue and claiming), question_page (a question, its audio, notes, tags and
-    closing), callbacks (calling back, outcomes, SMS answers), audit_page (the audit log).
+    closing), callbacks (calling back, outcomes, SMS answers), audit_page (the audit log),
+    users_page (accounts).
     """
-    from hotline import audit_page, callbacks, question_page, queue_page  # noqa: F401
+    from hotline import (  # noqa: F401
+        audit_page,
+        callbacks,
+        question_page,
+        queue_page,
+        users_page,
+    )
 
     auth.init_app(app)
     app.register_blueprint(bp)

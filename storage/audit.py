@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from storage.models import AuditEvent, utcnow
 
-# AuditEvent.action: one word for each thing a user can do to a question.
+# AuditEvent.action: one word for each thing a user can do to a question or an account.
 OPENED = "opened"
 LISTENED = "listened"
 CLAIMED = "claimed"
@@ -27,8 +27,11 @@ NOTED = "noted"
 SMS_SENT = "sms_sent"
 OUTCOME = "outcome"
 CLOSED = "closed"
+# An account made or changed (storage.users), from the users page or the `hotline users`
+# command (user_id None); no question. Detail: the account's email and what changed.
+ACCOUNT = "account"
 ACTIONS = (OPENED, LISTENED, CLAIMED, RELEASED, CALLED, CHANGED, NOTED, SMS_SENT, OUTCOME,
-           CLOSED)
+           CLOSED, ACCOUNT)
 
 
 def record(session: Session, user_id: int | None, action: str, question_id: int | None = None,

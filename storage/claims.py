@@ -85,6 +85,21 @@ def release_claim(session: Session, question_id: int, user_id: int) -> bool:
     return _changed(result) == 1
 
 
+def release_claims_of(session: Session, user_id: int, now: datetime) -> int:
+    """Return every question the user holds to the queue (their account was closed); how many.
+
+    A question with a call going on stays claimed, and lapses as any other when the call ends.
+    """
+    result = session.execute(
+        update(Question)
+        .where(Question.status == QUESTION_CLAIMED, Question.claimed_by_id == user_id,
+               ~has_live_attempt(now))
+        .values(**_UNCLAIMED)
+        .execution_options(synchronize_session=False)
+    )
+    return _changed(result)
+
+
 def lapse_claims(session: Session, lapse_before: datetime, now: datetime | None = None) -> int:
     """Return claims untouched since lapse_before to the queue; return how many.
 

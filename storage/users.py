@@ -5,14 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ColumnElement
 
-from storage.models import ROLES, LoginAttempt, User, utcnow
+from storage.claims import release_claims_of
+from storage.models import ROLE_COORDINATOR, ROLES, LoginAttempt, User, utcnow
 from storage.phones import normalise_phone
 
 MIN_PASSWORD_LENGTH = 10
@@ -29,7 +31,12 @@ hasher = PasswordHasher()
 
 
 class UserError(ValueError):
-    """A user cannot be created as asked; the message says why."""
+    """A user cannot be created or changed as asked; the message says why, in English (the
+    command line's language), and `code` names the reason for a page to say in its own."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -51,26 +58,95 @@ def add_user(session: Session, email: str, name: str, role: str, password: str,
     email = normalise_email(email)
     local, _, domain = email.partition("@")
     if not local or "." not in domain or any(ch.isspace() for ch in email) or len(email) > 254:
-        raise UserError(f"not an email address: {email!r}")
+        raise UserError(f"not an email address: {email!r}", "email")
     if role not in ROLES:
-        raise UserError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+        raise UserError(f"role must be one of {', '.join(ROLES)}, not {role!r}", "role")
     name = name.strip()
     if not name:
-        raise UserError("a name is needed")
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise UserError(f"the password needs at least {MIN_PASSWORD_LENGTH} characters")
-    e164 = None
-    if phone:
-        e164 = normalise_phone(phone, region)
-        if e164 is None:
-            raise UserError(f"not a phone number: {phone!r}")
+        raise UserError("a name is needed", "name")
+    password_hash = _checked_password(password)
+    e164 = _checked_phone(phone, region) if phone else None
     if session.scalar(select(User.id).where(User.email == email)) is not None:
-        raise UserError(f"a user with the email {email} exists already")
-    user = User(email=email, name=name, role=role, password_hash=hasher.hash(password),
+        raise UserError(f"a user with the email {email} exists already", "exists")
+    user = User(email=email, name=name, role=role, password_hash=password_hash,
                 phone=e164)
     session.add(user)
     session.flush()
     return user
+
+
+def _checked_password(password: str) -> str:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise UserError(f"the password needs at least {MIN_PASSWORD_LENGTH} characters",
+                        "password")
+    return hasher.hash(password)
+
+
+def _checked_phone(phone: str, region: str) -> str:
+    e164 = normalise_phone(phone, region)
+    if e164 is None:
+        raise UserError(f"not a phone number: {phone!r}", "phone")
+    return e164
+
+
+def find_user(session: Session, email: str) -> User:
+    """Return the user with this email; raise UserError when there is none."""
+    user = session.scalar(select(User).where(User.email == normalise_email(email)))
+    if user is None:
+        raise UserError(f"no user with the email {normalise_email(email)}", "missing")
+    return user
+
+
+def _last_coordinator(session: Session, user: User) -> bool:
+    others = session.scalar(select(func.count(User.id)).where(
+        User.role == ROLE_COORDINATOR, User.active.is_(True), User.id != user.id))
+    return user.role == ROLE_COORDINATOR and user.active and not others
+
+
+def change_user(session: Session, user: User, *, name: str | None = None,
+                role: str | None = None, phone: str | None = None, active: bool | None = None,
+                region: str = "KZ", now: datetime | None = None) -> dict[str, Any]:
+    """Change what is given (None leaves a field; phone "" removes the number); return the
+    changes for the audit log (never the number itself: "phone" is True when it was changed).
+
+    Closing an account (active=False) ends its sessions at the next request (hotline.auth
+    checks `active` on every request) and returns the questions it holds to the queue. Raise
+    UserError on bad input, and where no active coordinator would be left to manage accounts.
+    """
+    changes: dict[str, Any] = {}
+    if name is not None and name.strip() != user.name:
+        if not name.strip():
+            raise UserError("a name is needed", "name")
+        changes["name"] = user.name = name.strip()[:120]
+    if phone is not None:
+        e164 = _checked_phone(phone, region) if phone.strip() else None
+        if e164 != user.phone:
+            user.phone = e164
+            changes["phone"] = e164 is not None
+    if role is not None and role != user.role:
+        if role not in ROLES:
+            raise UserError(f"role must be one of {', '.join(ROLES)}, not {role!r}", "role")
+        if _last_coordinator(session, user):
+            raise UserError("this is the only active coordinator: make another one first",
+                            "last_coordinator")
+        changes["role"] = user.role = role
+    if active is not None and active != user.active:
+        if not active and _last_coordinator(session, user):
+            raise UserError("this is the only active coordinator: make another one first",
+                            "last_coordinator")
+        changes["active"] = user.active = active
+        if not active:
+            changes["released_claims"] = release_claims_of(session, user.id, now or utcnow())
+    session.flush()
+    return changes
+
+
+def set_password(session: Session, user: User, password: str) -> None:
+    """Give the user a new password; the sessions opened with the old one end (hotline.auth
+    keeps a stamp of the hash in the session), and earlier failed logins for it are forgotten."""
+    user.password_hash = _checked_password(password)
+    session.execute(delete(LoginAttempt).where(LoginAttempt.email == user.email))
+    session.flush()
 
 
 def list_users(session: Session) -> list[User]:

@@ -77,6 +77,11 @@ def test_a_coordinator_reads_the_log_newest_first(app: Flask, db: Db, consultant
         ["2026-03-02 09:31", "Aigerim Nurlanovna", "changed", str(first),
          "fields: region, urgent, corrected transcript; region → Akmola Region; urgent → yes"],
         ["2026-03-02 09:30", "Aigerim Nurlanovna", "opened", str(first), "—"],
+        # The two accounts, made with `hotline users add` before the events above were added.
+        *[[r[0], "the system", "changed an account", "—",
+           f"account: {email}; created; role → {role}; on the server's command line"]
+          for r, email, role in zip(rows[4:], (coordinator, consultant),
+                                    ("coordinator", "consultant"), strict=True)],
     ]
     assert f"/questions/{first}" in parsed.links
     _, *russian = page(browser.get("/admin/audit?lang=ru")).rows
@@ -109,11 +114,12 @@ def test_filters_by_question_user_and_action(app: Flask, db: Db, consultant: str
     assert shown({"action": "listened"}) == [(lawyer, "listened", str(first))]
     assert shown({"user": str(lawyer_id), "action": "opened", "question": str(second)}) == [
         (lawyer, "opened", str(second))]
-    # Nonsense filters are ignored rather than failing.
-    assert len(shown({"action": "deleted", "question": "abc"})) == 4
+    # Nonsense filters are ignored rather than failing: every event is shown (the 4 above and
+    # the 2 accounts made with `hotline users add`).
+    assert len(shown({"action": "deleted", "question": "abc"})) == 4 + 2
     # Numbers no id can be are ignored too (PostgreSQL refused them in the query: a 500).
     for name in ("question", "user", "before"):
-        assert len(shown({name: "99999999999"})) == 4
+        assert len(shown({name: "99999999999"})) == 4 + 2
     filtered = browser.get("/admin/audit", query_string={"user": str(boss_id)})
     html = filtered.get_data(as_text=True)
     assert f'<option value="{boss_id}" selected>' in html

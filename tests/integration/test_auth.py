@@ -245,7 +245,8 @@ def test_the_idle_time_is_a_setting(make_app: Callable[[Settings], Flask],
 
 # -- roles ------------------------------------------------------------------------------------
 
-WORKSPACE_PAGES = ["/", "/queue", "/admin/users", "/admin/audit", "/reports",
+WORKSPACE_PAGES = ["/", "/queue", "/admin/users", "/admin/users/<int:user_id>", "/admin/audit",
+                   "/reports",
                    "/questions/<int:question_id>", "/questions/<int:question_id>/audio",
                    "/questions/<int:question_id>/callback-panel"]
 WORKSPACE_FORMS = [f"/questions/<int:question_id>/{action}"
@@ -256,7 +257,7 @@ WORKSPACE_FORMS = [f"/questions/<int:question_id>/{action}"
 @pytest.mark.parametrize("path", WORKSPACE_PAGES)
 def test_a_logged_out_visitor_is_sent_to_login_and_back(app: Flask, coordinator: str,
                                                         path: str) -> None:
-    path = path.replace("<int:question_id>", "1")
+    path = path.replace("<int:question_id>", "1").replace("<int:user_id>", "1")
     browser = Browser(app)
     response = browser.get(path)
     assert response.status_code == 302
@@ -275,7 +276,7 @@ def test_every_workspace_route_needs_a_login(app: Flask) -> None:
                 "voice", "sms", "sms_status", "callback_hooks", "public", "phone_demo"):
             continue
         assert rule.endpoint.startswith("workspace."), rule
-        path = rule.rule.replace("<int:question_id>", "1")
+        path = rule.rule.replace("<int:question_id>", "1").replace("<int:user_id>", "1")
         assert "<" not in path, f"{rule}: add a logged-out test with these arguments"
         if "GET" in (rule.methods or ()):
             response = browser.get(path)

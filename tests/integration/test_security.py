@@ -66,6 +66,7 @@ def database_url(tmp_path: Path) -> str:
 def concrete(rule: str) -> str:
     """A rule's path with its arguments filled in."""
     return (rule.replace("<int:question_id>", "1").replace("<int:attempt_id>", "1")
+            .replace("<int:user_id>", "1")
             .replace("<call_sid>", "CA" + "0" * 32).replace("<account_sid>", ACCOUNT_SID)
             .replace("<recording_sid>", "RE" + "0" * 32).replace("<path:filename>", "x.css")
             .replace("<language>", "kk").replace("<name>", "x.wav")
@@ -374,6 +375,7 @@ PAGES = {
     "/questions/{id}/callback-panel": (200, 200),
     "/questions/{id}/audio": (200, 200),
     "/admin/users": (403, 200),
+    "/admin/users/{user}": (403, 200),
     "/admin/audit": (403, 200),
     "/reports": (403, 200),
 }
@@ -413,14 +415,17 @@ def _question(db: Db, audio_dir: Path | None = None) -> int:
 def test_what_each_role_may_open(app: Flask, db: Db, settings: Settings, consultant: str,
                                  coordinator: str) -> None:
     question_id = _question(db, settings.audio_dir)
-    workspace = {r.rule.replace("<int:question_id>", "{id}") for r in app.url_map.iter_rules()
+    workspace = {r.rule.replace("<int:question_id>", "{id}").replace("<int:user_id>", "{user}")
+                 for r in app.url_map.iter_rules()
                  if r.endpoint.startswith("workspace.") and "GET" in (r.methods or ())}
     assert workspace == set(PAGES), "a new workspace page: say here who may open it"
+    with db() as session:
+        user_id = session.scalars(select(User.id).where(User.email == consultant)).one()
     for index, email in enumerate((consultant, coordinator)):
         browser = Browser(app)
         browser.login(email)
         for path, expected in PAGES.items():
-            response = browser.get(path.format(id=question_id))
+            response = browser.get(path.format(id=question_id, user=user_id))
             response.close()
             assert response.status_code == expected[index], (email, path)
 

@@ -1,0 +1,108 @@
+"""The users page, for coordinators: every account, and changing one (name, phone, role, open or
+closed). New accounts and passwords are made on the server (`hotline users`), where a password
+is typed by its owner and never travels through a form another person sees.
+
+A coordinator does not close their own account or take away their own role here (the page
+would lock them out mid-change); storage.users refuses to leave no active coordinator at all.
+"""
+
+from __future__ import annotations
+
+from flask import abort, flash, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from flask_babel import gettext as _
+
+from hotline import auth
+from hotline.workspace import ROLES, bp, local_time, runtime
+from storage import audit
+from storage.db import unit_of_work
+from storage.models import ROLE_COORDINATOR, User
+from storage.users import UserError, change_user, list_users
+
+
+def _ip() -> str | None:
+    return (request.remote_addr or "")[:45] or None
+
+
+@bp.get("/admin/users")
+@auth.role_required(ROLE_COORDINATOR)
+def users() -> ResponseReturnValue:
+    """List the workspace's accounts."""
+    with unit_of_work(runtime().sessions) as db:
+        accounts = [
+            {"id": u.id, "name": u.name, "email": u.email,
+             "role": str(ROLES.get(u.role, u.role)), "phone": u.phone or "—",
+             "active": u.active,
+             "last_login": local_time(u.last_login_at) if u.last_login_at else "—"}
+            for u in list_users(db)
+        ]
+    return render_template("users.html", accounts=accounts)
+
+
+def _account(db_user: User) -> dict[str, object]:
+    return {"id": db_user.id, "name": db_user.name, "email": db_user.email,
+            "role": db_user.role, "phone": db_user.phone or "", "active": db_user.active}
+
+
+def _form(account: dict[str, object], error: str | None = None,
+          status: int = 200) -> ResponseReturnValue:
+    me = auth.current_account().id == account["id"]
+    return render_template("user_edit.html", account=account, roles=list(ROLES.items()),
+                           me=me, error=error), status
+
+
+@bp.get("/admin/users/<int:user_id>")
+@auth.role_required(ROLE_COORDINATOR)
+def user(user_id: int) -> ResponseReturnValue:
+    """The form that changes one account."""
+    with unit_of_work(runtime().sessions) as db:
+        found = db.get(User, user_id)
+        if found is None:
+            abort(404)
+        account = _account(found)
+    return _form(account)
+
+
+@bp.post("/admin/users/<int:user_id>")
+@auth.role_required(ROLE_COORDINATOR)
+def change(user_id: int) -> ResponseReturnValue:
+    """Save the form: the changes and their audit event in one transaction."""
+    me = auth.current_account()
+    name = request.form.get("name", "").replace("\x00", "")
+    phone = request.form.get("phone", "").replace("\x00", "")[:40]
+    role = request.form.get("role", "")
+    active = request.form.get("active") == "1"
+    if role not in ROLES:
+        abort(400)
+    with unit_of_work(runtime().sessions) as db:
+        found = db.get(User, user_id)
+        if found is None:
+            abort(404)
+        entered = {**_account(found), "name": name, "phone": phone, "role": role,
+                   "active": active}
+        if found.id == me.id and (not active or role != found.role):
+            return _form(entered, _("You cannot close your own account or change your own "
+                                    "role here. Ask another coordinator."), 400)
+        try:
+            changes = change_user(db, found, name=name, phone=phone, role=role, active=active,
+                                  region=runtime().settings.default_region)
+        except UserError as exc:
+            db.rollback()
+            return _form(entered, _user_error(exc), 400)
+        if changes:
+            audit.record(db, me.id, audit.ACCOUNT, ip=_ip(), account=found.email, **changes)
+        saved = found.name
+    flash(_("Saved: %(name)s.", name=saved) if changes else
+          _("Nothing was changed: %(name)s.", name=saved))
+    return redirect(url_for("workspace.users"), 303)
+
+
+def _user_error(exc: UserError) -> str:
+    """storage.users' refusal in the page's language."""
+    if exc.code == "phone":
+        return str(_("This is not a phone number. Write it as +7 701 123 45 67."))
+    if exc.code == "last_coordinator":
+        return str(_("This is the only active coordinator. Make another coordinator first."))
+    if exc.code == "name":
+        return str(_("A name is needed."))
+    return str(exc)

@@ -1,0 +1,268 @@
+"""Changing accounts after they exist: `hotline users edit/close/open/password` on the server,
+and the users page for coordinators. Closing the account of someone who left ends their
+sessions at once and gives the questions they held back to the queue."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from flask import Flask
+from sqlalchemy import select
+
+from storage.models import (
+    CALLBACK_BRIDGING,
+    CHANNEL_VOICE,
+    QUESTION_CLAIMED,
+    QUESTION_WAITING,
+    AuditEvent,
+    CallbackAttempt,
+    Question,
+    User,
+)
+from tests.workspace_support import PASSWORD, Browser, Db, page, users_cli
+
+NEW_PASSWORD = "a brand new one 7"
+
+
+def _user(db: Db, email: str) -> User:
+    with db() as session:
+        user = session.scalars(select(User).where(User.email == email)).one()
+        session.expunge(user)
+        return user
+
+
+def _account_events(db: Db) -> list[tuple[int | None, dict[str, object]]]:
+    with db() as session:
+        return [(e.user_id, e.detail) for e in session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "account").order_by(AuditEvent.id))]
+
+
+def _held_question(db: Db, holder: int, *, calling: bool = False) -> int:
+    now = datetime.now(UTC)
+    with db() as session:
+        question = Question(channel=CHANNEL_VOICE, language="ru", topic="pension",
+                            status=QUESTION_CLAIMED, claimed_by_id=holder, claimed_at=now,
+                            claim_touched_at=now)
+        session.add(question)
+        session.flush()
+        if calling:
+            session.add(CallbackAttempt(question_id=question.id, consultant_id=holder,
+                                        state=CALLBACK_BRIDGING, created_at=now,
+                                        updated_at=now))
+        return question.id
+
+
+def _status(db: Db, question_id: int) -> tuple[str, int | None]:
+    with db() as session:
+        question = session.get(Question, question_id)
+        assert question is not None
+        return question.status, question.claimed_by_id
+
+
+# -- the command line -------------------------------------------------------------------------
+
+def test_users_edit_changes_name_phone_and_role_and_audits_it(app: Flask, db: Db,
+                                                             consultant: str,
+                                                             coordinator: str) -> None:
+    result = users_cli(app, ["edit", consultant.upper(), "--name", "Aigerim N.", "--phone",
+                             "8 701 123 45 67", "--role", "coordinator"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == (f"{consultant}: name Aigerim N., phone changed, "
+                                     "role coordinator")
+    user = _user(db, consultant)
+    assert (user.name, user.phone, user.role) == ("Aigerim N.", "+77011234567", "coordinator")
+    removed = users_cli(app, ["edit", consultant, "--phone", ""])
+    assert removed.exit_code == 0, removed.output
+    assert _user(db, consultant).phone is None
+    again = users_cli(app, ["edit", consultant, "--name", "Aigerim N."])
+    assert again.output.strip() == f"{consultant}: nothing to change"
+    events = _account_events(db)
+    # Two accounts created, then the two changes (the one that changed nothing is not logged);
+    # the number itself is never in the log, only that it changed.
+    assert [detail for _user_id, detail in events[2:]] == [
+        {"account": consultant, "via": "cli", "name": "Aigerim N.", "phone": True,
+         "role": "coordinator"},
+        {"account": consultant, "via": "cli", "phone": False},
+    ]
+    assert all(user_id is None for user_id, _detail in events)
+
+
+def test_users_edit_refuses_bad_input_and_unknown_accounts(app: Flask, db: Db,
+                                                           consultant: str) -> None:
+    bad_phone = users_cli(app, ["edit", consultant, "--name", "New", "--phone", "12"])
+    assert bad_phone.exit_code == 1
+    assert "not a phone number" in bad_phone.output
+    assert _user(db, consultant).name == "Aigerim Nurlanovna"  # nothing of the command kept
+    unknown = users_cli(app, ["close", "nobody@example.kz"])
+    assert unknown.exit_code == 1
+    assert "no user with the email nobody@example.kz" in unknown.output
+
+
+def test_closing_an_account_ends_its_session_and_returns_its_questions(
+        app: Flask, db: Db, consultant: str) -> None:
+    browser = Browser(app)
+    browser.login(consultant)
+    assert browser.get("/queue").status_code == 200
+    holder = _user(db, consultant).id
+    held = _held_question(db, holder)
+    on_the_phone = _held_question(db, holder, calling=True)
+    result = users_cli(app, ["close", consultant])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"{consultant}: active False, released_claims 1"
+    assert browser.get("/queue").status_code == 302  # logged out at the next request
+    assert page(Browser(app).login(consultant)).errors == ["Wrong email or password."]
+    assert _status(db, held) == (QUESTION_WAITING, None)
+    # A call going on is not cut off: that question lapses as any other once the call ends.
+    assert _status(db, on_the_phone) == (QUESTION_CLAIMED, holder)
+    reopened = users_cli(app, ["open", consultant])
+    assert reopened.exit_code == 0, reopened.output
+    assert Browser(app).login(consultant).headers["Location"] == "/queue"
+
+
+def test_the_last_active_coordinator_stays(app: Flask, db: Db, coordinator: str) -> None:
+    for args in (["close", coordinator], ["edit", coordinator, "--role", "consultant"]):
+        result = users_cli(app, args)
+        assert result.exit_code == 1, args
+        assert "only active coordinator" in result.output
+    user = _user(db, coordinator)
+    assert (user.active, user.role) == (True, "coordinator")
+    users_cli(app, ["add", "second@example.kz", "--role", "coordinator", "--name", "Second"],
+              input=f"{PASSWORD}\n{PASSWORD}\n")
+    assert users_cli(app, ["close", coordinator]).exit_code == 0
+    assert _user(db, coordinator).active is False
+
+
+def test_a_new_password_ends_the_old_sessions(app: Flask, db: Db, consultant: str) -> None:
+    browser = Browser(app)
+    browser.login(consultant)
+    short = users_cli(app, ["password", consultant], input="short\nshort\n")
+    assert short.exit_code == 1
+    assert "at least 10 characters" in short.output
+    assert browser.get("/queue").status_code == 200  # nothing changed
+    result = users_cli(app, ["password", consultant],
+                       input=f"{NEW_PASSWORD}\n{NEW_PASSWORD}\n")
+    assert result.exit_code == 0, result.output
+    assert NEW_PASSWORD not in result.output
+    assert browser.get("/queue").status_code == 302
+    assert page(Browser(app).login(consultant)).errors == ["Wrong email or password."]
+    assert Browser(app, ip="203.0.113.50").login(
+        consultant, NEW_PASSWORD).headers["Location"] == "/queue"
+    assert _account_events(db)[-1][1] == {"account": consultant, "password": True,
+                                          "via": "cli"}
+
+
+# -- the users page ---------------------------------------------------------------------------
+
+def _form(browser: Browser, user_id: int, **fields: str) -> dict[str, str]:
+    """The page's form for the account as it is, with some fields changed."""
+    inputs = page(browser.get(f"/admin/users/{user_id}")).inputs
+    form = {k: v for k, v in inputs.items() if k in ("csrf_token", "name", "phone")}
+    return {**form, "role": fields.pop("role", "consultant"), "active": "1", **fields}
+
+
+def test_a_coordinator_changes_a_consultants_phone(app: Flask, db: Db, consultant: str,
+                                                   coordinator: str) -> None:
+    browser = Browser(app)
+    browser.login(coordinator)
+    target = _user(db, consultant)
+    listing = browser.get("/admin/users")
+    assert f"/admin/users/{target.id}" in page(listing).links
+    shown = page(browser.get(f"/admin/users/{target.id}"))
+    assert shown.headings == ["Aigerim Nurlanovna"]
+    assert (shown.inputs["name"], shown.inputs["phone"]) == ("Aigerim Nurlanovna", "")
+    response = browser.post(f"/admin/users/{target.id}",
+                            _form(browser, target.id, phone="+7 (701) 765-43-21"))
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/admin/users"
+    assert "Saved: Aigerim Nurlanovna." in browser.get("/admin/users").get_data(as_text=True)
+    assert _user(db, consultant).phone == "+77017654321"
+    coordinator_id = _user(db, coordinator).id
+    assert _account_events(db)[-1] == (coordinator_id, {"account": consultant, "phone": True})
+    audit = page(browser.get("/admin/audit?action=account"))
+    assert ["Dana Coordinator", "changed an account", "—",
+            f"account: {consultant}; phone number changed"] == audit.rows[1][1:]
+
+
+def test_a_wrong_phone_keeps_what_was_typed_and_changes_nothing(
+        app: Flask, db: Db, consultant: str, coordinator: str) -> None:
+    browser = Browser(app)
+    browser.login(coordinator)
+    target = _user(db, consultant).id
+    before = _account_events(db)
+    response = browser.post(f"/admin/users/{target}",
+                            _form(browser, target, name="Renamed", phone="701 12"))
+    assert response.status_code == 400
+    shown = page(response)
+    assert shown.errors == ["This is not a phone number. Write it as +7 701 123 45 67."]
+    assert (shown.inputs["name"], shown.inputs["phone"]) == ("Renamed", "701 12")
+    assert _user(db, consultant).name == "Aigerim Nurlanovna"
+    assert _account_events(db) == before
+
+
+def test_closing_an_account_on_the_page_logs_its_owner_out(app: Flask, db: Db,
+                                                           consultant: str,
+                                                           coordinator: str) -> None:
+    lawyer = Browser(app)
+    lawyer.login(consultant)
+    target = _user(db, consultant).id
+    held = _held_question(db, target)
+    browser = Browser(app, ip="203.0.113.8")
+    browser.login(coordinator)
+    form = _form(browser, target)
+    del form["active"]  # the box unticked
+    assert browser.post(f"/admin/users/{target}", form).status_code == 303
+    assert lawyer.get("/queue").status_code == 302
+    assert _status(db, held) == (QUESTION_WAITING, None)
+    row = next(r for r in page(browser.get("/admin/users")).rows if consultant in r)
+    assert row[4] == "no"
+    assert _account_events(db)[-1][1] == {"account": consultant, "active": False,
+                                          "released_claims": 1}
+
+
+def test_a_coordinator_does_not_lock_themselves_out(app: Flask, db: Db, consultant: str,
+                                                    coordinator: str) -> None:
+    browser = Browser(app)
+    browser.login(coordinator)
+    me = _user(db, coordinator).id
+    form = _form(browser, me, role="coordinator")
+    del form["active"]
+    response = browser.post(f"/admin/users/{me}", form)
+    assert response.status_code == 400
+    assert page(response).errors == ["You cannot close your own account or change your own "
+                                     "role here. Ask another coordinator."]
+    demoted = browser.post(f"/admin/users/{me}", _form(browser, me, role="consultant"))
+    assert demoted.status_code == 400
+    assert _user(db, coordinator).active is True
+    assert _user(db, coordinator).role == "coordinator"
+    # Their own name and phone they may change.
+    renamed = browser.post(f"/admin/users/{me}",
+                           _form(browser, me, role="coordinator", name="Dana K."))
+    assert renamed.status_code == 303
+    assert _user(db, coordinator).name == "Dana K."
+
+
+def test_consultants_cannot_change_accounts(app: Flask, db: Db, consultant: str,
+                                           coordinator: str) -> None:
+    browser = Browser(app)
+    browser.login(consultant)
+    target = _user(db, coordinator).id
+    assert browser.get(f"/admin/users/{target}").status_code == 403
+    token = browser.token("/queue")
+    response = browser.post(f"/admin/users/{target}",
+                            {"csrf_token": token, "name": "Mine now", "role": "consultant"})
+    assert response.status_code == 403
+    assert _user(db, coordinator).role == "coordinator"
+    assert _user(db, coordinator).name == "Dana Coordinator"
+
+
+def test_missing_accounts_and_unknown_roles(app: Flask, db: Db, coordinator: str) -> None:
+    browser = Browser(app)
+    browser.login(coordinator)
+    assert browser.get("/admin/users/999").status_code == 404
+    assert browser.get(f"/admin/users/{10**25}").status_code == 404
+    token = browser.token("/queue")
+    assert browser.post("/admin/users/999", {"csrf_token": token, "name": "x",
+                                             "role": "consultant"}).status_code == 404
+    me = _user(db, coordinator).id
+    assert browser.post(f"/admin/users/{me}", {"csrf_token": token, "name": "x",
+                                               "role": "admin"}).status_code == 400
