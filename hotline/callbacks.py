@@ -470,6 +470,17 @@ def _refuse(status: int, title: str, message: str, question_id: int) -> Response
                            back=url_for("workspace.question", question_id=question_id)), status
 
 
+def _refuse_sms(message: str, question_id: int, body: str, *,
+                can_send: bool) -> ResponseReturnValue:
+    """Refuse an SMS answer without losing what the consultant wrote: the page shows it again,
+    in the form to shorten and send (can_send), or to copy where it cannot be sent."""
+    action = url_for("workspace.sms_answer", question_id=question_id) if can_send else None
+    return render_template("message.html", title=_("Please try again") if can_send else
+                           _("No SMS"), message=message, draft=body, draft_action=action,
+                           max_sms_parts=MAX_SMS_PARTS,
+                           back=url_for("workspace.question", question_id=question_id)), 400
+
+
 def _held(db: Session, question_id: int, user_id: int, now: datetime) -> Question:
     """The question if the user holds it (the claim is touched, its row locked); else 409."""
     held = touch_claim(db, question_id, user_id, now)
@@ -509,17 +520,25 @@ def calling_clock() -> datetime:
     return utcnow()
 
 
-def _outside_calling_hours(settings: Settings) -> str | None:
-    """Why the Call button does not work now (DESIGN.md: residents, many of them elderly, are
-    called in the configured daytime hours only); None within them."""
+def outside_calling_hours(settings: Settings) -> dict[str, str] | None:
+    """The calling hours and the time now, when it is outside them (DESIGN.md: residents,
+    many of them elderly, are called in the configured daytime hours only); None within."""
     clock = calling_clock()
     if store.within_hours(clock, settings.callback_hours, LOCAL_TIME):
         return None
     start, end = settings.callback_hours
+    return {"start": f"{start:02d}", "end": f"{end:02d}",
+            "now": clock.astimezone(LOCAL_TIME).strftime("%H:%M")}
+
+
+def _outside_calling_hours(settings: Settings) -> str | None:
+    """Why the Call button does not work now; None within the calling hours."""
+    hours = outside_calling_hours(settings)
+    if hours is None:
+        return None
     return str(_("Residents are called from %(start)s:00 to %(end)s:00, Almaty time; it is "
                  "%(now)s now. The question stays in the queue: call in the morning.",
-                 start=f"{start:02d}", end=f"{end:02d}",
-                 now=clock.astimezone(LOCAL_TIME).strftime("%H:%M")))
+                 **hours))
 
 
 @bp.post("/questions/<int:question_id>/call")
@@ -734,20 +753,20 @@ def sms_answer(question_id: int) -> ResponseReturnValue:
         return _refuse(400, _("Please try again"), _("Please write the SMS."), question_id)
     parts = segments(body)
     if parts.parts > MAX_SMS_PARTS:
-        return _refuse(400, _("Please try again"), _(
+        return _refuse_sms(_(
             "This SMS would take %(parts)s parts; at most %(max)s are allowed. Please shorten "
-            "it.", parts=parts.parts, max=MAX_SMS_PARTS), question_id)
+            "it.", parts=parts.parts, max=MAX_SMS_PARTS), question_id, body, can_send=True)
     now = utcnow()
     with unit_of_work(runtime().sessions) as db:
         question = _held(db, question_id, account.id, now)
         caller = question.caller
         if caller is None:
-            return _refuse(400, _("No phone number"),
-                           _("No phone number is known for this resident."), question_id)
+            return _refuse_sms(_("No phone number is known for this resident."), question_id,
+                               body, can_send=False)
         if sms_opted_out(db, caller, runtime().pseudonym_key):
-            return _refuse(400, _("No SMS"), _(
+            return _refuse_sms(_(
                 "The resident has opted out of SMS (STOP): no SMS can be sent to them. Please "
-                "call them instead."), question_id)
+                "call them instead."), question_id, body, can_send=False)
         # The question's row is locked (touch_claim): a second copy of the form waits here
         # for the first to commit, then finds its message.
         if _sent_just_now(db, question_id, account.id, body, now):

@@ -21,6 +21,7 @@ from flask_babel import lazy_gettext as _l
 from flask_babel import ngettext
 
 from hotline import auth, i18n
+from hotline.callbacks import outside_calling_hours
 from hotline.config import LOCAL_TIME
 from hotline.question_page import region_name
 from hotline.workspace import (
@@ -36,6 +37,7 @@ from storage import audit
 from storage.claims import claim_question
 from storage.db import unit_of_work
 from storage.models import (
+    CHANNEL_SMS,
     CHANNEL_VOICE,
     CLOSE_ABUSIVE,
     CLOSE_NO_ANSWER,
@@ -290,12 +292,27 @@ def queue() -> ResponseReturnValue:
                for name in FACETS]
     return render_template(
         "queue.html", rows=rows, notice=_notice(), tabs=_tabs(filters, counts), selects=selects,
+        night=_night_note(filters),
         status=filters.status, closed=filters.status == STATUS_CLOSED,
         filtered=any(filters.facet(name) for name in FACETS),
         clear=_address(QueueFilter(status=filters.status)),
         next_page=_address(filters, after=found.next.encode()) if found.next else None,
         first_page=_address(filters) if after else None,
     )
+
+
+def _night_note(filters: QueueFilter) -> dict[str, str] | None:
+    """Outside the calling hours, before anyone claims a call: nobody can be called now, and
+    where the SMS questions are (they can be answered at any hour)."""
+    hours = outside_calling_hours(runtime().settings)
+    if hours is None or filters.status == STATUS_CLOSED:
+        return None
+    text = _("Residents are called from %(start)s:00 to %(end)s:00, Almaty time; it is "
+             "%(now)s now. Calls wait for the morning; SMS questions can be answered now.",
+             **hours)
+    sms = None if filters.facet("channel") == CHANNEL_SMS else _address(
+        QueueFilter(status=filters.status, channel=CHANNEL_SMS))
+    return {"text": str(text), "sms": sms} if sms else {"text": str(text)}
 
 
 @bp.post("/questions/<int:question_id>/claim")

@@ -4,6 +4,7 @@ SMS answers with their delivery status. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import html
 import re
 import shutil
 import uuid
@@ -426,11 +427,25 @@ def test_residents_are_called_in_calling_hours_only(
     lawyer.claim(question_id)
     local = datetime.now(ALMATY).replace(hour=hour, minute=minute)
     monkeypatch.setattr(callbacks, "calling_clock", lambda: local.astimezone(UTC))
+    # The queue says it before anyone claims a call in the evening, and where the SMS
+    # questions are (they can be answered at any hour).
+    queue = lawyer.browser.get("/queue")
+    assert ('id="calling-hours"' in queue.get_data(as_text=True)) is not allowed
     response = lawyer.call(question_id)
     if allowed:
         assert response.status_code == 303
         assert len(attempts(db, question_id)) == 1
         return
+    note = section(queue.get_data(as_text=True), "calling-hours")
+    assert (f"Residents are called from 09:00 to 20:00, Almaty time; it is {hour:02d}:"
+            f"{minute:02d} now. Calls wait for the morning; SMS questions can be answered "
+            "now.") in note
+    assert note.endswith("Show the SMS questions")
+    assert "/queue?channel=sms" in page(queue).links
+    sms_tab = lawyer.browser.get("/queue?channel=sms")
+    assert "Calls wait for the morning" in section(sms_tab.get_data(as_text=True),
+                                                  "calling-hours")
+    assert "Show the SMS questions" not in sms_tab.get_data(as_text=True)
     said = f"Residents are called from 09:00 to 20:00, Almaty time; it is {hour:02d}:{minute:02d}"
     assert response.status_code == 409
     assert said in response.get_data(as_text=True)
@@ -802,19 +817,37 @@ def test_sms_answers_that_cannot_be_sent_are_refused(app: Flask, db: Db, api: Tw
                                                      question_id: int, where: str) -> None:
     empty = lawyer.sms(question_id, "   ")
     assert empty.status_code == 400 and "Please write the SMS." in empty.get_data(as_text=True)
-    long = lawyer.sms(question_id, "я" * 403)  # 7 parts of 67 UCS-2 units
+    written = "<b>Ответ</b> " + "я" * 390  # 403 letters: 7 parts of 67 UCS-2 units
+    long = lawyer.sms(question_id, written)
     assert long.status_code == 400
     assert "This SMS would take 7 parts; at most 6 are allowed." in long.get_data(as_text=True)
-    assert lawyer.sms(question_id, "я" * 402).status_code == 303  # 6 parts: fine
+    # What the lawyer wrote is not lost: the page gives it back in a form that sends it.
+    again = page(long)
+    form = f'action="/questions/{question_id}/sms"'
+    assert form in long.get_data(as_text=True)
+    assert draft(long, "sms-body") == written
+    shortened = {"csrf_token": again.inputs["csrf_token"], "body": written[:-1]}
+    assert lawyer.browser.post(f"/questions/{question_id}/sms", shortened).status_code == 303
     opt_out(app, db, where)
     opted_out = lawyer.sms(question_id, "Hello")
     assert opted_out.status_code == 400
     assert "opted out of SMS" in opted_out.get_data(as_text=True)
+    # Nothing to send it with: the text is there to copy, and no form sends it.
+    assert draft(opted_out, "sms-draft") == "Hello"
+    assert form not in opted_out.get_data(as_text=True)
     assert "opted out of SMS" in section(lawyer.panel(question_id), "sms-answer")
     assert 'id="sms-form"' not in lawyer.panel(question_id)
     with db() as session:
-        assert len(session.scalars(select(SmsMessage)).all()) == 1
+        assert [m.body for m in session.scalars(select(SmsMessage))] == [written[:-1]]
     assert len(api.sent()) == 1
+
+
+def draft(response: TestResponse, element_id: str) -> str:
+    """The text of a page's textarea, as the browser shows it."""
+    found = re.search(rf'<textarea id="{element_id}"[^>]*>(.*?)</textarea>',
+                      response.get_data(as_text=True), re.S)
+    assert found is not None, element_id
+    return html.unescape(found.group(1))
 
 
 def test_the_panel_shows_what_the_resident_wrote(db: Db, lawyer: Consultant,
