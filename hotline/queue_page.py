@@ -34,7 +34,7 @@ from hotline.workspace import (
     topic_title,
 )
 from storage import audit
-from storage.claims import claim_question
+from storage.claims import ResidentHolder, claim_question, resident_holders
 from storage.db import unit_of_work
 from storage.models import (
     CHANNEL_SMS,
@@ -187,8 +187,19 @@ def _region(region: str | None) -> str:
     return region_name(region) if region else str(_("no region"))
 
 
-def _row(question: Question, user_id: int, lapsed: datetime, now: datetime) -> QueueRow:
+def _row(question: Question, user_id: int, lapsed: datetime, now: datetime,
+         residents: dict[int, ResidentHolder]) -> QueueRow:
     holder, claimable = _holder(question, user_id, lapsed)
+    resident = residents.get(question.caller_id) if question.caller_id is not None else None
+    if claimable and resident is not None and resident.question_id != question.id:
+        # One resident, one consultant (storage.claims): whoever holds their other question
+        # answers this one in the same call.
+        if resident.user_id == user_id:
+            holder = str(_("you hold question %(id)s of this resident", id=resident.question_id))
+        else:
+            holder = str(_("%(name)s holds question %(id)s of this resident",
+                           name=resident.name, id=resident.question_id))
+            claimable = False
     if question.status == QUESTION_CLOSED:
         shown = local_time(question.closed_at) if question.closed_at else "—"
     else:
@@ -286,7 +297,10 @@ def queue() -> ResponseReturnValue:
     with unit_of_work(runtime().sessions) as db:
         found = queue_page(db, filters, now, after=after, limit=PAGE_SIZE)
         counts = queue_counts(db, filters, now)
-        rows = [_row(q, user_id, lapsed, now) for q in found.questions]
+        residents = resident_holders(
+            db, (q.caller_id for q in found.questions
+                 if q.caller_id is not None and q.status != QUESTION_CLOSED), now, lapsed)
+        rows = [_row(q, user_id, lapsed, now, residents) for q in found.questions]
     selects = [{"name": name, "label": str(FACET_LABELS[name]),
                 "choices": _choices(name, counts.facets[name], filters.facet(name))}
                for name in FACETS]
@@ -329,12 +343,24 @@ def claim(question_id: int) -> ResponseReturnValue:
         question = None if won else db.get(Question, question_id)
         holder = question.claimed_by.name if question and question.claimed_by else None
         status = question.status if question else None
+        resident = None
+        if question is not None and question.caller_id is not None:
+            # Refused because another question of the resident is held by someone else?
+            resident = resident_holders(db, [question.caller_id], now,
+                                        lapse_before(now)).get(question.caller_id)
+            if resident is not None and (resident.question_id == question_id
+                                         or resident.user_id == account.id):
+                resident = None
     if won:
         return redirect(url_for("workspace.question", question_id=question_id), 303)
     if status is None:
         abort(404)
     if status == QUESTION_CLOSED:
         message = _("Question %(id)s is closed already.", id=question_id)
+    elif resident is not None:
+        message = _("%(name)s holds question %(other)s of the same resident and will answer "
+                    "question %(id)s in the same call. Please choose another one.",
+                    name=resident.name, other=resident.question_id, id=question_id)
     else:
         message = _("Question %(id)s is being handled by %(name)s. Please choose another one.",
                     id=question_id, name=holder or "—")

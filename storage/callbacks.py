@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 
 from sqlalchemy import ColumnElement, and_, exists, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from storage.models import (
     CALL_FINAL_STATUSES,
@@ -145,13 +145,16 @@ def is_live(attempt: CallbackAttempt, now: datetime) -> bool:
     return quiet_for < limit
 
 
-def has_live_attempt(now: datetime) -> ColumnElement[bool]:
-    """SQL about the Question in the statement: an attempt of its call is going on (is_live)."""
+def has_live_attempt(now: datetime,
+                     question_id: ColumnElement[int] | InstrumentedAttribute[int] = Question.id,
+                     ) -> ColumnElement[bool]:
+    """SQL about the Question in the statement (or the one question_id names, an alias's id):
+    an attempt of its call is going on (is_live)."""
     ringing = and_(CallbackAttempt.state.in_((CALLBACK_DIALING, CALLBACK_BRIDGING)),
                    CallbackAttempt.updated_at > now - RINGING_STALE)
     connected = and_(CallbackAttempt.state == CALLBACK_CONNECTED,
                      CallbackAttempt.updated_at > now - CONNECTED_STALE)
-    return exists().where(CallbackAttempt.question_id == Question.id, or_(ringing, connected))
+    return exists().where(CallbackAttempt.question_id == question_id, or_(ringing, connected))
 
 
 def live_attempt(session: Session, question_id: int, now: datetime) -> CallbackAttempt | None:

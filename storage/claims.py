@@ -9,17 +9,29 @@ first to commit and then finds the question claimed.
 A claim whose question has a live callback attempt (storage.callbacks.has_live_attempt) is not
 idle, however long since it was touched: Twilio's status callbacks only touch it when a leg
 changes, and a consultation can last longer than HOTLINE_CLAIM_IDLE_MINUTES.
+
+One resident, one consultant at a time: a question cannot be claimed while another question of
+the same caller is held by someone else (a live claim), so an elderly resident who called twice
+is not rung by two lawyers about one problem; the holder sees the other question on the page
+and takes it too. The caller's row is locked first (FOR UPDATE on PostgreSQL; SQLite's
+transactions are serial), so two claims on two questions of one resident are decided one after
+the other. The caller's row before the question's, as elsewhere: the SMS webhook upserts the
+caller before it adds to a question, retention locks the caller before its questions, and the
+voice webhooks do not lock the caller after a question.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import and_, case, or_, select, update
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import ColumnElement, and_, case, exists, or_, select, update
+from sqlalchemy.orm import Session, aliased, selectinload
+from sqlalchemy.orm.util import AliasedClass
 
 from storage.callbacks import has_live_attempt
-from storage.models import QUESTION_CLAIMED, QUESTION_WAITING, Question
+from storage.models import QUESTION_CLAIMED, QUESTION_WAITING, Caller, Question, User
 
 
 def _changed(result: object) -> int:
@@ -34,6 +46,9 @@ def claim_question(session: Session, question_id: int, user_id: int, now: dateti
     or when its holder has not touched it since lapse_before and no call for it is going on.
     Closed questions cannot be taken.
     """
+    caller_id = session.scalar(select(Question.caller_id).where(Question.id == question_id))
+    if caller_id is not None:
+        session.execute(select(Caller.id).where(Caller.id == caller_id).with_for_update())
     held_by_user = and_(Question.status == QUESTION_CLAIMED, Question.claimed_by_id == user_id)
     claimable = or_(
         Question.status == QUESTION_WAITING,
@@ -44,7 +59,8 @@ def claim_question(session: Session, question_id: int, user_id: int, now: dateti
     )
     result = session.execute(
         update(Question)
-        .where(Question.id == question_id, claimable)
+        .where(Question.id == question_id, claimable,
+               ~_resident_held_by_other(user_id, now, lapse_before))
         .values(
             status=QUESTION_CLAIMED,
             claimed_by_id=user_id,
@@ -55,6 +71,51 @@ def claim_question(session: Session, question_id: int, user_id: int, now: dateti
         .execution_options(synchronize_session=False)
     )
     return _changed(result) == 1
+
+
+def _live_claim(question: type[Question] | AliasedClass[Question], now: datetime,
+                lapse_before: datetime) -> ColumnElement[bool]:
+    """SQL: the question is held, and its claim has not lapsed."""
+    return and_(question.status == QUESTION_CLAIMED,
+                or_(question.claim_touched_at >= lapse_before,
+                    has_live_attempt(now, question.id)))
+
+
+def _resident_held_by_other(user_id: int, now: datetime,
+                            lapse_before: datetime) -> ColumnElement[bool]:
+    """SQL about the Question in the statement: another question of its caller is held by
+    someone other than the user."""
+    sibling = aliased(Question)
+    return exists().where(Question.caller_id.is_not(None),
+                          sibling.caller_id == Question.caller_id, sibling.id != Question.id,
+                          sibling.claimed_by_id != user_id,
+                          _live_claim(sibling, now, lapse_before))
+
+
+@dataclass(frozen=True)
+class ResidentHolder:
+    """Who holds one of a resident's questions: that question, and its holder."""
+
+    question_id: int
+    user_id: int
+    name: str
+
+
+def resident_holders(session: Session, caller_ids: Iterable[int], now: datetime,
+                     lapse_before: datetime) -> dict[int, ResidentHolder]:
+    """For each of these callers with a question held (a live claim), who holds it (the
+    earliest claim when several are held)."""
+    wanted = sorted(set(caller_ids))
+    if not wanted:
+        return {}
+    rows = session.execute(
+        select(Question.caller_id, Question.id, User.id, User.name)
+        .join(User, User.id == Question.claimed_by_id)
+        .where(Question.caller_id.in_(wanted), _live_claim(Question, now, lapse_before))
+        .order_by(Question.claimed_at.desc(), Question.id.desc())
+    ).all()
+    return {caller_id: ResidentHolder(question_id, user_id, name)
+            for caller_id, question_id, user_id, name in rows if caller_id is not None}
 
 
 def touch_claim(session: Session, question_id: int, user_id: int, now: datetime) -> bool:

@@ -16,7 +16,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.test import TestResponse
 
 from hotline.config import Settings
-from storage.claims import claim_question, lapse_claims, release_claim, touch_claim
+from storage.claims import (
+    claim_question,
+    lapse_claims,
+    release_claim,
+    resident_holders,
+    touch_claim,
+)
 from storage.db import unit_of_work
 from storage.models import (
     CALLBACK_BRIDGING,
@@ -28,6 +34,7 @@ from storage.models import (
     QUESTION_CLOSED,
     QUESTION_WAITING,
     CallbackAttempt,
+    Caller,
     Question,
     User,
 )
@@ -70,10 +77,11 @@ def people(session_factory: sessionmaker[Session]) -> tuple[int, int, int]:
 
 # -- storage ----------------------------------------------------------------------------------
 
-def test_two_consultants_claiming_at_the_same_moment_one_wins(
-        session_factory: sessionmaker[Session], people: tuple[int, int, int]) -> None:
-    a, b, question_id = people
-    barrier = threading.Barrier(2, timeout=30)
+def _claim_at_once(session_factory: sessionmaker[Session],
+                   claims: dict[int, int]) -> tuple[dict[int, bool], list[str]]:
+    """Each user (key) claims a question (value) in a transaction of their own, at the same
+    moment; return who won, and (on PostgreSQL) the questions' states each saw before."""
+    barrier = threading.Barrier(len(claims), timeout=30)
     postgres = session_factory.kw["bind"].dialect.name == "postgresql"
     seen: list[str] = []
     results: dict[int, bool] = {}
@@ -83,30 +91,97 @@ def test_two_consultants_claiming_at_the_same_moment_one_wins(
         try:
             with unit_of_work(session_factory) as session:
                 if postgres:
-                    # Both transactions are open and both see the question waiting before
+                    # Both transactions are open and both see the questions waiting before
                     # either updates: a read-then-write claim would let both win here.
-                    seen.append(_state(session, question_id)[0])
+                    seen.extend(_state(session, q)[0] for q in sorted(set(claims.values())))
                 # On SQLite the transaction's first statement takes the write lock (BEGIN
                 # IMMEDIATE), so the sessions meet before it and the database orders them.
                 barrier.wait()
-                results[user_id] = claim_question(session, question_id, user_id, NOW,
+                results[user_id] = claim_question(session, claims[user_id], user_id, NOW,
                                                   NOW - IDLE)
         except BaseException as error:  # re-raised in the test's thread
             errors.append(error)
 
-    threads = [threading.Thread(target=consultant, args=(user_id,)) for user_id in (a, b)]
+    threads = [threading.Thread(target=consultant, args=(user_id,)) for user_id in claims]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(60)
     if errors:
         raise errors[0]
-    if postgres:
+    return results, seen
+
+
+def test_two_consultants_claiming_at_the_same_moment_one_wins(
+        session_factory: sessionmaker[Session], people: tuple[int, int, int]) -> None:
+    a, b, question_id = people
+    results, seen = _claim_at_once(session_factory, {a: question_id, b: question_id})
+    if session_factory.kw["bind"].dialect.name == "postgresql":
         assert seen == [QUESTION_WAITING, QUESTION_WAITING]
     assert sorted(results.values()) == [False, True]
     [winner] = [user_id for user_id, won in results.items() if won]
     with unit_of_work(session_factory) as session:
         assert _state(session, question_id) == (QUESTION_CLAIMED, winner)
+
+
+def _resident(session: Session, phone: str = "+77011234567") -> int:
+    caller = Caller(phone=phone)
+    session.add(caller)
+    session.flush()
+    return caller.id
+
+
+def test_two_questions_of_one_resident_go_to_one_consultant_at_the_same_moment(
+        session_factory: sessionmaker[Session], people: tuple[int, int, int]) -> None:
+    """A resident who called twice is not rung by two lawyers: of two consultants claiming
+    the resident's two questions at once, one gets one, and the other is refused."""
+    a, b, _question_id = people
+    with unit_of_work(session_factory) as session:
+        resident = _resident(session)
+        first, second = _question(session, caller_id=resident), _question(
+            session, caller_id=resident)
+    results, seen = _claim_at_once(session_factory, {a: first, b: second})
+    if session_factory.kw["bind"].dialect.name == "postgresql":
+        assert seen == [QUESTION_WAITING] * 4
+    assert sorted(results.values()) == [False, True]
+    [winner] = [user_id for user_id, won in results.items() if won]
+    with unit_of_work(session_factory) as session:
+        won_question = first if winner == a else second
+        lost_question = second if winner == a else first
+        assert _state(session, won_question) == (QUESTION_CLAIMED, winner)
+        assert _state(session, lost_question) == (QUESTION_WAITING, None)
+        # The winner takes the other one too; the other consultant still cannot.
+        loser = b if winner == a else a
+        assert not claim_question(session, lost_question, loser, NOW, NOW - IDLE)
+        assert claim_question(session, lost_question, winner, NOW, NOW - IDLE)
+
+
+def test_a_residents_other_question_frees_up_when_the_claim_lapses_or_is_released(
+        session_factory: sessionmaker[Session], people: tuple[int, int, int]) -> None:
+    a, b, _question_id = people
+    with unit_of_work(session_factory) as session:
+        resident, other = _resident(session), _resident(session, "+77017654321")
+        first, second = _question(session, caller_id=resident), _question(
+            session, caller_id=resident)
+        elsewhere = _question(session, caller_id=other)
+        hidden, hidden_too = _question(session), _question(session)  # no number: not linked
+        assert claim_question(session, first, a, NOW, NOW - IDLE)
+        assert claim_question(session, hidden, a, NOW, NOW - IDLE)
+    with unit_of_work(session_factory) as session:
+        assert not claim_question(session, second, b, NOW, NOW - IDLE)
+        assert claim_question(session, elsewhere, b, NOW, NOW - IDLE)
+        assert claim_question(session, hidden_too, b, NOW, NOW - IDLE)
+        holders = resident_holders(session, [resident, other, 999], NOW, NOW - IDLE)
+        assert {k: (v.question_id, v.user_id) for k, v in holders.items()} == {
+            resident: (first, a), other: (elsewhere, b)}
+    later = NOW + IDLE + timedelta(minutes=1)  # a's claim went idle
+    with unit_of_work(session_factory) as session:
+        assert resident not in resident_holders(session, [resident], later, later - IDLE)
+        assert claim_question(session, second, b, later, later - IDLE)
+        assert release_claim(session, second, b)
+    with unit_of_work(session_factory) as session:
+        # Released: a, back at the first question, may take the second too.
+        assert claim_question(session, second, a, later, later - IDLE)
 
 
 def test_claiming_again_keeps_the_claim_and_touches_it(
@@ -309,6 +384,43 @@ def test_the_first_consultant_claims_and_the_second_is_refused(
     with db() as session:
         a_id = session.scalars(select(User.id).where(User.email == "a@example.kz")).one()
         assert _state(session, question_id) == (QUESTION_CLAIMED, a_id)
+
+
+def test_one_resident_one_consultant_in_the_queue_and_on_the_page(
+        app: Flask, db: Db, question_id: int) -> None:
+    """Aigerim holds a resident's question: Bolat sees their other question as hers and
+    cannot claim it; Aigerim is told on her page and takes it with one click."""
+    with db() as session:
+        resident = _resident(session)
+        first, second = _question(session, caller_id=resident), _question(
+            session, caller_id=resident)
+    a, b = _browser(app, "a@example.kz"), _browser(app, "b@example.kz")
+    assert a.claim(first).status_code == 303
+    queue = b.get("/queue").get_data(as_text=True)
+    held = f"Aigerim holds question {first} of this resident"
+    assert f'<td data-label="Claimed by">{held}</td>' in queue
+    assert f'action="/questions/{second}/claim"' not in queue
+    assert f'action="/questions/{question_id}/claim"' in queue  # another resident's: free
+    refused = b.claim(second)
+    assert refused.status_code == 409
+    assert (f"Aigerim holds question {first} of the same resident and will answer question "
+            f"{second} in the same call. Please choose another one.") in refused.get_data(
+                as_text=True)
+    # Aigerim's queue offers it to her, and her question's page says to take it too.
+    mine = a.get("/queue").get_data(as_text=True)
+    assert f"you hold question {first} of this resident" in mine
+    assert f'action="/questions/{second}/claim"' in mine
+    shown = a.get(f"/questions/{first}").get_data(as_text=True)
+    assert 'id="also-waiting"' in shown
+    assert f'action="/questions/{second}/claim"' in shown
+    # Bolat, looking at the first question, is not offered the second.
+    assert 'id="also-waiting"' not in b.get(f"/questions/{first}").get_data(as_text=True)
+    taken = a.post(f"/questions/{second}/claim", {"csrf_token": a.token(f"/questions/{first}")})
+    assert taken.status_code == 303
+    with db() as session:
+        a_id = session.scalars(select(User.id).where(User.email == "a@example.kz")).one()
+        assert _state(session, second) == (QUESTION_CLAIMED, a_id)
+    assert 'id="also-waiting"' not in a.get(f"/questions/{first}").get_data(as_text=True)
 
 
 def test_the_refusal_speaks_the_users_language(app: Flask, question_id: int) -> None:
