@@ -34,6 +34,7 @@ from hotline.workspace import (
     topic_title,
 )
 from storage import audit
+from storage.callbacks import talks_without_outcome
 from storage.claims import ResidentHolder, claim_question, resident_holders
 from storage.db import unit_of_work
 from storage.models import (
@@ -49,6 +50,7 @@ from storage.models import (
     QUESTION_CLOSED,
     ROLE_CONSULTANT,
     ROLE_COORDINATOR,
+    CallbackAttempt,
     Question,
     utcnow,
 )
@@ -157,7 +159,8 @@ def _holder(question: Question, user_id: int, lapsed: datetime) -> tuple[str, bo
     return question.claimed_by.name, False
 
 
-def _badges(question: Question, now: datetime) -> list[Badge]:
+def _badges(question: Question, now: datetime,
+            talk: CallbackAttempt | None = None) -> list[Badge]:
     badges = []
     if question.status == QUESTION_CLOSED:
         if question.close_reason:
@@ -175,6 +178,13 @@ def _badges(question: Question, now: datetime) -> list[Badge]:
     if question.next_callback_at is not None and question.next_callback_at > now:
         badges.append(Badge("retry", str(_("retry at %(time)s",
                                            time=_clock(question.next_callback_at, now)))))
+    if talk is not None and not (question.status == QUESTION_CLAIMED
+                                 and question.claimed_by_id == talk.consultant_id):
+        # Someone talked with the resident and wrote no outcome (their claim lapsed or was
+        # released): the next consultant reads the notes, or asks them, before calling again.
+        badges.append(Badge("talked", str(_("%(name)s talked with them at %(time)s; no "
+                                            "outcome written", name=talk.consultant.name,
+                                            time=_clock(talk.created_at, now)))))
     return badges
 
 
@@ -188,7 +198,7 @@ def _region(region: str | None) -> str:
 
 
 def _row(question: Question, user_id: int, lapsed: datetime, now: datetime,
-         residents: dict[int, ResidentHolder]) -> QueueRow:
+         residents: dict[int, ResidentHolder], talks: dict[int, CallbackAttempt]) -> QueueRow:
     holder, claimable = _holder(question, user_id, lapsed)
     resident = residents.get(question.caller_id) if question.caller_id is not None else None
     if claimable and resident is not None and resident.question_id != question.id:
@@ -208,7 +218,7 @@ def _row(question: Question, user_id: int, lapsed: datetime, now: datetime,
         id=question.id,
         waited=shown,
         received=local_time(question.created_at),
-        badges=_badges(question, now),
+        badges=_badges(question, now, talks.get(question.id)),
         language=_language(question.language),
         topic=topic_title(question.topic),
         channel=str(CHANNELS.get(question.channel, question.channel)),
@@ -300,7 +310,9 @@ def queue() -> ResponseReturnValue:
         residents = resident_holders(
             db, (q.caller_id for q in found.questions
                  if q.caller_id is not None and q.status != QUESTION_CLOSED), now, lapsed)
-        rows = [_row(q, user_id, lapsed, now, residents) for q in found.questions]
+        talks = talks_without_outcome(db, (q.id for q in found.questions
+                                           if q.status != QUESTION_CLOSED))
+        rows = [_row(q, user_id, lapsed, now, residents, talks) for q in found.questions]
     selects = [{"name": name, "label": str(FACET_LABELS[name]),
                 "choices": _choices(name, counts.facets[name], filters.facet(name))}
                for name in FACETS]

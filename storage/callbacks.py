@@ -22,12 +22,14 @@ by other means (apply_outcome); a call Twilio refused does not count.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 
-from sqlalchemy import ColumnElement, and_, exists, or_, select
-from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy import ColumnElement, and_, exists, func, or_, select
+from sqlalchemy.orm import InstrumentedAttribute, Session, selectinload
 
+from storage.audit import OUTCOME as OUTCOME_EVENT
 from storage.models import (
     CALL_FINAL_STATUSES,
     CALLBACK_BRIDGING,
@@ -45,6 +47,7 @@ from storage.models import (
     OUTCOMES,
     QUESTION_CLOSED,
     QUESTION_WAITING,
+    AuditEvent,
     CallbackAttempt,
     Question,
 )
@@ -134,6 +137,37 @@ def attempts_of(session: Session, question_id: int) -> list[CallbackAttempt]:
         select(CallbackAttempt).where(CallbackAttempt.question_id == question_id)
         .order_by(CallbackAttempt.created_at.desc(), CallbackAttempt.id.desc())
     ))
+
+
+def talks_without_outcome(session: Session,
+                          question_ids: Iterable[int]) -> dict[int, CallbackAttempt]:
+    """For each of these questions whose newest attempt reached the resident (a talk of some
+    seconds) but has no outcome, and no outcome was recorded for the question after it (by
+    someone who called by other means: the audit log's "outcome"), that attempt, with its
+    consultant: a conversation whose result nobody wrote down (the claim lapsed or was
+    released), for the next consultant to know."""
+    wanted = sorted(set(question_ids))
+    if not wanted:
+        return {}
+    newest: dict[int, CallbackAttempt] = {}
+    for attempt in session.scalars(
+            select(CallbackAttempt).where(CallbackAttempt.question_id.in_(wanted))
+            .options(selectinload(CallbackAttempt.consultant))
+            .order_by(CallbackAttempt.created_at, CallbackAttempt.id)):
+        newest[attempt.question_id] = attempt
+    talks = {question_id: attempt for question_id, attempt in newest.items()
+             if attempt.duration and attempt.outcome is None}
+    if not talks:
+        return {}
+    outcomes: dict[int | None, datetime] = {
+        question_id: at for question_id, at in session.execute(
+            select(AuditEvent.question_id, func.max(AuditEvent.at))
+            .where(AuditEvent.question_id.in_(sorted(talks)),
+                   AuditEvent.action == OUTCOME_EVENT)
+            .group_by(AuditEvent.question_id))}
+    return {question_id: attempt for question_id, attempt in talks.items()
+            if question_id not in outcomes
+            or ensure_utc(outcomes[question_id]) < ensure_utc(attempt.created_at)}
 
 
 def is_live(attempt: CallbackAttempt, now: datetime) -> bool:

@@ -1151,3 +1151,32 @@ def test_the_final_sms_text_must_carry_its_placeholders(tmp_path: Path) -> None:
     with pytest.raises(ContentError) as error:
         load_content(folder)
     assert error.value.problems == ["ru.yaml: prompts.sms.callback_failed: must contain {number}"]
+
+
+def test_a_talk_without_an_outcome_is_shown_in_the_queue(app: Flask, db: Db, lawyer: Consultant,
+                                                         question_id: int) -> None:
+    """A consultant talked with the resident and released the question without writing what
+    came of it: the next consultant sees so before calling the resident again."""
+    lawyer.claim(question_id)
+    talked_at = datetime.now(UTC).replace(microsecond=0)
+    with db() as session:
+        consultant_id = session.scalars(select(User.id)).one()
+        session.add(CallbackAttempt(question_id=question_id, consultant_id=consultant_id,
+                                    state="ended", duration=95, created_at=talked_at,
+                                    updated_at=talked_at, ended_at=talked_at))
+    add_account(app, "other@example.kz", name="Dana")
+    other = Consultant(app, "other@example.kz")
+    said = (f"Aigerim Nurlanovna talked with them at "
+            f"{talked_at.astimezone(ALMATY):%H:%M}; no outcome written")
+    # While she still holds it (writing the outcome now), nobody is told.
+    assert said not in other.browser.get("/queue?status=claimed").get_data(as_text=True)
+    lawyer.browser.post(f"/questions/{question_id}/release", {"csrf_token": lawyer.token()})
+    queue = other.browser.get("/queue")
+    assert queue.status_code == 200
+    assert said in queue.get_data(as_text=True)
+    russian = other.browser.get("/queue?lang=ru").get_data(as_text=True)
+    assert "говорил(а) с жителем в" in russian
+    # Once an outcome is written (by whoever calls next), the note goes.
+    assert other.claim(question_id).status_code == 303
+    assert other.outcome(question_id, "follow_up", "ЦОН").status_code == 303
+    assert said not in other.browser.get("/queue").get_data(as_text=True)
