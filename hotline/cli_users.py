@@ -89,7 +89,7 @@ def _change(email: str, *, name: str | None = None, role: str | None = None,
     if not changes:
         click.echo(f"{email}: nothing to change")
         return
-    words = [f"{key} {'changed' if key == 'phone' and value else value}"
+    words = [f"phone {'changed' if value else 'removed'}" if key == "phone" else f"{key} {value}"
              for key, value in changes.items()]
     click.echo(f"{email}: " + ", ".join(words))
 
@@ -129,11 +129,14 @@ def users_password(email: str) -> None:
     """Set a new password (asked twice, hidden); sessions opened with the old one end."""
     rt = _runtime()
     try:
+        # Asked outside any transaction: on SQLite an open one holds the database's write lock,
+        # and every call and SMS would wait while the password is typed.
+        with unit_of_work(rt.sessions) as session:
+            email = find_user(session, email).email
+        password = click.prompt(f"New password for {email} (at least {MIN_PASSWORD_LENGTH} "
+                                "characters)", hide_input=True, confirmation_prompt=True)
         with unit_of_work(rt.sessions) as session:
             user = find_user(session, email)
-            password = click.prompt(f"New password for {user.email} (at least "
-                                    f"{MIN_PASSWORD_LENGTH} characters)", hide_input=True,
-                                    confirmation_prompt=True)
             set_password(session, user, password)
             audit.record(session, None, audit.ACCOUNT, account=user.email, password=True,
                          via="cli")

@@ -358,11 +358,9 @@ def claim(question_id: int) -> ResponseReturnValue:
         resident = None
         if question is not None and question.caller_id is not None:
             # Refused because another question of the resident is held by someone else?
-            resident = resident_holders(db, [question.caller_id], now,
-                                        lapse_before(now)).get(question.caller_id)
-            if resident is not None and (resident.question_id == question_id
-                                         or resident.user_id == account.id):
-                resident = None
+            resident = resident_holders(
+                db, [question.caller_id], now, lapse_before(now), other_than_user=account.id,
+                other_than_question=question_id).get(question.caller_id)
     if won:
         return redirect(url_for("workspace.question", question_id=question_id), 303)
     if status is None:

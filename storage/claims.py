@@ -48,14 +48,16 @@ def claim_question(session: Session, question_id: int, user_id: int, now: dateti
     """
     caller_id = session.scalar(select(Question.caller_id).where(Question.id == question_id))
     if caller_id is not None:
-        session.execute(select(Caller.id).where(Caller.id == caller_id).with_for_update())
+        # FOR NO KEY UPDATE: claims on one resident's questions wait for each other, but rows
+        # that only point to the caller (an SMS queued, a question stored) are not held up, so
+        # a consultant answering by SMS while another claims cannot deadlock with them.
+        session.execute(select(Caller.id).where(Caller.id == caller_id)
+                        .with_for_update(key_share=True))
     held_by_user = and_(Question.status == QUESTION_CLAIMED, Question.claimed_by_id == user_id)
     claimable = or_(
         Question.status == QUESTION_WAITING,
         held_by_user,
-        and_(Question.status == QUESTION_CLAIMED,
-             or_(Question.claim_touched_at.is_(None), Question.claim_touched_at < lapse_before),
-             ~has_live_attempt(now)),
+        and_(Question.status == QUESTION_CLAIMED, _lapsed(now, lapse_before)),
     )
     result = session.execute(
         update(Question)
@@ -70,7 +72,28 @@ def claim_question(session: Session, question_id: int, user_id: int, now: dateti
         )
         .execution_options(synchronize_session=False)
     )
-    return _changed(result) == 1
+    won = _changed(result) == 1
+    if won and caller_id is not None:
+        # The resident is this user's now: someone else's lapsed claims on their other
+        # questions end here, or touching one (touch_claim) would bring it back to life and
+        # the resident would have two consultants after all.
+        session.execute(
+            update(Question)
+            .where(Question.caller_id == caller_id, Question.id != question_id,
+                   Question.status == QUESTION_CLAIMED, Question.claimed_by_id != user_id,
+                   _lapsed(now, lapse_before))
+            .values(**_UNCLAIMED)
+            .execution_options(synchronize_session=False)
+        )
+    return won
+
+
+def _lapsed(now: datetime, lapse_before: datetime) -> ColumnElement[bool]:
+    """SQL about the (claimed) Question in the statement: its claim was not touched since
+    lapse_before, and no call for it is going on."""
+    return and_(or_(Question.claim_touched_at.is_(None),
+                    Question.claim_touched_at < lapse_before),
+                ~has_live_attempt(now))
 
 
 def _live_claim(question: type[Question] | AliasedClass[Question], now: datetime,
@@ -102,18 +125,24 @@ class ResidentHolder:
 
 
 def resident_holders(session: Session, caller_ids: Iterable[int], now: datetime,
-                     lapse_before: datetime) -> dict[int, ResidentHolder]:
+                     lapse_before: datetime, *, other_than_user: int | None = None,
+                     other_than_question: int | None = None) -> dict[int, ResidentHolder]:
     """For each of these callers with a question held (a live claim), who holds it (the
-    earliest claim when several are held)."""
+    earliest claim when several are held), leaving out one user's claims and one question."""
     wanted = sorted(set(caller_ids))
     if not wanted:
         return {}
-    rows = session.execute(
+    statement = (
         select(Question.caller_id, Question.id, User.id, User.name)
         .join(User, User.id == Question.claimed_by_id)
         .where(Question.caller_id.in_(wanted), _live_claim(Question, now, lapse_before))
         .order_by(Question.claimed_at.desc(), Question.id.desc())
-    ).all()
+    )
+    if other_than_user is not None:
+        statement = statement.where(Question.claimed_by_id != other_than_user)
+    if other_than_question is not None:
+        statement = statement.where(Question.id != other_than_question)
+    rows = session.execute(statement).all()
     return {caller_id: ResidentHolder(question_id, user_id, name)
             for caller_id, question_id, user_id, name in rows if caller_id is not None}
 
@@ -169,9 +198,7 @@ def lapse_claims(session: Session, lapse_before: datetime, now: datetime | None 
     now = now or datetime.now(UTC)
     result = session.execute(
         update(Question)
-        .where(Question.status == QUESTION_CLAIMED,
-               or_(Question.claim_touched_at.is_(None), Question.claim_touched_at < lapse_before),
-               ~has_live_attempt(now))
+        .where(Question.status == QUESTION_CLAIMED, _lapsed(now, lapse_before))
         .values(**_UNCLAIMED)
         .execution_options(synchronize_session=False)
     )

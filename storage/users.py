@@ -9,7 +9,7 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ColumnElement
 
@@ -98,9 +98,12 @@ def find_user(session: Session, email: str) -> User:
 
 
 def _last_coordinator(session: Session, user: User) -> bool:
-    others = session.scalar(select(func.count(User.id)).where(
-        User.role == ROLE_COORDINATOR, User.active.is_(True), User.id != user.id))
-    return user.role == ROLE_COORDINATOR and user.active and not others
+    """Whether the user is the only active coordinator. The active coordinators' rows are
+    locked first (PostgreSQL; SQLite's transactions are serial): two coordinators closing each
+    other at the same moment are decided one after the other, and the second is refused."""
+    active = session.scalars(select(User.id).where(
+        User.role == ROLE_COORDINATOR, User.active.is_(True)).with_for_update()).all()
+    return user.role == ROLE_COORDINATOR and user.active and not set(active) - {user.id}
 
 
 def change_user(session: Session, user: User, *, name: str | None = None,
@@ -114,7 +117,7 @@ def change_user(session: Session, user: User, *, name: str | None = None,
     UserError on bad input, and where no active coordinator would be left to manage accounts.
     """
     changes: dict[str, Any] = {}
-    if name is not None and name.strip() != user.name:
+    if name is not None and name.strip()[:120] != user.name:
         if not name.strip():
             raise UserError("a name is needed", "name")
         changes["name"] = user.name = name.strip()[:120]

@@ -4,8 +4,12 @@ sessions at once and gives the questions they held back to the queue."""
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime
+from html.parser import HTMLParser
 
+import pytest
 from flask import Flask
 from sqlalchemy import select
 
@@ -19,6 +23,7 @@ from storage.models import (
     Question,
     User,
 )
+from storage.users import UserError, change_user, find_user
 from tests.workspace_support import PASSWORD, Browser, Db, page, users_cli
 
 NEW_PASSWORD = "a brand new one 7"
@@ -153,11 +158,47 @@ def test_a_new_password_ends_the_old_sessions(app: Flask, db: Db, consultant: st
 
 # -- the users page ---------------------------------------------------------------------------
 
-def _form(browser: Browser, user_id: int, **fields: str) -> dict[str, str]:
-    """The page's form for the account as it is, with some fields changed."""
-    inputs = page(browser.get(f"/admin/users/{user_id}")).inputs
-    form = {k: v for k, v in inputs.items() if k in ("csrf_token", "name", "phone")}
-    return {**form, "role": fields.pop("role", "consultant"), "active": "1", **fields}
+class Form(HTMLParser):
+    """What a browser sends for the page's form: no disabled controls, a checkbox only when
+    ticked, a select's chosen option (the hidden inputs of a coordinator's own account)."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.fields: dict[str, str] = {}
+        self._select: str | None = None
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        """Collect the successful controls."""
+        attributes = {name: value or "" for name, value in attrs}
+        if "disabled" in attributes:
+            return
+        name = attributes.get("name")
+        if tag == "input" and name:
+            if attributes.get("type") == "checkbox" and "checked" not in attributes:
+                return
+            self.fields[name] = attributes.get("value", "")
+        elif tag == "select" and name:
+            self._select = name
+        elif tag == "option" and self._select and "selected" in attributes:
+            self.fields[self._select] = attributes.get("value", "")
+
+    def handle_endtag(self, tag: str) -> None:
+        """Leave a select."""
+        if tag == "select":
+            self._select = None
+
+
+def _form(browser: Browser, user_id: int, **fields: str | None) -> dict[str, str]:
+    """What the browser sends from the account's page, with some fields changed (None: a box
+    unticked)."""
+    sent = Form(browser.get(f"/admin/users/{user_id}").get_data(as_text=True)).fields
+    for name, value in fields.items():
+        if value is None:
+            sent.pop(name, None)
+        else:
+            sent[name] = value
+    return sent
 
 
 def test_a_coordinator_changes_a_consultants_phone(app: Flask, db: Db, consultant: str,
@@ -208,8 +249,8 @@ def test_closing_an_account_on_the_page_logs_its_owner_out(app: Flask, db: Db,
     held = _held_question(db, target)
     browser = Browser(app, ip="203.0.113.8")
     browser.login(coordinator)
-    form = _form(browser, target)
-    del form["active"]  # the box unticked
+    assert _form(browser, target)["active"] == "1"  # ticked
+    form = _form(browser, target, active=None)  # the box unticked
     assert browser.post(f"/admin/users/{target}", form).status_code == 303
     assert lawyer.get("/queue").status_code == 302
     assert _status(db, held) == (QUESTION_WAITING, None)
@@ -224,21 +265,51 @@ def test_a_coordinator_does_not_lock_themselves_out(app: Flask, db: Db, consulta
     browser = Browser(app)
     browser.login(coordinator)
     me = _user(db, coordinator).id
-    form = _form(browser, me, role="coordinator")
-    del form["active"]
-    response = browser.post(f"/admin/users/{me}", form)
-    assert response.status_code == 400
-    assert page(response).errors == ["You cannot close your own account or change your own "
-                                     "role here. Ask another coordinator."]
-    demoted = browser.post(f"/admin/users/{me}", _form(browser, me, role="consultant"))
-    assert demoted.status_code == 400
-    assert _user(db, coordinator).active is True
-    assert _user(db, coordinator).role == "coordinator"
-    # Their own name and phone they may change.
-    renamed = browser.post(f"/admin/users/{me}",
-                           _form(browser, me, role="coordinator", name="Dana K."))
-    assert renamed.status_code == 303
+    # Their own page: the role and the box cannot be changed there; what the browser sends
+    # keeps both (hidden fields), so changing their own name works.
+    own = _form(browser, me, name="Dana K.")
+    assert (own["role"], own["active"]) == ("coordinator", "1")
+    assert browser.post(f"/admin/users/{me}", own).status_code == 303
     assert _user(db, coordinator).name == "Dana K."
+    # A form sent around the page is refused all the same.
+    for changed in ({"active": None}, {"role": "consultant"}):
+        response = browser.post(f"/admin/users/{me}", _form(browser, me, **changed))
+        assert response.status_code == 400, changed
+        assert page(response).errors == ["You cannot close your own account or change your "
+                                         "own role here. Ask another coordinator."]
+    user = _user(db, coordinator)
+    assert (user.active, user.role) == (True, "coordinator")
+
+
+def test_two_coordinators_closing_each_other_at_once_leave_one(app: Flask, db: Db,
+                                                                coordinator: str) -> None:
+    """The first closing is not committed yet when the second one checks: the second waits
+    for it (the coordinators' rows are locked) and then finds itself the last one."""
+    users_cli(app, ["add", "second@example.kz", "--role", "coordinator", "--name", "Second"],
+              input=f"{PASSWORD}\n{PASSWORD}\n")
+    changed = threading.Event()
+    errors: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            with db() as session:
+                change_user(session, find_user(session, "second@example.kz"), active=False)
+                changed.set()
+                time.sleep(0.5)  # the second closing starts meanwhile
+        except BaseException as exc:  # re-raised in the test's thread
+            errors.append(exc)
+            changed.set()
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert changed.wait(30)
+    with pytest.raises(UserError) as refused, db() as session:
+        change_user(session, find_user(session, coordinator), active=False)
+    thread.join(60)
+    assert not errors
+    assert refused.value.code == "last_coordinator"
+    assert _user(db, coordinator).active is True
+    assert _user(db, "second@example.kz").active is False
 
 
 def test_consultants_cannot_change_accounts(app: Flask, db: Db, consultant: str,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
@@ -36,6 +37,7 @@ from storage.models import (
     CallbackAttempt,
     Caller,
     Question,
+    SmsMessage,
     User,
 )
 from storage.users import hasher
@@ -133,27 +135,121 @@ def _resident(session: Session, phone: str = "+77011234567") -> int:
 
 def test_two_questions_of_one_resident_go_to_one_consultant_at_the_same_moment(
         session_factory: sessionmaker[Session], people: tuple[int, int, int]) -> None:
-    """A resident who called twice is not rung by two lawyers: of two consultants claiming
-    the resident's two questions at once, one gets one, and the other is refused."""
+    """A resident who called twice is not rung by two lawyers: while one consultant's claim on
+    the first question is not committed yet, another's claim on the second waits for it (the
+    caller's row is locked) and is then refused."""
     a, b, _question_id = people
     with unit_of_work(session_factory) as session:
         resident = _resident(session)
         first, second = _question(session, caller_id=resident), _question(
             session, caller_id=resident)
-    results, seen = _claim_at_once(session_factory, {a: first, b: second})
-    if session_factory.kw["bind"].dialect.name == "postgresql":
-        assert seen == [QUESTION_WAITING] * 4
-    assert sorted(results.values()) == [False, True]
-    [winner] = [user_id for user_id, won in results.items() if won]
+    claimed = threading.Event()
+    errors: list[BaseException] = []
+
+    def consultant_a() -> None:
+        try:
+            with unit_of_work(session_factory) as session:
+                assert claim_question(session, first, a, NOW, NOW - IDLE)
+                claimed.set()
+                time.sleep(0.5)  # b claims meanwhile
+        except BaseException as error:  # re-raised in the test's thread
+            errors.append(error)
+            claimed.set()
+
+    thread = threading.Thread(target=consultant_a)
+    thread.start()
+    assert claimed.wait(30)
     with unit_of_work(session_factory) as session:
-        won_question = first if winner == a else second
-        lost_question = second if winner == a else first
-        assert _state(session, won_question) == (QUESTION_CLAIMED, winner)
-        assert _state(session, lost_question) == (QUESTION_WAITING, None)
-        # The winner takes the other one too; the other consultant still cannot.
-        loser = b if winner == a else a
-        assert not claim_question(session, lost_question, loser, NOW, NOW - IDLE)
-        assert claim_question(session, lost_question, winner, NOW, NOW - IDLE)
+        won = claim_question(session, second, b, NOW, NOW - IDLE)
+    thread.join(60)
+    if errors:
+        raise errors[0]
+    assert won is False
+    with unit_of_work(session_factory) as session:
+        assert _state(session, first) == (QUESTION_CLAIMED, a)
+        assert _state(session, second) == (QUESTION_WAITING, None)
+        # a takes the other one too; b still cannot.
+        assert not claim_question(session, second, b, NOW, NOW - IDLE)
+        assert claim_question(session, second, a, NOW, NOW - IDLE)
+
+
+def test_a_residents_question_on_a_call_blocks_the_others_however_idle(
+        session_factory: sessionmaker[Session], people: tuple[int, int, int]) -> None:
+    """a's claim was touched long ago, but a call about it is going on: the resident is a's."""
+    a, b, _question_id = people
+    later = NOW + IDLE * 3
+    with unit_of_work(session_factory) as session:
+        resident = _resident(session)
+        first, second = _question(session, caller_id=resident), _question(
+            session, caller_id=resident)
+        assert claim_question(session, first, a, NOW, NOW - IDLE)
+        session.add(CallbackAttempt(question_id=first, consultant_id=a,
+                                    state=CALLBACK_CONNECTED, created_at=later,
+                                    updated_at=later))
+    with unit_of_work(session_factory) as session:
+        assert not claim_question(session, second, b, later, later - IDLE)
+        assert resident_holders(session, [resident], later, later - IDLE)[resident].user_id == a
+
+
+def test_a_claim_waiting_on_the_holder_does_not_deadlock_with_their_sms(
+        session_factory: sessionmaker[Session], people: tuple[int, int, int]) -> None:
+    """a comes back to a question whose claim had gone idle and sends the resident an SMS (a
+    row pointing to the caller); b's claim, made meanwhile, sees the claim lapsed, locks the
+    caller and waits for the question's row. The caller's lock lets the SMS row in (FOR NO
+    KEY UPDATE), so neither is aborted as a deadlock, and a keeps the question."""
+    a, b, _question_id = people
+    later = NOW + IDLE * 2
+    with unit_of_work(session_factory) as session:
+        resident = _resident(session)
+        question = _question(session, caller_id=resident)
+        assert claim_question(session, question, a, NOW, NOW - IDLE)
+    touched = threading.Event()
+    errors: list[BaseException] = []
+
+    def holder() -> None:
+        try:
+            with unit_of_work(session_factory) as session:
+                assert touch_claim(session, question, a, later)  # the question's row locked
+                touched.set()
+                time.sleep(0.5)  # b's claim locks the caller and waits for the question
+                session.add(SmsMessage(direction="out", caller_id=resident, phone="+7701",
+                                       body="Сәлеметсіз бе", question_id=question,
+                                       status="queued"))
+        except BaseException as error:  # re-raised in the test's thread
+            errors.append(error)
+            touched.set()
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    assert touched.wait(30)
+    with unit_of_work(session_factory) as session:
+        assert not claim_question(session, question, b, later, later - IDLE)
+    thread.join(60)
+    if errors:
+        raise errors[0]
+    with unit_of_work(session_factory) as session:
+        assert _state(session, question) == (QUESTION_CLAIMED, a)
+        assert len(session.scalars(select(SmsMessage)).all()) == 1
+
+
+def test_claiming_a_residents_question_ends_others_lapsed_claims_on_the_rest(
+        session_factory: sessionmaker[Session], people: tuple[int, int, int]) -> None:
+    """a's claim on the first question lapsed (still marked claimed); b claims the second: a's
+    lapsed claim ends there, so a touching the first cannot bring it back."""
+    a, b, _question_id = people
+    later = NOW + IDLE + timedelta(minutes=1)
+    with unit_of_work(session_factory) as session:
+        resident = _resident(session)
+        first, second = _question(session, caller_id=resident), _question(
+            session, caller_id=resident)
+        elsewhere = _question(session)
+        assert claim_question(session, first, a, NOW, NOW - IDLE)
+        assert claim_question(session, elsewhere, a, NOW, NOW - IDLE)
+    with unit_of_work(session_factory) as session:
+        assert claim_question(session, second, b, later, later - IDLE)
+        assert _state(session, first) == (QUESTION_WAITING, None)
+        assert not touch_claim(session, first, a, later)
+        assert _state(session, elsewhere) == (QUESTION_CLAIMED, a)  # another resident's
 
 
 def test_a_residents_other_question_frees_up_when_the_claim_lapses_or_is_released(
