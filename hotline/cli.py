@@ -43,11 +43,13 @@ def main() -> None:
 
 def _register_subcommands() -> None:
     from hotline.cli_audio import audio
+    from hotline.cli_backup import backup
     from hotline.cli_models import models
     from hotline.cli_retention import retention
     from hotline.cli_users import users
 
     main.add_command(audio)
+    main.add_command(backup)
     main.add_command(models)
     main.add_command(retention)
     main.add_command(users)

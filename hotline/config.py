@@ -101,6 +101,10 @@ class Settings:
     # Recordings that no webhook stored are looked for in Twilio's list over this many hours
     # (hotline.recording_catchup); 0 turns it off.
     recording_catchup_hours: int = 24
+    # Nightly backups (hotline.backup) into this folder, the newest backup_keep kept; None: the
+    # worker makes none (`hotline backup --to DIR` still works).
+    backup_dir: Path | None = None
+    backup_keep: int = 7
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -157,6 +161,9 @@ class Settings:
             callback_attempts=int(env.get("HOTLINE_CALLBACK_ATTEMPTS", "3")),
             audio_store=env.get("HOTLINE_AUDIO_STORE", "folder").strip().lower() or "folder",
             recording_catchup_hours=int(env.get("HOTLINE_RECORDING_CATCHUP_HOURS", "24")),
+            backup_dir=(Path(env["HOTLINE_BACKUP_DIR"]).resolve()
+                        if env.get("HOTLINE_BACKUP_DIR", "").strip() else None),
+            backup_keep=int(env.get("HOTLINE_BACKUP_KEEP", "7")),
         )
 
     def override(self, **changes: Any) -> Settings:

@@ -20,6 +20,7 @@ from huey import Huey, PriorityRedisHuey, SqliteHuey, crontab
 from huey.exceptions import RetryTask
 from huey.storage import RedisStorage
 
+from hotline.backup import BackupError, make_backup
 from hotline.cli_retention import run_retention
 from hotline.config import Settings
 from hotline.outbound_sms import messages_to_send, send_sms
@@ -185,3 +186,19 @@ def retention_job() -> tuple[int, int]:
     outcome = run_retention(current_runtime()).outcome
     assert outcome is not None
     return outcome.recordings_deleted, outcome.callers_pseudonymised
+
+
+@huey.periodic_task(crontab(hour="22", minute="0"),  # type: ignore[untyped-decorator]
+                    priority=PERIODIC_PRIORITY)
+def backup_job() -> str | None:
+    """Every night (03:00 Almaty, after retention): a snapshot into HOTLINE_BACKUP_DIR, when
+    it is set (hotline.backup); the snapshot's folder, or None."""
+    settings = current_runtime().settings
+    if settings.backup_dir is None:
+        return None
+    try:
+        snapshot = make_backup(settings, settings.backup_dir, keep=settings.backup_keep)
+    except (BackupError, OSError):
+        log.exception("the nightly backup failed; the next night tries again")
+        return None
+    return str(snapshot.path)

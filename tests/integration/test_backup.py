@@ -1,0 +1,213 @@
+"""Backups: `hotline backup` and the nightly job write a snapshot that restores to a working
+hotline (the questions, their audio, people's prompt recordings, the pseudonym key), on SQLite
+while another connection is writing, and on PostgreSQL with pg_dump/pg_restore."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import sqlite3
+import subprocess
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from psycopg import sql
+from sqlalchemy import select, text
+
+from hotline import jobs
+from hotline.backup import BackupError, make_backup, snapshots
+from hotline.config import Settings
+from storage.models import Caller, Question, Recording, utcnow
+from tests.conftest import POSTGRES_SERVER, _postgres_admin
+from tests.support import run_cli, runtime
+from tests.workspace_support import Db
+
+AUDIO_KEY = "recordings/2026/12/RE0001.wav"
+AUDIO = b"RIFF" + bytes(range(256)) * 40
+PROMPT = "kk/menu.main.wav"
+
+
+@pytest.fixture
+def stored(app: Flask, db: Db, settings: Settings) -> int:
+    """A question with its recording's audio stored, a person's prompt recording, the key."""
+    runtime(app).audio.put(AUDIO_KEY, AUDIO)
+    prompt = settings.prompts_dir / PROMPT
+    prompt.parent.mkdir(parents=True, exist_ok=True)
+    prompt.write_bytes(b"RIFF prompt")
+    prompt.with_suffix(".txt").write_text("Негізгі мәзір")
+    settings.ensure_secret_key()
+    with db() as session:
+        question = Question(channel="voice", language="kk", topic="pension",
+                            caller=Caller(phone="+77011234567"))
+        question.recording = Recording(recording_sid="RE0001", call_sid="CA0001",
+                                       source_url="https://api.twilio.com/x",
+                                       file_path=AUDIO_KEY, download_state="stored")
+        session.add(question)
+        session.flush()
+        return question.id
+
+
+@pytest.fixture
+def restored_postgres() -> Iterator[str]:
+    """An empty PostgreSQL database to restore a dump into."""
+    name = f"hotline_restore_{secrets.token_hex(6)}"
+    with _postgres_admin() as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield name
+    with _postgres_admin() as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(name)))
+
+
+def _restore(snapshot: Path, settings: Settings, tmp_path: Path,
+             request: pytest.FixtureRequest) -> Settings:
+    """Do what README "Backups" says: a new data folder from the snapshot, the database back."""
+    data = tmp_path / "restored"
+    data.mkdir()
+    for name in ("audio", "prompts"):
+        if (snapshot / name).exists():
+            shutil.copytree(snapshot / name, data / name)
+    shutil.copyfile(snapshot / "secret_key", data / "secret_key")
+    if settings.database_url.startswith("sqlite"):
+        shutil.copyfile(snapshot / "hotline.sqlite3", data / "hotline.sqlite3")
+        url = f"sqlite:///{data / 'hotline.sqlite3'}"
+    else:
+        name = request.getfixturevalue("restored_postgres")
+        subprocess.run(["pg_restore", "--no-owner", "-h", "127.0.0.1", "-U", "postgres",
+                        "-d", name, str(snapshot / "hotline.pgdump")], check=True)
+        url = POSTGRES_SERVER + name
+    return settings.override(data_dir=data, database_url=url)
+
+
+def test_a_snapshot_restores_to_a_working_hotline(
+        app: Flask, db: Db, settings: Settings, stored: int, tmp_path: Path,
+        make_app: Callable[[Settings], Flask], request: pytest.FixtureRequest) -> None:
+    result = run_cli(app, ["backup", "--to", str(tmp_path / "backups")])
+    assert result.exit_code == 0, result.output
+    [snapshot] = snapshots(tmp_path / "backups")
+    assert f"snapshot: {snapshot}" in result.output
+    assert "files: 3 copied" in result.output  # the audio, the prompt and its text
+    assert "secret_key: copied" in result.output
+    assert (snapshot / "secret_key").stat().st_mode & 0o777 == 0o600
+    manifest = (snapshot / "MANIFEST.txt").read_text()
+    if settings.database_url.startswith("sqlite"):
+        assert "database: sqlite, 1 questions" in manifest
+    else:
+        assert "database: postgresql" in manifest
+    # Something happens after the backup: it is not in the restored hotline.
+    with db() as session:
+        session.add(Question(channel="sms", language="ru", text="после копии"))
+    restored = make_app(_restore(snapshot, settings, tmp_path, request))
+    rt = runtime(restored)
+    with rt.sessions() as session:
+        questions = session.scalars(select(Question)).all()
+        assert [(q.id, q.topic) for q in questions] == [(stored, "pension")]
+        assert questions[0].caller is not None
+        assert questions[0].caller.phone == "+77011234567"
+    assert rt.audio.read(AUDIO_KEY) == AUDIO
+    assert (rt.settings.prompts_dir / PROMPT).read_bytes() == b"RIFF prompt"
+    assert (rt.settings.prompts_dir / "kk/menu.main.txt").read_text() == "Негізгі мәзір"
+    assert rt.pseudonym_key == runtime(app).pseudonym_key
+
+
+def test_sqlite_is_copied_whole_while_another_connection_writes(
+        app: Flask, settings: Settings, stored: int, tmp_path: Path) -> None:
+    if not settings.database_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL: pg_dump reads one snapshot by design")
+    database = settings.database_url.removeprefix("sqlite:///")
+    writer = sqlite3.connect(database, isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute("INSERT INTO questions (channel, status, transcription_state, "
+                       "repeat_caller, urgent, callback_attempts, created_at, priority_at) "
+                       "SELECT channel, status, transcription_state, repeat_caller, urgent, "
+                       "callback_attempts, created_at, priority_at FROM questions")
+        # The write is not committed: the copy is the database without it, and is whole.
+        snapshot = make_backup(settings, tmp_path / "backups", keep=3)
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    assert snapshot.questions == 1
+    copy = sqlite3.connect(snapshot.path / "hotline.sqlite3")
+    try:
+        assert copy.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert copy.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+    finally:
+        copy.close()
+    assert not (snapshot.path / "hotline.sqlite3-wal").exists()
+
+
+def test_unchanged_files_are_linked_and_old_snapshots_go(
+        app: Flask, settings: Settings, stored: int, tmp_path: Path) -> None:
+    folder = tmp_path / "backups"
+    first = make_backup(settings, folder, keep=2, now=utcnow() - timedelta(days=2))
+    assert (first.files_copied, first.files_linked) == (3, 0)
+    runtime(app).audio.put("recordings/2026/12/RE0002.wav", AUDIO + b"new")
+    second = make_backup(settings, folder, keep=2, now=utcnow() - timedelta(days=1))
+    assert (second.files_copied, second.files_linked) == (1, 3)
+    assert ((second.path / "audio" / AUDIO_KEY).stat().st_ino
+            == (first.path / "audio" / AUDIO_KEY).stat().st_ino)  # one copy on the disk
+    # Retention deleted a recording meanwhile: the next snapshots no longer hold it, and the
+    # oldest snapshot beyond keep goes.
+    runtime(app).audio.delete(AUDIO_KEY)
+    third = make_backup(settings, folder, keep=2)
+    assert not (third.path / "audio" / AUDIO_KEY).exists()
+    assert third.removed == [first.path]
+    assert snapshots(folder) == [second.path, third.path]
+
+
+def test_a_failed_backup_leaves_no_snapshot(app: Flask, settings: Settings, stored: int,
+                                            tmp_path: Path) -> None:
+    folder = tmp_path / "backups"
+    broken = settings.override(
+        database_url=("sqlite:///" + str(tmp_path / "missing.sqlite3"))
+        if settings.database_url.startswith("sqlite") else
+        POSTGRES_SERVER + "hotline_no_such_database")
+    with pytest.raises(BackupError):
+        make_backup(broken, folder, keep=3)
+    assert list(folder.iterdir()) == []  # neither a snapshot nor a partial folder
+    refused = run_cli(app, ["backup", "--to", str(settings.data_dir / "backups")])
+    assert refused.exit_code == 1
+    assert "is inside the data folder" in refused.output
+    nowhere = run_cli(app, ["backup"])
+    assert nowhere.exit_code == 1
+    assert "--to DIR, or set HOTLINE_BACKUP_DIR" in nowhere.output
+
+
+def test_the_nightly_job_backs_up_when_a_folder_is_set(
+        make_app: Callable[[Settings], Flask], settings: Settings, tmp_path: Path) -> None:
+    task = jobs.backup_job.task_class()
+    assert task.validate_datetime(datetime(2026, 3, 1, 22, 0))  # 03:00 in Almaty
+    assert not task.validate_datetime(datetime(2026, 3, 1, 21, 30))
+    make_app(settings)
+    assert jobs.backup_job.call_local() is None  # no HOTLINE_BACKUP_DIR: none made
+    folder = tmp_path / "nightly"
+    make_app(settings.override(backup_dir=folder, backup_keep=2))
+    made = jobs.backup_job.call_local()
+    assert snapshots(folder) == [Path(made)]
+    assert Settings.from_env({"HOTLINE_BACKUP_DIR": str(folder),
+                              "HOTLINE_BACKUP_KEEP": "14"}).backup_keep == 14
+    assert Settings.from_env({}).backup_dir is None
+
+
+def test_the_database_copy_has_every_table(app: Flask, settings: Settings, stored: int,
+                                          tmp_path: Path) -> None:
+    """The copy is the whole schema (Alembic's version too), not only the questions."""
+    snapshot = make_backup(settings, tmp_path / "backups", keep=1)
+    with runtime(app).engine.connect() as live:
+        version = live.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
+    if settings.database_url.startswith("sqlite"):
+        copy = sqlite3.connect(snapshot.path / "hotline.sqlite3")
+        try:
+            assert copy.execute("SELECT version_num FROM alembic_version").fetchone() == (
+                version,)
+        finally:
+            copy.close()
+    else:
+        listing = subprocess.run(["pg_restore", "--list", str(snapshot.path / "hotline.pgdump")],
+                                 capture_output=True, text=True, check=True).stdout
+        assert "TABLE DATA public alembic_version" in listing
+        assert "TABLE DATA public questions" in listing
