@@ -7,7 +7,9 @@ STAMP := $(VENV)/.installed
 # espeak-ng renders Kazakh prompts and test speech; sox (with MP3 output for the MP3 tests) and
 # ffmpeg convert audio. chromium (with a font that has Cyrillic and Kazakh letters) runs the
 # browser tests in tests/browser/, driven by the playwright package from the dev extra.
-APT_PACKAGES := espeak-ng sox libsox-fmt-base libsox-fmt-mp3 ffmpeg chromium fonts-dejavu-core
+# postgresql-client: pg_dump and pg_restore for `hotline backup` on PostgreSQL and its tests.
+APT_PACKAGES := espeak-ng sox libsox-fmt-base libsox-fmt-mp3 ffmpeg chromium fonts-dejavu-core \
+	postgresql-client
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PORT ?= 5000
 export PORT
