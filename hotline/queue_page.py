@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import abort, redirect, render_template, request, url_for
+from flask import abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
@@ -35,7 +35,7 @@ from hotline.workspace import (
 )
 from storage import audit
 from storage.callbacks import talks_without_outcome
-from storage.claims import ResidentHolder, claim_question, resident_holders
+from storage.claims import ResidentHolder, claim_next, claim_question, resident_holders
 from storage.db import unit_of_work
 from storage.models import (
     CHANNEL_SMS,
@@ -319,6 +319,8 @@ def queue() -> ResponseReturnValue:
     return render_template(
         "queue.html", rows=rows, notice=_notice(), tabs=_tabs(filters, counts), selects=selects,
         night=_night_note(filters),
+        next_filters={name: filters.facet(name) for name in FACETS if filters.facet(name)},
+        due_count=counts.statuses[STATUS_DUE],
         status=filters.status, closed=filters.status == STATUS_CLOSED,
         filtered=any(filters.facet(name) for name in FACETS),
         clear=_address(QueueFilter(status=filters.status)),
@@ -339,6 +341,26 @@ def _night_note(filters: QueueFilter) -> dict[str, str] | None:
     sms = None if filters.facet("channel") == CHANNEL_SMS else _address(
         QueueFilter(status=filters.status, channel=CHANNEL_SMS))
     return {"text": str(text), "sms": sms} if sms else {"text": str(text)}
+
+
+@bp.post("/queue/next")
+@auth.role_required(ROLE_CONSULTANT, ROLE_COORDINATOR)
+def take_next() -> ResponseReturnValue:
+    """Claim the first due question of the (filtered) queue this user may take, and open it:
+    one click from one conversation to the next, without reading the list."""
+    account = auth.current_account()
+    now = utcnow()
+    facets = {name: (request.form.get(name, "").strip()[:MAX_FILTER_LENGTH] or None)
+              for name in FACETS}
+    filters = QueueFilter(status=STATUS_DUE, **facets)
+    with unit_of_work(runtime().sessions) as db:
+        taken = claim_next(db, filters, account.id, now, lapse_before(now))
+        if taken is not None:
+            audit.record(db, account.id, audit.CLAIMED, taken, ip=request.remote_addr, at=now)
+    if taken is not None:
+        return redirect(url_for("workspace.question", question_id=taken), 303)
+    flash(_("No question waiting here can be taken now."), "warning")
+    return redirect(_address(filters), 303)
 
 
 @bp.post("/questions/<int:question_id>/claim")

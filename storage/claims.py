@@ -32,6 +32,7 @@ from sqlalchemy.orm.util import AliasedClass
 
 from storage.callbacks import has_live_attempt
 from storage.models import QUESTION_CLAIMED, QUESTION_WAITING, Caller, Question, User
+from storage.queue import STATUS_DUE, QueueFilter, due_ids
 
 
 def _changed(result: object) -> int:
@@ -86,6 +87,25 @@ def claim_question(session: Session, question_id: int, user_id: int, now: dateti
             .execution_options(synchronize_session=False)
         )
     return won
+
+
+# How many of the queue's first due questions "take the next" tries before it says none is free.
+NEXT_TRIES = 200
+
+
+def claim_next(session: Session, filters: QueueFilter, user_id: int, now: datetime,
+               lapse_before: datetime) -> int | None:
+    """Claim the first due question of the filtered queue (its priority order) that the user
+    may take, and return its id; None when none of the first NEXT_TRIES can be taken.
+
+    Each try is claim_question, so a question another consultant takes meanwhile, or whose
+    resident someone else holds, is passed over for the next one."""
+    due = QueueFilter(status=STATUS_DUE, language=filters.language, topic=filters.topic,
+                      channel=filters.channel, region=filters.region)
+    for question_id in due_ids(session, due, now, NEXT_TRIES):
+        if claim_question(session, question_id, user_id, now, lapse_before):
+            return question_id
+    return None
 
 
 def _lapsed(now: datetime, lapse_before: datetime) -> ColumnElement[bool]:

@@ -253,6 +253,14 @@ def queue_page(session: Session, filters: QueueFilter, now: datetime, *,
     return _page(rows, limit, lambda q: Cursor(q.priority_at, q.id))
 
 
+def due_ids(session: Session, filters: QueueFilter, now: datetime, limit: int) -> list[int]:
+    """The ids of the first questions of the filtered tab, in the queue's order."""
+    return list(session.scalars(
+        select(Question.id)
+        .where(*_status_conditions(filters.status, now), *_facet_conditions(filters))
+        .order_by(Question.priority_at, Question.id).limit(limit)))
+
+
 def _closed_page(session: Session, filters: QueueFilter, now: datetime, after: Cursor | None,
                  limit: int) -> QueuePage:
     rows: list[Question] = []

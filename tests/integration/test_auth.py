@@ -251,7 +251,7 @@ WORKSPACE_PAGES = ["/", "/queue", "/admin/users", "/admin/users/<int:user_id>", 
                    "/questions/<int:question_id>/callback-panel"]
 WORKSPACE_FORMS = [f"/questions/<int:question_id>/{action}"
                    for action in ("claim", "release", "transcript", "notes", "tags", "close",
-                                  "call", "outcome", "sms")]
+                                  "call", "outcome", "sms")] + ["/queue/next"]
 
 
 @pytest.mark.parametrize("path", WORKSPACE_PAGES)

@@ -9,16 +9,20 @@ import pytest
 from flask import Flask
 from sqlalchemy import event, select, text
 from sqlalchemy.orm import Session, sessionmaker
+from werkzeug.test import TestResponse
 
 from storage import audit, queue
 from storage.calls import start_call, touch_caller
+from storage.claims import claim_question
 from storage.db import unit_of_work
 from storage.models import (
     CHANNEL_SMS,
     CHANNEL_VOICE,
     QUESTION_CLAIMED,
     QUESTION_CLOSED,
+    QUESTION_WAITING,
     AuditEvent,
+    Caller,
     Question,
     User,
 )
@@ -590,3 +594,58 @@ def test_the_question_pages_redirects_leave_a_notice(app: Flask, consultant: str
     closed = browser.get("/queue?closed=12&lang=ru").get_data(as_text=True)
     assert "Вопрос 12 закрыт." in closed
     assert 'class="notice"' not in browser.get("/queue?closed=x").get_data(as_text=True)
+
+
+# -- take the next question ------------------------------------------------------------------
+
+def _take_next(browser: Browser, **filters: str) -> TestResponse:
+    return browser.post("/queue/next", {"csrf_token": browser.token("/queue"), **filters})
+
+
+def test_take_next_claims_the_first_due_question_one_may_take(
+        app: Flask, db: Db, consultant: str, coordinator: str, at_now: datetime) -> None:
+    with db() as session:
+        other = _user(session, "b@example.kz", "Bolat")
+        resident = Caller(phone="+77011234567")
+        session.add(resident)
+        session.flush()
+        plain = _question(session, ago=5 * DAY)
+        urgent = _question(session, ago=HOUR, urgent=True)  # 7 days ahead: first
+        # Second in the order, but its resident's other question is Bolat's.
+        held_resident = _question(session, ago=6 * DAY, caller_id=resident.id)
+        bolats = _question(session, ago=HOUR, caller_id=resident.id)
+        assert claim_question(session, bolats, other, NOW, NOW - HOUR)
+        # A retry planned for later is not due yet, however old.
+        _question(session, ago=30 * DAY, next_callback_at=NOW + HOUR)
+        kazakh = _question(session, ago=HOUR, language="kk")
+    lawyer = _logged_in(app, consultant)
+    assert 'action="/queue/next"' in lawyer.get("/queue").get_data(as_text=True)
+    taken = [_take_next(lawyer) for _ in range(2)]
+    assert [r.headers["Location"] for r in taken] == [f"/questions/{urgent}",
+                                                     f"/questions/{plain}"]
+    # With a filter: the first Kazakh one, older Russian ones left for others.
+    assert _take_next(lawyer, language="kk").headers["Location"] == f"/questions/{kazakh}"
+    with db() as session:
+        lawyer_id = session.scalars(select(User.id).where(User.email == consultant)).one()
+        assert [session.get(Question, q).claimed_by_id for q in (urgent, plain, kazakh)] == [
+            lawyer_id] * 3
+        assert session.get(Question, held_resident).status == QUESTION_WAITING
+        claimed = session.scalars(select(AuditEvent.question_id).where(
+            AuditEvent.action == audit.CLAIMED).order_by(AuditEvent.id)).all()
+        assert claimed == [urgent, plain, kazakh]
+    # Nothing more this lawyer may take: back to the (filtered) queue, saying so.
+    none_left = _take_next(lawyer, language="ru")
+    assert none_left.status_code == 303
+    assert none_left.headers["Location"] == "/queue?language=ru"
+    assert "No question waiting here can be taken now." in lawyer.get(
+        "/queue?language=ru").get_data(as_text=True)
+
+
+def test_two_consultants_taking_the_next_get_different_questions(
+        app: Flask, db: Db, consultant: str, coordinator: str, at_now: datetime) -> None:
+    with db() as session:
+        first, second = _question(session, ago=2 * DAY), _question(session, ago=DAY)
+    lawyer, boss = _logged_in(app, consultant), _logged_in(app, coordinator)
+    assert _take_next(lawyer).headers["Location"] == f"/questions/{first}"
+    assert _take_next(boss).headers["Location"] == f"/questions/{second}"
+    assert _take_next(boss).headers["Location"] == "/queue"  # none left for anyone

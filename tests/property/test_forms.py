@@ -90,6 +90,8 @@ FORMS = {r.endpoint: r for r in (
     Route("auth.login", "POST", "/login", ("email", "password", "next", "lang"), role="nobody"),
     Route("auth.logout", "POST", "/logout", role="fresh"),
     Route("workspace.claim", "POST", "/questions/{id}/claim"),
+    Route("workspace.take_next", "POST", "/queue/next", ("language", "topic", "channel",
+                                                         "region")),
     Route("workspace.release", "POST", "/questions/{id}/release"),
     Route("workspace.correct", "POST", "/questions/{id}/transcript", ("corrected_text",)),
     Route("workspace.note", "POST", "/questions/{id}/notes", ("body",)),
