@@ -59,7 +59,8 @@ class Account:
     email: str
     name: str
     role: str
-    # Part of the session's user id: changing the password ends the sessions opened before.
+    # Part of the session's user id: a new password or closing the account ends the sessions
+    # opened before.
     password_stamp: str
 
     is_authenticated = True
@@ -70,7 +71,7 @@ class Account:
     def of(cls, user: User) -> Account:
         """Take what a request needs from a user row."""
         return cls(id=user.id, email=user.email, name=user.name, role=user.role,
-                   password_stamp=_stamp(user.password_hash))
+                   password_stamp=_stamp(user))
 
     def get_id(self) -> str:
         """Return what the session stores to find this account again."""
@@ -90,8 +91,11 @@ class LoginForm(FlaskForm):  # type: ignore[misc]
                              render_kw={"autocomplete": "current-password"})
 
 
-def _stamp(password_hash: str) -> str:
-    return hashlib.sha256(password_hash.encode()).hexdigest()[:16]
+def _stamp(user: User) -> str:
+    """What a session keeps of the account: a new password, or the account closed, changes
+    it, and every session with the old stamp is over."""
+    since = user.sessions_from.isoformat() if user.sessions_from else ""
+    return hashlib.sha256(f"{user.password_hash}|{since}".encode()).hexdigest()[:16]
 
 
 def _runtime() -> Runtime:
@@ -105,7 +109,7 @@ def load_account(session_id: str) -> Account | None:
         return None
     with unit_of_work(_runtime().sessions) as db:
         user = db.get(User, int(user_id))
-        if user is None or not user.active or _stamp(user.password_hash) != stamp:
+        if user is None or not user.active or _stamp(user) != stamp:
             return None
         return Account.of(user)
 

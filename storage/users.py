@@ -139,6 +139,8 @@ def change_user(session: Session, user: User, *, name: str | None = None,
                             "last_coordinator")
         changes["active"] = user.active = active
         if not active:
+            # Its sessions end for good: opening the account again does not bring them back.
+            user.sessions_from = now or utcnow()
             changes["released_claims"] = release_claims_of(session, user.id, now or utcnow())
     session.flush()
     return changes

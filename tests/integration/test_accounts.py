@@ -121,6 +121,8 @@ def test_closing_an_account_ends_its_session_and_returns_its_questions(
     assert _status(db, on_the_phone) == (QUESTION_CLAIMED, holder)
     reopened = users_cli(app, ["open", consultant])
     assert reopened.exit_code == 0, reopened.output
+    # Opened again: the session from before stays over; a new login works.
+    assert browser.get("/queue").status_code == 302
     assert Browser(app).login(consultant).headers["Location"] == "/queue"
 
 
