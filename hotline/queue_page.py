@@ -352,6 +352,9 @@ def take_next() -> ResponseReturnValue:
     now = utcnow()
     facets = {name: (request.form.get(name, "").strip()[:MAX_FILTER_LENGTH] or None)
               for name in FACETS}
+    if facets["channel"] is None and outside_calling_hours(runtime().settings) is not None:
+        # Nobody can be called now: the next question that can be answered now, by SMS.
+        facets["channel"] = CHANNEL_SMS
     filters = QueueFilter(status=STATUS_DUE, **facets)
     with unit_of_work(runtime().sessions) as db:
         taken = claim_next(db, filters, account.id, now, lapse_before(now))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -40,6 +40,7 @@ from storage.users import hasher
 from tests.workspace_support import PASSWORD, Browser, Db, page
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # 14:00 in Almaty
+ALMATY = timezone(timedelta(hours=5))
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 
@@ -649,3 +650,24 @@ def test_two_consultants_taking_the_next_get_different_questions(
     assert _take_next(lawyer).headers["Location"] == f"/questions/{first}"
     assert _take_next(boss).headers["Location"] == f"/questions/{second}"
     assert _take_next(boss).headers["Location"] == "/queue"  # none left for anyone
+
+
+def test_take_next_outside_calling_hours_takes_an_sms_question(
+        app: Flask, db: Db, consultant: str, at_now: datetime,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """At 22:00 in Almaty nobody can be called: the next question is one answered by SMS,
+    unless the consultant chose calls in the filter."""
+    night = datetime.now(ALMATY).replace(hour=22, minute=0)
+    monkeypatch.setattr("hotline.callbacks.calling_clock", lambda: night.astimezone(UTC))
+    with db() as session:
+        call = _question(session, ago=3 * DAY)
+        sms = _question(session, ago=DAY, channel=CHANNEL_SMS)
+        later_call = _question(session, ago=2 * DAY)
+    lawyer = _logged_in(app, consultant)
+    assert "Outside calling hours: the first SMS question" in lawyer.get("/queue").get_data(
+        as_text=True)
+    assert _take_next(lawyer).headers["Location"] == f"/questions/{sms}"
+    assert _take_next(lawyer).headers["Location"] == "/queue?channel=sms"  # none left
+    assert _take_next(lawyer, channel=CHANNEL_VOICE).headers["Location"] == f"/questions/{call}"
+    with db() as session:
+        assert session.get(Question, later_call).status == QUESTION_WAITING
