@@ -75,10 +75,10 @@ from hotline.config import LOCAL_TIME, Settings
 from hotline.outbound_sms import close_twilio_client, make_twilio_client
 from hotline.twilio_glue import CALL_SID, external_url, form_int, form_sid, twilio_webhook
 from hotline.twilio_glue import runtime as twilio_runtime
-from hotline.workspace import bp, local_time, runtime
+from hotline.workspace import bp, local_time, runtime, topic_title
 from storage import audit
 from storage import callbacks as store
-from storage.claims import touch_claim
+from storage.claims import held_siblings, touch_claim
 from storage.db import unit_of_work
 from storage.models import (
     CALLBACK_BRIDGING,
@@ -212,6 +212,15 @@ class SmsView:
 
 
 @dataclass(frozen=True)
+class SiblingView:
+    """Another question of the resident that the user holds: one call answers both."""
+
+    id: int
+    received: str
+    topic: str
+
+
+@dataclass(frozen=True)
 class CallbackPanel:
     """What templates/callback_panel.html shows."""
 
@@ -236,6 +245,8 @@ class CallbackPanel:
     sms: list[SmsView]
     sms_live: bool
     max_sms_parts: int
+    # The resident's other questions the user holds (the outcome form offers them the same).
+    siblings: list[SiblingView]
 
 
 def _mask(phone: str | None) -> str | None:
@@ -437,6 +448,10 @@ def build_panel(session: Session, question: Question, account: Account,
         sms=[_sms_view(session, m) for m in messages],
         sms_live=sms_live,
         max_sms_parts=MAX_SMS_PARTS,
+        siblings=[SiblingView(id=other.id, received=local_time(other.created_at),
+                              topic=topic_title(other.topic))
+                  for other in held_siblings(session, question, account.id)]
+        if holder and question.status != QUESTION_CLOSED else [],
     )
 
 
@@ -640,17 +655,74 @@ def _final_sms_text(question: Question, settings: Settings) -> tuple[str, str]:
     return language, text.replace("{number}", settings.twilio_phone_number).strip()
 
 
+# At most this many of the resident's other questions get the same outcome in one form.
+MAX_ALSO = 20
+
+
+def _also_ids(question_id: int) -> list[int] | None:
+    """The other questions ticked on the outcome form ("also"), or None if malformed."""
+    values = request.form.getlist("also")
+    if len(values) > MAX_ALSO or not all(re.fullmatch(r"[0-9]{1,12}", v) for v in values):
+        return None
+    return sorted({int(v) for v in values} - {question_id})
+
+
+def _held_together(db: Session, question_id: int, also: list[int], user_id: int,
+                   now: datetime) -> tuple[Question, list[Question]]:
+    """The question and the ticked others, all held by the user and all the same resident's;
+    else 409 and nothing is written. Locked in the order of their ids, so two forms sent at
+    once about the same questions wait for each other instead of deadlocking."""
+    held = {qid: _held(db, qid, user_id, now) for qid in sorted({question_id, *also})}
+    question = held[question_id]
+    others = [held[qid] for qid in also]
+    for other in others:
+        if question.caller_id is None or other.caller_id != question.caller_id:
+            abort(make_response(_refuse(409, _("Not your question"), _(
+                "Question %(other)s is not from the same resident as question %(id)s.",
+                other=other.id, id=question_id), question_id)))
+    return question, others
+
+
+def _record_outcome(db: Session, question: Question, user_id: int, chosen: str,
+                    referral: str | None, now: datetime, settings: Settings,
+                    with_question: int | None) -> store.OutcomeResult:
+    """Apply the outcome to one question and write it to the audit log."""
+    result = store.apply_outcome(db, question, user_id, chosen,
+                                 referral if chosen == OUTCOME_FOLLOW_UP else None, now,
+                                 _policy(settings))
+    detail: dict[str, Any] = {"outcome": chosen, "attempt_id": result.attempt_id,
+                              "failed_attempts": result.failed_attempts}
+    if chosen == OUTCOME_FOLLOW_UP:
+        detail["referral"] = referral
+    if result.next_callback_at is not None:
+        detail["next_callback_at"] = result.next_callback_at.isoformat()
+    if with_question is not None:
+        detail["with_question"] = with_question
+    audit.record(db, user_id, audit.OUTCOME, question.id, ip=request.remote_addr, **detail)
+    if result.closed:
+        audit.record(db, user_id, audit.CLOSED, question.id, ip=request.remote_addr,
+                     reason=result.close_reason)
+    return result
+
+
 @bp.post("/questions/<int:question_id>/outcome")
 @auth.role_required(ROLE_CONSULTANT, ROLE_COORDINATOR)
 def outcome(question_id: int) -> ResponseReturnValue:
-    """Record what came of the call (holder only); back to the queue with a notice."""
+    """Record what came of the call (holder only); back to the queue with a notice.
+
+    The form may tick the resident's other questions the user holds ("also"): one call answers
+    them together, so each gets the same outcome (a no answer counts against each). The final
+    SMS after the last failed attempt goes once, and only when none of the questions has a try
+    left: a resident who will be called again is not told that we gave up.
+    """
     account = auth.current_account()
     settings = runtime().settings
     chosen = request.form.get("outcome", "")
     # No NUL: PostgreSQL refuses it in text (a 500).
     referral = request.form.get("referral", "").replace("\x00", "").strip()[
         :MAX_REFERRAL_CHARS] or None
-    if chosen not in OUTCOMES:
+    also = _also_ids(question_id)
+    if chosen not in OUTCOMES or also is None:
         return _refuse(400, _("Please try again"),
                        _("Please choose what came of the call."), question_id)
     if chosen == OUTCOME_FOLLOW_UP and referral is None:
@@ -660,29 +732,23 @@ def outcome(question_id: int) -> ResponseReturnValue:
     sms_id: int | None = None
     sms_refused: str | None = None
     with unit_of_work(runtime().sessions) as db:
-        question = _held(db, question_id, account.id, now)
-        result = store.apply_outcome(db, question, account.id, chosen,
-                                     referral if chosen == OUTCOME_FOLLOW_UP else None, now,
-                                     _policy(settings))
-        detail: dict[str, Any] = {"outcome": chosen, "attempt_id": result.attempt_id,
-                                  "failed_attempts": result.failed_attempts}
-        if chosen == OUTCOME_FOLLOW_UP:
-            detail["referral"] = referral
-        if result.next_callback_at is not None:
-            detail["next_callback_at"] = result.next_callback_at.isoformat()
-        audit.record(db, account.id, audit.OUTCOME, question_id, ip=request.remote_addr,
-                     **detail)
-        if result.closed:
-            audit.record(db, account.id, audit.CLOSED, question_id, ip=request.remote_addr,
-                         reason=result.close_reason)
-        if result.gave_up:
+        question, others = _held_together(db, question_id, also, account.id, now)
+        result = _record_outcome(db, question, account.id, chosen, referral, now, settings,
+                                 None)
+        rest = [_record_outcome(db, other, account.id, chosen, referral, now, settings,
+                                question_id) for other in others]
+        gave_up = [q for q, r in zip([question, *others], [result, *rest], strict=True)
+                   if r.gave_up]
+        if gave_up and len(gave_up) < 1 + len(others):
+            sms_refused = "retry_left"
+        elif gave_up:
             caller = question.caller
             if caller is None:
                 sms_refused = "no_phone"
             elif sms_opted_out(db, caller, runtime().pseudonym_key):
                 sms_refused = "opted_out"
             else:
-                language, text = _final_sms_text(question, settings)
+                language, text = _final_sms_text(gave_up[0], settings)
                 parts = segments(text)
                 message = queue_outbound(db, phone=caller.phone, body=text, language=language,
                                          caller=caller, question_id=question_id,
@@ -694,6 +760,9 @@ def outcome(question_id: int) -> ResponseReturnValue:
     if sms_id is not None:
         _enqueue_sms(sms_id)
     flash(_outcome_notice(question_id, result, settings, sms_refused), "notice")
+    if others:
+        flash(_("The same outcome was written for the resident's other questions: "
+                "%(ids)s.", ids=", ".join(str(other.id) for other in others)), "notice")
     return redirect(url_for("workspace.queue"), 303)
 
 
@@ -711,6 +780,10 @@ def _outcome_notice(question_id: int, result: store.OutcomeResult, settings: Set
         if sms_refused == "no_phone":
             return str(_("No answer after %(n)s attempts: question %(id)s is closed. No SMS "
                          "was sent: the resident's number is not known.",
+                         n=result.failed_attempts, id=question_id))
+        if sms_refused == "retry_left":
+            return str(_("No answer after %(n)s attempts: question %(id)s is closed. No SMS "
+                         "was sent: the resident's other question will be tried again.",
                          n=result.failed_attempts, id=question_id))
         return str(_("No answer after %(n)s attempts: question %(id)s is closed and the "
                      "resident gets an SMS saying how to reach us.",

@@ -179,6 +179,18 @@ def touch_claim(session: Session, question_id: int, user_id: int, now: datetime)
     return _changed(result) == 1
 
 
+def held_siblings(session: Session, question: Question, user_id: int) -> list[Question]:
+    """The resident's other questions this user holds, oldest first: the outcome form offers
+    them the same outcome, since one call answers them together."""
+    if question.caller_id is None:
+        return []
+    return list(session.scalars(
+        select(Question)
+        .where(Question.caller_id == question.caller_id, Question.id != question.id,
+               Question.status == QUESTION_CLAIMED, Question.claimed_by_id == user_id)
+        .order_by(Question.created_at, Question.id)))
+
+
 _UNCLAIMED = {"status": QUESTION_WAITING, "claimed_by_id": None, "claimed_at": None,
               "claim_touched_at": None}
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from html.parser import HTMLParser
@@ -113,7 +113,7 @@ class Browser:
                                headers={**self.headers, **(headers or {})},
                                environ_base={"REMOTE_ADDR": self.ip})
 
-    def post(self, path: str, data: dict[str, str]) -> TestResponse:
+    def post(self, path: str, data: Mapping[str, str | list[str]]) -> TestResponse:
         """POST a form from a page of the site (a browser sends the Referer; CSRF checks it)."""
         return self.client.post(path, base_url=BASE_URL, data=data,
                                 headers={**self.headers, "Referer": f"{BASE_URL}/queue"},

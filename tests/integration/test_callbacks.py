@@ -61,8 +61,8 @@ def settings(settings: Settings, api: TwilioApi) -> Settings:
 
 
 def add_account(app: Flask, email: str, phone: str | None = CONSULTANT_PHONE,
-                name: str = "Aigerim Nurlanovna") -> None:
-    args = ["add", email, "--role", "consultant", "--name", name]
+                name: str = "Aigerim Nurlanovna", role: str = "consultant") -> None:
+    args = ["add", email, "--role", role, "--name", name]
     if phone:
         args += ["--phone", phone]
     result = users_cli(app, args, input=f"{PASSWORD}\n{PASSWORD}\n")
@@ -97,10 +97,11 @@ class Consultant:
     def call(self, question_id: int) -> TestResponse:
         return self.browser.post(f"/questions/{question_id}/call", {"csrf_token": self.token()})
 
-    def outcome(self, question_id: int, outcome: str, referral: str = "") -> TestResponse:
+    def outcome(self, question_id: int, outcome: str, referral: str = "",
+                also: list[str] | None = None) -> TestResponse:
         return self.browser.post(f"/questions/{question_id}/outcome",
                                  {"csrf_token": self.token(), "outcome": outcome,
-                                  "referral": referral})
+                                  "referral": referral, "also": also or []})
 
     def sms(self, question_id: int, body: str) -> TestResponse:
         return self.browser.post(f"/questions/{question_id}/sms",
@@ -113,9 +114,9 @@ class Consultant:
 
     def notices(self) -> str:
         """The messages flashed since the last page (shown on the next page)."""
-        html = self.browser.get("/queue").get_data(as_text=True)
-        return " ".join(re.findall(r'<p class="(?:notice|error|warning)"[^>]*>([^<]*)</p>',
-                                   html))
+        page_html = self.browser.get("/queue").get_data(as_text=True)
+        return html.unescape(" ".join(re.findall(
+            r'<p class="(?:notice|error|warning)"[^>]*>([^<]*)</p>', page_html)))
 
 
 def section(html: str, element_id: str) -> str:
@@ -738,6 +739,118 @@ def test_no_sms_to_an_opted_out_resident(db: Db, api: TwilioApi, app: Flask,
         assert session.scalars(select(SmsMessage)).all() == []
     assert api.requests == []
     assert "opted out of SMS, so no SMS was sent" in lawyer.notices()
+
+
+# -- one call, several questions of one resident ---------------------------------------------
+
+def ticked(html: str) -> list[str]:
+    """The other questions the outcome form ticks (checked "also" boxes), as a browser sends."""
+    return re.findall(r'<input type="checkbox" name="also" value="(\d+)" checked>', html)
+
+
+def test_one_outcome_answers_the_residents_other_questions_held_too(
+        app: Flask, db: Db, lawyer: Consultant) -> None:
+    """The lawyer took a resident's second question too: the outcome form offers it ticked,
+    and one "resolved" closes both; a question of someone else, or one not held, is refused
+    with nothing written."""
+    first, second = make_question(db), make_question(db)
+    stranger = make_question(db, phone="+77017654321")
+    waiting = make_question(db)  # the same resident's, not taken
+    for question_id in (first, second, stranger):
+        assert lawyer.claim(question_id).status_code == 303
+    html = lawyer.panel(first)
+    assert ticked(html) == [str(second)]  # not the stranger's, not the one not held
+    assert f"Question {second}" in section(html, "outcome-also")
+    assert 'id="outcome-also"' not in lawyer.panel(stranger)  # alone: nothing to offer
+
+    for wrong, status in (([str(stranger)], 409), ([str(waiting)], 409), (["x"], 400),
+                          ([str(second), "-1"], 400), ([str(second)] * 21, 400)):
+        refused = lawyer.outcome(first, "resolved", also=wrong)
+        assert refused.status_code == status, wrong
+    assert {load_question(db, q).status for q in (first, second, stranger)} == {"claimed"}
+    assert events(db, audit.OUTCOME) == [] and events(db, audit.CLOSED) == []
+
+    assert lawyer.outcome(first, "resolved", also=ticked(html)).status_code == 303
+    for question_id in (first, second):
+        question = load_question(db, question_id)
+        assert (question.status, question.close_reason) == ("closed", "resolved")
+        assert question.first_callback_at is not None
+    assert load_question(db, stranger).status == "claimed"
+    assert load_question(db, waiting).status == "waiting"
+    outcomes = {event.question_id: event.detail for event in events(db, audit.OUTCOME)}
+    assert outcomes[first].get("with_question") is None
+    assert outcomes[second]["with_question"] == first and outcomes[second]["outcome"] == "resolved"
+    assert {event.question_id for event in events(db, audit.CLOSED)} == {first, second}
+    notices = lawyer.notices()
+    assert f"Question {first} is closed: resolved." in notices
+    assert f"The same outcome was written for the resident's other questions: {second}." in notices
+
+
+def test_an_unticked_question_stays_with_the_lawyer(db: Db, lawyer: Consultant) -> None:
+    first, second = make_question(db), make_question(db)
+    lawyer.claim(first)
+    lawyer.claim(second)
+    referral = "Отдел занятости и социальных программ акимата"
+    assert lawyer.outcome(first, "follow_up", referral).status_code == 303  # also: none
+    assert load_question(db, first).status == "waiting"
+    untouched = load_question(db, second)
+    assert (untouched.status, untouched.referral) == ("claimed", None)
+    assert [event.question_id for event in events(db, audit.OUTCOME)] == [first]
+
+
+def test_no_answer_counts_for_each_and_the_final_sms_waits_for_the_last(
+        app: Flask, db: Db, api: TwilioApi, lawyer: Consultant,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The older question has had two failed tries, the newer none: a third failure closes the
+    older, plans a retry of the newer, and sends no "we gave up" SMS, since the resident will
+    be called again; when the newer one gives up too, one SMS goes."""
+    rt = app.extensions["hotline"]
+    rt.settings = rt.settings.override(callback_attempts=3)
+    older, newer = make_question(db), make_question(db)
+    with db() as session:
+        question = session.get(Question, older)
+        assert question is not None
+        question.callback_attempts = 2
+    lawyer.claim(newer)
+    no_answer = datetime(FUTURE, 3, 2, 12, 0, tzinfo=ALMATY)
+    with monkeypatch.context() as patch:
+        patch.setattr(callbacks, "utcnow", lambda: no_answer.astimezone(UTC))
+        assert lawyer.claim(older).status_code == 303
+        assert lawyer.outcome(older, "no_answer", also=ticked(lawyer.panel(older))
+                              ).status_code == 303
+    closed, retried = load_question(db, older), load_question(db, newer)
+    assert (closed.status, closed.close_reason, closed.callback_attempts) == (
+        "closed", "no_answer", 3)
+    assert (retried.status, retried.callback_attempts) == ("waiting", 1)
+    assert retried.next_callback_at == datetime(FUTURE, 3, 2, 14, 0, tzinfo=ALMATY)
+    with db() as session:
+        assert session.scalars(select(SmsMessage)).all() == []
+    assert (f"question {older} is closed. No SMS was sent: the resident's other question will "
+            "be tried again.") in lawyer.notices()
+
+    rt.settings = rt.settings.override(callback_attempts=1)
+    third = make_question(db)
+    lawyer.claim(newer)
+    lawyer.claim(third)
+    assert lawyer.outcome(newer, "no_answer", also=ticked(lawyer.panel(newer))).status_code == 303
+    assert {load_question(db, q).close_reason for q in (newer, third)} == {"no_answer"}
+    [sent] = api.sent()
+    assert sent["To"] == CALLER
+    with db() as session:
+        [message] = session.scalars(select(SmsMessage)).all()
+        assert message.question_id == newer
+
+
+def test_the_audit_log_says_which_call_answered_a_question(app: Flask, db: Db,
+                                                           lawyer: Consultant) -> None:
+    first, second = make_question(db), make_question(db)
+    lawyer.claim(first)
+    lawyer.claim(second)
+    lawyer.outcome(first, "wrong_number", also=[str(second)])
+    add_account(app, "dana@example.kz", role="coordinator", name="Dana")
+    coordinator = Consultant(app, "dana@example.kz")
+    log = coordinator.browser.get(f"/admin/audit?question={second}").get_data(as_text=True)
+    assert f"answered in the same call as question {first}" in log
 
 
 # -- SMS answers ------------------------------------------------------------------------------
