@@ -18,9 +18,14 @@ from storage.models import ROLE_COORDINATOR, ROLES, LoginAttempt, User, utcnow
 from storage.phones import normalise_phone
 
 MIN_PASSWORD_LENGTH = 10
-# After MAX_FAILURES failed logins for one email, or from one address, within FAILURE_WINDOW,
-# every attempt is refused for LOCKOUT (counted from the failure that reached the limit).
+# After MAX_FAILURES failed logins for one email, or MAX_FAILURES_PER_ADDRESS from one address
+# (whatever the emails), within FAILURE_WINDOW, every attempt is refused for LOCKOUT (counted
+# from the failure that reached the limit). The address's limit is higher: volunteers in one
+# office, or on one mobile operator's shared address (carrier-grade NAT), share an address,
+# and one of them mistyping a password must not lock the others out; a guesser trying many
+# accounts from one address is still stopped after 20 tries.
 MAX_FAILURES = 5
+MAX_FAILURES_PER_ADDRESS = 20
 FAILURE_WINDOW = timedelta(minutes=15)
 LOCKOUT = timedelta(minutes=15)
 # Failed attempts are kept this long, then pruned.
@@ -189,13 +194,14 @@ def attempt_login(session: Session, email: str, password: str, ip: str,
 
 def locked_until(session: Session, email: str, ip: str, now: datetime) -> datetime | None:
     """Return when logins for this email or from this address are allowed again, if locked."""
-    ends = [_lock_end(session, LoginAttempt.email == email, now),
-            _lock_end(session, LoginAttempt.ip == ip, now)]
+    ends = [_lock_end(session, LoginAttempt.email == email, MAX_FAILURES, now),
+            _lock_end(session, LoginAttempt.ip == ip, MAX_FAILURES_PER_ADDRESS, now)]
     latest = max((end for end in ends if end is not None), default=None)
     return latest if latest is not None and latest > now else None
 
 
-def _lock_end(session: Session, criterion: ColumnElement[bool], now: datetime) -> datetime | None:
+def _lock_end(session: Session, criterion: ColumnElement[bool], limit: int,
+              now: datetime) -> datetime | None:
     since = now - FAILURE_WINDOW - LOCKOUT
     times = list(session.scalars(
         select(LoginAttempt.attempted_at)
@@ -203,7 +209,7 @@ def _lock_end(session: Session, criterion: ColumnElement[bool], now: datetime) -
         .order_by(LoginAttempt.attempted_at)
     ))
     end = None
-    for first, last in zip(times, times[MAX_FAILURES - 1:], strict=False):
+    for first, last in zip(times, times[limit - 1:], strict=False):
         if last - first <= FAILURE_WINDOW:
             end = last + LOCKOUT
     return end
