@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,33 @@ class Topic:
 
 
 @dataclass(frozen=True)
+class Pronunciation:
+    """Written forms a synthesiser says badly, and what it says instead (`pronounce:` in a
+    language's file). Only the voice hears the spoken form: SMS, the screen of the built-in
+    phone and the text a person reads in the studio keep the written one.
+
+    A form is replaced as a whole word (not inside a longer word or number), the longest first,
+    in one pass: "ХҚКО-ға" is taken before "ХҚКО", and what was put in is not replaced again.
+    """
+
+    table: tuple[tuple[str, str], ...] = ()
+
+    @cached_property
+    def _pattern(self) -> re.Pattern[str] | None:
+        if not self.table:
+            return None
+        forms = sorted((written for written, _ in self.table), key=len, reverse=True)
+        return re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, forms)) + r")(?!\w)")
+
+    def spoken(self, text: str) -> str:
+        """The text as the synthesiser is to say it."""
+        if self._pattern is None:
+            return text
+        spoken = dict(self.table)
+        return self._pattern.sub(lambda match: spoken[match.group(0)], text)
+
+
+@dataclass(frozen=True)
 class Content:
     """The whole validated phone tree with its prompts per language."""
 
@@ -98,6 +126,8 @@ class Content:
     prompts: dict[str, dict[str, str]]
     # language -> topic -> words and phrases residents use for it (SMS matching)
     keywords: dict[str, dict[str, tuple[str, ...]]]
+    # language -> how its synthesiser is to say some written forms
+    pronounce: dict[str, Pronunciation] = field(default_factory=dict)
 
     @property
     def language_codes(self) -> tuple[str, ...]:
@@ -107,6 +137,11 @@ class Content:
     def text(self, language: str, key: str) -> str:
         """Return the prompt text of key in language."""
         return self.prompts[language][key]
+
+    def spoken(self, language: str, text: str) -> str:
+        """Return text as the language's synthesiser is to say it (Pronunciation)."""
+        pronunciation = self.pronounce.get(language)
+        return pronunciation.spoken(text) if pronunciation else text
 
     def required_prompts(self) -> list[str]:
         """Every prompt key the tree and the engine need in each language."""
@@ -223,6 +258,32 @@ def _check_prompts(content: Content, problems: list[str]) -> None:
                 )
 
 
+def _read_pronunciation(code: str, raw: object, prompts: dict[str, str],
+                        problems: list[str]) -> Pronunciation:
+    """The `pronounce:` mapping of a language's file: written form -> spoken form. A written
+    form that no spoken prompt contains is reported: it is stale, or misspelt."""
+    if raw is None:
+        return Pronunciation()
+    if not isinstance(raw, dict):
+        problems.append(f"{code}.yaml: pronounce: must map written forms to spoken ones")
+        return Pronunciation()
+    table = []
+    voice = [text for key, text in prompts.items() if not key.startswith("sms.")]
+    for raw_written, raw_said in raw.items():
+        written = str(raw_written).strip()
+        said = "" if raw_said is None or isinstance(raw_said, (dict, list)) else str(
+            raw_said).strip()
+        if not written or not said:
+            problems.append(f"{code}.yaml: pronounce.{written}: needs a written and a spoken "
+                            "form")
+            continue
+        pattern = re.compile(rf"(?<!\w){re.escape(written)}(?!\w)")
+        if not any(pattern.search(text) for text in voice):
+            problems.append(f"{code}.yaml: pronounce.{written}: no spoken prompt contains it")
+        table.append((written, said))
+    return Pronunciation(tuple(table))
+
+
 def load_content(directory: Path | None = None) -> Content:
     """Read and validate every content file; raise ContentError listing all problems."""
     directory = directory or DEFAULT_CONTENT_DIR
@@ -231,6 +292,7 @@ def load_content(directory: Path | None = None) -> Content:
     languages, menus, topics = _parse_tree(tree, problems)
     prompts: dict[str, dict[str, str]] = {}
     keywords: dict[str, dict[str, tuple[str, ...]]] = {}
+    pronounce: dict[str, Pronunciation] = {}
     for code in languages.values():
         data = _read_yaml(directory / f"{code}.yaml", problems)
         if data and data.get("language") != code:
@@ -252,6 +314,8 @@ def load_content(directory: Path | None = None) -> Content:
             if isinstance(words, list) else ()
             for topic, words in raw_keywords.items()
         }
+        pronounce[code] = _read_pronunciation(code, data.get("pronounce"), prompts[code],
+                                              problems)
     content = Content(
         directory=directory,
         status=str(tree.get("status", "")),
@@ -260,6 +324,7 @@ def load_content(directory: Path | None = None) -> Content:
         topics=topics,
         prompts=prompts,
         keywords=keywords,
+        pronounce=pronounce,
     )
     _check_prompts(content, problems)
     if problems:

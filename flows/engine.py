@@ -61,12 +61,20 @@ class Prompt:
 
     language: str
     key: str
+    # As written: shown on screens and read by a person recording the prompt.
     text: str
+    # As a synthesiser is to say it (flows.content.Pronunciation); "" when the same as text.
+    spoken: str = ""
+
+    @property
+    def speech(self) -> str:
+        """What espeak-ng or Twilio's <Say> is given."""
+        return self.spoken or self.text
 
     @property
     def audio_name(self) -> str:
-        """File name of rendered audio: the key plus a hash of the exact text."""
-        digest = hashlib.sha1(self.text.encode("utf-8")).hexdigest()[:10]
+        """File name of rendered audio: the key plus a hash of the exact words said."""
+        digest = hashlib.sha1(self.speech.encode("utf-8")).hexdigest()[:10]
         return f"{self.key}-{digest}.wav"
 
 
@@ -116,8 +124,9 @@ class Flow:
     def prompt(self, language: str, key: str) -> Prompt:
         """Return one prompt with its placeholders filled in."""
         days = DAY_WORDS.get(language, {}).get(self.callback_days, str(self.callback_days))
-        text = self.content.text(language, key).replace("{days}", days)
-        return Prompt(language, key, text.strip())
+        text = self.content.text(language, key).replace("{days}", days).strip()
+        spoken = self.content.spoken(language, text)
+        return Prompt(language, key, text, spoken if spoken != text else "")
 
     def say(self, language: str | None, *keys: str) -> tuple[Prompt, ...]:
         """Return prompts in one language, or in every language when it is not known yet."""

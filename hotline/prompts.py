@@ -129,7 +129,7 @@ class PromptLibrary:
             with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
                 raw = Path(tmp) / "raw.wav"
                 out = Path(tmp) / "out.wav"
-                _run([espeak, "-v", voice, "-s", str(rate), "-w", str(raw), prompt.text])
+                _run([espeak, "-v", voice, "-s", str(rate), "-w", str(raw), prompt.speech])
                 # Telephone audio: 8 kHz mono 16-bit, with a short pause after each sentence.
                 _run([sox, str(raw), "-r", "8000", "-c", "1", "-b", "16", str(out),
                       "pad", "0", "0.4"])

@@ -67,7 +67,7 @@ def _speak(parent: VoiceResponse | Gather, prompt: Prompt, audio_url: PromptUrl,
         log.warning("no audio for %s prompt %s; falling back to <Say>", prompt.language, prompt.key)
         say_language = "ru-RU"
     say = parent.say(language=say_language, voice=settings.russian_voice)
-    say.prosody(prompt.text, rate=settings.speech_rate)
+    say.prosody(prompt.speech, rate=settings.speech_rate)
 
 
 def render_screen(

@@ -98,6 +98,31 @@ def test_prompts_render_makes_slow_telephone_audio_for_every_kazakh_prompt(app: 
     assert "every prompt already has audio" in again.output
 
 
+def test_espeak_is_given_the_spoken_form_of_each_prompt(app: Flask, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real espeak-ng, behind a wrapper that notes what it was asked to say: the Kazakh
+    abbreviations and the number as the content's pronunciation table says them."""
+    real = shutil.which("espeak-ng")
+    assert real is not None
+    said = tmp_path / "said.txt"
+    wrapper = tmp_path / "bin" / "espeak-ng"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\nfor a; do last="$a"; done\n'
+                       f'printf "%s\\n" "$last" >> "{said}"\nexec "{real}" "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{wrapper.parent}{os.pathsep}{os.environ['PATH']}")
+    result = run_cli(app, ["prompts", "render", "--language", "kk"])
+    assert result.exit_code == 0, result.output
+    texts = said.read_text(encoding="utf-8")
+    assert "бір, төрт, бір, төрт нөміріне" in texts
+    assert "Халыққа қызмет көрсету орталығына" in texts
+    assert "1414" not in texts and "ХҚКО" not in texts
+    rt = runtime(app)
+    todo = rt.flow.prompt("kk", "topic.documents.todo")
+    assert rt.prompts.file_for(todo) == rt.prompts.rendered_path(todo)
+    assert todo.audio_name.endswith(".wav") and "1414" in todo.text
+
+
 def procfile(process: str) -> str:
     """The command of one of the Procfile's processes."""
     return next(line.removeprefix(f"{process}:").strip()

@@ -101,6 +101,15 @@ def test_explainer_offers_again_lawyer_and_main_menu(twilio: Twilio) -> None:
     assert "нажмите два" in texts[-1] and "нажмите ноль" in texts[-1]
 
 
+def test_the_contact_centre_number_is_said_digit_by_digit(twilio: Twilio) -> None:
+    """The content's pronunciation table: <Say> gets "один, четыре, один, четыре", which a
+    caller can dial, not "одна тысяча четыреста четырнадцать"."""
+    root = twiml(twilio.post("/voice/menu?node=main&lang=ru&tries=0", call_form(Digits="4")))
+    said = " ".join(spoken(root))
+    assert "по номеру один, четыре, один, четыре" in said
+    assert "1414" not in said
+
+
 def test_asking_a_lawyer_records_with_beep_hash_and_two_minutes(twilio: Twilio) -> None:
     root = twiml(twilio.post("/voice/menu?node=pension&lang=kk&topic=pension&tries=0",
                              call_form(Digits="2")))

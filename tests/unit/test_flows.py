@@ -14,6 +14,7 @@ from flows.content import (
     MAX_OPTIONS,
     PLACEHOLDERS,
     ContentError,
+    Pronunciation,
     load_content,
 )
 from flows.engine import GOODBYE, LANGUAGE, MAIN, OFFER, RECORD, Flow, UnknownNode
@@ -129,6 +130,55 @@ def test_too_long_explainer_is_named(content_copy: Path) -> None:
 def test_promise_without_its_number_is_named(content_copy: Path) -> None:
     edit(content_copy / "kk.yaml", lambda d: d["prompts"].update({"record.done": "Рақмет."}))
     assert "kk.yaml: prompts.record.done: must contain {days}" in problems_of(content_copy)
+
+
+# -- pronunciation: what the synthesiser says ----------------------------------------------
+
+def test_written_forms_are_replaced_as_whole_words_longest_first_in_one_pass() -> None:
+    said = Pronunciation((("ХҚКО", "орталық"), ("ХҚКО-ға", "орталыққа"), ("1414", "бір төрт"),
+                          ("бір", "BIR")))
+    assert said.spoken("ХҚКО-ға немесе ХҚКО, 1414 нөмірі") == (
+        "орталыққа немесе орталық, бір төрт нөмірі")  # "бір" put in is not replaced again
+    # Not inside a longer word or number.
+    assert said.spoken("14145 ХҚКОлар бірақ") == "14145 ХҚКОлар бірақ"
+    assert Pronunciation().spoken("1414") == "1414"
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_the_voice_says_the_number_digit_by_digit_but_the_text_keeps_it(
+        flow: Flow, language: str) -> None:
+    prompt = flow.prompt(language, "topic.documents.todo")
+    assert "1414" in prompt.text
+    assert "1414" not in prompt.speech
+    digits = {"kk": "бір, төрт, бір, төрт", "ru": "один, четыре, один, четыре"}[language]
+    assert digits in prompt.speech
+    # The rendered file is named by what is said: a changed pronunciation renders again.
+    plain = type(prompt)(prompt.language, prompt.key, prompt.text)
+    assert prompt.audio_name != plain.audio_name
+
+
+def test_kazakh_abbreviations_are_said_in_full_with_their_case_endings(flow: Flow) -> None:
+    spoken = " ".join(flow.prompt("kk", key).speech for key in
+                      ("topic.pension.fact", "topic.pension.todo", "topic.documents.fact",
+                       "topic.documents.todo"))
+    assert "ХҚКО" not in spoken and "БЖЗҚ" not in spoken
+    assert "Халыққа қызмет көрсету орталығына немесе" in spoken  # ХҚКО-ға
+    assert "Халыққа қызмет көрсету орталығындағы кезекті" in spoken  # ХҚКО-дағы
+    # "the centre, that is ХҚКО" is not said as the same name twice.
+    assert "Халыққа қызмет көрсету орталығы береді" in spoken
+    # A prompt with nothing to change is said as written.
+    assert flow.prompt("kk", "greeting").spoken == ""
+
+
+def test_bad_pronunciation_entries_are_named(content_copy: Path) -> None:
+    edit(content_copy / "kk.yaml", lambda d: d["pronounce"].update(
+        {"ХҚКО": "", "БАҚ": "бұқаралық ақпарат құралдары"}))
+    problems = problems_of(content_copy)
+    assert "kk.yaml: pronounce.ХҚКО: needs a written and a spoken form" in problems
+    assert "kk.yaml: pronounce.БАҚ: no spoken prompt contains it" in problems
+    edit(content_copy / "ru.yaml", lambda d: d.update({"pronounce": ["1414"]}))
+    assert "ru.yaml: pronounce: must map written forms to spoken ones" in problems_of(
+        content_copy)
 
 
 def test_broken_yaml_is_named(content_copy: Path) -> None:
