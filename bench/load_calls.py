@@ -146,6 +146,7 @@ def backend(kind: str, folder: Path, model: Path | None, web_host: str) -> Itera
         "HOTLINE_DOWNLOAD_BACKOFF": "0.2",
         "HOTLINE_DEMO": "",
         "HOTLINE_RECORDING_CATCHUP_HOURS": "0",  # no Twilio REST API to list recordings
+        "HOTLINE_RECEIPT_SMS": "0",  # nor to send the receipts through
         "PUBLIC_BASE_URL": "",
         "REDIS_URL": "",
         "VOSK_MODEL_RU": str(model) if model else str(folder / "no-model"),

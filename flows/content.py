@@ -51,13 +51,16 @@ SYSTEM_PROMPTS = (
     "sms.rate_limited",
     "sms.language_set",
     "sms.callback_failed",
+    "sms.question_recorded",
 )
 # Prompts that must carry placeholders, filled in from the configuration (sms.callback_failed:
-# how many times a lawyer tried to call back, and the hotline's number).
+# how many times a lawyer tried to call back, and the hotline's number; sms.question_recorded:
+# the receipt for a recorded question, with the number the lawyer will call from).
 PLACEHOLDERS: dict[str, tuple[str, ...]] = {
     "record.done": ("{days}",),
     "sms.question_received": ("{days}",),
     "sms.callback_failed": ("{attempts}", "{number}"),
+    "sms.question_recorded": ("{days}", "{number}"),
 }
 _PLACEHOLDER = re.compile(r"\{[a-z_]+\}")
 

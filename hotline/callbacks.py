@@ -73,6 +73,7 @@ from hotline import auth, jobs
 from hotline.auth import Account
 from hotline.config import LOCAL_TIME, Settings
 from hotline.outbound_sms import close_twilio_client, make_twilio_client
+from hotline.receipts import resident_language
 from hotline.twilio_glue import CALL_SID, external_url, form_int, form_sid, twilio_webhook
 from hotline.twilio_glue import runtime as twilio_runtime
 from hotline.workspace import bp, local_time, runtime, topic_title
@@ -99,6 +100,7 @@ from storage.models import (
     ROLE_CONSULTANT,
     ROLE_COORDINATOR,
     SMS_FINAL_STATUSES,
+    SMS_GAVE_UP,
     SMS_IN,
     CallbackAttempt,
     Question,
@@ -646,10 +648,7 @@ def _policy(settings: Settings) -> store.RetryPolicy:
 def _final_sms_text(question: Question, settings: Settings) -> tuple[str, str]:
     """The SMS after the last failed attempt, in the resident's language; (language, text)."""
     rt = runtime()
-    prompts = rt.flow.content.prompts
-    language = next((code for code in (question.language,
-                                       question.caller.language if question.caller else None)
-                     if code in prompts), rt.sms.default_language)
+    language = resident_language(rt, question)
     text = rt.flow.content.text(language, "sms.callback_failed")
     text = text.replace("{attempts}", str(question.callback_attempts))
     return language, text.replace("{number}", settings.twilio_phone_number).strip()
@@ -752,7 +751,8 @@ def outcome(question_id: int) -> ResponseReturnValue:
                 parts = segments(text)
                 message = queue_outbound(db, phone=caller.phone, body=text, language=language,
                                          caller=caller, question_id=question_id,
-                                         encoding=parts.encoding, segments=parts.parts, now=now)
+                                         encoding=parts.encoding, segments=parts.parts, now=now,
+                                         purpose=SMS_GAVE_UP)
                 sms_id = message.id
                 audit.record(db, account.id, audit.SMS_SENT, question_id,
                              ip=request.remote_addr, message_id=message.id, automatic=True,

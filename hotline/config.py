@@ -105,6 +105,10 @@ class Settings:
     # worker makes none (`hotline backup --to DIR` still works).
     backup_dir: Path | None = None
     backup_keep: int = 7
+    # An SMS receipt for each recorded question, with the number the lawyer will call from
+    # (hotline.receipts). From the environment: on, except in demo mode (no Twilio to send
+    # through); off here, so that code building Settings by hand sends none unless it asks.
+    receipt_sms: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -164,6 +168,8 @@ class Settings:
             backup_dir=(Path(env["HOTLINE_BACKUP_DIR"]).resolve()
                         if env.get("HOTLINE_BACKUP_DIR", "").strip() else None),
             backup_keep=int(env.get("HOTLINE_BACKUP_KEEP", "7")),
+            receipt_sms=(_flag(env["HOTLINE_RECEIPT_SMS"])
+                         if env.get("HOTLINE_RECEIPT_SMS", "").strip() else not demo),
         )
 
     def override(self, **changes: Any) -> Settings:

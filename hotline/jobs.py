@@ -24,6 +24,7 @@ from hotline.backup import BackupError, make_backup
 from hotline.cli_retention import run_retention
 from hotline.config import Settings
 from hotline.outbound_sms import messages_to_send, send_sms
+from hotline.receipts import queue_receipt
 from hotline.recording_catchup import catch_up_recordings
 from hotline.recording_catchup import enabled as catch_up_enabled
 from hotline.recordings import download_recording
@@ -77,8 +78,10 @@ def current_runtime() -> Runtime:
 
 @huey.task(retries=3, retry_delay=60, priority=DOWNLOAD_PRIORITY)  # type: ignore[untyped-decorator]
 def download_recording_job(recording_id: int) -> str:
-    """Download one recorded question, then queue its transcription."""
+    """Send the resident the question's receipt (if wanted), download the recording, then
+    queue its transcription."""
     runtime = current_runtime()
+    _send_receipt(runtime, recording_id)
     state = download_recording(runtime, recording_id)
     if state == DOWNLOAD_STORED:
         with unit_of_work(runtime.sessions) as session:
@@ -87,6 +90,16 @@ def download_recording_job(recording_id: int) -> str:
         if question_id is not None:
             transcribe_question_job(question_id)
     return state
+
+
+def _send_receipt(runtime: Runtime, recording_id: int) -> None:
+    """Queue and send the receipt SMS (hotline.receipts); never in the way of the download."""
+    try:
+        message_id = queue_receipt(runtime, recording_id)
+        if message_id is not None:
+            send_sms_job(message_id)
+    except Exception:  # noqa: BLE001 - a receipt is a courtesy; the question is what matters
+        log.exception("no receipt for recording %s", recording_id)
 
 
 @huey.task(priority=TRANSCRIPTION_PRIORITY)  # type: ignore[untyped-decorator]

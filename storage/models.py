@@ -53,6 +53,9 @@ SMS_OUT = "out"
 SMS_RECEIVED = "received"
 SMS_QUEUED = "queued"
 SMS_FAILED = "failed"
+# Purposes of automatic SMS (SmsMessage.purpose).
+SMS_RECEIPT = "receipt"
+SMS_GAVE_UP = "gave_up"
 SMS_FINAL_STATUSES = frozenset({"delivered", "undelivered", "failed", "read"})
 # Twilio error: the recipient has replied STOP; sending to them is refused.
 TWILIO_OPTED_OUT = 21610
@@ -300,6 +303,9 @@ class SmsMessage(Base):
     segments: Mapped[int | None]
     # The consultant who wrote it (an answer from a question's page); None for automatic ones.
     sent_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    # Why an automatic one was sent: SMS_RECEIPT (a recorded question is saved) or SMS_GAVE_UP
+    # (the last callback attempt failed); None for replies and consultants' answers.
+    purpose: Mapped[str | None] = mapped_column(String(20))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -70,12 +70,13 @@ def queue_outbound(
     encoding: str,
     segments: int,
     now: datetime,
+    purpose: str | None = None,
 ) -> SmsMessage:
     """Store an SMS to send (a job sends it and records Twilio's MessageSid)."""
     message = SmsMessage(direction=SMS_OUT, phone=phone, body=body, language=language,
                          caller_id=caller.id if caller else None, question_id=question_id,
                          status=SMS_QUEUED, encoding=encoding, segments=segments,
-                         created_at=now, updated_at=now)
+                         purpose=purpose, created_at=now, updated_at=now)
     session.add(message)
     session.flush()
     return message
@@ -189,3 +190,18 @@ def _earlier_opt_out(session: Session, phone: str | None, key: bytes) -> Caller 
         return None
     return session.scalars(select(Caller).where(
         Caller.phone == pseudonym(phone, key), Caller.sms_opted_out)).one_or_none()
+
+
+def sent_for(session: Session, purpose: str, *, question_id: int | None = None,
+             caller_id: int | None = None, since: datetime | None = None) -> bool:
+    """Whether an automatic SMS of this purpose was queued for the question, or for the
+    caller (since a moment)."""
+    statement = select(SmsMessage.id).where(SmsMessage.direction == SMS_OUT,
+                                            SmsMessage.purpose == purpose)
+    if question_id is not None:
+        statement = statement.where(SmsMessage.question_id == question_id)
+    if caller_id is not None:
+        statement = statement.where(SmsMessage.caller_id == caller_id)
+    if since is not None:
+        statement = statement.where(SmsMessage.created_at > since)
+    return session.scalar(statement.limit(1)) is not None

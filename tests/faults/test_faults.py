@@ -165,6 +165,7 @@ def hotline_env(folder: Path, media: TrickleMediaServer, database_url: str,
         "HOTLINE_AUDIO_STORE": "folder",
         "HOTLINE_DEMO": "",
         "HOTLINE_RECORDING_CATCHUP_HOURS": "0",  # no Twilio REST API to list recordings
+        "HOTLINE_RECEIPT_SMS": "0",  # nor to send the receipts through
         "PUBLIC_BASE_URL": "",
     }
     subprocess.run([BIN / "hotline", "db", "upgrade"], env=env, check=True, capture_output=True)

@@ -71,6 +71,7 @@ def machines(request: pytest.FixtureRequest, tmp_path: Path,
         "HOTLINE_DOWNLOAD_BACKOFF": "0.2",
         "HOTLINE_QUEUE_NAME": f"hotlinetest{uuid.uuid4().hex[:8]}",
         "HOTLINE_DEMO": "",
+        "HOTLINE_RECEIPT_SMS": "0",  # no Twilio REST API to send receipts through
         "PUBLIC_BASE_URL": "",
         "REDIS_URL": "",
         "HOTLINE_AUDIO_STORE": "database",

@@ -684,6 +684,7 @@ def test_no_answer_retries_in_daytime_then_closes_and_tells_the_resident_by_sms(
         [message] = session.scalars(select(SmsMessage)).all()
         assert (message.direction, message.phone, message.question_id, message.sent_by_id,
                 message.language) == ("out", CALLER, question_id, None, "ru")
+        assert message.purpose == "gave_up"
         assert "попыток: 3" in message.body and HOTLINE in message.body
         assert message.segments is not None and message.segments <= 2
         # The job reached Twilio's Messages.json.
