@@ -96,8 +96,10 @@ class Pronunciation:
     language's file). Only the voice hears the spoken form: SMS, the screen of the built-in
     phone and the text a person reads in the studio keep the written one.
 
-    A form is replaced as a whole word (not inside a longer word or number), the longest first,
-    in one pass: "ХҚКО-ға" is taken before "ХҚКО", and what was put in is not replaced again.
+    A form is replaced as a whole word (not inside a longer word or number, nor before a
+    hyphen: "ХҚКО-ның" is not "ХҚКО" with "-ның" left after the full name, which would be
+    wrong; each ending is an entry of its own), the longest first, in one pass: what was put
+    in is not replaced again.
     """
 
     table: tuple[tuple[str, str], ...] = ()
@@ -107,7 +109,7 @@ class Pronunciation:
         if not self.table:
             return None
         forms = sorted((written for written, _ in self.table), key=len, reverse=True)
-        return re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, forms)) + r")(?!\w)")
+        return re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, forms)) + r")(?![\w-])")
 
     def spoken(self, text: str) -> str:
         """The text as the synthesiser is to say it."""
@@ -131,6 +133,8 @@ class Content:
     keywords: dict[str, dict[str, tuple[str, ...]]]
     # language -> how its synthesiser is to say some written forms
     pronounce: dict[str, Pronunciation] = field(default_factory=dict)
+    # What `hotline flows check` reports without refusing the content (the hotline starts).
+    warnings: tuple[str, ...] = ()
 
     @property
     def language_codes(self) -> tuple[str, ...]:
@@ -262,9 +266,13 @@ def _check_prompts(content: Content, problems: list[str]) -> None:
 
 
 def _read_pronunciation(code: str, raw: object, prompts: dict[str, str],
-                        problems: list[str]) -> Pronunciation:
-    """The `pronounce:` mapping of a language's file: written form -> spoken form. A written
-    form that no spoken prompt contains is reported: it is stale, or misspelt."""
+                        problems: list[str], warnings: list[str]) -> Pronunciation:
+    """The `pronounce:` mapping of a language's file: written form -> spoken form.
+
+    A malformed entry is a problem. Warned about, without refusing the content (an explainer
+    edited by the lawyers must not stop the hotline): a written form no spoken prompt
+    contains (stale, or misspelt), and a form with an ending the table lacks ("ХҚКО-ның" where
+    only "ХҚКО" and "ХҚКО-ға" are listed), which the synthesiser would garble."""
     if raw is None:
         return Pronunciation()
     if not isinstance(raw, dict):
@@ -280,11 +288,21 @@ def _read_pronunciation(code: str, raw: object, prompts: dict[str, str],
             problems.append(f"{code}.yaml: pronounce.{written}: needs a written and a spoken "
                             "form")
             continue
-        pattern = re.compile(rf"(?<!\w){re.escape(written)}(?!\w)")
+        pattern = re.compile(rf"(?<!\w){re.escape(written)}(?![\w-])")
         if not any(pattern.search(text) for text in voice):
-            problems.append(f"{code}.yaml: pronounce.{written}: no spoken prompt contains it")
+            warnings.append(f"{code}.yaml: pronounce.{written}: no spoken prompt contains it")
         table.append((written, said))
-    return Pronunciation(tuple(table))
+    pronunciation = Pronunciation(tuple(table))
+    listed = {written for written, _ in table}
+    for key, text in prompts.items():
+        if key.startswith("sms."):
+            continue
+        for written in sorted(listed):
+            for ending in re.findall(rf"(?<!\w){re.escape(written)}(-\w+)", text):
+                if written + ending not in listed:
+                    warnings.append(f"{code}.yaml: prompts.{key}: {written}{ending}: no "
+                                    "pronounce entry for this ending")
+    return pronunciation
 
 
 def load_content(directory: Path | None = None) -> Content:
@@ -296,6 +314,7 @@ def load_content(directory: Path | None = None) -> Content:
     prompts: dict[str, dict[str, str]] = {}
     keywords: dict[str, dict[str, tuple[str, ...]]] = {}
     pronounce: dict[str, Pronunciation] = {}
+    warnings: list[str] = []
     for code in languages.values():
         data = _read_yaml(directory / f"{code}.yaml", problems)
         if data and data.get("language") != code:
@@ -318,7 +337,7 @@ def load_content(directory: Path | None = None) -> Content:
             for topic, words in raw_keywords.items()
         }
         pronounce[code] = _read_pronunciation(code, data.get("pronounce"), prompts[code],
-                                              problems)
+                                              problems, warnings)
     content = Content(
         directory=directory,
         status=str(tree.get("status", "")),
@@ -328,6 +347,7 @@ def load_content(directory: Path | None = None) -> Content:
         prompts=prompts,
         keywords=keywords,
         pronounce=pronounce,
+        warnings=tuple(warnings),
     )
     _check_prompts(content, problems)
     if problems:

@@ -93,7 +93,7 @@ DETAILS: dict[str, Callable[[Any], str]] = {
                                outcome=OUTCOME_WORDS.get(str(v), str(v)))),
     "attempt_id": lambda v: str(_("call attempt %(id)s", id=v)),
     "failed_attempts": lambda v: str(_("failed attempts: %(count)s", count=v)),
-    "with_question": lambda v: str(_("answered in the same call as question %(id)s", id=v)),
+    "with_question": lambda v: str(_("in the same call as question %(id)s", id=v)),
     "referral": lambda v: str(_("referred to: %(organisation)s", organisation=v)),
     "next_callback_at": lambda v: str(_("next try after %(time)s (Almaty)", time=_time(v))),
     "retry_planned_for": lambda v: str(_("called before the try planned for %(time)s (Almaty)",

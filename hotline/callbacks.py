@@ -79,7 +79,7 @@ from hotline.twilio_glue import runtime as twilio_runtime
 from hotline.workspace import bp, local_time, runtime, topic_title
 from storage import audit
 from storage import callbacks as store
-from storage.claims import held_siblings, touch_claim
+from storage.claims import held_siblings, lock_resident_of, touch_claim
 from storage.db import unit_of_work
 from storage.models import (
     CALLBACK_BRIDGING,
@@ -452,7 +452,7 @@ def build_panel(session: Session, question: Question, account: Account,
         max_sms_parts=MAX_SMS_PARTS,
         siblings=[SiblingView(id=other.id, received=local_time(other.created_at),
                               topic=topic_title(other.topic))
-                  for other in held_siblings(session, question, account.id)]
+                  for other in held_siblings(session, question, account.id, MAX_ALSO)]
         if holder and question.status != QUESTION_CLOSED else [],
     )
 
@@ -659,7 +659,8 @@ MAX_ALSO = 20
 
 
 def _also_ids(question_id: int) -> list[int] | None:
-    """The other questions ticked on the outcome form ("also"), or None if malformed."""
+    """The other questions ticked on the outcome form ("also"), or None if malformed (the form
+    lists at most MAX_ALSO)."""
     values = request.form.getlist("also")
     if len(values) > MAX_ALSO or not all(re.fullmatch(r"[0-9]{1,12}", v) for v in values):
         return None
@@ -669,9 +670,16 @@ def _also_ids(question_id: int) -> list[int] | None:
 def _held_together(db: Session, question_id: int, also: list[int], user_id: int,
                    now: datetime) -> tuple[Question, list[Question]]:
     """The question and the ticked others, all held by the user and all the same resident's;
-    else 409 and nothing is written. Locked in the order of their ids, so two forms sent at
-    once about the same questions wait for each other instead of deadlocking."""
-    held = {qid: _held(db, qid, user_id, now) for qid in sorted({question_id, *also})}
+    else 409 and nothing is written.
+
+    Locked as claims and Twilio's status callbacks lock: the resident's row first, then the
+    questions' callback attempts, then the questions in the order of their ids; so this form,
+    a claim on the resident and a call's status arriving at the same moment wait for each
+    other instead of deadlocking."""
+    lock_resident_of(db, question_id)
+    ids = sorted({question_id, *also})
+    store.lock_attempts(db, ids)
+    held = {qid: _held(db, qid, user_id, now) for qid in ids}
     question = held[question_id]
     others = [held[qid] for qid in also]
     for other in others:
@@ -721,9 +729,13 @@ def outcome(question_id: int) -> ResponseReturnValue:
     referral = request.form.get("referral", "").replace("\x00", "").strip()[
         :MAX_REFERRAL_CHARS] or None
     also = _also_ids(question_id)
-    if chosen not in OUTCOMES or also is None:
+    if chosen not in OUTCOMES:
         return _refuse(400, _("Please try again"),
                        _("Please choose what came of the call."), question_id)
+    if also is None:
+        return _refuse(400, _("Please try again"), _(
+            "The list of the resident's other questions was not understood. Please open the "
+            "question again and save the outcome."), question_id)
     if chosen == OUTCOME_FOLLOW_UP and referral is None:
         return _refuse(400, _("Please try again"), _(
             "Please write which organisation the resident was referred to."), question_id)
@@ -763,6 +775,10 @@ def outcome(question_id: int) -> ResponseReturnValue:
     if others:
         flash(_("The same outcome was written for the resident's other questions: "
                 "%(ids)s.", ids=", ".join(str(other.id) for other in others)), "notice")
+        gave_up_too = [q.id for q in gave_up if q.id != question_id]
+        if gave_up_too and not result.gave_up:
+            flash(_("No answer after the last try: question(s) %(ids)s closed too.",
+                    ids=", ".join(map(str, gave_up_too))), "notice")
     return redirect(url_for("workspace.queue"), 303)
 
 

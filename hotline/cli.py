@@ -94,6 +94,8 @@ def flows_check(content_dir: Path | None) -> None:
         for problem in exc.problems:
             click.echo(f"error: {problem}", err=True)
         raise SystemExit(1) from exc
+    for warning in content.warnings:
+        click.echo(f"warning: {warning}", err=True)
     click.echo(
         f"content OK: {len(content.languages)} languages, {len(content.menus)} menus, "
         f"{len(content.topics)} topics ({content.status})"

@@ -8,11 +8,15 @@ The download job (hotline.jobs) asks for it before it fetches the audio, so a fa
 does not hold it back, and the webhooks Twilio times do not spend anything on it. It goes:
 - only for a voice question whose caller's number is a mobile one (phonenumbers' type: an SMS
   to a landline is lost and still costs), not pseudonymised, not opted out (STOP);
-- once per question: the question's row is locked while deciding, and an SMS with purpose
-  "receipt" for it means it went (a download job run twice, or re-run by the sweep, sends none);
-- at most one per resident in RECEIPT_QUIET: three questions recorded in one evening get one;
-- not for a question older than RECEIPT_MAX_AGE or already closed: stored late by the catch-up,
-  or fetched again days later, a receipt would confuse more than help.
+- once per question: an SMS with purpose "receipt" for it means it went (a download job run
+  twice, or re-run by the sweep, sends none);
+- at most one per resident in RECEIPT_QUIET: three questions recorded in one evening get one.
+  The caller's row is locked while deciding (FOR NO KEY UPDATE, then the question's, the order
+  storage.claims keeps), so two workers fetching two of their questions at once decide one
+  after the other;
+- only within RECEIPT_MAX_AGE of the call, and not for a closed question: a receipt is for the
+  call just made. After a worker outage, a backlog fetched at 03:00 must not wake an elderly
+  resident with an SMS about last evening; nor one stored late by the catch-up.
 HOTLINE_RECEIPT_SMS turns it off (on by default; off in demo mode, which has no Twilio).
 """
 
@@ -32,6 +36,7 @@ from storage.models import (
     CHANNEL_VOICE,
     QUESTION_CLOSED,
     SMS_RECEIPT,
+    Caller,
     Question,
     Recording,
 )
@@ -41,7 +46,7 @@ from storage.sms import opted_out, queue_outbound, sent_for
 log = logging.getLogger(__name__)
 
 RECEIPT_QUIET = timedelta(hours=12)
-RECEIPT_MAX_AGE = timedelta(days=1)
+RECEIPT_MAX_AGE = timedelta(hours=2)
 SMS_NUMBER_TYPES = frozenset({phonenumbers.PhoneNumberType.MOBILE,
                               phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE})
 
@@ -102,10 +107,15 @@ def queue_receipt(runtime: Runtime, recording_id: int, now: datetime | None = No
         return None
     now = now or datetime.now(UTC)
     with unit_of_work(runtime.sessions) as session:
-        question_id = session.scalar(select(Recording.question_id)
-                                     .where(Recording.id == recording_id))
-        if question_id is None:
+        row = session.execute(select(Question.id, Question.caller_id)
+                              .join(Recording, Recording.question_id == Question.id)
+                              .where(Recording.id == recording_id)).one_or_none()
+        if row is None:
             return None
+        question_id, caller_id = row
+        if caller_id is not None:
+            session.execute(select(Caller.id).where(Caller.id == caller_id)
+                            .with_for_update(key_share=True))
         question = session.scalars(select(Question).where(Question.id == question_id)
                                    .with_for_update()).one_or_none()
         if question is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
@@ -17,6 +18,8 @@ from speech.models import registry_from_folder
 from speech.transcriber import Transcriber
 from storage.audio_store import AudioStore, open_audio_store
 from storage.db import make_engine, make_session_factory, make_webhook_engine
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -51,6 +54,8 @@ def build_runtime(settings: Settings) -> Runtime:
     """Check settings and content, and connect to the database (raises on invalid content)."""
     settings.check()
     content = load_content(settings.content_dir)
+    for warning in content.warnings:
+        log.warning("content: %s (hotline flows check)", warning)
     flow = Flow(content, callback_days=settings.callback_days)
     engine = make_engine(settings.database_url)
     sessions = make_session_factory(engine)

@@ -139,6 +139,15 @@ def attempts_of(session: Session, question_id: int) -> list[CallbackAttempt]:
     ))
 
 
+def lock_attempts(session: Session, question_ids: Iterable[int]) -> None:
+    """Lock the questions' callback attempts (in id order) before the questions themselves: the
+    order of Twilio's status callbacks, which lock an attempt and then its question, so an
+    outcome written while a status arrives waits instead of deadlocking with it."""
+    session.execute(select(CallbackAttempt.id)
+                    .where(CallbackAttempt.question_id.in_(list(question_ids)))
+                    .order_by(CallbackAttempt.id).with_for_update())
+
+
 def talks_without_outcome(session: Session,
                           question_ids: Iterable[int]) -> dict[int, CallbackAttempt]:
     """For each of these questions whose newest attempt reached the resident (a talk of some

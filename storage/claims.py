@@ -179,7 +179,8 @@ def touch_claim(session: Session, question_id: int, user_id: int, now: datetime)
     return _changed(result) == 1
 
 
-def held_siblings(session: Session, question: Question, user_id: int) -> list[Question]:
+def held_siblings(session: Session, question: Question, user_id: int,
+                  limit: int | None = None) -> list[Question]:
     """The resident's other questions this user holds, oldest first: the outcome form offers
     them the same outcome, since one call answers them together."""
     if question.caller_id is None:
@@ -188,7 +189,17 @@ def held_siblings(session: Session, question: Question, user_id: int) -> list[Qu
         select(Question)
         .where(Question.caller_id == question.caller_id, Question.id != question.id,
                Question.status == QUESTION_CLAIMED, Question.claimed_by_id == user_id)
-        .order_by(Question.created_at, Question.id)))
+        .order_by(Question.created_at, Question.id).limit(limit)))
+
+
+def lock_resident_of(session: Session, question_id: int) -> None:
+    """Lock the caller's row of the question (FOR NO KEY UPDATE), as claim_question does, before
+    locking several of their questions: claims and outcomes on one resident then wait for
+    each other instead of locking the same questions in different orders."""
+    caller_id = session.scalar(select(Question.caller_id).where(Question.id == question_id))
+    if caller_id is not None:
+        session.execute(select(Caller.id).where(Caller.id == caller_id)
+                        .with_for_update(key_share=True))
 
 
 _UNCLAIMED = {"status": QUESTION_WAITING, "claimed_by_id": None, "claimed_at": None,

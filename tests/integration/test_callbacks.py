@@ -759,19 +759,22 @@ def test_one_outcome_answers_the_residents_other_questions_held_too(
     waiting = make_question(db)  # the same resident's, not taken
     for question_id in (first, second, stranger):
         assert lawyer.claim(question_id).status_code == 303
-    html = lawyer.panel(first)
-    assert ticked(html) == [str(second)]  # not the stranger's, not the one not held
-    assert f"Question {second}" in section(html, "outcome-also")
+    shown = lawyer.panel(first)
+    assert ticked(shown) == [str(second)]  # not the stranger's, not the one not held
+    assert f"Question {second}" in section(shown, "outcome-also")
     assert 'id="outcome-also"' not in lawyer.panel(stranger)  # alone: nothing to offer
 
     for wrong, status in (([str(stranger)], 409), ([str(waiting)], 409), (["x"], 400),
                           ([str(second), "-1"], 400), ([str(second)] * 21, 400)):
         refused = lawyer.outcome(first, "resolved", also=wrong)
         assert refused.status_code == status, wrong
+        if status == 400:
+            assert "other questions was not understood" in html.unescape(
+                refused.get_data(as_text=True))
     assert {load_question(db, q).status for q in (first, second, stranger)} == {"claimed"}
     assert events(db, audit.OUTCOME) == [] and events(db, audit.CLOSED) == []
 
-    assert lawyer.outcome(first, "resolved", also=ticked(html)).status_code == 303
+    assert lawyer.outcome(first, "resolved", also=ticked(shown)).status_code == 303
     for question_id in (first, second):
         question = load_question(db, question_id)
         assert (question.status, question.close_reason) == ("closed", "resolved")
@@ -842,6 +845,33 @@ def test_no_answer_counts_for_each_and_the_final_sms_waits_for_the_last(
         assert message.question_id == newer
 
 
+def test_a_ticked_question_at_its_last_try_closes_and_is_named(
+        app: Flask, db: Db, api: TwilioApi, lawyer: Consultant,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The question on the page still has tries, a ticked one had its last: that one closes,
+    the notice names it, and no "we gave up" SMS goes (the resident will be called again)."""
+    rt = app.extensions["hotline"]
+    rt.settings = rt.settings.override(callback_attempts=3)
+    on_page, ticked_one = make_question(db), make_question(db)
+    with db() as session:
+        question = session.get(Question, ticked_one)
+        assert question is not None
+        question.callback_attempts = 2
+    lawyer.claim(on_page)
+    lawyer.claim(ticked_one)
+    with monkeypatch.context() as patch:
+        patch.setattr(callbacks, "utcnow", lambda: datetime(FUTURE, 3, 2, 12, 0,
+                                                            tzinfo=ALMATY).astimezone(UTC))
+        assert lawyer.outcome(on_page, "no_answer",
+                              also=ticked(lawyer.panel(on_page))).status_code == 303
+    assert load_question(db, on_page).status == "waiting"
+    assert (load_question(db, ticked_one).status,
+            load_question(db, ticked_one).close_reason) == ("closed", "no_answer")
+    assert f"No answer after the last try: question(s) {ticked_one} closed too." in (
+        lawyer.notices())
+    assert api.sent() == []
+
+
 def test_the_audit_log_says_which_call_answered_a_question(app: Flask, db: Db,
                                                            lawyer: Consultant) -> None:
     first, second = make_question(db), make_question(db)
@@ -851,7 +881,7 @@ def test_the_audit_log_says_which_call_answered_a_question(app: Flask, db: Db,
     add_account(app, "dana@example.kz", role="coordinator", name="Dana")
     coordinator = Consultant(app, "dana@example.kz")
     log = coordinator.browser.get(f"/admin/audit?question={second}").get_data(as_text=True)
-    assert f"answered in the same call as question {first}" in log
+    assert f"in the same call as question {first}" in log
 
 
 # -- SMS answers ------------------------------------------------------------------------------
@@ -1264,7 +1294,8 @@ def test_the_final_sms_text_must_carry_its_placeholders(tmp_path: Path) -> None:
     ru.write_text(ru.read_text(encoding="utf-8").replace("{number}", "1414"), encoding="utf-8")
     with pytest.raises(ContentError) as error:
         load_content(folder)
-    assert error.value.problems == ["ru.yaml: prompts.sms.callback_failed: must contain {number}"]
+    assert error.value.problems == ["ru.yaml: prompts.sms.callback_failed: must contain {number}",
+                                    "ru.yaml: prompts.sms.question_recorded: must contain {number}"]
 
 
 def test_a_talk_without_an_outcome_is_shown_in_the_queue(app: Flask, db: Db, lawyer: Consultant,

@@ -51,6 +51,20 @@ def test_flows_check_names_file_and_key_and_fails(tmp_path: Path) -> None:
     assert "ru.yaml: prompts.topic.documents.todo: missing translation" in result.output
 
 
+def test_flows_check_warns_of_a_stale_pronunciation_and_passes(tmp_path: Path) -> None:
+    content = tmp_path / "content"
+    shutil.copytree(DEFAULT_CONTENT_DIR, content)
+    data = yaml.safe_load((content / "ru.yaml").read_text("utf-8"))
+    data["pronounce"]["ЕНПФ"] = "е-эн-пэ-эф"
+    data["pronounce"]["ГЦВП"] = "гэ-цэ-вэ-пэ"  # no prompt mentions it (any more)
+    (content / "ru.yaml").write_text(yaml.safe_dump(data, allow_unicode=True), "utf-8")
+    result = run_cli(None, ["flows", "check", "--content", str(content)])
+    assert result.exit_code == 0
+    assert "warning: ru.yaml: pronounce.ГЦВП: no spoken prompt contains it" in result.output
+    assert "ЕНПФ" not in result.output
+    assert "content OK" in result.output
+
+
 def test_the_app_refuses_to_start_on_invalid_content(settings: Settings, tmp_path: Path) -> None:
     from flows.content import ContentError
 

@@ -4,6 +4,8 @@ On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from sqlalchemy import select
 from flows.content import load_content
 from flows.segments import segments
 from hotline.config import Settings
-from hotline.receipts import RECEIPT_QUIET, can_take_sms, queue_receipt
+from hotline.receipts import RECEIPT_MAX_AGE, RECEIPT_QUIET, can_take_sms, queue_receipt
 from hotline.simulator import MediaServer, PhoneSimulator, Speak
 from storage.models import Caller, Question, Recording, SmsMessage
 from tests.support import BASE_URL, CALLER, runtime
@@ -113,8 +115,9 @@ def test_no_receipt_when_switched_off(app: Flask, db: Db, api: TwilioApi,
 
 def test_late_runs_and_closed_questions_get_none_and_the_quiet_time_ends(
         app: Flask, db: Db, api: TwilioApi, phone: PhoneSimulator, question_wav: Path) -> None:
-    """The download job of an old question (the sweep, `recordings retry`) or of a closed one
-    sends nothing; after the quiet time the resident's next question gets its own receipt."""
+    """The download job of a question recorded hours ago (a backlog after a worker outage,
+    `recordings retry`) or of a closed one sends nothing; a question recorded after the quiet
+    time gets its own receipt."""
     rt = runtime(app)
     rt.settings = rt.settings.override(receipt_sms=False)
     for keys in (RUSSIAN_QUESTION, AGAIN, AGAIN):
@@ -127,14 +130,44 @@ def test_late_runs_and_closed_questions_get_none_and_the_quiet_time_ends(
         ids = first.id, second.id, third.id
         question_ids = [second.question_id, third.question_id]
     assert queue_receipt(rt, ids[0], now=created + timedelta(minutes=5)) is None  # closed
-    assert queue_receipt(rt, ids[1], now=created + timedelta(days=2)) is None  # too old
+    assert queue_receipt(rt, ids[1], now=created + RECEIPT_MAX_AGE + timedelta(minutes=5)) is None
     sent = queue_receipt(rt, ids[1], now=created + timedelta(minutes=5))
     assert sent is not None
     assert queue_receipt(rt, ids[1], now=created + timedelta(minutes=6)) is None  # once
     assert queue_receipt(rt, ids[2], now=created + timedelta(minutes=7)) is None  # quiet
-    later = queue_receipt(rt, ids[2], now=created + RECEIPT_QUIET + timedelta(minutes=6))
+    with db() as session:  # the third question recorded the next morning
+        later_question = session.get(Question, question_ids[1])
+        assert later_question is not None
+        later_question.created_at = created + RECEIPT_QUIET + timedelta(minutes=10)
+    later = queue_receipt(rt, ids[2], now=created + RECEIPT_QUIET + timedelta(minutes=15))
     assert later is not None and later != sent
     assert [r.question_id for r in receipts(db)] == question_ids
+
+
+def test_two_workers_fetching_two_questions_of_one_resident_send_one_receipt(
+        app: Flask, db: Db, api: TwilioApi, phone: PhoneSimulator, question_wav: Path) -> None:
+    """Two download jobs at once, on two threads with their own connections: the caller's row
+    lock makes the second see the first's receipt. The test holds that row while both start,
+    so both reach the decision together (without the lock both would send)."""
+    rt = runtime(app)
+    rt.settings = rt.settings.override(receipt_sms=False)
+    for keys in (RUSSIAN_QUESTION, AGAIN):
+        phone.call([*keys, Speak(question_wav)])
+    rt.settings = rt.settings.override(receipt_sms=True)
+    with db() as session:
+        recording_ids = list(session.scalars(select(Recording.id).order_by(Recording.id)))
+    results: list[int | None] = []
+    with rt.sessions() as holder, holder.begin():
+        holder.execute(select(Caller.id).with_for_update())  # what the SMS insert must wait for
+        threads = [threading.Thread(target=lambda r=r: results.append(queue_receipt(rt, r)))
+                   for r in recording_ids]
+        for thread in threads:
+            thread.start()
+        time.sleep(1.0)
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(r is not None for r in results) == [False, True]
+    assert len(receipts(db)) == 1
 
 
 @pytest.mark.parametrize("language", ["kk", "ru"])

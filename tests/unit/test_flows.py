@@ -140,8 +140,8 @@ def test_written_forms_are_replaced_as_whole_words_longest_first_in_one_pass() -
                           ("бір", "BIR")))
     assert said.spoken("ХҚКО-ға немесе ХҚКО, 1414 нөмірі") == (
         "орталыққа немесе орталық, бір төрт нөмірі")  # "бір" put in is not replaced again
-    # Not inside a longer word or number.
-    assert said.spoken("14145 ХҚКОлар бірақ") == "14145 ХҚКОлар бірақ"
+    # Not inside a longer word or number, nor before an ending the table lacks.
+    assert said.spoken("14145 ХҚКОлар бірақ ХҚКО-ның") == "14145 ХҚКОлар бірақ ХҚКО-ның"
     assert Pronunciation().spoken("1414") == "1414"
 
 
@@ -172,14 +172,30 @@ def test_kazakh_abbreviations_are_said_in_full_with_their_case_endings(flow: Flo
 
 
 def test_bad_pronunciation_entries_are_named(content_copy: Path) -> None:
-    edit(content_copy / "kk.yaml", lambda d: d["pronounce"].update(
-        {"ХҚКО": "", "БАҚ": "бұқаралық ақпарат құралдары"}))
-    problems = problems_of(content_copy)
-    assert "kk.yaml: pronounce.ХҚКО: needs a written and a spoken form" in problems
-    assert "kk.yaml: pronounce.БАҚ: no spoken prompt contains it" in problems
+    edit(content_copy / "kk.yaml", lambda d: d["pronounce"].update({"ХҚКО": ""}))
+    assert "kk.yaml: pronounce.ХҚКО: needs a written and a spoken form" in problems_of(
+        content_copy)
     edit(content_copy / "ru.yaml", lambda d: d.update({"pronounce": ["1414"]}))
     assert "ru.yaml: pronounce: must map written forms to spoken ones" in problems_of(
         content_copy)
+
+
+def test_stale_entries_and_unlisted_endings_are_warnings_not_a_refusal(
+        content_copy: Path) -> None:
+    """An explainer edited by the lawyers must not stop the hotline: what the table no longer
+    matches, or an ending it lacks, is a warning of `hotline flows check`."""
+    def change(data: dict) -> None:  # type: ignore[type-arg]
+        data["pronounce"]["БАҚ"] = "бұқаралық ақпарат құралдары"
+        data["prompts"]["topic.documents.why"] += " ХҚКО-ның мекенжайын ауыл әкімінен сұраңыз."
+    edit(content_copy / "kk.yaml", change)
+    content = load_content(content_copy)
+    assert "kk.yaml: pronounce.БАҚ: no spoken prompt contains it" in content.warnings
+    assert ("kk.yaml: prompts.topic.documents.why: ХҚКО-ның: no pronounce entry for this "
+            "ending") in content.warnings
+    # Left as written rather than said as "орталығы-ның".
+    spoken = Flow(content).prompt("kk", "topic.documents.why").speech
+    assert "ХҚКО-ның" in spoken
+    assert CONTENT.warnings == ()  # the shipped content is clean
 
 
 def test_broken_yaml_is_named(content_copy: Path) -> None:
