@@ -60,6 +60,17 @@ THANKS_WORDS = frozenset({
     "РАХМЕТ", "РАҚМЕТ", "КӨПРАХМЕТ", "КОПРАХМЕТ", "СПАСИБО", "СПС", "БОЛЬШОЕСПАСИБО",
     "THANKS", "THANKYOU", "OK", "ОК", "ОКЕЙ", "ХОРОШО", "ПОНЯТНО", "ЖАҚСЫ", "ЖАКСЫ",
     "ТҮСІНІКТІ", "ТУСИНИКТИ"})
+# Words that may stand beside a thanks in a reply that asks nothing: "Спасибо, жду звонка",
+# "Рахмет, күтемін" (how a resident answers the receipt SMS for a recorded question). Every
+# word of such a reply must be a thanks, one of these or a polite word, and it must not ask:
+# "Спасибо, пенсия не пришла" is a question and goes to the lawyers.
+THANKS_COMPANIONS = frozenset({
+    "ЖДУ", "ЖДЁМ", "ЖДЕМ", "БУДУ", "ЖДАТЬ", "ЗВОНКА", "ЗВОНОК", "ОТВЕТА", "БОЛЬШОЕ",
+    "ОГРОМНОЕ", "ВАМ", "ВАС", "ЛАДНО", "ДА", "ПОНЯЛ", "ПОНЯЛА", "ПРИНЯТО", "ЯСНО", "ВСЁ", "ВСЕ",
+    "СІЗГЕ", "СИЗГЕ", "КҮТЕМІН", "КУТЕМИН", "КҮТЕМІЗ", "КУТЕМИЗ", "КӨП", "КОП", "ҮЛКЕН",
+    "УЛКЕН", "ҚОҢЫРАУДЫ", "КОНЫРАУДЫ", "ЖАУАПТЫ", "ИӘ", "ИА", "ТҮСІНДІМ", "ТУСИНДИМ",
+    "ЖАРАЙДЫ", "БОЛАДЫ"})
+MAX_THANKS_WORDS = 5
 LANGUAGE_WORDS = {"KZ": "kk", "KK": "kk", "ҚАЗ": "kk", "КАЗ": "kk", "QAZ": "kk", "ҚАЗАҚША": "kk",
                   "RU": "ru", "РУС": "ru", "РУ": "ru", "ОРЫСША": "ru", "ПОРУССКИ": "ru"}
 ASK_LAWYER = "0"
@@ -125,6 +136,16 @@ def fallback_kind(body: str, language: str | None = None) -> str:
     if word in _KEYWORDS or is_menu_key(word):
         return "command"
     return "question"
+
+
+def is_short_thanks(body: str) -> bool:
+    """Tell whether a message of a few words only thanks and asks nothing (THANKS_COMPANIONS)."""
+    if "?" in body:
+        return False
+    words = [word for word in (command_word(w) for w in body.split()) if word]
+    return (0 < len(words) <= MAX_THANKS_WORDS and any(w in THANKS_WORDS for w in words)
+            and all(w in THANKS_WORDS or w in THANKS_COMPANIONS or w in POLITE_WORDS
+                    for w in words))
 
 
 def is_menu_key(word: str) -> bool:
@@ -225,7 +246,7 @@ class SmsDialogue:
             # "Сәлем", "Здравствуйте", an emoji, "+": the menu; a question asked for waits.
             waiting = replace(base, awaiting_question=state.awaiting_question)
             return self._send(self.text(language, "sms.menu"), waiting, "menu")
-        if word in THANKS_WORDS:
+        if word in THANKS_WORDS or is_short_thanks(cleaned):
             return SmsReply(None, replace(state, language=language), kind="thanks")
         if word in HELP_WORDS:
             return self._send(self.text(language, "sms.help"), base, "help")

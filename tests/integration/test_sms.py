@@ -184,6 +184,27 @@ def test_thanks_after_an_answer_ends_the_conversation(phone: Phone, db, body: st
     assert questions(db) == []
 
 
+@pytest.mark.parametrize("body", ["Спасибо, жду звонка", "Рахмет, күтемін", "Көп рахмет сізге!",
+                                  "Ок, спасибо большое", "Spasibo"])
+def test_a_short_thanks_to_the_receipt_is_no_question(phone: Phone, db, body: str) -> None:
+    """A resident who recorded a question answers its receipt SMS politely: no reply, and
+    nothing for a lawyer to close."""
+    assert phone.send(body) is None
+    assert questions(db) == []
+
+
+@pytest.mark.parametrize("body", ["Спасибо, пенсия не пришла", "Рахмет, қашан қоңырау шалады?",
+                                  "Спасибо, а когда позвонят", "Спасибо жду звонка по пенсии "
+                                  "мужа уже месяц"])
+def test_thanks_with_a_question_in_it_is_answered(phone: Phone, dialogue: SmsDialogue, db,
+                                                  body: str) -> None:
+    """Not taken for a thanks: it gets the topic's answer or goes to the lawyers."""
+    reply = phone.send(body)
+    assert reply is not None
+    footers = [dialogue.text(language, "sms.answer_footer") for language in ("kk", "ru")]
+    assert len(questions(db)) == 1 or any(footer in reply for footer in footers)
+
+
 @pytest.mark.parametrize(("body", "language"), [("Сұрақ бар", "kk"), ("У меня вопрос", "ru")])
 def test_i_have_a_question_is_asked_for_and_the_next_message_is_it(
         phone: Phone, dialogue: SmsDialogue, db, body: str, language: str) -> None:
