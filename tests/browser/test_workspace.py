@@ -166,16 +166,17 @@ def test_the_recording_loads_and_plays(new_context: NewContext, seeded: Seeded) 
     shot(small, "07-question-phone")
 
 
-def send_outcome(page: Page, outcome: str, referral: str = "") -> None:
-    """Choose an outcome in the question page's outcome form, write the referral, save."""
+def send_outcome(page: Page, outcome: str, referral: str = "", shots: str = "") -> None:
+    """Choose an outcome in the question page's outcome form, write the referral, save (the
+    screenshots are named after the outcome, or `shots`)."""
     form = page.locator("form#outcome-form")
     expect(form).to_be_visible()
     form.locator(f"input[name=outcome][value={outcome}]").check()
     form.locator("textarea[name=referral]").fill(referral)
-    shot(page, f"08-outcome-{outcome}-filled-in")
+    shot(page, f"08-outcome-{shots or outcome}-filled-in")
     with page.expect_navigation():
         form.locator("button[type=submit]").click()
-    shot(page, f"09-outcome-{outcome}-saved")
+    shot(page, f"09-outcome-{shots or outcome}-saved")
 
 
 def test_writing_an_outcome_changes_the_question(new_context: NewContext, seeded: Seeded,
@@ -196,6 +197,35 @@ def test_writing_an_outcome_changes_the_question(new_context: NewContext, seeded
     assert (status, reason) == (QUESTION_CLOSED, "resolved")
     page.goto("/queue?status=open")
     expect(page.locator(f"tr#question-{seeded.question_id}")).to_have_count(0)
+
+
+def test_one_call_answers_two_questions_of_one_resident(new_context: NewContext,
+                                                        seeded: Seeded, live_app: Flask) -> None:
+    """The resident also wrote an SMS question: the consultant takes it too from the page, and
+    the outcome form of either question offers the other, ticked; one "resolved" closes both."""
+    with unit_of_work(runtime(live_app).sessions) as db:
+        first = db.get(Question, seeded.question_id)
+        assert first is not None
+        sms = Question(caller_id=first.caller_id, channel="sms", language="ru",
+                       text="Мне не пришла пенсия за ноябрь", status=QUESTION_WAITING,
+                       created_at=first.created_at)
+        db.add(sms)
+        db.flush()
+        second = sms.id
+    page = log_in(new_context(viewport=PHONE, is_mobile=True, has_touch=True),
+                  seeded.consultant)
+    claim(page, seeded.question_id)
+    expect(page.locator("#also-waiting")).to_be_visible()
+    with page.expect_navigation():
+        page.locator(f"tr#other-{second} button[type=submit]").click()
+    assert question_state(live_app, second)[:2] == (QUESTION_CLAIMED, seeded.consultant)
+    also = page.locator(f"#outcome-also input[name=also][value='{seeded.question_id}']")
+    expect(also).to_be_checked()
+    send_outcome(page, "resolved", shots="two-questions-phone")
+    for question_id in (seeded.question_id, second):
+        status, _holder, reason = question_state(live_app, question_id)
+        assert (status, reason) == (QUESTION_CLOSED, "resolved")
+    expect(page.locator("p.notice").last).to_contain_text(str(seeded.question_id))
 
 
 # -- roles --------------------------------------------------------------------------------------
