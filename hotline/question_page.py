@@ -44,7 +44,7 @@ from hotline.workspace import (
     topic_title,
 )
 from storage import audit
-from storage.callbacks import end_live_attempts
+from storage.callbacks import end_live_attempts, lock_attempts
 from storage.claims import release_claim, touch_claim
 from storage.db import unit_of_work
 from storage.models import (
@@ -392,6 +392,7 @@ def release(question_id: int) -> ResponseReturnValue:
     account = auth.current_account()
     now = utcnow()
     with unit_of_work(runtime().sessions) as db:
+        lock_attempts(db, [question_id])  # before the question: see _change
         refused = _refusal(db, question_id, account.id, now)
         if refused is not None:
             return refused
@@ -404,15 +405,21 @@ def release(question_id: int) -> ResponseReturnValue:
 Change = Callable[[Session, Question, int, datetime], object]
 
 
-def _change(question_id: int, apply: Change) -> ResponseReturnValue | None:
+def _change(question_id: int, apply: Change, *,
+            ends_calls: bool = False) -> ResponseReturnValue | None:
     """Apply a change to a question the user holds, in one transaction with its audit event.
 
     None when it was made; otherwise the answer to give (409/404 when the user does not hold
-    the question, 400 when the form had a value the page does not offer).
+    the question, 400 when the form had a value the page does not offer). A change that ends
+    the question's calls (ends_calls) locks their attempts before the question, the order of
+    Twilio's status callbacks (attempt, then question), so that a status arriving at the same
+    moment waits instead of deadlocking with it.
     """
     account = auth.current_account()
     now = utcnow()
     with unit_of_work(runtime().sessions) as db:
+        if ends_calls:
+            lock_attempts(db, [question_id])
         refused = _refusal(db, question_id, account.id, now)
         if refused is not None:
             return refused
@@ -463,7 +470,7 @@ def _quick_close(db: Session, found: Question, user_id: int, now: datetime) -> N
 @auth.role_required(ROLE_CONSULTANT, ROLE_COORDINATOR)
 def close(question_id: int) -> ResponseReturnValue:
     """Close the question without a conversation, for one of the quick-close reasons."""
-    refused = _change(question_id, _quick_close)
+    refused = _change(question_id, _quick_close, ends_calls=True)
     if refused is not None:
         return refused
     return redirect(url_for("workspace.queue", closed=question_id), 303)

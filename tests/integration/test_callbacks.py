@@ -7,6 +7,8 @@ from __future__ import annotations
 import html
 import re
 import shutil
+import threading
+import time
 import uuid
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta, timezone
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import select, update
 from werkzeug.test import TestResponse
 
 from flows.content import DEFAULT_CONTENT_DIR, ContentError, load_content
@@ -1111,6 +1113,39 @@ def test_the_resident_is_not_dialled_after_the_question_was_given_up(
         lawyer.claim(question_id)
         assert section(lawyer.panel(question_id), "call-state") == \
             "Ended: The question was released or closed during the call."
+
+
+@pytest.mark.parametrize("form", ["close", "release", "outcome"])
+def test_ending_a_question_while_a_status_arrives_does_not_deadlock(
+        app: Flask, db: Db, api: TwilioApi, lawyer: Consultant, question_id: int,
+        form: str) -> None:
+    """Twilio's status callbacks lock the attempt, then the question. The test holds the
+    attempt as a status callback does while the consultant closes the question (or releases
+    it, or writes an outcome), then touches the question as the callback goes on to do: with
+    the forms locking the attempt first, the form waits and both finish; the other way round,
+    PostgreSQL finds a deadlock and aborts one of them."""
+    attempt, _form = started_call(lawyer, api, db, question_id)
+    token = lawyer.token()
+    posts = {"close": (f"/questions/{question_id}/close", {"reason": "test_call"}),
+             "release": (f"/questions/{question_id}/release", {}),
+             "outcome": (f"/questions/{question_id}/outcome", {"outcome": "wrong_number"})}
+    path, fields = posts[form]
+    answers: list[int] = []
+    rt = app.extensions["hotline"]
+    with rt.sessions() as status_callback, status_callback.begin():
+        status_callback.execute(select(CallbackAttempt).where(CallbackAttempt.id == attempt.id)
+                                .with_for_update())
+        sender = threading.Thread(target=lambda: answers.append(lawyer.browser.post(
+            path, {"csrf_token": token, **fields}).status_code))
+        sender.start()
+        time.sleep(1.0)  # the form is now waiting, for the attempt or (wrongly) further on
+        status_callback.execute(update(Question).where(Question.id == question_id)
+                                .values(claim_touched_at=datetime.now(UTC)))
+    sender.join(timeout=30)
+    assert answers == [303]
+    question = load_question(db, question_id)
+    assert question.status == ("waiting" if form == "release" else "closed")
+    assert attempts(db, question_id)[0].state == "ended"
 
 
 def test_the_answer_hangs_up_when_the_question_went_to_someone_else(
