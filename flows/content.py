@@ -37,6 +37,7 @@ SYSTEM_PROMPTS = (
     "record.empty",
     "record.not_heard",
     "goodbye",
+    "queue.waiting",
     "error.apology",
     "error.later",
     "sms.menu",

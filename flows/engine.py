@@ -143,11 +143,15 @@ class Flow:
         return language if language in self.content.language_codes else None
 
     @_remembered
-    def start(self, language: str | None) -> Screen:
-        """Greet a caller: returning callers go straight to the main menu."""
+    def start(self, language: str | None, waiting: bool = False) -> Screen:
+        """Greet a caller: returning callers go straight to the main menu. A returning caller
+        whose question waits for a lawyer (waiting) hears first that it does and that the
+        lawyer calls from the hotline's number: an anxious resident who calls to ask need
+        not record the same question again (the menu still lets them ask another)."""
         language = self.known_language(language)
         screen = self.show(MAIN if language else LANGUAGE, language)
-        return _with_preface(screen, self.say(language, "greeting"))
+        said = ("greeting", "queue.waiting") if waiting and language else ("greeting",)
+        return _with_preface(screen, self.say(language, *said))
 
     @_remembered
     def show(

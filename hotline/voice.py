@@ -121,7 +121,11 @@ def incoming() -> Response:
     language = calls.answer_incoming_call(
         rt.webhook_engine, call_sid=call_sid, phone=phone, from_number=from_number,
         to_number=_phone_field("To"), now=_now())
-    return _render(rt.flow.start(language))
+    # Only a returning caller (their language known) can have a question waiting: one more
+    # indexed read for them, none for a new number.
+    waiting = bool(language) and phone is not None and calls.question_waiting(
+        rt.webhook_engine, phone)
+    return _render(rt.flow.start(language, waiting))
 
 
 @bp.post("/menu")

@@ -19,6 +19,7 @@ from sqlalchemy import (
     case,
     func,
     literal_column,
+    or_,
     select,
     text,
     update,
@@ -33,7 +34,15 @@ from storage.db import (
     run_alone,
     runs_alone,
 )
-from storage.models import CALL_FINAL_STATUSES, CALL_IN_PROGRESS, Call, Caller
+from storage.models import (
+    CALL_FINAL_STATUSES,
+    CALL_IN_PROGRESS,
+    QUESTION_CLAIMED,
+    QUESTION_WAITING,
+    Call,
+    Caller,
+    Question,
+)
 from storage.phones import normalise_phone
 from storage.utc import UTCDateTime, ensure_utc
 
@@ -46,6 +55,7 @@ def _require_e164(phone: str) -> None:
         raise ValueError(f"not an E.164 phone number: {phone!r} (use normalise_phone first)")
 # The tables under the models: statements on them skip the ORM's per-statement planning.
 _callers, _calls = cast(Table, Caller.__table__), cast(Table, Call.__table__)
+_questions = cast(Table, Question.__table__)
 # What runs the statements of the voice menus: a session, a connection of storage.db.transaction,
 # or (the webhooks, which need no ORM objects) a storage.db.driver_transaction.
 Executor = Session | Connection | DriverTransaction
@@ -220,6 +230,26 @@ def answer_incoming_call(
     with driver_transaction(engine, durable=False) as connection:
         return answer_numbered_call(connection, call_sid=call_sid, phone=phone,
                                     from_number=from_number, to_number=to_number, now=now)
+
+
+# Whether a number has a question waiting for a lawyer (callers.phone's unique index, then
+# questions.caller_id's index): a plain-integer row or none.
+_QUESTION_WAITING = DriverStatement(
+    select(_questions.c.id)
+    .join(_callers, _callers.c.id == _questions.c.caller_id)
+    .where(_callers.c.phone == bindparam("phone"),
+           # Not IN (...): an expanding parameter, which DriverStatement cannot run.
+           or_(_questions.c.status == QUESTION_WAITING,
+               _questions.c.status == QUESTION_CLAIMED))
+    .limit(1))
+
+
+def question_waiting(engine: Engine, phone: str) -> bool:
+    """Whether the caller with this E.164 number has a question waiting for a lawyer (waiting
+    or being handled). For the incoming-call webhook, which asks only for a returning caller
+    (one whose language it knows): a new number has no question, and costs nothing more."""
+    _require_e164(phone)
+    return bool(run_alone(engine, _QUESTION_WAITING, {"phone": phone}, durable=False))
 
 
 def start_call(

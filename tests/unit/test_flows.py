@@ -221,6 +221,17 @@ def test_returning_caller_goes_straight_to_main_menu(flow: Flow, language: str) 
     assert keys[0] == "greeting" and "nav.lawyer" in keys and "nav.language" in keys
 
 
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_a_returning_caller_with_a_waiting_question_is_told_before_the_menu(
+        flow: Flow, language: str) -> None:
+    screen = flow.start(language, True)
+    assert [p.key for p in screen.prompts[:2]] == ["greeting", "queue.waiting"]
+    assert screen.node == MAIN and screen.prompts[2].key == "menu.main"
+    assert "queue.waiting" not in [p.key for p in flow.start(language).prompts]
+    # Nobody new is told: the language menu comes first, as always.
+    assert "queue.waiting" not in [p.key for p in flow.start(None, True).prompts]
+
+
 def test_choosing_a_language_remembers_it(flow: Flow) -> None:
     for key, code in CONTENT.languages.items():
         screen = flow.press(LANGUAGE, None, key)

@@ -1,0 +1,58 @@
+"""A returning caller whose question waits for a lawyer is told so before the main menu
+(Flow.start, storage.calls.question_waiting): whole calls through the signed webhooks, on SQLite
+and on PostgreSQL (whose webhook engine runs the read alone, in autocommit)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Flask
+from sqlalchemy import select
+
+from hotline.simulator import PhoneSimulator, Speak
+from storage.models import Question
+from tests.support import runtime
+from tests.workspace_support import Db
+
+RUSSIAN_QUESTION = ["2", "0"]  # Russian, then "ask a lawyer"
+
+
+def test_a_caller_whose_question_waits_is_told_so_until_it_is_closed(
+        app: Flask, db: Db, phone: PhoneSimulator, question_wav: Path) -> None:
+    flow = runtime(app).flow
+    waiting = flow.prompt("ru", "queue.waiting").text
+    main_menu = flow.prompt("ru", "menu.main").text
+
+    first = phone.call([*RUSSIAN_QUESTION, Speak(question_wav)])
+    assert waiting not in first.texts()  # nothing waited yet
+
+    again = phone.call(["", "", "", ""])  # calls back the next day and listens
+    heard = again.texts()
+    assert heard[0] == flow.prompt("ru", "greeting").text
+    assert heard[1] == waiting
+    assert heard[2] == main_menu  # then the menu, as always
+
+    with db() as session:
+        session.scalars(select(Question)).one().status = "claimed"  # a lawyer took it
+    assert waiting in phone.call([""]).texts()[:2]
+    with db() as session:
+        session.scalars(select(Question)).one().status = "closed"
+    assert waiting not in phone.call([""]).texts()
+
+
+def test_another_caller_and_a_new_number_are_not_told(
+        app: Flask, db: Db, phone: PhoneSimulator, question_wav: Path) -> None:
+    waiting = runtime(app).flow.prompt("ru", "queue.waiting").text
+    phone.call([*RUSSIAN_QUESTION, Speak(question_wav)])
+    phone.caller = "+77019998877"
+    assert waiting not in phone.call(["2", ""]).texts()  # a new number: the language menu
+    assert waiting not in phone.call([""]).texts()  # now returning, with nothing waiting
+
+
+def test_a_kazakh_caller_hears_it_in_kazakh(app: Flask, phone: PhoneSimulator,
+                                            question_wav: Path) -> None:
+    flow = runtime(app).flow
+    phone.call(["1", "0", Speak(question_wav)])
+    heard = phone.call([""]).texts()
+    assert heard[:2] == [flow.prompt("kk", "greeting").text,
+                         flow.prompt("kk", "queue.waiting").text]
