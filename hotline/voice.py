@@ -118,14 +118,11 @@ def incoming() -> Response:
     phone = normalise_phone(from_number, rt.settings.default_region)
     # Not durable (storage.db.unit_of_work): a power cut may lose this row, a crash of this
     # process may not; the caller's question, stored durably later, makes it durable too.
-    language = calls.answer_incoming_call(
+    caller = calls.answer_incoming_call(
         rt.webhook_engine, call_sid=call_sid, phone=phone, from_number=from_number,
         to_number=_phone_field("To"), now=_now())
-    # Only a returning caller (their language known) can have a question waiting: one more
-    # indexed read for them, none for a new number.
-    waiting = bool(language) and phone is not None and calls.question_waiting(
-        rt.webhook_engine, phone)
-    return _render(rt.flow.start(language, waiting))
+    # A returning caller whose question waits hears so first (Flow.start).
+    return _render(rt.flow.start(caller.language, caller.waiting))
 
 
 @bp.post("/menu")

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
     ColumnElement,
@@ -17,6 +17,8 @@ from sqlalchemy import (
     Table,
     bindparam,
     case,
+    exists,
+    false,
     func,
     literal_column,
     or_,
@@ -56,6 +58,18 @@ def _require_e164(phone: str) -> None:
 # The tables under the models: statements on them skip the ORM's per-statement planning.
 _callers, _calls = cast(Table, Caller.__table__), cast(Table, Call.__table__)
 _questions = cast(Table, Question.__table__)
+# A question waiting for a lawyer, or being handled by one. Not IN (...): an expanding
+# parameter, which DriverStatement cannot run.
+_QUESTION_OPEN = or_(_questions.c.status == QUESTION_WAITING,
+                     _questions.c.status == QUESTION_CLAIMED)
+# Whether a number has such a question (callers.phone's unique index, then questions.caller_id's
+# index): a plain-integer row or none. In the incoming call's transaction on SQLite; on
+# PostgreSQL the same read is part of _upserts' single statement.
+_QUESTION_WAITING = DriverStatement(
+    select(_questions.c.id)
+    .join(_callers, _callers.c.id == _questions.c.caller_id)
+    .where(_callers.c.phone == bindparam("phone"), _QUESTION_OPEN)
+    .limit(1))
 # What runs the statements of the voice menus: a session, a connection of storage.db.transaction,
 # or (the webhooks, which need no ORM objects) a storage.db.driver_transaction.
 Executor = Session | Connection | DriverTransaction
@@ -143,7 +157,12 @@ def _upserts(dialect: str) -> _Upserts:
         # nobody, runs to completion at the end of the statement.
         caller_cte = caller_upsert.cte("caller")
         call_cte = call_upsert(select(caller_cte.c.id).scalar_subquery()).cte("call")
-        both = DriverStatement(select(caller_cte.c.language).add_cte(call_cte))
+        # Whether a question of theirs waits for a lawyer: asked of a returning caller only
+        # (their language known; CASE does not evaluate the rest for a new number).
+        waiting = case((caller_cte.c.language.is_not(None),
+                        exists().where(_questions.c.caller_id == caller_cte.c.id,
+                                       _QUESTION_OPEN)), else_=false())
+        both = DriverStatement(select(caller_cte.c.language, waiting).add_cte(call_cte))
     return _Upserts(caller=DriverStatement(caller_upsert),
                     call=DriverStatement(call_upsert(bindparam("caller_id"))), both=both)
 
@@ -204,6 +223,15 @@ def answer_numbered_call(
     return language
 
 
+class IncomingCaller(NamedTuple):
+    """What the incoming-call webhook learns of its caller."""
+
+    # The language they chose before (None: a new number, or one that never chose).
+    language: str | None
+    # A returning caller (language known) with a question waiting for a lawyer.
+    waiting: bool
+
+
 def answer_incoming_call(
     engine: Engine,
     *,
@@ -212,44 +240,28 @@ def answer_incoming_call(
     from_number: str,
     to_number: str,
     now: datetime,
-) -> str | None:
+) -> IncomingCaller:
     """answer_numbered_call as a transaction of its own that need not be durable (see
-    storage.db.unit_of_work): what the incoming-call webhook writes.
+    storage.db.unit_of_work): what the incoming-call webhook writes; and, for a returning
+    caller, whether a question of theirs waits for a lawyer.
 
-    On the PostgreSQL webhook engine (storage.db.make_webhook_engine) both upserts are one
-    statement run alone: one round trip to the server instead of four, which were most of a
-    webhook's time there (bench/webhook_throughput.py).
+    On the PostgreSQL webhook engine (storage.db.make_webhook_engine) both upserts, and the
+    question's read, are one statement run alone: one round trip to the server instead of four,
+    which were most of a webhook's time there (bench/webhook_throughput.py).
     """
     both = _upserts(engine.dialect.name).both
     if phone and both is not None and runs_alone(engine):
         _require_e164(phone)
-        [(language,)] = run_alone(engine, both, {
+        [(language, waiting)] = run_alone(engine, both, {
             "phone": phone, "call_sid": call_sid, "from_number": from_number,
             "to_number": to_number, "now": now}, durable=False)
-        return cast(str | None, language)
+        return IncomingCaller(cast(str | None, language), bool(waiting))
     with driver_transaction(engine, durable=False) as connection:
-        return answer_numbered_call(connection, call_sid=call_sid, phone=phone,
-                                    from_number=from_number, to_number=to_number, now=now)
-
-
-# Whether a number has a question waiting for a lawyer (callers.phone's unique index, then
-# questions.caller_id's index): a plain-integer row or none.
-_QUESTION_WAITING = DriverStatement(
-    select(_questions.c.id)
-    .join(_callers, _callers.c.id == _questions.c.caller_id)
-    .where(_callers.c.phone == bindparam("phone"),
-           # Not IN (...): an expanding parameter, which DriverStatement cannot run.
-           or_(_questions.c.status == QUESTION_WAITING,
-               _questions.c.status == QUESTION_CLAIMED))
-    .limit(1))
-
-
-def question_waiting(engine: Engine, phone: str) -> bool:
-    """Whether the caller with this E.164 number has a question waiting for a lawyer (waiting
-    or being handled). For the incoming-call webhook, which asks only for a returning caller
-    (one whose language it knows): a new number has no question, and costs nothing more."""
-    _require_e164(phone)
-    return bool(run_alone(engine, _QUESTION_WAITING, {"phone": phone}, durable=False))
+        language = answer_numbered_call(connection, call_sid=call_sid, phone=phone,
+                                        from_number=from_number, to_number=to_number, now=now)
+        waiting = bool(language and phone and _QUESTION_WAITING.execute(
+            connection, {"phone": phone}))
+        return IncomingCaller(language, waiting)
 
 
 def start_call(

@@ -18,6 +18,7 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
 
 from storage.calls import (
+    IncomingCaller,
     answer_incoming_call,
     get_call,
     record_menu_step,
@@ -33,7 +34,7 @@ from storage.db import (
     unit_of_work,
     upgrade,
 )
-from storage.models import Call, Caller
+from storage.models import Call, Caller, Question
 from storage.phones import normalise_phone
 from tests.support import terminate_backend
 
@@ -61,7 +62,34 @@ def _session(engine: Engine) -> Session:
 def _incoming(webhooks: Engine, call_sid: str, number: str = "87011234567",
               now: datetime = NOW) -> str | None:
     return answer_incoming_call(webhooks, call_sid=call_sid, phone=normalise_phone(number),
-                                from_number=number, to_number=HOTLINE, now=now)
+                                from_number=number, to_number=HOTLINE, now=now).language
+
+
+def test_a_returning_callers_waiting_question_is_found_in_the_same_statement(
+        engines: tuple[Engine, Engine]) -> None:
+    """answer_incoming_call says whether a returning caller has a question waiting for a
+    lawyer (on PostgreSQL inside its one statement); never for a caller with no language."""
+    engine, webhooks = engines
+
+    def incoming(call_sid: str, number: str = "87011234567") -> IncomingCaller:
+        return answer_incoming_call(webhooks, call_sid=call_sid,
+                                    phone=normalise_phone(number), from_number=number,
+                                    to_number=HOTLINE, now=NOW)
+
+    assert incoming("CA1") == IncomingCaller(None, False)
+    with _session(engine) as session, session.begin():
+        caller = session.scalars(select(Caller)).one()
+        question = Question(caller_id=caller.id, channel="voice", status="waiting",
+                            created_at=NOW)
+        session.add(question)
+    assert incoming("CA2") == IncomingCaller(None, False)  # no language yet: not asked
+    record_menu_step(webhooks, "CA2", "language", "1", NOW, language="kk")
+    assert incoming("CA3") == IncomingCaller("kk", True)
+    assert incoming("CA4", "87019998877") == IncomingCaller(None, False)  # someone else
+    for status, waiting in (("claimed", True), ("closed", False)):
+        with _session(engine) as session, session.begin():
+            session.scalars(select(Question)).one().status = status
+        assert incoming(f"CA-{status}") == IncomingCaller("kk", waiting)
 
 
 def test_the_postgresql_webhook_engine_runs_statements_alone(
