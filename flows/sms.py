@@ -60,17 +60,22 @@ THANKS_WORDS = frozenset({
     "РАХМЕТ", "РАҚМЕТ", "КӨПРАХМЕТ", "КОПРАХМЕТ", "СПАСИБО", "СПС", "БОЛЬШОЕСПАСИБО",
     "THANKS", "THANKYOU", "OK", "ОК", "ОКЕЙ", "ХОРОШО", "ПОНЯТНО", "ЖАҚСЫ", "ЖАКСЫ",
     "ТҮСІНІКТІ", "ТУСИНИКТИ"})
-# Words that may stand beside a thanks in a reply that asks nothing: "Спасибо, жду звонка",
-# "Рахмет, күтемін" (how a resident answers the receipt SMS for a recorded question). Every
-# word of such a reply must be a thanks, one of these or a polite word, and it must not ask:
-# "Спасибо, пенсия не пришла" is a question and goes to the lawyers.
+# Words that may stand beside a thanks in a reply that asks nothing: "Спасибо большое",
+# "Көп рахмет сізге". Every word of such a reply must be a thanks, one of these or a polite
+# word, and it must not ask: "Спасибо, пенсия не пришла" is a question and goes to the lawyers.
 THANKS_COMPANIONS = frozenset({
-    "ЖДУ", "ЖДЁМ", "ЖДЕМ", "БУДУ", "ЖДАТЬ", "ЗВОНКА", "ЗВОНОК", "ОТВЕТА", "БОЛЬШОЕ",
-    "ОГРОМНОЕ", "ВАМ", "ВАС", "ЛАДНО", "ДА", "ПОНЯЛ", "ПОНЯЛА", "ПРИНЯТО", "ЯСНО", "ВСЁ", "ВСЕ",
-    "СІЗГЕ", "СИЗГЕ", "КҮТЕМІН", "КУТЕМИН", "КҮТЕМІЗ", "КУТЕМИЗ", "КӨП", "КОП", "ҮЛКЕН",
-    "УЛКЕН", "ҚОҢЫРАУДЫ", "КОНЫРАУДЫ", "ЖАУАПТЫ", "ИӘ", "ИА", "ТҮСІНДІМ", "ТУСИНДИМ",
-    "ЖАРАЙДЫ", "БОЛАДЫ"})
+    "БОЛЬШОЕ", "ОГРОМНОЕ", "ВАМ", "ВАС", "ВАШЕГО", "Я", "МЫ", "ЛАДНО", "ДА", "ПОНЯЛ",
+    "ПОНЯЛА", "ПРИНЯТО", "ЯСНО", "ВСЁ", "ВСЕ", "СІЗГЕ", "СИЗГЕ", "КӨП", "КОП", "ҮЛКЕН",
+    "УЛКЕН", "ИӘ", "ИА", "ТҮСІНДІМ", "ТУСИНДИМ", "ЖАРАЙДЫ", "АЙНАЛАЙЫН", "БАЛАМ"})
+# "I'll wait for the call": a thanks only from a resident whose question is open (the answer to
+# the receipt SMS). After the SMS that says we could not reach them, the same words ask for
+# another call, and go to the lawyers as a question.
+WAITING_WORDS = frozenset({
+    "ЖДУ", "ЖДЁМ", "ЖДЕМ", "БУДУ", "ЖДАТЬ", "ЗВОНКА", "ЗВОНОК", "ОТВЕТА", "КҮТЕМІН",
+    "КУТЕМИН", "КҮТЕМІЗ", "КУТЕМИЗ", "ҚОҢЫРАУДЫ", "КОНЫРАУДЫ", "ЖАУАПТЫ",
+    "ҚОҢЫРАУЫҢЫЗДЫ", "КОНЫРАУЫНЫЗДЫ", "ЖАУАБЫҢЫЗДЫ", "ЖАУАБЫНЫЗДЫ"})
 MAX_THANKS_WORDS = 5
+_WORD_SEPARATORS = re.compile(r"[\s.,!;:'\"()\-_*#]+")
 LANGUAGE_WORDS = {"KZ": "kk", "KK": "kk", "ҚАЗ": "kk", "КАЗ": "kk", "QAZ": "kk", "ҚАЗАҚША": "kk",
                   "RU": "ru", "РУС": "ru", "РУ": "ru", "ОРЫСША": "ru", "ПОРУССКИ": "ru"}
 ASK_LAWYER = "0"
@@ -100,6 +105,9 @@ class SmsState:
     last_topic: str | None = None
     more: str | None = None
     awaiting_question: bool = False
+    # A question of theirs waits for a lawyer (read by the web layer, not kept): "жду звонка"
+    # is then a thanks (is_short_thanks).
+    question_open: bool = False
 
 
 @dataclass(frozen=True)
@@ -138,14 +146,17 @@ def fallback_kind(body: str, language: str | None = None) -> str:
     return "question"
 
 
-def is_short_thanks(body: str) -> bool:
-    """Tell whether a message of a few words only thanks and asks nothing (THANKS_COMPANIONS)."""
+def is_short_thanks(body: str, question_open: bool = False) -> bool:
+    """Tell whether a message of a few words only thanks and asks nothing (THANKS_COMPANIONS;
+    WAITING_WORDS too when the resident's question is open). Emoji and punctuation between
+    the words do not count: "Спасибо,жду звонка 🙏"."""
     if "?" in body:
         return False
-    words = [word for word in (command_word(w) for w in body.split()) if word]
+    allowed = THANKS_COMPANIONS | POLITE_WORDS | (WAITING_WORDS if question_open else frozenset())
+    words = [command_word(w) for w in _WORD_SEPARATORS.split(body)
+             if any(ch.isalnum() for ch in w)]
     return (0 < len(words) <= MAX_THANKS_WORDS and any(w in THANKS_WORDS for w in words)
-            and all(w in THANKS_WORDS or w in THANKS_COMPANIONS or w in POLITE_WORDS
-                    for w in words))
+            and all(w in THANKS_WORDS or w in allowed for w in words))
 
 
 def is_menu_key(word: str) -> bool:
@@ -246,7 +257,7 @@ class SmsDialogue:
             # "Сәлем", "Здравствуйте", an emoji, "+": the menu; a question asked for waits.
             waiting = replace(base, awaiting_question=state.awaiting_question)
             return self._send(self.text(language, "sms.menu"), waiting, "menu")
-        if word in THANKS_WORDS or is_short_thanks(cleaned):
+        if word in THANKS_WORDS or is_short_thanks(cleaned, state.question_open):
             return SmsReply(None, replace(state, language=language), kind="thanks")
         if word in HELP_WORDS:
             return self._send(self.text(language, "sms.help"), base, "help")

@@ -566,6 +566,9 @@ def call_back(question_id: int) -> ResponseReturnValue:
     settings = runtime().settings
     now = utcnow()
     with unit_of_work(runtime().sessions) as db:
+        # Its earlier attempts before the question (start_attempt ends one gone quiet): the
+        # order of Twilio's status callbacks, as in _held_together.
+        store.lock_attempts(db, [question_id])
         question = _held(db, question_id, account.id, now)
         outside = _outside_calling_hours(settings)
         if outside is not None:

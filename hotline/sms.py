@@ -50,7 +50,8 @@ def _state(session: Session, caller: Caller | None, key: bytes) -> SmsState:
         return SmsState()
     return SmsState(language=caller.language, opted_out=sms.opted_out(session, caller, key),
                     last_topic=caller.sms_topic, more=caller.sms_more,
-                    awaiting_question=caller.sms_awaiting_question)
+                    awaiting_question=caller.sms_awaiting_question,
+                    question_open=sms.has_open_question(session, caller.id))
 
 
 def _remember(caller: Caller, state: SmsState) -> None:

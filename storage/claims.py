@@ -13,7 +13,7 @@ changes, and a consultation can last longer than HOTLINE_CLAIM_IDLE_MINUTES.
 One resident, one consultant at a time: a question cannot be claimed while another question of
 the same caller is held by someone else (a live claim), so an elderly resident who called twice
 is not rung by two lawyers about one problem; the holder sees the other question on the page
-and takes it too. The caller's row is locked first (FOR UPDATE on PostgreSQL; SQLite's
+and takes it too. The caller's row is locked first (FOR NO KEY UPDATE on PostgreSQL; SQLite's
 transactions are serial), so two claims on two questions of one resident are decided one after
 the other. The caller's row before the question's, as elsewhere: the SMS webhook upserts the
 caller before it adds to a question, retention locks the caller before its questions, and the

@@ -205,3 +205,10 @@ def sent_for(session: Session, purpose: str, *, question_id: int | None = None,
     if since is not None:
         statement = statement.where(SmsMessage.created_at > since)
     return session.scalar(statement.limit(1)) is not None
+
+
+def has_open_question(session: Session, caller_id: int) -> bool:
+    """Whether a question of the caller waits for a lawyer (waiting, or being handled)."""
+    return session.scalar(
+        select(Question.id).where(Question.caller_id == caller_id,
+                                  Question.status != QUESTION_CLOSED).limit(1)) is not None

@@ -1,6 +1,7 @@
 """A returning caller whose question waits for a lawyer is told so before the main menu
-(Flow.start, storage.calls.question_waiting): whole calls through the signed webhooks, on SQLite
-and on PostgreSQL (whose webhook engine runs the read alone, in autocommit)."""
+(Flow.start; storage.calls.answer_incoming_call reads it): whole calls through the signed
+webhooks, on SQLite and on PostgreSQL (where the read is part of the incoming call's one
+statement)."""
 
 from __future__ import annotations
 

@@ -185,12 +185,28 @@ def test_thanks_after_an_answer_ends_the_conversation(phone: Phone, db, body: st
 
 
 @pytest.mark.parametrize("body", ["Спасибо, жду звонка", "Рахмет, күтемін", "Көп рахмет сізге!",
-                                  "Ок, спасибо большое", "Spasibo"])
-def test_a_short_thanks_to_the_receipt_is_no_question(phone: Phone, db, body: str) -> None:
-    """A resident who recorded a question answers its receipt SMS politely: no reply, and
-    nothing for a lawyer to close."""
+                                  "Ок, спасибо большое", "Spasibo", "Спасибо,жду звонка 🙏",
+                                  "Рахмет 👍"])
+def test_a_short_thanks_while_a_question_waits_is_no_question(phone: Phone, db,
+                                                              body: str) -> None:
+    """A resident whose question waits answers its receipt politely: no reply, and nothing
+    more for a lawyer to close."""
+    phone.send("Сосед перекрыл мне воду, а аким не отвечает")  # their question, queued
+    assert len(questions(db)) == 1
     assert phone.send(body) is None
-    assert questions(db) == []
+    assert len(questions(db)) == 1
+
+
+@pytest.mark.parametrize("body", ["Хорошо, жду звонка", "Рахмет, күтемін", "Ок жду звонка"])
+def test_waiting_for_a_call_with_no_question_open_goes_to_the_lawyers(
+        phone: Phone, db, body: str) -> None:
+    """After the SMS that says we could not reach them (their question closed), "I'll wait
+    for the call" asks for another one: a question, not a thanks."""
+    phone.send("Сосед перекрыл мне воду, а аким не отвечает")
+    with db() as session:
+        session.scalars(select(Question)).one().status = "closed"
+    assert phone.send(body) is not None
+    assert len(questions(db)) == 2
 
 
 @pytest.mark.parametrize("body", ["Спасибо, пенсия не пришла", "Рахмет, қашан қоңырау шалады?",
