@@ -16,7 +16,9 @@ does not hold it back, and the webhooks Twilio times do not spend anything on it
   after the other;
 - only within RECEIPT_MAX_AGE of the call, and not for a closed question: a receipt is for the
   call just made. After a worker outage, a backlog fetched at 03:00 must not wake an elderly
-  resident with an SMS about last evening; nor one stored late by the catch-up.
+  resident with an SMS about last evening; nor one stored late by the catch-up. Outside the
+  calling hours (HOTLINE_CALLBACK_HOURS, Almaty) only within RECEIPT_NIGHT_DELAY of the call:
+  a resident who called at 23:00 is awake at 23:01, perhaps not at 00:30.
 HOTLINE_RECEIPT_SMS turns it off (on by default; off in demo mode, which has no Twilio).
 """
 
@@ -30,7 +32,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from flows.segments import segments
+from hotline.config import LOCAL_TIME
 from hotline.runtime import Runtime
+from storage.callbacks import within_hours
 from storage.db import unit_of_work
 from storage.models import (
     CHANNEL_VOICE,
@@ -47,6 +51,7 @@ log = logging.getLogger(__name__)
 
 RECEIPT_QUIET = timedelta(hours=12)
 RECEIPT_MAX_AGE = timedelta(hours=2)
+RECEIPT_NIGHT_DELAY = timedelta(minutes=15)
 SMS_NUMBER_TYPES = frozenset({phonenumbers.PhoneNumberType.MOBILE,
                               phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE})
 
@@ -84,8 +89,12 @@ def _wanted(session: Session, runtime: Runtime, question: Question, now: datetim
         return "not a voice question"
     if question.status == QUESTION_CLOSED:
         return "closed"
-    if now - question.created_at > RECEIPT_MAX_AGE:
+    age = now - question.created_at
+    if age > RECEIPT_MAX_AGE:
         return "too old"
+    if age > RECEIPT_NIGHT_DELAY and not within_hours(now, runtime.settings.callback_hours,
+                                                      LOCAL_TIME):
+        return "too late at night"
     if caller is None or is_pseudonym(caller.phone):
         return "no number"
     if not can_take_sms(caller.phone):

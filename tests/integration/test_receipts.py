@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from flows.content import load_content
 from flows.segments import segments
@@ -142,6 +142,29 @@ def test_late_runs_and_closed_questions_get_none_and_the_quiet_time_ends(
     later = queue_receipt(rt, ids[2], now=created + RECEIPT_QUIET + timedelta(minutes=15))
     assert later is not None and later != sent
     assert [r.question_id for r in receipts(db)] == question_ids
+
+
+def test_at_night_only_right_after_the_call(app: Flask, db: Db, api: TwilioApi,
+                                            phone: PhoneSimulator, question_wav: Path) -> None:
+    """Recorded at 22:50 Almaty (calling hours 9-20): a job at 23:00 sends the receipt, one
+    that ran late, at 23:30, sends nothing; in the evening's calling hours the two hours hold."""
+    rt = runtime(app)
+    rt.settings = rt.settings.override(receipt_sms=False)
+    phone.call([*RUSSIAN_QUESTION, Speak(question_wav)])
+    rt.settings = rt.settings.override(receipt_sms=True)
+    almaty = timezone(timedelta(hours=5))
+    recorded = datetime(2026, 12, 7, 22, 50, tzinfo=almaty)
+    with db() as session:
+        recording = session.scalars(select(Recording)).one()
+        recording.question.created_at = recorded
+        recording_id = recording.id
+    assert queue_receipt(rt, recording_id, now=recorded + timedelta(minutes=40)) is None
+    assert queue_receipt(rt, recording_id, now=recorded + timedelta(minutes=10)) is not None
+    with db() as session:
+        session.scalars(select(Recording)).one().question.created_at = recorded.replace(hour=18)
+        session.execute(delete(SmsMessage))
+    # 18:50 + 1 h: still calling hours, within the two hours.
+    assert queue_receipt(rt, recording_id, now=recorded.replace(hour=19, minute=50)) is not None
 
 
 def test_two_workers_fetching_two_questions_of_one_resident_send_one_receipt(
