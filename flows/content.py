@@ -109,15 +109,22 @@ class Pronunciation:
     def _pattern(self) -> re.Pattern[str] | None:
         if not self.table:
             return None
-        forms = sorted((written for written, _ in self.table), key=len, reverse=True)
-        return re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, forms)) + r")(?![\w-])")
+        return _whole_words(sorted((w for w, _ in self.table), key=len, reverse=True))
+
+    @cached_property
+    def _said(self) -> dict[str, str]:
+        return dict(self.table)
 
     def spoken(self, text: str) -> str:
         """The text as the synthesiser is to say it."""
         if self._pattern is None:
             return text
-        spoken = dict(self.table)
-        return self._pattern.sub(lambda match: spoken[match.group(0)], text)
+        return self._pattern.sub(lambda match: self._said[match.group(0)], text)
+
+
+def _whole_words(forms: list[str]) -> re.Pattern[str]:
+    """Any of the forms as a whole word: not inside a longer word, nor before a hyphen."""
+    return re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, forms)) + r")(?![\w-])")
 
 
 @dataclass(frozen=True)
@@ -289,7 +296,7 @@ def _read_pronunciation(code: str, raw: object, prompts: dict[str, str],
             problems.append(f"{code}.yaml: pronounce.{written}: needs a written and a spoken "
                             "form")
             continue
-        pattern = re.compile(rf"(?<!\w){re.escape(written)}(?![\w-])")
+        pattern = _whole_words([written])
         if not any(pattern.search(text) for text in voice):
             warnings.append(f"{code}.yaml: pronounce.{written}: no spoken prompt contains it")
         table.append((written, said))

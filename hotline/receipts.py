@@ -35,12 +35,12 @@ from flows.segments import segments
 from hotline.config import LOCAL_TIME
 from hotline.runtime import Runtime
 from storage.callbacks import within_hours
+from storage.claims import lock_resident_of
 from storage.db import unit_of_work
 from storage.models import (
     CHANNEL_VOICE,
     QUESTION_CLOSED,
     SMS_RECEIPT,
-    Caller,
     Question,
     Recording,
 )
@@ -116,15 +116,11 @@ def queue_receipt(runtime: Runtime, recording_id: int, now: datetime | None = No
         return None
     now = now or datetime.now(UTC)
     with unit_of_work(runtime.sessions) as session:
-        row = session.execute(select(Question.id, Question.caller_id)
-                              .join(Recording, Recording.question_id == Question.id)
-                              .where(Recording.id == recording_id)).one_or_none()
-        if row is None:
+        question_id = session.scalar(select(Recording.question_id)
+                                     .where(Recording.id == recording_id))
+        if question_id is None:
             return None
-        question_id, caller_id = row
-        if caller_id is not None:
-            session.execute(select(Caller.id).where(Caller.id == caller_id)
-                            .with_for_update(key_share=True))
+        lock_resident_of(session, question_id)
         question = session.scalars(select(Question).where(Question.id == question_id)
                                    .with_for_update()).one_or_none()
         if question is None:

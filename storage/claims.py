@@ -47,13 +47,7 @@ def claim_question(session: Session, question_id: int, user_id: int, now: dateti
     or when its holder has not touched it since lapse_before and no call for it is going on.
     Closed questions cannot be taken.
     """
-    caller_id = session.scalar(select(Question.caller_id).where(Question.id == question_id))
-    if caller_id is not None:
-        # FOR NO KEY UPDATE: claims on one resident's questions wait for each other, but rows
-        # that only point to the caller (an SMS queued, a question stored) are not held up, so
-        # a consultant answering by SMS while another claims cannot deadlock with them.
-        session.execute(select(Caller.id).where(Caller.id == caller_id)
-                        .with_for_update(key_share=True))
+    caller_id = lock_resident_of(session, question_id)
     held_by_user = and_(Question.status == QUESTION_CLAIMED, Question.claimed_by_id == user_id)
     claimable = or_(
         Question.status == QUESTION_WAITING,
@@ -192,14 +186,20 @@ def held_siblings(session: Session, question: Question, user_id: int,
         .order_by(Question.created_at, Question.id).limit(limit)))
 
 
-def lock_resident_of(session: Session, question_id: int) -> None:
-    """Lock the caller's row of the question (FOR NO KEY UPDATE), as claim_question does, before
-    locking several of their questions: claims and outcomes on one resident then wait for
-    each other instead of locking the same questions in different orders."""
+def lock_resident_of(session: Session, question_id: int) -> int | None:
+    """Lock the caller's row of the question before any of their questions; return the
+    caller's id (None: no caller, nothing locked).
+
+    Claims, the outcome form and receipts (hotline.receipts) on one resident then wait for
+    each other instead of locking the same questions in different orders. FOR NO KEY UPDATE:
+    rows that only point to the caller (an SMS queued, a question stored) are not held up, so
+    a consultant answering by SMS while another claims cannot deadlock with them.
+    """
     caller_id = session.scalar(select(Question.caller_id).where(Question.id == question_id))
     if caller_id is not None:
         session.execute(select(Caller.id).where(Caller.id == caller_id)
                         .with_for_update(key_share=True))
+    return caller_id
 
 
 _UNCLAIMED = {"status": QUESTION_WAITING, "claimed_by_id": None, "claimed_at": None,

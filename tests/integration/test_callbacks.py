@@ -804,6 +804,22 @@ def test_an_unticked_question_stays_with_the_lawyer(db: Db, lawyer: Consultant) 
     assert [event.question_id for event in events(db, audit.OUTCOME)] == [first]
 
 
+def one_at_its_last_try(app: Flask, db: Db, lawyer: Consultant,
+                        last: int) -> tuple[int, int]:
+    """Two questions of one resident, both held by the lawyer, with 3 attempts allowed; the
+    first (last=0) or the second (last=1) has had two failed tries already."""
+    rt = app.extensions["hotline"]
+    rt.settings = rt.settings.override(callback_attempts=3)
+    pair = make_question(db), make_question(db)
+    with db() as session:
+        question = session.get(Question, pair[last])
+        assert question is not None
+        question.callback_attempts = 2
+    for question_id in pair:
+        assert lawyer.claim(question_id).status_code == 303
+    return pair
+
+
 def test_no_answer_counts_for_each_and_the_final_sms_waits_for_the_last(
         app: Flask, db: Db, api: TwilioApi, lawyer: Consultant,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -811,17 +827,10 @@ def test_no_answer_counts_for_each_and_the_final_sms_waits_for_the_last(
     older, plans a retry of the newer, and sends no "we gave up" SMS, since the resident will
     be called again; when the newer one gives up too, one SMS goes."""
     rt = app.extensions["hotline"]
-    rt.settings = rt.settings.override(callback_attempts=3)
-    older, newer = make_question(db), make_question(db)
-    with db() as session:
-        question = session.get(Question, older)
-        assert question is not None
-        question.callback_attempts = 2
-    lawyer.claim(newer)
+    older, newer = one_at_its_last_try(app, db, lawyer, last=0)
     no_answer = datetime(FUTURE, 3, 2, 12, 0, tzinfo=ALMATY)
     with monkeypatch.context() as patch:
         patch.setattr(callbacks, "utcnow", lambda: no_answer.astimezone(UTC))
-        assert lawyer.claim(older).status_code == 303
         assert lawyer.outcome(older, "no_answer", also=ticked(lawyer.panel(older))
                               ).status_code == 303
     closed, retried = load_question(db, older), load_question(db, newer)
@@ -852,15 +861,7 @@ def test_a_ticked_question_at_its_last_try_closes_and_is_named(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The question on the page still has tries, a ticked one had its last: that one closes,
     the notice names it, and no "we gave up" SMS goes (the resident will be called again)."""
-    rt = app.extensions["hotline"]
-    rt.settings = rt.settings.override(callback_attempts=3)
-    on_page, ticked_one = make_question(db), make_question(db)
-    with db() as session:
-        question = session.get(Question, ticked_one)
-        assert question is not None
-        question.callback_attempts = 2
-    lawyer.claim(on_page)
-    lawyer.claim(ticked_one)
+    on_page, ticked_one = one_at_its_last_try(app, db, lawyer, last=1)
     with monkeypatch.context() as patch:
         patch.setattr(callbacks, "utcnow", lambda: datetime(FUTURE, 3, 2, 12, 0,
                                                             tzinfo=ALMATY).astimezone(UTC))
