@@ -80,7 +80,7 @@ from hotline.workspace import bp, local_time, runtime, topic_title
 from storage import audit
 from storage import callbacks as store
 from storage.claims import held_siblings, lock_resident_of, touch_claim
-from storage.db import unit_of_work
+from storage.db import retry_conflicts, unit_of_work
 from storage.models import (
     CALLBACK_BRIDGING,
     CALLBACK_CONNECTED,
@@ -464,6 +464,7 @@ def panel(session: Session, question: Question, account: Account) -> dict[str, A
 
 @bp.get("/questions/<int:question_id>/callback-panel")
 @auth.role_required(ROLE_CONSULTANT, ROLE_COORDINATOR)
+@retry_conflicts
 def callback_panel(question_id: int) -> ResponseReturnValue:
     """The panel alone: htmx polls it for the call's and the SMS' statuses (hx-select).
 
@@ -561,19 +562,55 @@ def _outside_calling_hours(settings: Settings) -> str | None:
 @bp.post("/questions/<int:question_id>/call")
 @auth.role_required(ROLE_CONSULTANT, ROLE_COORDINATOR)
 def call_back(question_id: int) -> ResponseReturnValue:
-    """Have Twilio call the consultant's phone, then bridge to the resident."""
+    """Have Twilio call the consultant's phone, then bridge to the resident.
+
+    Each of its two transactions runs again on a conflict (retry_conflicts), not the whole
+    form: the request to Twilio between them is made once."""
     account = auth.current_account()
     settings = runtime().settings
+    started = _start_attempt(question_id, account.id, settings)
+    if not isinstance(started, _Started):
+        return started
+    early = started.early
+    error, call_sid, call_status = _dial_consultant(settings, started.attempt_id,
+                                                    started.consultant_phone)
+    _store_dial(started.attempt_id, error, call_sid, call_status)
+    if error is not None:
+        # Twilio's own words (English) show under the call's status on the panel.
+        flash(_("The call was not made: %(reason)s", reason=_error_words(error)[0]), "error")
+    else:
+        flash(_("The hotline is calling your phone now. Answer it to be connected to the "
+                "resident."), "notice")
+        if early is not None:
+            flash(_("The next try was planned for %(time)s (Almaty); you are calling earlier.",
+                    time=local_time(early)), "warning")
+    return _back(question_id, "#callback-panel")
+
+
+@dataclass(frozen=True)
+class _Started:
+    """A callback attempt started (_start_attempt)."""
+
+    attempt_id: int
+    consultant_phone: str
+    early: datetime | None  # the planned retry the call comes before
+
+
+@retry_conflicts
+def _start_attempt(question_id: int, user_id: int,
+                   settings: Settings) -> _Started | ResponseReturnValue:
+    """Start a callback attempt on the question the user holds, or the page that refuses
+    it."""
     now = utcnow()
     with unit_of_work(runtime().sessions) as db:
         # Its earlier attempts before the question (start_attempt ends one gone quiet): the
         # order of Twilio's status callbacks, as in _held_together.
         store.lock_attempts(db, [question_id])
-        question = _held(db, question_id, account.id, now)
+        question = _held(db, question_id, user_id, now)
         outside = _outside_calling_hours(settings)
         if outside is not None:
             return _refuse(409, _("Outside calling hours"), outside, question_id)
-        user = db.get(User, account.id)
+        user = db.get(User, user_id)
         if user is None or not user.phone:
             return _refuse(400, _("No phone number"), _(
                 "Your account has no phone number for the hotline to call you on. Please ask "
@@ -586,30 +623,23 @@ def call_back(question_id: int) -> ResponseReturnValue:
                 "A call for this question is in progress already."), question_id)
         early = question.next_callback_at if (question.next_callback_at
                                               and question.next_callback_at > now) else None
-        attempt = store.start_attempt(db, question, account.id, now)
-        audit.record(db, account.id, audit.CALLED, question_id, ip=request.remote_addr,
+        attempt = store.start_attempt(db, question, user_id, now)
+        audit.record(db, user_id, audit.CALLED, question_id, ip=request.remote_addr,
                      attempt_id=attempt.id, retry_planned_for=early.isoformat() if early else None)
-        attempt_id, consultant_phone = attempt.id, user.phone
+        return _Started(attempt.id, user.phone, early)
 
-    error, call_sid, call_status = _dial_consultant(settings, attempt_id, consultant_phone)
+
+@retry_conflicts
+def _store_dial(attempt_id: int, error: str | None, call_sid: str | None,
+                call_status: str | None) -> None:
+    """Store what Twilio answered to the request for the call."""
     with unit_of_work(runtime().sessions) as db:
-        dialling = db.get(CallbackAttempt, attempt_id, with_for_update=True)
-        assert dialling is not None
-        attempt = dialling
+        attempt = db.get(CallbackAttempt, attempt_id, with_for_update=True)
+        assert attempt is not None
         if error is not None:
             store.fail_attempt(attempt, error, utcnow())
         elif call_sid is not None:
             store.dialled(db, attempt, call_sid, call_status, utcnow())
-    if error is not None:
-        # Twilio's own words (English) show under the call's status on the panel.
-        flash(_("The call was not made: %(reason)s", reason=_error_words(error)[0]), "error")
-    else:
-        flash(_("The hotline is calling your phone now. Answer it to be connected to the "
-                "resident."), "notice")
-        if early is not None:
-            flash(_("The next try was planned for %(time)s (Almaty); you are calling earlier.",
-                    time=local_time(early)), "warning")
-    return _back(question_id, "#callback-panel")
 
 
 def _dial_consultant(settings: Settings, attempt_id: int,
@@ -717,6 +747,7 @@ def _record_outcome(db: Session, question: Question, user_id: int, chosen: str,
 
 @bp.post("/questions/<int:question_id>/outcome")
 @auth.role_required(ROLE_CONSULTANT, ROLE_COORDINATOR)
+@retry_conflicts
 def outcome(question_id: int) -> ResponseReturnValue:
     """Record what came of the call (holder only); back to the queue with a notice.
 
@@ -837,6 +868,7 @@ def _sent_just_now(db: Session, question_id: int, user_id: int, body: str,
 
 @bp.post("/questions/<int:question_id>/sms")
 @auth.role_required(ROLE_CONSULTANT, ROLE_COORDINATOR)
+@retry_conflicts
 def sms_answer(question_id: int) -> ResponseReturnValue:
     """Answer the resident by SMS (holder only); its delivery status shows on the panel."""
     account = auth.current_account()
@@ -922,6 +954,7 @@ def _call_status(name: str) -> str:
 
 @hooks.post("/<int:attempt_id>/answer")
 @twilio_webhook
+@retry_conflicts
 def answer(attempt_id: int) -> Response:
     """The consultant answered: tell them, and dial the resident with the hotline's number."""
     call_sid = form_sid("CallSid", CALL_SID)
@@ -973,6 +1006,7 @@ def answer(attempt_id: int) -> Response:
 
 @hooks.post("/<int:attempt_id>/dialed")
 @twilio_webhook
+@retry_conflicts
 def dialed(attempt_id: int) -> Response:
     """The Dial to the resident is over: record how it ended, tell the consultant, hang up."""
     call_sid = form_sid("CallSid", CALL_SID)
@@ -994,6 +1028,7 @@ def dialed(attempt_id: int) -> Response:
     return _hang_up(SAY_DIALED.get(status, SAY_DIAL_FAILED))
 
 
+@retry_conflicts
 def _leg_status(attempt_id: int, leg: str) -> Response:
     call_sid = form_sid("CallSid", CALL_SID)
     status = _call_status("CallStatus")

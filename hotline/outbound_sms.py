@@ -42,7 +42,7 @@ from hotline.runtime import Runtime
 from hotline.twilio_glue import form_int, form_sid, runtime, twilio_webhook
 from storage import sms
 from storage.calls import touch_caller
-from storage.db import unit_of_work
+from storage.db import retry_conflicts, unit_of_work
 from storage.models import (
     SMS_FAILED,
     SMS_OUT,
@@ -276,6 +276,7 @@ def record_status(
 
 @bp.post(STATUS_PATH)
 @twilio_webhook
+@retry_conflicts
 def status() -> Response:
     """Twilio reports how an outbound message is doing (queued, sent, delivered, failed…).
 

@@ -46,7 +46,7 @@ from hotline.workspace import (
 from storage import audit
 from storage.callbacks import end_live_attempts, lock_attempts
 from storage.claims import release_claim, touch_claim
-from storage.db import unit_of_work
+from storage.db import retry_conflicts, unit_of_work
 from storage.models import (
     CHANNEL_VOICE,
     CLOSE_ABUSIVE,
@@ -387,6 +387,7 @@ def _saved(question_id: int, part: str) -> ResponseReturnValue:
 
 @bp.post("/questions/<int:question_id>/release")
 @auth.role_required(ROLE_CONSULTANT, ROLE_COORDINATOR)
+@retry_conflicts
 def release(question_id: int) -> ResponseReturnValue:
     """Give the question back to the queue."""
     account = auth.current_account()
@@ -405,6 +406,7 @@ def release(question_id: int) -> ResponseReturnValue:
 Change = Callable[[Session, Question, int, datetime], object]
 
 
+@retry_conflicts
 def _change(question_id: int, apply: Change, *,
             ends_calls: bool = False) -> ResponseReturnValue | None:
     """Apply a change to a question the user holds, in one transaction with its audit event.

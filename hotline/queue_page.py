@@ -36,7 +36,7 @@ from hotline.workspace import (
 from storage import audit
 from storage.callbacks import talks_without_outcome
 from storage.claims import ResidentHolder, claim_next, claim_question, resident_holders
-from storage.db import unit_of_work
+from storage.db import retry_conflicts, unit_of_work
 from storage.models import (
     CHANNEL_SMS,
     CHANNEL_VOICE,
@@ -345,6 +345,7 @@ def _night_note(filters: QueueFilter) -> dict[str, str] | None:
 
 @bp.post("/queue/next")
 @auth.role_required(ROLE_CONSULTANT, ROLE_COORDINATOR)
+@retry_conflicts
 def take_next() -> ResponseReturnValue:
     """Claim the first due question of the (filtered) queue this user may take, and open it:
     one click from one conversation to the next, without reading the list."""
@@ -368,6 +369,7 @@ def take_next() -> ResponseReturnValue:
 
 @bp.post("/questions/<int:question_id>/claim")
 @auth.role_required(ROLE_CONSULTANT, ROLE_COORDINATOR)
+@retry_conflicts
 def claim(question_id: int) -> ResponseReturnValue:
     """Claim the question for the logged-in user (CSRF-checked) and open it, or say who holds it."""
     account = auth.current_account()

@@ -24,7 +24,7 @@ from flows.sms import (
 from hotline.twilio_glue import runtime, twilio_webhook
 from storage import sms
 from storage.calls import touch_caller
-from storage.db import unit_of_work
+from storage.db import retry_conflicts, unit_of_work
 from storage.models import Caller, SmsMessage
 from storage.phones import normalise_phone
 
@@ -64,6 +64,7 @@ def _remember(caller: Caller, state: SmsState) -> None:
 
 @bp.post("/incoming")
 @twilio_webhook
+@retry_conflicts
 def incoming() -> Response:
     """Answer a resident's SMS at once: a menu, an answer, or a question for a lawyer."""
     message_sid = request.form.get("MessageSid", "")

@@ -23,7 +23,7 @@ from hotline.twilio_glue import (
 )
 from hotline.twiml import render_prompts_then, render_screen
 from storage import calls, questions
-from storage.db import unit_of_work
+from storage.db import retry_conflicts, unit_of_work
 from storage.phones import normalise_phone
 
 log = logging.getLogger(__name__)
@@ -174,6 +174,7 @@ def show() -> Response:
     return _render(_for_this_caller(screen), errors=_errors_arg())
 
 
+@retry_conflicts
 def _store_question() -> tuple[int, bool] | None:
     """Create (once) the question for the recording in this request.
 
@@ -263,6 +264,7 @@ def recording_status() -> Response:
 
 @bp.post("/status")
 @twilio_webhook
+@retry_conflicts
 def call_status() -> Response:
     """Record a call's status change (completed, busy, no-answer, ...)."""
     call_sid = form_sid("CallSid", CALL_SID)

@@ -20,10 +20,12 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import DBAPIError
 
 from hotline import auth, i18n
 from hotline.config import LOCAL_TIME
 from hotline.runtime import Runtime
+from storage.db import is_conflict
 from storage.models import (
     CHANNEL_SMS,
     CHANNEL_VOICE,
@@ -130,6 +132,23 @@ def bad_request(error: Exception) -> ResponseReturnValue:
                            message=_("Something in the address or the form could not be read. "
                                      "Please go back and try again."),
                            back=url_for("workspace.queue")), 400
+
+
+@bp.errorhandler(DBAPIError)
+def busy(error: DBAPIError) -> ResponseReturnValue:
+    """A form the database aborted three times for others' sake (storage.db.retry_conflicts):
+    nothing of it was saved, and the consultant is told so and asked to send it again. Any
+    other database error stays an error (a 500, logged)."""
+    if not is_conflict(error):
+        raise error
+    question_id = (request.view_args or {}).get("question_id")
+    back = (url_for("workspace.question", question_id=question_id) if question_id is not None
+            else url_for("workspace.queue"))
+    return render_template("message.html", title=_("Please try again"),
+                           message=_("Someone else was changing the same question at the same "
+                                     "moment, and nothing of yours was saved. Please go back "
+                                     "and send it again."),
+                           back=back), 503
 
 
 def init_app(app: Flask) -> None:

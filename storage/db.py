@@ -5,19 +5,23 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import random
 import select
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import wraps
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, Dialect, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
@@ -248,6 +252,56 @@ def unit_of_work(factory: sessionmaker[Session], *, durable: bool = True) -> Ite
         raise
     finally:
         session.close()
+
+
+# SQLSTATEs of a transaction the database aborted because of another one, not because of
+# anything in it: PostgreSQL's deadlock_detected and serialization_failure. The same
+# transaction run again normally succeeds.
+CONFLICT_SQLSTATES = frozenset({"40P01", "40001"})
+# Runs of a function that retry_conflicts allows: the first and two more.
+CONFLICT_TRIES = 3
+# Seconds between them, drawn at random so that two victims do not meet again in step.
+CONFLICT_PAUSE = (0.02, 0.1)
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def is_conflict(error: BaseException) -> bool:
+    """Whether error is the database aborting the transaction for another one's sake (a
+    deadlock, a serialization failure), so that running it again is the cure."""
+    if not isinstance(error, DBAPIError):
+        return False
+    return getattr(error.orig, "sqlstate", None) in CONFLICT_SQLSTATES
+
+
+def retry_conflicts(work: Callable[_P, _T]) -> Callable[_P, _T]:
+    """Run work again, up to CONFLICT_TRIES runs in all, when the database aborts one of its
+    transactions for another's sake (is_conflict); then raise the last conflict.
+
+    For work whose transactions are all its own (unit_of_work inside it) and whose effects
+    outside the database come after its last commit: an aborted transaction wrote nothing, so
+    a second run starts from where the first did. The lock order of storage.claims and
+    storage.callbacks (a resident's row, then callback attempts, then questions) keeps the
+    forms and Twilio's callbacks from deadlocking with each other; this covers what the order
+    does not (a sweep, an administrator's statement), which would otherwise be an error page
+    for a consultant or a status lost from Twilio.
+    """
+
+    @wraps(work)
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        for attempt in range(1, CONFLICT_TRIES + 1):
+            try:
+                return work(*args, **kwargs)
+            except DBAPIError as error:
+                if not is_conflict(error) or attempt == CONFLICT_TRIES:
+                    raise
+                log.warning("%s: the database aborted a transaction (%s); running it again "
+                            "(%d of %d)", getattr(work, "__name__", "work"),
+                            getattr(error.orig, "sqlstate", "?"), attempt + 1, CONFLICT_TRIES)
+                time.sleep(random.uniform(*CONFLICT_PAUSE))  # a pause, not a secret
+        raise AssertionError("unreachable")
+
+    return run
 
 
 @contextmanager

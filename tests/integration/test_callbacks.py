@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from werkzeug.test import TestResponse
 
 from flows.content import DEFAULT_CONTENT_DIR, ContentError, load_content
@@ -1147,6 +1147,77 @@ def test_ending_a_question_while_a_status_arrives_does_not_deadlock(
     question = load_question(db, question_id)
     assert question.status == ("waiting" if form == "release" else "closed")
     assert attempts(db, question_id)[0].state == "ended"
+
+
+def _wait_until_blocked(db: Db) -> None:
+    """Return once another transaction waits for a row lock (PostgreSQL's pg_locks)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with db() as session:
+            if session.scalar(text("SELECT count(*) FROM pg_locks WHERE NOT granted")):
+                return
+        time.sleep(0.02)
+    raise AssertionError("nothing waited for a lock")
+
+
+@pytest.mark.parametrize("database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)],
+                         indirect=True)
+@pytest.mark.parametrize(("request_", "tries"), [
+    ("outcome", 3), ("status", 3), ("outcome", 1)])
+def test_a_request_the_database_aborts_for_a_deadlock_runs_again(
+        app: Flask, db: Db, api: TwilioApi, twilio: Twilio, lawyer: Consultant,
+        question_id: int, monkeypatch: pytest.MonkeyPatch, request_: str, tries: int) -> None:
+    """A writer outside the lock order (here the test: the question's row, then the
+    resident's or the call's) deadlocks with the outcome form or a status callback, and
+    PostgreSQL aborts the one that waited first: the request. It runs again and succeeds
+    (storage.db.retry_conflicts); allowed no second run, the consultant is told that nothing
+    was saved and to send the form again, and nothing was."""
+    import storage.db
+
+    monkeypatch.setattr(storage.db, "CONFLICT_TRIES", tries)
+    attempt, _form = started_call(lawyer, api, db, question_id)
+    sid = attempt.consultant_call_sid
+    caller_id = load_question(db, question_id).caller_id
+    token = lawyer.token()
+    answers: list[TestResponse] = []
+    if request_ == "outcome":
+        def send() -> None:
+            answers.append(lawyer.browser.post(f"/questions/{question_id}/outcome", {
+                "csrf_token": token, "outcome": "wrong_number"}))
+        second_lock = select(Caller.id).where(Caller.id == caller_id).with_for_update()
+    else:
+        def send() -> None:
+            answers.append(twilio.post(f"/callbacks/{attempt.id}/status/consultant",
+                                       leg_form(str(sid), "ringing")))
+        second_lock = select(CallbackAttempt.id).where(CallbackAttempt.id == attempt.id) \
+            .with_for_update()
+    rt = app.extensions["hotline"]
+    with rt.sessions() as other_writer, other_writer.begin():
+        other_writer.execute(select(Question.id).where(Question.id == question_id)
+                             .with_for_update())
+        sender = threading.Thread(target=send)
+        sender.start()
+        _wait_until_blocked(db)  # the request holds its first lock and waits for the question
+        other_writer.execute(second_lock)  # a deadlock: one of the two is aborted in 1 s
+    sender.join(timeout=30)
+    [answer] = answers
+    with db() as session:
+        outcomes = session.scalars(select(AuditEvent).where(
+            AuditEvent.question_id == question_id, AuditEvent.action == audit.OUTCOME)).all()
+    if tries == 1:
+        assert answer.status_code == 503
+        body = html.unescape(answer.get_data(as_text=True))
+        assert "nothing of yours was saved. Please go back and send it again." in body
+        assert f'href="/questions/{question_id}"' in body
+        assert outcomes == []
+        assert load_question(db, question_id).status == "claimed"
+    elif request_ == "outcome":
+        assert answer.status_code == 303
+        assert len(outcomes) == 1
+        assert load_question(db, question_id).close_reason == "wrong_number"
+    else:
+        assert answer.status_code == 204
+        assert attempts(db, question_id)[0].consultant_status == "ringing"
 
 
 def test_the_answer_hangs_up_when_the_question_went_to_someone_else(

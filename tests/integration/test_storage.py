@@ -14,7 +14,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, Insert, bindparam, event, func, insert, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
 
 from storage import questions as questions_module
@@ -34,9 +34,11 @@ from storage.db import (
     DriverTransaction,
     current_revision,
     driver_transaction,
+    is_conflict,
     make_engine,
     make_session_factory,
     make_webhook_engine,
+    retry_conflicts,
     transaction,
     unit_of_work,
     upgrade,
@@ -329,6 +331,53 @@ def test_savepoint_is_part_of_the_outer_transaction(
         raise RuntimeError("the request failed")
     with session_factory() as session:
         assert _count(session, Caller) == 0
+
+
+@pytest.mark.parametrize("database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)],
+                         indirect=True)
+@pytest.mark.parametrize(("sqlstate", "fails", "runs", "calls"), [
+    ("40P01", 1, 2, ["CA1"]),  # deadlock_detected: run again
+    ("40001", 2, 3, ["CA1"]),  # serialization_failure: run again, and again
+    ("40P01", 3, 3, []),  # three aborts: the third is raised
+    ("23505", 1, 1, []),  # unique_violation is the work's own fault: raised at once
+])
+def test_work_the_database_aborts_for_another_runs_again(
+        session_factory: sessionmaker[Session], sqlstate: str, fails: int, runs: int,
+        calls: list[str]) -> None:
+    """retry_conflicts runs work again when PostgreSQL aborts its transaction for another's
+    sake; what an aborted run wrote is gone, so the work is stored once."""
+    ran: list[int] = []
+
+    @retry_conflicts
+    def work() -> str:
+        ran.append(1)
+        with unit_of_work(session_factory) as session:
+            start_call(session, call_sid="CA1", from_number="87011234567", to_number=HOTLINE,
+                       now=NOW)
+            session.flush()
+            if len(ran) <= fails:  # PostgreSQL's own error, with that SQLSTATE
+                session.execute(text(f"DO $$ BEGIN RAISE EXCEPTION 'aborted' USING ERRCODE = "
+                                     f"'{sqlstate}'; END $$"))
+        return "stored"
+
+    if calls:
+        assert work() == "stored"
+    else:
+        with pytest.raises(DBAPIError) as raised:
+            work()
+        assert is_conflict(raised.value) == (sqlstate != "23505")
+    assert len(ran) == runs
+    with session_factory() as session:
+        assert session.scalars(select(Call.call_sid)).all() == calls
+
+
+def test_an_error_of_the_work_itself_is_no_conflict(
+        session_factory: sessionmaker[Session]) -> None:
+    # SQLite's errors (a busy database among them) have no SQLSTATE; PostgreSQL's says 42P01.
+    with pytest.raises(DBAPIError) as raised, unit_of_work(session_factory) as session:
+        session.execute(text("SELECT * FROM no_such_table"))
+    assert not is_conflict(raised.value)
+    assert not is_conflict(RuntimeError("40P01"))
 
 
 # --- callers and calls ------------------------------------------------------------------------
