@@ -131,17 +131,24 @@ def opt_kind(word: str, language: str | None) -> str | None:
     return None
 
 
-def fallback_kind(body: str, language: str | None = None) -> str:
-    """What a message is, by its words alone, when the dialogue could not answer it.
+def fallback_kind(body: str, language: str | None = None, question_open: bool = False) -> str:
+    """What a message is, by its words alone, when the dialogue could not answer it (or past
+    the rate limit, where it does not answer).
 
-    "stop" or "start" (the opt-out words, read in the resident's language if known), "command"
-    (another keyword, or a menu key of one or two digits: nobody's question), else "question".
+    "stop" or "start" (the opt-out words, read in the resident's language if known); "thanks"
+    (a thanks that asks nothing, as the dialogue reads it: is_short_thanks, with question_open;
+    the dialogue does not answer it, and no lawyer needs it); "command" (another keyword, a
+    menu key of one or two digits, or no letters or digits at all, an emoji: nobody's
+    question); else "question".
     """
-    word = command_word(clean_text(body))
+    cleaned = clean_text(body)
+    word = command_word(cleaned)
     opt = opt_kind(word, language)
     if opt is not None:
         return opt
-    if word in _KEYWORDS or is_menu_key(word):
+    if word in THANKS_WORDS or is_short_thanks(cleaned, question_open):
+        return "thanks"
+    if word in _KEYWORDS or is_menu_key(word) or not any(ch.isalnum() for ch in word):
         return "command"
     return "question"
 

@@ -94,8 +94,9 @@ def incoming() -> Response:
             # One polite answer when the limit is crossed, then silence until it cools down;
             # what the messages say is kept for the lawyer all the same.
             language = caller.language if caller else None
-            # (A keyword, a menu key, a greeting or thanks is nobody's question.)
-            if caller is not None and fallback_kind(body, language) == "question":
+            # (A keyword, a menu key, a greeting or a thanks is nobody's question.)
+            if caller is not None and fallback_kind(body, language,
+                                                    state.question_open) == "question":
                 kept = sms.keep_sms_text(session, caller=caller, text=body, language=language,
                                          topic=None, now=now)
                 inbound.question_id = kept.id if kept is not None else None
@@ -144,9 +145,9 @@ def _reply(session: Session, inbound: SmsMessage, text: str | None, now: datetim
 def keep_the_message(error: Exception) -> Response | HTTPException:
     """If answering failed, still keep what the message asks for.
 
-    STOP and START still opt the resident out and in (and say so); another keyword or a menu
-    key gets the menu, to try again; any other text is queued for a lawyer, and the resident
-    is told it was received.
+    STOP and START still opt the resident out and in (and say so); a thanks gets no answer, as
+    in the dialogue; another keyword or a menu key gets the menu, to try again; any other text
+    is queued for a lawyer, and the resident is told it was received.
     """
     if isinstance(error, HTTPException):
         return error
@@ -166,7 +167,8 @@ def keep_the_message(error: Exception) -> Response | HTTPException:
                 return _twiml(None)
             # As the dialogue would have read it ("БАСТА" is a stop in Russian).
             language = rt.sms.language_for(body, caller.language if caller else None)
-            kind = fallback_kind(body, language)
+            kind = fallback_kind(body, language, caller is not None and sms.has_open_question(
+                session, caller.id))
             if kind in ("stop", "start"):
                 if caller is None:
                     return _twiml(None)  # no number to remember it for
@@ -174,6 +176,8 @@ def keep_the_message(error: Exception) -> Response | HTTPException:
                 return _reply(session, inbound, rt.sms.text(language, f"sms.{kind}"), now)
             if caller is not None and sms.opted_out(session, caller, rt.pseudonym_key):
                 return _twiml(None)
+            if kind == "thanks":
+                return _reply(session, inbound, None, now)  # as the dialogue: no answer
             if kind == "command":
                 return _reply(session, inbound, rt.sms.text(language, "sms.menu"), now)
             # Free text: its own language first, as in the dialogue (None when unknown).

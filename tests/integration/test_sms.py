@@ -357,9 +357,9 @@ def test_many_messages_cannot_flood_the_queue(app: Flask, phone: Phone,
     assert asked[-1].text == "\n\n".join(sent[per_day - 1:])
     # Until the rate limit, the resident is told the message reached the lawyers.
     assert set(replies[per_day:limit]) == {replies[0]}
-    # A keyword past the limit is nobody's question: not added.
-    phone.send("МЕНЮ")
-    phone.send("1")
+    # A keyword, an emoji or a thanks past the limit is nobody's question: not added.
+    for body in ("МЕНЮ", "1", "🙏", "Спасибо большое, жду звонка", "Рахмет 👍"):
+        assert phone.send(body) is None
     assert questions(db)[-1].text == "\n\n".join(sent[per_day - 1:])
 
 
@@ -448,6 +448,22 @@ def test_a_failure_while_answering_still_honours_stop_and_start(
     assert phone.send("МЕНЮ") == dialogue.text("ru", "sms.menu")
     assert phone.send("2") == dialogue.text("kk", "sms.menu")
     assert questions(db) == []
+
+
+def test_a_failure_while_answering_reads_thanks_as_the_dialogue_does(
+    app: Flask, phone: Phone, dialogue: SmsDialogue, db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A thanks gets no answer and makes no question, an emoji gets the menu; "I'll wait for
+    the call" is a thanks while a question waits, and a question once it is closed."""
+    phone.send("Сосед перекрыл мне воду, а аким не отвечает")  # their question, queued
+    monkeypatch.setattr(dialogue, "reply", broken_reply)
+    assert phone.send("Спасибо,жду звонка 🙏") is None
+    assert phone.send("🙏") == dialogue.text("ru", "sms.menu")
+    assert len(questions(db)) == 1
+    with db() as session:
+        session.scalars(select(Question)).one().status = "closed"
+    assert phone.send("Хорошо, жду звонка") == dialogue.text("ru", "sms.question_received")
+    assert [q.text for q in questions(db)][-1] == "Хорошо, жду звонка"
 
 
 def test_a_failure_while_answering_reads_basta_in_the_residents_language(
