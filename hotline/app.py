@@ -67,6 +67,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
             x_host=settings.proxy_hops, x_port=settings.proxy_hops, x_prefix=settings.proxy_hops,
         )
 
+    from hotline import health as health_checks
     from hotline import outbound_sms, sms, voice, workspace
 
     app.register_blueprint(voice.bp)
@@ -80,8 +81,10 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
 
     @app.get("/health")
     def health() -> dict[str, str]:
-        """Tell a load balancer the process is up."""
+        """Tell a load balancer the process is up (what it does: /health/ready, hotline.health)."""
         return {"status": "ok"}
+
+    app.register_blueprint(health_checks.bp)  # /health/ready: the worker, backlogs, for operators
 
     if not settings.secret_key and settings.database_url.startswith("postgresql"):
         log.warning(

@@ -211,6 +211,25 @@ def queue(as_json: bool) -> None:
         click.echo(f"       transcript {row['transcription']}{': ' if heard else ''}{heard}")
 
 
+@main.command("health")
+@click.option("--json", "as_json", is_flag=True, help="The document GET /health/ready answers.")
+@with_appcontext
+def health_command(as_json: bool) -> None:
+    """Check the database, the job queue, the worker and what waits how long (exit code 1
+    when a check fails: for cron and monitoring; hotline.health says what each check means)."""
+    from hotline.health import as_json as health_json
+    from hotline.health import check
+
+    checks = check(_runtime())
+    if as_json:
+        click.echo(json.dumps(health_json(checks), ensure_ascii=False, indent=2))
+    else:
+        for one in checks:
+            click.echo(f"{'ok  ' if one.ok else 'FAIL'}  {one.name:<18} {one.detail}")
+    if not all(one.ok for one in checks):
+        sys.exit(1)
+
+
 @main.group()
 def recordings() -> None:
     """Recorded questions' audio."""

@@ -30,7 +30,7 @@ from hotline.recording_catchup import enabled as catch_up_enabled
 from hotline.recordings import download_recording
 from hotline.runtime import Runtime, build_runtime
 from hotline.transcription import TranscriptionRetry, transcribe_question
-from storage import claims, questions, transcripts
+from storage import claims, health, questions, transcripts
 from storage.db import unit_of_work
 from storage.models import DOWNLOAD_STORED, TRANSCRIPTION_PENDING, TRANSCRIPTION_RUNNING
 
@@ -122,6 +122,7 @@ def sweep(runtime: Runtime) -> tuple[int, int]:
     now = datetime.now(UTC)
     stale_before = now - timedelta(seconds=runtime.settings.stale_seconds)
     with unit_of_work(runtime.sessions) as session:
+        health.beat(session, health.SWEEP, now)  # the worker's sign of life (/health/ready)
         # A consultant who claimed a question and went away gives it back to the queue.
         claims.lapse_claims(session, now - timedelta(minutes=runtime.settings.claim_idle_minutes))
         recording_ids = [r.id for r in questions.recordings_to_fetch(session, stale_before)]

@@ -47,6 +47,7 @@ from storage.models import (
     SMS_FAILED,
     SMS_OUT,
     SMS_QUEUED,
+    SMS_SENDING,
     TWILIO_OPTED_OUT,
     Caller,
     SmsMessage,
@@ -57,9 +58,6 @@ log = logging.getLogger(__name__)
 bp = Blueprint("sms_status", __name__)
 
 STATUS_PATH = "/sms/status"
-# Our claim while a job talks to Twilio (a row without a MessageSid); once Twilio has the
-# message, "sending" is Twilio's own status of the same name.
-SMS_SENDING = "sending"
 MESSAGE_SID = re.compile(r"^(SM|MM)[0-9a-fA-F]{32}$")
 MESSAGE_STATUS = re.compile(r"^[a-z][a-z_-]{0,19}$")
 REST_TIMEOUT = 30.0

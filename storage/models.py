@@ -52,6 +52,9 @@ SMS_IN = "in"
 SMS_OUT = "out"
 SMS_RECEIVED = "received"
 SMS_QUEUED = "queued"
+# Our claim while a job talks to Twilio (a row without a MessageSid); once Twilio has the
+# message, "sending" is Twilio's own status of the same name.
+SMS_SENDING = "sending"
 SMS_FAILED = "failed"
 # Purposes of automatic SMS (SmsMessage.purpose).
 SMS_RECEIPT = "receipt"
@@ -465,3 +468,18 @@ class AudioBlob(Base):
 
     def __repr__(self) -> str:
         return f"<AudioBlob {self.id} {self.key} {self.size} bytes>"
+
+
+class Heartbeat(Base):
+    """When a periodic job last ran (storage.health.beat): the worker's sign of life.
+
+    One row per name; the sweep writes "sweep" every minute, and /health/ready reads it.
+    """
+
+    __tablename__ = "heartbeats"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    beat_at: Mapped[datetime]
+
+    def __repr__(self) -> str:
+        return f"<Heartbeat {self.name} {self.beat_at:%Y-%m-%d %H:%M:%S}>"

@@ -292,7 +292,7 @@ def test_a_logged_out_visitor_is_sent_to_login_and_back(app: Flask, coordinator:
 
 
 def test_every_workspace_route_needs_a_login(app: Flask) -> None:
-    public = {"static", "health", "auth.login", "auth.logout"}
+    public = {"static", "health", "health.ready", "auth.login", "auth.logout"}
     browser = Browser(app)
     for rule in app.url_map.iter_rules():
         # Twilio's webhooks (signed: their own tests check the signature), the public figures,

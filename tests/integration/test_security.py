@@ -76,9 +76,10 @@ def concrete(rule: str) -> str:
 # -- 1. Twilio's signature on every Twilio route; CSRF on every other form -------------------
 
 TWILIO_BLUEPRINTS = {"voice", "sms", "sms_status", "callback_hooks"}
-# GET routes anyone may open: prompt audio is public (Twilio's <Play> fetches it unsigned).
-PUBLIC_GETS = {"static", "health", "auth.login", "voice.prompt_audio", "public.page",
-               "public.page_in", "public.stats"}
+# GET routes anyone may open: prompt audio is public (Twilio's <Play> fetches it unsigned);
+# the health checks hold counts and ages only (hotline.health), for a monitor without a login.
+PUBLIC_GETS = {"static", "health", "health.ready", "auth.login", "voice.prompt_audio",
+               "public.page", "public.page_in", "public.stats"}
 
 
 def post_routes(app: Flask) -> list[tuple[str, str]]:

@@ -1,0 +1,135 @@
+"""Is the hotline doing its work? For an operator's monitoring, not for a load balancer.
+
+`GET /health` says only that the web process answers (a load balancer keeps sending calls to a
+process whose database is down: it answers them with the spoken apology). `GET /health/ready`
+and `hotline health` check what a resident's question goes through after the call, each with
+a limit past which someone must look:
+
+- the database answers, and the job queue (SQLite file or Redis) answers;
+- the worker's sweep ran within WORKER_SILENT_AFTER (it runs every minute; a stopped worker
+  stops downloads, transcriptions and SMS without any error in the web logs);
+- no recording has waited for its download longer than 2 × HOTLINE_STALE_SECONDS (the sweep
+  asks again after one), and none was refused (it waits for `hotline recordings retry`);
+- no question has waited for its transcript longer than TRANSCRIPTION_LATE_AFTER (a busy day's
+  backlog clears well within it: bench/README.md, load figures);
+- no SMS has waited to be sent longer than 2 × HOTLINE_STALE_SECONDS.
+
+The answer is JSON with each check, 200 when all pass and 503 when one fails. It holds counts
+and ages only, nothing about a resident, so it needs no login.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from flask import Blueprint, Response, current_app, jsonify
+from sqlalchemy import text
+
+from hotline import jobs
+from hotline.runtime import Runtime
+from storage import health
+from storage.db import unit_of_work
+from storage.models import utcnow
+
+log = logging.getLogger(__name__)
+
+WORKER_SILENT_AFTER = timedelta(minutes=5)
+TRANSCRIPTION_LATE_AFTER = timedelta(hours=1)
+
+bp = Blueprint("health", __name__)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One thing checked: whether it passes, what was found, and the figures."""
+
+    name: str
+    ok: bool
+    detail: str
+    figures: dict[str, Any]
+
+
+def _age(now: datetime, since: datetime | None) -> int | None:
+    return None if since is None else max(0, int((now - since).total_seconds()))
+
+
+def _backlog(name: str, waiting: health.Waiting, now: datetime, late_after: timedelta,
+             what: str) -> Check:
+    age = _age(now, waiting.oldest)
+    figures = {"waiting": waiting.count, "oldest_seconds": age}
+    if age is not None and age > late_after.total_seconds():
+        return Check(name, False, f"{waiting.count} {what} waiting, the oldest for "
+                     f"{age // 60} min (limit {int(late_after.total_seconds()) // 60} min)",
+                     figures)
+    return Check(name, True, f"{waiting.count} {what} waiting", figures)
+
+
+def check(runtime: Runtime, now: datetime | None = None) -> list[Check]:
+    """Run every check (see the module's docstring); a failure of one does not stop the rest."""
+    now = now or utcnow()
+    checks: list[Check] = []
+    late = timedelta(seconds=2 * runtime.settings.stale_seconds)
+    try:
+        with unit_of_work(runtime.sessions) as session:
+            session.execute(text("SELECT 1"))
+            checks.append(Check("database", True, "answers", {}))
+            beat = health.last_beat(session, health.SWEEP)
+            downloads = health.downloads_waiting(session)
+            refused = health.downloads_refused(session)
+            transcriptions = health.transcriptions_waiting(session)
+            sms = health.sms_waiting(session)
+    except Exception as error:  # noqa: BLE001 - whatever the database says, the answer is "no"
+        log.warning("health: the database does not answer (%s)", type(error).__name__)
+        checks.append(Check("database", False, f"does not answer ({type(error).__name__})", {}))
+    else:
+        age = _age(now, beat)
+        if age is None:
+            checks.append(Check("worker", False, "no worker has run the sweep yet",
+                                {"last_sweep_seconds": None}))
+        else:
+            silent = age > WORKER_SILENT_AFTER.total_seconds()
+            checks.append(Check(
+                "worker", not silent,
+                f"the sweep last ran {age} s ago" + (
+                    f" (limit {int(WORKER_SILENT_AFTER.total_seconds())} s): is a worker "
+                    "running?" if silent else ""), {"last_sweep_seconds": age}))
+        checks.append(_backlog("downloads", downloads, now, late, "recordings"))
+        checks.append(Check(
+            "refused_downloads", refused.count == 0,
+            f"{refused.count} recordings refused" + (
+                ": see the worker's log, then `hotline recordings retry`" if refused.count
+                else ""), {"waiting": refused.count,
+                           "oldest_seconds": _age(now, refused.oldest)}))
+        checks.append(_backlog("transcriptions", transcriptions, now,
+                               TRANSCRIPTION_LATE_AFTER, "questions"))
+        checks.append(_backlog("sms", sms, now, late, "SMS"))
+    checks.append(_queue_check())
+    return checks
+
+
+def _queue_check() -> Check:
+    try:
+        pending = int(jobs.huey.pending_count())
+    except Exception as error:  # noqa: BLE001 - Redis down, the SQLite file unreadable...
+        log.warning("health: the job queue does not answer (%s)", type(error).__name__)
+        return Check("queue", False, f"does not answer ({type(error).__name__})", {})
+    return Check("queue", True, f"{pending} jobs queued", {"jobs": pending})
+
+
+def as_json(checks: list[Check]) -> dict[str, Any]:
+    """The checks as /health/ready answers them."""
+    return {"status": "ok" if all(c.ok for c in checks) else "failing",
+            "checks": {c.name: {"ok": c.ok, "detail": c.detail, **c.figures} for c in checks}}
+
+
+@bp.get("/health/ready")
+def ready() -> Response:
+    """Every check as JSON: 200 when all pass, 503 when one fails."""
+    checks = check(cast(Runtime, current_app.extensions["hotline"]))
+    response = jsonify(as_json(checks))
+    response.status_code = 200 if all(c.ok for c in checks) else 503
+    response.headers["Cache-Control"] = "no-store"
+    return response
