@@ -1122,10 +1122,11 @@ def test_ending_a_question_while_a_status_arrives_does_not_deadlock(
         form: str, caplog: pytest.LogCaptureFixture) -> None:
     """Twilio's status callbacks lock the attempt, then the question. The test holds the
     attempt as a status callback does while the consultant closes the question (or releases
-    it, or writes an outcome, or presses Call again), then touches the question as the callback goes on to do: with
-    the forms locking the attempt first, the form waits and both finish; the other way round,
-    PostgreSQL finds a deadlock and aborts one of them (the form, which then runs again:
-    storage.db.retry_conflicts logs it, and the test fails on that log)."""
+    it, or writes an outcome, or presses Call again), then touches the question as the
+    callback goes on to do: with the forms locking the attempt first, the form waits and both
+    finish; the other way round, PostgreSQL finds a deadlock and aborts one of them (the form,
+    which then runs again: storage.db.retry_conflicts logs it, and the test fails on that
+    log)."""
     attempt, _form = started_call(lawyer, api, db, question_id)
     token = lawyer.token()
     posts = {"close": (f"/questions/{question_id}/close", {"reason": "test_call"}),
