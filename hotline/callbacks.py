@@ -64,6 +64,7 @@ from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import or_, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, object_session
 from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 from twilio.twiml.voice_response import Dial, VoiceResponse
@@ -80,7 +81,7 @@ from hotline.workspace import bp, local_time, runtime, topic_title
 from storage import audit
 from storage import callbacks as store
 from storage.claims import held_siblings, lock_resident_of, touch_claim
-from storage.db import retry_conflicts, unit_of_work
+from storage.db import is_conflict, retry_conflicts, unit_of_work
 from storage.models import (
     CALLBACK_BRIDGING,
     CALLBACK_CONNECTED,
@@ -574,7 +575,16 @@ def call_back(question_id: int) -> ResponseReturnValue:
     early = started.early
     error, call_sid, call_status = _dial_consultant(settings, started.attempt_id,
                                                     started.consultant_phone)
-    _store_dial(started.attempt_id, error, call_sid, call_status)
+    try:
+        _store_dial(started.attempt_id, error, call_sid, call_status)
+    except DBAPIError as aborted:
+        if not is_conflict(aborted):
+            raise
+        # Twilio was asked, and the attempt is stored: not the busy page's "nothing was
+        # saved, send it again" (a second call). Twilio's callbacks bring the CallSid
+        # (_same_call); a refused call's attempt ends when it has gone quiet (live_attempt).
+        log.warning("callback attempt %s: Twilio's answer could not be stored (%s)",
+                    started.attempt_id, getattr(aborted.orig, "sqlstate", "?"))
     if error is not None:
         # Twilio's own words (English) show under the call's status on the panel.
         flash(_("The call was not made: %(reason)s", reason=_error_words(error)[0]), "error")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 from typing import cast
 
@@ -49,6 +50,7 @@ TRANSCRIPTION = {
 ROLES = {ROLE_CONSULTANT: _l("consultant"), ROLE_COORDINATOR: _l("coordinator")}
 
 bp = Blueprint("workspace", __name__)
+log = logging.getLogger(__name__)
 
 
 def runtime() -> Runtime:
@@ -141,6 +143,8 @@ def busy(error: DBAPIError) -> ResponseReturnValue:
     other database error stays an error (a 500, logged)."""
     if not is_conflict(error):
         raise error
+    log.warning("%s: the database aborted the form on every try (%s); nothing was saved",
+                request.endpoint, getattr(error.orig, "sqlstate", "?"))
     question_id = (request.view_args or {}).get("question_id")
     back = (url_for("workspace.question", question_id=question_id) if question_id is not None
             else url_for("workspace.queue"))

@@ -15,6 +15,7 @@ import json
 import re
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
@@ -77,6 +78,9 @@ class TwilioApi:
             MESSAGES: [], CALLS: [], RECORDINGS: [], CALL_RECORDS: []}
         self.recordings: list[dict[str, Any]] = []  # the account's, as Twilio lists them
         self.remote_calls: dict[str, dict[str, Any]] = {}
+        # Called with the resource ("Calls", "Messages"...) before a POST to it is answered:
+        # a test's moment to act while the app waits for Twilio.
+        self.before_answer: Callable[[str], None] | None = None
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
@@ -179,6 +183,8 @@ class TwilioApi:
         if authorization != self._expected:
             return twilio_error(401, 20003, "Authenticate")
         resource = match["resource"]
+        if self.before_answer is not None:
+            self.before_answer(resource)
         with self._lock:
             if self._script[resource]:
                 return self._script[resource].pop(0)

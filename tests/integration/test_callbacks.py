@@ -1159,11 +1159,14 @@ def test_ending_a_question_while_a_status_arrives_does_not_deadlock(
 
 
 def _wait_until_blocked(db: Db) -> None:
-    """Return once another transaction waits for a row lock (PostgreSQL's pg_locks)."""
+    """Return once a transaction on this test's database waits for a lock (other tests on
+    the same server have databases of their own)."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         with db() as session:
-            if session.scalar(text("SELECT count(*) FROM pg_locks WHERE NOT granted")):
+            if session.scalar(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock'")):
                 return
         time.sleep(0.02)
     raise AssertionError("nothing waited for a lock")
@@ -1175,7 +1178,8 @@ def _wait_until_blocked(db: Db) -> None:
     ("outcome", 3), ("status", 3), ("outcome", 1)])
 def test_a_request_the_database_aborts_for_a_deadlock_runs_again(
         app: Flask, db: Db, api: TwilioApi, twilio: Twilio, lawyer: Consultant,
-        question_id: int, monkeypatch: pytest.MonkeyPatch, request_: str, tries: int) -> None:
+        question_id: int, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        request_: str, tries: int) -> None:
     """A writer outside the lock order (here the test: the question's row, then the
     resident's or the call's) deadlocks with the outcome form or a status callback, and
     PostgreSQL aborts the one that waited first: the request. It runs again and succeeds
@@ -1210,6 +1214,9 @@ def test_a_request_the_database_aborts_for_a_deadlock_runs_again(
         other_writer.execute(second_lock)  # a deadlock: one of the two is aborted in 1 s
     sender.join(timeout=30)
     [answer] = answers
+    # The deadlock happened, and the request was its victim.
+    assert "deadlock detected" in caplog.text or "40P01" in caplog.text
+    assert ("running it again (2 of 3)" in caplog.text) == (tries == 3)
     with db() as session:
         outcomes = session.scalars(select(AuditEvent).where(
             AuditEvent.question_id == question_id, AuditEvent.action == audit.OUTCOME)).all()
@@ -1227,6 +1234,66 @@ def test_a_request_the_database_aborts_for_a_deadlock_runs_again(
     else:
         assert answer.status_code == 204
         assert attempts(db, question_id)[0].consultant_status == "ringing"
+
+
+@pytest.mark.parametrize("database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)],
+                         indirect=True)
+@pytest.mark.parametrize("tries", [3, 1])
+def test_twilio_is_asked_once_when_its_answer_meets_a_deadlock(
+        app: Flask, db: Db, api: TwilioApi, twilio: Twilio, lawyer: Consultant,
+        question_id: int, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        tries: int) -> None:
+    """Call: the attempt is stored, Twilio is asked to ring the consultant, then its answer
+    is stored. While Twilio answers, another writer takes the question and then the attempt,
+    which storing the answer holds: a deadlock, whose victim is storing the answer. Run again
+    it stores it; allowed no second run, the consultant is still told their phone rings (it
+    does), and Twilio's callback brings the call's id. Either way Twilio was asked once."""
+    import storage.db
+
+    monkeypatch.setattr(storage.db, "CONFLICT_TRIES", tries)
+    asked, locked = threading.Event(), threading.Event()
+
+    def hold_on(resource: str) -> None:
+        if resource == CALLS:
+            asked.set()
+            assert locked.wait(10)
+
+    api.before_answer = hold_on
+    token = lawyer.token()
+    answers: list[TestResponse] = []
+    sender = threading.Thread(target=lambda: answers.append(lawyer.browser.post(
+        f"/questions/{question_id}/call", {"csrf_token": token})))
+    rt = app.extensions["hotline"]
+    with rt.sessions() as other_writer, other_writer.begin():
+        sender.start()
+        assert asked.wait(10)
+        other_writer.execute(select(Question.id).where(Question.id == question_id)
+                             .with_for_update())
+        locked.set()
+        _wait_until_blocked(db)  # storing the answer holds the attempt, waits for the question
+        [attempt] = attempts(db, question_id)
+        other_writer.execute(select(CallbackAttempt.id).where(CallbackAttempt.id == attempt.id)
+                             .with_for_update())
+    sender.join(timeout=30)
+    [answer] = answers
+    assert "40P01" in caplog.text
+    assert answer.status_code == 303
+    assert answer.headers["Location"] == f"/questions/{question_id}#callback-panel"
+    assert "The hotline is calling your phone now." in lawyer.notices()
+    [asked_twilio] = api.calls()
+    [stored] = attempts(db, question_id)
+    assert stored.state == "dialing"
+    if tries == 3:
+        assert stored.consultant_call_sid is not None
+        return
+    assert "Twilio's answer could not be stored (40P01)" in caplog.text
+    assert stored.consultant_call_sid is None
+    # The consultant answers: Twilio's request names the call, and the resident is dialled.
+    sid = new_sid("CA")
+    reply = twiml(twilio.post_url(asked_twilio.form["Url"], leg_form(sid, "in-progress",
+                                                                     AnsweredBy="human")))
+    assert reply.findall("Dial")
+    assert attempts(db, question_id)[0].consultant_call_sid == sid
 
 
 def test_the_answer_hangs_up_when_the_question_went_to_someone_else(
