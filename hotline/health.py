@@ -9,18 +9,27 @@ a limit past which someone must look:
 - the worker's sweep ran within WORKER_SILENT_AFTER (it runs every minute; a stopped worker
   stops downloads, transcriptions and SMS without any error in the web logs);
 - no recording has waited for its download longer than 2 × HOTLINE_STALE_SECONDS (the sweep
-  asks again after one), and none was refused (it waits for `hotline recordings retry`);
-- no question has waited for its transcript longer than TRANSCRIPTION_LATE_AFTER (a busy day's
-  backlog clears well within it: bench/README.md, load figures);
+  asks again after one), and none that Twilio reported in the last GIVEN_UP_ALERT is one no
+  job will fetch again (refused, or failed on every try: it waits for `hotline recordings
+  retry`);
+- no question has waited for its transcript longer than TRANSCRIPTION_LATE_AFTER since its
+  audio was stored (a busy day's backlog clears well within it: bench/README.md, load
+  figures);
 - no SMS has waited to be sent longer than 2 × HOTLINE_STALE_SECONDS.
 
-The answer is JSON with each check, 200 when all pass and 503 when one fails. It holds counts
-and ages only, nothing about a resident, so it needs no login.
+`/health/ready` answers 200 when all pass and 503 when one fails, with each check's pass or
+fail as JSON and nothing more, so it needs no login (the counts and ages would tell, at night,
+that someone has just called); `hotline health` prints them too. The web answer is computed at
+most once every CACHE_SECONDS per process. The ages compare the worker's clock (the heartbeat)
+and the database's rows with this machine's: machines keep time (NTP), as the claims' lapsing
+and the callback hours already need.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -38,6 +47,12 @@ log = logging.getLogger(__name__)
 
 WORKER_SILENT_AFTER = timedelta(minutes=5)
 TRANSCRIPTION_LATE_AFTER = timedelta(hours=1)
+# A recording no job will fetch again fails the check for this long after Twilio reported
+# it: long enough to be seen, and then the alarm is not stuck on one lost recording.
+GIVEN_UP_ALERT = timedelta(days=3)
+# /health/ready answers from the last checks for this long: a monitor polling every few
+# seconds, or many, cost the database one round of counting.
+CACHE_SECONDS = 10.0
 
 bp = Blueprint("health", __name__)
 
@@ -70,42 +85,52 @@ def _backlog(name: str, waiting: health.Waiting, now: datetime, late_after: time
 def check(runtime: Runtime, now: datetime | None = None) -> list[Check]:
     """Run every check (see the module's docstring); a failure of one does not stop the rest."""
     now = now or utcnow()
-    checks: list[Check] = []
     late = timedelta(seconds=2 * runtime.settings.stale_seconds)
     try:
         with unit_of_work(runtime.sessions) as session:
             session.execute(text("SELECT 1"))
-            checks.append(Check("database", True, "answers", {}))
-            beat = health.last_beat(session, health.SWEEP)
-            downloads = health.downloads_waiting(session)
-            refused = health.downloads_refused(session)
-            transcriptions = health.transcriptions_waiting(session)
-            sms = health.sms_waiting(session)
     except Exception as error:  # noqa: BLE001 - whatever the database says, the answer is "no"
         log.warning("health: the database does not answer (%s)", type(error).__name__)
-        checks.append(Check("database", False, f"does not answer ({type(error).__name__})", {}))
+        return [Check("database", False, f"does not answer ({type(error).__name__})", {}),
+                _queue_check()]
+    checks = [Check("database", True, "answers", {})]
+    try:
+        with unit_of_work(runtime.sessions) as session:
+            beat = health.last_beat(session, health.SWEEP)
+            downloads = health.downloads_waiting(session)
+            given_up = health.downloads_given_up(session)
+            given_up_lately = health.downloads_given_up(session, now - GIVEN_UP_ALERT)
+            transcriptions = health.transcriptions_waiting(session)
+            sms = health.sms_waiting(session)
+    except Exception as error:  # noqa: BLE001 - a missing table (not migrated), a timeout...
+        log.exception("health: the backlogs could not be read")
+        checks.append(Check("backlogs", False, f"could not be read ({type(error).__name__})",
+                            {}))
+        checks.append(_queue_check())
+        return checks
+    age = _age(now, beat)
+    if age is None:
+        checks.append(Check("worker", False, "no worker has run the sweep yet",
+                            {"last_sweep_seconds": None}))
     else:
-        age = _age(now, beat)
-        if age is None:
-            checks.append(Check("worker", False, "no worker has run the sweep yet",
-                                {"last_sweep_seconds": None}))
-        else:
-            silent = age > WORKER_SILENT_AFTER.total_seconds()
-            checks.append(Check(
-                "worker", not silent,
-                f"the sweep last ran {age} s ago" + (
-                    f" (limit {int(WORKER_SILENT_AFTER.total_seconds())} s): is a worker "
-                    "running?" if silent else ""), {"last_sweep_seconds": age}))
-        checks.append(_backlog("downloads", downloads, now, late, "recordings"))
+        silent = age > WORKER_SILENT_AFTER.total_seconds()
         checks.append(Check(
-            "refused_downloads", refused.count == 0,
-            f"{refused.count} recordings refused" + (
-                ": see the worker's log, then `hotline recordings retry`" if refused.count
-                else ""), {"waiting": refused.count,
-                           "oldest_seconds": _age(now, refused.oldest)}))
-        checks.append(_backlog("transcriptions", transcriptions, now,
-                               TRANSCRIPTION_LATE_AFTER, "questions"))
-        checks.append(_backlog("sms", sms, now, late, "SMS"))
+            "worker", not silent,
+            f"the sweep last ran {age} s ago" + (
+                f" (limit {int(WORKER_SILENT_AFTER.total_seconds())} s): is a worker "
+                "running?" if silent else ""), {"last_sweep_seconds": age}))
+    checks.append(_backlog("downloads", downloads, now, late, "recordings"))
+    checks.append(Check(
+        "given_up_downloads", given_up_lately.count == 0,
+        f"{given_up.count} recordings no job will fetch again, {given_up_lately.count} of "
+        f"them from the last {GIVEN_UP_ALERT.days} days" + (
+            ": see the worker's log, then `hotline recordings retry`"
+            if given_up_lately.count else ""),
+        {"waiting": given_up.count, "lately": given_up_lately.count,
+         "oldest_seconds": _age(now, given_up.oldest)}))
+    checks.append(_backlog("transcriptions", transcriptions, now,
+                           TRANSCRIPTION_LATE_AFTER, "questions"))
+    checks.append(_backlog("sms", sms, now, late, "SMS"))
     checks.append(_queue_check())
     return checks
 
@@ -119,17 +144,40 @@ def _queue_check() -> Check:
     return Check("queue", True, f"{pending} jobs queued", {"jobs": pending})
 
 
-def as_json(checks: list[Check]) -> dict[str, Any]:
-    """The checks as /health/ready answers them."""
+def as_json(checks: list[Check], *, figures: bool = True) -> dict[str, Any]:
+    """The checks as a document; without figures (what /health/ready answers anyone), each
+    check's pass or fail only."""
     return {"status": "ok" if all(c.ok for c in checks) else "failing",
-            "checks": {c.name: {"ok": c.ok, "detail": c.detail, **c.figures} for c in checks}}
+            "checks": {c.name: ({"ok": c.ok, "detail": c.detail, **c.figures} if figures
+                                else {"ok": c.ok}) for c in checks}}
+
+
+@dataclass
+class _Cache:
+    lock: threading.Lock
+    at: float | None = None
+    checks: list[Check] | None = None
+
+
+def cached_check(runtime: Runtime) -> list[Check]:
+    """check(runtime), run at most once every CACHE_SECONDS by this app."""
+    cache: _Cache = current_app.extensions.setdefault("hotline_health",
+                                                      _Cache(threading.Lock()))
+    with cache.lock:
+        if cache.checks is None or cache.at is None or (
+                time.monotonic() - cache.at >= CACHE_SECONDS):
+            cache.checks, cache.at = check(runtime), time.monotonic()
+        return cache.checks
 
 
 @bp.get("/health/ready")
 def ready() -> Response:
-    """Every check as JSON: 200 when all pass, 503 when one fails."""
-    checks = check(cast(Runtime, current_app.extensions["hotline"]))
-    response = jsonify(as_json(checks))
+    """Each check's pass or fail as JSON: 200 when all pass, 503 when one fails.
+
+    Without a login, so without figures: how many recordings wait and since when would say,
+    at night, that someone has just called. `hotline health` on a machine shows them."""
+    checks = cached_check(cast(Runtime, current_app.extensions["hotline"]))
+    response = jsonify(as_json(checks, figures=False))
     response.status_code = 200 if all(c.ok for c in checks) else 503
     response.headers["Cache-Control"] = "no-store"
     return response

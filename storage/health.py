@@ -2,6 +2,9 @@
 operator watches (hotline.health, `GET /health/ready`, `hotline health`).
 
 Nothing here is about a person: counts and the oldest moment of each kind of waiting work.
+The predicates are the sweep's own (storage.questions.recordings_to_fetch,
+storage.transcripts.questions_to_transcribe, hotline.outbound_sms.messages_to_send), without
+its "untouched for a while" condition: what waits, not what the sweep would send again now.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -29,6 +32,7 @@ from storage.models import (
     Recording,
     SmsMessage,
 )
+from storage.questions import SWEEP_DOWNLOAD_ATTEMPTS
 
 # The heartbeat the worker's sweep writes each time it runs (every minute, and at start-up).
 SWEEP = "sweep"
@@ -48,7 +52,7 @@ def beat(session: Session, name: str, now: datetime) -> None:
                               .values(beat_at=now).execution_options(synchronize_session=False))
     if getattr(changed, "rowcount", 0) == 0:
         # The first beat ever. Two workers' first sweeps at once: the second one's savepoint
-        # fails on the primary key, and the first one's row is the beat.
+        # fails on the primary key, and it writes over the first one's row instead.
         try:
             with session.begin_nested():
                 session.add(Heartbeat(name=name, beat_at=now))
@@ -62,38 +66,50 @@ def last_beat(session: Session, name: str) -> datetime | None:
     return session.scalar(select(Heartbeat.beat_at).where(Heartbeat.name == name))
 
 
-def _waiting(session: Session, count_of: Any, since: Any, *where: Any) -> Waiting:
-    count, oldest = session.execute(
-        select(func.count(count_of), func.min(since)).where(*where)).one()
+def _waiting(session: Session, since: Any, *where: Any, join: Any = None) -> Waiting:
+    statement = select(func.count(), func.min(since))
+    if join is not None:
+        statement = statement.select_from(Question).join(Recording, join)
+    count, oldest = session.execute(statement.where(*where)).one()
     return Waiting(int(count or 0), oldest)
 
 
+_GIVEN_UP = or_(
+    Recording.download_state == DOWNLOAD_REFUSED,
+    and_(Recording.download_state == DOWNLOAD_FAILED,
+         Recording.download_attempts >= SWEEP_DOWNLOAD_ATTEMPTS))
+
+
 def downloads_waiting(session: Session) -> Waiting:
-    """Recordings whose audio is not here yet and will be fetched (pending, or failed and to
-    be tried again), by when Twilio reported them."""
-    return _waiting(session, Recording.id, Recording.created_at,
-                    Recording.download_state.in_((DOWNLOAD_PENDING, DOWNLOAD_FAILED)))
+    """Recordings whose audio is not here yet and that the sweep will fetch (pending, or failed
+    with tries left), by when Twilio reported them."""
+    return _waiting(session, Recording.created_at,
+                    Recording.download_state.in_((DOWNLOAD_PENDING, DOWNLOAD_FAILED)),
+                    ~_GIVEN_UP)
 
 
-def downloads_refused(session: Session) -> Waiting:
-    """Recordings refused (a media host not allowed, a body too large): they wait for an
-    operator (`hotline recordings retry`), by when Twilio reported them."""
-    return _waiting(session, Recording.id, Recording.created_at,
-                    Recording.download_state == DOWNLOAD_REFUSED)
+def downloads_given_up(session: Session, since: datetime | None = None) -> Waiting:
+    """Recordings no job will fetch again (refused: a media host not allowed, a body too
+    large; or failed SWEEP_DOWNLOAD_ATTEMPTS times): they wait for an operator (`hotline
+    recordings retry`). With since: only those Twilio reported since then."""
+    where = [_GIVEN_UP]
+    if since is not None:
+        where.append(Recording.created_at >= since)
+    return _waiting(session, Recording.created_at, *where)
 
 
 def transcriptions_waiting(session: Session) -> Waiting:
-    """Questions whose audio is here and whose transcript is not yet, by when their
-    transcription state last moved (their audio was stored, or a try began)."""
-    moved = func.coalesce(Question.transcription_updated_at, Question.created_at)
+    """Questions whose audio is here and whose transcript is not yet, by when their audio was
+    stored (the recording's last change)."""
     return _waiting(
-        session, Question.id, moved,
+        session, Recording.updated_at,
         Question.transcription_state.in_((TRANSCRIPTION_PENDING, TRANSCRIPTION_RUNNING)),
-        Question.recording.has(Recording.download_state == DOWNLOAD_STORED))
+        Recording.download_state == DOWNLOAD_STORED,
+        join=Recording.question_id == Question.id)
 
 
 def sms_waiting(session: Session) -> Waiting:
     """Outbound SMS not yet handed to Twilio (no MessageSid), by when they were queued."""
-    return _waiting(session, SmsMessage.id, SmsMessage.created_at,
+    return _waiting(session, SmsMessage.created_at,
                     SmsMessage.direction == SMS_OUT, SmsMessage.message_sid.is_(None),
                     or_(SmsMessage.status == SMS_QUEUED, SmsMessage.status == SMS_SENDING))

@@ -138,8 +138,14 @@ def count_download_attempt(session: Session, recording: Recording, now: datetime
     session.flush()
 
 
+# Downloads of one recording the sweep starts at most; then it waits for an operator
+# (`hotline recordings retry`), as a refused one does.
+SWEEP_DOWNLOAD_ATTEMPTS = 20
+
+
 def recordings_to_fetch(
-    session: Session, updated_before: datetime | None = None, max_attempts: int = 20
+    session: Session, updated_before: datetime | None = None,
+    max_attempts: int = SWEEP_DOWNLOAD_ATTEMPTS,
 ) -> list[Recording]:
     """Return the recordings whose audio is not stored yet, oldest first.
 

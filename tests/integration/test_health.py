@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,33 +12,48 @@ import pytest
 from click.testing import CliRunner, Result
 from flask import Flask
 from flask.cli import ScriptInfo
+from sqlalchemy import select, text
 
+from hotline import health as health_checks
 from hotline import jobs
 from hotline.cli import main as hotline_cli
-from hotline.health import check
 from storage import health
 from storage.db import make_engine, make_session_factory
 from storage.models import (
+    DOWNLOAD_FAILED,
     DOWNLOAD_REFUSED,
     DOWNLOAD_STORED,
     TRANSCRIPTION_PENDING,
     Question,
     Recording,
-    SmsMessage,
 )
-from storage.questions import record_question
+from storage.questions import SWEEP_DOWNLOAD_ATTEMPTS, record_question
 from storage.sms import queue_outbound
 from tests.support import runtime
 from tests.workspace_support import Db
 
-NAMES = ["database", "worker", "downloads", "refused_downloads", "transcriptions", "sms",
+NAMES = ["database", "worker", "downloads", "given_up_downloads", "transcriptions", "sms",
          "queue"]
 
 
+@pytest.fixture(autouse=True)
+def no_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each request checks again (test_the_web_answer_is_cached checks the cache)."""
+    monkeypatch.setattr(health_checks, "CACHE_SECONDS", 0.0)
+
+
 def ready(app: Flask) -> tuple[int, dict[str, Any]]:
+    """GET /health/ready: its status and its document, which holds no figures."""
     response = app.test_client().get("/health/ready")
     assert response.headers["Cache-Control"] == "no-store"
-    return response.status_code, response.get_json()
+    document = response.get_json()
+    assert all(set(one) == {"ok"} for one in document["checks"].values()), document
+    return response.status_code, document
+
+
+def figures(app: Flask) -> dict[str, Any]:
+    """The checks with their figures, as `hotline health --json` prints them."""
+    return health_checks.as_json(health_checks.check(runtime(app)))
 
 
 def health_cli(app: Flask, *args: str) -> Result:
@@ -49,13 +65,15 @@ def failing(document: dict[str, Any]) -> list[str]:
     return sorted(name for name, one in document["checks"].items() if not one["ok"])
 
 
-def recording(db: Db, age: timedelta) -> int:
+def recording(db: Db, age: timedelta, **values: Any) -> int:
     """A recorded question Twilio reported age ago; its audio not downloaded yet."""
     with db() as session:
         _question, stored, _new = record_question(
             session, recording_sid="RE" + uuid.uuid4().hex, call_sid="CA" + uuid.uuid4().hex,
             recording_url="https://api.twilio.com/rec", duration=12, language="ru", topic=None,
             now=datetime.now(UTC) - age)
+        for name, value in values.items():
+            setattr(stored, name, value)
         return stored.id
 
 
@@ -64,15 +82,16 @@ def test_a_hotline_whose_worker_never_ran_is_not_ready(app: Flask) -> None:
     assert status == 503 and document["status"] == "failing"
     assert sorted(document["checks"]) == sorted(NAMES)
     assert failing(document) == ["worker"]
-    assert document["checks"]["worker"]["detail"] == "no worker has run the sweep yet"
-    assert document["checks"]["database"]["ok"] and document["checks"]["queue"]["ok"]
+    assert figures(app)["checks"]["worker"]["detail"] == "no worker has run the sweep yet"
     # The sweep (the worker's, every minute) is its sign of life.
     jobs.sweep(runtime(app))
     status, document = ready(app)
     assert (status, document["status"], failing(document)) == (200, "ok", [])
-    assert 0 <= document["checks"]["worker"]["last_sweep_seconds"] <= 5
-    assert document["checks"]["downloads"] == {
+    checks = figures(app)["checks"]
+    assert 0 <= checks["worker"]["last_sweep_seconds"] <= 5
+    assert checks["downloads"] == {
         "ok": True, "detail": "0 recordings waiting", "waiting": 0, "oldest_seconds": None}
+    assert checks["queue"]["ok"] and checks["queue"]["jobs"] >= 0
 
 
 def test_a_worker_silent_for_five_minutes_fails(app: Flask, db: Db) -> None:
@@ -80,52 +99,68 @@ def test_a_worker_silent_for_five_minutes_fails(app: Flask, db: Db) -> None:
         health.beat(session, health.SWEEP, datetime.now(UTC) - timedelta(minutes=6))
     status, document = ready(app)
     assert status == 503 and failing(document) == ["worker"]
-    assert "is a worker running?" in document["checks"]["worker"]["detail"]
+    assert "is a worker running?" in figures(app)["checks"]["worker"]["detail"]
     with db() as session:  # written again, not a second row
         health.beat(session, health.SWEEP, datetime.now(UTC) - timedelta(minutes=4))
     assert ready(app)[0] == 200
 
 
 def test_work_waiting_past_its_limit_fails_its_check(app: Flask, db: Db) -> None:
-    jobs.sweep(runtime(app))  # a worker is running (and re-enqueues nothing yet: all is new)
+    jobs.sweep(runtime(app))  # a worker is running
     stale = runtime(app).settings.stale_seconds
     # Within the limits (2 x HOTLINE_STALE_SECONDS for downloads and SMS): ready.
     recording(db, timedelta(seconds=stale))
-    status, document = ready(app)
-    assert status == 200
-    assert document["checks"]["downloads"]["waiting"] == 1
+    assert ready(app)[0] == 200
+    assert figures(app)["checks"]["downloads"]["waiting"] == 1
     # A recording not downloaded after 25 minutes.
     late = recording(db, timedelta(minutes=25))
     status, document = ready(app)
     assert status == 503 and failing(document) == ["downloads"]
-    assert document["checks"]["downloads"]["waiting"] == 2
-    assert document["checks"]["downloads"]["oldest_seconds"] >= 25 * 60
-    assert document["checks"]["downloads"]["detail"].startswith(
+    downloads = figures(app)["checks"]["downloads"]
+    assert downloads["waiting"] == 2 and downloads["oldest_seconds"] >= 25 * 60
+    assert downloads["detail"].startswith(
         "2 recordings waiting, the oldest for 25 min (limit 20 min)")
-    # Refused: it waits for an operator, however young.
-    with db() as session:
-        row = session.get(Recording, late)
-        assert row is not None
-        row.download_state = DOWNLOAD_REFUSED
-    assert failing(ready(app)[1]) == ["refused_downloads"]
-    # Stored, and its transcript not begun for over an hour.
+    # Stored two hours after the call, and its transcript not begun for over an hour.
     with db() as session:
         row = session.get(Recording, late)
         question = session.get(Question, row.question_id) if row else None
         assert row is not None and question is not None
         row.download_state = DOWNLOAD_STORED
+        row.updated_at = datetime.now(UTC) - timedelta(minutes=61)
         question.transcription_state = TRANSCRIPTION_PENDING
-        question.transcription_updated_at = datetime.now(UTC) - timedelta(minutes=61)
+        # A try that began a moment ago does not make the wait shorter.
+        question.transcription_updated_at = datetime.now(UTC)
     status, document = ready(app)
     assert failing(document) == ["transcriptions"]
-    assert document["checks"]["transcriptions"]["waiting"] == 1
+    assert figures(app)["checks"]["transcriptions"]["waiting"] == 1
     # An SMS not handed to Twilio for half an hour.
     with db() as session:
-        message = queue_outbound(session, phone="+77011234567", body="Сәлем", language="kk",
-                                 caller=None, question_id=None, encoding="UCS-2", segments=1,
-                                 now=datetime.now(UTC) - timedelta(minutes=30))
-        assert isinstance(message, SmsMessage)
+        queue_outbound(session, phone="+77011234567", body="Сәлем", language="kk",
+                       caller=None, question_id=None, encoding="UCS-2", segments=1,
+                       now=datetime.now(UTC) - timedelta(minutes=30))
     assert failing(ready(app)[1]) == ["sms", "transcriptions"]
+
+
+def test_a_recording_no_job_will_fetch_fails_for_three_days(app: Flask, db: Db) -> None:
+    jobs.sweep(runtime(app))
+    # Refused (a media host not allowed), however young; failed on every try the sweep makes.
+    recording(db, timedelta(minutes=1), download_state=DOWNLOAD_REFUSED)
+    recording(db, timedelta(days=2), download_state=DOWNLOAD_FAILED,
+              download_attempts=SWEEP_DOWNLOAD_ATTEMPTS)
+    # A failed one with tries left is the downloads' backlog, not this check's.
+    recording(db, timedelta(minutes=2), download_state=DOWNLOAD_FAILED, download_attempts=3)
+    assert failing(ready(app)[1]) == ["given_up_downloads"]
+    checks = figures(app)["checks"]
+    assert checks["given_up_downloads"]["waiting"] == 2
+    assert "`hotline recordings retry`" in checks["given_up_downloads"]["detail"]
+    assert checks["downloads"]["waiting"] == 1
+    # Three days on, the alarm is over; the figures still count them.
+    with db() as session:
+        for row in session.scalars(select(Recording).where(Recording.download_attempts != 3)):
+            row.created_at = datetime.now(UTC) - timedelta(days=3, minutes=1)
+    assert ready(app)[0] == 200
+    given_up = figures(app)["checks"]["given_up_downloads"]
+    assert (given_up["waiting"], given_up["lately"]) == (2, 0)
 
 
 def test_the_command_prints_the_checks_and_fails_with_them(app: Flask) -> None:
@@ -137,23 +172,40 @@ def test_the_command_prints_the_checks_and_fails_with_them(app: Flask) -> None:
     jobs.sweep(runtime(app))
     result = health_cli(app, "--json")
     assert result.exit_code == 0, result.output
-    assert '"status": "ok"' in result.output
+    document = json.loads(result.output)
+    assert document["status"] == "ok" and document["checks"]["sms"]["waiting"] == 0
 
 
 def test_a_database_or_queue_that_does_not_answer_fails(
-        app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+        app: Flask, db: Db, monkeypatch: pytest.MonkeyPatch) -> None:
     rt = runtime(app)
     jobs.sweep(rt)
     # Nothing listens on port 1: a real connection, refused.
     gone = make_engine("postgresql+psycopg://postgres@127.0.0.1:1/hotline")
     try:
-        checks = check(dataclasses.replace(rt, sessions=make_session_factory(gone)))
+        checks = health_checks.check(dataclasses.replace(rt, sessions=make_session_factory(gone)))
     finally:
         gone.dispose()
     assert [(c.name, c.ok) for c in checks] == [("database", False), ("queue", True)]
     assert checks[0].detail == "does not answer (OperationalError)"
+    # A database that answers but lacks a table (not migrated): the database check passes.
+    with db() as session:
+        session.execute(text("DROP TABLE heartbeats"))
+    checks = health_checks.check(rt)
+    assert [(c.name, c.ok) for c in checks] == [
+        ("database", True), ("backlogs", False), ("queue", True)]
     monkeypatch.setattr(jobs, "huey", jobs.make_huey(dataclasses.replace(
         rt.settings, redis_url="redis://127.0.0.1:1/0")))
     status, document = ready(app)
-    assert status == 503 and failing(document) == ["queue"]
-    assert document["checks"]["queue"]["detail"] == "does not answer (ConnectionError)"
+    assert status == 503 and failing(document) == ["backlogs", "queue"]
+    assert figures(app)["checks"]["queue"]["detail"] == "does not answer (ConnectionError)"
+
+
+def test_the_web_answer_is_cached(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(health_checks, "CACHE_SECONDS", 60.0)
+    assert ready(app)[0] == 503  # no sweep yet
+    jobs.sweep(runtime(app))
+    assert ready(app)[0] == 503  # the same answer for a minute
+    assert health_cli(app).exit_code == 0  # the command checks afresh
+    monkeypatch.setattr(health_checks, "CACHE_SECONDS", 0.0)
+    assert ready(app)[0] == 200
