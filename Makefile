@@ -47,6 +47,7 @@ run: setup
 	@echo "See the callback queue:            HOTLINE_DEMO=1 $(BIN)/hotline queue"
 	@echo "Workspace in a browser:            HOTLINE_DEMO=1 $(BIN)/hotline users add you@example.kz --role coordinator --name You"
 	@echo "                                   then open http://127.0.0.1:$(PORT)/login (public figures: /public)"
+	@echo "Is the worker keeping up?          HOTLINE_DEMO=1 $(BIN)/hotline health   (or /health/ready)"
 	@echo ""
 	HOTLINE_DEMO=1 PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start --port $(PORT) web worker
 
