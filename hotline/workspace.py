@@ -22,6 +22,7 @@ from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import DBAPIError
+from werkzeug.exceptions import InternalServerError
 
 from hotline import auth, i18n
 from hotline.config import LOCAL_TIME
@@ -153,6 +154,36 @@ def busy(error: DBAPIError) -> ResponseReturnValue:
                                      "moment, and nothing of yours was saved. Please go back "
                                      "and send it again."),
                            back=back), 503
+
+
+# Fields of the workspace's forms that hold what a consultant wrote (an SMS, a note, a
+# corrected transcript, a referral): shown back on the error page to copy, not lost.
+WRITTEN_FIELDS = ("body", "corrected_text", "referral")
+# The last resort when even the error page cannot be rendered (its template, the session).
+PLAIN_SERVER_ERROR = (
+    "Серверде қате шықты: жіберілгеніңіз сақталмаған болуы мүмкін. Бір минуттан кейін қайталаңыз.\n"
+    "Ошибка на сервере: отправленное могло не сохраниться. Повторите через минуту.\n"
+    "Something went wrong on the server: what you sent may not have been saved. Try again in a "
+    "minute.\n")
+
+
+@bp.errorhandler(InternalServerError)
+def server_error(_error: InternalServerError) -> ResponseReturnValue:
+    """Any failure of a workspace page (the database gone, a bug), in the user's language, with
+    what they wrote to copy; logged by Flask with its traceback before this runs."""
+    written = next((request.form.get(name) for name in WRITTEN_FIELDS
+                    if request.method == "POST" and request.form.get(name)), None)
+    try:
+        return render_template(
+            "message.html", title=_("Something went wrong"),
+            message=_("The hotline could not do this just now, and what you sent may not have "
+                      "been saved. Please check, and try again in a minute. If it keeps "
+                      "happening, tell a coordinator."),
+            draft=written, back=url_for("workspace.queue")), 500
+    except Exception:  # noqa: BLE001 - the last line of defence must answer
+        log.exception("the error page could not be rendered")
+        return Response(PLAIN_SERVER_ERROR + (f"\n{written}\n" if written else ""), 500,
+                        mimetype="text/plain")
 
 
 def init_app(app: Flask) -> None:

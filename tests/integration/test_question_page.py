@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import select, text
 from werkzeug.test import TestResponse
 
 from hotline.config import Settings
@@ -557,6 +557,29 @@ def test_tags_the_page_does_not_offer_are_refused(app: Flask, db: Db, settings: 
     found = _question(db, question_id)
     assert (found.topic, found.region, found.village) == ("pension", None, None)
     assert _events(db, question_id, audit.CHANGED) == []
+
+
+@pytest.mark.parametrize("language", ["ru", "kk", "en"])
+def test_a_server_failure_is_explained_and_gives_back_what_was_written(
+        app: Flask, db: Db, settings: Settings, consultant: str, language: str) -> None:
+    """A form that fails on the server (here: the notes table is gone) answers in the user's
+    language that it may not be saved, with the note to copy, not Werkzeug's English page."""
+    question_id = _voice_question(db, settings)
+    lawyer = _logged_in(app, consultant)
+    _claim(lawyer, question_id)
+    lawyer.headers["Accept-Language"] = language
+    token = _token(lawyer)
+    with db() as session:
+        session.execute(text("DROP TABLE notes"))
+    response = lawyer.post(f"/questions/{question_id}/notes",
+                           {"csrf_token": token, "body": "Перезвонить <после> обеда"})
+    assert response.status_code == 500
+    page = response.get_data(as_text=True)
+    title = {"ru": "Что-то пошло не так", "kk": "Бір нәрсе дұрыс болмады",
+             "en": "Something went wrong"}[language]
+    assert f"<h1>{title}</h1>" in page
+    assert '<textarea id="sms-draft" rows="8" readonly>Перезвонить &lt;после&gt; обеда' in page
+    assert 'href="/queue"' in page
 
 
 def test_htmx_saves_a_note_without_reloading(app: Flask, db: Db, settings: Settings,
