@@ -10,7 +10,7 @@ page.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -70,6 +70,7 @@ from storage.queue import (
     queue_counts,
     queue_page,
 )
+from storage.reports import answer_deadline
 
 STATUS_TABS = {
     STATUS_DUE: _l("Due now"),
@@ -169,6 +170,9 @@ def _badges(question: Question, now: datetime,
         return badges
     if question.urgent:
         badges.append(Badge("urgent", str(_("urgent"))))
+    promise = _promise(question, now)
+    if promise is not None:
+        badges.append(promise)
     if question.repeat_caller:
         badges.append(Badge("repeat", str(_("repeat caller"))))
     attempts = question.callback_attempts or 0
@@ -186,6 +190,26 @@ def _badges(question: Question, now: datetime,
                                             "outcome written", name=talk.consultant.name,
                                             time=_clock(talk.created_at, now)))))
     return badges
+
+
+def _promise(question: Question, now: datetime) -> Badge | None:
+    """Whether the resident's promised callback is due today or overdue, until a first
+    callback (or an SMS answer, or an outcome) is made.
+
+    The phone and the SMS promise a lawyer's call within HOTLINE_CALLBACK_DAYS working days
+    (storage.reports.answer_deadline: the end of the N-th working day after the day the
+    question came in, Almaty time). A volunteer choosing what to take sees which promises are
+    running out; the queue's order does not change (waiting time is in it already)."""
+    if question.first_callback_at is not None:
+        return None
+    deadline = answer_deadline(question.created_at, runtime().settings.callback_days,
+                               LOCAL_TIME)
+    last_day = (deadline - timedelta(days=1)).date()  # deadline is midnight, Almaty time
+    if now >= deadline:
+        return Badge("late", str(_("promised by %(day)s", day=last_day.strftime("%d.%m"))))
+    if last_day == now.astimezone(LOCAL_TIME).date():
+        return Badge("due-today", str(_("promised by today")))
+    return None
 
 
 def _language(code: str | None) -> str:

@@ -507,6 +507,27 @@ def test_the_page_shows_rows_badges_tabs_and_filters(app: Flask, db: Db, consult
     assert closed_row[-1] == ""  # no Claim button
 
 
+def test_the_queue_shows_which_promised_callbacks_run_out(app: Flask, db: Db, consultant: str,
+                                                          at_now: datetime) -> None:
+    """A lawyer's call is promised within HOTLINE_CALLBACK_DAYS (3) working days: NOW is
+    Monday 2 March, 14:00 in Almaty."""
+    with db() as session:
+        today = _question(session, ago=NOW - datetime(2026, 2, 25, 10, 0, tzinfo=ALMATY))
+        late = _question(session, ago=NOW - datetime(2026, 2, 24, 23, 30, tzinfo=ALMATY))
+        tried = _question(session, ago=NOW - datetime(2026, 2, 24, 12, 0, tzinfo=ALMATY),
+                          first_callback_at=NOW - 2 * DAY, callback_attempts=1)
+        fresh = _question(session, ago=DAY)
+    badges = {int(row[0]): row[2] for row in page(_logged_in(app, consultant).get(
+        "/queue?status=open")).rows[1:]}
+    # Wednesday's question: by the end of Monday (Thursday, Friday, Monday).
+    assert badges[today] == "promised by today"
+    # Tuesday's, just before midnight: by the end of Friday, passed.
+    assert badges[late] == "promised by 27.02"
+    # A call was tried (no answer): the promise was kept; the attempt shows instead.
+    assert badges[tried] == "1 failed attempt"
+    assert badges[fresh] == ""
+
+
 def test_the_page_filters_by_the_address(app: Flask, db: Db, consultant: str,
                                          at_now: datetime) -> None:
     with db() as session:
