@@ -44,6 +44,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the REST stand-in
+from tests.twilio_api import TwilioApi  # noqa: E402
+
 BIN = Path(sys.executable).parent  # the virtualenv's bin: hotline, gunicorn
 ACCOUNT_SID = "AC" + "c" * 32
 AUTH_TOKEN = "bench-load-auth-token-0123456789"
@@ -131,7 +134,8 @@ class Backend:
 
 
 @contextmanager
-def backend(kind: str, folder: Path, model: Path | None, web_host: str) -> Iterator[Backend]:
+def backend(kind: str, folder: Path, model: Path | None, web_host: str,
+            api_url: str) -> Iterator[Backend]:
     """A fresh database and queue for one run; dropped (PostgreSQL, Redis keys) afterwards."""
     data = folder / "instance"
     queue = f"hotlineload{uuid.uuid4().hex[:8]}"  # no dashes: RedisHuey strips them
@@ -145,8 +149,10 @@ def backend(kind: str, folder: Path, model: Path | None, web_host: str) -> Itera
         "HOTLINE_QUEUE_NAME": queue,
         "HOTLINE_DOWNLOAD_BACKOFF": "0.2",
         "HOTLINE_DEMO": "",
-        "HOTLINE_RECORDING_CATCHUP_HOURS": "0",  # no Twilio REST API to list recordings
-        "HOTLINE_RECEIPT_SMS": "0",  # nor to send the receipts through
+        "HOTLINE_RECORDING_CATCHUP_HOURS": "0",  # the stand-in lists no recordings
+        # Each recorded question's receipt SMS goes to the REST stand-in (tests/twilio_api.py).
+        "TWILIO_API_URL": api_url,
+        "HOTLINE_RECEIPT_SMS": "1",
         "PUBLIC_BASE_URL": "",
         "REDIS_URL": "",
         "VOSK_MODEL_RU": str(model) if model else str(folder / "no-model"),
@@ -502,6 +508,34 @@ def check(db: Backend, stats: Stats, audio: Path) -> Check:
         calls_completed_db=completed_db)
 
 
+@dataclass
+class Receipts:
+    """The receipt SMS (hotline.receipts), read from the database and the REST stand-in."""
+
+    residents: int  # callers with a recorded question
+    rows: int  # receipt rows
+    sent: int  # rows with Twilio's MessageSid
+    waiting: int  # rows not yet handed to Twilio
+    twice_per_question: int
+    twice_per_resident: int  # all within the 12 hours a resident gets one receipt in
+    posted: int  # messages the stand-in accepted
+
+
+def receipts(db: Backend, api: TwilioApi) -> Receipts:
+    rows = query(db, "SELECT question_id, caller_id, message_sid, status FROM sms_messages "
+                     "WHERE purpose = 'receipt'")
+    residents = query(db, "SELECT count(DISTINCT caller_id) FROM questions "
+                          "WHERE channel = 'voice' AND caller_id IS NOT NULL")[0][0]
+    per_question = Counter(r[0] for r in rows)
+    per_resident = Counter(r[1] for r in rows)
+    return Receipts(
+        residents=residents, rows=len(rows), sent=sum(1 for r in rows if r[2]),
+        waiting=sum(1 for r in rows if not r[2] and r[3] in ("queued", "sending")),
+        twice_per_question=sum(n - 1 for n in per_question.values() if n > 1),
+        twice_per_resident=sum(n - 1 for n in per_resident.values() if n > 1),
+        posted=len(api.sent()))
+
+
 def percentile(values: Sequence[float], p: float) -> float:
     ordered = sorted(values)
     if not ordered:
@@ -538,8 +572,8 @@ def run_level(opts: Options, work: Path, audio: Path) -> bool:
     folder = work / f"{opts.kind}-{opts.calls}"
     folder.mkdir(parents=True)
     held = True
-    with MediaServer(ACCOUNT_SID, AUTH_TOKEN) as media, \
-            backend(opts.kind, folder, opts.model, media.host) as db:
+    with MediaServer(ACCOUNT_SID, AUTH_TOKEN) as media, TwilioApi(ACCOUNT_SID, AUTH_TOKEN) as api, \
+            backend(opts.kind, folder, opts.model, media.host, api.url) as db:
         running = Processes(folder, db.env)
         try:
             url, web = running.web(opts.web_workers, opts.web_threads)
@@ -569,13 +603,15 @@ def run_level(opts: Options, work: Path, audio: Path) -> bool:
                 if audio_done_at is None and pending_audio == 0:
                     audio_done_at = time.monotonic() - catch_started
                 unfinished = sum(n for s, n in final.states.items() if s not in FINISHED)
-                if audio_done_at is not None and (not expect_transcripts or unfinished == 0):
+                if audio_done_at is not None and (not expect_transcripts or unfinished == 0) \
+                        and receipts(db, api).waiting == 0:
                     transcripts_done_at = time.monotonic() - catch_started
                     break
                 if running.dead():
                     break
                 time.sleep(1.0)
             final = check(db, driver.stats, audio)
+            sent = receipts(db, api)
             dead = running.dead()
         finally:
             running.stop()
@@ -583,7 +619,7 @@ def run_level(opts: Options, work: Path, audio: Path) -> bool:
                 note(f"logs kept in {folder}")
         errors_in_logs = sum(p.read_text(errors="replace").count("Traceback")
                              for p in folder.glob("*.log"))
-        held = report(opts, driver.stats, load_time, at_end, final, audio_done_at,
+        held = report(opts, driver.stats, load_time, at_end, final, sent, audio_done_at,
                       transcripts_done_at, cpu_web, cpu_workers, cpu_me, load_after,
                       dead_after_load or dead, errors_in_logs)
         if errors_in_logs:
@@ -598,7 +634,8 @@ def run_level(opts: Options, work: Path, audio: Path) -> bool:
 
 
 def report(opts: Options, stats: Stats, load_time: float, at_end: Check, final: Check,
-           audio_done_at: float | None, transcripts_done_at: float | None, cpu_web: float,
+           sent: Receipts, audio_done_at: float | None, transcripts_done_at: float | None,
+           cpu_web: float,
            cpu_workers: float, cpu_me: float, load_after: str, dead: list[str],
            errors_in_logs: int) -> bool:
     everything = [x for values in stats.latencies.values() for x in values]
@@ -649,6 +686,10 @@ def report(opts: Options, stats: Stats, load_time: float, at_end: Check, final: 
         f"{final.transcribed}; more than one: {final.transcripts_extra}")
     say(f"  calls completed in the database: {final.calls_completed_db} "
         f"(driver: {stats.completed})")
+    say(f"  receipt SMS: {sent.rows} for {sent.residents} residents with a question "
+        f"({sent.sent} handed to Twilio, {sent.posted} accepted by its stand-in, "
+        f"{sent.waiting} still waiting); twice for a question {sent.twice_per_question}, "
+        f"twice for a resident {sent.twice_per_resident}")
     guarantees = {
         "no 5xx": five == 0,
         "no transport error": not stats.errors,
@@ -659,6 +700,10 @@ def report(opts: Options, stats: Stats, load_time: float, at_end: Check, final: 
         "one transcript each": opts.model is None
         or (final.transcribed == final.reported and final.transcripts_extra == 0),
         "processes alive": not dead,
+        # Not every resident gets one: past the windows of hotline.receipts (2 hours after the
+        # call; 15 minutes at night) a late worker sends none, by design.
+        "each receipt sent once": sent.twice_per_question == 0
+        and sent.twice_per_resident == 0 and sent.waiting == 0 and sent.posted == sent.sent,
     }
     broken = [k for k, ok in guarantees.items() if not ok]
     if dead:
