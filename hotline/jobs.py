@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from huey import Huey, PriorityRedisHuey, SqliteHuey, crontab
 from huey.exceptions import RetryTask
 from huey.storage import RedisStorage
+from redis import ConnectionPool
 
 from hotline.backup import BackupError, make_backup
 from hotline.cli_retention import run_retention
@@ -47,13 +49,29 @@ PERIODIC_PRIORITY = 30
 PRIORITY_SUFFIX = "_by_priority"
 
 
+# redis-py's settings for a Redis on another machine that stops answering (a network split,
+# a machine gone without closing its connections). redis-py before 8 has none by default:
+# enqueueing a job then waits for ever, and the webhook that enqueues it (the recording's
+# download, after the question is stored) answers past Twilio's 15 s, so the caller hears
+# Twilio's error instead of the promise (redis-py 8 waits 5 s; pyproject admits 5.0). With
+# them it fails within seconds, the webhook goes on (the sweep enqueues the job later), and a
+# worker's blocking read (1 s, Huey's read_timeout) is not cut short. The same names in
+# REDIS_URL's query (redis://host:6379/0?socket_timeout=10) win.
+REDIS_CONNECT_DEFAULTS: dict[str, Any] = {
+    "socket_connect_timeout": 3,
+    "socket_timeout": 5,
+    "health_check_interval": 30,  # a pooled connection idle this long is pinged before use
+}
+
+
 def make_huey(settings: Settings) -> Huey:
     """Return the queue the settings ask for."""
     if settings.redis_url:
         # Redis's sorted set keeps the priorities (plain RedisHuey's list cannot; Redis >= 5),
         # under its own name, so that processes of both versions never share a key during a
         # deploy (move_unordered_jobs empties the old one).
-        return PriorityRedisHuey(settings.queue_name + PRIORITY_SUFFIX, url=settings.redis_url)
+        pool = ConnectionPool.from_url(settings.redis_url, **REDIS_CONNECT_DEFAULTS)
+        return PriorityRedisHuey(settings.queue_name + PRIORITY_SUFFIX, connection_pool=pool)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return SqliteHuey(settings.queue_name, filename=str(settings.jobs_file))
 

@@ -7,6 +7,8 @@ storage: the order the workers would take them in.
 
 from __future__ import annotations
 
+import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,3 +120,41 @@ def test_jobs_left_in_the_unordered_redis_queue_are_moved_with_their_priorities(
     finally:
         legacy.storage.flush_all()
         queue.storage.flush_all()
+
+
+def test_a_redis_that_stops_answering_fails_an_enqueue_within_seconds(tmp_path: Path) -> None:
+    """A Redis on another machine that accepts connections and then says nothing (a network
+    split, a hung server): enqueueing fails within REDIS_CONNECT_DEFAULTS' seconds, so the
+    webhook that enqueues goes on (hotline.voice._store_question; the sweep enqueues later)
+    instead of waiting past Twilio's 15 s. redis-py before 8 has no timeouts of its own and
+    would wait for ever: the queue's connections carry the hotline's."""
+    mute = socket.create_server(("127.0.0.1", 0))  # listens, never answers
+    port = mute.getsockname()[1]
+    try:
+        queue = make_queue(tmp_path, "hotlinemute", f"redis://127.0.0.1:{port}/0")
+        kwargs = queue.storage.pool.connection_kwargs
+        assert {name: kwargs[name] for name in jobs.REDIS_CONNECT_DEFAULTS} == \
+            jobs.REDIS_CONNECT_DEFAULTS
+        outcome: list[BaseException | None] = []
+
+        def enqueue() -> None:
+            try:
+                queue.enqueue(jobs.download_recording_job.s(1))
+            except BaseException as error:  # noqa: BLE001 - what it raised is the result
+                outcome.append(error)
+            else:
+                outcome.append(None)
+
+        sender = threading.Thread(target=enqueue, daemon=True)
+        sender.start()
+        sender.join(timeout=60)
+        assert not sender.is_alive(), "the enqueue still waits for Redis"
+        [error] = outcome
+        assert isinstance(error, redis.exceptions.TimeoutError)
+        # REDIS_URL's own settings win over the defaults.
+        slower = make_queue(tmp_path, "hotlinemute2",
+                            f"redis://127.0.0.1:{port}/0?socket_timeout=9")
+        kwargs = slower.storage.pool.connection_kwargs
+        assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (9, 3)
+    finally:
+        mute.close()
