@@ -1,5 +1,6 @@
 """Queue page benchmark: the time of GET /queue with 1,000 and with 100,000 questions in the
-database, on SQLite and on PostgreSQL.
+database, on SQLite and on PostgreSQL; and of the public figures, GET /public/stats.json,
+computed on every request and kept by the app for a minute (hotline.public_stats).
 
     .venv/bin/python bench/queue_page.py                 # both backends, 1k and 100k (~1-2 min)
     .venv/bin/python bench/queue_page.py --explain       # also print the main queries' plans
@@ -299,6 +300,28 @@ def time_pages(consultants: dict[int, Consultant], runs: int) -> dict[int, Timin
             for size in consultants}
 
 
+def time_public(consultants: dict[int, Consultant], runs: int) -> dict[int, tuple[float, float]]:
+    """GET /public/stats.json (no login needed): computed on every request (the app's
+    STATS_SECONDS at 0) and as deployed, kept by the app for a minute; interleaved as
+    time_pages is; the medians (computed, kept) by size."""
+    from hotline import public_stats
+
+    kept_for = public_stats.STATS_SECONDS
+    times: dict[tuple[int, str], list[float]] = {}
+    try:
+        for run in range(runs + 1):
+            for size, consultant in consultants.items():
+                for mode, seconds in (("computed", 0.0), ("kept", kept_for)):
+                    public_stats.STATS_SECONDS = seconds
+                    elapsed, _rows = consultant.fetch("/public/stats.json")
+                    if run:
+                        times.setdefault((size, mode), []).append(elapsed)
+    finally:
+        public_stats.STATS_SECONDS = kept_for
+    return {size: (statistics.median(times[size, "computed"]),
+                   statistics.median(times[size, "kept"])) for size in consultants}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     global MAX_OPEN
     parser = argparse.ArgumentParser(description=__doc__,
@@ -325,6 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{args.runs} after a warm-up; pages: " + ", ".join(f"{k} = {v}"
                                                              for k, v in PAGES.items()))
     timings: list[Timing] = []
+    public: dict[tuple[str, int], tuple[float, float]] = {}
     with tempfile.TemporaryDirectory(prefix="hotline-bench-queue-") as tmp:
         folder = Path(tmp)
         for backend in backends:
@@ -353,6 +377,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for size, timing in time_pages(consultants, args.runs).items():
                     timing.backend, timing.seed_seconds = backend, seeded[size]
                     timings.append(timing)
+                for size, medians in time_public(consultants, args.runs).items():
+                    public[backend, size] = medians
 
     print()
     print(f"{'backend':<11} {'questions':>9} {'open':>6}  " + "  ".join(
@@ -369,6 +395,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                   + "  ".join(f"{c:>24}" for c in cells))
     print(f"\nx = page time / the same page at {sizes[0]:,} questions on the same backend, in "
           "this run; (n) = rows shown (a page holds at most 50).")
+    print(f"\n{'backend':<11} {'questions':>9}  {'/public/stats.json computed':>30}  "
+          f"{'kept by the app':>16}  {'computed / kept':>15}")
+    for backend in backends:
+        base = public[backend, sizes[0]][0]
+        for size in sizes:
+            computed, kept = public[backend, size]
+            print(f"{backend:<11} {size:>9,}  {computed * 1000:12.1f} ms  x{computed / base:6.2f}"
+                  f"{'':>6}  {kept * 1000:13.1f} ms  {computed / kept:15.1f}")
+    print(f"\nx = time / the same at {sizes[0]:,} questions on the same backend; the figures "
+          "read every question of the last 12 months (the seed spreads n questions over "
+          "max(30, n/90) days: 100,000 over 3 years).")
     return 0
 
 

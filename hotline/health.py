@@ -28,8 +28,6 @@ and the callback hours already need.
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -38,6 +36,7 @@ from flask import Blueprint, Response, current_app, jsonify
 from sqlalchemy import text
 
 from hotline import jobs
+from hotline.memo import kept
 from hotline.runtime import Runtime
 from storage import health
 from storage.db import unit_of_work
@@ -152,31 +151,14 @@ def as_json(checks: list[Check], *, figures: bool = True) -> dict[str, Any]:
                                 else {"ok": c.ok}) for c in checks}}
 
 
-@dataclass
-class _Cache:
-    lock: threading.Lock
-    at: float | None = None
-    checks: list[Check] | None = None
-
-
-def cached_check(runtime: Runtime) -> list[Check]:
-    """check(runtime), run at most once every CACHE_SECONDS by this app."""
-    cache: _Cache = current_app.extensions.setdefault("hotline_health",
-                                                      _Cache(threading.Lock()))
-    with cache.lock:
-        if cache.checks is None or cache.at is None or (
-                time.monotonic() - cache.at >= CACHE_SECONDS):
-            cache.checks, cache.at = check(runtime), time.monotonic()
-        return cache.checks
-
-
 @bp.get("/health/ready")
 def ready() -> Response:
     """Each check's pass or fail as JSON: 200 when all pass, 503 when one fails.
 
     Without a login, so without figures: how many recordings wait and since when would say,
     at night, that someone has just called. `hotline health` on a machine shows them."""
-    checks = cached_check(cast(Runtime, current_app.extensions["hotline"]))
+    rt = cast(Runtime, current_app.extensions["hotline"])
+    checks = kept("health", CACHE_SECONDS, lambda: check(rt))
     response = jsonify(as_json(checks, figures=False))
     response.status_code = 200 if all(c.ok for c in checks) else 503
     response.headers["Cache-Control"] = "no-store"

@@ -24,6 +24,7 @@ from flask_babel import force_locale
 
 from hotline import i18n
 from hotline.config import LOCAL_TIME
+from hotline.memo import kept
 from hotline.reports_page import region_title
 from hotline.workspace import runtime, topic_title
 from storage import reports as figures
@@ -33,6 +34,8 @@ from storage.models import utcnow
 MIN_COUNT = 5
 PERIOD_MONTHS = 12
 CACHE_SECONDS = 600
+# How long this app reuses the figures it computed (current_stats).
+STATS_SECONDS = 60.0
 PUBLIC_LANGUAGES = ("kk", "ru", "en")
 
 bp = Blueprint("public", __name__, url_prefix="/public")
@@ -165,7 +168,14 @@ def compute(facts: Sequence[figures.QuestionFacts], months: Sequence[str]) -> Pu
 
 
 def current_stats() -> PublicStats:
-    """Compute the public figures of the last PERIOD_MONTHS months, now."""
+    """The public figures of the last PERIOD_MONTHS months, computed at most once every
+    STATS_SECONDS by this app (hotline.memo): the page needs no login, and each computation
+    reads every question of those months, so visitors asking often, or many at once, cost
+    the database one computation a minute."""
+    return kept("public_stats", STATS_SECONDS, _compute_stats)
+
+
+def _compute_stats() -> PublicStats:
     now = utcnow()
     months = last_months(now.astimezone(LOCAL_TIME).date(), PERIOD_MONTHS)
     year, month = (int(part) for part in months[0].split("-"))

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
+from hotline import public_stats
 from hotline.config import LOCAL_TIME
 from hotline.public_stats import HIDDEN, Figure, count_figure, derived_figure, protect
 from storage.models import Question, utcnow
@@ -43,6 +44,32 @@ def test_hidden_cells_together_hold_at_least_five() -> None:
     assert protect([2, 3, 50]) == [HIDDEN, HIDDEN, Figure(50)]
     # Nothing left to hide: the small cells stay hidden, zeros stay published.
     assert protect([1, 0, 0]) == [HIDDEN, Figure(0), Figure(0)]
+
+
+@pytest.fixture(autouse=True)
+def figures_afresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each request computes the figures (test_the_figures_are_computed_once_a_minute checks
+    that the app keeps them)."""
+    monkeypatch.setattr(public_stats, "STATS_SECONDS", 0.0)
+
+
+def test_the_figures_are_computed_once_a_minute(app: Flask, questions_in_regions: Any,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Anyone may ask for the figures as often as they like: the app computes them once a
+    minute (the database reads every question of twelve months each time)."""
+    monkeypatch.setattr(public_stats, "STATS_SECONDS", 60.0)
+    client = app.test_client()
+    questions_in_regions(5)
+    first = by_region(client.get("/public/stats.json").get_json())["abai"]["received"]
+    assert first == {"value": 5, "suppressed": False}
+    questions_in_regions(6)  # 11 in Abai now
+    for path in ("/public/stats.json", "/public/ru"):
+        kept = client.get(path)
+        assert kept.status_code == 200
+    assert by_region(client.get("/public/stats.json").get_json())["abai"]["received"] == first
+    monkeypatch.setattr(public_stats, "STATS_SECONDS", 0.0)  # the minute is over
+    assert by_region(client.get("/public/stats.json").get_json())["abai"]["received"] == {
+        "value": 11, "suppressed": False}
 
 
 def month_start() -> datetime:

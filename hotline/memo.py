@@ -1,0 +1,32 @@
+"""Results an app keeps for a few seconds: what anyone may ask for as often as they like (the
+public figures, the health checks) costs the database one computation per period, however
+many ask; a request that comes while it is being computed waits for that one."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+from flask import current_app
+
+T = TypeVar("T")
+
+
+@dataclass
+class _Kept:
+    lock: threading.Lock
+    at: float | None = None
+    value: Any = None
+
+
+def kept(name: str, seconds: float, compute: Callable[[], T]) -> T:
+    """compute()'s result, computed again when the app's last one is seconds old or more."""
+    shelf: dict[str, _Kept] = current_app.extensions.setdefault("hotline_kept", {})
+    entry = shelf.setdefault(name, _Kept(threading.Lock()))
+    with entry.lock:
+        if entry.at is None or time.monotonic() - entry.at >= seconds:
+            entry.value, entry.at = compute(), time.monotonic()
+        return cast(T, entry.value)
