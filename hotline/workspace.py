@@ -83,6 +83,13 @@ def lapse_before(now: datetime) -> datetime:
 def require_login() -> ResponseReturnValue | None:
     """Send a logged-out visitor of any workspace page to the login form."""
     if not current_user.is_authenticated:
+        if request.headers.get("HX-Request"):
+            # htmx would put the login page where the call's status (polled) was: the
+            # whole page goes to the login form instead. (A form without a session fails
+            # its CSRF check first, and shows that message: private.)
+            response = Response(status=200)
+            response.headers["HX-Redirect"] = url_for("auth.login")
+            return response
         if request.method != "GET":
             # A form sent after the session expired: after logging in, open the queue (the
             # form's URL cannot be opened with GET).
@@ -93,10 +100,23 @@ def require_login() -> ResponseReturnValue | None:
 
 @bp.after_request
 def private(response: Response) -> Response:
-    """Keep residents' data out of shared caches and out of other sites' frames."""
+    """Keep residents' data out of shared caches and out of other sites' frames; and show an
+    htmx form's refusal or failure (base.html lets htmx swap error pages)."""
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Frame-Options"] = "DENY"
     response.headers["Referrer-Policy"] = "same-origin"
+    if request.headers.get("HX-Request") and response.status_code >= 400:
+        if request.method == "GET":
+            # A poll (the call's status) or a filter: the next one tries again; its part of
+            # the page stays as it was rather than emptied.
+            response.headers["HX-Reswap"] = "none"
+        else:
+            # A note, tags or a transcript sent with htmx: the page's main part becomes the
+            # message ("Not your question", "Please try again"...), where a plain form's
+            # answer would have been the whole page.
+            response.headers["HX-Retarget"] = "main"
+            response.headers["HX-Reselect"] = "main"
+            response.headers["HX-Reswap"] = "outerHTML"
     return response
 
 

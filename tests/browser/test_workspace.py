@@ -10,12 +10,14 @@ import re
 
 from flask import Flask
 from playwright.sync_api import BrowserContext, Page, expect
+from sqlalchemy import select
 
 from storage.db import unit_of_work
 from storage.models import (
     QUESTION_CLAIMED,
     QUESTION_CLOSED,
     QUESTION_WAITING,
+    Note,
     Question,
     User,
 )
@@ -226,6 +228,29 @@ def test_one_call_answers_two_questions_of_one_resident(new_context: NewContext,
         status, _holder, reason = question_state(live_app, question_id)
         assert (status, reason) == (QUESTION_CLOSED, "resolved")
     expect(page.locator("p.notice").last).to_contain_text(str(seeded.question_id))
+
+
+def test_a_note_sent_with_htmx_that_is_refused_says_why(new_context: NewContext,
+                                                        seeded: Seeded, live_app: Flask) -> None:
+    """The note form is sent with htmx, which by default drops an error page without a word:
+    the consultant whose claim went to a colleague meanwhile sees why their note was not
+    kept."""
+    page = log_in(new_context(), seeded.consultant)
+    claim(page, seeded.question_id)
+    expect(page.locator("#notes")).to_contain_text("No notes yet.")
+    with unit_of_work(runtime(live_app).sessions) as db:  # the claim lapsed and Bolat took it
+        question = db.get(Question, seeded.question_id)
+        bolat = db.scalars(select(User).where(User.email == seeded.second_consultant)).one()
+        assert question is not None
+        question.claimed_by_id = bolat.id
+    page.fill("#note-body", "Перезвонить после обеда")
+    page.click("#notes button[type=submit]")
+    expect(page.locator("main h1")).to_have_text("Not your question")
+    expect(page.locator("main")).to_contain_text("is being handled by Bolat Serikuly")
+    expect(page.locator("main a", has_text="Back")).to_be_visible()
+    shot(page, "09-htmx-note-refused")
+    with unit_of_work(runtime(live_app).sessions) as db:
+        assert db.scalars(select(Note)).all() == []
 
 
 # -- roles --------------------------------------------------------------------------------------

@@ -582,6 +582,38 @@ def test_a_server_failure_is_explained_and_gives_back_what_was_written(
     assert 'href="/queue"' in page
 
 
+def test_htmx_gets_refusals_in_place_of_the_page_and_polls_keep_theirs(
+        app: Flask, db: Db, settings: Settings, consultant: str, coordinator: str) -> None:
+    """A refused htmx form replaces the page's main part with the message (base.html lets
+    htmx swap error pages); a failed poll swaps nothing; a poll whose session has ended sends
+    the whole page to the login form instead of putting it where the call's status was."""
+    question_id = _voice_question(db, settings)
+    holder, other = _logged_in(app, consultant), _logged_in(app, coordinator)
+    _claim(holder, question_id)
+    htmx = {"HX-Request": "true", "X-CSRFToken": _token(other), "Accept-Language": "en",
+            "Referer": f"https://hotline.test/questions/{question_id}"}
+    refused = other.client.post(f"/questions/{question_id}/notes",
+                                base_url="https://hotline.test", data={"body": "x"},
+                                headers=htmx)
+    assert refused.status_code == 409
+    assert (refused.headers["HX-Retarget"], refused.headers["HX-Reselect"],
+            refused.headers["HX-Reswap"]) == ("main", "main", "outerHTML")
+    assert "<h1>Not your question</h1>" in refused.get_data(as_text=True)
+    poll = holder.client.get("/questions/999999/callback-panel",
+                             base_url="https://hotline.test", headers={"HX-Request": "true"})
+    assert poll.status_code == 404 and poll.headers["HX-Reswap"] == "none"
+    # Without htmx, nothing of this.
+    plain = other.post(f"/questions/{question_id}/notes", {"csrf_token": _token(other),
+                                                           "body": "x"})
+    assert plain.status_code == 409 and "HX-Retarget" not in plain.headers
+    # The call's status polled by a page whose session has ended.
+    logged_out = Browser(app).client.get(f"/questions/{question_id}/callback-panel",
+                                         base_url="https://hotline.test",
+                                         headers={"HX-Request": "true"})
+    assert (logged_out.status_code, logged_out.headers["HX-Redirect"]) == (200, "/login")
+    assert logged_out.get_data() == b""
+
+
 def test_htmx_saves_a_note_without_reloading(app: Flask, db: Db, settings: Settings,
                                              consultant: str) -> None:
     question_id = _voice_question(db, settings)
