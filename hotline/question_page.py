@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from pathlib import PurePosixPath
 from typing import Any
 
-from flask import abort, make_response, redirect, render_template, request, send_file, url_for
+from flask import abort, redirect, render_template, request, send_file, url_for
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
@@ -42,6 +42,7 @@ from hotline.workspace import (
     local_time,
     runtime,
     topic_title,
+    written_draft,
 )
 from storage import audit
 from storage.callbacks import end_live_attempts, lock_attempts
@@ -363,13 +364,11 @@ def _refusal(session: Session, question_id: int, user_id: int,
                     id=question_id, name=found.claimed_by.name)
     else:
         message = _("Please claim question %(id)s before changing it.", id=question_id)
-    response = make_response(render_template(
-        "message.html", title=_("Not changed"), message=message,
-        back=url_for("workspace.question", question_id=question_id)), 409)
-    if request.headers.get("HX-Request"):
-        # htmx swaps nothing on an error: reload the page, which shows the question's state.
-        response.headers["HX-Refresh"] = "true"
-    return response
+    # Sent with htmx (a note, tags, the transcript), the message takes the page's main part
+    # (workspace.private), with what the user wrote to copy.
+    return render_template(
+        "message.html", title=_("Not changed"), message=message, draft=written_draft(),
+        back=url_for("workspace.question", question_id=question_id)), 409
 
 
 def _invalid(question_id: int) -> ResponseReturnValue:

@@ -187,12 +187,20 @@ PLAIN_SERVER_ERROR = (
     "minute.\n")
 
 
+def written_draft() -> str | None:
+    """What the user wrote in the form being answered (WRITTEN_FIELDS), to show back when it
+    was not kept."""
+    if request.method != "POST":
+        return None
+    return next((request.form[name] for name in WRITTEN_FIELDS if request.form.get(name)),
+                None)
+
+
 @bp.errorhandler(InternalServerError)
 def server_error(_error: InternalServerError) -> ResponseReturnValue:
     """Any failure of a workspace page (the database gone, a bug), in the user's language, with
     what they wrote to copy; logged by Flask with its traceback before this runs."""
-    written = next((request.form.get(name) for name in WRITTEN_FIELDS
-                    if request.method == "POST" and request.form.get(name)), None)
+    written = written_draft()
     try:
         return render_template(
             "message.html", title=_("Something went wrong"),

@@ -234,7 +234,7 @@ def test_a_note_sent_with_htmx_that_is_refused_says_why(new_context: NewContext,
                                                         seeded: Seeded, live_app: Flask) -> None:
     """The note form is sent with htmx, which by default drops an error page without a word:
     the consultant whose claim went to a colleague meanwhile sees why their note was not
-    kept."""
+    kept, and has its text to copy."""
     page = log_in(new_context(), seeded.consultant)
     claim(page, seeded.question_id)
     expect(page.locator("#notes")).to_contain_text("No notes yet.")
@@ -245,8 +245,9 @@ def test_a_note_sent_with_htmx_that_is_refused_says_why(new_context: NewContext,
         question.claimed_by_id = bolat.id
     page.fill("#note-body", "Перезвонить после обеда")
     page.click("#notes button[type=submit]")
-    expect(page.locator("main h1")).to_have_text("Not your question")
+    expect(page.locator("main h1")).to_have_text("Not changed")
     expect(page.locator("main")).to_contain_text("is being handled by Bolat Serikuly")
+    expect(page.locator("main textarea[readonly]")).to_have_value("Перезвонить после обеда")
     expect(page.locator("main a", has_text="Back")).to_be_visible()
     shot(page, "09-htmx-note-refused")
     with unit_of_work(runtime(live_app).sessions) as db:

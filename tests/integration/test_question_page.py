@@ -414,17 +414,20 @@ def test_changes_need_the_claim(app: Flask, db: Db, settings: Settings, consulta
         assert response.status_code == 409, action
         assert f"Please claim question {question_id} before changing it." in \
             response.get_data(as_text=True)
-    # Someone else's question: 409 naming the holder; htmx is told to reload.
+    # Someone else's question: 409 naming the holder, with the note to copy; htmx is told to
+    # show it in place of the page's main part.
     coordinator_browser = _logged_in(app, coordinator)
     _claim(coordinator_browser, question_id)
     response = lawyer.post(f"/questions/{question_id}/notes",
                            {"csrf_token": token, "body": "заметка"})
     assert response.status_code == 409
-    assert "being handled by Dana Coordinator" in response.get_data(as_text=True)
+    refused = response.get_data(as_text=True)
+    assert "being handled by Dana Coordinator" in refused
+    assert '<textarea id="sms-draft" rows="8" readonly>заметка</textarea>' in refused
     htmx = lawyer.client.post(f"/questions/{question_id}/notes", base_url="https://hotline.test",
                               data={"csrf_token": token, "body": "заметка"},
                               headers={"HX-Request": "true", "Referer": "https://hotline.test/"})
-    assert htmx.status_code == 409 and htmx.headers["HX-Refresh"] == "true"
+    assert htmx.status_code == 409 and htmx.headers["HX-Retarget"] == "main"
     found = _question(db, question_id)
     assert (found.corrected_text, found.region, found.status) == (None, None, QUESTION_CLAIMED)
     with db() as session:
@@ -598,7 +601,7 @@ def test_htmx_gets_refusals_in_place_of_the_page_and_polls_keep_theirs(
     assert refused.status_code == 409
     assert (refused.headers["HX-Retarget"], refused.headers["HX-Reselect"],
             refused.headers["HX-Reswap"]) == ("main", "main", "outerHTML")
-    assert "<h1>Not your question</h1>" in refused.get_data(as_text=True)
+    assert "<h1>Not changed</h1>" in refused.get_data(as_text=True)
     poll = holder.client.get("/questions/999999/callback-panel",
                              base_url="https://hotline.test", headers={"HX-Request": "true"})
     assert poll.status_code == 404 and poll.headers["HX-Reswap"] == "none"
