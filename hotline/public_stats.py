@@ -21,6 +21,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, render_template, request
 from flask.typing import ResponseReturnValue
 from flask_babel import force_locale
+from werkzeug.exceptions import InternalServerError
 
 from hotline import i18n
 from hotline.config import LOCAL_TIME
@@ -236,6 +237,28 @@ def stats_json(stats: PublicStats) -> dict[str, Any]:
         "by_topic": [{**_row_json(row, "topic"), "title": _topic_titles(row.key)}
                      for row in stats.topics],
     }
+
+
+@bp.errorhandler(InternalServerError)
+def unavailable(_error: InternalServerError) -> ResponseReturnValue:
+    """The figures could not be computed (the database did not answer; logged by Flask): say
+    so in the page's language, or in JSON, rather than with Werkzeug's English page; 503, so
+    that a cache or a script tries again later."""
+    if request.endpoint == "public.stats":
+        response = jsonify({"error": "The figures cannot be computed just now; try again in "
+                                     "a few minutes."})
+    else:
+        language = (request.view_args or {}).get("language") or request.accept_languages \
+            .best_match(PUBLIC_LANGUAGES) or i18n.DEFAULT_LANGUAGE
+        with force_locale(language):
+            html = render_template("public_unavailable.html", page_language=language,
+                                   public_languages=PUBLIC_LANGUAGES)
+        response = Response(html, mimetype="text/html")
+        response.headers["Content-Language"] = language
+    response.status_code = 503
+    response.headers["Retry-After"] = "300"
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @bp.get("/stats.json")

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from sqlalchemy import text
 
 from hotline import public_stats
 from hotline.config import LOCAL_TIME
@@ -182,3 +183,23 @@ def test_public_figures_need_no_login_and_can_be_revalidated(app: Flask,
     boss = Browser(app)
     boss.login(coordinator)
     assert boss.get("/public/ru").headers["Cache-Control"] == "private, max-age=600"
+
+
+def test_figures_that_cannot_be_computed_are_explained(app: Flask, db: Db) -> None:
+    """The database does not answer the figures' query (here: its table is gone): the page
+    says so in its language, the JSON says so too, 503 with Retry-After; not Werkzeug's page."""
+    with db() as session:
+        session.execute(text("ALTER TABLE questions RENAME TO questions_away"))
+    client = app.test_client()
+    for path, language, words in (
+            ("/public/ru", "ru", "Сейчас цифры показать не удаётся."),
+            ("/public/kk", "kk", "Сандарды қазір көрсету мүмкін емес."),
+            ("/public/en", "en", "The figures cannot be shown just now.")):
+        page = client.get(path)
+        assert (page.status_code, page.headers["Retry-After"]) == (503, "300")
+        assert page.headers["Content-Language"] == language
+        assert words in page.get_data(as_text=True)
+    answer = client.get("/public/stats.json")
+    assert answer.status_code == 503 and answer.mimetype == "application/json"
+    assert answer.get_json() == {
+        "error": "The figures cannot be computed just now; try again in a few minutes."}
