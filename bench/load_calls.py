@@ -702,6 +702,7 @@ def report(opts: Options, stats: Stats, load_time: float, at_end: Check, final: 
         "processes alive": not dead,
         # Not every resident gets one: past the windows of hotline.receipts (2 hours after the
         # call; 15 minutes at night) a late worker sends none, by design.
+        "receipts sent": sent.rows > 0,
         "each receipt sent once": sent.twice_per_question == 0
         and sent.twice_per_resident == 0 and sent.waiting == 0 and sent.posted == sent.sent,
     }

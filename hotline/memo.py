@@ -4,6 +4,7 @@ many ask; a request that comes while it is being computed waits for that one."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from typing import Any, TypeVar, cast
 from flask import current_app
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -22,11 +24,21 @@ class _Kept:
     value: Any = None
 
 
-def kept(name: str, seconds: float, compute: Callable[[], T]) -> T:
-    """compute()'s result, computed again when the app's last one is seconds old or more."""
+def kept(name: str, seconds: float, compute: Callable[[], T], *,
+         stale_on_error: bool = False) -> T:
+    """compute()'s result, computed again when the app's last one is seconds old or more.
+
+    If computing fails: with stale_on_error, the last result, however old, if there is one
+    (the public figures through a database outage), and the next request tries again; else
+    the error."""
     shelf: dict[str, _Kept] = current_app.extensions.setdefault("hotline_kept", {})
     entry = shelf.setdefault(name, _Kept(threading.Lock()))
     with entry.lock:
         if entry.at is None or time.monotonic() - entry.at >= seconds:
-            entry.value, entry.at = compute(), time.monotonic()
+            try:
+                entry.value, entry.at = compute(), time.monotonic()
+            except Exception:
+                if not stale_on_error or entry.at is None:
+                    raise
+                log.exception("%s: computing failed; the last result is shown", name)
         return cast(T, entry.value)

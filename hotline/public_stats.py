@@ -172,8 +172,9 @@ def current_stats() -> PublicStats:
     """The public figures of the last PERIOD_MONTHS months, computed at most once every
     STATS_SECONDS by this app (hotline.memo): the page needs no login, and each computation
     reads every question of those months, so visitors asking often, or many at once, cost
-    the database one computation a minute."""
-    return kept("public_stats", STATS_SECONDS, _compute_stats)
+    the database one computation a minute. Through a database outage the last figures stay
+    (unavailable, when there are none yet)."""
+    return kept("public_stats", STATS_SECONDS, _compute_stats, stale_on_error=True)
 
 
 def _compute_stats() -> PublicStats:

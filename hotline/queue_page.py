@@ -71,6 +71,7 @@ from storage.queue import (
     queue_page,
 )
 from storage.reports import answer_deadline
+from storage.sms import answered_by_sms
 
 STATUS_TABS = {
     STATUS_DUE: _l("Due now"),
@@ -160,8 +161,8 @@ def _holder(question: Question, user_id: int, lapsed: datetime) -> tuple[str, bo
     return question.claimed_by.name, False
 
 
-def _badges(question: Question, now: datetime,
-            talk: CallbackAttempt | None = None) -> list[Badge]:
+def _badges(question: Question, now: datetime, talk: CallbackAttempt | None = None,
+            answered_by_sms: bool = False) -> list[Badge]:
     badges = []
     if question.status == QUESTION_CLOSED:
         if question.close_reason:
@@ -170,7 +171,7 @@ def _badges(question: Question, now: datetime,
         return badges
     if question.urgent:
         badges.append(Badge("urgent", str(_("urgent"))))
-    promise = _promise(question, now)
+    promise = None if answered_by_sms else _promise(question, now)
     if promise is not None:
         badges.append(promise)
     if question.repeat_caller:
@@ -194,13 +195,16 @@ def _badges(question: Question, now: datetime,
 
 def _promise(question: Question, now: datetime) -> Badge | None:
     """Whether the resident's promised callback is due today or overdue, until a first
-    callback (or an SMS answer, or an outcome) is made.
+    callback is tried or an outcome written (and, by the caller, until a consultant answers
+    by SMS).
 
-    The phone and the SMS promise a lawyer's call within HOTLINE_CALLBACK_DAYS working days
-    (storage.reports.answer_deadline: the end of the N-th working day after the day the
-    question came in, Almaty time). A volunteer choosing what to take sees which promises are
+    The phone and the SMS promise a lawyer's call within HOTLINE_CALLBACK_DAYS working days,
+    counted as the reports count their target (storage.reports.answer_deadline: the end of the
+    N-th working day, Monday to Friday, after the day the question came in, Almaty time;
+    public holidays are not modelled). A caller whose number was hidden was promised nothing
+    (flows: for_hidden_number). A volunteer choosing what to take sees which promises are
     running out; the queue's order does not change (waiting time is in it already)."""
-    if question.first_callback_at is not None:
+    if question.first_callback_at is not None or question.caller_id is None:
         return None
     deadline = answer_deadline(question.created_at, runtime().settings.callback_days,
                                LOCAL_TIME)
@@ -222,7 +226,8 @@ def _region(region: str | None) -> str:
 
 
 def _row(question: Question, user_id: int, lapsed: datetime, now: datetime,
-         residents: dict[int, ResidentHolder], talks: dict[int, CallbackAttempt]) -> QueueRow:
+         residents: dict[int, ResidentHolder], talks: dict[int, CallbackAttempt],
+         answered: set[int]) -> QueueRow:
     holder, claimable = _holder(question, user_id, lapsed)
     resident = residents.get(question.caller_id) if question.caller_id is not None else None
     if claimable and resident is not None and resident.question_id != question.id:
@@ -242,7 +247,7 @@ def _row(question: Question, user_id: int, lapsed: datetime, now: datetime,
         id=question.id,
         waited=shown,
         received=local_time(question.created_at),
-        badges=_badges(question, now, talks.get(question.id)),
+        badges=_badges(question, now, talks.get(question.id), question.id in answered),
         language=_language(question.language),
         topic=topic_title(question.topic),
         channel=str(CHANNELS.get(question.channel, question.channel)),
@@ -334,9 +339,11 @@ def queue() -> ResponseReturnValue:
         residents = resident_holders(
             db, (q.caller_id for q in found.questions
                  if q.caller_id is not None and q.status != QUESTION_CLOSED), now, lapsed)
-        talks = talks_without_outcome(db, (q.id for q in found.questions
-                                           if q.status != QUESTION_CLOSED))
-        rows = [_row(q, user_id, lapsed, now, residents, talks) for q in found.questions]
+        open_ids = [q.id for q in found.questions if q.status != QUESTION_CLOSED]
+        talks = talks_without_outcome(db, open_ids)
+        answered = answered_by_sms(db, open_ids)
+        rows = [_row(q, user_id, lapsed, now, residents, talks, answered)
+                for q in found.questions]
     selects = [{"name": name, "label": str(FACET_LABELS[name]),
                 "choices": _choices(name, counts.facets[name], filters.facet(name))}
                for name in FACETS]

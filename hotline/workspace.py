@@ -5,15 +5,18 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 from typing import cast
+from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
     Flask,
     Response,
     current_app,
+    g,
     redirect,
     render_template,
     request,
+    session,
     url_for,
 )
 from flask.typing import ResponseReturnValue
@@ -21,6 +24,7 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
+from markupsafe import escape
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import InternalServerError
 
@@ -83,10 +87,15 @@ def lapse_before(now: datetime) -> datetime:
 def require_login() -> ResponseReturnValue | None:
     """Send a logged-out visitor of any workspace page to the login form."""
     if not current_user.is_authenticated:
-        if request.headers.get("HX-Request"):
+        if request.headers.get("HX-Request") and not request.headers.get(
+                "HX-History-Restore-Request"):
             # htmx would put the login page where the call's status (polled) was: the
-            # whole page goes to the login form instead. (A form without a session fails
-            # its CSRF check first, and shows that message: private.)
+            # whole page goes to the login form instead, and back to this page after it.
+            # (A form without a session fails its CSRF check first, and shows that message:
+            # private. A history restore follows the redirect below as a page does.)
+            page = urlsplit(request.headers.get("HX-Current-URL", "")).path
+            if page.startswith("/") and not page.startswith("//"):
+                session["next"] = page  # where Flask-Login keeps it (USE_SESSION_FOR_NEXT)
             response = Response(status=200)
             response.headers["HX-Redirect"] = url_for("auth.login")
             return response
@@ -101,22 +110,19 @@ def require_login() -> ResponseReturnValue | None:
 @bp.after_request
 def private(response: Response) -> Response:
     """Keep residents' data out of shared caches and out of other sites' frames; and show an
-    htmx form's refusal or failure (base.html lets htmx swap error pages)."""
+    htmx form's refusal or failure (static/workspace.js lets htmx swap it)."""
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Frame-Options"] = "DENY"
     response.headers["Referrer-Policy"] = "same-origin"
-    if request.headers.get("HX-Request") and response.status_code >= 400:
-        if request.method == "GET":
-            # A poll (the call's status) or a filter: the next one tries again; its part of
-            # the page stays as it was rather than emptied.
-            response.headers["HX-Reswap"] = "none"
-        else:
-            # A note, tags or a transcript sent with htmx: the page's main part becomes the
-            # message ("Not your question", "Please try again"...), where a plain form's
-            # answer would have been the whole page.
-            response.headers["HX-Retarget"] = "main"
-            response.headers["HX-Reselect"] = "main"
-            response.headers["HX-Reswap"] = "outerHTML"
+    if request.headers.get("HX-Request") and response.status_code >= 400 \
+            and request.method != "GET":
+        # A note, tags or a transcript sent with htmx: the page's main part becomes the
+        # message ("Not changed", "Please try again"...), where a plain form's answer would
+        # have been the whole page (static/workspace.js lets htmx swap it). A failed poll or
+        # filter (GET) is dropped, as htmx does: its part of the page stays as it was.
+        response.headers["HX-Retarget"] = "main"
+        response.headers["HX-Reselect"] = "main"
+        response.headers["HX-Reswap"] = "outerHTML"
     return response
 
 
@@ -201,6 +207,10 @@ def server_error(_error: InternalServerError) -> ResponseReturnValue:
     """Any failure of a workspace page (the database gone, a bug), in the user's language, with
     what they wrote to copy; logged by Flask with its traceback before this runs."""
     written = written_draft()
+    if "_login_user" not in g:
+        # The failure came before the user was loaded (the database gone): the page's header
+        # would try again, and fail; it is drawn for nobody instead.
+        g._login_user = auth.login_manager.anonymous_user()
     try:
         return render_template(
             "message.html", title=_("Something went wrong"),
@@ -210,8 +220,12 @@ def server_error(_error: InternalServerError) -> ResponseReturnValue:
             draft=written, back=url_for("workspace.queue")), 500
     except Exception:  # noqa: BLE001 - the last line of defence must answer
         log.exception("the error page could not be rendered")
-        return Response(PLAIN_SERVER_ERROR + (f"\n{written}\n" if written else ""), 500,
-                        mimetype="text/plain")
+        # A page of its own, with a <main> for htmx to show (private).
+        body = "".join(f"<p>{escape(line)}</p>" for line in PLAIN_SERVER_ERROR.splitlines())
+        if written:
+            body += f"<textarea readonly rows=8>{escape(written)}</textarea>"
+        return Response(f"<!doctype html><html><head><meta charset=utf-8></head><body><main>"
+                        f"{body}</main></body></html>", 500, mimetype="text/html")
 
 
 def init_app(app: Flask) -> None:

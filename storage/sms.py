@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 from sqlalchemy import func, select
@@ -212,3 +213,16 @@ def has_open_question(session: Session, caller_id: int) -> bool:
     return session.scalar(
         select(Question.id).where(Question.caller_id == caller_id,
                                   Question.status != QUESTION_CLOSED).limit(1)) is not None
+
+
+def answered_by_sms(session: Session, question_ids: Iterable[int]) -> set[int]:
+    """Those of the questions a consultant has answered by SMS (a message they wrote, not an
+    automatic one, that was not refused on the way: queued, sending, sent or delivered)."""
+    wanted = sorted(set(question_ids))
+    if not wanted:
+        return set()
+    return set(session.scalars(
+        select(SmsMessage.question_id).where(
+            SmsMessage.question_id.in_(wanted), SmsMessage.direction != SMS_IN,
+            SmsMessage.sent_by_id.is_not(None),
+            SmsMessage.status.not_in(("failed", "undelivered"))).distinct()))

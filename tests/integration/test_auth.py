@@ -353,14 +353,14 @@ def test_the_queue_lists_waiting_questions_in_almaty_time(app: Flask, db: Db,
     assert header == ["#", "Waiting", "Priority", "Language", "Topic", "Channel", "Region",
                       "Transcript", "Claimed by", ""]
     days = (datetime.now(UTC) - datetime(2026, 3, 2, 4, 30, tzinfo=UTC)).days
-    # Nobody has called back, and the promise (3 working days) has long passed.
-    assert rows == [[str(waiting_id), f"{days} d", "promised by 05.03", "Русский", "pension",
-                     "Call", "no region", "waiting", "—", "Claim"]]
+    # No number: no callback was promised, so no "promised by" (test_queue.py).
+    assert rows == [[str(waiting_id), f"{days} d", "", "Русский", "pension", "Call",
+                     "no region", "waiting", "—", "Claim"]]
     # The arrival time, in Almaty's time, is the waiting time's title.
     assert 'title="Received (Almaty): 2026-03-02 09:30"' in english.get_data(as_text=True)
     _, *russian = page(browser.get("/queue?lang=ru")).rows
-    assert russian == [[str(waiting_id), f"{days} дн.", "обещано до 05.03", "Русский",
-                        "Пенсия", "Звонок", "без региона", "ожидает", "—", "Взять"]]
+    assert russian == [[str(waiting_id), f"{days} дн.", "", "Русский", "Пенсия", "Звонок",
+                        "без региона", "ожидает", "—", "Взять"]]
 
 
 # -- languages --------------------------------------------------------------------------------

@@ -203,3 +203,15 @@ def test_figures_that_cannot_be_computed_are_explained(app: Flask, db: Db) -> No
     assert answer.status_code == 503 and answer.mimetype == "application/json"
     assert answer.get_json() == {
         "error": "The figures cannot be computed just now; try again in a few minutes."}
+
+
+def test_through_an_outage_the_last_figures_stay(app: Flask, db: Db,
+                                                 questions_in_regions: Any) -> None:
+    questions_in_regions(5)
+    client = app.test_client()
+    before = client.get("/public/stats.json").get_json()
+    with db() as session:
+        session.execute(text("ALTER TABLE questions RENAME TO questions_away"))
+    during = client.get("/public/stats.json")  # computed again (STATS_SECONDS 0): fails
+    assert during.status_code == 200 and during.get_json() == before
+    assert client.get("/public/ru").status_code == 200

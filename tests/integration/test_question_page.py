@@ -562,6 +562,27 @@ def test_tags_the_page_does_not_offer_are_refused(app: Flask, db: Db, settings: 
     assert _events(db, question_id, audit.CHANGED) == []
 
 
+def test_with_the_accounts_gone_a_failure_is_still_explained(
+        app: Flask, db: Db, settings: Settings, consultant: str) -> None:
+    """The database fails before the user is loaded (here: the accounts' table is gone): the
+    error page is drawn for nobody, with the note to copy and a <main> for htmx to show."""
+    question_id = _voice_question(db, settings)
+    lawyer = _logged_in(app, consultant)
+    _claim(lawyer, question_id)
+    token = _token(lawyer)
+    with db() as session:
+        session.execute(text("ALTER TABLE users RENAME TO users_away"))
+    response = lawyer.client.post(
+        f"/questions/{question_id}/notes", base_url="https://hotline.test",
+        data={"body": "Перезвонить <после> обеда"},
+        headers={"HX-Request": "true", "X-CSRFToken": token, "Accept-Language": "ru",
+                 "Referer": f"https://hotline.test/questions/{question_id}"})
+    assert response.status_code == 500 and response.headers["HX-Retarget"] == "main"
+    page = response.get_data(as_text=True)
+    assert "<h1>Что-то пошло не так</h1>" in page and "</main>" in page
+    assert "Перезвонить &lt;после&gt; обеда" in page
+
+
 @pytest.mark.parametrize("language", ["ru", "kk", "en"])
 def test_a_server_failure_is_explained_and_gives_back_what_was_written(
         app: Flask, db: Db, settings: Settings, consultant: str, language: str) -> None:
@@ -587,9 +608,10 @@ def test_a_server_failure_is_explained_and_gives_back_what_was_written(
 
 def test_htmx_gets_refusals_in_place_of_the_page_and_polls_keep_theirs(
         app: Flask, db: Db, settings: Settings, consultant: str, coordinator: str) -> None:
-    """A refused htmx form replaces the page's main part with the message (base.html lets
-    htmx swap error pages); a failed poll swaps nothing; a poll whose session has ended sends
-    the whole page to the login form instead of putting it where the call's status was."""
+    """A refused htmx form replaces the page's main part with the message
+    (static/workspace.js lets htmx swap it); a failed poll swaps nothing; a poll whose
+    session has ended sends the whole page to the login form instead of putting it where
+    the call's status was."""
     question_id = _voice_question(db, settings)
     holder, other = _logged_in(app, consultant), _logged_in(app, coordinator)
     _claim(holder, question_id)
@@ -602,19 +624,31 @@ def test_htmx_gets_refusals_in_place_of_the_page_and_polls_keep_theirs(
     assert (refused.headers["HX-Retarget"], refused.headers["HX-Reselect"],
             refused.headers["HX-Reswap"]) == ("main", "main", "outerHTML")
     assert "<h1>Not changed</h1>" in refused.get_data(as_text=True)
+    # A failed poll is not redirected anywhere: htmx drops it, and its part of the page stays
+    # (static/workspace.js swaps only what names its target).
     poll = holder.client.get("/questions/999999/callback-panel",
                              base_url="https://hotline.test", headers={"HX-Request": "true"})
-    assert poll.status_code == 404 and poll.headers["HX-Reswap"] == "none"
+    assert poll.status_code == 404 and "HX-Retarget" not in poll.headers
     # Without htmx, nothing of this.
     plain = other.post(f"/questions/{question_id}/notes", {"csrf_token": _token(other),
                                                            "body": "x"})
     assert plain.status_code == 409 and "HX-Retarget" not in plain.headers
-    # The call's status polled by a page whose session has ended.
-    logged_out = Browser(app).client.get(f"/questions/{question_id}/callback-panel",
-                                         base_url="https://hotline.test",
-                                         headers={"HX-Request": "true"})
-    assert (logged_out.status_code, logged_out.headers["HX-Redirect"]) == (200, "/login")
-    assert logged_out.get_data() == b""
+    nobody = Browser(app).client
+    # htmx restoring a page from history follows a redirect as a page does.
+    restore = nobody.get("/queue", base_url="https://hotline.test",
+                         headers={"HX-Request": "true", "HX-History-Restore-Request": "true"})
+    assert restore.status_code == 302 and "HX-Redirect" not in restore.headers
+    # The call's status polled by a page whose session has ended: to the login form, then
+    # back to that page.
+    logged_out = nobody.get(f"/questions/{question_id}/callback-panel",
+                            base_url="https://hotline.test", headers={
+                                "HX-Request": "true",
+                                "HX-Current-URL": f"https://hotline.test/questions/{question_id}"})
+    assert logged_out.status_code == 200 and logged_out.get_data() == b""
+    assert logged_out.headers["HX-Redirect"] == "/login"
+    back = Browser(app)
+    back.client = nobody
+    assert back.login(consultant).headers["Location"] == f"/questions/{question_id}"
 
 
 def test_htmx_saves_a_note_without_reloading(app: Flask, db: Db, settings: Settings,

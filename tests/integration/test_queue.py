@@ -35,7 +35,7 @@ from storage.queue import (
     queue_counts,
     queue_page,
 )
-from storage.sms import add_sms_question
+from storage.sms import add_sms_question, queue_outbound
 from storage.users import hasher
 from tests.workspace_support import PASSWORD, Browser, Db, page
 
@@ -511,21 +511,38 @@ def test_the_queue_shows_which_promised_callbacks_run_out(app: Flask, db: Db, co
                                                           at_now: datetime) -> None:
     """A lawyer's call is promised within HOTLINE_CALLBACK_DAYS (3) working days: NOW is
     Monday 2 March, 14:00 in Almaty."""
+
+    def asked(at: datetime, phone: str, **fields: Any) -> int:
+        with db() as session:
+            caller = touch_caller(session, phone, NOW)
+            return _question(session, ago=NOW - at, caller_id=caller.id, **fields)
+
+    today = asked(datetime(2026, 2, 25, 10, 0, tzinfo=ALMATY), "+77011110001")
+    # Wednesday 01:30 in Almaty is still Tuesday in UTC: the days are Almaty's.
+    early = asked(datetime(2026, 2, 25, 1, 30, tzinfo=ALMATY), "+77011110002")
+    late = asked(datetime(2026, 2, 24, 23, 30, tzinfo=ALMATY), "+77011110003")
+    tried = asked(datetime(2026, 2, 24, 12, 0, tzinfo=ALMATY), "+77011110004",
+                  first_callback_at=NOW - 2 * DAY, callback_attempts=1)
+    by_sms = asked(datetime(2026, 2, 24, 12, 0, tzinfo=ALMATY), "+77011110005",
+                   channel=CHANNEL_SMS)
+    fresh = asked(NOW - DAY, "+77011110006")
     with db() as session:
-        today = _question(session, ago=NOW - datetime(2026, 2, 25, 10, 0, tzinfo=ALMATY))
-        late = _question(session, ago=NOW - datetime(2026, 2, 24, 23, 30, tzinfo=ALMATY))
-        tried = _question(session, ago=NOW - datetime(2026, 2, 24, 12, 0, tzinfo=ALMATY),
-                          first_callback_at=NOW - 2 * DAY, callback_attempts=1)
-        fresh = _question(session, ago=DAY)
+        hidden = _question(session, ago=NOW - datetime(2026, 2, 24, 12, 0, tzinfo=ALMATY))
+        consultant_id = session.scalars(select(User.id).where(User.email == consultant)).one()
+        answer = queue_outbound(session, phone="+77011110005", body="Обратитесь в ЦОН",
+                                language="ru", caller=None, question_id=by_sms,
+                                encoding="UCS-2", segments=1, now=NOW - DAY)
+        answer.sent_by_id = consultant_id
     badges = {int(row[0]): row[2] for row in page(_logged_in(app, consultant).get(
         "/queue?status=open")).rows[1:]}
-    # Wednesday's question: by the end of Monday (Thursday, Friday, Monday).
-    assert badges[today] == "promised by today"
+    # Wednesday's questions: by the end of Monday (Thursday, Friday, Monday).
+    assert badges[today] == badges[early] == "promised by today"
     # Tuesday's, just before midnight: by the end of Friday, passed.
     assert badges[late] == "promised by 27.02"
     # A call was tried (no answer): the promise was kept; the attempt shows instead.
     assert badges[tried] == "1 failed attempt"
-    assert badges[fresh] == ""
+    # Answered by SMS; a hidden number was promised nothing; a day old is not due yet.
+    assert badges[by_sms] == badges[hidden] == badges[fresh] == ""
 
 
 def test_the_page_filters_by_the_address(app: Flask, db: Db, consultant: str,
