@@ -162,7 +162,7 @@ def _holder(question: Question, user_id: int, lapsed: datetime) -> tuple[str, bo
 
 
 def _badges(question: Question, now: datetime, talk: CallbackAttempt | None = None,
-            answered_by_sms: bool = False) -> list[Badge]:
+            sms_answered: bool = False) -> list[Badge]:
     badges = []
     if question.status == QUESTION_CLOSED:
         if question.close_reason:
@@ -171,7 +171,7 @@ def _badges(question: Question, now: datetime, talk: CallbackAttempt | None = No
         return badges
     if question.urgent:
         badges.append(Badge("urgent", str(_("urgent"))))
-    promise = None if answered_by_sms else _promise(question, now)
+    promise = None if sms_answered else _promise(question, now)
     if promise is not None:
         badges.append(promise)
     if question.repeat_caller:
