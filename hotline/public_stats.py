@@ -249,8 +249,7 @@ def unavailable(_error: InternalServerError) -> ResponseReturnValue:
         response = jsonify({"error": "The figures cannot be computed just now; try again in "
                                      "a few minutes."})
     else:
-        language = (request.view_args or {}).get("language") or request.accept_languages \
-            .best_match(PUBLIC_LANGUAGES) or i18n.DEFAULT_LANGUAGE
+        language = (request.view_args or {}).get("language") or _visitor_language()
         with force_locale(language):
             html = render_template("public_unavailable.html", page_language=language,
                                    public_languages=PUBLIC_LANGUAGES)
@@ -284,11 +283,15 @@ def _render(language: str) -> Response:
     return response
 
 
+def _visitor_language() -> str:
+    """The visitor's language among the public page's (Accept-Language), Kazakh otherwise."""
+    return request.accept_languages.best_match(PUBLIC_LANGUAGES) or i18n.DEFAULT_LANGUAGE
+
+
 @bp.get("")
 def page() -> ResponseReturnValue:
     """Show the public figures in the visitor's language (Accept-Language; Kazakh otherwise)."""
-    language = request.accept_languages.best_match(PUBLIC_LANGUAGES) or i18n.DEFAULT_LANGUAGE
-    response = _render(language)
+    response = _render(_visitor_language())
     response.vary.add("Accept-Language")
     return _cacheable(response)
 

@@ -66,11 +66,8 @@ def last_beat(session: Session, name: str) -> datetime | None:
     return session.scalar(select(Heartbeat.beat_at).where(Heartbeat.name == name))
 
 
-def _waiting(session: Session, since: Any, *where: Any, join: Any = None) -> Waiting:
-    statement = select(func.count(), func.min(since))
-    if join is not None:
-        statement = statement.select_from(Question).join(Recording, join)
-    count, oldest = session.execute(statement.where(*where)).one()
+def _waiting(session: Session, since: Any, *where: Any) -> Waiting:
+    count, oldest = session.execute(select(func.count(), func.min(since)).where(*where)).one()
     return Waiting(int(count or 0), oldest)
 
 
@@ -104,8 +101,7 @@ def transcriptions_waiting(session: Session) -> Waiting:
     return _waiting(
         session, Recording.updated_at,
         Question.transcription_state.in_((TRANSCRIPTION_PENDING, TRANSCRIPTION_RUNNING)),
-        Recording.download_state == DOWNLOAD_STORED,
-        join=Recording.question_id == Question.id)
+        Recording.question_id == Question.id, Recording.download_state == DOWNLOAD_STORED)
 
 
 def sms_waiting(session: Session) -> Waiting:

@@ -56,6 +56,7 @@ SMS_QUEUED = "queued"
 # message, "sending" is Twilio's own status of the same name.
 SMS_SENDING = "sending"
 SMS_FAILED = "failed"
+SMS_UNDELIVERED = "undelivered"
 # Purposes of automatic SMS (SmsMessage.purpose).
 SMS_RECEIPT = "receipt"
 SMS_GAVE_UP = "gave_up"

@@ -13,10 +13,12 @@ from storage.models import (
     CHANNEL_SMS,
     QUESTION_CLOSED,
     QUESTION_WAITING,
+    SMS_FAILED,
     SMS_IN,
     SMS_OUT,
     SMS_QUEUED,
     SMS_RECEIVED,
+    SMS_UNDELIVERED,
     Caller,
     Question,
     SmsMessage,
@@ -223,6 +225,6 @@ def answered_by_sms(session: Session, question_ids: Iterable[int]) -> set[int]:
         return set()
     return set(session.scalars(
         select(SmsMessage.question_id).where(
-            SmsMessage.question_id.in_(wanted), SmsMessage.direction != SMS_IN,
+            SmsMessage.question_id.in_(wanted), SmsMessage.direction == SMS_OUT,
             SmsMessage.sent_by_id.is_not(None),
-            SmsMessage.status.not_in(("failed", "undelivered"))).distinct()))
+            SmsMessage.status.not_in((SMS_FAILED, SMS_UNDELIVERED))).distinct()))

@@ -62,6 +62,7 @@ def test_a_consultant_logs_in_and_sees_the_queue(new_context: NewContext,
     page = context.new_page()
     page.goto("/queue")
     page.wait_for_url(re.compile(r"/login"))  # nothing of the workspace without logging in
+    assert "Waiting questions" not in page.content()
 
     page.goto("/login?lang=en")
     page.fill("input[name=email]", seeded.consultant)
@@ -71,6 +72,7 @@ def test_a_consultant_logs_in_and_sees_the_queue(new_context: NewContext,
     shot(page, "01-login-wrong-password")
 
     page = log_in(context, seeded.consultant, screenshot="02-login-filled-in")
+    assert page.url.endswith("/queue")
     expect(page.locator("h1")).to_have_text("Waiting questions")
     expect(page.locator("html")).to_have_attribute("lang", "en")
     row = page.locator(f"tr#question-{seeded.question_id}")
