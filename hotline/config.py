@@ -13,6 +13,8 @@ from typing import Any
 
 from dotenv import find_dotenv, load_dotenv
 
+from storage.workdays import WorkCalendar, supported_countries
+
 # Kazakhstan keeps one zone, UTC+5 since March 2024 (a fixed offset: older tz data says +6).
 # Times are stored in UTC and shown in this zone.
 LOCAL_TIME = timezone(timedelta(hours=5), "Asia/Almaty")
@@ -32,6 +34,12 @@ def _flag(value: str | None) -> bool:
 
 def _hosts(value: str) -> tuple[str, ...]:
     return tuple(h.strip().lower() for h in value.split(",") if h.strip())
+
+
+def _country(value: str) -> str | None:
+    """HOTLINE_HOLIDAYS: a country code (KZ), or none / an empty value for no holidays."""
+    code = value.strip().upper()
+    return None if code in ("", "NONE") else code
 
 
 def _hours(value: str) -> tuple[int, int]:
@@ -87,6 +95,10 @@ class Settings:
     claim_idle_minutes: int = 30
     # Reports and retention (storage.reports, storage.retention); 0 days turns retention off.
     answer_target_days: int = 3
+    # Whose public holidays are not working days in "N working days" (the callback promise's
+    # badge in the queue, the reports' target; storage.workdays): a country code of the
+    # holidays package, or None for Monday to Friday.
+    holidays: str | None = "KZ"
     audio_retention_days: int = 90
     phone_retention_days: int = 365
     # Calling back: the daily window (local hours, start inclusive, end exclusive) in which
@@ -157,6 +169,7 @@ class Settings:
             session_minutes=int(env.get("HOTLINE_SESSION_MINUTES", "60")),
             claim_idle_minutes=int(env.get("HOTLINE_CLAIM_IDLE_MINUTES", "30")),
             answer_target_days=int(env.get("HOTLINE_ANSWER_TARGET_DAYS", "3")),
+            holidays=_country(env.get("HOTLINE_HOLIDAYS", "KZ")),
             audio_retention_days=int(env.get("HOTLINE_AUDIO_RETENTION_DAYS", "90")),
             phone_retention_days=int(env.get("HOTLINE_PHONE_RETENTION_DAYS", "365")),
             callback_hours=_hours(env.get("HOTLINE_CALLBACK_HOURS", "9-20")),
@@ -175,6 +188,11 @@ class Settings:
     def override(self, **changes: Any) -> Settings:
         """Return a copy with some settings replaced (tests apply theirs last)."""
         return replace(self, **changes)
+
+    @property
+    def work_calendar(self) -> WorkCalendar:
+        """Which days count in "N working days" (HOTLINE_HOLIDAYS)."""
+        return WorkCalendar(self.holidays)
 
     @property
     def audio_dir(self) -> Path:
@@ -228,6 +246,9 @@ class Settings:
             raise ConfigError("HOTLINE_CALLBACK_ATTEMPTS must be between 1 and 10.")
         if self.recording_catchup_hours < 0:
             raise ConfigError("HOTLINE_RECORDING_CATCHUP_HOURS must be 0 (off) or more hours.")
+        if self.holidays is not None and self.holidays not in supported_countries():
+            raise ConfigError(f"HOTLINE_HOLIDAYS: no holiday calendar for {self.holidays!r}; "
+                              "give a country code such as KZ, or none for Monday to Friday.")
         if self.audio_store not in ("folder", "database"):
             raise ConfigError("HOTLINE_AUDIO_STORE must be folder (the data folder's audio/) "
                               f"or database (the audio_blobs table), not {self.audio_store!r}.")

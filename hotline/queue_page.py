@@ -70,7 +70,6 @@ from storage.queue import (
     queue_counts,
     queue_page,
 )
-from storage.reports import answer_deadline
 from storage.sms import answered_by_sms
 
 STATUS_TABS = {
@@ -199,15 +198,16 @@ def _promise(question: Question, now: datetime) -> Badge | None:
     by SMS).
 
     The phone and the SMS promise a lawyer's call within HOTLINE_CALLBACK_DAYS working days,
-    counted as the reports count their target (storage.reports.answer_deadline: the end of the
-    N-th working day, Monday to Friday, after the day the question came in, Almaty time;
-    public holidays are not modelled). A caller whose number was hidden was promised nothing
+    counted as the reports count their target (storage.workdays: the end of the N-th working
+    day after the day the question came in, Almaty time; Monday to Friday less the public
+    holidays of HOTLINE_HOLIDAYS). A caller whose number was hidden was promised nothing
     (flows: for_hidden_number). A volunteer choosing what to take sees which promises are
     running out; the queue's order does not change (waiting time is in it already)."""
     if question.first_callback_at is not None or question.caller_id is None:
         return None
-    deadline = answer_deadline(question.created_at, runtime().settings.callback_days,
-                               LOCAL_TIME)
+    settings = runtime().settings
+    deadline = settings.work_calendar.deadline(question.created_at, settings.callback_days,
+                                               LOCAL_TIME)
     last_day = (deadline - timedelta(days=1)).date()  # deadline is midnight, Almaty time
     if now >= deadline:
         return Badge("late", str(_("promised by %(day)s", day=last_day.strftime("%d.%m"))))

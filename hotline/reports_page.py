@@ -23,6 +23,7 @@ from hotline.workspace import CHANNELS, bp, runtime, topic_title
 from storage import reports as figures
 from storage.db import unit_of_work
 from storage.models import ROLE_COORDINATOR, utcnow
+from storage.workdays import WorkCalendar
 
 DEFAULT_WEEKS = 12
 Cell = str | int | float | None
@@ -173,8 +174,8 @@ def _counts(name: str, title: str, first: str, counts: Counter[str],
     return table
 
 
-def summary_table(summary: figures.Summary, target_days: int) -> Table:
-    """The headline figures."""
+def summary_table(summary: figures.Summary, target_days: int, calendar: WorkCalendar) -> Table:
+    """The headline figures; calendar: which days counted as working days."""
     table = Table("summary", str(_("Summary")),
                   [str(_("Figure")), str(_("Value")), str(_("Questions counted"))])
     table.rows = [
@@ -195,9 +196,11 @@ def summary_table(summary: figures.Summary, target_days: int) -> Table:
     table.note = str(_(
         "Answered: a consultant tried to call back, or closed the question as resolved. The "
         "share counts questions answered or past their deadline (the end of the last of "
-        "%(days)s working days, Monday to Friday, Almaty time, after the day they came in); "
+        "%(days)s working days, %(weekdays)s, Almaty time, after the day they came in); "
         "questions closed without an answer (silence, wrong number, abusive) and test calls "
-        "are left out.", days=target_days))
+        "are left out.", days=target_days,
+        weekdays=(_("Monday to Friday except public holidays") if calendar.country
+                  else _("Monday to Friday"))))
     return table
 
 
@@ -277,7 +280,7 @@ def build_tables(filters: figures.Filters, now: datetime) -> list[Table]:
         loads = figures.consultant_load(db, filters)
         presses = figures.key_presses(db, filters)
         left = figures.hangups(db, filters)
-    summary = figures.summarise(facts, now, target, LOCAL_TIME)
+    summary = figures.summarise(facts, now, target, LOCAL_TIME, rt.settings.work_calendar)
     topics = figures.count_by(facts, lambda f: f.topic or "")
     topic_labels = {t: topic_title(t or None) for t in topics}
     regions = figures.count_by(facts, lambda f: f.region or "")
@@ -287,7 +290,7 @@ def build_tables(filters: figures.Filters, now: datetime) -> list[Table]:
     channels = figures.count_by(facts, lambda f: f.channel)
     channel_labels = {c: str(CHANNELS.get(c, c)) for c in channels}
     tables = [
-        summary_table(summary, target),
+        summary_table(summary, target, rt.settings.work_calendar),
         weeks_table(facts),
         _counts("topics", str(_("Questions by topic")), str(_("Topic")), topics, topic_labels),
         _counts("regions", str(_("Questions by region")), str(_("Region")), regions,

@@ -10,8 +10,8 @@ Definitions (README, "Reports"):
 - A question is *answered* when a consultant first tried to call back (``first_callback_at``)
   or when it was closed as resolved (an SMS answer needs no call), whichever came first: the
   hotline's promise is that a lawyer calls back within N working days.
-- The *target*: answered before the end of the N-th working day (Monday to Friday, local time;
-  public holidays are not modelled) after the day the question came in. The share answered
+- The *target*: answered before the end of the N-th working day (local time; Monday to Friday
+  less public holidays, storage.workdays) after the day the question came in. The share answered
   within the target counts the questions that were answered, or whose deadline has passed
   unanswered; questions still inside their deadline, and questions closed without any answer
   (silence, wrong number, abusive), are left out of it.
@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, tzinfo
+from datetime import date, datetime, tzinfo
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, and_, exists, func, or_, select
@@ -42,10 +42,10 @@ from storage.models import (
     Question,
     User,
 )
+from storage.workdays import WorkCalendar
 
 # A filter value meaning "not set" (a question without a region, or without a topic).
 NOT_SET = "-"
-WORKING_DAYS = range(0, 5)  # Monday to Friday (date.weekday())
 
 K = TypeVar("K", bound=Hashable)
 
@@ -150,23 +150,6 @@ def hours_between(start: datetime, end: datetime) -> float:
     return (end - start).total_seconds() / 3600
 
 
-def add_working_days(day: date, days: int) -> date:
-    """Return the days-th working day (Monday to Friday) after day."""
-    current = day
-    left = days
-    while left > 0:
-        current += timedelta(days=1)
-        if current.weekday() in WORKING_DAYS:
-            left -= 1
-    return current
-
-
-def answer_deadline(created_at: datetime, working_days: int, tz: tzinfo) -> datetime:
-    """Return the end of the working_days-th working day after the local day of created_at."""
-    last_day = add_working_days(created_at.astimezone(tz).date(), working_days)
-    return datetime.combine(last_day + timedelta(days=1), time(0), tz)
-
-
 def iso_week(moment: datetime, tz: tzinfo) -> str:
     """Name the local ISO week of moment, e.g. 2026-W09."""
     year, week, _day = moment.astimezone(tz).isocalendar()
@@ -190,14 +173,14 @@ def count_by(facts: Iterable[QuestionFacts], key: Callable[[QuestionFacts], K]) 
 
 
 def summarise(facts: Sequence[QuestionFacts], now: datetime, target_days: int,
-              tz: tzinfo) -> Summary:
+              tz: tzinfo, calendar: WorkCalendar) -> Summary:
     """Compute the headline figures of facts as of now."""
     answered = due = within = 0
     to_callback: list[float] = []
     to_resolution: list[float] = []
     for fact in facts:
         answered_at = fact.answered_at
-        deadline = answer_deadline(fact.created_at, target_days, tz)
+        deadline = calendar.deadline(fact.created_at, target_days, tz)
         if answered_at is not None:
             answered += 1
             due += 1

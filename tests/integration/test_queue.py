@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -11,6 +12,7 @@ from sqlalchemy import event, select, text
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.test import TestResponse
 
+from hotline.config import Settings
 from storage import audit, queue
 from storage.calls import start_call, touch_caller
 from storage.claims import claim_question
@@ -543,6 +545,33 @@ def test_the_queue_shows_which_promised_callbacks_run_out(app: Flask, db: Db, co
     assert badges[tried] == "1 failed attempt"
     # Answered by SMS; a hidden number was promised nothing; a day old is not due yet.
     assert badges[by_sms] == badges[hidden] == badges[fresh] == ""
+
+
+def test_the_promise_counts_kazakhstan_s_public_holidays(
+        app: Flask, make_app: Callable[[Settings], Flask], settings: Settings, db: Db,
+        consultant: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nauryz: 21-23 March 2026, and Saturday's and Sunday's days off moved to Tuesday 24 and
+    Wednesday 25. On Thursday 26 March, 14:00 in Almaty, the questions of Friday 20 and
+    Monday 23 March are due on Monday 30 by Kazakhstan's calendar (the default); counted
+    Monday to Friday (HOTLINE_HOLIDAYS=none) one was due on Wednesday and one today."""
+    monkeypatch.setattr("hotline.queue_page.utcnow",
+                        lambda: datetime(2026, 3, 26, 9, 0, tzinfo=UTC))
+
+    def asked(at: datetime, phone: str) -> int:
+        with db() as session:
+            caller = touch_caller(session, phone, NOW)
+            return _question(session, ago=NOW - at, caller_id=caller.id)
+
+    friday = asked(datetime(2026, 3, 20, 10, 0, tzinfo=ALMATY), "+77011110001")
+    monday = asked(datetime(2026, 3, 23, 10, 0, tzinfo=ALMATY), "+77011110002")
+
+    def badges(application: Flask) -> dict[int, str]:
+        rows = page(_logged_in(application, consultant).get("/queue?status=open")).rows[1:]
+        return {int(row[0]): row[2] for row in rows}
+
+    assert badges(app) == {friday: "", monday: ""}
+    weekdays = make_app(settings.override(holidays=None))  # the same database
+    assert badges(weekdays) == {friday: "promised by 25.03", monday: "promised by today"}
 
 
 def test_the_page_filters_by_the_address(app: Flask, db: Db, consultant: str,
