@@ -22,6 +22,7 @@ class _Kept:
     lock: threading.Lock
     at: float | None = None
     value: Any = None
+    failing: bool = False  # the last computation failed: value is older than seconds
 
 
 def kept(name: str, seconds: float, compute: Callable[[], T], *,
@@ -29,16 +30,27 @@ def kept(name: str, seconds: float, compute: Callable[[], T], *,
     """compute()'s result, computed again when the app's last one is seconds old or more.
 
     If computing fails: with stale_on_error, the last result, however old, if there is one
-    (the public figures through a database outage), and the next request tries again; else
-    the error."""
-    shelf: dict[str, _Kept] = current_app.extensions.setdefault("hotline_kept", {})
-    entry = shelf.setdefault(name, _Kept(threading.Lock()))
+    (the public figures through a database outage; failing(name) tells), and the next request
+    tries again; else the error."""
+    entry = _entry(name)
     with entry.lock:
         if entry.at is None or time.monotonic() - entry.at >= seconds:
             try:
                 entry.value, entry.at = compute(), time.monotonic()
+                entry.failing = False
             except Exception:
                 if not stale_on_error or entry.at is None:
                     raise
+                entry.failing = True
                 log.exception("%s: computing failed; the last result is shown", name)
         return cast(T, entry.value)
+
+
+def failing(name: str) -> bool:
+    """Whether the app's last try to compute name failed, so that kept gave an older result."""
+    return _entry(name).failing
+
+
+def _entry(name: str) -> _Kept:
+    shelf: dict[str, _Kept] = current_app.extensions.setdefault("hotline_kept", {})
+    return shelf.setdefault(name, _Kept(threading.Lock()))

@@ -25,7 +25,7 @@ from werkzeug.exceptions import InternalServerError
 
 from hotline import i18n
 from hotline.config import LOCAL_TIME
-from hotline.memo import kept
+from hotline.memo import failing, kept
 from hotline.reports_page import region_title
 from hotline.workspace import runtime, topic_title
 from storage import reports as figures
@@ -35,8 +35,11 @@ from storage.models import utcnow
 MIN_COUNT = 5
 PERIOD_MONTHS = 12
 CACHE_SECONDS = 600
+# While the figures cannot be computed afresh: caches keep the older ones this long only.
+STALE_CACHE_SECONDS = 60
 # How long this app reuses the figures it computed (current_stats).
 STATS_SECONDS = 60.0
+_KEPT_AS = "public_stats"
 PUBLIC_LANGUAGES = ("kk", "ru", "en")
 
 bp = Blueprint("public", __name__, url_prefix="/public")
@@ -110,6 +113,7 @@ class PublicStats:
     months: list[Row]
     regions: list[Row]
     topics: list[Row]
+    computed_at: datetime  # UTC
 
 
 def last_months(today: date, count: int) -> list[str]:
@@ -153,8 +157,9 @@ def by_size(rows: list[Row]) -> list[Row]:
                                        -(r.received.value or 0), r.key is None, r.key or ""))
 
 
-def compute(facts: Sequence[figures.QuestionFacts], months: Sequence[str]) -> PublicStats:
-    """Turn the period's questions into the published figures."""
+def compute(facts: Sequence[figures.QuestionFacts], months: Sequence[str],
+            computed_at: datetime) -> PublicStats:
+    """Turn the period's questions, read at computed_at, into the published figures."""
     # Months before the first question are left out (a new hotline has no empty year).
     active = {figures.month(f.created_at, LOCAL_TIME) for f in facts}
     months = [m for i, m in enumerate(months) if active & set(months[:i + 1])] or months[-1:]
@@ -165,6 +170,7 @@ def compute(facts: Sequence[figures.QuestionFacts], months: Sequence[str]) -> Pu
         months=breakdown(facts, months, lambda f: figures.month(f.created_at, LOCAL_TIME)),
         regions=by_size(breakdown(facts, _keys(facts, lambda f: f.region), lambda f: f.region)),
         topics=by_size(breakdown(facts, _keys(facts, lambda f: f.topic), lambda f: f.topic)),
+        computed_at=computed_at,
     )
 
 
@@ -173,8 +179,17 @@ def current_stats() -> PublicStats:
     STATS_SECONDS by this app (hotline.memo): the page needs no login, and each computation
     reads every question of those months, so visitors asking often, or many at once, cost
     the database one computation a minute. Through a database outage the last figures stay
-    (unavailable, when there are none yet)."""
-    return kept("public_stats", STATS_SECONDS, _compute_stats, stale_on_error=True)
+    (unavailable, when there are none yet), and stale() says so."""
+    return kept(_KEPT_AS, STATS_SECONDS, _compute_stats, stale_on_error=True)
+
+
+def stale() -> bool:
+    """Whether current_stats gave older figures because computing them afresh failed: the
+    page and the JSON say so, with the time they were computed, and caches keep them for
+    STALE_CACHE_SECONDS only. Fresh figures carry no time: they are at most STATS_SECONDS
+    old, and a time that changed every minute would change the ETag with it, so that a cache
+    could never revalidate them."""
+    return failing(_KEPT_AS)
 
 
 def _compute_stats() -> PublicStats:
@@ -184,14 +199,15 @@ def _compute_stats() -> PublicStats:
     since = datetime.combine(date(year, month, 1), time(0), LOCAL_TIME)
     with unit_of_work(runtime().sessions) as db:
         facts = figures.question_facts(db, figures.Filters(since=since))
-    return compute(facts, months)
+    return compute(facts, months, now)
 
 
 def _cacheable(response: Response) -> ResponseReturnValue:
     # Anonymous responses may sit in shared caches; a logged-in visitor's session cookie is
     # refreshed on every response, and such a response must never be shared.
     scope = "private" if request.cookies else "public"
-    response.headers["Cache-Control"] = f"{scope}, max-age={CACHE_SECONDS}"
+    seconds = STALE_CACHE_SECONDS if stale() else CACHE_SECONDS
+    response.headers["Cache-Control"] = f"{scope}, max-age={seconds}"
     response.add_etag()
     response.make_conditional(request)
     return response
@@ -219,13 +235,16 @@ def _row_json(row: Row, name: str) -> dict[str, Any]:
             "median_hours_to_callback": row.median_hours.as_json()}
 
 
-def stats_json(stats: PublicStats) -> dict[str, Any]:
-    """The published figures as a JSON document."""
+def stats_json(stats: PublicStats, is_stale: bool) -> dict[str, Any]:
+    """The published figures as a JSON document; is_stale: see stale() (then computed_at
+    too)."""
     totals = _row_json(stats.total, "period")
     totals.pop("period")
     return {
         "period": {"from_month": stats.first_month, "to_month": stats.last_month,
                    "time_zone": "Asia/Almaty"},
+        "stale": is_stale,
+        **({"computed_at": stats.computed_at.isoformat()} if is_stale else {}),
         "min_count": MIN_COUNT,
         "suppression": (f"Counts from 1 to {MIN_COUNT - 1}, and figures computed from fewer "
                         f"than {MIN_COUNT} questions, are null with suppressed: true; where one "
@@ -264,7 +283,7 @@ def unavailable(_error: InternalServerError) -> ResponseReturnValue:
 @bp.get("/stats.json")
 def stats() -> ResponseReturnValue:
     """Send the public figures as JSON."""
-    response = jsonify(stats_json(current_stats()))
+    response = jsonify(stats_json(current_stats(), stale()))
     response.headers["Access-Control-Allow-Origin"] = "*"
     return _cacheable(response)
 
@@ -277,7 +296,9 @@ def _render(language: str) -> Response:
         html = render_template("public.html", stats=stats, page_language=language,
                                public_languages=PUBLIC_LANGUAGES, topic_title=topic_title,
                                region_title=region_title,
-                               topic_bars=topic_bars, month_bars=month_bars)
+                               topic_bars=topic_bars, month_bars=month_bars,
+                               as_of=stats.computed_at.astimezone(LOCAL_TIME)
+                               .strftime("%d.%m.%Y %H:%M"), stale=stale())
     response = Response(html, mimetype="text/html")
     response.headers["Content-Language"] = language
     return response
