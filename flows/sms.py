@@ -79,6 +79,10 @@ _WORD_SEPARATORS = re.compile(r"[\s.,!;:'\"()\-_*#]+")
 LANGUAGE_WORDS = {"KZ": "kk", "KK": "kk", "ҚАЗ": "kk", "КАЗ": "kk", "QAZ": "kk", "ҚАЗАҚША": "kk",
                   "RU": "ru", "РУС": "ru", "РУ": "ru", "ОРЫСША": "ru", "ПОРУССКИ": "ru"}
 ASK_LAWYER = "0"
+# A message answered with a topic's explainer that has at least this many words is passed to a
+# lawyer as it is when the resident replies 0 (SmsState.answered_text); a shorter one ("пенсия")
+# says too little, and the resident is asked to write the question.
+MIN_PASSED_WORDS = 3
 # Words that make a keyword polite without changing it: "Стоп, пожалуйста", "STOP please".
 POLITE_WORDS = frozenset({"ПОЖАЛУЙСТА", "ПОЖАЛУЙСТО", "ПЖЛ", "ПЛИЗ", "PLEASE", "PLS", "PLZ",
                           "ӨТІНЕМІН", "ОТИНЕМИН", "ӨТІНІШ", "ОТИНИШ", "ӨТІНЕМ", "ОТИНЕМ"})
@@ -108,6 +112,9 @@ class SmsState:
     # A question of theirs waits for a lawyer (read by the web layer, not kept): "жду звонка"
     # is then a thanks (is_short_thanks).
     question_open: bool = False
+    # The resident's own words that the last topic answer replied to (MIN_PASSED_WORDS or
+    # more): "0" then passes them to a lawyer, so that nobody types a long message twice.
+    answered_text: str | None = None
 
 
 @dataclass(frozen=True)
@@ -270,8 +277,11 @@ class SmsDialogue:
             return self._send(self.text(language, "sms.help"), base, "help")
         if word in MORE_WORDS:
             if state.more:
-                return self._send(state.more, base, "more")
+                return self._send(state.more, replace(base, answered_text=state.answered_text),
+                                  "more")
             return self._send(self.text(language, "sms.nothing_more"), base, "more")
+        if word == ASK_LAWYER and state.answered_text:
+            return self._question(state.answered_text, language, state.last_topic)
         if word == ASK_LAWYER or word in QUESTION_WORDS:
             asking = SmsState(language=language, last_topic=state.last_topic,
                               awaiting_question=True)
@@ -291,13 +301,17 @@ class SmsDialogue:
             return self._question(cleaned, language, state.last_topic)
         match = self.matcher.match(cleaned, language)
         if match is not None and match.confident:
-            return self._answer(match.topic, language)
+            return self._answer(match.topic, language, cleaned)
         return self._question(cleaned, language, None)
 
-    def _answer(self, topic: str, language: str) -> SmsReply:
+    def _answer(self, topic: str, language: str, asked: str | None = None) -> SmsReply:
+        """A topic's explainer with "0 for a lawyer"; asked: the resident's free text it
+        answers, passed on by 0 if it has MIN_PASSED_WORDS words or more."""
         text = self.text(language, f"sms.topic.{topic}") + " " + self.text(
             language, "sms.answer_footer")
-        return self._send(text, SmsState(language=language, last_topic=topic), "topic")
+        passed = asked if asked and len(asked.split()) >= MIN_PASSED_WORDS else None
+        return self._send(text, SmsState(language=language, last_topic=topic,
+                                         answered_text=passed), "topic")
 
     def _question(self, text: str, language: str, topic: str | None) -> SmsReply:
         state = SmsState(language=language, last_topic=topic)
@@ -311,8 +325,7 @@ class SmsDialogue:
             return SmsReply(text, state, kind=kind)
         hint = self.text(state.language or self.default_language, "sms.more_hint")
         head, rest = split_to_fit(text, MAX_PARTS, hint)
-        return SmsReply(head, SmsState(language=state.language, last_topic=state.last_topic,
-                                       more=rest or None), kind=kind)
+        return SmsReply(head, replace(state, more=rest or None), kind=kind)
 
     def rate_limited(self, language: str | None) -> str:
         """The polite answer to a number that writes too much."""

@@ -51,7 +51,8 @@ def _state(session: Session, caller: Caller | None, key: bytes) -> SmsState:
     return SmsState(language=caller.language, opted_out=sms.opted_out(session, caller, key),
                     last_topic=caller.sms_topic, more=caller.sms_more,
                     awaiting_question=caller.sms_awaiting_question,
-                    question_open=sms.has_open_question(session, caller.id))
+                    question_open=sms.has_open_question(session, caller.id),
+                    answered_text=caller.sms_answered_text)
 
 
 def _remember(caller: Caller, state: SmsState) -> None:
@@ -60,6 +61,7 @@ def _remember(caller: Caller, state: SmsState) -> None:
     caller.sms_topic = state.last_topic
     caller.sms_more = state.more
     caller.sms_awaiting_question = state.awaiting_question
+    caller.sms_answered_text = state.answered_text
 
 
 @bp.post("/incoming")

@@ -130,6 +130,9 @@ class Caller(Base):
     # They replied 0 / QUESTION: their next free text goes to a lawyer as it is.
     sms_awaiting_question: Mapped[bool] = mapped_column(Boolean, default=False,
                                                         server_default="0")
+    # Their own message that the last topic answer replied to: 0 passes it to a lawyer
+    # (flows.sms.SmsState.answered_text); gone with their next message.
+    sms_answered_text: Mapped[str | None] = mapped_column(Text)
 
     questions: Mapped[list[Question]] = relationship(back_populates="caller")
 

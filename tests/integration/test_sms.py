@@ -94,6 +94,41 @@ def test_a_kazakh_conversation(phone: Phone, dialogue: SmsDialogue, db) -> None:
     assert caller_row(db).language == "kk"
 
 
+def test_zero_after_an_answer_passes_the_resident_s_own_message_to_a_lawyer(
+        phone: Phone, dialogue: SmsDialogue, db) -> None:
+    """A resident wrote their problem out and got the pension explainer: 0 passes what they
+    wrote to a lawyer, tagged with the topic; nobody types a long message on a keypad twice."""
+    story = "Мне 64 года, пенсию не назначили, в ЦОНе говорят нет стажа за колхоз. Что делать?"
+    assert phone.send(story) == (dialogue.text("ru", "sms.topic.pension") + " "
+                                 + dialogue.text("ru", "sms.answer_footer"))
+    assert caller_row(db).sms_answered_text == story
+    assert questions(db) == []
+    assert phone.send("0") == dialogue.text("ru", "sms.question_received")
+    [question] = questions(db)
+    assert (question.text, question.topic, question.language, question.channel) == (
+        story, "pension", "ru", "sms")
+    assert caller_row(db).sms_answered_text is None
+    # 0 again: the message was passed once; now the resident is asked for a new question.
+    assert phone.send("0") == dialogue.text("ru", "sms.ask")
+    assert len(questions(db)) == 1
+
+
+def test_zero_after_a_short_keyword_or_another_message_asks_for_the_question(
+        phone: Phone, dialogue: SmsDialogue, db) -> None:
+    """Two words ("пенсия когда") or a menu key say too little to pass on; and once the
+    resident has written something else (MENU), 0 no longer points at the earlier message."""
+    assert phone.send("пенсия когда").startswith(dialogue.text("ru", "sms.topic.pension"))
+    assert phone.send("0") == dialogue.text("ru", "sms.ask")
+    assert phone.send("1").startswith(dialogue.text("ru", "sms.topic.pension"))
+    assert phone.send("0") == dialogue.text("ru", "sms.ask")
+    assert phone.send("МЕНЮ") == dialogue.text("ru", "sms.menu")  # changed their mind
+    assert phone.send("стаж в колхозе не засчитали трудовая книжка потерялась как быть"
+                      ).startswith(dialogue.text("ru", "sms.topic.pension"))
+    assert phone.send("МЕНЮ") == dialogue.text("ru", "sms.menu")
+    assert phone.send("0") == dialogue.text("ru", "sms.ask")
+    assert questions(db) == []
+
+
 def test_a_bare_keyword_keeps_the_remembered_language(phone: Phone, dialogue: SmsDialogue,
                                                       db) -> None:
     phone.send("Сәлеметсіз бе, зейнетақы туралы")

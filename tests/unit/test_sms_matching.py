@@ -11,6 +11,7 @@ import yaml
 
 from flows.content import load_content
 from flows.faq import FaqMatcher, Match
+from flows.sms import SmsDialogue, SmsState
 from flows.sms_language import detect_language, normalise, skeleton, to_cyrillic
 
 CONTENT = load_content()
@@ -295,3 +296,23 @@ def test_matchers_of_equal_content_share_their_terms_and_changed_content_gets_it
     found = FaqMatcher(changed).match(word, "kk")
     assert found is not None and found.topic == topic
     assert FaqMatcher(CONTENT).match(word, "kk") is None  # the first content's terms again
+
+
+def test_zero_passes_the_kazakh_message_the_explainer_answered() -> None:
+    """The dialogue alone: the state carries the resident's words from the answer to 0, and
+    through MORE; a message of two words is not carried."""
+    dialogue = SmsDialogue(CONTENT)
+    story = "Зейнетақыға қашан шығамын, құжаттар қандай керек?"
+    answer = dialogue.reply(story, SmsState())
+    assert (answer.kind, answer.state.last_topic, answer.state.answered_text) == (
+        "topic", "pension", story)
+    more = dialogue.reply("ТАҒЫ", dataclasses.replace(answer.state, more="..."))
+    assert more.state.answered_text == story
+    passed = dialogue.reply("0", more.state)
+    assert (passed.kind, passed.question_text, passed.question_topic, passed.state.language) == (
+        "question", story, "pension", "kk")
+    assert passed.text == dialogue.text("kk", "sms.question_received")
+    assert passed.state.answered_text is None
+    short = dialogue.reply("зейнетақы жасы", SmsState(language="kk"))
+    assert short.kind == "topic" and short.state.answered_text is None
+    assert dialogue.reply("0", short.state).kind == "ask"
