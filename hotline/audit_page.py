@@ -111,7 +111,14 @@ DETAILS: dict[str, Callable[[Any], str]] = {
     "active": lambda v: str(_("opened again") if v else _("closed: cannot log in")),
     "released_claims": lambda v: str(_("questions returned to the queue: %(count)s", count=v)),
     "password": lambda v: str(_("new password")) if v else "",
-    "via": lambda v: str(_("on the server's command line")) if v == "cli" else str(v),
+    "via": lambda v: _VIA[v]() if v in _VIA else str(v),
+}
+
+
+# Where an account was changed ("via"; the users page, by a coordinator, records none).
+_VIA: dict[str, Callable[[], str]] = {
+    audit_log.VIA_CLI: lambda: str(_("on the server's command line")),
+    audit_log.VIA_ACCOUNT_PAGE: lambda: str(_("by its owner, on their account page")),
 }
 
 

@@ -140,6 +140,10 @@ SMS_POLL_FOR = timedelta(hours=1)
 # The same SMS text from the same consultant to the same question within this is a duplicate.
 DUPLICATE_SMS_WINDOW = timedelta(seconds=60)
 
+# Why the Call button does not work for a consultant without a phone number of their own.
+NO_OWN_PHONE = _l("Your account has no phone number for the hotline to call you on. Add it on "
+                  "your account page.")
+
 # What the consultant hears on their phone (Russian for everyone: see the module's docstring).
 SAY_CONNECTING = "Вопрос номер {id}. Соединяем вас с жителем, подождите, пожалуйста."
 SAY_OVER = "Этот звонок уже завершён. До свидания."
@@ -234,6 +238,7 @@ class CallbackPanel:
     closed_as: str | None
     resident_phone: str | None
     call_blocker: str | None
+    needs_phone: bool  # the blocker is the consultant's own missing number (My account)
     current: AttemptView | None
     live: bool
     earlier: list[AttemptView]
@@ -411,9 +416,10 @@ def build_panel(session: Session, question: Question, account: Account,
     current = attempts[0] if attempts else None
     live = current is not None and store.is_live(current, now)
     call_blocker = None
+    needs_phone = False
     if user is None or not user.phone:
-        call_blocker = str(_("Your account has no phone number for the hotline to call you "
-                             "on. Please ask a coordinator to add it."))
+        call_blocker = str(NO_OWN_PHONE)
+        needs_phone = True
     elif resident_phone is None:
         call_blocker = str(_("No phone number is known for this resident."))
     else:
@@ -437,6 +443,7 @@ def build_panel(session: Session, question: Question, account: Account,
         closed_as=question.close_reason,
         resident_phone=_mask(resident_phone),
         call_blocker=call_blocker,
+        needs_phone=needs_phone,
         current=_attempt_view(current, now) if current else None,
         live=live,
         earlier=[_attempt_view(a, now) for a in attempts[1:]],
@@ -622,9 +629,7 @@ def _start_attempt(question_id: int, user_id: int,
             return _refuse(409, _("Outside calling hours"), outside, question_id)
         user = db.get(User, user_id)
         if user is None or not user.phone:
-            return _refuse(400, _("No phone number"), _(
-                "Your account has no phone number for the hotline to call you on. Please ask "
-                "a coordinator to add it."), question_id)
+            return _refuse(400, _("No phone number"), str(NO_OWN_PHONE), question_id)
         if question.caller is None:
             return _refuse(400, _("No phone number"),
                            _("No phone number is known for this resident."), question_id)

@@ -49,7 +49,7 @@ def users_add(email: str, role: str, name: str, phone: str | None) -> None:
             user = add_user(session, email, name, role, password, phone=phone,
                             region=rt.settings.default_region)
             audit.record(session, None, audit.ACCOUNT, account=user.email, created=True,
-                         role=user.role, via="cli")
+                         role=user.role, via=audit.VIA_CLI)
             created = f"{user.role} {user.email} (#{user.id})"
     except UserError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -81,7 +81,7 @@ def _change(email: str, *, name: str | None = None, role: str | None = None,
             changes = change_user(session, user, name=name, role=role, phone=phone,
                                   active=active, region=rt.settings.default_region)
             if changes:
-                audit.record(session, None, audit.ACCOUNT, account=user.email, via="cli",
+                audit.record(session, None, audit.ACCOUNT, account=user.email, via=audit.VIA_CLI,
                              **changes)
             email = user.email
     except UserError as exc:
@@ -139,7 +139,7 @@ def users_password(email: str) -> None:
             user = find_user(session, email)
             set_password(session, user, password)
             audit.record(session, None, audit.ACCOUNT, account=user.email, password=True,
-                         via="cli")
+                         via=audit.VIA_CLI)
             email = user.email
     except UserError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -1,6 +1,7 @@
 """The users page, for coordinators: every account, and changing one (name, phone, role, open or
-closed). New accounts and passwords are made on the server (`hotline users`), where a password
-is typed by its owner and never travels through a form another person sees.
+closed). New accounts are made on the server (`hotline users`), and a password is only ever
+typed by its owner: there (`hotline users add`, `password`) or on their own account page
+(account_page), never in a form a coordinator fills in for someone else.
 
 A coordinator does not close their own account or take away their own role here (the page
 would lock them out mid-change); storage.users refuses to leave no active coordinator at all.
@@ -88,7 +89,7 @@ def change(user_id: int) -> ResponseReturnValue:
                                   region=runtime().settings.default_region)
         except UserError as exc:
             db.rollback()
-            return _form(entered, _user_error(exc), 400)
+            return _form(entered, user_error(exc), 400)
         if changes:
             audit.record(db, me.id, audit.ACCOUNT, ip=_ip(), account=found.email, **changes)
         saved = found.name
@@ -97,7 +98,7 @@ def change(user_id: int) -> ResponseReturnValue:
     return redirect(url_for("workspace.users"), 303)
 
 
-def _user_error(exc: UserError) -> str:
+def user_error(exc: UserError) -> str:
     """storage.users' refusal in the page's language."""
     if exc.code == "phone":
         return str(_("This is not a phone number. Write it as +7 701 123 45 67."))

@@ -234,9 +234,10 @@ def init_app(app: Flask) -> None:
     The pages live in their own modules, all on this blueprint (so all behind its login check):
     queue_page (the queue and claiming), question_page (a question, its audio, notes, tags and
     closing), callbacks (calling back, outcomes, SMS answers), audit_page (the audit log),
-    users_page (accounts).
+    users_page (accounts), account_page (one's own phone and password).
     """
     from hotline import (  # noqa: F401
+        account_page,
         audit_page,
         callbacks,
         question_page,

@@ -30,6 +30,9 @@ CLOSED = "closed"
 # An account made or changed (storage.users), from the users page or the `hotline users`
 # command (user_id None); no question. Detail: the account's email and what changed.
 ACCOUNT = "account"
+# Where an account change was made (detail "via"; none: the users page, by a coordinator).
+VIA_CLI = "cli"
+VIA_ACCOUNT_PAGE = "account_page"  # by the account's owner (hotline.account_page)
 ACTIONS = (OPENED, LISTENED, CLAIMED, RELEASED, CALLED, CHANGED, NOTED, SMS_SENT, OUTCOME,
            CLOSED, ACCOUNT)
 

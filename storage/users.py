@@ -186,6 +186,26 @@ def attempt_login(session: Session, email: str, password: str, ip: str,
         # from the address still do, so one valid account cannot reset an attacker's count).
         session.execute(delete(LoginAttempt).where(LoginAttempt.email == email))
         return LoginOutcome(user=user)
+    return _failed(session, email, ip, now)
+
+
+def confirm_password(session: Session, user: User, password: str, ip: str,
+                     now: datetime | None = None) -> LoginOutcome:
+    """Check a logged-in user's own password again (before it is changed), as a login checks
+    it: a wrong one counts as a failed login for the email and the address, and while they
+    are locked nothing is checked. Unlike a login it changes no last-login time."""
+    now = now or utcnow()
+    ip = ip[:45]
+    locked = locked_until(session, user.email, ip, now)
+    if locked is not None:
+        return LoginOutcome(user=None, locked_until=locked)
+    if _verify(user.password_hash, password):
+        return LoginOutcome(user=user)
+    return _failed(session, user.email, ip, now)
+
+
+def _failed(session: Session, email: str, ip: str, now: datetime) -> LoginOutcome:
+    """Count a wrong password; the outcome says whether that locked the email or address."""
     session.add(LoginAttempt(email=email, ip=ip, attempted_at=now))
     session.execute(delete(LoginAttempt).where(LoginAttempt.attempted_at < now - ATTEMPTS_KEPT))
     session.flush()

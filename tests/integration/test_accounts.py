@@ -8,6 +8,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from html.parser import HTMLParser
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -20,10 +21,11 @@ from storage.models import (
     QUESTION_WAITING,
     AuditEvent,
     CallbackAttempt,
+    LoginAttempt,
     Question,
     User,
 )
-from storage.users import UserError, change_user, find_user
+from storage.users import MAX_FAILURES, UserError, change_user, find_user
 from tests.workspace_support import PASSWORD, Browser, Db, page, users_cli
 
 NEW_PASSWORD = "a brand new one 7"
@@ -339,3 +341,116 @@ def test_missing_accounts_and_unknown_roles(app: Flask, db: Db, coordinator: str
     me = _user(db, coordinator).id
     assert browser.post(f"/admin/users/{me}", {"csrf_token": token, "name": "x",
                                                "role": "admin"}).status_code == 400
+
+
+# -- my account -------------------------------------------------------------------------------
+
+def test_a_consultant_adds_their_own_phone(app: Flask, db: Db, consultant: str,
+                                           coordinator: str) -> None:
+    browser = Browser(app)
+    browser.login(consultant)
+    assert "/account" in page(browser.get("/queue")).links  # their name at the top
+    shown = page(browser.get("/account"))
+    assert shown.headings == ["My account"] and shown.inputs["phone"] == ""
+    token = shown.inputs["csrf_token"]
+    wrong = browser.post("/account/phone", {"csrf_token": token, "phone": "701 12"})
+    assert wrong.status_code == 400
+    assert page(wrong).errors == ["This is not a phone number. Write it as +7 701 123 45 67."]
+    assert page(wrong).inputs["phone"] == "701 12"
+    assert _user(db, consultant).phone is None and _own_events(db) == []
+    saved = browser.post("/account/phone", {"csrf_token": token, "phone": "8 701 765 43 21"})
+    assert (saved.status_code, saved.headers["Location"]) == (303, "/account")
+    again = browser.get("/account")
+    assert "Your phone number is saved." in again.get_data(as_text=True)
+    assert page(again).inputs["phone"] == "+77017654321"
+    assert _user(db, consultant).phone == "+77017654321"
+    me = _user(db, consultant).id
+    assert _own_events(db) == [(me, {"account": consultant, "phone": True,
+                                         "via": "account_page"})]
+    browser.post("/account/phone", {"csrf_token": token, "phone": "+7 701 765 43 21"})
+    assert "Nothing was changed." in browser.get("/account").get_data(as_text=True)
+    assert len(_own_events(db)) == 1
+    boss = Browser(app)
+    boss.login(coordinator)
+    assert page(boss.get("/admin/audit?action=account")).rows[1][1:] == [
+        "Aigerim Nurlanovna", "changed an account", "—",
+        f"account: {consultant}; phone number changed; by its owner, on their account page"]
+
+
+def test_a_consultant_changes_their_own_password(app: Flask, db: Db, consultant: str) -> None:
+    here, elsewhere = Browser(app), Browser(app, ip="203.0.113.8")
+    here.login(consultant)
+    elsewhere.login(consultant)
+    token = here.token("/account")
+
+    def change(current: str, new: str, repeat: str) -> Any:
+        return here.post("/account/password", {"csrf_token": token, "current": current,
+                                                "new": new, "repeat": repeat})
+
+    for (current, new, repeat), error in [
+            (("not my password", NEW_PASSWORD, NEW_PASSWORD), "The current password is wrong."),
+            ((PASSWORD, NEW_PASSWORD, NEW_PASSWORD + "x"),
+             "The two new passwords are not the same."),
+            ((PASSWORD, "short", "short"),
+             "The new password needs at least 10 characters.")]:
+        refused = change(current, new, repeat)
+        assert (refused.status_code, page(refused).errors) == (400, [error])
+    assert failures_for(db, consultant) == 1  # the wrong current password counts
+    assert _own_events(db) == []
+    assert elsewhere.get("/queue").status_code == 200
+    changed = change(PASSWORD, NEW_PASSWORD, NEW_PASSWORD)
+    assert (changed.status_code, changed.headers["Location"]) == (303, "/account")
+    # This browser stays logged in; the other one is logged out.
+    assert "Your password is changed." in here.get("/account").get_data(as_text=True)
+    assert here.get("/queue").status_code == 200
+    assert elsewhere.get("/queue").status_code == 302
+    assert page(Browser(app, ip="203.0.113.9").login(consultant)).errors == [
+        "Wrong email or password."]
+    assert Browser(app, ip="203.0.113.10").login(
+        consultant, NEW_PASSWORD).headers["Location"] == "/queue"
+    me = _user(db, consultant).id
+    assert _own_events(db) == [(me, {"account": consultant, "password": True,
+                                         "via": "account_page"})]
+
+
+def test_guessing_the_current_password_is_stopped_as_logins_are(app: Flask, db: Db,
+                                                                 consultant: str) -> None:
+    browser = Browser(app)
+    browser.login(consultant)
+    token = browser.token("/account")
+    sent = {"csrf_token": token, "new": NEW_PASSWORD, "repeat": NEW_PASSWORD}
+    for _attempt in range(MAX_FAILURES - 1):
+        assert browser.post("/account/password",
+                            {**sent, "current": "guess"}).status_code == 400
+    # The failure that reaches the limit says so, as at the login form.
+    assert browser.post("/account/password", {**sent, "current": "guess"}).status_code == 429
+    locked = browser.post("/account/password", {**sent, "current": PASSWORD})
+    assert locked.status_code == 429 and int(locked.headers["Retry-After"]) > 0
+    assert page(locked).errors[0].startswith("Too many failed attempts.")
+    assert _own_events(db) == []
+    # Nor can the owner log in elsewhere meanwhile, as after failed logins.
+    assert Browser(app, ip="203.0.113.11").login(consultant).status_code == 429
+
+
+def test_my_account_needs_a_login_and_a_csrf_token(app: Flask, db: Db, consultant: str) -> None:
+    assert Browser(app).get("/account").headers["Location"] == "/login"
+    assert Browser(app).post("/account/phone", {"phone": "+77017654321"}).status_code in (
+        302, 400)
+    browser = Browser(app)
+    browser.login(consultant)
+    assert browser.post("/account/phone", {"phone": "+77017654321"}).status_code == 400
+    assert browser.post("/account/password", {"current": PASSWORD, "new": NEW_PASSWORD,
+                                              "repeat": NEW_PASSWORD}).status_code == 400
+    assert _user(db, consultant).phone is None and _own_events(db) == []
+
+
+def _own_events(db: Db) -> list[tuple[int | None, dict[str, object]]]:
+    """The account events made on the account page (the accounts' creation comes first)."""
+    return [(user, detail) for user, detail in _account_events(db)
+            if detail.get("via") == "account_page"]
+
+
+def failures_for(db: Db, email: str) -> int:
+    with db() as session:
+        return len(session.scalars(select(LoginAttempt).where(
+            LoginAttempt.email == email)).all())

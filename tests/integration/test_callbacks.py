@@ -395,7 +395,7 @@ def test_an_unreachable_api_fails_the_attempt(app: Flask, db: Db, lawyer: Consul
     assert section(html, "call-detail") == "Twilio's words: ConnectionError"
 
 
-def test_a_consultant_without_a_phone_is_told_to_ask_a_coordinator(
+def test_a_consultant_without_a_phone_is_sent_to_their_account_page(
         app: Flask, db: Db, api: TwilioApi) -> None:
     add_account(app, "nophone@example.kz", phone=None, name="Bolat")
     lawyer = Consultant(app, "nophone@example.kz")
@@ -403,11 +403,12 @@ def test_a_consultant_without_a_phone_is_told_to_ask_a_coordinator(
     lawyer.claim(question_id)
     response = lawyer.call(question_id)
     assert response.status_code == 400
-    assert "Please ask a coordinator to add it." in response.get_data(as_text=True)
+    assert "Add it on your account page." in response.get_data(as_text=True)
     assert api.requests == [] and attempts(db, question_id) == []
     html = lawyer.panel(question_id)
     assert 'id="call-form"' not in html
-    assert "ask a coordinator" in section(html, "callback-status")
+    assert "Add it on your account page." in section(html, "callback-status")
+    assert re.search(r'<p class="call-blocked" role="alert">[^<]*<a href="/account">', html)
     assert 'id="outcome-form"' in html  # they may have called by other means
 
 

@@ -1,0 +1,109 @@
+"""My account, for every logged-in user: their own phone number (the one the hotline rings when
+they call a resident back) and their own password.
+
+A volunteer who changes phones, or who was given a first password by the operator (`hotline
+users add`), changes it here without anyone else: the current password is asked first, and a
+wrong one counts as a failed login (storage.users.confirm_password), so a session left open
+on a shared computer cannot be turned into a new password by guessing. A new password ends
+the account's sessions everywhere else (hotline.auth: the session keeps a stamp of the hash);
+this browser is logged in again with the new stamp. Both changes are audit events.
+"""
+
+from __future__ import annotations
+
+from flask import flash, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from flask_babel import gettext as _
+from flask_login import login_user
+
+from hotline import auth
+from hotline.config import LOCAL_TIME
+from hotline.users_page import user_error
+from hotline.workspace import ROLES, bp, runtime
+from storage import audit
+from storage.db import unit_of_work
+from storage.models import User, utcnow
+from storage.users import (
+    MIN_PASSWORD_LENGTH,
+    UserError,
+    change_user,
+    confirm_password,
+    set_password,
+)
+
+_LONGEST_PASSWORD = 1024  # as the login form
+
+
+def _page(user: User, error: str | None = None, status: int = 200, *,
+          phone: str | None = None, headers: dict[str, str] | None = None
+          ) -> ResponseReturnValue:
+    """The page; phone: what the user typed, shown again when it was refused."""
+    html = render_template("account.html", name=user.name, email=user.email,
+                           role=ROLES.get(user.role, user.role),
+                           phone=user.phone or "" if phone is None else phone, error=error,
+                           min_length=MIN_PASSWORD_LENGTH)
+    return html, status, headers or {}
+
+
+def _ip() -> str:
+    return (request.remote_addr or "unknown")[:45]
+
+
+@bp.get("/account")
+def account() -> ResponseReturnValue:
+    """The logged-in user's own account."""
+    with unit_of_work(runtime().sessions) as db:
+        return _page(db.get_one(User, auth.current_account().id))
+
+
+@bp.post("/account/phone")
+def account_phone() -> ResponseReturnValue:
+    """Save the user's own phone number (empty: none, and they cannot call back)."""
+    phone = request.form.get("phone", "").replace("\x00", "")[:40]
+    with unit_of_work(runtime().sessions) as db:
+        user = db.get_one(User, auth.current_account().id)
+        try:
+            changes = change_user(db, user, phone=phone,
+                                  region=runtime().settings.default_region)
+        except UserError as exc:
+            db.rollback()
+            return _page(user, user_error(exc), 400, phone=phone)
+        if changes:
+            audit.record(db, user.id, audit.ACCOUNT, ip=_ip(), account=user.email,
+                         **changes, via=audit.VIA_ACCOUNT_PAGE)
+    flash(_("Your phone number is saved.") if changes else _("Nothing was changed."))
+    return redirect(url_for("workspace.account"), 303)
+
+
+@bp.post("/account/password")
+def account_password() -> ResponseReturnValue:
+    """Change the user's own password: the current one first, the new one twice."""
+    current = request.form.get("current", "")[:_LONGEST_PASSWORD]
+    new = request.form.get("new", "")[:_LONGEST_PASSWORD]
+    repeated = request.form.get("repeat", "")[:_LONGEST_PASSWORD]
+    with unit_of_work(runtime().sessions) as db:
+        user = db.get_one(User, auth.current_account().id)
+        checked = confirm_password(db, user, current, _ip())
+        if checked.locked_until is not None:
+            until = checked.locked_until.astimezone(LOCAL_TIME).strftime("%H:%M")
+            seconds = max(1, int((checked.locked_until - utcnow()).total_seconds()))
+            return _page(user, _("Too many failed attempts. Changing the password is paused "
+                                 "until %(time)s (Almaty time).", time=until), 429,
+                         headers={"Retry-After": str(seconds)})
+        if checked.user is None:
+            return _page(user, _("The current password is wrong."), 400)
+        if new != repeated:
+            return _page(user, _("The two new passwords are not the same."), 400)
+        try:
+            set_password(db, user, new)
+        except UserError:
+            db.rollback()
+            return _page(user, _("The new password needs at least %(count)s characters.",
+                                 count=MIN_PASSWORD_LENGTH), 400)
+        audit.record(db, user.id, audit.ACCOUNT, ip=_ip(), account=user.email, password=True,
+                     via=audit.VIA_ACCOUNT_PAGE)
+        renewed = auth.Account.of(user)
+    # This browser stays logged in with the new password's stamp; every other session ends.
+    login_user(renewed)
+    flash(_("Your password is changed. Wherever else you were logged in, you are logged out."))
+    return redirect(url_for("workspace.account"), 303)
