@@ -270,13 +270,14 @@ def test_the_idle_time_is_a_setting(make_app: Callable[[Settings], Flask],
 
 # -- roles ------------------------------------------------------------------------------------
 
-WORKSPACE_PAGES = ["/", "/queue", "/admin/users", "/admin/users/<int:user_id>", "/admin/audit",
-                   "/reports",
+WORKSPACE_PAGES = ["/", "/queue", "/account", "/admin/users", "/admin/users/<int:user_id>",
+                   "/admin/audit", "/reports",
                    "/questions/<int:question_id>", "/questions/<int:question_id>/audio",
                    "/questions/<int:question_id>/callback-panel"]
 WORKSPACE_FORMS = [f"/questions/<int:question_id>/{action}"
                    for action in ("claim", "release", "transcript", "notes", "tags", "close",
-                                  "call", "outcome", "sms")] + ["/queue/next"]
+                                  "call", "outcome", "sms")] + [
+    "/queue/next", "/account/phone", "/account/password"]
 
 
 @pytest.mark.parametrize("path", WORKSPACE_PAGES)

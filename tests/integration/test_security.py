@@ -372,6 +372,7 @@ def test_retention_never_deletes_through_a_link_out_of_the_audio_folder(
 PAGES = {
     "/": (302, 302),
     "/queue": (200, 200),
+    "/account": (200, 200),  # each their own (no id in the path: nobody opens another's)
     "/questions/{id}": (200, 200),
     "/questions/{id}/callback-panel": (200, 200),
     "/questions/{id}/audio": (200, 200),

@@ -104,10 +104,14 @@ FORMS = {r.endpoint: r for r in (
     Route("workspace.sms_answer", "POST", "/questions/{id}/sms", ("body",)),
     Route("workspace.change", "POST", "/admin/users/{id}", ("name", "phone", "role", "active"),
           role="coordinator", target="account"),
+    Route("workspace.account_phone", "POST", "/account/phone", ("phone",)),
+    Route("workspace.account_password", "POST", "/account/password",
+          ("current", "new", "repeat")),
 )}
 PAGES = {r.endpoint: r for r in (
     Route("auth.login", "GET", "/login", ("next", "lang"), role="nobody"),
     Route("workspace.home", "GET", "/", ("lang",)),
+    Route("workspace.account", "GET", "/account", ("lang",)),
     Route("workspace.users", "GET", "/admin/users", ("lang",), role="coordinator"),
     Route("workspace.user", "GET", "/admin/users/{id}", ("lang",), role="coordinator",
           target="account"),
