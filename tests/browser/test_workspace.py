@@ -23,6 +23,7 @@ from storage.models import (
 )
 from tests.browser.conftest import PHONE, NewContext, Seeded, log_in, shot
 from tests.support import runtime
+from tests.workspace_support import PASSWORD
 
 
 def question_state(app: Flask, question_id: int) -> tuple[str, str | None, str | None]:
@@ -254,6 +255,27 @@ def test_a_note_sent_with_htmx_that_is_refused_says_why(new_context: NewContext,
     shot(page, "09-htmx-note-refused")
     with unit_of_work(runtime(live_app).sessions) as db:
         assert db.scalars(select(Note)).all() == []
+
+
+def test_a_filter_chosen_after_the_session_ended_leads_to_the_login_and_back(
+        new_context: NewContext, seeded: Seeded) -> None:
+    """The queue's filters apply with htmx: when the session has ended meanwhile (idle
+    time, a new password elsewhere), choosing one takes the whole page to the login form,
+    not a login form inside the table, and logging in brings the consultant back."""
+    context = new_context()
+    page = log_in(context, seeded.consultant)
+    expect(page.locator(f"tr#question-{seeded.question_id}")).to_be_visible()
+    context.clear_cookies()  # the session is over
+    page.select_option("form.filters select[name=language]", "ru")
+    page.wait_for_url(re.compile(r"/login"))
+    expect(page.locator("#queue")).to_have_count(0)
+    expect(page.locator("input[name=password]")).to_be_visible()
+    shot(page, "09b-session-ended-login")
+    page.fill("input[name=email]", seeded.consultant)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("main form button[type=submit]")
+    page.wait_for_url(re.compile(r"/queue(\?|$)"))
+    expect(page.locator(f"tr#question-{seeded.question_id}")).to_be_visible()
 
 
 # -- roles --------------------------------------------------------------------------------------
