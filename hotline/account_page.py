@@ -40,7 +40,7 @@ def _page(user: User, error: str | None = None, status: int = 200, *,
     """The page; phone: what the user typed, shown again when it was refused."""
     html = render_template("account.html", name=user.name, email=user.email,
                            role=ROLES.get(user.role, user.role),
-                           phone=user.phone or "" if phone is None else phone, error=error,
+                           phone=(user.phone or "") if phone is None else phone, error=error,
                            min_length=MIN_PASSWORD_LENGTH)
     return html, status, headers or {}
 

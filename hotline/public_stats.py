@@ -249,7 +249,8 @@ def stats_json(stats: PublicStats, is_stale: bool) -> dict[str, Any]:
         "suppression": (f"Counts from 1 to {MIN_COUNT - 1}, and figures computed from fewer "
                         f"than {MIN_COUNT} questions, are null with suppressed: true; where one "
                         "cell of a breakdown is suppressed, the next smallest is too."),
-        "answered": "a consultant tried to call back, or the question was resolved",
+        "answered": ("a consultant tried to call back, answered by SMS, or the question was "
+                     "resolved"),
         "totals": totals,
         "by_month": [_row_json(row, "month") for row in stats.months],
         "by_region": [{**_row_json(row, "region"), "title": _region_titles(row.key)}

@@ -180,7 +180,7 @@ def summary_table(summary: figures.Summary, target_days: int, calendar: WorkCale
                   [str(_("Figure")), str(_("Value")), str(_("Questions counted"))])
     table.rows = [
         [str(_("Questions received")), summary.questions, summary.questions],
-        [str(_("Answered (a callback attempt, or resolved)")), summary.answered,
+        [str(_("Answered (a callback attempt, an SMS answer, or resolved)")), summary.answered,
          summary.questions],
         [str(_("Answered within %(days)s working days, %%", days=target_days)),
          _share(summary.within_target, summary.due), summary.due],
@@ -194,7 +194,8 @@ def summary_table(summary: figures.Summary, target_days: int, calendar: WorkCale
          summary.to_resolution.n],
     ]
     table.note = str(_(
-        "Answered: a consultant tried to call back, or closed the question as resolved. The "
+        "Answered: a consultant tried to call back, answered by SMS, or closed the question as "
+        "resolved. The "
         "share counts questions answered or past their deadline (the end of the last of "
         "%(days)s working days, %(weekdays)s, Almaty time, after the day they came in); "
         "questions closed without an answer (silence, wrong number, abusive) and test calls "

@@ -7,9 +7,10 @@ and the numbers are checked against a dataset with known answers in the tests.
 Definitions (README, "Reports"):
 
 - Test calls (closed as ``test_call``) are not residents' questions and count nowhere.
-- A question is *answered* when a consultant first tried to call back (``first_callback_at``)
-  or when it was closed as resolved (an SMS answer needs no call), whichever came first: the
-  hotline's promise is that a lawyer calls back within N working days.
+- A question is *answered* when a consultant first tried to call back (``first_callback_at``),
+  answered it by SMS (storage.sms.is_sms_answer: the first such message's time), or closed it
+  as resolved, whichever came first: the hotline promises an answer "by SMS or a call" within
+  N working days.
 - The *target*: answered before the end of the N-th working day (local time; Monday to Friday
   less public holidays, storage.workdays) after the day the question came in. The share answered
   within the target counts the questions that were answered, or whose deadline has passed
@@ -40,8 +41,10 @@ from storage.models import (
     Call,
     CallbackAttempt,
     Question,
+    SmsMessage,
     User,
 )
+from storage.sms import is_sms_answer
 from storage.workdays import WorkCalendar
 
 # A filter value meaning "not set" (a question without a region, or without a topic).
@@ -75,11 +78,13 @@ class QuestionFacts:
     closed_at: datetime | None
     close_reason: str | None
     first_callback_at: datetime | None
+    first_sms_answer_at: datetime | None = None
 
     @property
     def answered_at(self) -> datetime | None:
-        """When the question was answered: the first callback attempt or a resolved close."""
-        moments = [self.first_callback_at]
+        """When the question was answered: the first callback attempt, the first SMS answer,
+        or a resolved close, whichever came first."""
+        moments = [self.first_callback_at, self.first_sms_answer_at]
         if self.close_reason == CLOSE_RESOLVED:
             moments.append(self.closed_at)
         known = [m for m in moments if m is not None]
@@ -222,10 +227,17 @@ def _range(column: Any, filters: Filters) -> list[ColumnElement[bool]]:
 
 def question_facts(session: Session, filters: Filters) -> list[QuestionFacts]:
     """Return the facts of the questions that arrived in the filters' range, oldest first."""
+    # The first SMS answer of each question (few: only consultants write them).
+    answers = (select(SmsMessage.question_id,
+                      func.min(SmsMessage.created_at).label("first_sms_answer_at"))
+               .where(SmsMessage.question_id.is_not(None), is_sms_answer())
+               .group_by(SmsMessage.question_id).subquery())
     statement = (
         select(Question.id, Question.created_at, Question.channel, Question.language,
                Question.topic, Question.region, Question.status, Question.closed_at,
-               Question.close_reason, Question.first_callback_at)
+               Question.close_reason, Question.first_callback_at,
+               answers.c.first_sms_answer_at)
+        .outerjoin(answers, answers.c.question_id == Question.id)
         .where(*_tag_filters(filters), *_range(Question.created_at, filters))
         .order_by(Question.created_at, Question.id)
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -217,14 +217,18 @@ def has_open_question(session: Session, caller_id: int) -> bool:
                                   Question.status != QUESTION_CLOSED).limit(1)) is not None
 
 
+def is_sms_answer() -> ColumnElement[bool]:
+    """An SMS that answers a question: one a consultant wrote (not an automatic one) that was
+    not refused on the way (queued, sending, sent or delivered)."""
+    return and_(SmsMessage.direction == SMS_OUT, SmsMessage.sent_by_id.is_not(None),
+                SmsMessage.status.not_in((SMS_FAILED, SMS_UNDELIVERED)))
+
+
 def answered_by_sms(session: Session, question_ids: Iterable[int]) -> set[int]:
-    """Those of the questions a consultant has answered by SMS (a message they wrote, not an
-    automatic one, that was not refused on the way: queued, sending, sent or delivered)."""
+    """Those of the questions a consultant has answered by SMS (is_sms_answer)."""
     wanted = sorted(set(question_ids))
     if not wanted:
         return set()
     return set(session.scalars(
         select(SmsMessage.question_id).where(
-            SmsMessage.question_id.in_(wanted), SmsMessage.direction == SMS_OUT,
-            SmsMessage.sent_by_id.is_not(None),
-            SmsMessage.status.not_in((SMS_FAILED, SMS_UNDELIVERED))).distinct()))
+            SmsMessage.question_id.in_(wanted), is_sms_answer()).distinct()))

@@ -19,6 +19,7 @@ from storage.models import (
     Call,
     CallbackAttempt,
     Question,
+    SmsMessage,
     User,
 )
 from storage.workdays import WorkCalendar
@@ -181,6 +182,40 @@ def test_the_figures_match_the_dataset(dataset: sessionmaker[Session]) -> None:
     assert reports.count_by(facts, lambda f: f.language) == {"ru": 5, "kk": 3}
 
 
+def test_an_sms_answer_counts_as_answered(session_factory: sessionmaker[Session]) -> None:
+    """The receipt promises an answer "by SMS or a call": a consultant's SMS answer that was
+    not refused answers the question, at the time it was written, even before the question is
+    closed. A failed one, or an automatic SMS (the receipt), does not."""
+    with session_factory.begin() as session:
+        lawyer = User(email="a@example.kz", name="Aigerim A", role="consultant",
+                      password_hash="x")
+        session.add(lawyer)
+        session.flush()
+
+        def sms_question(day: int, status: str | None, by: int | None) -> int:
+            question = Question(channel="sms", language="ru", topic="pension",
+                                created_at=at(day, 5), priority_at=at(day, 5))
+            session.add(question)
+            session.flush()
+            if status is not None:
+                session.add(SmsMessage(direction="out", phone="+77011234567", body="Ответ",
+                                       status=status, question_id=question.id,
+                                       sent_by_id=by, created_at=at(day, 10)))
+            return question.id
+
+        answered = sms_question(2, "delivered", lawyer.id)
+        sms_question(3, "failed", lawyer.id)
+        sms_question(4, "sent", None)  # a receipt: the hotline's, not an answer
+        sms_question(18, None, None)  # still inside its deadline
+    with session_factory() as session:
+        facts = reports.question_facts(session, MARCH)
+    assert [(f.id, f.answered_at) for f in facts if f.answered_at] == [(answered, at(2, 10))]
+    summary = reports.summarise(facts, NOW, 3, LOCAL_TIME, WorkCalendar("KZ"))
+    assert (summary.questions, summary.answered, summary.due, summary.within_target) == (
+        4, 1, 3, 1)
+    assert summary.to_callback.n == 0  # an SMS is no callback: the hours stay the calls'
+
+
 def test_filters_narrow_the_questions(dataset: sessionmaker[Session]) -> None:
     with dataset() as session:
         almaty = reports.question_facts(session, reports.Filters(region="almaty"))
@@ -263,7 +298,7 @@ def test_the_page_and_its_csv_show_the_figures(reports_app: Flask, coordinator: 
     assert download(browser, "summary") == [
         ["Figure", "Value", "Questions counted"],
         ["Questions received", "8", "8"],
-        ["Answered (a callback attempt, or resolved)", "5", "8"],
+        ["Answered (a callback attempt, an SMS answer, or resolved)", "5", "8"],
         ["Answered within 3 working days, %", "71.4", "7"],
         ["Hours to the first callback attempt: median", "30.0", "4"],
         ["Hours to the first callback attempt: 90th percentile", "113.0", "4"],
