@@ -11,10 +11,13 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from argon2 import PasswordHasher
 from psycopg import sql
 from sqlalchemy.orm import Session, sessionmaker
 
+import storage.users
 from storage.db import make_engine, make_session_factory, upgrade
+from tests.paths import SCREENSHOTS
 
 POSTGRES_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/"
 POSTGRES_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
@@ -29,6 +32,29 @@ def _postgres_admin() -> psycopg.Connection[tuple[object, ...]]:
             "Start it (.ci/run does), or deselect these tests with -m 'not postgres'.",
             pytrace=False,
         )
+
+
+# The passwords' hasher as the hotline runs it: Argon2id at argon2-cffi's default cost (64 MiB,
+# 3 passes; 0.15-0.4 s a hash or a check on these 2-core machines).
+PRODUCTION_HASHER = storage.users.hasher
+# The same algorithm and code at the smallest cost, for the accounts the fixtures make and the
+# logins of the tests' browsers: at the default cost they took minutes of `make test`.
+# test_auth.py::test_users_add_stores_an_argon2_hash_never_the_password uses the real one.
+CHEAP_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+
+
+@pytest.fixture(autouse=True)
+def cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hash and check passwords with CHEAP_HASHER (a hash made with either checks with
+    either: Argon2 keeps its parameters in the hash)."""
+    monkeypatch.setattr(storage.users, "hasher", CHEAP_HASHER)
+
+
+@pytest.fixture
+def production_hashing(monkeypatch: pytest.MonkeyPatch) -> PasswordHasher:
+    """The hotline's own hasher, at its real cost."""
+    monkeypatch.setattr(storage.users, "hasher", PRODUCTION_HASHER)
+    return PRODUCTION_HASHER
 
 
 @pytest.fixture
@@ -122,3 +148,10 @@ def session_factory(migrated_url: str) -> Iterator[sessionmaker[Session]]:
 
 
 pytest_plugins = ["tests.support", "tests.workspace_support"]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Empty the browser tests' screenshot folder once per run, in the main process (a
+    pytest-xdist worker has workerinput): it shows the last run's pages."""
+    if not hasattr(session.config, "workerinput"):
+        shutil.rmtree(SCREENSHOTS, ignore_errors=True)

@@ -55,6 +55,7 @@ from storage.calls import start_call
 from storage.db import unit_of_work
 from storage.questions import mark_recording_stored, record_question
 from storage.transcripts import save_transcript
+from tests.paths import SCREENSHOTS
 from tests.support import CALLER, runtime
 from tests.workspace_support import PASSWORD, add_user, users_cli
 
@@ -72,7 +73,6 @@ CHROMIUM_ARGS = [
     "--autoplay-policy=no-user-gesture-required",
 ]
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = REPO_ROOT / "test-artifacts" / "screenshots"
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 900}
 TIMEOUT_MS = 10_000
@@ -203,9 +203,10 @@ NewContext = Callable[..., BrowserContext]
 
 @pytest.fixture(scope="session")
 def screenshots() -> Path:
-    """test-artifacts/screenshots/, emptied once per test session (it shows the last run)."""
-    shutil.rmtree(SCREENSHOTS, ignore_errors=True)
-    SCREENSHOTS.mkdir(parents=True)
+    """test-artifacts/screenshots/, emptied once per run (tests/conftest.py:
+    pytest_sessionstart, in the main process only: with pytest-xdist each worker is a test
+    session of its own, and one emptying it would delete the others' screenshots)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     return SCREENSHOTS
 
 

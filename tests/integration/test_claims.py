@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.test import TestResponse
 
+import storage.users
 from hotline.config import Settings
 from storage.claims import (
     claim_question,
@@ -40,7 +41,6 @@ from storage.models import (
     SmsMessage,
     User,
 )
-from storage.users import hasher
 from tests.support import BASE_URL
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -50,7 +50,8 @@ Db = Callable[[], AbstractContextManager[Session]]
 
 
 def _user(session: Session, email: str, name: str, role: str = "consultant") -> int:
-    user = User(email=email, name=name, role=role, password_hash=hasher.hash(PASSWORD))
+    user = User(email=email, name=name, role=role,
+                password_hash=storage.users.hasher.hash(PASSWORD))
     session.add(user)
     session.flush()
     return user.id

@@ -12,6 +12,7 @@ from sqlalchemy import event, select, text
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.test import TestResponse
 
+import storage.users
 from hotline.config import Settings
 from storage import audit, queue
 from storage.calls import start_call, touch_caller
@@ -38,7 +39,6 @@ from storage.queue import (
     queue_page,
 )
 from storage.sms import add_sms_question, queue_outbound
-from storage.users import hasher
 from tests.workspace_support import PASSWORD, Browser, Db, page
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # 14:00 in Almaty
@@ -63,7 +63,8 @@ def _ids(session: Session, filters: QueueFilter, now: datetime = NOW,
 
 
 def _user(session: Session, email: str = "a@example.kz", name: str = "Aigerim") -> int:
-    user = User(email=email, name=name, role="consultant", password_hash=hasher.hash(PASSWORD))
+    user = User(email=email, name=name, role="consultant",
+                password_hash=storage.users.hasher.hash(PASSWORD))
     session.add(user)
     session.flush()
     return user.id
