@@ -227,10 +227,12 @@ def _range(column: Any, filters: Filters) -> list[ColumnElement[bool]]:
 
 def question_facts(session: Session, filters: Filters) -> list[QuestionFacts]:
     """Return the facts of the questions that arrived in the filters' range, oldest first."""
-    # The first SMS answer of each question (few: only consultants write them).
+    # The first SMS answer of each question (few: only consultants write them; none is older
+    # than its question, so none before the range).
+    since = [SmsMessage.created_at >= filters.since] if filters.since is not None else []
     answers = (select(SmsMessage.question_id,
                       func.min(SmsMessage.created_at).label("first_sms_answer_at"))
-               .where(SmsMessage.question_id.is_not(None), is_sms_answer())
+               .where(SmsMessage.question_id.is_not(None), is_sms_answer(), *since)
                .group_by(SmsMessage.question_id).subquery())
     statement = (
         select(Question.id, Question.created_at, Question.channel, Question.language,
