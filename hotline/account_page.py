@@ -2,11 +2,12 @@
 they call a resident back) and their own password.
 
 A volunteer who changes phones, or who was given a first password by the operator (`hotline
-users add`), changes it here without anyone else: the current password is asked first, and a
-wrong one counts as a failed login (storage.users.confirm_password), so a session left open
-on a shared computer cannot be turned into a new password by guessing. A new password ends
-the account's sessions everywhere else (hotline.auth: the session keeps a stamp of the hash);
-this browser is logged in again with the new stamp. Both changes are audit events.
+users add`), changes it here without anyone else. The current password is asked first for
+either change, and a wrong one counts as a failed login (storage.users.confirm_password): a
+session left open on a shared computer, or stolen, is not enough to put another phone where
+residents' calls are connected, nor to guess a way to a new password. A new password ends the
+account's sessions everywhere else (hotline.auth: the session keeps a stamp of the hash); this
+browser is logged in again with the new stamp. Both changes are audit events.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from flask import flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from flask_login import login_user
+from sqlalchemy.orm import Session
 
 from hotline import auth
 from hotline.config import LOCAL_TIME
@@ -49,6 +51,22 @@ def _ip() -> str:
     return (request.remote_addr or "unknown")[:45]
 
 
+def _password_refused(db: Session, user: User, current: str, *,
+                      phone: str | None = None) -> ResponseReturnValue | None:
+    """The page saying why, if current is not the user's password (or the checks are paused
+    after too many wrong ones); None if it is. phone: what they typed, shown again."""
+    checked = confirm_password(db, user, current, _ip())
+    if checked.locked_until is not None:
+        until = checked.locked_until.astimezone(LOCAL_TIME).strftime("%H:%M")
+        seconds = max(1, int((checked.locked_until - utcnow()).total_seconds()))
+        return _page(user, _("Too many failed attempts. Changes are paused until %(time)s "
+                             "(Almaty time).", time=until), 429, phone=phone,
+                     headers={"Retry-After": str(seconds)})
+    if checked.user is None:
+        return _page(user, _("The current password is wrong."), 400, phone=phone)
+    return None
+
+
 @bp.get("/account")
 def account() -> ResponseReturnValue:
     """The logged-in user's own account."""
@@ -58,10 +76,16 @@ def account() -> ResponseReturnValue:
 
 @bp.post("/account/phone")
 def account_phone() -> ResponseReturnValue:
-    """Save the user's own phone number (empty: none, and they cannot call back)."""
+    """Save the user's own phone number (empty: none, and they cannot call back); the current
+    password first: the hotline connects residents to this number, so a session someone else
+    got hold of must not be enough to put their own phone there."""
     phone = request.form.get("phone", "").replace("\x00", "")[:40]
+    current = request.form.get("current", "")[:_LONGEST_PASSWORD]
     with unit_of_work(runtime().sessions) as db:
         user = db.get_one(User, auth.current_account().id)
+        refused = _password_refused(db, user, current, phone=phone)
+        if refused is not None:
+            return refused
         try:
             changes = change_user(db, user, phone=phone,
                                   region=runtime().settings.default_region)
@@ -83,15 +107,9 @@ def account_password() -> ResponseReturnValue:
     repeated = request.form.get("repeat", "")[:_LONGEST_PASSWORD]
     with unit_of_work(runtime().sessions) as db:
         user = db.get_one(User, auth.current_account().id)
-        checked = confirm_password(db, user, current, _ip())
-        if checked.locked_until is not None:
-            until = checked.locked_until.astimezone(LOCAL_TIME).strftime("%H:%M")
-            seconds = max(1, int((checked.locked_until - utcnow()).total_seconds()))
-            return _page(user, _("Too many failed attempts. Changing the password is paused "
-                                 "until %(time)s (Almaty time).", time=until), 429,
-                         headers={"Retry-After": str(seconds)})
-        if checked.user is None:
-            return _page(user, _("The current password is wrong."), 400)
+        refused = _password_refused(db, user, current)
+        if refused is not None:
+            return refused
         if new != repeated:
             return _page(user, _("The two new passwords are not the same."), 400)
         try:

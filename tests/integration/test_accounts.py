@@ -353,12 +353,23 @@ def test_a_consultant_adds_their_own_phone(app: Flask, db: Db, consultant: str,
     shown = page(browser.get("/account"))
     assert shown.headings == ["My account"] and shown.inputs["phone"] == ""
     token = shown.inputs["csrf_token"]
-    wrong = browser.post("/account/phone", {"csrf_token": token, "phone": "701 12"})
+
+    def save(phone: str, current: str = PASSWORD) -> Any:
+        return browser.post("/account/phone", {"csrf_token": token, "phone": phone,
+                                               "current": current})
+
+    wrong = save("701 12")
     assert wrong.status_code == 400
     assert page(wrong).errors == ["This is not a phone number. Write it as +7 701 123 45 67."]
     assert page(wrong).inputs["phone"] == "701 12"
+    # The hotline connects residents to this number: a session alone does not change it.
+    unproven = save("8 701 765 43 21", current="not my password")
+    assert unproven.status_code == 400
+    assert page(unproven).errors == ["The current password is wrong."]
+    assert page(unproven).inputs["phone"] == "8 701 765 43 21"
+    assert failures_for(db, consultant) == 1
     assert _user(db, consultant).phone is None and _own_events(db) == []
-    saved = browser.post("/account/phone", {"csrf_token": token, "phone": "8 701 765 43 21"})
+    saved = save("8 701 765 43 21")
     assert (saved.status_code, saved.headers["Location"]) == (303, "/account")
     again = browser.get("/account")
     assert "Your phone number is saved." in again.get_data(as_text=True)
@@ -366,8 +377,8 @@ def test_a_consultant_adds_their_own_phone(app: Flask, db: Db, consultant: str,
     assert _user(db, consultant).phone == "+77017654321"
     me = _user(db, consultant).id
     assert _own_events(db) == [(me, {"account": consultant, "phone": True,
-                                         "via": "account_page"})]
-    browser.post("/account/phone", {"csrf_token": token, "phone": "+7 701 765 43 21"})
+                                     "via": "account_page"})]
+    save("+7 701 765 43 21")
     assert "Nothing was changed." in browser.get("/account").get_data(as_text=True)
     assert len(_own_events(db)) == 1
     boss = Browser(app)
@@ -426,7 +437,11 @@ def test_guessing_the_current_password_is_stopped_as_logins_are(app: Flask, db: 
     assert browser.post("/account/password", {**sent, "current": "guess"}).status_code == 429
     locked = browser.post("/account/password", {**sent, "current": PASSWORD})
     assert locked.status_code == 429 and int(locked.headers["Retry-After"]) > 0
-    assert page(locked).errors[0].startswith("Too many failed attempts.")
+    assert page(locked).errors[0].startswith("Too many failed attempts. Changes are paused")
+    # The phone too: the same password is asked for it.
+    assert browser.post("/account/phone", {"csrf_token": token, "phone": "+77017654321",
+                                           "current": PASSWORD}).status_code == 429
+    assert _user(db, consultant).phone is None
     assert _own_events(db) == []
     # Nor can the owner log in elsewhere meanwhile, as after failed logins.
     assert Browser(app, ip="203.0.113.11").login(consultant).status_code == 429
@@ -438,7 +453,8 @@ def test_my_account_needs_a_login_and_a_csrf_token(app: Flask, db: Db, consultan
         302, 400)
     browser = Browser(app)
     browser.login(consultant)
-    assert browser.post("/account/phone", {"phone": "+77017654321"}).status_code == 400
+    assert browser.post("/account/phone", {"phone": "+77017654321",
+                                           "current": PASSWORD}).status_code == 400
     assert browser.post("/account/password", {"current": PASSWORD, "new": NEW_PASSWORD,
                                               "repeat": NEW_PASSWORD}).status_code == 400
     assert _user(db, consultant).phone is None and _own_events(db) == []

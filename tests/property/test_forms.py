@@ -104,7 +104,7 @@ FORMS = {r.endpoint: r for r in (
     Route("workspace.sms_answer", "POST", "/questions/{id}/sms", ("body",)),
     Route("workspace.change", "POST", "/admin/users/{id}", ("name", "phone", "role", "active"),
           role="coordinator", target="account"),
-    Route("workspace.account_phone", "POST", "/account/phone", ("phone",)),
+    Route("workspace.account_phone", "POST", "/account/phone", ("phone", "current")),
     Route("workspace.account_password", "POST", "/account/password",
           ("current", "new", "repeat")),
 )}
