@@ -25,6 +25,7 @@ from hotline.workspace import ROLES, bp, runtime
 from storage import audit
 from storage.db import unit_of_work
 from storage.models import User, utcnow
+from storage.phones import is_local_personal_phone, normalise_phone
 from storage.users import (
     MIN_PASSWORD_LENGTH,
     UserError,
@@ -86,6 +87,14 @@ def account_phone() -> ResponseReturnValue:
         refused = _password_refused(db, user, current, phone=phone)
         if refused is not None:
             return refused
+        region = runtime().settings.default_region
+        typed = normalise_phone(phone, region)
+        if typed is not None and not is_local_personal_phone(typed, region):
+            # Twilio calls this number at the hotline's cost whenever they call back: one's
+            # own account takes the country's mobile and landline numbers only (a coordinator
+            # can set another on /admin/users).
+            return _page(user, _("Give a Kazakhstan mobile or landline number: the hotline "
+                                 "calls only those."), 400, phone=phone)
         try:
             changes = change_user(db, user, phone=phone,
                                   region=runtime().settings.default_region)

@@ -27,6 +27,7 @@ from storage.calls import touch_caller
 from storage.db import retry_conflicts, unit_of_work
 from storage.models import Caller, SmsMessage
 from storage.phones import normalise_phone
+from storage.utc import ensure_utc
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,8 @@ MESSAGE_SID = re.compile(r"^(SM|MM)[0-9a-fA-F]{32}$")
 MAX_BODY = 1600  # Twilio's longest message
 RATE_WINDOW = timedelta(minutes=10)
 QUESTION_WINDOW = timedelta(days=1)
+# How long "0" after a topic answer passes the answered message to a lawyer (_answered_text).
+ANSWERED_TEXT_HOURS = 24
 
 
 def _twiml(reply: str | None) -> Response:
@@ -45,14 +48,31 @@ def _twiml(reply: str | None) -> Response:
     return Response(str(response), mimetype="application/xml")
 
 
-def _state(session: Session, caller: Caller | None, key: bytes) -> SmsState:
+def _state(session: Session, caller: Caller | None, key: bytes, inbound: SmsMessage,
+           now: datetime) -> SmsState:
     if caller is None:
         return SmsState()
     return SmsState(language=caller.language, opted_out=sms.opted_out(session, caller, key),
                     last_topic=caller.sms_topic, more=caller.sms_more,
                     awaiting_question=caller.sms_awaiting_question,
                     question_open=sms.has_open_question(session, caller.id),
-                    answered_text=caller.sms_answered_text)
+                    answered_text=_answered_text(session, caller, inbound, now))
+
+
+def _answered_text(session: Session, caller: Caller, inbound: SmsMessage,
+                   now: datetime) -> str | None:
+    """The message the last topic answer replied to, while "0" can still mean "pass it on":
+    only if it is the resident's previous message, and of the last ANSWERED_TEXT_HOURS. A "0"
+    days later, or after other messages (a thanks, ones past the rate limit), asks for the
+    question instead of queueing an old one."""
+    answered = caller.sms_answered_text
+    if answered is None:
+        return None
+    previous = sms.previous_inbound(session, inbound.phone, inbound)
+    if previous is None or previous.body != answered or ensure_utc(previous.created_at) < (
+            now - timedelta(hours=ANSWERED_TEXT_HOURS)):
+        return None
+    return answered
 
 
 def _remember(caller: Caller, state: SmsState) -> None:
@@ -88,7 +108,7 @@ def incoming() -> Response:
         if not new:
             # Twilio retried: the first request answered (or is answering); never twice.
             return _twiml(None)
-        state = _state(session, caller, rt.pseudonym_key)
+        state = _state(session, caller, rt.pseudonym_key, inbound, now)
         recent = sms.count_inbound_since(session, inbound.phone, now - RATE_WINDOW)
         if recent > settings.sms_rate_limit and not state.opted_out and (
             not is_opt_keyword(body)

@@ -131,7 +131,8 @@ class Caller(Base):
     sms_awaiting_question: Mapped[bool] = mapped_column(Boolean, default=False,
                                                         server_default="0")
     # Their own message that the last topic answer replied to: 0 passes it to a lawyer
-    # (flows.sms.SmsState.answered_text); gone with their next message.
+    # (flows.sms.SmsState.answered_text), if 0 is their next message and within a day
+    # (hotline.sms._answered_text).
     sms_answered_text: Mapped[str | None] = mapped_column(Text)
 
     questions: Mapped[list[Question]] = relationship(back_populates="caller")

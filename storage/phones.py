@@ -21,3 +21,20 @@ def normalise_phone(raw: str | None, region: str = "KZ") -> str | None:
     if not (phonenumbers.is_possible_number(number) and phonenumbers.is_valid_number(number)):
         return None
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+# What a person answers: the kinds of number a consultant may put on their own account.
+_PERSONAL_TYPES = frozenset({phonenumbers.PhoneNumberType.MOBILE,
+                             phonenumbers.PhoneNumberType.FIXED_LINE,
+                             phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE})
+
+
+def is_local_personal_phone(e164: str, region: str = "KZ") -> bool:
+    """Whether an E.164 number is an ordinary mobile or landline number of region: not
+    another country's (Kazakhstan shares +7 with Russia), not premium-rate or shared-cost."""
+    try:
+        number = phonenumbers.parse(e164, region)
+    except phonenumbers.NumberParseException:
+        return False
+    return (phonenumbers.region_code_for_number(number) == region
+            and phonenumbers.number_type(number) in _PERSONAL_TYPES)

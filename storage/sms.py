@@ -106,6 +106,14 @@ def count_inbound_since(session: Session, phone: str, since: datetime) -> int:
     ) or 0
 
 
+def previous_inbound(session: Session, phone: str, before: SmsMessage) -> SmsMessage | None:
+    """The number's last message before this one (by arrival order), if any."""
+    return session.scalars(
+        select(SmsMessage).where(SmsMessage.phone == phone, SmsMessage.direction == SMS_IN,
+                                 SmsMessage.id < before.id)
+        .order_by(SmsMessage.id.desc()).limit(1)).first()
+
+
 def count_sms_questions_since(session: Session, caller: Caller, since: datetime) -> int:
     """How many SMS questions the caller has put in the queue since then."""
     return session.scalar(

@@ -34,8 +34,10 @@ def _year(country: str, year: int) -> tuple[frozenset[date], frozenset[date]]:
     Kept as frozen sets per country and year: a HolidayBase fills itself in year by year as it
     is asked, which is not safe from several threads at once.
     """
-    calendar = holidays.country_holidays(country, years=year)
-    return (frozenset(calendar),
+    # With the next year: a decree that moves a day off into January can make a Saturday of
+    # this December a working day, and the package files it under the year of the day off.
+    calendar = holidays.country_holidays(country, years=(year, year + 1))
+    return (frozenset(day for day in calendar if day.year == year),
             frozenset(day for day in calendar.weekend_workdays if day.year == year))
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import random
 import shutil
 import socket
 import subprocess
@@ -213,8 +215,21 @@ def terminate_backend(engine: Engine, pid: int) -> None:
 
 
 def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port nobody listens on right now, for a server a test starts as a process.
+
+    Not one the kernel picks (port 0): between this call and the server's own bind, another
+    test process (pytest-xdist) may open a server on port 0 and get the very same port. The
+    port comes from 20000-31999, below Linux's range for port 0 (32768 and up), in a slice of
+    its own for each xdist worker (PYTEST_XDIST_WORKER, gw0, gw1...).
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    slot = int(worker) % 12 if worker.isdigit() else 0
+    first = 20000 + slot * 1000
+    for port in random.sample(range(first, first + 1000), 1000):  # not a secret
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {first}-{first + 999}")

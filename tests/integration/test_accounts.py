@@ -368,6 +368,12 @@ def test_a_consultant_adds_their_own_phone(app: Flask, db: Db, consultant: str,
     assert page(unproven).errors == ["The current password is wrong."]
     assert page(unproven).inputs["phone"] == "8 701 765 43 21"
     assert failures_for(db, consultant) == 1
+    # The hotline pays for each call to it: a Kazakhstan mobile or landline only (+7 is also
+    # Russia's code; +7 809 is premium-rate).
+    for elsewhere in ("+7 916 123 45 67", "+44 7911 123456", "+7 809 500 12 34"):
+        refused = save(elsewhere)
+        assert (refused.status_code, page(refused).errors) == (400, [
+            "Give a Kazakhstan mobile or landline number: the hotline calls only those."])
     assert _user(db, consultant).phone is None and _own_events(db) == []
     saved = save("8 701 765 43 21")
     assert (saved.status_code, saved.headers["Location"]) == (303, "/account")

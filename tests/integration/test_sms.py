@@ -129,6 +129,24 @@ def test_zero_after_a_short_keyword_or_another_message_asks_for_the_question(
     assert questions(db) == []
 
 
+def test_zero_passes_the_answered_message_only_as_the_next_message_within_a_day(
+        phone: Phone, dialogue: SmsDialogue, db) -> None:
+    """A thanks in between, or a day gone by: 0 then asks for the question, rather than
+    queueing a message the resident may have written about something else."""
+    story = "Мне 64 года, пенсию не назначили, в ЦОНе говорят нет стажа за колхоз. Что делать?"
+    phone.send(story)
+    assert phone.send("Спасибо") is None
+    assert phone.send("0") == dialogue.text("ru", "sms.ask")
+    assert phone.send("МЕНЮ") == dialogue.text("ru", "sms.menu")
+    phone.send(story)
+    with db() as session:  # the answer came the day before yesterday
+        asked = session.scalars(select(SmsMessage).where(SmsMessage.body == story)
+                                .order_by(SmsMessage.id.desc())).first()
+        asked.created_at -= timedelta(hours=25)
+    assert phone.send("0") == dialogue.text("ru", "sms.ask")
+    assert questions(db) == []
+
+
 def test_a_bare_keyword_keeps_the_remembered_language(phone: Phone, dialogue: SmsDialogue,
                                                       db) -> None:
     phone.send("Сәлеметсіз бе, зейнетақы туралы")

@@ -31,6 +31,9 @@ def test_a_saturday_the_government_made_a_working_day_counts() -> None:
     assert not WorkCalendar().is_working_day(date(2013, 10, 12))
     assert not KZ.is_working_day(date(2013, 10, 14))
     assert KZ.add_working_days(date(2013, 10, 11), 2) == date(2013, 10, 16)
+    # Saturday 28 December 2013 worked for Friday 3 January 2014 off: a decree of 2014's.
+    assert KZ.is_working_day(date(2013, 12, 28))
+    assert not KZ.is_working_day(date(2014, 1, 3))
 
 
 def test_a_deadline_moves_past_the_holidays() -> None:
