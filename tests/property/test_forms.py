@@ -358,10 +358,21 @@ def browser_for(ws: Workspace, role: str) -> tuple[Browser, int]:
 
 def post(browser: Browser, path: str, sent: Sent,
          headers: dict[str, str] | None = None) -> TestResponse:
-    return browser.client.post(
+    """Send a form; follow a redirect to a page of the site, as a browser does.
+
+    Following it matters: a form that succeeds flashes its message into the session cookie,
+    and the page it redirects to shows and removes it. Without the page, a module's hundreds
+    of forms piled their messages up in the cookie of its one logged-in browser, past the 4 KB
+    a cookie may hold, and which test met that depended on pytest-xdist's order.
+    """
+    response = browser.client.post(
         path, base_url=BASE_URL, data=sent.data, content_type=sent.content_type,
         headers={**browser.headers, "Referer": f"{BASE_URL}/queue", **(headers or {})},
         environ_base={"REMOTE_ADDR": browser.ip})
+    target = response.headers.get("Location", "")
+    if response.status_code in (301, 302, 303) and target.startswith("/"):
+        browser.get(target).close()
+    return response
 
 
 def check(response: TestResponse, server_errors: ErrorLog) -> None:
