@@ -823,12 +823,26 @@ def outcome(question_id: int) -> ResponseReturnValue:
     flash(_outcome_notice(question_id, result, settings, sms_refused), "notice")
     if others:
         flash(_("The same outcome was written for the resident's other questions: "
-                "%(ids)s.", ids=", ".join(str(other.id) for other in others)), "notice")
+                "%(ids)s.", ids=id_list([other.id for other in others])), "notice")
         gave_up_too = [q.id for q in gave_up if q.id != question_id]
         if gave_up_too and not result.gave_up:
             flash(_("No answer after the last try: question(s) %(ids)s closed too.",
-                    ids=", ".join(map(str, gave_up_too))), "notice")
+                    ids=id_list(gave_up_too)), "notice")
     return redirect(url_for("workspace.queue"), 303)
+
+
+# Question numbers a message names, at most: a flashed message lives in the session cookie
+# until the next page, and a cookie holds 4 KB (a resident with a hundred questions made one
+# message too long for it, and the outcome a server error).
+IDS_SHOWN = 10
+
+
+def id_list(ids: list[int]) -> str:
+    """Question numbers for a message: "3, 5, 8", or the first IDS_SHOWN "and N more"."""
+    shown = ", ".join(map(str, ids[:IDS_SHOWN]))
+    if len(ids) <= IDS_SHOWN:
+        return shown
+    return str(_("%(ids)s and %(count)s more", ids=shown, count=len(ids) - IDS_SHOWN))
 
 
 def _outcome_notice(question_id: int, result: store.OutcomeResult, settings: Settings,

@@ -1509,3 +1509,13 @@ def test_a_talk_without_an_outcome_is_shown_in_the_queue(app: Flask, db: Db, law
     assert other.claim(question_id).status_code == 303
     assert other.outcome(question_id, "follow_up", "ЦОН").status_code == 303
     assert said not in other.browser.get("/queue").get_data(as_text=True)
+
+
+def test_a_message_names_ten_questions_at_most(app: Flask) -> None:
+    """A flashed message waits in the session cookie (4 KB) until the next page: a resident
+    with a hundred questions must not make the outcome's message too long for it."""
+    with app.test_request_context(headers={"Accept-Language": "ru"}):
+        assert callbacks.id_list([3, 5, 8]) == "3, 5, 8"
+        assert callbacks.id_list(list(range(1, 11))) == "1, 2, 3, 4, 5, 6, 7, 8, 9, 10"
+        assert callbacks.id_list(list(range(100, 200))) == (
+            "100, 101, 102, 103, 104, 105, 106, 107, 108, 109 и ещё 90")
