@@ -96,8 +96,7 @@ def account_phone() -> ResponseReturnValue:
             return _page(user, _("Give a Kazakhstan mobile or landline number: the hotline "
                                  "calls only those."), 400, phone=phone)
         try:
-            changes = change_user(db, user, phone=phone,
-                                  region=runtime().settings.default_region)
+            changes = change_user(db, user, phone=phone, region=region)
         except UserError as exc:
             db.rollback()
             return _page(user, user_error(exc), 400, phone=phone)

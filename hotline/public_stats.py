@@ -202,11 +202,11 @@ def _compute_stats() -> PublicStats:
     return compute(facts, months, now)
 
 
-def _cacheable(response: Response) -> ResponseReturnValue:
+def _cacheable(response: Response, is_stale: bool) -> Response:
     # Anonymous responses may sit in shared caches; a logged-in visitor's session cookie is
     # refreshed on every response, and such a response must never be shared.
     scope = "private" if request.cookies else "public"
-    seconds = STALE_CACHE_SECONDS if stale() else CACHE_SECONDS
+    seconds = STALE_CACHE_SECONDS if is_stale else CACHE_SECONDS
     response.headers["Cache-Control"] = f"{scope}, max-age={seconds}"
     response.add_etag()
     response.make_conditional(request)
@@ -284,13 +284,16 @@ def unavailable(_error: InternalServerError) -> ResponseReturnValue:
 @bp.get("/stats.json")
 def stats() -> ResponseReturnValue:
     """Send the public figures as JSON."""
-    response = jsonify(stats_json(current_stats(), stale()))
+    figures_now, is_stale = current_stats(), stale()  # the flag once: it goes in twice
+    response = jsonify(stats_json(figures_now, is_stale))
     response.headers["Access-Control-Allow-Origin"] = "*"
-    return _cacheable(response)
+    return _cacheable(response, is_stale)
 
 
 def _render(language: str) -> Response:
-    stats = current_stats()
+    """The page in language, cacheable (the stale flag read once for the page and its
+    caching)."""
+    stats, is_stale = current_stats(), stale()
     with force_locale(language):
         topic_bars = [(topic_title(row.key), row.received.value) for row in stats.topics]
         month_bars = [(row.key, row.received.value) for row in stats.months]
@@ -299,10 +302,10 @@ def _render(language: str) -> Response:
                                region_title=region_title,
                                topic_bars=topic_bars, month_bars=month_bars,
                                as_of=stats.computed_at.astimezone(LOCAL_TIME)
-                               .strftime("%d.%m.%Y %H:%M"), stale=stale())
+                               .strftime("%d.%m.%Y %H:%M"), stale=is_stale)
     response = Response(html, mimetype="text/html")
     response.headers["Content-Language"] = language
-    return response
+    return _cacheable(response, is_stale)
 
 
 def _visitor_language() -> str:
@@ -315,10 +318,10 @@ def page() -> ResponseReturnValue:
     """Show the public figures in the visitor's language (Accept-Language; Kazakh otherwise)."""
     response = _render(_visitor_language())
     response.vary.add("Accept-Language")
-    return _cacheable(response)
+    return response
 
 
 @bp.get("/<any(kk, ru, en):language>")
 def page_in(language: str) -> ResponseReturnValue:
     """Show the public figures in one language."""
-    return _cacheable(_render(language))
+    return _render(language)

@@ -360,10 +360,10 @@ def post(browser: Browser, path: str, sent: Sent,
          headers: dict[str, str] | None = None) -> TestResponse:
     """Send a form; follow a redirect to a page of the site, as a browser does.
 
-    Following it matters: a form that succeeds flashes its message into the session cookie,
-    and the page it redirects to shows and removes it. Without the page, a module's hundreds
-    of forms piled their messages up in the cookie of its one logged-in browser, past the 4 KB
-    a cookie may hold, and which test met that depended on pytest-xdist's order.
+    A form that succeeds flashes its message into the session cookie, and the page it
+    redirects to shows and removes it: without the page the messages of a module's forms would
+    pile up in the cookie of its one logged-in browser. (The cookie that did outgrow its 4 KB
+    held one message naming a hundred questions: hotline.callbacks.id_list.)
     """
     response = browser.client.post(
         path, base_url=BASE_URL, data=sent.data, content_type=sent.content_type,
