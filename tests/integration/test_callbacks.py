@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from sqlalchemy import select, text, update
+from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
 from flows.content import DEFAULT_CONTENT_DIR, ContentError, load_content
@@ -1159,6 +1160,13 @@ def test_ending_a_question_while_a_status_arrives_does_not_deadlock(
     assert attempts(db, question_id)[0].state == "ended"
 
 
+def never_the_victim(session: Session) -> None:
+    """Let the request, not this transaction, be the one a deadlock aborts: PostgreSQL aborts
+    the backend whose wait first outlasts deadlock_timeout (1 s), and under load (pytest-xdist)
+    the test's own backend sometimes checked first. The tests connect as a superuser."""
+    session.execute(text("SET LOCAL deadlock_timeout = '30s'"))
+
+
 def _wait_until_blocked(db: Db) -> None:
     """Return once a transaction on this test's database waits for a lock (other tests on
     the same server have databases of their own)."""
@@ -1207,12 +1215,13 @@ def test_a_request_the_database_aborts_for_a_deadlock_runs_again(
             .with_for_update()
     rt = app.extensions["hotline"]
     with rt.sessions() as other_writer, other_writer.begin():
+        never_the_victim(other_writer)
         other_writer.execute(select(Question.id).where(Question.id == question_id)
                              .with_for_update())
         sender = threading.Thread(target=send)
         sender.start()
         _wait_until_blocked(db)  # the request holds its first lock and waits for the question
-        other_writer.execute(second_lock)  # a deadlock: one of the two is aborted in 1 s
+        other_writer.execute(second_lock)  # a deadlock: the request is aborted in 1 s
     sender.join(timeout=30)
     [answer] = answers
     # The deadlock happened, and the request was its victim.
@@ -1266,6 +1275,7 @@ def test_twilio_is_asked_once_when_its_answer_meets_a_deadlock(
         f"/questions/{question_id}/call", {"csrf_token": token})))
     rt = app.extensions["hotline"]
     with rt.sessions() as other_writer, other_writer.begin():
+        never_the_victim(other_writer)
         sender.start()
         assert asked.wait(10)
         other_writer.execute(select(Question.id).where(Question.id == question_id)
