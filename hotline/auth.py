@@ -93,9 +93,13 @@ class LoginForm(FlaskForm):  # type: ignore[misc]
 
 def _stamp(user: User) -> str:
     """What a session keeps of the account: a new password, or the account closed, changes
-    it, and every session with the old stamp is over."""
+    it (storage.users sets sessions_from), and every session with the old stamp is over.
+
+    Not the password hash itself: a login rehashes the same password when the hashing cost
+    changes (storage.users.attempt_login), and that must not log the user out elsewhere.
+    """
     since = user.sessions_from.isoformat() if user.sessions_from else ""
-    return hashlib.sha256(f"{user.password_hash}|{since}".encode()).hexdigest()[:16]
+    return hashlib.sha256(f"{user.id}|{since}".encode()).hexdigest()[:16]
 
 
 def _runtime() -> Runtime:

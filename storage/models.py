@@ -350,8 +350,8 @@ class User(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_login_at: Mapped[datetime | None]
-    # Sessions opened before this are over (set when the account is closed); part of the
-    # session's stamp with the password hash (hotline.auth).
+    # Sessions opened before this are over (set when the account is closed or its password
+    # changed); the session's stamp (hotline.auth).
     sessions_from: Mapped[datetime | None]
 
     def __repr__(self) -> str:

@@ -151,10 +151,16 @@ def change_user(session: Session, user: User, *, name: str | None = None,
     return changes
 
 
-def set_password(session: Session, user: User, password: str) -> None:
-    """Give the user a new password; the sessions opened with the old one end (hotline.auth
-    keeps a stamp of the hash in the session), and earlier failed logins for it are forgotten."""
+def set_password(session: Session, user: User, password: str,
+                 now: datetime | None = None) -> None:
+    """Give the user a new password; the sessions opened with the old one end (sessions_from,
+    part of the stamp hotline.auth keeps in each session), and earlier failed logins for it
+    are forgotten.
+
+    Only a new password ends sessions: a login that rehashes the same password at a new cost
+    (attempt_login) changes the hash but not the stamp, so the user's other devices stay."""
     user.password_hash = _checked_password(password)
+    user.sessions_from = now or utcnow()
     session.execute(delete(LoginAttempt).where(LoginAttempt.email == user.email))
     session.flush()
 

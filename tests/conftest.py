@@ -43,11 +43,20 @@ PRODUCTION_HASHER = storage.users.hasher
 CHEAP_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
 
-@pytest.fixture(autouse=True)
-def cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture(scope="session", autouse=True)
+def cheap_password_hashing() -> Iterator[None]:
     """Hash and check passwords with CHEAP_HASHER (a hash made with either checks with
-    either: Argon2 keeps its parameters in the hash)."""
-    monkeypatch.setattr(storage.users, "hasher", CHEAP_HASHER)
+    either: Argon2 keeps its parameters in the hash).
+
+    For the whole session, so that it is in place before any fixture of a wider scope than a
+    test makes an account (pytest sets fixtures up widest scope first): a module's accounts
+    hashed at the production cost were rehashed at the first login of a test
+    (storage.users.attempt_login): slow, and (before sessions stopped depending on the hash)
+    the module's logged-in browsers were logged out.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(storage.users, "hasher", CHEAP_HASHER)
+        yield
 
 
 @pytest.fixture

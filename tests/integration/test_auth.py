@@ -13,6 +13,7 @@ from flask import Flask
 from itsdangerous import TimestampSigner
 from sqlalchemy import func, select
 
+import storage.users
 from hotline.config import Settings
 from hotline.i18n import TRANSLATIONS_DIR, po_files
 from storage.models import CHANNEL_VOICE, LoginAttempt, Question, User
@@ -22,7 +23,7 @@ from storage.users import (
     MAX_FAILURES,
     MAX_FAILURES_PER_ADDRESS,
     attempt_login,
-    hasher,
+    set_password,
 )
 from tests.workspace_support import PASSWORD, Browser, Db, add_user, page, users_cli
 
@@ -155,8 +156,27 @@ def test_a_changed_password_ends_open_sessions(app: Flask, db: Db, consultant: s
     browser = Browser(app)
     browser.login(consultant)
     with db() as session:
-        session.scalars(select(User)).one().password_hash = hasher.hash("a new password!")
+        set_password(session, session.scalars(select(User)).one(), "a new password!")
     assert browser.get("/queue").status_code == 302
+
+
+def test_a_login_that_rehashes_the_password_keeps_the_other_sessions(
+        app: Flask, db: Db, consultant: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new hashing cost (an upgrade of argon2-cffi, a setting) rehashes the password at the
+    next login; the same password on another device is no reason to log that one out."""
+    phone = Browser(app, ip="192.0.2.21")
+    phone.login(consultant)
+    with db() as session:
+        before = session.scalars(select(User)).one().password_hash
+    costlier = PasswordHasher(time_cost=2, memory_cost=2048, parallelism=1)
+    monkeypatch.setattr(storage.users, "hasher", costlier)
+    laptop = Browser(app, ip="192.0.2.22")
+    assert laptop.login(consultant).status_code == 302
+    with db() as session:
+        after = session.scalars(select(User)).one().password_hash
+    assert after != before and not costlier.check_needs_rehash(after)
+    assert phone.get("/queue").status_code == 200
+    assert laptop.get("/queue").status_code == 200
 
 
 # -- the limit on failed logins ---------------------------------------------------------------
