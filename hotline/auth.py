@@ -140,6 +140,22 @@ def role_required(*roles: str) -> Callable[[View], View]:
     return decorate
 
 
+# The longest address kept for after the login: it waits in the session, a cookie that browsers
+# keep only up to 4 KB (an address of a few hundred letters outside ASCII would not fit).
+MAX_NEXT_LENGTH = 1000
+
+
+def to_login() -> ResponseReturnValue:
+    """Send a logged-out visitor to the login form, and back to the page after it: with its
+    query (the queue's filters) when short, else the page alone."""
+    page = request.full_path if request.query_string else request.path
+    if len(page) > MAX_NEXT_LENGTH:
+        page = request.path
+    if len(page) <= MAX_NEXT_LENGTH:
+        session["next"] = page
+    return redirect(url_for("auth.login"))
+
+
 def _safe_next(target: object) -> str | None:
     """Return target if it is a path on this site (never another host: no open redirect)."""
     if not isinstance(target, str) or not target.startswith("/") or target.startswith("//"):
@@ -242,7 +258,7 @@ def init_app(app: Flask) -> None:
         SESSION_REFRESH_EACH_REQUEST=True,
         # The token lives as long as the session, which expires on its own.
         WTF_CSRF_TIME_LIMIT=None,
-        # Where to go after logging in is kept in the session, not in the login URL.
+        # Where to go after logging in is kept in the session, not in the login URL (to_login).
         USE_SESSION_FOR_NEXT=True,
     )
     app.session_interface = CookieSessions()
@@ -254,6 +270,7 @@ def init_app(app: Flask) -> None:
     login_manager.user_loader(load_account)
     login_manager.login_view = "auth.login"
     login_manager.login_message = None
+    login_manager.unauthorized_handler(to_login)
     app.register_error_handler(CSRFError, csrf_failed)
     app.register_blueprint(bp)
 

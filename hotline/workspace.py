@@ -95,7 +95,7 @@ def require_login() -> ResponseReturnValue | None:
             # private. A history restore follows the redirect below as a page does.)
             page = urlsplit(request.headers.get("HX-Current-URL", "")).path
             if page.startswith("/") and not page.startswith("//"):
-                session["next"] = page  # where Flask-Login keeps it (USE_SESSION_FOR_NEXT)
+                session["next"] = page  # where auth.to_login keeps it
             response = Response(status=200)
             response.headers["HX-Redirect"] = url_for("auth.login")
             return response
