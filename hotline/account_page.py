@@ -19,6 +19,7 @@ from flask_login import login_user
 from sqlalchemy.orm import Session
 
 from hotline import auth
+from hotline.auth import client_address
 from hotline.config import LOCAL_TIME
 from hotline.users_page import user_error
 from hotline.workspace import ROLES, bp, runtime
@@ -48,15 +49,11 @@ def _page(user: User, error: str | None = None, status: int = 200, *,
     return html, status, headers or {}
 
 
-def _ip() -> str:
-    return (request.remote_addr or "unknown")[:45]
-
-
 def _password_refused(db: Session, user: User, current: str, *,
                       phone: str | None = None) -> ResponseReturnValue | None:
     """The page saying why, if current is not the user's password (or the checks are paused
     after too many wrong ones); None if it is. phone: what they typed, shown again."""
-    checked = confirm_password(db, user, current, _ip())
+    checked = confirm_password(db, user, current, client_address() or "unknown")
     if checked.locked_until is not None:
         until = checked.locked_until.astimezone(LOCAL_TIME).strftime("%H:%M")
         seconds = max(1, int((checked.locked_until - utcnow()).total_seconds()))
@@ -101,7 +98,7 @@ def account_phone() -> ResponseReturnValue:
             db.rollback()
             return _page(user, user_error(exc), 400, phone=phone)
         if changes:
-            audit.record(db, user.id, audit.ACCOUNT, ip=_ip(), account=user.email,
+            audit.record(db, user.id, audit.ACCOUNT, ip=client_address(), account=user.email,
                          **changes, via=audit.VIA_ACCOUNT_PAGE)
     flash(_("Your phone number is saved.") if changes else _("Nothing was changed."))
     return redirect(url_for("workspace.account"), 303)
@@ -126,8 +123,8 @@ def account_password() -> ResponseReturnValue:
             db.rollback()
             return _page(user, _("The new password needs at least %(count)s characters.",
                                  count=MIN_PASSWORD_LENGTH), 400)
-        audit.record(db, user.id, audit.ACCOUNT, ip=_ip(), account=user.email, password=True,
-                     via=audit.VIA_ACCOUNT_PAGE)
+        audit.record(db, user.id, audit.ACCOUNT, ip=client_address(), account=user.email,
+                     password=True, via=audit.VIA_ACCOUNT_PAGE)
         renewed = auth.Account.of(user)
     # This browser stays logged in with the new password's stamp; every other session ends.
     login_user(renewed)

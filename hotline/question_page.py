@@ -34,6 +34,7 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy.orm import Session
 
 from hotline import auth, callbacks, i18n
+from hotline.auth import client_address
 from hotline.workspace import (
     CHANNELS,
     TRANSCRIPTION,
@@ -192,10 +193,6 @@ def _field(name: str) -> str:
     return request.form.get(name, "").replace("\x00", "")
 
 
-def _ip() -> str | None:
-    return (request.remote_addr or "")[:45] or None
-
-
 def _holder_state(question: Question, user_id: int, now: datetime) -> tuple[str, bool, bool]:
     """Who holds the question (for the page), whether this user holds it, may claim it."""
     if question.status == QUESTION_CLOSED:
@@ -309,7 +306,8 @@ def question(question_id: int) -> ResponseReturnValue:
         found = load_question(db, question_id)
         if found is None:
             abort(404)
-        record_once(db, account.id, audit.OPENED, question_id, now, AUDIT_REPEAT_WINDOW, _ip())
+        record_once(db, account.id, audit.OPENED, question_id, now, AUDIT_REPEAT_WINDOW,
+                    client_address())
         # The callback panel's own context (hotline.callbacks); this page's names win a clash.
         context = {**callbacks.panel(db, found, account),
                    **_page_context(db, found, account, now)}
@@ -338,7 +336,7 @@ def question_audio(question_id: int) -> ResponseReturnValue:
         starts = asked is None or bool(asked.ranges and asked.ranges[0][0] == 0)
         if request.method == "GET" and starts:
             record_once(db, account.id, audit.LISTENED, question_id, now, AUDIT_REPEAT_WINDOW,
-                        _ip())
+                        client_address())
     mimetype = AUDIO_TYPES.get(PurePosixPath(audio.key).suffix.lower(), "application/octet-stream")
     if audio.path is not None:  # the folder store: send the file itself
         return send_file(audio.path, mimetype=mimetype, conditional=True, max_age=0)
@@ -398,7 +396,7 @@ def release(question_id: int) -> ResponseReturnValue:
             return refused
         release_claim(db, question_id, account.id)
         end_live_attempts(db, question_id, now)  # the resident is not dialled after all
-        audit.record(db, account.id, audit.RELEASED, question_id, ip=_ip(), at=now)
+        audit.record(db, account.id, audit.RELEASED, question_id, ip=client_address(), at=now)
     return redirect(url_for("workspace.queue", released=question_id), 303)
 
 
@@ -438,7 +436,7 @@ def _change(question_id: int, apply: Change, *,
 def correct(question_id: int) -> ResponseReturnValue:
     """Save the corrected version of the transcript."""
     refused = _change(question_id, lambda db, found, user_id, now: correct_transcript(
-        db, found, _field("corrected_text"), user_id, now, _ip()))
+        db, found, _field("corrected_text"), user_id, now, client_address()))
     return refused if refused is not None else _saved(question_id, "transcript")
 
 
@@ -447,7 +445,7 @@ def correct(question_id: int) -> ResponseReturnValue:
 def note(question_id: int) -> ResponseReturnValue:
     """Add a note to the question."""
     refused = _change(question_id, lambda db, found, user_id, now: add_note(
-        db, found, _field("body"), user_id, now, _ip()))
+        db, found, _field("body"), user_id, now, client_address()))
     return refused if refused is not None else _saved(question_id, "notes")
 
 
@@ -458,12 +456,12 @@ def tags(question_id: int) -> ResponseReturnValue:
     refused = _change(question_id, lambda db, found, user_id, now: set_tags(
         db, found, topic=_field("topic"), region=_field("region"), village=_field("village"),
         urgent=request.form.get("urgent") == "1", topics=tuple(runtime().flow.content.topics),
-        user_id=user_id, now=now, ip=_ip()))
+        user_id=user_id, now=now, ip=client_address()))
     return refused if refused is not None else _saved(question_id, "tags")
 
 
 def _quick_close(db: Session, found: Question, user_id: int, now: datetime) -> None:
-    quick_close(db, found, _field("reason"), user_id, now, _ip())
+    quick_close(db, found, _field("reason"), user_id, now, client_address())
     end_live_attempts(db, found.id, now)  # the resident is not dialled after all
 
 

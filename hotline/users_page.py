@@ -14,15 +14,12 @@ from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 
 from hotline import auth
+from hotline.auth import client_address
 from hotline.workspace import ROLES, bp, local_time, runtime
 from storage import audit
 from storage.db import unit_of_work
 from storage.models import ROLE_COORDINATOR, User
 from storage.users import UserError, change_user, list_users
-
-
-def _ip() -> str | None:
-    return (request.remote_addr or "")[:45] or None
 
 
 @bp.get("/admin/users")
@@ -91,7 +88,8 @@ def change(user_id: int) -> ResponseReturnValue:
             db.rollback()
             return _form(entered, user_error(exc), 400)
         if changes:
-            audit.record(db, me.id, audit.ACCOUNT, ip=_ip(), account=found.email, **changes)
+            audit.record(db, me.id, audit.ACCOUNT, ip=client_address(), account=found.email,
+                         **changes)
         saved = found.name
     flash(_("Saved: %(name)s.", name=saved) if changes else
           _("Nothing was changed: %(name)s.", name=saved))
