@@ -6,8 +6,8 @@ users add`), changes it here without anyone else. The current password is asked 
 either change, and a wrong one counts as a failed login (storage.users.confirm_password): a
 session left open on a shared computer, or stolen, is not enough to put another phone where
 residents' calls are connected, nor to guess a way to a new password. A new password ends the
-account's sessions everywhere else (hotline.auth: the session keeps a stamp of the hash); this
-browser is logged in again with the new stamp. Both changes are audit events.
+account's sessions everywhere else (storage.users.set_password moves users.sessions_from, the
+sessions' stamp); this browser is logged in again with the new stamp. Both changes are audit events.
 """
 
 from __future__ import annotations
@@ -20,22 +20,18 @@ from sqlalchemy.orm import Session
 
 from hotline import auth
 from hotline.auth import client_address
-from hotline.config import LOCAL_TIME
 from hotline.users_page import user_error
 from hotline.workspace import ROLES, bp, runtime
 from storage import audit
 from storage.db import unit_of_work
-from storage.models import User, utcnow
+from storage.models import User
 from storage.phones import is_local_personal_phone, normalise_phone
 from storage.users import (
     MIN_PASSWORD_LENGTH,
     UserError,
     change_user,
-    confirm_password,
     set_password,
 )
-
-_LONGEST_PASSWORD = 1024  # as the login form
 
 
 def _page(user: User, error: str | None = None, status: int = 200, *,
@@ -53,16 +49,10 @@ def _password_refused(db: Session, user: User, current: str, *,
                       phone: str | None = None) -> ResponseReturnValue | None:
     """The page saying why, if current is not the user's password (or the checks are paused
     after too many wrong ones); None if it is. phone: what they typed, shown again."""
-    checked = confirm_password(db, user, current, client_address() or "unknown")
-    if checked.locked_until is not None:
-        until = checked.locked_until.astimezone(LOCAL_TIME).strftime("%H:%M")
-        seconds = max(1, int((checked.locked_until - utcnow()).total_seconds()))
-        return _page(user, _("Too many failed attempts. Changes are paused until %(time)s "
-                             "(Almaty time).", time=until), 429, phone=phone,
-                     headers={"Retry-After": str(seconds)})
-    if checked.user is None:
-        return _page(user, _("The current password is wrong."), 400, phone=phone)
-    return None
+    refused = auth.recheck_password(db, user, current)
+    if refused is None:
+        return None
+    return _page(user, refused.message, refused.status, phone=phone, headers=refused.headers)
 
 
 @bp.get("/account")
@@ -78,7 +68,7 @@ def account_phone() -> ResponseReturnValue:
     password first: the hotline connects residents to this number, so a session someone else
     got hold of must not be enough to put their own phone there."""
     phone = request.form.get("phone", "").replace("\x00", "")[:40]
-    current = request.form.get("current", "")[:_LONGEST_PASSWORD]
+    current = request.form.get("current", "")[:auth.MAX_PASSWORD_LENGTH]
     with unit_of_work(runtime().sessions) as db:
         user = db.get_one(User, auth.current_account().id)
         refused = _password_refused(db, user, current, phone=phone)
@@ -107,9 +97,9 @@ def account_phone() -> ResponseReturnValue:
 @bp.post("/account/password")
 def account_password() -> ResponseReturnValue:
     """Change the user's own password: the current one first, the new one twice."""
-    current = request.form.get("current", "")[:_LONGEST_PASSWORD]
-    new = request.form.get("new", "")[:_LONGEST_PASSWORD]
-    repeated = request.form.get("repeat", "")[:_LONGEST_PASSWORD]
+    current = request.form.get("current", "")[:auth.MAX_PASSWORD_LENGTH]
+    new = request.form.get("new", "")[:auth.MAX_PASSWORD_LENGTH]
+    repeated = request.form.get("repeat", "")[:auth.MAX_PASSWORD_LENGTH]
     with unit_of_work(runtime().sessions) as db:
         user = db.get_one(User, auth.current_account().id)
         refused = _password_refused(db, user, current)

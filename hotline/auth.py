@@ -31,6 +31,7 @@ from flask_babel import lazy_gettext as _l
 from flask_login import LoginManager, current_user, login_user, logout_user
 from flask_wtf import FlaskForm
 from flask_wtf.csrf import CSRFError, CSRFProtect
+from sqlalchemy.orm import Session as DbSession
 from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired, Length
 
@@ -39,7 +40,7 @@ from hotline.config import LOCAL_TIME
 from hotline.runtime import Runtime
 from storage.db import unit_of_work
 from storage.models import User, utcnow
-from storage.users import attempt_login
+from storage.users import attempt_login, confirm_password
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +83,17 @@ class Account:
         return self.role in roles
 
 
+# The longest password a form takes (the login form's limit too).
+MAX_PASSWORD_LENGTH = 1024
+
+
 class LoginForm(FlaskForm):  # type: ignore[misc]
     """Email and password, with a CSRF token."""
 
     email = EmailField(_l("Email"), validators=[DataRequired(), Length(max=254)],
                        render_kw={"autocomplete": "username", "autofocus": True})
-    password = PasswordField(_l("Password"), validators=[DataRequired(), Length(max=1024)],
+    password = PasswordField(_l("Password"), validators=[DataRequired(),
+                                                         Length(max=MAX_PASSWORD_LENGTH)],
                              render_kw={"autocomplete": "current-password"})
 
 
@@ -122,6 +128,35 @@ def client_address() -> str | None:
     """The request's client address as the hotline stores it (audit events, failed logins): 45
     characters at most (an IPv6 address), None when the server was not told it."""
     return (request.remote_addr or "")[:45] or None
+
+
+@dataclass(frozen=True)
+class Refused:
+    """Why a change that needs the user's own password again was refused, for its page."""
+
+    message: str
+    status: int
+    headers: dict[str, str]
+
+
+def recheck_password(db: DbSession, user: User, password: str) -> Refused | None:
+    """Check the logged-in user's own password again before a change that a session alone
+    (left open on a shared computer, or stolen) must not make: the phone residents are
+    connected to, a new password. None when it is right.
+
+    A wrong one counts as a failed login for the email and the address, and while either is
+    locked nothing is checked (storage.users.confirm_password): no guessing through a form.
+    """
+    checked = confirm_password(db, user, password[:MAX_PASSWORD_LENGTH],
+                               client_address() or "unknown")
+    if checked.locked_until is not None:
+        until = checked.locked_until.astimezone(LOCAL_TIME).strftime("%H:%M")
+        seconds = max(1, int((checked.locked_until - utcnow()).total_seconds()))
+        return Refused(_("Too many failed attempts. Changes are paused until %(time)s "
+                         "(Almaty time).", time=until), 429, {"Retry-After": str(seconds)})
+    if checked.user is None:
+        return Refused(_("The current password is wrong."), 400, {})
+    return None
 
 
 def current_account() -> Account:

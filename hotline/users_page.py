@@ -3,6 +3,11 @@ closed). New accounts are made on the server (`hotline users`), and a password i
 typed by its owner: there (`hotline users add`, `password`) or on their own account page
 (account_page), never in a form a coordinator fills in for someone else.
 
+A new phone number takes the coordinator's own password too, as on one's own account page: the
+hotline connects residents to it, and a coordinator's session alone (left open, or stolen) must
+not be enough to send a consultant's callbacks to another phone. Removing a number, and every
+other change, takes the session alone.
+
 A coordinator does not close their own account or take away their own role here (the page
 would lock them out mid-change); storage.users refuses to leave no active coordinator at all.
 """
@@ -19,6 +24,7 @@ from hotline.workspace import ROLES, bp, local_time, runtime
 from storage import audit
 from storage.db import unit_of_work
 from storage.models import ROLE_COORDINATOR, User
+from storage.phones import normalise_phone
 from storage.users import UserError, change_user, list_users
 
 
@@ -42,11 +48,11 @@ def _account(db_user: User) -> dict[str, object]:
             "role": db_user.role, "phone": db_user.phone or "", "active": db_user.active}
 
 
-def _form(account: dict[str, object], error: str | None = None,
-          status: int = 200) -> ResponseReturnValue:
+def _form(account: dict[str, object], error: str | None = None, status: int = 200,
+          headers: dict[str, str] | None = None) -> ResponseReturnValue:
     me = auth.current_account().id == account["id"]
     return render_template("user_edit.html", account=account, roles=list(ROLES.items()),
-                           me=me, error=error), status
+                           me=me, error=error), status, headers or {}
 
 
 @bp.get("/admin/users/<int:user_id>")
@@ -70,8 +76,10 @@ def change(user_id: int) -> ResponseReturnValue:
     phone = request.form.get("phone", "").replace("\x00", "")[:40]
     role = request.form.get("role", "")
     active = request.form.get("active") == "1"
+    current = request.form.get("current", "")
     if role not in ROLES:
         abort(400)
+    region = runtime().settings.default_region
     with unit_of_work(runtime().sessions) as db:
         found = db.get(User, user_id)
         if found is None:
@@ -81,9 +89,14 @@ def change(user_id: int) -> ResponseReturnValue:
         if found.id == me.id and (not active or role != found.role):
             return _form(entered, _("You cannot close your own account or change your own "
                                     "role here. Ask another coordinator."), 400)
+        typed = normalise_phone(phone, region)
+        if typed is not None and typed != found.phone:
+            refused = auth.recheck_password(db, db.get_one(User, me.id), current)
+            if refused is not None:  # (a wrong one is kept as a failed login: committed)
+                return _form(entered, refused.message, refused.status, refused.headers)
         try:
             changes = change_user(db, found, name=name, phone=phone, role=role, active=active,
-                                  region=runtime().settings.default_region)
+                                  region=region)
         except UserError as exc:
             db.rollback()
             return _form(entered, user_error(exc), 400)

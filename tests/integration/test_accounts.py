@@ -216,7 +216,8 @@ def test_a_coordinator_changes_a_consultants_phone(app: Flask, db: Db, consultan
     assert shown.headings == ["Aigerim Nurlanovna"]
     assert (shown.inputs["name"], shown.inputs["phone"]) == ("Aigerim Nurlanovna", "")
     response = browser.post(f"/admin/users/{target.id}",
-                            _form(browser, target.id, phone="+7 (701) 765-43-21"))
+                            _form(browser, target.id, phone="+7 (701) 765-43-21",
+                                  current=PASSWORD))
     assert response.status_code == 303
     assert response.headers["Location"] == "/admin/users"
     assert "Saved: Aigerim Nurlanovna." in browser.get("/admin/users").get_data(as_text=True)
@@ -226,6 +227,37 @@ def test_a_coordinator_changes_a_consultants_phone(app: Flask, db: Db, consultan
     audit = page(browser.get("/admin/audit?action=account"))
     assert ["Dana Coordinator", "changed an account", "—",
             f"account: {consultant}; phone number changed"] == audit.rows[1][1:]
+
+
+def test_a_new_phone_takes_the_coordinator_s_own_password(app: Flask, db: Db, consultant: str,
+                                                         coordinator: str) -> None:
+    """A coordinator's session alone (left open, stolen) cannot send a consultant's callbacks
+    to another phone; a wrong password counts as a failed login. Removing a number, or a
+    change that leaves the number as it is, takes the session alone."""
+    assert users_cli(app, ["edit", consultant, "--phone", "+77015550101"]).exit_code == 0
+    browser = Browser(app)
+    browser.login(coordinator)
+    target = _user(db, consultant).id
+    before = _account_events(db)
+    for current in ("", "a guess"):
+        response = browser.post(f"/admin/users/{target}",
+                                _form(browser, target, phone="+77017654321", current=current))
+        assert response.status_code == 400
+        shown = page(response)
+        assert shown.errors == ["The current password is wrong."]
+        assert (shown.inputs["phone"], shown.inputs["current"]) == ("+77017654321", "")
+    assert _user(db, consultant).phone == "+77015550101"
+    assert _account_events(db) == before
+    assert failures_for(db, coordinator) == 2
+    # The same number written another way, and a new name: no password.
+    assert browser.post(f"/admin/users/{target}", _form(
+        browser, target, phone="8 701 555 01 01", name="Aigerim N.")).status_code == 303
+    assert (_user(db, consultant).phone, _user(db, consultant).name) == (
+        "+77015550101", "Aigerim N.")
+    # No number (they cannot call back until they set one): no password either.
+    assert browser.post(f"/admin/users/{target}",
+                        _form(browser, target, phone="")).status_code == 303
+    assert _user(db, consultant).phone is None
 
 
 def test_a_wrong_phone_keeps_what_was_typed_and_changes_nothing(
