@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 from flask import current_app
 
@@ -25,13 +25,29 @@ class _Kept:
     failing: bool = False  # the last computation failed: value is older than seconds
 
 
-def kept(name: str, seconds: float, compute: Callable[[], T], *,
-         stale_on_error: bool = False) -> T:
-    """compute()'s result, computed again when the app's last one is seconds old or more.
+@dataclass(frozen=True)
+class Result(Generic[T]):
+    """What kept_or_older gave: the value, and whether it is older than asked for."""
 
-    If computing fails: with stale_on_error, the last result, however old, if there is one
-    (the public figures through a database outage; failing(name) tells), and the next request
-    tries again; else the error."""
+    value: T
+    stale: bool  # computing it afresh failed: this is the last result, however old
+
+
+def kept(name: str, seconds: float, compute: Callable[[], T]) -> T:
+    """compute()'s result, computed again when the app's last one is seconds old or more;
+    if computing fails, the error."""
+    return _kept(name, seconds, compute, stale_on_error=False).value
+
+
+def kept_or_older(name: str, seconds: float, compute: Callable[[], T]) -> Result[T]:
+    """As kept, but if computing fails the last result, however old, if there is one (the
+    public figures through a database outage), marked stale; the next request tries again.
+    The value and its mark are read together, under the entry's lock."""
+    return _kept(name, seconds, compute, stale_on_error=True)
+
+
+def _kept(name: str, seconds: float, compute: Callable[[], T], *,
+          stale_on_error: bool) -> Result[T]:
     entry = _entry(name)
     with entry.lock:
         if entry.at is None or time.monotonic() - entry.at >= seconds:
@@ -43,12 +59,7 @@ def kept(name: str, seconds: float, compute: Callable[[], T], *,
                     raise
                 entry.failing = True
                 log.exception("%s: computing failed; the last result is shown", name)
-        return cast(T, entry.value)
-
-
-def failing(name: str) -> bool:
-    """Whether the app's last try to compute name failed, so that kept gave an older result."""
-    return _entry(name).failing
+        return Result(cast(T, entry.value), entry.failing)
 
 
 def _entry(name: str) -> _Kept:

@@ -25,7 +25,7 @@ from werkzeug.exceptions import InternalServerError
 
 from hotline import i18n
 from hotline.config import LOCAL_TIME
-from hotline.memo import failing, kept
+from hotline.memo import Result, kept_or_older
 from hotline.reports_page import region_title
 from hotline.workspace import runtime, topic_title
 from storage import reports as figures
@@ -174,22 +174,18 @@ def compute(facts: Sequence[figures.QuestionFacts], months: Sequence[str],
     )
 
 
-def current_stats() -> PublicStats:
+def current_stats() -> Result[PublicStats]:
     """The public figures of the last PERIOD_MONTHS months, computed at most once every
     STATS_SECONDS by this app (hotline.memo): the page needs no login, and each computation
     reads every question of those months, so visitors asking often, or many at once, cost
     the database one computation a minute. Through a database outage the last figures stay
-    (unavailable, when there are none yet), and stale() says so."""
-    return kept(_KEPT_AS, STATS_SECONDS, _compute_stats, stale_on_error=True)
+    (unavailable, when there are none yet), marked stale.
 
-
-def stale() -> bool:
-    """Whether current_stats gave older figures because computing them afresh failed: the
-    page and the JSON say so, with the time they were computed, and caches keep them for
-    STALE_CACHE_SECONDS only. Fresh figures carry no time: they are at most STATS_SECONDS
-    old, and a time that changed every minute would change the ETag with it, so that a cache
-    could never revalidate them."""
-    return failing(_KEPT_AS)
+    Stale figures: the page and the JSON say so, with the time they were computed, and caches
+    keep them for STALE_CACHE_SECONDS only. Fresh figures carry no time: they are at most
+    STATS_SECONDS old, and a time that changed every minute would change the ETag with it, so
+    that a cache could never revalidate them."""
+    return kept_or_older(_KEPT_AS, STATS_SECONDS, _compute_stats)
 
 
 def _compute_stats() -> PublicStats:
@@ -236,7 +232,7 @@ def _row_json(row: Row, name: str) -> dict[str, Any]:
 
 
 def stats_json(stats: PublicStats, is_stale: bool) -> dict[str, Any]:
-    """The published figures as a JSON document; is_stale: see stale() (then computed_at
+    """The published figures as a JSON document; is_stale: see current_stats() (then computed_at
     too)."""
     totals = _row_json(stats.total, "period")
     totals.pop("period")
@@ -284,16 +280,16 @@ def unavailable(_error: InternalServerError) -> ResponseReturnValue:
 @bp.get("/stats.json")
 def stats() -> ResponseReturnValue:
     """Send the public figures as JSON."""
-    figures_now, is_stale = current_stats(), stale()  # the flag once: it goes in twice
-    response = jsonify(stats_json(figures_now, is_stale))
+    figures_now = current_stats()
+    response = jsonify(stats_json(figures_now.value, figures_now.stale))
     response.headers["Access-Control-Allow-Origin"] = "*"
-    return _cacheable(response, is_stale)
+    return _cacheable(response, figures_now.stale)
 
 
 def _render(language: str) -> Response:
-    """The page in language, cacheable (the stale flag read once for the page and its
-    caching)."""
-    stats, is_stale = current_stats(), stale()
+    """The page in language, cacheable."""
+    kept_now = current_stats()
+    stats, is_stale = kept_now.value, kept_now.stale
     with force_locale(language):
         topic_bars = [(topic_title(row.key), row.received.value) for row in stats.topics]
         month_bars = [(row.key, row.received.value) for row in stats.months]
