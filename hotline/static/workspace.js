@@ -7,3 +7,16 @@ document.addEventListener("htmx:beforeSwap", function (event) {
     event.detail.shouldSwap = true;
   }
 });
+
+// A form marked data-once (calling a resident, sending an SMS) disables its button once sent,
+// so that a double click sends one request (the server refuses a second one anyway). Here
+// rather than in an hx-on attribute: the Content-Security-Policy allows no code in the page.
+document.addEventListener("submit", function (event) {
+  var form = event.target;
+  if (form instanceof HTMLFormElement && form.hasAttribute("data-once")) {
+    form.querySelectorAll("button[type=submit]").forEach(function (button) {
+      // After the event: a disabled button's name and value would not be sent.
+      setTimeout(function () { button.disabled = true; }, 0);
+    });
+  }
+});

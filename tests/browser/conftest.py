@@ -210,21 +210,38 @@ def screenshots() -> Path:
     return SCREENSHOTS
 
 
+class PolicyViolations:
+    """What Chromium refused in a context's pages because of the Content-Security-Policy
+    (hotline.app): it says so on the console, and the page goes on without the refused code
+    or style, so only the console tells."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def watch(self, context: BrowserContext) -> BrowserContext:
+        context.on("console", lambda message: self.messages.append(message.text)
+                   if "Content Security Policy" in message.text else None)
+        return context
+
+
 @pytest.fixture
 def new_context(browser: Browser, server: str, screenshots: Path) -> Iterator[NewContext]:
-    """Open browser contexts (one per consultant) on the live server; close them afterwards."""
+    """Open browser contexts (one per consultant) on the live server; close them afterwards,
+    and fail the test if any of their pages broke the Content-Security-Policy."""
     opened: list[BrowserContext] = []
+    violations = PolicyViolations()
 
     def open_context(**options: Any) -> BrowserContext:
         options.setdefault("viewport", DESKTOP)
         context = browser.new_context(base_url=server, locale="en-US", **options)
         context.set_default_timeout(TIMEOUT_MS)
-        opened.append(context)
+        opened.append(violations.watch(context))
         return context
 
     yield open_context
     for context in opened:
         context.close()
+    assert violations.messages == []
 
 
 def shot(page: Page, name: str) -> Path:

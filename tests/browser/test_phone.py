@@ -38,6 +38,7 @@ from tests.browser.conftest import (
     DESKTOP,
     PHONE,
     TIMEOUT_MS,
+    PolicyViolations,
     log_in,
     shot,
 )
@@ -101,14 +102,17 @@ def phone_browser(playwright: Playwright, microphone_wav: Path) -> Iterator[Brow
 @pytest.fixture
 def phone_context(phone_browser: Browser, server: str,
                   screenshots: Path) -> Iterator[BrowserContext]:
-    """A browser context on the live server, allowed to use the microphone."""
+    """A browser context on the live server, allowed to use the microphone; the test fails if
+    a page broke the Content-Security-Policy."""
     context = phone_browser.new_context(base_url=server, locale="en-US", viewport=DESKTOP,
                                         permissions=["microphone"])
     context.set_default_timeout(TIMEOUT_MS)
+    violations = PolicyViolations()
     try:
-        yield context
+        yield violations.watch(context)
     finally:
         context.close()
+    assert violations.messages == []
 
 
 def said(page: Page, text: str) -> Locator:

@@ -234,6 +234,27 @@ def test_one_call_answers_two_questions_of_one_resident(new_context: NewContext,
     expect(page.locator("p.notice").last).to_contain_text(str(seeded.question_id))
 
 
+def test_the_call_and_sms_buttons_work_once_under_the_content_security_policy(
+        new_context: NewContext, seeded: Seeded) -> None:
+    """The page runs no code of its own (Content-Security-Policy: new_context fails the test
+    on a refusal); static/workspace.js disables the Call and Send buttons once pressed, so a
+    double click sends one request. The sending is stopped here to see the button."""
+    page = log_in(new_context(), seeded.consultant)
+    response = page.goto("/queue")
+    assert response is not None
+    assert "script-src 'self'" in (response.headers["content-security-policy"])
+    claim(page, seeded.question_id)
+    for form in ("#call-form", "#sms-form"):
+        page.locator(form).evaluate(
+            "form => form.addEventListener('submit', event => event.preventDefault())")
+        if form == "#sms-form":
+            page.fill("#sms-body", "Обратитесь в ЦОН")
+        button = page.locator(f"{form} button[type=submit]")
+        expect(button).to_be_enabled()
+        button.click()
+        expect(button).to_be_disabled()
+
+
 def test_a_note_sent_with_htmx_that_is_refused_says_why(new_context: NewContext,
                                                         seeded: Seeded, live_app: Flask) -> None:
     """The note form is sent with htmx, which by default drops an error page without a word:

@@ -498,6 +498,27 @@ def test_what_the_public_and_consultants_write_is_shown_escaped(app: Flask, db: 
     assert "&lt;script&gt;" in lawyer.get(f"/questions/{question_id}").get_data(as_text=True)
 
 
+def test_every_html_page_forbids_code_and_styles_written_into_it(app: Flask, db: Db,
+                                                                 consultant: str) -> None:
+    """Escaping is the first defence; the Content-Security-Policy the second: markup that got
+    through would run nothing (no inline script, style or code in attributes; scripts from
+    this site only). Twilio's TwiML and the JSON need none. The pages keeping to it:
+    tests/browser (a refusal fails the test)."""
+    lawyer = Browser(app)
+    lawyer.login(consultant)
+    for response in (Browser(app).get("/login"), lawyer.get("/queue"), lawyer.get("/account"),
+                     lawyer.get("/questions/999"), Browser(app).get("/public/ru")):
+        policy = dict(part.strip().split(" ", 1) for part in
+                      response.headers["Content-Security-Policy"].split(";"))
+        assert policy["script-src"] == policy["style-src"] == "'self'", response.request.path
+        assert policy["frame-ancestors"] == "'none'" and policy["object-src"] == "'none'"
+    twiml = Twilio(app).post("/voice/incoming", {
+        "CallSid": new_sid("CA"), "AccountSid": ACCOUNT_SID, "From": CALLER, "To": "+77000000000"})
+    assert twiml.status_code == 200 and twiml.content_type.startswith("application/xml")
+    assert "Content-Security-Policy" not in twiml.headers
+    assert "Content-Security-Policy" not in Browser(app).get("/public/stats.json").headers
+
+
 def test_deactivating_an_account_ends_its_open_sessions(app: Flask, db: Db,
                                                       consultant: str) -> None:
     browser = Browser(app)
