@@ -25,7 +25,7 @@ MAX_REQUEST_BYTES = 64 * 1024
 # attributes did; htmx is told not to add a <style> or run code: base.html). Markup someone
 # managed to inject would run nothing; no page may be framed, nor a form sent elsewhere.
 CONTENT_SECURITY_POLICY = "; ".join((
-    "default-src 'self'", "script-src 'self'", "style-src 'self'", "img-src 'self' data:",
+    "default-src 'self'", "script-src 'self'", "style-src 'self'", "img-src 'self'",
     "media-src 'self'", "connect-src 'self'", "object-src 'none'", "base-uri 'none'",
     "form-action 'self'", "frame-ancestors 'none'",
 ))
