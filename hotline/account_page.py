@@ -1,5 +1,5 @@
 """My account, for every logged-in user: their own phone number (the one the hotline rings when
-they call a resident back) and their own password.
+they call a resident back), their own password, and logging out everywhere else.
 
 A volunteer who changes phones, or who was given a first password by the operator (`hotline
 users add`), changes it here without anyone else. The current password is asked first for
@@ -7,7 +7,8 @@ either change, and a wrong one counts as a failed login (storage.users.confirm_p
 session left open on a shared computer, or stolen, is not enough to put another phone where
 residents' calls are connected, nor to guess a way to a new password. A new password ends the
 account's sessions everywhere else (storage.users.set_password moves users.sessions_from, the
-sessions' stamp); this browser is logged in again with the new stamp. Both changes are audit events.
+sessions' stamp); this browser is logged in again with the new stamp. "Log out everywhere
+else" does the same without a new password. Each is an audit event.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from storage.users import (
     MIN_PASSWORD_LENGTH,
     UserError,
     change_user,
+    end_other_sessions,
     set_password,
 )
 
@@ -119,4 +121,21 @@ def account_password() -> ResponseReturnValue:
     # This browser stays logged in with the new password's stamp; every other session ends.
     login_user(renewed)
     flash(_("Your password is changed. Wherever else you were logged in, you are logged out."))
+    return redirect(url_for("workspace.account"), 303)
+
+
+@bp.post("/account/sessions")
+def account_sessions() -> ResponseReturnValue:
+    """Log the user out everywhere but here: a session cookie outlives a logout elsewhere (it
+    is signed, not kept on the server), so a browser left logged in on a shared computer, or a
+    copied cookie, ends only this way, by a new password, or by closing the account. No
+    password is asked: it only takes access away."""
+    with unit_of_work(runtime().sessions) as db:
+        user = db.get_one(User, auth.current_account().id)
+        end_other_sessions(db, user)
+        audit.record(db, user.id, audit.ACCOUNT, ip=client_address(), account=user.email,
+                     sessions_ended=True, via=audit.VIA_ACCOUNT_PAGE)
+        renewed = auth.Account.of(user)
+    login_user(renewed)
+    flash(_("You are logged out everywhere else."))
     return redirect(url_for("workspace.account"), 303)

@@ -111,6 +111,7 @@ DETAILS: dict[str, Callable[[Any], str]] = {
     "active": lambda v: str(_("opened again") if v else _("closed: cannot log in")),
     "released_claims": lambda v: str(_("questions returned to the queue: %(count)s", count=v)),
     "password": lambda v: str(_("new password")) if v else "",
+    "sessions_ended": lambda v: str(_("logged out everywhere else")) if v else "",
     "via": lambda v: _VIA[v]() if v in _VIA else str(v),
 }
 

@@ -165,6 +165,14 @@ def set_password(session: Session, user: User, password: str,
     session.flush()
 
 
+def end_other_sessions(session: Session, user: User, now: datetime | None = None) -> None:
+    """End every session of the user opened until now (a cookie copied from a shared computer
+    or stolen, a phone left somewhere): hotline.auth's stamp is users.sessions_from. The page
+    that asks logs its own browser in again."""
+    user.sessions_from = now or utcnow()
+    session.flush()
+
+
 def list_users(session: Session) -> list[User]:
     """Return every user, coordinators first, then by name."""
     return list(session.scalars(select(User).order_by(User.role.desc(), User.name, User.id)))

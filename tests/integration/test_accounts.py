@@ -462,6 +462,36 @@ def test_a_consultant_changes_their_own_password(app: Flask, db: Db, consultant:
                                          "via": "account_page"})]
 
 
+def test_logging_out_everywhere_else_ends_a_copied_session(app: Flask, db: Db, consultant: str,
+                                                            coordinator: str) -> None:
+    """A logout ends only the browser's own cookie; a copy of it (a shared computer, a stolen
+    cookie) goes on working until the owner logs out everywhere else from /account."""
+    here, shared = Browser(app), Browser(app, ip="203.0.113.8")
+    here.login(consultant)
+    shared.login(consultant)
+    copied = Browser(app, ip="198.51.100.7")
+    cookie = shared.client.get_cookie("session", domain="hotline.test")
+    assert cookie is not None
+    copied.client.set_cookie("session", cookie.value, domain="hotline.test")
+    assert copied.get("/queue").status_code == 200
+    shared.logout()
+    assert copied.get("/queue").status_code == 200  # what a logout cannot do
+    response = here.post("/account/sessions", {"csrf_token": here.token("/account")})
+    assert (response.status_code, response.headers["Location"]) == (303, "/account")
+    assert "You are logged out everywhere else." in here.get("/account").get_data(as_text=True)
+    assert here.get("/queue").status_code == 200
+    assert copied.get("/queue").status_code == 302
+    assert shared.login(consultant).headers["Location"] == "/queue"  # the password still works
+    me = _user(db, consultant).id
+    assert _own_events(db) == [(me, {"account": consultant, "sessions_ended": True,
+                                     "via": "account_page"})]
+    reader = Browser(app, ip="203.0.113.11")
+    reader.login(coordinator)
+    assert page(reader.get("/admin/audit?action=account")).rows[1][4] == (
+        f"account: {consultant}; logged out everywhere else; by its owner, on their account "
+        "page")
+
+
 def test_guessing_the_current_password_is_stopped_as_logins_are(app: Flask, db: Db,
                                                                  consultant: str) -> None:
     browser = Browser(app)
@@ -495,7 +525,9 @@ def test_my_account_needs_a_login_and_a_csrf_token(app: Flask, db: Db, consultan
                                            "current": PASSWORD}).status_code == 400
     assert browser.post("/account/password", {"current": PASSWORD, "new": NEW_PASSWORD,
                                               "repeat": NEW_PASSWORD}).status_code == 400
+    assert browser.post("/account/sessions", {}).status_code == 400
     assert _user(db, consultant).phone is None and _own_events(db) == []
+    assert browser.get("/queue").status_code == 200
 
 
 def _own_events(db: Db) -> list[tuple[int | None, dict[str, object]]]:

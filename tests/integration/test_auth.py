@@ -300,7 +300,7 @@ WORKSPACE_PAGES = ["/", "/queue", "/account", "/admin/users", "/admin/users/<int
 WORKSPACE_FORMS = [f"/questions/<int:question_id>/{action}"
                    for action in ("claim", "release", "transcript", "notes", "tags", "close",
                                   "call", "outcome", "sms")] + [
-    "/queue/next", "/account/phone", "/account/password"]
+    "/queue/next", "/account/phone", "/account/password", "/account/sessions"]
 
 
 @pytest.mark.parametrize("path", WORKSPACE_PAGES)

@@ -106,6 +106,7 @@ FORMS = {r.endpoint: r for r in (
           ("name", "phone", "role", "active", "current"),
           role="coordinator", target="account"),
     Route("workspace.account_phone", "POST", "/account/phone", ("phone", "current")),
+    Route("workspace.account_sessions", "POST", "/account/sessions"),
     Route("workspace.account_password", "POST", "/account/password",
           ("current", "new", "repeat")),
 )}
