@@ -329,3 +329,30 @@ def test_a_consultant_cannot_reach_coordinator_pages(new_context: NewContext,
         shot(page, f"11-coordinator-{name}")
     page.goto("/admin/users")
     expect(page.locator("main")).to_contain_text(seeded.second_consultant)
+
+
+def test_a_consultant_sets_their_phone_and_logs_out_elsewhere(new_context: NewContext,
+                                                              seeded: Seeded) -> None:
+    """/account from the name in the header: a new phone takes the current password; "Log out
+    everywhere else" ends the other browser's session and keeps this one (phone-sized)."""
+    elsewhere = log_in(new_context(), seeded.second_consultant)
+    page = log_in(new_context(viewport=PHONE, is_mobile=True, has_touch=True),
+                  seeded.second_consultant)
+    page.locator("header a[href='/account']").click()
+    expect(page.locator("h1")).to_have_text("My account")
+    page.fill("#phone", "+7 701 555 01 09")
+    page.fill("#phone-current", "not my password")
+    page.click("text=Save the phone number")
+    expect(page.locator("p.error")).to_have_text("The current password is wrong.")
+    expect(page.locator("#phone")).to_have_value("+7 701 555 01 09")  # kept to send again
+    page.fill("#phone-current", PASSWORD)
+    page.click("text=Save the phone number")
+    expect(page.locator("main")).to_contain_text("Your phone number is saved.")
+    expect(page.locator("#phone")).to_have_value("+77015550109")
+    page.click("text=Log out everywhere else")
+    expect(page.locator("main")).to_contain_text("You are logged out everywhere else.")
+    shot(page, "40-account-phone-size")
+    elsewhere.goto("/queue")
+    assert urlsplit(elsewhere.url).path == "/login"
+    page.goto("/queue")
+    assert urlsplit(page.url).path == "/queue"
