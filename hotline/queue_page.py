@@ -67,6 +67,7 @@ from storage.queue import (
     Cursor,
     QueueCounts,
     QueueFilter,
+    asked,
     queue_counts,
     queue_page,
 )
@@ -115,6 +116,9 @@ class QueueRow:
     channel: str
     region: str
     transcription: str
+    # The start of what the resident asked (their SMS, the transcript), in their language.
+    asked: str
+    asked_language: str | None
     # Who holds the question ("—" when nobody does), and whether this user may claim it.
     holder: str
     claimable: bool
@@ -225,9 +229,22 @@ def _region(region: str | None) -> str:
     return region_name(region) if region else str(_("no region"))
 
 
+# How much of what a resident asked a queue row shows: about a line on a phone's screen.
+ASKED_SHOWN = 90
+
+
+def shorten(text: str, length: int = ASKED_SHOWN) -> str:
+    """text on one line, cut at a word before length characters, with "…" when cut."""
+    flat = " ".join(text.split())
+    if len(flat) <= length:
+        return flat
+    cut = flat[:length].rsplit(" ", 1)[0] if " " in flat[:length] else flat[:length]
+    return cut.rstrip(" ,.;:") + "…"
+
+
 def _row(question: Question, user_id: int, lapsed: datetime, now: datetime,
          residents: dict[int, ResidentHolder], talks: dict[int, CallbackAttempt],
-         answered: set[int]) -> QueueRow:
+         answered: set[int], words: dict[int, str]) -> QueueRow:
     holder, claimable = _holder(question, user_id, lapsed)
     resident = residents.get(question.caller_id) if question.caller_id is not None else None
     if claimable and resident is not None and resident.question_id != question.id:
@@ -255,6 +272,8 @@ def _row(question: Question, user_id: int, lapsed: datetime, now: datetime,
         transcription=(str(TRANSCRIPTION.get(question.transcription_state,
                                               question.transcription_state))
                        if question.channel == CHANNEL_VOICE else "—"),
+        asked=shorten(words.get(question.id, "")),
+        asked_language=question.language,
         holder=holder,
         claimable=claimable,
     )
@@ -342,7 +361,8 @@ def queue() -> ResponseReturnValue:
         open_ids = [q.id for q in found.questions if q.status != QUESTION_CLOSED]
         talks = talks_without_outcome(db, open_ids)
         answered = answered_by_sms(db, open_ids)
-        rows = [_row(q, user_id, lapsed, now, residents, talks, answered)
+        words = asked(db, found.questions)
+        rows = [_row(q, user_id, lapsed, now, residents, talks, answered, words)
                 for q in found.questions]
     selects = [{"name": name, "label": str(FACET_LABELS[name]),
                 "choices": _choices(name, counts.facets[name], filters.facet(name))}

@@ -38,7 +38,9 @@ from storage.models import (
     QUESTION_CLAIMED,
     QUESTION_CLOSED,
     QUESTION_WAITING,
+    TRANSCRIPTION_DONE,
     Question,
+    Transcript,
     utcnow,
 )
 
@@ -290,6 +292,24 @@ def _page(rows: list[Question], limit: int, key: Any) -> QueuePage:
         rows = rows[:limit]
         return QueuePage(rows, key(rows[-1]))
     return QueuePage(rows, None)
+
+
+# How much of each question's words the queue reads (it shows less: hotline.queue_page).
+ASKED_CHARACTERS = 200
+
+
+def asked(session: Session, questions: list[Question]) -> dict[int, str]:
+    """The start of what each question says, for the queue's rows: the consultant's corrected
+    transcript, else Vosk's, else the SMS text. One read of the transcripts, for the page's
+    voice questions without a correction only, and at most ASKED_CHARACTERS of each."""
+    found = {q.id: (q.corrected_text or q.text or "")[:ASKED_CHARACTERS] for q in questions}
+    heard = [q.id for q in questions
+             if not q.corrected_text and q.transcription_state == TRANSCRIPTION_DONE]
+    if heard:
+        found.update((question_id, text) for question_id, text in session.execute(
+            select(Transcript.question_id, func.substr(Transcript.text, 1, ASKED_CHARACTERS))
+            .where(Transcript.question_id.in_(heard))))
+    return {question_id: text for question_id, text in found.items() if text.strip()}
 
 
 def queue_counts(session: Session, filters: QueueFilter, now: datetime) -> QueueCounts:

@@ -24,6 +24,8 @@ from storage.models import (
     QUESTION_CLAIMED,
     QUESTION_CLOSED,
     QUESTION_WAITING,
+    TRANSCRIPTION_DONE,
+    TRANSCRIPTION_FAILED,
     AuditEvent,
     Caller,
     Question,
@@ -39,6 +41,7 @@ from storage.queue import (
     queue_page,
 )
 from storage.sms import add_sms_question, queue_outbound
+from storage.transcripts import save_transcript
 from tests.workspace_support import PASSWORD, Browser, Db, page
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # 14:00 in Almaty
@@ -457,6 +460,42 @@ def test_consultants_and_coordinators_see_the_queue(app: Flask, db: Db, consulta
         assert f'<tr id="question-{waiting}">' in response.get_data(as_text=True)
 
 
+def test_each_row_shows_the_start_of_what_was_asked(app: Flask, db: Db, consultant: str,
+                                                   at_now: datetime) -> None:
+    """A consultant sees what each question is about before opening it: the SMS, the
+    corrected transcript, else Vosk's; one line (a word cut with "…"), in its language."""
+    sms_text = ("Здравствуйте! Мне 63 года, пенсию назначили, но без стажа в колхозе с 1985 по "
+                "1991 год, трудовая книжка потерялась. Куда обращаться?")
+    with db() as session:
+        sms = _question(session, ago=5 * HOUR, channel=CHANNEL_SMS, text=sms_text)
+        heard = _question(session, ago=4 * HOUR, language="kk",
+                          transcription_state=TRANSCRIPTION_DONE)
+        save_transcript(session, heard, language="kk", model="vosk-model-kz", text="жер  телімі "
+                        "туралы  сұрағым бар", words=[], confidence=0.8, duration=3.0,
+                        elapsed=1.0, now=NOW)
+        corrected = _question(session, ago=3 * HOUR, transcription_state=TRANSCRIPTION_DONE,
+                              corrected_text="Когда придёт пособие на ребёнка?")
+        save_transcript(session, corrected, language="ru", model="vosk-model-ru",
+                        text="когда придёт пособие на ребёнка", words=[], confidence=0.5,
+                        duration=3.0, elapsed=1.0, now=NOW)
+        silent = _question(session, ago=2 * HOUR, transcription_state=TRANSCRIPTION_DONE)
+        save_transcript(session, silent, language="ru", model="vosk-model-ru", text="",
+                        words=[], confidence=0.0, duration=3.0, elapsed=1.0, now=NOW)
+        failed = _question(session, ago=1 * HOUR, transcription_state=TRANSCRIPTION_FAILED)
+    response = _logged_in(app, consultant).get("/queue")
+    shown = {int(row[0]): row[7] for row in page(response).rows[1:]}
+    assert shown == {
+        sms: "Здравствуйте! Мне 63 года, пенсию назначили, но без стажа в колхозе с 1985 по "
+             "1991 год…",
+        heard: "жер телімі туралы сұрағым бар",
+        corrected: "Когда придёт пособие на ребёнка?",
+        silent: "done",  # heard nothing: the state
+        failed: "failed",
+    }
+    assert '<span lang="kk">жер телімі туралы сұрағым бар</span>' in response.get_data(
+        as_text=True)
+
+
 def test_the_page_shows_rows_badges_tabs_and_filters(app: Flask, db: Db, consultant: str,
                                                      at_now: datetime) -> None:
     with db() as session:
@@ -477,7 +516,7 @@ def test_the_page_shows_rows_badges_tabs_and_filters(app: Flask, db: Db, consult
     due = browser.get("/queue")
     header, *rows = page(due).rows
     assert header == ["#", "Waiting", "Priority", "Language", "Topic", "Channel", "Region",
-                      "Transcript", "Claimed by", ""]
+                      "What they asked", "Claimed by", ""]
     assert rows == [
         [str(urgent), "3 h", "urgent repeat caller 2 failed attempts", "Русский", "pension",
          "Call", "Almaty Region", "waiting", "—", "Claim"],
