@@ -35,14 +35,14 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from sqlalchemy import Engine, insert, text
+from sqlalchemy import Engine, insert, select, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hotline.app import create_app  # noqa: E402
 from hotline.config import Settings  # noqa: E402
 from storage.db import make_engine, unit_of_work, upgrade  # noqa: E402
-from storage.models import Caller, Question  # noqa: E402
+from storage.models import Caller, Question, Transcript  # noqa: E402
 from storage.question_page import REGION_CODES  # noqa: E402
 from storage.queue import QueueFilter, priority_at  # noqa: E402
 from storage.users import add_user  # noqa: E402
@@ -94,6 +94,11 @@ def open_count(size: int) -> int:
 
 
 # -- seeding -----------------------------------------------------------------------------------
+
+# A transcript of a typical question's length (about 12 seconds of speech).
+HEARD = ("сәлеметсіз бе менің анам зейнеткер ол былтыр зейнетақы алды биыл төлем тоқтап қалды "
+         "халыққа қызмет көрсету орталығына бардық олар құжат жетіспейді деді не істеуіміз керек")
+
 
 def seed(engine: Engine, size: int, now: datetime, rng: random.Random) -> dict[str, int]:
     """Insert consultants, callers and `size` questions (bulk INSERTs); return what was made."""
@@ -161,6 +166,15 @@ def seed(engine: Engine, size: int, now: datetime, rng: random.Random) -> dict[s
     with engine.begin() as connection:
         for start in range(0, len(rows), 5_000):
             connection.execute(insert(Question), rows[start:start + 5_000])
+        # What Vosk heard, for every transcribed call (the queue's rows show its start).
+        heard = connection.scalars(select(Question.id).where(
+            Question.channel == "voice", Question.transcription_state == "done")).all()
+        transcripts = [{"question_id": question_id, "language": "kk", "model": "bench",
+                        "text": HEARD, "words": [], "confidence": 0.8, "duration": 12.0,
+                        "elapsed": 3.0, "created_at": now} for question_id in heard]
+        for start in range(0, len(transcripts), 5_000):
+            connection.execute(insert(Transcript), transcripts[start:start + 5_000])
+    stats["transcripts"] = len(transcripts)
     return stats
 
 
