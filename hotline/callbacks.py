@@ -336,6 +336,11 @@ def _attempt_view(attempt: CallbackAttempt, now: datetime) -> AttemptView:
         else None, detail=detail)
 
 
+def sms_status_words(message: SmsMessage) -> str:
+    """An SMS's status in the page's language (the question page's history of the caller)."""
+    return _sms_status(message)[0]
+
+
 def _sms_status(message: SmsMessage) -> tuple[str, str, str | None]:
     """An SMS's delivery status in words, its tone, and Twilio's own words (detail)."""
     if message.direction == SMS_IN:

@@ -290,6 +290,7 @@ def _page_context(session: Session, question: Question, account: auth.Account,
         "statuses": STATUSES,
         "channels": CHANNELS,
         "sms_directions": SMS_DIRECTIONS,
+        "sms_status": callbacks.sms_status_words,
         "saved": saved,
         "limits": {"corrected": CORRECTED_MAX, "note": NOTE_MAX, "village": VILLAGE_MAX},
     }

@@ -269,6 +269,10 @@ def test_the_page_shows_the_callers_history(app: Flask, db: Db, settings: Settin
     assert ["2026-03-02 09:30", "1:35", "pension"] in parsed.rows
     assert ["2026-03-02 10:30", "to the resident", "Мы пытались вам позвонить.",
             "delivered"] in parsed.rows
+    # Twilio's status in the page's language, as on the callback panel.
+    russian = page(browser.get(f"/questions/{question_id}?lang=ru"))
+    assert ["2026-03-02 10:30", "жителю", "Мы пытались вам позвонить.",
+            "доставлено"] in russian.rows
     assert "чужое" not in html and "disability" not in html
     # The number is on the page, never in the audit log.
     assert all(PHONE not in str(e.detail) for e in _events(db, question_id))
