@@ -392,7 +392,7 @@ def test_the_queue_lists_waiting_questions_in_almaty_time(app: Flask, db: Db,
     english = browser.get("/queue?lang=en")
     header, *rows = page(english).rows
     assert header == ["#", "Waiting", "Priority", "Language", "Topic", "Channel", "Region",
-                      "Transcript", "Claimed by", ""]
+                      "What they asked", "Claimed by", ""]
     days = (datetime.now(UTC) - datetime(2026, 3, 2, 4, 30, tzinfo=UTC)).days
     # No number: no callback was promised, so no "promised by" (test_queue.py).
     assert rows == [[str(waiting_id), f"{days} d", "", "Русский", "pension", "Call",
