@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -197,6 +198,18 @@ def to_login() -> ResponseReturnValue:
     return redirect(url_for("auth.login"))
 
 
+# What an email address looks like, for the log: something at a domain with a dot, no spaces.
+_EMAIL_SHAPE = re.compile(r"[^@\s]{1,64}@[^@\s]+\.[^@\s]+")
+
+
+def _as_logged(typed: str) -> str:
+    """The email of a failed login as the log may keep it: an address as typed, but text that
+    is no address (a password typed into the email field, as happens) only by its length."""
+    if len(typed) <= 254 and _EMAIL_SHAPE.fullmatch(typed.strip()):
+        return repr(typed.strip())
+    return f"<not an email address, {len(typed)} characters>"
+
+
 def _safe_next(target: object) -> str | None:
     """Return target if it is a path on this site (never another host: no open redirect)."""
     if not isinstance(target, str) or not target.startswith("/") or target.startswith("//"):
@@ -229,14 +242,15 @@ def login() -> ResponseReturnValue:
         log.info("login: user %s from %s", account.id, ip)
         return redirect(next_url or url_for("workspace.queue"))
     if outcome.locked_until is not None:
-        log.warning("login refused, too many failures: %r from %s", form.email.data, ip)
+        log.warning("login refused, too many failures: %s from %s", _as_logged(form.email.data),
+                    ip)
         until = outcome.locked_until.astimezone(LOCAL_TIME).strftime("%H:%M")
         error = _("Too many failed attempts. Logging in is paused for this account or this "
                   "network until %(time)s (Almaty time).", time=until)
         seconds = max(1, int((outcome.locked_until - utcnow()).total_seconds()))
         return (render_template("login.html", form=form, error=error), 429,
                 {"Retry-After": str(seconds)})
-    log.info("login failed: %r from %s", form.email.data, ip)
+    log.info("login failed: %s from %s", _as_logged(form.email.data), ip)
     return render_template("login.html", form=form, error=_("Wrong email or password.")), 200
 
 

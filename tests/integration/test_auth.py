@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -112,6 +113,22 @@ def test_wrong_password_and_unknown_email_get_the_same_answer(app: Flask, db: Db
         assert page(response).errors == ["Wrong email or password."]
     assert browser.get("/queue").status_code == 302
     assert failures(db) == 2
+
+
+def test_a_password_typed_as_the_email_is_not_logged(app: Flask, consultant: str,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """Failed logins are logged with the email typed, for an operator looking at an attack;
+    a password typed into the email field (the fields swapped) only by its length."""
+    caplog.set_level(logging.INFO, logger="hotline")
+    browser = Browser(app)
+    browser.login(consultant, "not the password")
+    browser.login(PASSWORD, PASSWORD)  # the fields swapped
+    browser.login("Nobody@Example.KZ", "guess one")
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name == "hotline.auth")
+    assert f"login failed: {consultant!r} from 203.0.113.7" in logged
+    assert "login failed: 'Nobody@Example.KZ' from" in logged
+    assert f"login failed: <not an email address, {len(PASSWORD)} characters>" in logged
+    assert PASSWORD not in logged and "guess one" not in logged
 
 
 def test_an_empty_form_is_refused_without_counting_a_failure(app: Flask, db: Db) -> None:
