@@ -13,6 +13,8 @@ else" does the same without a new password. Each is an audit event.
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
@@ -47,6 +49,20 @@ def _page(user: User, error: str | None = None, status: int = 200, *,
     return html, status, headers or {}
 
 
+def _audit(db: Session, user: User, **detail: Any) -> None:
+    """An account event by its owner, on this page."""
+    audit.record(db, user.id, audit.ACCOUNT, ip=client_address(), account=user.email,
+                 **detail, via=audit.VIA_ACCOUNT_PAGE)
+
+
+def _still_here(renewed: auth.Account, message: str) -> ResponseReturnValue:
+    """After every other session of the user ended: this browser logged in again with the
+    account's new stamp, back on the page with message."""
+    login_user(renewed)
+    flash(message)
+    return redirect(url_for("workspace.account"), 303)
+
+
 def _password_refused(db: Session, user: User, current: str, *,
                       phone: str | None = None) -> ResponseReturnValue | None:
     """The page saying why, if current is not the user's password (or the checks are paused
@@ -70,7 +86,7 @@ def account_phone() -> ResponseReturnValue:
     password first: the hotline connects residents to this number, so a session someone else
     got hold of must not be enough to put their own phone there."""
     phone = request.form.get("phone", "").replace("\x00", "")[:40]
-    current = request.form.get("current", "")[:auth.MAX_PASSWORD_LENGTH]
+    current = request.form.get("current", "")
     with unit_of_work(runtime().sessions) as db:
         user = db.get_one(User, auth.current_account().id)
         refused = _password_refused(db, user, current, phone=phone)
@@ -90,8 +106,7 @@ def account_phone() -> ResponseReturnValue:
             db.rollback()
             return _page(user, user_error(exc), 400, phone=phone)
         if changes:
-            audit.record(db, user.id, audit.ACCOUNT, ip=client_address(), account=user.email,
-                         **changes, via=audit.VIA_ACCOUNT_PAGE)
+            _audit(db, user, **changes)
     flash(_("Your phone number is saved.") if changes else _("Nothing was changed."))
     return redirect(url_for("workspace.account"), 303)
 
@@ -99,7 +114,7 @@ def account_phone() -> ResponseReturnValue:
 @bp.post("/account/password")
 def account_password() -> ResponseReturnValue:
     """Change the user's own password: the current one first, the new one twice."""
-    current = request.form.get("current", "")[:auth.MAX_PASSWORD_LENGTH]
+    current = request.form.get("current", "")
     new = request.form.get("new", "")[:auth.MAX_PASSWORD_LENGTH]
     repeated = request.form.get("repeat", "")[:auth.MAX_PASSWORD_LENGTH]
     with unit_of_work(runtime().sessions) as db:
@@ -115,13 +130,10 @@ def account_password() -> ResponseReturnValue:
             db.rollback()
             return _page(user, _("The new password needs at least %(count)s characters.",
                                  count=MIN_PASSWORD_LENGTH), 400)
-        audit.record(db, user.id, audit.ACCOUNT, ip=client_address(), account=user.email,
-                     password=True, via=audit.VIA_ACCOUNT_PAGE)
+        _audit(db, user, password=True)
         renewed = auth.Account.of(user)
-    # This browser stays logged in with the new password's stamp; every other session ends.
-    login_user(renewed)
-    flash(_("Your password is changed. Wherever else you were logged in, you are logged out."))
-    return redirect(url_for("workspace.account"), 303)
+    return _still_here(renewed, _("Your password is changed. Wherever else you were logged in, "
+                                  "you are logged out."))
 
 
 @bp.post("/account/sessions")
@@ -133,9 +145,6 @@ def account_sessions() -> ResponseReturnValue:
     with unit_of_work(runtime().sessions) as db:
         user = db.get_one(User, auth.current_account().id)
         end_other_sessions(db, user)
-        audit.record(db, user.id, audit.ACCOUNT, ip=client_address(), account=user.email,
-                     sessions_ended=True, via=audit.VIA_ACCOUNT_PAGE)
+        _audit(db, user, sessions_ended=True)
         renewed = auth.Account.of(user)
-    login_user(renewed)
-    flash(_("You are logged out everywhere else."))
-    return redirect(url_for("workspace.account"), 303)
+    return _still_here(renewed, _("You are logged out everywhere else."))

@@ -91,6 +91,9 @@ def change(user_id: int) -> ResponseReturnValue:
                                     "role here. Ask another coordinator."), 400)
         typed = normalise_phone(phone, region)
         if typed is not None and typed != found.phone:
+            if not current:  # the field overlooked: said plainly, and no failed login
+                return _form(entered, _("A new phone number needs your own password: type it "
+                                        "under \"Your password\"."), 400)
             refused = auth.recheck_password(db, db.get_one(User, me.id), current)
             if refused is not None:  # (a wrong one is kept as a failed login: committed)
                 return _form(entered, refused.message, refused.status, refused.headers)

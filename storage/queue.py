@@ -34,6 +34,7 @@ from sqlalchemy import ColumnElement, Select, and_, case, event, func, literal, 
 from sqlalchemy.orm import InstrumentedAttribute, Session, selectinload
 
 from storage.models import (
+    CHANNEL_VOICE,
     MAX_ROW_ID,
     QUESTION_CLAIMED,
     QUESTION_CLOSED,
@@ -303,8 +304,8 @@ def asked(session: Session, questions: list[Question]) -> dict[int, str]:
     transcript, else Vosk's, else the SMS text. One read of the transcripts, for the page's
     voice questions without a correction only, and at most ASKED_CHARACTERS of each."""
     found = {q.id: (q.corrected_text or q.text or "")[:ASKED_CHARACTERS] for q in questions}
-    heard = [q.id for q in questions
-             if not q.corrected_text and q.transcription_state == TRANSCRIPTION_DONE]
+    heard = [q.id for q in questions if q.channel == CHANNEL_VOICE and not q.corrected_text
+             and q.transcription_state == TRANSCRIPTION_DONE]
     if heard:
         found.update((question_id, text) for question_id, text in session.execute(
             select(Transcript.question_id, func.substr(Transcript.text, 1, ASKED_CHARACTERS))

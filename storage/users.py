@@ -160,9 +160,8 @@ def set_password(session: Session, user: User, password: str,
     Only a new password ends sessions: a login that rehashes the same password at a new cost
     (attempt_login) changes the hash but not the stamp, so the user's other devices stay."""
     user.password_hash = _checked_password(password)
-    user.sessions_from = now or utcnow()
     session.execute(delete(LoginAttempt).where(LoginAttempt.email == user.email))
-    session.flush()
+    end_other_sessions(session, user, now)
 
 
 def end_other_sessions(session: Session, user: User, now: datetime | None = None) -> None:
