@@ -262,6 +262,28 @@ def test_a_new_phone_takes_the_coordinator_s_own_password(app: Flask, db: Db, co
     assert _user(db, consultant).phone is None
 
 
+def test_guessing_through_the_users_page_is_stopped_as_logins_are(
+        app: Flask, db: Db, consultant: str, coordinator: str) -> None:
+    """The users page asks for the same password as /account and counts the same failures:
+    once they reach the limit, even the right password changes no phone until the pause ends."""
+    browser = Browser(app)
+    browser.login(coordinator)
+    target = _user(db, consultant).id
+    for _attempt in range(MAX_FAILURES - 1):
+        assert browser.post(f"/admin/users/{target}", _form(
+            browser, target, phone="+77017654321", current="guess")).status_code == 400
+    assert browser.post(f"/admin/users/{target}", _form(
+        browser, target, phone="+77017654321", current="guess")).status_code == 429
+    locked = browser.post(f"/admin/users/{target}", _form(
+        browser, target, phone="+77017654321", current=PASSWORD))
+    assert locked.status_code == 429 and int(locked.headers["Retry-After"]) > 0
+    shown = page(locked)
+    assert shown.errors[0].startswith("Too many failed attempts. Changes are paused")
+    assert shown.inputs["phone"] == "+77017654321"  # what was typed stays in the form
+    assert _user(db, consultant).phone is None
+    assert failures_for(db, coordinator) == MAX_FAILURES
+
+
 def test_a_wrong_phone_keeps_what_was_typed_and_changes_nothing(
         app: Flask, db: Db, consultant: str, coordinator: str) -> None:
     browser = Browser(app)
