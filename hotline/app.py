@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from flask import Flask, Response, abort, request
@@ -109,6 +110,10 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
             "share that file sign sessions differently (consultants are logged out) and "
             "pseudonymise numbers differently (an opt-out kept under a pseudonym is not "
             "found). Set one SECRET_KEY on every machine.", settings.data_dir / "secret_key")
+    if not settings.demo:
+        _warn_of_missing_twilio_settings(settings)
+        if not settings.proxy_hops:
+            app.before_request(_proxy_warning())
     if settings.demo:
         log.warning(
             "DEMO MODE is on: development Twilio credentials, recordings accepted from this "
@@ -116,3 +121,36 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
             "opens it. Never run a public number like this (unset HOTLINE_DEMO)."
         )
     return app
+
+
+def _warn_of_missing_twilio_settings(settings: Settings) -> None:
+    """Say at start-up what a production deployment lacks that the hotline starts without
+    (only TWILIO_AUTH_TOKEN is required: incoming calls work with it alone)."""
+    if not settings.twilio_account_sid:
+        log.warning("TWILIO_ACCOUNT_SID is not set: recordings cannot be downloaded, and no "
+                    "callback or SMS can be sent. Set it to the account's SID (AC...).")
+    if not settings.twilio_phone_number:
+        log.warning("TWILIO_PHONE_NUMBER is not set: callbacks would show no caller ID and no "
+                    "SMS (receipts, answers) can be sent. Set it to the hotline's number.")
+    if not settings.public_base_url:
+        log.warning("PUBLIC_BASE_URL is not set: SMS delivery and callback statuses are not "
+                    "asked for (a job has no request to take the address from). Set it to the "
+                    "https address Twilio calls, and HOTLINE_PROXY_HOPS behind a proxy.")
+
+
+def _proxy_warning() -> Callable[[], None]:
+    """Behind a proxy that HOTLINE_PROXY_HOPS does not declare, every visitor has the proxy's
+    address: one guesser's failed logins (20 an address) lock every consultant out, and the
+    audit log names the proxy. Said once per app, at the first request that shows it."""
+    warned = threading.Event()
+
+    def warn() -> None:
+        if "X-Forwarded-For" in request.headers and not warned.is_set():
+            warned.set()
+            log.warning("A request came through a proxy (X-Forwarded-For) but "
+                        "HOTLINE_PROXY_HOPS is 0: every visitor has the proxy's address %s, so "
+                        "failed logins from one visitor lock everyone out. Set "
+                        "HOTLINE_PROXY_HOPS to the number of proxies in front of the app (1 "
+                        "behind one nginx).", request.remote_addr)
+
+    return warn

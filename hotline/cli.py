@@ -32,12 +32,24 @@ def _runtime() -> Runtime:
     return cast(Runtime, current_app.extensions["hotline"])
 
 
-@click.group(cls=FlaskGroup, create_app=_create_app, add_version_option=False)
+class HotlineGroup(FlaskGroup):
+    """Flask's command group; a setting or content the hotline cannot run with, found by any
+    command (the worker reads its settings as it starts), is a one-line error, not a
+    traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (ConfigError, ContentError) as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=HotlineGroup, create_app=_create_app, add_version_option=False)
 def main() -> None:
     """Halyq Uni hotline: run it, check its content, work its queue.
 
     Commands that need the app (prompts, queue, recordings) load it from the environment;
-    the others (db, flows check, worker, call) work even when the app would refuse to start.
+    the others (db, flows check, call) work even when the app would refuse to start.
     """
 
 

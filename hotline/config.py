@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta, timezone
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from dotenv import find_dotenv, load_dotenv
 
@@ -22,6 +22,9 @@ LOCAL_TIME = timezone(timedelta(hours=5), "Asia/Almaty")
 DEMO_ACCOUNT_SID = "AC00000000000000000000000000000000"
 DEMO_AUTH_TOKEN = "demo-auth-token-not-secret"
 DEMO_PHONE_NUMBER = "+77000000000"
+
+
+Number = TypeVar("Number", int, float)
 
 
 class ConfigError(Exception):
@@ -40,6 +43,15 @@ def _country(value: str) -> str | None:
     """HOTLINE_HOLIDAYS: a country code (KZ), or none / an empty value for no holidays."""
     code = value.strip().upper()
     return None if code in ("", "NONE") else code
+
+
+def _number(env: Mapping[str, str], name: str, kind: type[Number], default: str) -> Number:
+    """Read a whole number (int) or a number (float) setting; a bad one names the variable."""
+    value = env.get(name, default)
+    try:
+        return kind(value.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, like {default}, not {value!r}.") from None
 
 
 def _hours(value: str) -> tuple[int, int]:
@@ -149,38 +161,38 @@ class Settings:
             twilio_api_url=env.get("TWILIO_API_URL", "https://api.twilio.com").rstrip("/"),
             twilio_media_hosts=media_hosts,
             public_base_url=(env.get("PUBLIC_BASE_URL") or "").rstrip("/") or None,
-            proxy_hops=int(env.get("HOTLINE_PROXY_HOPS", "0")),
+            proxy_hops=_number(env, "HOTLINE_PROXY_HOPS", int, "0"),
             vosk_model_kk=Path(env["VOSK_MODEL_KK"]) if env.get("VOSK_MODEL_KK") else models / "kk",
             vosk_model_ru=Path(env["VOSK_MODEL_RU"]) if env.get("VOSK_MODEL_RU") else models / "ru",
             demo=demo,
             content_dir=Path(content) if content else None,
             russian_voice=env.get("HOTLINE_RU_VOICE", "Polly.Tatyana"),
             speech_rate=env.get("HOTLINE_SPEECH_RATE", "85%"),
-            callback_days=int(env.get("HOTLINE_CALLBACK_DAYS", "3")),
-            gather_timeout=int(env.get("HOTLINE_GATHER_TIMEOUT", "7")),
-            download_attempts=int(env.get("HOTLINE_DOWNLOAD_ATTEMPTS", "5")),
-            download_backoff=float(env.get("HOTLINE_DOWNLOAD_BACKOFF", "2")),
+            callback_days=_number(env, "HOTLINE_CALLBACK_DAYS", int, "3"),
+            gather_timeout=_number(env, "HOTLINE_GATHER_TIMEOUT", int, "7"),
+            download_attempts=_number(env, "HOTLINE_DOWNLOAD_ATTEMPTS", int, "5"),
+            download_backoff=_number(env, "HOTLINE_DOWNLOAD_BACKOFF", float, "2"),
             queue_name=env.get("HOTLINE_QUEUE_NAME", "hotline"),
-            stale_seconds=int(env.get("HOTLINE_STALE_SECONDS", "600")),
-            transcription_attempts=int(env.get("HOTLINE_TRANSCRIPTION_ATTEMPTS", "4")),
-            retry_backoff=float(env.get("HOTLINE_RETRY_BACKOFF", "30")),
-            sms_rate_limit=int(env.get("HOTLINE_SMS_RATE_LIMIT", "10")),
-            sms_questions_per_day=int(env.get("HOTLINE_SMS_QUESTIONS_PER_DAY", "5")),
-            session_minutes=int(env.get("HOTLINE_SESSION_MINUTES", "60")),
-            claim_idle_minutes=int(env.get("HOTLINE_CLAIM_IDLE_MINUTES", "30")),
-            answer_target_days=int(env.get("HOTLINE_ANSWER_TARGET_DAYS", "3")),
+            stale_seconds=_number(env, "HOTLINE_STALE_SECONDS", int, "600"),
+            transcription_attempts=_number(env, "HOTLINE_TRANSCRIPTION_ATTEMPTS", int, "4"),
+            retry_backoff=_number(env, "HOTLINE_RETRY_BACKOFF", float, "30"),
+            sms_rate_limit=_number(env, "HOTLINE_SMS_RATE_LIMIT", int, "10"),
+            sms_questions_per_day=_number(env, "HOTLINE_SMS_QUESTIONS_PER_DAY", int, "5"),
+            session_minutes=_number(env, "HOTLINE_SESSION_MINUTES", int, "60"),
+            claim_idle_minutes=_number(env, "HOTLINE_CLAIM_IDLE_MINUTES", int, "30"),
+            answer_target_days=_number(env, "HOTLINE_ANSWER_TARGET_DAYS", int, "3"),
             holidays=_country(env.get("HOTLINE_HOLIDAYS", "KZ")),
-            audio_retention_days=int(env.get("HOTLINE_AUDIO_RETENTION_DAYS", "90")),
-            phone_retention_days=int(env.get("HOTLINE_PHONE_RETENTION_DAYS", "365")),
+            audio_retention_days=_number(env, "HOTLINE_AUDIO_RETENTION_DAYS", int, "90"),
+            phone_retention_days=_number(env, "HOTLINE_PHONE_RETENTION_DAYS", int, "365"),
             callback_hours=_hours(env.get("HOTLINE_CALLBACK_HOURS", "9-20")),
             callback_retry_minutes=_minutes(env.get("HOTLINE_CALLBACK_RETRY_MINUTES",
                                                     "120,1440")),
-            callback_attempts=int(env.get("HOTLINE_CALLBACK_ATTEMPTS", "3")),
+            callback_attempts=_number(env, "HOTLINE_CALLBACK_ATTEMPTS", int, "3"),
             audio_store=env.get("HOTLINE_AUDIO_STORE", "folder").strip().lower() or "folder",
-            recording_catchup_hours=int(env.get("HOTLINE_RECORDING_CATCHUP_HOURS", "24")),
+            recording_catchup_hours=_number(env, "HOTLINE_RECORDING_CATCHUP_HOURS", int, "24"),
             backup_dir=(Path(env["HOTLINE_BACKUP_DIR"]).resolve()
                         if env.get("HOTLINE_BACKUP_DIR", "").strip() else None),
-            backup_keep=int(env.get("HOTLINE_BACKUP_KEEP", "7")),
+            backup_keep=_number(env, "HOTLINE_BACKUP_KEEP", int, "7"),
             receipt_sms=(_flag(env["HOTLINE_RECEIPT_SMS"])
                          if env.get("HOTLINE_RECEIPT_SMS", "").strip() else not demo),
         )

@@ -14,6 +14,7 @@ recorded during a rush waited for every earlier transcription before their audio
 from __future__ import annotations
 
 import logging
+import socket
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,7 +25,7 @@ from redis import ConnectionPool
 
 from hotline.backup import BackupError, make_backup
 from hotline.cli_retention import run_retention
-from hotline.config import Settings
+from hotline.config import LOCAL_TIME, Settings
 from hotline.outbound_sms import messages_to_send, send_sms
 from hotline.receipts import queue_receipt
 from hotline.recording_catchup import catch_up_recordings
@@ -211,10 +212,31 @@ def sweep_at_start() -> None:
     sweep(current_runtime())
 
 
+def first_tonight(queue: Huey, job: str, now: datetime | None = None) -> bool:
+    """Whether this worker is the first to run tonight's job (by Almaty date).
+
+    Every consumer's scheduler enqueues the periodic tasks itself: with N worker machines on
+    one Redis, each nightly task runs N times (N snapshots in one folder, racing over their
+    `.partial-` folders; N retention runs). The first to write tonight's key into the queue's
+    own shared store (Huey's put_if_empty: HSETNX on Redis, INSERT OR IGNORE on SQLite) runs
+    it; the others log and skip. A run that fails is not retried by the others: as with one
+    worker, the next night tries again. Yesterday's key is removed, so one key a job is kept.
+    """
+    night = (now or datetime.now(UTC)).astimezone(LOCAL_TIME).date()
+    if not queue.put_if_empty(f"nightly:{job}:{night.isoformat()}", socket.gethostname()):
+        log.info("%s: another worker has run it tonight already (%s)", job, night)
+        return False
+    queue.delete(f"nightly:{job}:{(night - timedelta(days=1)).isoformat()}")
+    return True
+
+
 @huey.periodic_task(crontab(hour="21", minute="30"),  # type: ignore[untyped-decorator]
                     priority=PERIODIC_PRIORITY)
-def retention_job() -> tuple[int, int]:
-    """Every night (02:30 Almaty): delete old audio, pseudonymise old numbers (README)."""
+def retention_job() -> tuple[int, int] | None:
+    """Every night (02:30 Almaty): delete old audio, pseudonymise old numbers (README); None
+    where another worker ran it tonight."""
+    if not first_tonight(huey, "retention"):
+        return None
     outcome = run_retention(current_runtime()).outcome
     assert outcome is not None
     return outcome.recordings_deleted, outcome.callers_pseudonymised
@@ -224,9 +246,10 @@ def retention_job() -> tuple[int, int]:
                     priority=PERIODIC_PRIORITY)
 def backup_job() -> str | None:
     """Every night (03:00 Almaty, after retention): a snapshot into HOTLINE_BACKUP_DIR, when
-    it is set (hotline.backup); the snapshot's folder, or None."""
+    it is set (hotline.backup); the snapshot's folder, or None (no folder set here, or another
+    worker made tonight's)."""
     settings = current_runtime().settings
-    if settings.backup_dir is None:
+    if settings.backup_dir is None or not first_tonight(huey, "backup"):
         return None
     try:
         snapshot = make_backup(settings, settings.backup_dir, keep=settings.backup_keep)

@@ -111,6 +111,9 @@ def make_app() -> Iterator[Callable[[Settings], Flask]]:
     yield build
     for application in built:
         runtime(application).dispose()
+    # Immediate mode's in-memory store lives as long as the process: a nightly job's claim
+    # (jobs.first_tonight) made by one test must not make the next one skip its run.
+    huey.storage.flush_results()
 
 
 @pytest.fixture

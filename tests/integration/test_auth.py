@@ -103,6 +103,33 @@ def test_demo_mode_cookie_works_on_plain_http(make_app: Callable[[Settings], Fla
     assert make_app(settings).config["SESSION_COOKIE_SECURE"] is True
 
 
+@pytest.mark.parametrize(("language", "said"), [
+    ("en", "This page was opened over http."),
+    ("kk", "Бұл бет http арқылы ашылды."),
+    ("ru", "Эта страница открыта по http."),
+])
+def test_the_login_page_opened_over_http_says_https_is_needed(
+        make_app: Callable[[Settings], Flask], settings: Settings, language: str,
+        said: str) -> None:
+    """Outside demo mode the session cookie goes only over https: over http no login could
+    work, and the form would answer "open too long or came from elsewhere". It says why."""
+    def notice(application: Flask, base_url: str) -> list[str]:
+        shown = page(application.test_client().get(
+            "/login", base_url=base_url, headers={"Accept-Language": language}))
+        return [e for e in shown.errors if "http" in e]
+
+    shown = notice(make_app(settings), "http://hotline.example.kz")
+    assert len(shown) == 1 and shown[0].startswith(said)
+    assert notice(make_app(settings), "https://hotline.example.kz") == []
+    assert notice(make_app(settings.override(demo=True)), "http://127.0.0.1:5000") == []
+    # The login form sent over http gets the same reason, not the CSRF one.
+    client = make_app(settings).test_client()
+    sent = page(client.post("/login", base_url="http://hotline.example.kz",
+                            headers={"Accept-Language": language},
+                            data={"email": "lawyer@example.kz", "password": "x"}))
+    assert len(sent.errors) == 1 and sent.errors[0].startswith(said)
+
+
 def test_wrong_password_and_unknown_email_get_the_same_answer(app: Flask, db: Db,
                                                               consultant: str) -> None:
     browser = Browser(app)

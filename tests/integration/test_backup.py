@@ -188,6 +188,9 @@ def test_the_nightly_job_backs_up_when_a_folder_is_set(
     make_app(settings.override(backup_dir=folder, backup_keep=2))
     made = jobs.backup_job.call_local()
     assert snapshots(folder) == [Path(made)]
+    # The same night's job enqueued by another worker's scheduler: no second snapshot.
+    assert jobs.backup_job.call_local() is None
+    assert snapshots(folder) == [Path(made)]
     assert Settings.from_env({"HOTLINE_BACKUP_DIR": str(folder),
                               "HOTLINE_BACKUP_KEEP": "14"}).backup_keep == 14
     assert Settings.from_env({}).backup_dir is None

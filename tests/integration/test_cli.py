@@ -99,6 +99,61 @@ def test_a_postgresql_deployment_without_a_secret_key_is_warned_about(
     assert not warned()
 
 
+def test_a_production_start_says_which_twilio_settings_are_missing(
+        settings: Settings, make_app: Callable[[Settings], Flask],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The token alone lets the hotline start (incoming calls work); what else a deployment
+    lacks is said at start-up, not found when a callback has no caller ID."""
+    missing = ("TWILIO_ACCOUNT_SID is not set", "TWILIO_PHONE_NUMBER is not set",
+               "PUBLIC_BASE_URL is not set")
+
+    def warned() -> list[str]:
+        return [m for m in missing if any(m in r.getMessage() for r in caplog.records)]
+
+    make_app(settings.override(twilio_account_sid="", twilio_phone_number=""))
+    assert warned() == list(missing)
+    caplog.clear()
+    make_app(settings.override(public_base_url="https://hotline.example.kz"))
+    assert warned() == []
+
+
+def test_a_proxy_the_settings_do_not_declare_is_warned_about_once(
+        settings: Settings, make_app: Callable[[Settings], Flask],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Behind an undeclared proxy every visitor has the proxy's address (one guesser would
+    lock every consultant out): the first request that shows it says so."""
+    def warnings() -> int:
+        return sum("HOTLINE_PROXY_HOPS is 0" in r.getMessage() for r in caplog.records)
+
+    client = make_app(settings).test_client()
+    assert client.get("/health").status_code == 200
+    assert warnings() == 0
+    for address in ("203.0.113.9", "203.0.113.10"):
+        client.get("/health", headers={"X-Forwarded-For": address})
+    assert warnings() == 1
+    declared = make_app(settings.override(proxy_hops=1)).test_client()
+    declared.get("/health", headers={"X-Forwarded-For": "203.0.113.9"})
+    assert warnings() == 1
+
+
+def test_a_setting_that_is_not_a_number_is_named_not_a_traceback(tmp_path: Path) -> None:
+    from hotline.config import ConfigError
+
+    with pytest.raises(ConfigError, match="HOTLINE_SESSION_MINUTES must be a number, like 60, "
+                                          "not '60m'"):
+        Settings.from_env({"HOTLINE_SESSION_MINUTES": "60m"})
+    # The worker reads its settings as it starts (and as it imports the job queue).
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HOTLINE_", "TWILIO_"))}
+    env.update(HOTLINE_DEMO="1", HOTLINE_DATA_DIR=str(tmp_path / "instance"),
+               HOTLINE_DOWNLOAD_BACKOFF="2s")
+    worker = subprocess.run([str(Path(sys.executable).parent / "hotline"), "worker"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert worker.returncode == 1
+    assert "Traceback" not in worker.stderr
+    assert "Error: HOTLINE_DOWNLOAD_BACKOFF must be a number, like 2, not '2s'." in worker.stderr
+
+
 def test_prompts_render_makes_slow_telephone_audio_for_every_kazakh_prompt(app: Flask) -> None:
     result = run_cli(app, ["prompts", "render"])
     assert result.exit_code == 0, result.output

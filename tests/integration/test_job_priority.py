@@ -1,4 +1,5 @@
-"""Job priorities on the real queues: SqliteHuey (a file) and PriorityRedisHuey (Redis).
+"""Job priorities on the real queues: SqliteHuey (a file) and PriorityRedisHuey (Redis); and
+the nightly jobs' claim in the queue's shared store, which lets one of several workers run them.
 
 The jobs are enqueued as the app enqueues them (the task objects of hotline.jobs, with their
 priorities) into a queue built by `make_huey` for the backend, and read back raw from its
@@ -11,6 +12,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -159,3 +161,26 @@ def test_a_redis_that_stops_answering_fails_an_enqueue_within_seconds(tmp_path: 
         assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (9, 3)
     finally:
         mute.close()
+
+
+@pytest.mark.parametrize("redis_url", [None, pytest.param(REDIS_URL, marks=pytest.mark.redis)])
+def test_of_several_workers_one_runs_each_nightly_job(tmp_path: Path,
+                                                      redis_url: str | None) -> None:
+    """Every worker's scheduler enqueues the nightly jobs: two workers on one queue (two
+    machines on one Redis; two processes on one SQLite file) run each job once a night."""
+    name = f"hotlinenightly{uuid.uuid4().hex[:8]}"
+    first, second = (make_queue(tmp_path, name, redis_url) for _worker in range(2))
+    night = datetime(2026, 3, 1, 22, 0, tzinfo=UTC)  # 03:00 on 2 March, Almaty
+    try:
+        assert jobs.first_tonight(first, "backup", night)
+        assert not jobs.first_tonight(second, "backup", night)
+        assert not jobs.first_tonight(first, "backup", night + timedelta(hours=3))
+        assert jobs.first_tonight(second, "retention", night)  # each job has its own claim
+        # 19:00 UTC is the next day in Almaty: the next night's run.
+        assert jobs.first_tonight(second, "backup", night + timedelta(hours=21))
+        assert not jobs.first_tonight(first, "backup", night + timedelta(hours=22))
+        # One key a job stays in the store: last night's went when tonight's was claimed.
+        assert first.get("nightly:backup:2026-03-02", peek=True) is None
+        assert first.get("nightly:backup:2026-03-03", peek=True) is not None
+    finally:
+        first.storage.flush_all()
