@@ -169,7 +169,14 @@ class Flow:
             menu = content.menus[node]
             keys_said = [f"menu.{node}", *(f"menu.{node}.{k}" for k in menu.options)]
             keys_said += ["nav.lawyer", "nav.language"] if node == MAIN else ["nav.main"]
-            return Screen(node, language, self.say(language, *keys_said), "key", tries)
+            prompts = self.say(language, *keys_said)
+            if node == MAIN:
+                # "9 changes the language" in every other language too: a Kazakh-speaking
+                # elder in a Russian menu (remembered from a grandchild's Russian SMS, say)
+                # hears in Kazakh how to get out of it.
+                prompts += tuple(self.prompt(other, "nav.language")
+                                 for other in self.content.language_codes if other != language)
+            return Screen(node, language, prompts, "key", tries)
         if node in content.topics:
             parts = [f"topic.{node}.{part}" for part in EXPLAINER_PARTS] if tries == 0 else []
             prompts = self.say(language, *parts, "explainer.menu")
@@ -212,10 +219,17 @@ class Flow:
             return self._press_language(key, tries)
         if node == DONE:
             # After the promise the keys mean what they mean everywhere (0 and * the main
-            # menu, 9 the language); silence or any other key ends the call politely.
+            # menu, 9 the language); silence ends the call politely. Another key is a caller
+            # still listening (pressing 1 to add to the question, say): "no such key" and the
+            # promise and its menu again, up to MAX_REPEATS times, then goodbye.
             if key in ("0", "*"):
                 return self.show(MAIN, language)
-            return self.show(LANGUAGE, None) if key == "9" else self.show(GOODBYE, language)
+            if key == "9":
+                return self.show(LANGUAGE, None)
+            if not key or tries >= MAX_REPEATS:
+                return self.show(GOODBYE, language)
+            return _with_preface(self.show(DONE, language, tries + 1),
+                                 self.say(language, "nav.wrong_key"))
         if key == "9":
             return self.show(LANGUAGE, None)
         if key == "0":

@@ -315,9 +315,39 @@ def test_after_recording_the_promise_then_goodbye(flow: Flow) -> None:
     # The keys that mean the same everywhere mean it here too.
     assert flow.press(done.node, "ru", "*").node == MAIN
     assert flow.press(done.node, "ru", "9").node == LANGUAGE
-    for other in ("", "1", "#"):
-        goodbye = flow.press(done.node, "ru", other)
-        assert (goodbye.node, goodbye.wait) == (GOODBYE, "hangup")
+    goodbye = flow.press(done.node, "ru", "")  # silence: the caller has heard the promise
+    assert (goodbye.node, goodbye.wait) == (GOODBYE, "hangup")
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_another_key_after_the_promise_says_so_and_repeats_it_then_goodbye(
+        flow: Flow, language: str) -> None:
+    """A caller who presses 1 after the promise (1 recorded again a screen earlier) is still
+    listening: not hung up on, but told it is no key here and given the promise again."""
+    done = flow.recorded(language)
+    for tries in range(2):
+        again = flow.press(done.node, language, "1", tries=tries)
+        assert (again.node, again.wait, again.tries) == (done.node, "key", tries + 1)
+        assert [p.key for p in again.prompts] == [
+            "nav.wrong_key", "record.done", "record.done.menu"]
+        assert {p.language for p in again.prompts} == {language}
+    goodbye = flow.press(done.node, language, "#", tries=2)
+    assert (goodbye.node, goodbye.wait) == (GOODBYE, "hangup")
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_the_main_menu_says_how_to_change_the_language_in_every_language(
+        flow: Flow, language: str) -> None:
+    """Someone in the other language's menu (the language remembered from a grandchild's SMS)
+    hears in their own language that 9 changes it: last, after the menu's own words."""
+    menu = flow.show(MAIN, language)
+    others = [code for code in LANGUAGES if code != language]
+    assert [(p.key, p.language) for p in menu.prompts[-len(others) - 2:]] == [
+        ("nav.lawyer", language), ("nav.language", language),
+        *(("nav.language", other) for other in others)]
+    assert all(p.language == language for p in menu.prompts[:-len(others)])
+    # Only the main menu: a topic's menu is for someone who found their way already.
+    assert {p.language for p in flow.show("pension", language).prompts} == {language}
 
 
 def test_nothing_recorded_offers_again_and_never_loops_forever(flow: Flow) -> None:
