@@ -77,6 +77,10 @@ OFF_TOPIC = {
         "работодатель", "штраф", "мошенник", "обман", "избил", "бьет", "угрожает",
         "коммунальные", "квартира", "аренда", "налог", "скот", "корова", "украли", "кража",
         "нет воды", "водопровод", "газ", "опека", "ДТП", "авария", "сенокос", "пастбище",
+        # Violence, eviction, a shut-off, a bailiff, refused treatment (residents write "я
+        # пенсионер, меня выселяют": who they are is no topic, what happens to them is).
+        "избивает", "избили", "насилие", "выселить", "выселение", "выгоняет", "выгнали",
+        "отключили", "исполнитель", "арест", "лечить", "лечение", "больница",
     ),
     "kk": (
         "алимент", "ажырасу", "мұрагер", "мұраға", "өсиет", "несие", "қарыз", "банк",
@@ -84,8 +88,19 @@ OFF_TOPIC = {
         "полиция", "сот", "жалақы", "жұмыстан шығарды", "айыппұл", "алаяқ", "ұрады", "ұрып",
         "пәтер", "сиыр", "мал", "ұрлады", "ұрлап", "су жоқ", "газ",
         "неке", "жайылым", "шабындық",
+        "қуып", "қуды", "зорлық", "өшірді", "өшіріп", "орындаушы", "емдеу", "емдемей",
+        "аурухана",
     ),
 }
+# Words that say who the resident is, not what they ask: "Я пенсионер, меня выселяют", "Я
+# инвалид, меня избивает сын", "Зейнеткермін, ..." ask no pension or disability question. A
+# keyword matched by such words only counts as a generic word (half), so alone it is no
+# confident answer; with the topic's own words ("пенсионерка, накопления в ЕНПФ") it still is.
+# Folded beginnings; the abstract nouns ("инвалидность", "мүгедектік") are topic words.
+# A message of one or two words ("инвалид", "я пенсионер") asks about the topic itself.
+IDENTITY_WORDS = ("пенсионер", "инвалид", "зейнеткер", "мүгедек")
+NOT_IDENTITY_WORDS = ("инвалидн", "мүгедектік", "мүгедектіг", "зейнеткерлік", "зейнеткерліг")
+IDENTITY_MIN_WORDS = 3
 # Case endings an acronym may carry glued on (folded): "ЦОНа", "ЦОНе", "МСЭК", "АСПға".
 ACRONYM_ENDINGS = frozenset(
     "а е у и ом ов ам ах к ка ке ки га ге да де та те ти ди ги дан ден тан тен нан нен на не "
@@ -93,6 +108,8 @@ ACRONYM_ENDINGS = frozenset(
 )
 
 _RU_STEMMER = snowballstemmer.stemmer("russian")
+_IDENTITY = tuple(skeleton(w) for w in IDENTITY_WORDS)
+_NOT_IDENTITY = tuple(skeleton(w) for w in NOT_IDENTITY_WORDS)
 
 
 @dataclass(frozen=True)
@@ -149,6 +166,11 @@ class _Token:
     folded: str  # `skeleton` of the word
     stem: str  # `skeleton` of its Russian Snowball stem
     letters: str  # folded with doubled letters kept, for acronyms
+    identity: bool = False  # says who the resident is (IDENTITY_WORDS)
+
+
+def _is_identity(folded: str) -> bool:
+    return folded.startswith(_IDENTITY) and not folded.startswith(_NOT_IDENTITY)
 
 
 def _fuzzy_prefix(prefix: str, word: str) -> bool:
@@ -315,8 +337,10 @@ class FaqMatcher:
         """The message's words, transliterated, normalised, folded and stemmed."""
         script = detect_language(text) or language
         words = normalise(to_cyrillic(text, script)).split()
+        says_more = len(words) >= IDENTITY_MIN_WORDS
         return [
-            _Token(skeleton(w), skeleton(_russian_stem(w)), skeleton(w, single=False))
+            _Token(skeleton(w), skeleton(_russian_stem(w)), skeleton(w, single=False),
+                   says_more and _is_identity(skeleton(w)))
             for w in words
         ]
 
@@ -359,6 +383,8 @@ def _score(terms: list[_Term], tokens: list[_Token]) -> tuple[float, float]:
     own = shared = 0.0
     for term, _ in ranked:
         value, picked = _match(term, tokens, used)
+        if picked and all(tokens[i].identity for i in picked):
+            value *= GENERIC_WEIGHT
         if value > 0:
             used.update(picked)
             if term.shared:

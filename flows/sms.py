@@ -38,23 +38,40 @@ STOP_WORDS = frozenset({
     "СТОП", "ОТПИСАТЬСЯ", "ОТПИСКА", "ХВАТИТ", "ПРЕКРАТИТЕ", "ПРЕКРАТИТЬ", "ОТМЕНА",
     # Several words are one keyword (keyword() drops the spaces): "не пишите мне больше".
     "НЕПИШИТЕ", "НЕПИШИТЕМНЕ", "НЕПИШИТЕБОЛЬШЕ", "НЕПИШИТЕМНЕБОЛЬШЕ", "БОЛЬШЕНЕПИШИТЕ",
+    "НЕПРИСЫЛАЙТЕ", "ОТПИШИТЕ", "ОТПИШИТЕСЬ", "УДАЛИТЕМОЙНОМЕР", "УДАЛИТЕНОМЕР",
     # Kazakh: the bare form, and the polite ones an older resident writes.
     "ТОҚТА", "ТОКТА", "ТОҚТАТ", "ТОКТАТ", "ТОҚТАТЫҢЫЗ", "ТОКТАТЫНЫЗ", "ЖІБЕРМЕҢІЗ",
-    "ЖИБЕРМЕНИЗ", "ЖАЗБАҢЫЗ", "ЖАЗБАНЫЗ"})
+    "ЖИБЕРМЕНИЗ", "ЖІБЕРМЕҢІЗШІ", "ЖИБЕРМЕНИЗШИ", "ЖАЗБАҢЫЗ", "ЖАЗБАНЫЗ", "ЖАЗБАҢЫЗШЫ",
+    "ЖАЗБАНЫЗШЫ"})
+# Words that may stand beside stop keywords in a message that only asks to stop: "Больше не
+# присылайте мне СМС", "Маған хабарлама жібермеңіз", "Стоп! Не пишите". Every word must be
+# one of these, a polite word or part of a stop keyword (stop_word); one other word and the
+# message is read as anything else is ("Стоп, пенсия не пришла" asks a question).
+STOP_COMPANIONS = frozenset({
+    "МНЕ", "МЕНЯ", "БОЛЬШЕ", "ПИСАТЬ", "СМС", "SMS", "СООБЩЕНИЯ", "СООБЩЕНИЙ", "ВСЁ", "ВСЕ",
+    "МАҒАН", "МАГАН", "ЕНДІ", "ЕНДИ", "ХАБАРЛАМА", "ХАБАРЛАМАЛАР", "ХАБАРЛАМАНЫ", "БАСҚА",
+    "БАСКА"})
+# Stop keywords of several words, written as several words (keyword() joins them).
+_MAX_STOP_WORDS = 4
 START_WORDS = frozenset({"START", "UNSTOP", "СТАРТ", "БАСТА", "НАЧАТЬ"})
 # "БАСТА" is "start" in Kazakh but "enough!" in Russian: from a resident whose language is
 # Russian it is a STOP (a wish to stop must never be read as its opposite).
 _STOP_IN = {"БАСТА": frozenset({"ru"})}
-HELP_WORDS = frozenset({"HELP", "INFO", "ПОМОЩЬ", "КӨМЕК", "КОМЕК", "СПРАВКА"})
+# Not "СПРАВКА": to a resident it is a certificate (the documents topic), not a help text.
+HELP_WORDS = frozenset({"HELP", "INFO", "ПОМОЩЬ", "КӨМЕК", "КОМЕК"})
 MENU_WORDS = frozenset({"MENU", "МЕНЮ", "МӘЗІР", "МАЗИР", "МАЗІР", "?", "0?"})
 MORE_WORDS = frozenset({"MORE", "ЕЩЁ", "ЕЩЕ", "ДАЛЕЕ", "ТАҒЫ", "ТАГЫ"})
 QUESTION_WORDS = frozenset({"СҰРАҚ", "СУРАК", "ВОПРОС", "Q", "QUESTION", "СҰРАҚБАР",
-                            "СУРАКБАР", "ЕСТЬВОПРОС", "УМЕНЯВОПРОС"})
+                            "СУРАКБАР", "СҰРАҒЫМБАР", "СУРАГЫМБАР", "МЕНІҢСҰРАҒЫМБАР",
+                            "МЕНИНСУРАГЫМБАР", "ЕСТЬВОПРОС", "УМЕНЯВОПРОС",
+                            "УМЕНЯЕСТЬВОПРОС", "ХОЧУСПРОСИТЬ", "МОЖНОВОПРОС"})
 # A greeting is how many residents open a conversation: it gets the menu, not a lawyer.
 GREETING_WORDS = frozenset({
     "СӘЛЕМ", "САЛЕМ", "СӘЛЕМЕТСІЗБЕ", "САЛЕМЕТСИЗБЕ", "АССАЛАУМАҒАЛЕЙКУМ", "АССАЛАУМАГАЛЕЙКУМ",
-    "ҚАЙЫРЛЫКҮН", "КАЙЫРЛЫКУН", "ЗДРАВСТВУЙТЕ", "ЗДРАСТЕ", "ЗДРАВСТВУЙ", "ПРИВЕТ",
-    "ДОБРЫЙДЕНЬ", "ДОБРЫЙВЕЧЕР", "ДОБРОЕУТРО", "АЛЛО", "HELLO", "HI"})
+    "САЛАМ", "АССАЛАМУАЛЕЙКУМ", "АССАЛАУМАЛЕЙКУМ", "САЛАМАЛЕЙКУМ", "АССАЛАМАЛЕЙКУМ",
+    "ҚАЙЫРЛЫКҮН", "КАЙЫРЛЫКУН", "ЗДРАВСТВУЙТЕ", "ЗДРАСТЕ", "ЗДРАСЬТЕ", "ЗДРАСТЬТЕ",
+    "ЗДРАВСТВУЙ", "ПРИВЕТ", "ДОБРЫЙДЕНЬ", "ДОБРЫЙВЕЧЕР", "ДОБРОЕУТРО", "АЛЛО", "HELLO", "HI"})
+_MAX_GREETING_WORDS = 3  # "Добрый день", "Сәлеметсіз бе", "Ассалаумағалейкум" in pieces
 # Thanks and "OK" after an answer end the conversation: no reply, and nobody's question.
 THANKS_WORDS = frozenset({
     "РАХМЕТ", "РАҚМЕТ", "КӨПРАХМЕТ", "КОПРАХМЕТ", "СПАСИБО", "СПС", "БОЛЬШОЕСПАСИБО",
@@ -70,9 +87,13 @@ THANKS_COMPANIONS = frozenset({
 # "I'll wait for the call": a thanks only from a resident whose question is open (the answer to
 # the receipt SMS). After the SMS that says we could not reach them, the same words ask for
 # another call, and go to the lawyers as a question.
-WAITING_WORDS = frozenset({
-    "ЖДУ", "ЖДЁМ", "ЖДЕМ", "БУДУ", "ЖДАТЬ", "ЗВОНКА", "ЗВОНОК", "ОТВЕТА", "КҮТЕМІН",
-    "КУТЕМИН", "КҮТЕМІЗ", "КУТЕМИЗ", "ҚОҢЫРАУДЫ", "КОНЫРАУДЫ", "ЖАУАПТЫ",
+# Without a thanks, a reply of these words says it too when it has one of WAITING_VERBS:
+# "Жду звонка", "Буду ждать", "Күтемін".
+WAITING_VERBS = frozenset({
+    "ЖДУ", "ЖДЁМ", "ЖДЕМ", "ЖДАТЬ", "ПОДОЖДУ", "ДОЖДУСЬ", "КҮТЕМІН", "КУТЕМИН", "КҮТЕМІЗ",
+    "КУТЕМИЗ", "КҮТЕЙІН", "КУТЕЙИН"})
+WAITING_WORDS = WAITING_VERBS | frozenset({
+    "БУДУ", "ЗВОНКА", "ЗВОНОК", "ОТВЕТА", "ВАШЕГО", "ҚОҢЫРАУДЫ", "КОНЫРАУДЫ", "ЖАУАПТЫ",
     "ҚОҢЫРАУЫҢЫЗДЫ", "КОНЫРАУЫНЫЗДЫ", "ЖАУАБЫҢЫЗДЫ", "ЖАУАБЫНЫЗДЫ"})
 MAX_THANKS_WORDS = 5
 _WORD_SEPARATORS = re.compile(r"[\s.,!;:'\"()\-_*#]+")
@@ -162,14 +183,15 @@ def fallback_kind(body: str, language: str | None = None, question_open: bool = 
 
 def is_short_thanks(body: str, question_open: bool = False) -> bool:
     """Tell whether a message of a few words only thanks and asks nothing (THANKS_COMPANIONS;
-    WAITING_WORDS too when the resident's question is open). Emoji and punctuation between
-    the words do not count: "Спасибо,жду звонка 🙏"."""
+    WAITING_WORDS too when the resident's question is open, where "I'll wait" needs no thanks
+    word). Emoji and punctuation between the words do not count: "Спасибо,жду звонка 🙏"."""
     if "?" in body:
         return False
     allowed = THANKS_COMPANIONS | POLITE_WORDS | (WAITING_WORDS if question_open else frozenset())
+    thanks = THANKS_WORDS | (WAITING_VERBS if question_open else frozenset())
     words = [command_word(w) for w in _WORD_SEPARATORS.split(body)
              if any(ch.isalnum() for ch in w)]
-    return (0 < len(words) <= MAX_THANKS_WORDS and any(w in THANKS_WORDS for w in words)
+    return (0 < len(words) <= MAX_THANKS_WORDS and any(w in thanks for w in words)
             and all(w in THANKS_WORDS or w in allowed for w in words))
 
 
@@ -181,11 +203,45 @@ def is_menu_key(word: str) -> bool:
 def command_word(body: str) -> str:
     """Return the message as a keyword (see keyword); a Kazakh or Russian keyword typed in
     Latin letters comes back as the Cyrillic keyword it stands for ("TOQTA" as "ТОҚТА"), one
-    with a polite word beside it as the keyword ("Стоп, пожалуйста" as "СТОП")."""
+    with a polite word beside it as the keyword ("Стоп, пожалуйста" as "СТОП"), one after a
+    greeting as the keyword ("Сәлеметсіз бе, сұрағым бар" as "СҰРАҒЫМБАР"), one said twice
+    once ("Стоп стоп"), and stop keywords with their companions as a stop keyword ("Стоп! Не
+    пишите мне больше"; stop_word)."""
     words = body.split()
-    plain = [w for w in words if keyword(w) not in POLITE_WORDS]
-    if plain and len(plain) < len(words):
-        body = " ".join(plain)
+    plain = [w for w in words if keyword(w) not in POLITE_WORDS] or words
+    for size in range(min(_MAX_GREETING_WORDS, len(plain) - 1), 0, -1):
+        if _one_keyword(" ".join(plain[:size])) in GREETING_WORDS:
+            plain = plain[size:]  # a greeting before something else: that something
+            break
+    if len(plain) > 1 and len({_one_keyword(w) for w in plain}) == 1:
+        plain = plain[:1]
+    word = _one_keyword(" ".join(plain))
+    if word in _KEYWORDS or len(plain) == 1:
+        return word
+    return stop_word(plain) or word
+
+
+def stop_word(words: list[str]) -> str | None:
+    """The first stop keyword of a message made only of stop keywords (one or several words
+    each) and STOP_COMPANIONS, else None."""
+    found: str | None = None
+    start = 0
+    while start < len(words):
+        for size in range(min(_MAX_STOP_WORDS, len(words) - start), 0, -1):
+            candidate = _one_keyword(" ".join(words[start:start + size]))
+            if candidate in STOP_WORDS:
+                found = found or candidate
+                break
+        else:
+            if _one_keyword(words[start]) not in STOP_COMPANIONS:
+                return None
+            size = 1
+        start += size
+    return found
+
+
+def _one_keyword(body: str) -> str:
+    """The text as one keyword: keyword(), or the Cyrillic keyword a Latin word stands for."""
     word = keyword(body)
     if (word in _KEYWORDS or len(word) > _LONGEST_LATIN_KEYWORD
             or not is_latin_word(word)):

@@ -212,6 +212,10 @@ def test_stop_holds_after_the_number_is_pseudonymised(app: Flask, phone: Phone,
     # Polite and longer ways of saying it, and a Latin C and T in a Cyrillic word.
     "Тоқтатыңыз", "тоқтат", "toqtat", "Жібермеңіз", "Стоп, пожалуйста!", "STOP please",
     "Не пишите мне больше", "Прекратите", "Отписка", "CTOП",
+    # Said twice, or in several stop words with their companions.
+    "Стоп стоп", "stop stop", "toqta toqta", "Стоп! Не пишите", "Больше не присылайте",
+    "Отпишите", "Хватит писать", "Удалите мой номер", "Хабарлама жібермеңіз",
+    "SMS жібермеңіз", "Маған хабарлама жазбаңыз", "Жібермеңізші",
 ])
 def test_stop_words_in_every_language(phone: Phone, db, word: str) -> None:
     assert phone.send(word)
@@ -223,6 +227,7 @@ def test_stop_words_in_every_language(phone: Phone, db, word: str) -> None:
 @pytest.mark.parametrize(("body", "language"), [
     ("Сәлеметсіз бе", "kk"), ("Салем", "kk"), ("Salem", "kk"), ("Здравствуйте", "ru"),
     ("Добрый день!", "ru"), ("Zdravstvuyte", "ru"), ("😀", "kk"), ("+", "kk"), ("...", "kk"),
+    ("Здрасьте", "ru"), ("Салам", "ru"), ("Ассаламу алейкум", "ru"),  # said in both
 ])
 def test_a_greeting_or_a_symbol_gets_the_menu_not_a_lawyer(
         phone: Phone, dialogue: SmsDialogue, db, body: str, language: str) -> None:
@@ -250,6 +255,40 @@ def test_a_short_thanks_while_a_question_waits_is_no_question(phone: Phone, db,
     assert len(questions(db)) == 1
 
 
+@pytest.mark.parametrize("body", ["Жду звонка", "Буду ждать", "Күтемін", "Жду вашего звонка"])
+def test_i_will_wait_while_a_question_waits_needs_no_thanks_word(phone: Phone, db,
+                                                                body: str) -> None:
+    """How many answer the receipt SMS: no reply, no second question (nor one of the day's
+    five), and the remembered language stays."""
+    phone.send("Сосед перекрыл мне воду, а аким не отвечает")
+    assert phone.send(body) is None
+    assert len(questions(db)) == 1
+    assert caller_row(db).language == "ru"
+
+
+@pytest.mark.parametrize("body", ["Стоп, пенсия не пришла", "Стоп стоп мне пенсию не дали"])
+def test_a_stop_word_inside_a_question_is_no_stop(phone: Phone, db, body: str) -> None:
+    """Only a message made of stop words (and their companions) stops: one other word and it
+    is read as any message is."""
+    assert phone.send(body)
+    assert not caller_row(db).sms_opted_out
+
+
+@pytest.mark.parametrize("body", [
+    "Я инвалид, меня избивает сын", "Мен зейнеткермін, балам мені үйден қуып жатыр",
+    "Я пенсионер, меня выселяют", "Я пенсионер, врач отказывается лечить",
+    "Пенсионер, отключили свет за долги", "Пенсионерка, судебный исполнитель списал всю пенсию",
+])
+def test_who_the_resident_is_is_no_topic_what_happens_to_them_goes_to_a_lawyer(
+        phone: Phone, dialogue: SmsDialogue, db, body: str) -> None:
+    """"Пенсионер" or "мүгедек" says who writes, not what they ask: no stock pension or
+    disability answer to someone beaten, evicted or refused treatment."""
+    assert phone.send(body) in {dialogue.text(language, "sms.question_received")
+                                for language in ("kk", "ru")}
+    [question] = questions(db)
+    assert question.text == body
+
+
 @pytest.mark.parametrize("body", ["Хорошо, жду звонка", "Рахмет, күтемін", "Ок жду звонка"])
 def test_waiting_for_a_call_with_no_question_open_goes_to_the_lawyers(
         phone: Phone, db, body: str) -> None:
@@ -274,13 +313,24 @@ def test_thanks_with_a_question_in_it_is_answered(phone: Phone, dialogue: SmsDia
     assert len(questions(db)) == 1 or any(footer in reply for footer in footers)
 
 
-@pytest.mark.parametrize(("body", "language"), [("Сұрақ бар", "kk"), ("У меня вопрос", "ru")])
+@pytest.mark.parametrize(("body", "language"), [
+    ("Сұрақ бар", "kk"), ("У меня вопрос", "ru"), ("Сұрағым бар", "kk"),
+    # A greeting first, as most residents write.
+    ("Сәлеметсіз бе, сұрағым бар", "kk"), ("Salem, menin suragym bar", "kk"),
+    ("Добрый день, у меня вопрос", "ru"),
+])
 def test_i_have_a_question_is_asked_for_and_the_next_message_is_it(
         phone: Phone, dialogue: SmsDialogue, db, body: str, language: str) -> None:
     assert phone.send(body) == dialogue.text(language, "sms.ask")
     assert questions(db) == []
     phone.send("Көршім жерімді алып қойды" if language == "kk" else "Сосед забрал мой участок")
     assert len(questions(db)) == 1
+
+
+def test_spravka_is_a_certificate_not_the_help_text(phone: Phone, dialogue: SmsDialogue,
+                                                    db) -> None:
+    """"Справка" to a resident is a certificate: the documents answer, not how to use SMS."""
+    assert phone.send("Справка").startswith(dialogue.text("ru", "sms.topic.documents"))
 
 
 def test_a_polite_word_beside_a_keyword_keeps_it_a_keyword(

@@ -189,11 +189,30 @@ def test_test_set_accuracy_and_no_confident_answers_to_other_problems(
         # a topic answered even though the message names a channel (ЦОН, eGov) too
         ("подала на АСП через егов, ответа нет", "ru", "social_assistance"),
         ("пенсия по инвалидности", "ru", "disability"),
+        # who the resident is, in one or two words, asks about the topic itself; with the
+        # topic's own words it is still that topic
+        ("я пенсионер", "ru", "pension"),
+        ("мүгедекпін", "kk", "disability"),
+        ("я пенсионерка хочу узнать про накопления в енпф", "ru", "pension"),
     ],
 )
 def test_focused_matches(matcher: FaqMatcher, text: str, language: str, topic: str) -> None:
     match = matcher.match(text, language)
     assert match is not None and match.topic == topic and match.confident, match
+
+
+@pytest.mark.parametrize(("text", "language"), [
+    ("Я инвалид, меня избивает сын", "ru"),
+    ("сыну 10 лет ребенок инвалид какие выплаты положены", "ru"),
+    ("Пенсионер, у меня корова пропала", "ru"),
+    ("Мен зейнеткермін, көмек керек", "kk"),
+])
+def test_who_the_resident_is_alone_is_no_confident_answer(matcher: FaqMatcher, text: str,
+                                                         language: str) -> None:
+    """In a message that says more, "пенсионер", "инвалид", "зейнеткер", "мүгедек" count half:
+    alone they are below MIN_SCORE, and the message goes to a lawyer."""
+    match = matcher.match(text, language)
+    assert match is None or not match.confident, match
 
 
 @pytest.mark.parametrize(
