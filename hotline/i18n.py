@@ -16,6 +16,7 @@ from __future__ import annotations
 from functools import cache
 from io import BytesIO
 from pathlib import Path
+from urllib.parse import urlencode
 
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
@@ -94,10 +95,19 @@ def _remember_language(response: Response) -> Response:
     return response
 
 
+def language_url(code: str) -> str:
+    """This page in another language: its address with `lang` set and the rest of its query
+    (the queue's filters, the reports' dates) kept. A form's answer (a POST) links to the
+    form's own address: a GET there goes to the page the form is on (hotline.workspace)."""
+    query = [(key, value) for key, value in request.args.items(multi=True) if key != "lang"]
+    return f"{request.path}?{urlencode([*query, ('lang', code)])}"
+
+
 def init_app(app: Flask) -> None:
     """Give the app's templates gettext in the request's language, and the language switcher."""
     babel.init_app(app, default_locale="en", locale_selector=select_language)
     # cached_property on the shared Babel object: every app uses the same .po catalogues.
     babel.domain_instance = PoDomain()
     app.after_request(_remember_language)
-    app.context_processor(lambda: {"languages": LANGUAGES, "language": current_language()})
+    app.context_processor(lambda: {"languages": LANGUAGES, "language": current_language(),
+                                   "language_url": language_url})

@@ -11,9 +11,9 @@ Audit (storage.audit): OPENED when the page is opened; LISTENED when the audio i
 its start (a request without Range, or with a range from byte 0: a player starting; seeking asks
 for later bytes). Both are written at most once per user and question within
 AUDIT_REPEAT_WINDOW, since the redirect after each change re-opens the page, and players fetch
-the start more than once. With preload="metadata" a browser fetches the start of the audio when
-the page opens, so LISTENED means "the resident's voice was sent to this user's browser", the
-thing that matters for their privacy. Changes write CHANGED (the names of the fields), NOTED,
+the start more than once. The player has preload="none": a browser fetches nothing before play
+is pressed, so LISTENED means what the audit log says, that the user played the resident's
+voice (with "metadata" every coordinator who opened a page read as having listened). Changes write CHANGED (the names of the fields), NOTED,
 RELEASED and CLOSED (the reason) in the same transaction as the change. Phone numbers are shown
 on the page (consultants call back) but never written into events or logs.
 """

@@ -26,7 +26,7 @@ from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from markupsafe import escape
 from sqlalchemy.exc import DBAPIError
-from werkzeug.exceptions import InternalServerError
+from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAllowed
 
 from hotline import auth, i18n
 from hotline.config import LOCAL_TIME
@@ -248,3 +248,26 @@ def init_app(app: Flask) -> None:
     auth.init_app(app)
     app.register_blueprint(bp)
     app.register_blueprint(callbacks.hooks)
+    app.register_error_handler(MethodNotAllowed, form_address_opened)
+
+
+def form_address_opened(error: MethodNotAllowed) -> ResponseReturnValue:
+    """A GET to a form's address (the language switcher on a refused form's answer, a reload
+    after the form, a bookmark): to the page the form is on, the nearest address above it
+    that a GET opens (/questions/7/sms to /questions/7, /account/password to /account), with
+    the query (the language asked for). Anything else keeps Werkzeug's 405: a webhook is
+    never redirected."""
+    if request.method == "GET":
+        adapter = current_app.url_map.bind_to_environ(request.environ)
+        parent = request.path.rstrip("/")
+        while "/" in parent.strip("/"):
+            parent = parent.rsplit("/", 1)[0]
+            try:
+                endpoint, _args = adapter.match(parent, method="GET")
+            except HTTPException:
+                continue
+            if endpoint.startswith(f"{bp.name}."):
+                query = request.query_string.decode("latin-1")
+                return redirect(f"{parent}?{query}" if query else parent, 303)
+            break
+    return error

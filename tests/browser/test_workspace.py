@@ -147,6 +147,10 @@ def test_the_recording_loads_and_plays(new_context: NewContext, seeded: Seeded) 
             if r.url.endswith(f"/questions/{seeded.question_id}/audio") else None)
     claim(page, seeded.question_id)
     expect(page.locator("audio#question-audio")).to_have_count(1)
+    # Opening the page sends none of the resident's voice (preload="none"): the audit log's
+    # "listened" is a press of play, not a page opened.
+    page.wait_for_load_state("networkidle")
+    assert audio_answers == []
 
     page.evaluate(f"{AUDIO}.play()")
     page.wait_for_function(f"() => {AUDIO}.readyState >= 2 && {AUDIO}.currentTime > 0")

@@ -470,6 +470,31 @@ def test_the_chosen_language_is_remembered(app: Flask) -> None:
     assert page(browser.get("/login", headers={"Accept-Language": "en"})).lang == "ru"
 
 
+def test_the_language_links_keep_the_page_and_its_filters(app: Flask, consultant: str,
+                                                         db: Db) -> None:
+    """Switching the language keeps the queue's filters; on a form's answer (a POST address)
+    the link opens the page the form is on, in the language, not a 405 in English."""
+    with db() as session:
+        question = Question(channel=CHANNEL_VOICE, language="ru")
+        session.add(question)
+        session.flush()
+        question_id = question.id
+    browser = Browser(app)
+    browser.login(consultant)
+    links = page(browser.get("/queue?language=kk&status=all")).links
+    assert "/queue?language=kk&status=all&lang=ru" in links
+    for form, shown in ((f"/questions/{question_id}/sms", f"/questions/{question_id}"),
+                        (f"/questions/{question_id}/outcome", f"/questions/{question_id}"),
+                        ("/account/password", "/account")):
+        opened = browser.get(f"{form}?lang=kk")
+        assert opened.status_code == 303, form
+        assert opened.headers["Location"] == f"{shown}?lang=kk"
+        assert page(browser.get(opened.headers["Location"])).lang == "kk"
+    # A webhook's address is never redirected: Twilio posts, and a GET is refused.
+    assert browser.get("/voice/incoming").status_code == 405
+    assert browser.get("/sms/incoming").status_code == 405
+
+
 def test_every_workspace_string_is_translated_to_kazakh_and_russian() -> None:
     hotline = TRANSLATIONS_DIR.parent
     method_map = [("**/templates/**.html", "jinja2"), ("**.py", "python")]

@@ -185,7 +185,7 @@ def test_a_consultant_opens_a_question(app: Flask, db: Db, settings: Settings,
     assert "Claim" in parsed.buttons and "Release" not in parsed.buttons
     assert "2026-03-02 09:30" in html  # Almaty
     assert "Русский" in html and "Call" in html and "waiting" in html
-    assert (f'<audio id="question-audio" controls preload="metadata" '
+    assert (f'<audio id="question-audio" controls preload="none" '
             f'src="/questions/{question_id}/audio">') in html
     # Not the holder: no forms to change it.
     assert "corrected_text" not in parsed.inputs and 'name="corrected_text"' not in html
