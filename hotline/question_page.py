@@ -13,9 +13,10 @@ for later bytes). Both are written at most once per user and question within
 AUDIT_REPEAT_WINDOW, since the redirect after each change re-opens the page, and players fetch
 the start more than once. The player has preload="none": a browser fetches nothing before play
 is pressed, so LISTENED means what the audit log says, that the user played the resident's
-voice (with "metadata" every coordinator who opened a page read as having listened). Changes write CHANGED (the names of the fields), NOTED,
-RELEASED and CLOSED (the reason) in the same transaction as the change. Phone numbers are shown
-on the page (consultants call back) but never written into events or logs.
+voice (with "metadata" every coordinator who opened a page read as having listened). Changes
+write CHANGED (the names of the fields), NOTED, RELEASED and CLOSED (the reason) in the same
+transaction as the change. Phone numbers are shown on the page (consultants call back) but
+never written into events or logs.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from hotline.workspace import (
     bp,
     lapse_before,
     local_time,
+    node_title,
     runtime,
     topic_title,
     written_draft,
@@ -174,13 +176,6 @@ def call_length(seconds: int | None) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
-def _node_title(node: str | None) -> str:
-    """A phone-tree node as the history shows it: a topic by its title, a menu by its id."""
-    if not node:
-        return "—"
-    return topic_title(node) if node in runtime().flow.content.topics else node
-
-
 def region_name(code: str | None) -> str:
     """A region code's name in the request's language."""
     if not code:
@@ -285,7 +280,7 @@ def _page_context(session: Session, question: Question, account: auth.Account,
         "history": caller_history(session, question),
         "history_time": local_time,
         "history_topic": topic_title,
-        "node_title": _node_title,
+        "node_title": node_title,
         "call_length": call_length,
         "statuses": STATUSES,
         "channels": CHANNELS,
@@ -377,10 +372,10 @@ def _invalid(question_id: int) -> ResponseReturnValue:
         back=url_for("workspace.question", question_id=question_id)), 400
 
 
-def _saved(question_id: int, part: str) -> ResponseReturnValue:
+def _saved(question_id: int, part: str, anchor: str | None = None) -> ResponseReturnValue:
     # A plain form reloads the page; htmx follows the redirect and takes the part it needs.
     return redirect(url_for("workspace.question", question_id=question_id, saved=part,
-                            _anchor=part), 303)
+                            _anchor=anchor or part), 303)
 
 
 @bp.post("/questions/<int:question_id>/release")
@@ -444,10 +439,13 @@ def correct(question_id: int) -> ResponseReturnValue:
 @bp.post("/questions/<int:question_id>/notes")
 @auth.role_required(ROLE_CONSULTANT, ROLE_COORDINATOR)
 def note(question_id: int) -> ResponseReturnValue:
-    """Add a note to the question."""
+    """Add a note to the question; an empty one (spaces only) is said to be empty, not saved."""
+    body = _field("body")
     refused = _change(question_id, lambda db, found, user_id, now: add_note(
-        db, found, _field("body"), user_id, now, client_address()))
-    return refused if refused is not None else _saved(question_id, "notes")
+        db, found, body, user_id, now, client_address()))
+    if refused is not None:
+        return refused
+    return _saved(question_id, "notes" if body.strip() else "empty-note", "notes")
 
 
 @bp.post("/questions/<int:question_id>/tags")

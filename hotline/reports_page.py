@@ -15,11 +15,11 @@ from flask import Response, abort, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 
-from flows.engine import DONE, EMPTY, GOODBYE, LANGUAGE, MAIN, OFFER, RECORD, UnknownNode
+from flows.engine import LANGUAGE, UnknownNode
 from hotline import auth, i18n
 from hotline.config import LOCAL_TIME
 from hotline.question_page import REGIONS, region_name
-from hotline.workspace import CHANNELS, bp, runtime, topic_title
+from hotline.workspace import CHANNELS, bp, node_title, runtime, topic_title
 from storage import reports as figures
 from storage.db import unit_of_work
 from storage.models import ROLE_COORDINATOR, utcnow
@@ -73,7 +73,9 @@ def parse_filters(today: date) -> tuple[date | None, date | None, str, str]:
     """Read the GET form: from and to (local dates, inclusive), region, topic.
 
     With no form at all the report covers the last DEFAULT_WEEKS weeks; an emptied date field
-    means no bound.
+    means no bound. Dates given the wrong way round are swapped (and shown so in the form):
+    a range that ends before it starts would show every figure as 0, which a coordinator
+    could publish as "no questions".
     """
     args = request.args
     if "from" in args:
@@ -81,6 +83,8 @@ def parse_filters(today: date) -> tuple[date | None, date | None, str, str]:
     else:
         start = today - timedelta(days=today.weekday(), weeks=DEFAULT_WEEKS - 1)
     end = _date(args.get("to")) if "to" in args else today
+    if start is not None and end is not None and start > end:
+        start, end = end, start
     return start, end, args.get("region", "")[:64], args.get("topic", "")[:64]
 
 
@@ -106,24 +110,6 @@ def _share(part: int, whole: int) -> float | None:
 
 
 # -- what the keys mean -----------------------------------------------------------------------
-
-def node_title(node: str | None) -> str:
-    """Name a place in the phone tree for coordinators."""
-    content = runtime().flow.content
-    names = {LANGUAGE: _("Language menu"), MAIN: _("Main menu"),
-             RECORD: _("Recording a question"), OFFER: _("Offered to record a question"),
-             DONE: _("After the question was saved"), EMPTY: _("Nothing was recorded"),
-             GOODBYE: _("Goodbye")}
-    if node is None:
-        return str(_("Before pressing any key"))
-    if node in names:
-        return str(names[node])
-    if node in content.topics:
-        return str(_("Explainer: %(topic)s", topic=topic_title(node)))
-    if node in content.menus:
-        return str(_("Menu %(name)s", name=node))
-    return node
-
 
 def key_meaning(node: str, key: str) -> str:
     """Say what pressing key in node does."""

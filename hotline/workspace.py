@@ -28,6 +28,7 @@ from markupsafe import escape
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAllowed
 
+from flows.engine import DONE, EMPTY, GOODBYE, LANGUAGE, MAIN, OFFER, RECORD
 from hotline import auth, i18n
 from hotline.config import LOCAL_TIME
 from hotline.runtime import Runtime
@@ -76,6 +77,25 @@ def topic_title(topic: str | None) -> str:
     if language in content.prompts:
         return str(content.prompts[language].get(f"topic.{topic}.title", topic))
     return topic.replace("_", " ")
+
+
+def node_title(node: str | None) -> str:
+    """Name a place in the phone tree (the reports' menus, a call's last menu in a caller's
+    history), in the request's language."""
+    content = runtime().flow.content
+    names = {LANGUAGE: _("Language menu"), MAIN: _("Main menu"),
+             RECORD: _("Recording a question"), OFFER: _("Offered to record a question"),
+             DONE: _("After the question was saved"), EMPTY: _("Nothing was recorded"),
+             GOODBYE: _("Goodbye")}
+    if node is None:
+        return str(_("Before pressing any key"))
+    if node in names:
+        return str(names[node])
+    if node in content.topics:
+        return str(_("Explainer: %(topic)s", topic=topic_title(node)))
+    if node in content.menus:
+        return str(_("Menu %(name)s", name=node))
+    return node
 
 
 def lapse_before(now: datetime) -> datetime:

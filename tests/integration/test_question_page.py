@@ -247,6 +247,9 @@ def test_the_page_shows_the_callers_history(app: Flask, db: Db, settings: Settin
     question_id = _voice_question(db, settings, file_path="recordings/b.wav")
     with db() as session:
         caller_id = session.scalars(select(Caller.id).where(Caller.phone == PHONE)).one()
+        # A call that ended in the main menu (hung up before choosing).
+        session.add(Call(call_sid="CAmain", caller_id=caller_id, from_number=PHONE,
+                         started_at=RECEIVED - timedelta(days=2), duration=20, last_node="main"))
         session.add(SmsMessage(message_sid="SMout", direction=SMS_OUT, caller_id=caller_id,
                                phone=PHONE, body="Мы пытались вам позвонить.",
                                status="delivered", created_at=RECEIVED + timedelta(hours=1)))
@@ -266,13 +269,17 @@ def test_the_page_shows_the_callers_history(app: Flask, db: Db, settings: Settin
     assert f"/questions/{question_id}" not in parsed.links  # not itself
     # The number to read, not to tap: a tel: link would call from the lawyer's own phone.
     assert PHONE in html and "tel:" not in html
-    assert ["2026-03-02 09:30", "1:35", "pension"] in parsed.rows
+    # Where each call ended, named as the reports name it, never the tree's own ids.
+    assert ["2026-03-02 09:30", "1:35", "Explainer: pension"] in parsed.rows
+    assert ["2026-02-28 09:30", "0:20", "Main menu"] in parsed.rows
     assert ["2026-03-02 10:30", "to the resident", "Мы пытались вам позвонить.",
             "delivered"] in parsed.rows
     # Twilio's status in the page's language, as on the callback panel.
     russian = page(browser.get(f"/questions/{question_id}?lang=ru"))
     assert ["2026-03-02 10:30", "жителю", "Мы пытались вам позвонить.",
             "доставлено"] in russian.rows
+    assert ["2026-03-02 09:30", "1:35", "Разъяснение: Пенсия"] in russian.rows
+    assert ["2026-02-28 09:30", "0:20", "Главное меню"] in russian.rows
     assert "чужое" not in html and "disability" not in html
     # The number is on the page, never in the audit log.
     assert all(PHONE not in str(e.detail) for e in _events(db, question_id))
@@ -515,6 +522,13 @@ def test_adding_notes(app: Flask, db: Db, settings: Settings, consultant: str) -
     html = lawyer.get(f"/questions/{question_id}").get_data(as_text=True)
     assert "Перезвонить после обеда" in html and "Нужна справка &lt;о доходах&gt;" in html
     assert "Aigerim Nurlanovna" in html
+    # The note of spaces only: the page says it was empty, not "Saved.".
+    empty = lawyer.post(f"/questions/{question_id}/notes",
+                        {"csrf_token": _token(lawyer), "body": "   "})
+    shown = page(lawyer.get(empty.headers["Location"]))
+    assert shown.errors == [
+        "The note was empty: nothing was added. Write the note, then add it."]
+    assert "Saved." not in lawyer.get(empty.headers["Location"]).get_data(as_text=True)
 
 
 def test_setting_tags(app: Flask, db: Db, settings: Settings, consultant: str) -> None:

@@ -369,6 +369,12 @@ def test_filters_apply_to_the_page(reports_app: Flask, coordinator: str) -> None
     form = page(browser.get("/reports", query_string={**MARCH_QUERY, "region": "almaty"}))
     assert form.inputs["from"] == "2026-03-01"
     assert form.inputs["to"] == "2026-03-31"
+    # Dates the wrong way round are the same range, not a page of zeros.
+    backwards = {"from": "2026-03-31", "to": "2026-03-01"}
+    assert download(browser, "summary", **backwards) == download(browser, "summary")
+    assert download(browser, "summary")[1][1] != "0"
+    form = page(browser.get("/reports", query_string=backwards))
+    assert (form.inputs["from"], form.inputs["to"]) == ("2026-03-01", "2026-03-31")
 
 
 def test_csv_reads_back_cyrillic_quotes_commas_and_no_formulas(app: Flask, db: Db,
