@@ -86,6 +86,23 @@ def test_a_consultant_logs_in_and_sees_the_queue(new_context: NewContext,
     small = log_in(phone, seeded.consultant)
     expect(small.locator(f"tr#question-{seeded.question_id}")).to_be_visible()
     shot(small, "03-queue-phone")
+    # Opening a question without claiming it: a link big enough for a finger (44 px).
+    box = small.locator(f"tr#question-{seeded.question_id} td.id a").bounding_box()
+    assert box is not None and box["width"] >= 44 and box["height"] >= 44, box
+
+
+def test_the_users_list_on_a_phone_names_each_value(new_context: NewContext,
+                                                    seeded: Seeded) -> None:
+    """On a phone the table is a card a row: each value says what it is ("Phone: —")."""
+    page = log_in(new_context(viewport=PHONE, is_mobile=True, has_touch=True),
+                  seeded.coordinator)
+    page.goto("/admin/users?lang=ru")
+    labels = page.evaluate("""() => [...document.querySelectorAll('table.users tbody tr')]
+        .map(row => [...row.cells].map(cell => getComputedStyle(cell, '::before').content))""")
+    assert labels and all(row[2:6] == ['"Роль: "', '"Телефон: "', '"Активен: "',
+                                       '"Последний вход (Алматы): "'] for row in labels), labels
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    shot(page, "03-users-phone")
 
 
 # -- claiming -----------------------------------------------------------------------------------
