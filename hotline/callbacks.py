@@ -255,6 +255,8 @@ class CallbackPanel:
     max_sms_parts: int
     # The resident's other questions the user holds (the outcome form offers them the same).
     siblings: list[SiblingView]
+    # The outcome that needs a referral (static/workspace.js asks for one before sending).
+    follow_up: str = OUTCOME_FOLLOW_UP
 
 
 def _mask(phone: str | None) -> str | None:

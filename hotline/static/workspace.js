@@ -20,3 +20,26 @@ document.addEventListener("submit", function (event) {
     });
   }
 });
+
+// The outcome form: "needs follow-up" needs the organisation the resident was referred to.
+// The browser holds the form back and says so (in the page's language) before it is sent,
+// so the choices made are not lost to the server's refusal, which stays for a browser
+// without scripts. Checked at each change and right before the browser validates (a click
+// on the button), since the suggested outcome may already be "follow-up".
+function checkReferral(form) {
+  var referral = form.querySelector("textarea[name=referral]");
+  var chosen = form.querySelector("input[name=outcome]:checked");
+  if (!referral) { return; }
+  var needed = chosen !== null && chosen.value === form.getAttribute("data-referral-for");
+  referral.required = needed;
+  referral.setCustomValidity(needed && referral.value.trim() === ""
+    ? referral.getAttribute("data-required-message") : "");
+}
+["change", "input", "click"].forEach(function (kind) {
+  document.addEventListener(kind, function (event) {
+    var form = event.target && event.target.form;
+    if (form instanceof HTMLFormElement && form.hasAttribute("data-referral-for")) {
+      checkReferral(form);
+    }
+  }, true);
+});

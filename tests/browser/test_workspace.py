@@ -211,7 +211,25 @@ def test_writing_an_outcome_changes_the_question(new_context: NewContext, seeded
     page = log_in(new_context(), seeded.consultant)
     claim(page, seeded.question_id)
 
+    # Needs follow-up without a referral: the browser holds the form back and says why, in
+    # the page's language; nothing is sent, and the choice stays made.
+    page.goto(f"/questions/{seeded.question_id}?lang=ru")
+    form = page.locator("form#outcome-form")
+    form.locator("input[name=outcome][value=follow_up]").check()
+    form.locator("textarea[name=referral]").fill("   ")
+    form.locator("button[type=submit]").click()
+    message = form.locator("textarea[name=referral]").evaluate("t => t.validationMessage")
+    assert message == "Напишите, в какую организацию направлен житель."
+    expect(form.locator("input[name=outcome][value=follow_up]")).to_be_checked()
+    assert question_state(live_app, seeded.question_id)[:2] == (QUESTION_CLAIMED,
+                                                                seeded.consultant)
+    shot(page, "08-outcome-follow_up-without-referral")
+    # Another outcome needs none.
+    form.locator("input[name=outcome][value=resolved]").check()
+    assert form.locator("textarea[name=referral]").evaluate("t => t.validity.valid")
+
     # Needs follow-up: the referral is kept and the question goes back to the queue.
+    page.goto(f"/questions/{seeded.question_id}?lang=en")
     referral = "ЦОН Туркестан, отдел пенсий, +7 725 333 44 55"
     send_outcome(page, "follow_up", referral)
     assert question_state(live_app, seeded.question_id) == (QUESTION_WAITING, None, None)
