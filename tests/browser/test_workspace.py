@@ -294,6 +294,20 @@ def test_the_call_and_sms_buttons_work_once_under_the_content_security_policy(
         expect(button).to_be_disabled()
 
 
+def test_a_note_saved_with_htmx_keeps_the_keyboard_where_it_was(new_context: NewContext,
+                                                                seeded: Seeded) -> None:
+    """htmx replaces the notes part: the focus stays on its button (htmx keeps it on an element
+    with an id), not thrown back to the top of the page for a keyboard or screen reader user."""
+    page = log_in(new_context(), seeded.consultant)
+    claim(page, seeded.question_id)
+    page.fill("#note-body", "Перезвонить после обеда")
+    page.focus("#note-save")
+    page.keyboard.press("Enter")
+    expect(page.locator("#notes .note-body")).to_have_text("Перезвонить после обеда")
+    expect(page.locator("#notes p.notice")).to_have_text("Saved.")
+    assert page.evaluate("document.activeElement.id") == "note-save"
+
+
 def test_a_note_sent_with_htmx_that_is_refused_says_why(new_context: NewContext,
                                                         seeded: Seeded, live_app: Flask) -> None:
     """The note form is sent with htmx, which by default drops an error page without a word:
