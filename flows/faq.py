@@ -77,10 +77,12 @@ OFF_TOPIC = {
         "работодатель", "штраф", "мошенник", "обман", "избил", "бьет", "угрожает",
         "коммунальные", "квартира", "аренда", "налог", "скот", "корова", "украли", "кража",
         "нет воды", "водопровод", "газ", "опека", "ДТП", "авария", "сенокос", "пастбище",
-        # Violence, eviction, a shut-off, a bailiff, refused treatment (residents write "я
-        # пенсионер, меня выселяют": who they are is no topic, what happens to them is).
+        # Violence, eviction, a shut-off of light, gas or water (not of a pension: that is the
+        # topic), a bailiff, refused treatment ("я пенсионер, меня выселяют": who they are is
+        # no topic, what happens to them is).
         "избивает", "избили", "насилие", "выселить", "выселение", "выгоняет", "выгнали",
-        "отключили", "исполнитель", "арест", "лечить", "лечение", "больница",
+        "отключили свет", "отключили газ", "отключили воду", "отключили электричество",
+        "исполнитель", "арест", "лечить", "лечение",
     ),
     "kk": (
         "алимент", "ажырасу", "мұрагер", "мұраға", "өсиет", "несие", "қарыз", "банк",
@@ -88,18 +90,21 @@ OFF_TOPIC = {
         "полиция", "сот", "жалақы", "жұмыстан шығарды", "айыппұл", "алаяқ", "ұрады", "ұрып",
         "пәтер", "сиыр", "мал", "ұрлады", "ұрлап", "су жоқ", "газ",
         "неке", "жайылым", "шабындық",
-        "қуып", "қуды", "зорлық", "өшірді", "өшіріп", "орындаушы", "емдеу", "емдемей",
-        "аурухана",
+        "қуып", "қуды", "зорлық", "жарық өшірді", "газ өшірді", "су өшірді", "орындаушы",
+        "емдеу", "емдемей",
     ),
 }
-# Words that say who the resident is, not what they ask: "Я пенсионер, меня выселяют", "Я
-# инвалид, меня избивает сын", "Зейнеткермін, ..." ask no pension or disability question. A
-# keyword matched by such words only counts as a generic word (half), so alone it is no
-# confident answer; with the topic's own words ("пенсионерка, накопления в ЕНПФ") it still is.
-# Folded beginnings; the abstract nouns ("инвалидность", "мүгедектік") are topic words.
+# Words by which the resident says who they are, not what they ask: "Я пенсионер, меня
+# выселяют", "Я инвалид, меня избивает сын", "Мен зейнеткермін, ..." ask no pension or
+# disability question. Such a word only counts as a generic word (half), so alone it is no
+# confident answer; with the topic's own words ("я пенсионерка, накопления в ЕНПФ") it still
+# is. Only the first person: Russian nominative forms in a message with "я", Kazakh forms
+# with the first-person ending (-мін, -пін) or beside "мен". "Выплаты инвалидам", "сын
+# инвалид", "зейнеткерлерге" ask about the topic, and count in full.
+IDENTITY_RU = ("пенсионер", "пенсионерка", "инвалид", "инвалидка")
+IDENTITY_KK = ("зейнеткер", "мүгедек")
+FIRST_PERSON_KK_ENDINGS = ("мін", "пін")
 # A message of one or two words ("инвалид", "я пенсионер") asks about the topic itself.
-IDENTITY_WORDS = ("пенсионер", "инвалид", "зейнеткер", "мүгедек")
-NOT_IDENTITY_WORDS = ("инвалидн", "мүгедектік", "мүгедектіг", "зейнеткерлік", "зейнеткерліг")
 IDENTITY_MIN_WORDS = 3
 # Case endings an acronym may carry glued on (folded): "ЦОНа", "ЦОНе", "МСЭК", "АСПға".
 ACRONYM_ENDINGS = frozenset(
@@ -108,8 +113,10 @@ ACRONYM_ENDINGS = frozenset(
 )
 
 _RU_STEMMER = snowballstemmer.stemmer("russian")
-_IDENTITY = tuple(skeleton(w) for w in IDENTITY_WORDS)
-_NOT_IDENTITY = tuple(skeleton(w) for w in NOT_IDENTITY_WORDS)
+_IDENTITY_RU = frozenset(skeleton(w) for w in IDENTITY_RU)
+_IDENTITY_KK = tuple(skeleton(w) for w in IDENTITY_KK)
+_FIRST_PERSON_KK = tuple(skeleton(w) for w in FIRST_PERSON_KK_ENDINGS)
+_I_RU, _I_KK = skeleton("я"), skeleton("мен")
 
 
 @dataclass(frozen=True)
@@ -166,11 +173,22 @@ class _Token:
     folded: str  # `skeleton` of the word
     stem: str  # `skeleton` of its Russian Snowball stem
     letters: str  # folded with doubled letters kept, for acronyms
-    identity: bool = False  # says who the resident is (IDENTITY_WORDS)
+    identity: bool = False  # the resident saying who they are (IDENTITY_RU, IDENTITY_KK)
 
 
-def _is_identity(folded: str) -> bool:
-    return folded.startswith(_IDENTITY) and not folded.startswith(_NOT_IDENTITY)
+def _identities(folded: list[str]) -> list[bool]:
+    """Which of a message's folded words are the resident saying who they are."""
+    if len(folded) < IDENTITY_MIN_WORDS:
+        return [False] * len(folded)
+    russian_i, kazakh_i = _I_RU in folded, _I_KK in folded
+    found = []
+    for word in folded:
+        stem = next((s for s in _IDENTITY_KK if word.startswith(s)), None)
+        found.append(
+            (russian_i and word in _IDENTITY_RU)
+            or (stem is not None and (word[len(stem):] in _FIRST_PERSON_KK
+                                      or (kazakh_i and word == stem))))
+    return found
 
 
 def _fuzzy_prefix(prefix: str, word: str) -> bool:
@@ -337,11 +355,10 @@ class FaqMatcher:
         """The message's words, transliterated, normalised, folded and stemmed."""
         script = detect_language(text) or language
         words = normalise(to_cyrillic(text, script)).split()
-        says_more = len(words) >= IDENTITY_MIN_WORDS
+        folded = [skeleton(w) for w in words]
         return [
-            _Token(skeleton(w), skeleton(_russian_stem(w)), skeleton(w, single=False),
-                   says_more and _is_identity(skeleton(w)))
-            for w in words
+            _Token(fold, skeleton(_russian_stem(w)), skeleton(w, single=False), identity)
+            for w, fold, identity in zip(words, folded, _identities(folded), strict=True)
         ]
 
     def scores(self, text: str, language: str) -> tuple[dict[str, float], bool]:

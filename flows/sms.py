@@ -38,7 +38,9 @@ STOP_WORDS = frozenset({
     "СТОП", "ОТПИСАТЬСЯ", "ОТПИСКА", "ХВАТИТ", "ПРЕКРАТИТЕ", "ПРЕКРАТИТЬ", "ОТМЕНА",
     # Several words are one keyword (keyword() drops the spaces): "не пишите мне больше".
     "НЕПИШИТЕ", "НЕПИШИТЕМНЕ", "НЕПИШИТЕБОЛЬШЕ", "НЕПИШИТЕМНЕБОЛЬШЕ", "БОЛЬШЕНЕПИШИТЕ",
-    "НЕПРИСЫЛАЙТЕ", "ОТПИШИТЕ", "ОТПИШИТЕСЬ", "УДАЛИТЕМОЙНОМЕР", "УДАЛИТЕНОМЕР",
+    # Not "Отпишите(сь)": in everyday Russian "отпишитесь мне" is "write back to me".
+    "НЕПРИСЫЛАЙТЕ", "ОТПИШИТЕМЕНЯ", "УДАЛИТЕМОЙНОМЕР", "УДАЛИТЕНОМЕР", "ХВАТИТПИСАТЬ",
+    "ХВАТИТМНЕПИСАТЬ",
     # Kazakh: the bare form, and the polite ones an older resident writes.
     "ТОҚТА", "ТОКТА", "ТОҚТАТ", "ТОКТАТ", "ТОҚТАТЫҢЫЗ", "ТОКТАТЫНЫЗ", "ЖІБЕРМЕҢІЗ",
     "ЖИБЕРМЕНИЗ", "ЖІБЕРМЕҢІЗШІ", "ЖИБЕРМЕНИЗШИ", "ЖАЗБАҢЫЗ", "ЖАЗБАНЫЗ", "ЖАЗБАҢЫЗШЫ",
@@ -48,9 +50,13 @@ STOP_WORDS = frozenset({
 # one of these, a polite word or part of a stop keyword (stop_word); one other word and the
 # message is read as anything else is ("Стоп, пенсия не пришла" asks a question).
 STOP_COMPANIONS = frozenset({
-    "МНЕ", "МЕНЯ", "БОЛЬШЕ", "ПИСАТЬ", "СМС", "SMS", "СООБЩЕНИЯ", "СООБЩЕНИЙ", "ВСЁ", "ВСЕ",
+    "МНЕ", "МЕНЯ", "БОЛЬШЕ", "СМС", "SMS", "СООБЩЕНИЯ", "СООБЩЕНИЙ", "ВСЁ", "ВСЕ",
     "МАҒАН", "МАГАН", "ЕНДІ", "ЕНДИ", "ХАБАРЛАМА", "ХАБАРЛАМАЛАР", "ХАБАРЛАМАНЫ", "БАСҚА",
     "БАСКА"})
+# Stop words that mean stop only as the whole message: with companions they may mean other
+# things ("Мне хватит", "Мне отмена", "the END of my pension").
+WHOLE_MESSAGE_STOP_WORDS = frozenset({
+    "CANCEL", "END", "QUIT", "REVOKE", "ХВАТИТ", "ПРЕКРАТИТЬ", "ОТМЕНА"})
 # Stop keywords of several words, written as several words (keyword() joins them).
 _MAX_STOP_WORDS = 4
 START_WORDS = frozenset({"START", "UNSTOP", "СТАРТ", "БАСТА", "НАЧАТЬ"})
@@ -69,6 +75,7 @@ QUESTION_WORDS = frozenset({"СҰРАҚ", "СУРАК", "ВОПРОС", "Q", "QU
 GREETING_WORDS = frozenset({
     "СӘЛЕМ", "САЛЕМ", "СӘЛЕМЕТСІЗБЕ", "САЛЕМЕТСИЗБЕ", "АССАЛАУМАҒАЛЕЙКУМ", "АССАЛАУМАГАЛЕЙКУМ",
     "САЛАМ", "АССАЛАМУАЛЕЙКУМ", "АССАЛАУМАЛЕЙКУМ", "САЛАМАЛЕЙКУМ", "АССАЛАМАЛЕЙКУМ",
+    "САЛЕМАЛЕЙКУМ",
     "ҚАЙЫРЛЫКҮН", "КАЙЫРЛЫКУН", "ЗДРАВСТВУЙТЕ", "ЗДРАСТЕ", "ЗДРАСЬТЕ", "ЗДРАСТЬТЕ",
     "ЗДРАВСТВУЙ", "ПРИВЕТ", "ДОБРЫЙДЕНЬ", "ДОБРЫЙВЕЧЕР", "ДОБРОЕУТРО", "АЛЛО", "HELLO", "HI"})
 _MAX_GREETING_WORDS = 3  # "Добрый день", "Сәлеметсіз бе", "Ассалаумағалейкум" in pieces
@@ -95,6 +102,7 @@ WAITING_VERBS = frozenset({
 WAITING_WORDS = WAITING_VERBS | frozenset({
     "БУДУ", "ЗВОНКА", "ЗВОНОК", "ОТВЕТА", "ВАШЕГО", "ҚОҢЫРАУДЫ", "КОНЫРАУДЫ", "ЖАУАПТЫ",
     "ҚОҢЫРАУЫҢЫЗДЫ", "КОНЫРАУЫНЫЗДЫ", "ЖАУАБЫҢЫЗДЫ", "ЖАУАБЫНЫЗДЫ"})
+WAITING_COMPANIONS = frozenset({"Я", "МЫ", "БУДЕМ", "МЕН", "БІЗ", "БИЗ"})  # and POLITE_WORDS
 MAX_THANKS_WORDS = 5
 _WORD_SEPARATORS = re.compile(r"[\s.,!;:'\"()\-_*#]+")
 LANGUAGE_WORDS = {"KZ": "kk", "KK": "kk", "ҚАЗ": "kk", "КАЗ": "kk", "QAZ": "kk", "ҚАЗАҚША": "kk",
@@ -187,12 +195,20 @@ def is_short_thanks(body: str, question_open: bool = False) -> bool:
     word). Emoji and punctuation between the words do not count: "Спасибо,жду звонка 🙏"."""
     if "?" in body:
         return False
-    allowed = THANKS_COMPANIONS | POLITE_WORDS | (WAITING_WORDS if question_open else frozenset())
-    thanks = THANKS_WORDS | (WAITING_VERBS if question_open else frozenset())
     words = [command_word(w) for w in _WORD_SEPARATORS.split(body)
              if any(ch.isalnum() for ch in w)]
-    return (0 < len(words) <= MAX_THANKS_WORDS and any(w in thanks for w in words)
-            and all(w in THANKS_WORDS or w in allowed for w in words))
+    if not 0 < len(words) <= MAX_THANKS_WORDS:
+        return False
+    if any(w in THANKS_WORDS for w in words):
+        allowed = THANKS_COMPANIONS | POLITE_WORDS | (
+            WAITING_WORDS if question_open else frozenset())
+        return all(w in THANKS_WORDS or w in allowed for w in words)
+    # "Жду звонка" without a thanks: only waiting words, each once; "Я всё жду звонка" and
+    # "Жду жду" are impatience, and go to the lawyers with the question.
+    return (question_open and any(w in WAITING_VERBS for w in words)
+            and len(set(words)) == len(words)
+            and all(w in WAITING_WORDS or w in WAITING_COMPANIONS or w in POLITE_WORDS
+                    for w in words))
 
 
 def is_menu_key(word: str) -> bool:
@@ -209,6 +225,9 @@ def command_word(body: str) -> str:
     пишите мне больше"; stop_word)."""
     words = body.split()
     plain = [w for w in words if keyword(w) not in POLITE_WORDS] or words
+    whole = _one_keyword(" ".join(plain))
+    if whole in _KEYWORDS:  # "Салам алейкум" is one greeting, not "Салам" and a question
+        return whole
     for size in range(min(_MAX_GREETING_WORDS, len(plain) - 1), 0, -1):
         if _one_keyword(" ".join(plain[:size])) in GREETING_WORDS:
             plain = plain[size:]  # a greeting before something else: that something
@@ -229,7 +248,7 @@ def stop_word(words: list[str]) -> str | None:
     while start < len(words):
         for size in range(min(_MAX_STOP_WORDS, len(words) - start), 0, -1):
             candidate = _one_keyword(" ".join(words[start:start + size]))
-            if candidate in STOP_WORDS:
+            if candidate in STOP_WORDS and candidate not in WHOLE_MESSAGE_STOP_WORDS:
                 found = found or candidate
                 break
         else:

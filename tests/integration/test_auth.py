@@ -122,12 +122,17 @@ def test_the_login_page_opened_over_http_says_https_is_needed(
     assert len(shown) == 1 and shown[0].startswith(said)
     assert notice(make_app(settings), "https://hotline.example.kz") == []
     assert notice(make_app(settings.override(demo=True)), "http://127.0.0.1:5000") == []
-    # The login form sent over http gets the same reason, not the CSRF one.
+    # The login form sent over http gets the reason first, above the form's own error.
     client = make_app(settings).test_client()
     sent = page(client.post("/login", base_url="http://hotline.example.kz",
                             headers={"Accept-Language": language},
                             data={"email": "lawyer@example.kz", "password": "x"}))
-    assert len(sent.errors) == 1 and sent.errors[0].startswith(said)
+    assert len(sent.errors) == 2 and sent.errors[0].startswith(said)
+    # Behind a TLS proxy the settings do not declare, the browser is on https: no banner.
+    proxied = page(make_app(settings).test_client().get(
+        "/login", base_url="http://10.0.0.5:5000",
+        headers={"Accept-Language": language, "X-Forwarded-Proto": "https"}))
+    assert [e for e in proxied.errors if "http" in e] == []
 
 
 def test_wrong_password_and_unknown_email_get_the_same_answer(app: Flask, db: Db,

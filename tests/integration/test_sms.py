@@ -214,7 +214,7 @@ def test_stop_holds_after_the_number_is_pseudonymised(app: Flask, phone: Phone,
     "Не пишите мне больше", "Прекратите", "Отписка", "CTOП",
     # Said twice, or in several stop words with their companions.
     "Стоп стоп", "stop stop", "toqta toqta", "Стоп! Не пишите", "Больше не присылайте",
-    "Отпишите", "Хватит писать", "Удалите мой номер", "Хабарлама жібермеңіз",
+    "Отпишите меня", "Хватит писать", "Удалите мой номер", "Хабарлама жібермеңіз",
     "SMS жібермеңіз", "Маған хабарлама жазбаңыз", "Жібермеңізші",
 ])
 def test_stop_words_in_every_language(phone: Phone, db, word: str) -> None:
@@ -228,6 +228,7 @@ def test_stop_words_in_every_language(phone: Phone, db, word: str) -> None:
     ("Сәлеметсіз бе", "kk"), ("Салем", "kk"), ("Salem", "kk"), ("Здравствуйте", "ru"),
     ("Добрый день!", "ru"), ("Zdravstvuyte", "ru"), ("😀", "kk"), ("+", "kk"), ("...", "kk"),
     ("Здрасьте", "ru"), ("Салам", "ru"), ("Ассаламу алейкум", "ru"),  # said in both
+    ("Салам алейкум", "ru"), ("Салем алейкум", "kk"),
 ])
 def test_a_greeting_or_a_symbol_gets_the_menu_not_a_lawyer(
         phone: Phone, dialogue: SmsDialogue, db, body: str, language: str) -> None:
@@ -255,7 +256,8 @@ def test_a_short_thanks_while_a_question_waits_is_no_question(phone: Phone, db,
     assert len(questions(db)) == 1
 
 
-@pytest.mark.parametrize("body", ["Жду звонка", "Буду ждать", "Күтемін", "Жду вашего звонка"])
+@pytest.mark.parametrize("body", ["Жду звонка", "Буду ждать", "Күтемін", "Жду вашего звонка",
+                                  "Мен күтемін"])
 def test_i_will_wait_while_a_question_waits_needs_no_thanks_word(phone: Phone, db,
                                                                 body: str) -> None:
     """How many answer the receipt SMS: no reply, no second question (nor one of the day's
@@ -266,7 +268,12 @@ def test_i_will_wait_while_a_question_waits_needs_no_thanks_word(phone: Phone, d
     assert caller_row(db).language == "ru"
 
 
-@pytest.mark.parametrize("body", ["Стоп, пенсия не пришла", "Стоп стоп мне пенсию не дали"])
+@pytest.mark.parametrize("body", [
+    "Стоп, пенсия не пришла", "Стоп стоп мне пенсию не дали",
+    # "Отпишитесь (мне)" is everyday Russian for "write back to me"; "хватит" and "отмена"
+    # stop only alone.
+    "Отпишитесь мне пожалуйста", "Отпишите мне смс", "Здравствуйте, отпишитесь", "Мне хватит",
+    "Мне отмена"])
 def test_a_stop_word_inside_a_question_is_no_stop(phone: Phone, db, body: str) -> None:
     """Only a message made of stop words (and their companions) stops: one other word and it
     is read as any message is."""
@@ -287,6 +294,17 @@ def test_who_the_resident_is_is_no_topic_what_happens_to_them_goes_to_a_lawyer(
                                 for language in ("kk", "ru")}
     [question] = questions(db)
     assert question.text == body
+
+
+@pytest.mark.parametrize("body", ["Я всё жду звонка", "Жду жду", "Я всё жду вашего звонка"])
+def test_impatience_while_a_question_waits_reaches_the_lawyers(phone: Phone, db,
+                                                               body: str) -> None:
+    """"I am still waiting" is no thanks: it gets an answer, and the lawyers see it."""
+    phone.send("Сосед перекрыл мне воду, а аким не отвечает")
+    assert phone.send(body) is not None
+    with db() as session:
+        texts = [q.text or "" for q in session.scalars(select(Question))]
+    assert any(body in text for text in texts)
 
 
 @pytest.mark.parametrize("body", ["Хорошо, жду звонка", "Рахмет, күтемін", "Ок жду звонка"])

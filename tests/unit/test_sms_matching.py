@@ -203,16 +203,34 @@ def test_focused_matches(matcher: FaqMatcher, text: str, language: str, topic: s
 
 @pytest.mark.parametrize(("text", "language"), [
     ("Я инвалид, меня избивает сын", "ru"),
-    ("сыну 10 лет ребенок инвалид какие выплаты положены", "ru"),
-    ("Пенсионер, у меня корова пропала", "ru"),
+    ("Я пенсионерка, соседи угрожают", "ru"),
     ("Мен зейнеткермін, көмек керек", "kk"),
+    ("Мүгедекпін, балам ренжітеді", "kk"),
+    ("Пенсионер, отключили свет за долги", "ru"),
 ])
 def test_who_the_resident_is_alone_is_no_confident_answer(matcher: FaqMatcher, text: str,
                                                          language: str) -> None:
-    """In a message that says more, "пенсионер", "инвалид", "зейнеткер", "мүгедек" count half:
-    alone they are below MIN_SCORE, and the message goes to a lawyer."""
+    """In a message that says more, the resident saying who they are ("я пенсионер",
+    "зейнеткермін", "мүгедекпін") counts half: alone it is below MIN_SCORE, and the message
+    goes to a lawyer. A light, gas or water shut-off is another legal problem."""
     match = matcher.match(text, language)
     assert match is None or not match.confident, match
+
+
+@pytest.mark.parametrize(("text", "language", "topic"), [
+    # About others, or in another case: the topic itself.
+    ("Какие выплаты положены инвалиду", "ru", "disability"),
+    ("Выплаты инвалидам детства", "ru", "disability"),
+    ("Мой сын инвалид какие выплаты положены", "ru", "disability"),
+    ("Зейнеткерлерге қандай жәрдемақы бар", "kk", "pension"),
+    # A pension or benefit "switched off" is the topic, not a utility shut-off.
+    ("Отключили пенсию", "ru", "pension"),
+    ("Отключили АСП", "ru", "social_assistance"),
+])
+def test_the_topic_asked_about_others_or_switched_off_is_answered(
+        matcher: FaqMatcher, text: str, language: str, topic: str) -> None:
+    match = matcher.match(text, language)
+    assert match is not None and match.topic == topic and match.confident, match
 
 
 @pytest.mark.parametrize(
