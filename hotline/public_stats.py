@@ -2,10 +2,11 @@
 callback, top topics, by month and region; the same figures as JSON.
 
 No person can be singled out: a count from 1 to 4 is suppressed ("<5" on the page, null with
-`"suppressed": true` in JSON), and so is a figure derived from fewer than 5 questions (a
-median). Where a breakdown's total is published and exactly one of its cells is suppressed,
-the next smallest cell is suppressed too, so the hidden one cannot be worked out by
-subtraction. A zero is shown: it is about nobody.
+`"suppressed": true, "reason": "small"` in JSON), and so is a figure derived from fewer than 5
+questions (a median; "—", reason "few"). Where a breakdown's total is published and a cell is
+suppressed, the next smallest cells are suppressed too (protect), so the hidden one cannot be
+worked out by subtraction; those may hold 5 or more, so they read "hidden", not "<5" (reason
+"complementary"). A zero is shown: it is about nobody.
 
 The pages need no cookie: the language is in the path (/public/kk, /public/ru, /public/en) or
 chosen from Accept-Language at /public, and shared caches may keep anonymous responses.
@@ -21,6 +22,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, render_template, request
 from flask.typing import ResponseReturnValue
 from flask_babel import force_locale
+from flask_babel import gettext as _
 from werkzeug.exceptions import InternalServerError
 
 from hotline import i18n
@@ -47,17 +49,26 @@ bp = Blueprint("public", __name__, url_prefix="/public")
 
 @dataclass(frozen=True)
 class Figure:
-    """A published number, or the fact that it is held back."""
+    """A published number, or the fact that it is held back, and why: "small" (a count from 1
+    to MIN_COUNT - 1), "few" (computed from fewer than MIN_COUNT questions), "complementary"
+    (any size, hidden so that a small one beside it cannot be worked out from the total: the
+    page must not call it "<5")."""
 
     value: int | float | None
     suppressed: bool = False
+    reason: str | None = None
 
     def as_json(self) -> dict[str, Any]:
-        """The figure as JSON: the value (null when suppressed) and the flag."""
-        return {"value": self.value, "suppressed": self.suppressed}
+        """The figure as JSON: the value (null when suppressed), the flag, and the reason."""
+        shown: dict[str, Any] = {"value": self.value, "suppressed": self.suppressed}
+        if self.suppressed:
+            shown["reason"] = self.reason
+        return shown
 
 
-HIDDEN = Figure(None, True)
+HIDDEN = Figure(None, True, "small")
+FEW = Figure(None, True, "few")
+COMPLEMENTARY = Figure(None, True, "complementary")
 
 
 def count_figure(count: int) -> Figure:
@@ -68,7 +79,7 @@ def count_figure(count: int) -> Figure:
 def derived_figure(value: float | None, based_on: int) -> Figure:
     """Publish a figure computed from based_on questions, unless they are fewer than MIN_COUNT."""
     if based_on < MIN_COUNT or value is None:
-        return HIDDEN if based_on else Figure(None)
+        return FEW if based_on else Figure(None)
     return Figure(round(value, 1))
 
 
@@ -88,7 +99,7 @@ def protect(counts: Sequence[int]) -> list[Figure]:
         if not others:
             break
         smallest = min(others, key=lambda i: (counts[i], i))
-        shown[smallest] = HIDDEN
+        shown[smallest] = COMPLEMENTARY
         hidden.append(smallest)
     return shown
 
@@ -120,7 +131,7 @@ def last_months(today: date, count: int) -> list[str]:
     """The count months up to and including today's, oldest first, as YYYY-MM."""
     year, month = today.year, today.month
     names = []
-    for _ in range(count):
+    for _month in range(count):
         names.append(f"{year:04d}-{month:02d}")
         year, month = (year, month - 1) if month > 1 else (year - 1, 12)
     return names[::-1]
@@ -242,9 +253,13 @@ def stats_json(stats: PublicStats, is_stale: bool) -> dict[str, Any]:
         "stale": is_stale,
         **({"computed_at": stats.computed_at.isoformat()} if is_stale else {}),
         "min_count": MIN_COUNT,
-        "suppression": (f"Counts from 1 to {MIN_COUNT - 1}, and figures computed from fewer "
-                        f"than {MIN_COUNT} questions, are null with suppressed: true; where one "
-                        "cell of a breakdown is suppressed, the next smallest is too."),
+        "suppression": (f"Counts from 1 to {MIN_COUNT - 1} (reason: small), and figures "
+                        f"computed from fewer than {MIN_COUNT} questions (reason: few), are "
+                        "null with suppressed: true. Where a breakdown has hidden cells, the "
+                        "next smallest published ones are hidden too (reason: complementary; "
+                        "of any size) until at least two are hidden and together they hold "
+                        f"at least {MIN_COUNT} questions, so that none can be worked out from "
+                        "the total."),
         "answered": ("a consultant tried to call back, answered by SMS, or the question was "
                      "resolved"),
         "totals": totals,
@@ -286,13 +301,20 @@ def stats() -> ResponseReturnValue:
     return _cacheable(response, figures_now.stale)
 
 
+def _bar(figure: Figure) -> int | float | str | None:
+    """A chart bar's value: the number, or what stands for a hidden one ("<5", "hidden")."""
+    if not figure.suppressed:
+        return figure.value
+    return str(_("hidden")) if figure.reason == "complementary" else "<5"
+
+
 def _render(language: str) -> Response:
     """The page in language, cacheable."""
     kept_now = current_stats()
     stats, is_stale = kept_now.value, kept_now.stale
     with force_locale(language):
-        topic_bars = [(topic_title(row.key), row.received.value) for row in stats.topics]
-        month_bars = [(row.key, row.received.value) for row in stats.months]
+        topic_bars = [(topic_title(row.key), _bar(row.received)) for row in stats.topics]
+        month_bars = [(row.key, _bar(row.received)) for row in stats.months]
         html = render_template("public.html", stats=stats, page_language=language,
                                public_languages=PUBLIC_LANGUAGES, topic_title=topic_title,
                                region_title=region_title,
