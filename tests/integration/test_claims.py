@@ -580,9 +580,14 @@ def test_a_claim_without_a_csrf_token_is_refused(app: Flask, db: Db, question_id
         assert _state(session, question_id) == (QUESTION_WAITING, None)
 
 
-def test_claiming_needs_post(app: Flask, question_id: int) -> None:
+def test_claiming_needs_post(app: Flask, db: Db, question_id: int) -> None:
+    """A GET (a link, a reload) claims nothing: it opens the question's page."""
     a = _browser(app, "a@example.kz")
-    assert a.get(f"/questions/{question_id}/claim").status_code == 405
+    opened = a.get(f"/questions/{question_id}/claim")
+    assert opened.status_code == 303
+    assert opened.headers["Location"] == f"/questions/{question_id}"
+    with db() as session:
+        assert session.get(Question, question_id).claimed_by_id is None
 
 
 def test_the_workers_sweep_gives_idle_claims_back(app: Flask, db: Db, question_id: int) -> None:
