@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Flask, Response, abort, jsonify, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
-from flask_wtf.csrf import CSRFError, validate_csrf
+from flask_wtf.csrf import CSRFError, generate_csrf, validate_csrf
 from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 from wtforms import ValidationError
@@ -106,11 +106,14 @@ def page() -> ResponseReturnValue:
         "transcription": _("transcription"),
         "noQuestion": _("No question was left on this call."),
         "beep": _("(beep)"),
+        "expired": _("This page has expired (you logged in or out meanwhile): reload it."),
+        "failed": _("Something went wrong; the call was ended."),
     }
     config = {
         "incomingUrl": external_url("voice.incoming"),
         "statusUrl": external_url("voice.call_status"),
         "signUrl": url_for("phone_demo.sign"),
+        "tokenUrl": url_for("phone_demo.token"),
         "uploadUrl": url_for("phone_demo.upload"),
         "questionsUrl": url_for("phone_demo.call_questions", call_sid="CALLSID"),
         "promptTextUrl": url_for("phone_demo.prompt_text"),
@@ -137,6 +140,13 @@ def _allowed_webhook(url: str) -> bool:
         bases.add(str(runtime().settings.public_base_url).lower())
     prefix = request.script_root + "/voice/"
     return any(origin + parts.path[: len(prefix)] == base + prefix for base in bases)
+
+
+@bp.get("/token")
+def token() -> ResponseReturnValue:
+    """The session's CSRF token, for a page opened before a login or logout in another tab
+    changed the session (the page's own token no longer matches: its next request is refused)."""
+    return jsonify(csrfToken=generate_csrf())
 
 
 @bp.post("/sign")

@@ -14,7 +14,7 @@
 
   const config = JSON.parse(document.getElementById("phone-config").textContent);
   const T = config.texts;
-  const csrfToken = document.querySelector('meta[name="csrf-token"]').content;
+  let csrfToken = document.querySelector('meta[name="csrf-token"]').content;
   const RECORDING_RATE = 8000; // Twilio records calls at 8 kHz
   const SOUND_LEVEL = 0.01; // RMS above this is speech, for <Record timeout> and "nothing heard"
 
@@ -41,8 +41,38 @@
     if (lang) { item.lang = lang; }
     item.textContent = text;
     el.transcript.appendChild(item);
-    item.scrollIntoView({ block: "nearest" });
+    // The transcript scrolls in its own box: the page (and the keypad on a phone) stays put.
+    el.transcript.scrollTop = el.transcript.scrollHeight;
     return item;
+  }
+
+  /* A request to this page's own routes, with the CSRF token. A login or logout in another tab
+   * gives the session a new token and the page's is refused (400): fetch the session's token
+   * once and try again; if that fails too, the page has expired. */
+  async function withToken(url, options) {
+    const send = () => fetch(url, Object.assign({}, options, {
+      headers: Object.assign({}, options.headers, { "X-CSRFToken": csrfToken }),
+    }));
+    let response = await send();
+    if (response.status === 400) {
+      const fresh = await fetch(config.tokenUrl, { cache: "no-store" });
+      if (fresh.ok) {
+        csrfToken = (await fresh.json()).csrfToken;
+        response = await send();
+      }
+      if (response.status === 400) { throw new PhoneError(T.expired, url); }
+    }
+    return response;
+  }
+
+  /* An error to show the visitor in the page's language; the technical detail as its title. */
+  class PhoneError extends Error {
+    constructor(text, detail) { super(text); this.detail = detail; }
+  }
+
+  function showError(error) {
+    const item = entry("error", error instanceof PhoneError ? error.message : T.failed);
+    item.title = error instanceof PhoneError ? String(error.detail) : String(error);
   }
 
   function randomHex(bytes) {
@@ -76,9 +106,9 @@
   // -- talking to the hotline, as Twilio --------------------------------------------------------
 
   async function signature(url, params) {
-    const response = await fetch(config.signUrl, {
+    const response = await withToken(config.signUrl, {
       method: "POST",
-      headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken },
+      headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ url: url, params: params }),
     });
     if (!response.ok) { throw new Error("sign: HTTP " + response.status); }
@@ -425,8 +455,8 @@
   }
 
   async function upload(blob) {
-    const response = await fetch(config.uploadUrl, {
-      method: "POST", headers: { "Content-Type": "audio/wav", "X-CSRFToken": csrfToken }, body: blob,
+    const response = await withToken(config.uploadUrl, {
+      method: "POST", headers: { "Content-Type": "audio/wav" }, body: blob,
     });
     if (!response.ok) { throw new Error("upload: HTTP " + response.status); }
     return response.json();
@@ -470,6 +500,7 @@
     let next = { url: config.incomingUrl, data: {} };
     while (next) {
       const answer = await webhook(next.url, next.data);
+      if (!call.answered && answer.status === 200) { setStatus(T.connected); }
       call.answered = true;
       if (next.statusCallback) {
         const status = await next.statusCallback();
@@ -503,7 +534,7 @@
     try {
       await run();
     } catch (error) {
-      entry("error", String(error));
+      showError(error);
     }
     await endCall();
   }
@@ -518,7 +549,7 @@
         CallDuration: String(Math.max(1, Math.round((Date.now() - ending.started) / 1000))),
       });
     } catch (error) {
-      entry("error", String(error));
+      showError(error);
     }
     if (window.speechSynthesis) { speechSynthesis.cancel(); }
     if (ending.audio) { ending.audio.close(); }

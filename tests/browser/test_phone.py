@@ -278,3 +278,28 @@ def test_hanging_up_while_recording_keeps_the_question(phone_context: BrowserCon
     lines = page.locator("#phone-transcript li").all_inner_texts()
     assert lines[-1] == "Вы положили трубку." and lines[-2].startswith("● Записано"), lines
 
+
+
+def test_a_page_opened_before_a_login_elsewhere_still_calls(phone_context: BrowserContext,
+                                                            live_app: Flask) -> None:
+    """A coordinator opens /phone, then logs in to the workspace in another tab (a new session,
+    a new CSRF token): the page's next call still works, says when it is connected, and on a
+    phone's screen the transcript scrolls in its own box, leaving the keypad in view."""
+    add_user(live_app, "visitor@example.kz", role="coordinator", name="Dana Coordinator")
+    flow = runtime(live_app).flow
+    page = phone_context.new_page()
+    page.goto("/phone?lang=ru")
+    page.set_viewport_size(PHONE)
+    log_in(phone_context, "visitor@example.kz").close()
+    page.bring_to_front()
+    page.click("#phone-call")
+    hear(page, flow.prompt("ru", "language.choose").text)
+    expect(page.locator("#phone-status")).to_have_text(
+        "Соединено. Слушайте и нажимайте клавиши, когда попросят.")
+    press(page, "2")
+    hear(page, flow.prompt("ru", "nav.language").text)
+    expect(page.locator("#phone-transcript li.error")).to_have_count(0)
+    expect(page.locator(".keypad")).to_be_in_viewport()
+    shot(page, "40-phone-after-a-login-elsewhere")
+    page.click("#phone-hangup")
+    expect(page.locator("#phone-status")).to_have_text("Звонок завершён.")
