@@ -93,8 +93,8 @@ def test_demo_mode_adds_the_phone_and_nothing_else(demo_app: Flask, app: Flask) 
     demo = {r.rule for r in demo_app.url_map.iter_rules()}
     normal = {r.rule for r in app.url_map.iter_rules()}
     assert demo - normal == {
-        "/phone", "/phone/sign", "/phone/token", "/phone/recordings", "/phone/calls/<call_sid>/questions",
-        "/phone/prompt-text",
+        "/phone", "/phone/sign", "/phone/token", "/phone/recordings",
+        "/phone/calls/<call_sid>/questions", "/phone/prompt-text",
         "/phone/media/2010-04-01/Accounts/<account_sid>/Recordings/<recording_sid>"}
 
 
