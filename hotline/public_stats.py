@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time
 from typing import Any
 
+from babel.dates import format_date
 from flask import Blueprint, Response, jsonify, render_template, request
 from flask.typing import ResponseReturnValue
 from flask_babel import force_locale
@@ -313,11 +314,18 @@ def _render(language: str) -> Response:
     kept_now = current_stats()
     stats, is_stale = kept_now.value, kept_now.stale
     with force_locale(language):
+        def month_title(key: str | None) -> str:
+            """A YYYY-MM month as people read it: "Қазан 2026", "октябрь 2026"."""
+            if not key:
+                return ""
+            year, month = key.split("-")
+            return format_date(date(int(year), int(month), 1), "LLLL y", locale=language)
+
         topic_bars = [(topic_title(row.key), _bar(row.received)) for row in stats.topics]
-        month_bars = [(row.key, _bar(row.received)) for row in stats.months]
+        month_bars = [(month_title(row.key), _bar(row.received)) for row in stats.months]
         html = render_template("public.html", stats=stats, page_language=language,
                                public_languages=PUBLIC_LANGUAGES, topic_title=topic_title,
-                               region_title=region_title,
+                               region_title=region_title, month_title=month_title,
                                topic_bars=topic_bars, month_bars=month_bars,
                                as_of=stats.computed_at.astimezone(LOCAL_TIME)
                                .strftime("%d.%m.%Y %H:%M"), stale=is_stale)

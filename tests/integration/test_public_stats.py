@@ -59,6 +59,14 @@ def test_hidden_cells_together_hold_at_least_five() -> None:
     assert protect([1, 0, 0]) == [HIDDEN, Figure(0), Figure(0)]
 
 
+KAZAKH_MONTHS = ("Қаңтар", "Ақпан", "Наурыз", "Сәуір", "Мамыр", "Маусым", "Шілде", "Тамыз",
+                 "Қыркүйек", "Қазан", "Қараша", "Желтоқсан")
+RUSSIAN_MONTHS = ("январь", "февраль", "март", "апрель", "май", "июнь", "июль", "август",
+                  "сентябрь", "октябрь", "ноябрь", "декабрь")
+ENGLISH_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
+                  "September", "October", "November", "December")
+
+
 @pytest.fixture(autouse=True)
 def figures_afresh(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each request computes the figures (test_the_figures_are_computed_once_a_minute checks
@@ -179,6 +187,11 @@ def test_the_page_shows_less_than_five_in_kazakh_and_russian(app: Flask,
         # A median over fewer than 5 questions is a dash: "<5" under "hours" would read as
         # "under 5 hours".
         assert "<5" not in [row[3] for row in regions] and "—" in [row[3] for row in regions]
+        # Months by name in the page's language, not as 2026-03.
+        this_month = month_start()
+        names = {"kk": KAZAKH_MONTHS, "ru": RUSSIAN_MONTHS, "en": ENGLISH_MONTHS}[lang]
+        assert [f"{names[this_month.month - 1]} {this_month.year}"] in [
+            row[:1] for row in shown.rows]
         assert "<svg" in response.get_data(as_text=True)
 
 
