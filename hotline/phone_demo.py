@@ -39,7 +39,7 @@ from hotline.auth import csrf
 from hotline.twilio_glue import external_url, runtime
 from hotline.workspace import TRANSCRIPTION
 from storage.db import unit_of_work
-from storage.models import Recording
+from storage.models import TRANSCRIPTION_NO_MODEL, Recording
 
 log = logging.getLogger(__name__)
 
@@ -284,12 +284,20 @@ def call_questions(call_sid: str) -> ResponseReturnValue:
              "url": url_for("workspace.question", question_id=r.question_id),
              "download": r.download_state,
              "transcription": r.question.transcription_state,
-             "transcription_label": str(TRANSCRIPTION.get(r.question.transcription_state,
-                                                          r.question.transcription_state)),
+             "transcription_label": _transcription_label(r.question.transcription_state),
              "language": r.question.language}
             for r in recordings
         ]
     return jsonify(questions=found)
+
+
+def _transcription_label(state: str) -> str:
+    """Where the transcript stands, in the words of someone trying the hotline (the workspace's
+    "no model" says nothing to a funder)."""
+    if state == TRANSCRIPTION_NO_MODEL:
+        return str(_("no speech model for this language on this machine: the lawyer listens "
+                     "to the recording"))
+    return str(TRANSCRIPTION.get(state, state))
 
 
 @bp.get("/prompt-text")

@@ -566,7 +566,6 @@
     const found = response.ok ? (await response.json()).questions : [];
     if (call !== ended) { return; } // a new call has started
     el.result.hidden = false;
-    el.result.textContent = "";
     if (!found.length) {
       el.result.textContent = T.noQuestion;
       return;
@@ -575,17 +574,25 @@
     if (waiting && (tries || 0) < 30) {
       setTimeout(() => showQuestions(ended, (tries || 0) + 1), 2000);
     }
+    // Each poll updates the lines in place: a link rebuilt every two seconds would lose the
+    // keyboard focus of someone about to follow it.
     for (const question of found) {
-      const line = document.createElement("p");
-      const link = document.createElement("a");
-      link.href = question.url;
-      link.className = "question-link";
-      link.dataset.questionId = question.id;
+      let link = el.result.querySelector('a[data-question-id="' + question.id + '"]');
+      if (!link) {
+        const line = document.createElement("p");
+        link = document.createElement("a");
+        link.href = question.url;
+        link.className = "question-link";
+        link.dataset.questionId = question.id;
+        link.textContent = T.question + ": #" + question.id;
+        const state = document.createElement("span");
+        state.className = "transcription-state";
+        line.append(link, " ", state);
+        el.result.appendChild(line);
+      }
       link.dataset.transcription = question.transcription;
-      link.textContent = T.question + ": #" + question.id;
-      line.appendChild(link);
-      line.append(" (" + T.transcription + ": " + question.transcription_label + ")");
-      el.result.appendChild(line);
+      link.parentNode.querySelector(".transcription-state").textContent =
+        "(" + T.transcription + ": " + question.transcription_label + ")";
     }
   }
 

@@ -22,6 +22,7 @@ from twilio.request_validator import RequestValidator
 from hotline.config import Settings
 from storage.calls import start_call
 from storage.db import unit_of_work
+from storage.models import TRANSCRIPTION_NO_MODEL, Question
 from storage.questions import record_question
 from tests.support import ACCOUNT_SID, AUTH_TOKEN, CALLER, runtime, twiml
 
@@ -260,6 +261,14 @@ def test_the_questions_of_a_call_are_found_by_its_sid(page: tuple[FlaskClient, s
         "language": "ru"}]}
     russian = client.get(f"/phone/calls/{call_sid}/questions?lang=ru").json
     assert russian["questions"][0]["transcription_label"] == "ожидает"  # type: ignore[index]
+    # No model for the language here: said in words a visitor understands.
+    with unit_of_work(runtime(demo_app).sessions) as db:
+        stored = db.get(Question, question_id)
+        assert stored is not None
+        stored.transcription_state = TRANSCRIPTION_NO_MODEL
+    kazakh = client.get(f"/phone/calls/{call_sid}/questions?lang=kk").json
+    assert kazakh["questions"][0]["transcription_label"] == (  # type: ignore[index]
+        "бұл компьютерде осы тілдің сөйлеу моделі жоқ: заңгер жазбаны тыңдайды")
     assert client.get(f"/phone/calls/CA{'9' * 32}/questions").json == {"questions": []}
     assert client.get("/phone/calls/not-a-sid/questions").status_code == 404
 
