@@ -409,3 +409,36 @@ def test_a_consultant_sets_their_phone_and_logs_out_elsewhere(new_context: NewCo
     assert urlsplit(elsewhere.url).path == "/login"
     page.goto("/queue")
     assert urlsplit(page.url).path == "/queue"
+
+
+def test_the_keyboard_reaches_the_content_and_keeps_its_place(new_context: NewContext,
+                                                              seeded: Seeded) -> None:
+    """For consultants who use the keyboard or a screen reader: the first Tab offers to skip
+    to the content; a queue filter changed with the arrow keys reloads the queue and leaves the
+    focus on the filter; the focus ring is dark (the orange one was 2:1 on white); a Claim
+    button says which question it takes."""
+    page = log_in(new_context(), seeded.consultant)
+    page.goto("/queue?lang=ru")
+    page.keyboard.press("Tab")
+    skip = page.locator("a.skip-link")
+    expect(skip).to_be_focused()
+    expect(skip).to_have_text("Перейти к содержанию")
+    page.keyboard.press("Enter")
+    expect(page.locator("main#content")).to_be_focused()
+
+    language = page.locator("#filter-language")
+    language.focus()
+    with page.expect_response(lambda r: "/queue?" in r.url and "language=" in r.url):
+        page.keyboard.press("ArrowDown")
+    expect(page.locator("#queue")).to_be_visible()
+    page.wait_for_function("() => document.activeElement && "
+                           "document.activeElement.id === 'filter-language'")
+    assert "language=" in page.url
+
+    page.goto("/queue?lang=ru")
+    button = claim_button(page, seeded.question_id)
+    expect(button).to_have_attribute("aria-label", f"Взять вопрос {seeded.question_id}")
+    button.focus()
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Tab")  # focused by the keyboard: :focus-visible
+    assert button.evaluate("b => getComputedStyle(b).outlineColor") == "rgb(26, 26, 26)"
