@@ -44,15 +44,27 @@ STOP_WORDS = frozenset({
     # Kazakh: the bare form, and the polite ones an older resident writes.
     "ТОҚТА", "ТОКТА", "ТОҚТАТ", "ТОКТАТ", "ТОҚТАТЫҢЫЗ", "ТОКТАТЫНЫЗ", "ЖІБЕРМЕҢІЗ",
     "ЖИБЕРМЕНИЗ", "ЖІБЕРМЕҢІЗШІ", "ЖИБЕРМЕНИЗШИ", "ЖАЗБАҢЫЗ", "ЖАЗБАНЫЗ", "ЖАЗБАҢЫЗШЫ",
-    "ЖАЗБАНЫЗШЫ"})
+    "ЖАЗБАНЫЗШЫ", "ТОҚТАТЫҢЫЗШЫ", "ТОКТАТЫНЫЗШЫ", "ЖІБЕРМЕҢДЕР", "ЖИБЕРМЕНДЕР", "ЖАЗБАҢДАР",
+    "ЖАЗБАНДАР", "НӨМІРІМДІӨШІРІҢІЗ", "НОМИРИМДИОШИРИНИЗ", "МЕНІТІЗІМНЕНӨШІРІҢІЗ",
+    "МЕНИТИЗИМНЕНОШИРИНИЗ", "СМСКЕРЕКЕМЕС", "ХАБАРЛАМАКЕРЕКЕМЕС",
+    # More Russian ways: "Не отправляйте мне смс", "Перестаньте писать", "Не надо мне писать",
+    # "Не беспокойте меня", "Мне не нужны ваши смс"; a wrong number or no subscription.
+    "НЕОТПРАВЛЯЙТЕ", "ПЕРЕСТАНЬТЕ", "НЕНАДОПИСАТЬ", "НЕНАДОМНЕПИСАТЬ", "НЕПИСАТЬ",
+    "НЕНАДОПРИСЫЛАТЬ",
+    "НЕБЕСПОКОЙТЕ", "СМСНЕНАДО", "НЕНУЖНЫВАШИСМС", "НЕНУЖНЫСМС", "ЭТОНЕМОЙНОМЕР",
+    "ВЫОШИБЛИСЬНОМЕРОМ", "ЯНЕПОДПИСЫВАЛСЯ", "ЯНЕПОДПИСЫВАЛАСЬ"})
 # Words that may stand beside stop keywords in a message that only asks to stop: "Больше не
 # присылайте мне СМС", "Маған хабарлама жібермеңіз", "Стоп! Не пишите". Every word must be
 # one of these, a polite word or part of a stop keyword (stop_word); one other word and the
 # message is read as anything else is ("Стоп, пенсия не пришла" asks a question).
 STOP_COMPANIONS = frozenset({
-    "МНЕ", "МЕНЯ", "БОЛЬШЕ", "СМС", "SMS", "СООБЩЕНИЯ", "СООБЩЕНИЙ", "ВСЁ", "ВСЕ",
-    "МАҒАН", "МАГАН", "ЕНДІ", "ЕНДИ", "ХАБАРЛАМА", "ХАБАРЛАМАЛАР", "ХАБАРЛАМАНЫ", "БАСҚА",
-    "БАСКА"})
+    "МНЕ", "МЕНЯ", "НАМ", "НАС", "БОЛЬШЕ", "НИКОГДА", "СЮДА", "ПИСАТЬ", "ПРИСЫЛАТЬ", "СЛАТЬ",
+    "СМС", "SMS", "СООБЩЕНИЯ", "СООБЩЕНИЙ", "РАССЫЛКА", "РАССЫЛКУ", "РАССЫЛКИ", "СПАМ", "ИЗ",
+    "ОТ", "БАЗЫ", "ВСЁ", "ВСЕ", "УЖЕ", "ПРОШУ", "НЕНАДО", "НИЧЕГО", "СПАСИБО", "МАҒАН",
+    "МАГАН",
+    "ЕНДІ", "ЕНДИ", "ХАБАРЛАМА", "ХАБАРЛАМАЛАР", "ХАБАРЛАМАНЫ", "БАСҚА", "БАСКА", "РАХМЕТ"})
+# Beside a whole-message stop word only these may stand: "Всё, хватит", "Хватит уже".
+WEAK_STOP_COMPANIONS = frozenset({"ВСЁ", "ВСЕ", "УЖЕ"})
 # Stop words that mean stop only as the whole message: with companions they may mean other
 # things ("Мне хватит", "Мне отмена", "the END of my pension").
 WHOLE_MESSAGE_STOP_WORDS = frozenset({
@@ -104,10 +116,12 @@ WAITING_WORDS = WAITING_VERBS | frozenset({
     "ҚОҢЫРАУЫҢЫЗДЫ", "КОНЫРАУЫНЫЗДЫ", "ЖАУАБЫҢЫЗДЫ", "ЖАУАБЫНЫЗДЫ"})
 WAITING_COMPANIONS = frozenset({"Я", "МЫ", "БУДЕМ", "МЕН", "БІЗ", "БИЗ"})  # and POLITE_WORDS
 MAX_THANKS_WORDS = 5
-_WORD_SEPARATORS = re.compile(r"[\s.,!;:'\"()\-_*#]+")
+_WORD_SEPARATORS = re.compile(r"[\s.,!;:'\"()\-_*#…–—]+")
 LANGUAGE_WORDS = {"KZ": "kk", "KK": "kk", "ҚАЗ": "kk", "КАЗ": "kk", "QAZ": "kk", "ҚАЗАҚША": "kk",
                   "RU": "ru", "РУС": "ru", "РУ": "ru", "ОРЫСША": "ru", "ПОРУССКИ": "ru"}
 ASK_LAWYER = "0"
+# Typed for 0: the letter О (Cyrillic or Latin, next to 0 on many keypads) or the word.
+ASK_LAWYER_WORDS = frozenset({ASK_LAWYER, "О", "O", "НОЛЬ", "НӨЛ", "НОЛ"})
 # A message answered with a topic's explainer that has at least this many words is passed to a
 # lawyer as it is when the resident replies 0 (SmsState.answered_text); a shorter one ("пенсия")
 # says too little, and the resident is asked to write the question.
@@ -116,15 +130,17 @@ MIN_PASSED_WORDS = 3
 POLITE_WORDS = frozenset({"ПОЖАЛУЙСТА", "ПОЖАЛУЙСТО", "ПЖЛ", "ПЛИЗ", "PLEASE", "PLS", "PLZ",
                           "ӨТІНЕМІН", "ОТИНЕМИН", "ӨТІНІШ", "ОТИНИШ", "ӨТІНЕМ", "ОТИНЕМ"})
 # Latin letters that look like Cyrillic ones, in a word that mixes the two ("CTOП").
-_LOOKALIKES = str.maketrans("ABCEHKMOPTXY", "АВСЕНКМОРТХУ")
+_LOOKALIKES = str.maketrans("ABCEHIKMOPTXY", "АВСЕНІКМОРТХУ")  # I: Kazakh І
 _KEYWORDS = (STOP_WORDS | START_WORDS | HELP_WORDS | MENU_WORDS | MORE_WORDS | QUESTION_WORDS
              | GREETING_WORDS | THANKS_WORDS | frozenset(LANGUAGE_WORDS))
 # The Cyrillic keywords folded as skeleton folds them, each to itself: "КОМЕК" and "КӨМЕК"
 # fold alike, so a Latin "KOMEK" written back in Cyrillic finds either.
-_FOLDED_KEYWORDS = {skeleton(word.lower()): word for word in sorted(_KEYWORDS)
+# Stop companions too ("Magan sms jibermeniz"); a keyword wins over a companion folded alike.
+_FOLDED_KEYWORDS = {skeleton(word.lower()): word
+                    for words in (STOP_COMPANIONS, _KEYWORDS) for word in sorted(words)
                     if not word.isascii()}
 _LONGEST_LATIN_KEYWORD = 16  # "OTPISATSYA" has 10 letters; longer text is no keyword
-_NOT_A_KEYWORD_CHAR = re.compile(r"[\s.,!;:'\"()\-_*#]+")
+_NOT_A_KEYWORD_CHAR = re.compile(r"[\s.,!;:'\"()\-_*#…–—]+")
 _CYRILLIC = re.compile("[\u0400-\u04ff]")
 _LATIN = re.compile("[A-Z]")
 
@@ -223,7 +239,10 @@ def command_word(body: str) -> str:
     greeting as the keyword ("Сәлеметсіз бе, сұрағым бар" as "СҰРАҒЫМБАР"), one said twice
     once ("Стоп стоп"), and stop keywords with their companions as a stop keyword ("Стоп! Не
     пишите мне больше"; stop_word)."""
-    words = body.split()
+    # Words as a reader sees them: "Стоп,не пишите", "Стоп…не пишите"; an emoji is no word
+    # ("Стоп 🙏"), but a message of symbols only ("?") stays what it is.
+    words = [w for w in _WORD_SEPARATORS.split(body) if any(ch.isalnum() for ch in w)] or (
+        body.split())
     plain = [w for w in words if keyword(w) not in POLITE_WORDS] or words
     whole = _one_keyword(" ".join(plain))
     if whole in _KEYWORDS:  # "Салам алейкум" is one greeting, not "Салам" and a question
@@ -242,29 +261,47 @@ def command_word(body: str) -> str:
 
 def stop_word(words: list[str]) -> str | None:
     """The first stop keyword of a message made only of stop keywords (one or several words
-    each) and STOP_COMPANIONS, else None."""
+    each) and STOP_COMPANIONS, else None. A whole-message stop word ("хватит", "отмена") counts
+    only beside WEAK_STOP_COMPANIONS: "Мне хватит" is no stop, "Всё, хватит" is."""
     found: str | None = None
+    weak: str | None = None
+    companions: list[str] = []
     start = 0
     while start < len(words):
         for size in range(min(_MAX_STOP_WORDS, len(words) - start), 0, -1):
             candidate = _one_keyword(" ".join(words[start:start + size]))
-            if candidate in STOP_WORDS and candidate not in WHOLE_MESSAGE_STOP_WORDS:
-                found = found or candidate
+            if candidate in STOP_WORDS:
+                if candidate in WHOLE_MESSAGE_STOP_WORDS:
+                    weak = weak or candidate
+                else:
+                    found = found or candidate
                 break
         else:
-            if _one_keyword(words[start]) not in STOP_COMPANIONS:
+            # A companion of one word or two ("не надо").
+            size = 2 if _one_keyword(" ".join(words[start:start + 2])) in STOP_COMPANIONS and (
+                start + 1 < len(words)) else 1
+            companion = _one_keyword(" ".join(words[start:start + size]))
+            if companion not in STOP_COMPANIONS:
                 return None
-            size = 1
+            companions.append(companion)
         start += size
-    return found
+    if found is not None:
+        return found
+    if weak is not None and all(c in WEAK_STOP_COMPANIONS for c in companions):
+        return weak
+    return None
 
 
 def _one_keyword(body: str) -> str:
-    """The text as one keyword: keyword(), or the Cyrillic keyword a Latin word stands for."""
+    """The text as one keyword: keyword(), the Cyrillic keyword a Latin word stands for, or
+    the keyword a Kazakh word typed with some Kazakh letters missing folds to ("ЖIБЕРМЕНИЗ",
+    a Latin I for І and н for ң, is "ЖІБЕРМЕҢІЗ")."""
     word = keyword(body)
-    if (word in _KEYWORDS or len(word) > _LONGEST_LATIN_KEYWORD
-            or not is_latin_word(word)):
+    if word in _KEYWORDS or len(word) > _LONGEST_LATIN_KEYWORD:
         return word
+    if not is_latin_word(word):
+        return _FOLDED_KEYWORDS.get(skeleton(word.lower()), word) if _CYRILLIC.search(
+            word) else word
     for language in ("kk", "ru"):
         found = _FOLDED_KEYWORDS.get(skeleton(to_cyrillic(word, language).lower()))
         if found is not None:
@@ -355,6 +392,8 @@ class SmsDialogue:
                 return self._send(state.more, replace(base, answered_text=state.answered_text),
                                   "more")
             return self._send(self.text(language, "sms.nothing_more"), base, "more")
+        if word in ASK_LAWYER_WORDS:
+            word = ASK_LAWYER
         if word == ASK_LAWYER and state.answered_text:
             return self._question(state.answered_text, language, state.last_topic)
         if word == ASK_LAWYER or word in QUESTION_WORDS:
@@ -375,6 +414,12 @@ class SmsDialogue:
         if state.awaiting_question or question_word:
             return self._question(cleaned, language, state.last_topic)
         match = self.matcher.match(cleaned, language)
+        if (match is not None and match.confident and state.answered_text
+                and match.topic == state.last_topic):
+            # Their last message got this topic's answer, and they write again about it
+            # ("Спасибо, но пенсия не пришла"): the same text would not help; a lawyer, with
+            # the topic and this message (the earlier one stays in their SMS history).
+            return self._question(cleaned, language, match.topic)
         if match is not None and match.confident:
             return self._answer(match.topic, language, cleaned)
         return self._question(cleaned, language, None)

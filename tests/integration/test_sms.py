@@ -216,6 +216,14 @@ def test_stop_holds_after_the_number_is_pseudonymised(app: Flask, phone: Phone,
     "Стоп стоп", "stop stop", "toqta toqta", "Стоп! Не пишите", "Больше не присылайте",
     "Отпишите меня", "Хватит писать", "Удалите мой номер", "Хабарлама жібермеңіз",
     "SMS жібермеңіз", "Маған хабарлама жазбаңыз", "Жібермеңізші",
+    # With an emoji, without a space after the comma, with a dash or an ellipsis; a Latin i
+    # for the Kazakh і; more ways of saying it; Kazakh and Russian typed in Latin letters.
+    "Стоп 🙏", "СТОП!!! 😡", "Стоп,не пишите", "Стоп — не пишите", "Стоп…не пишите",
+    "Жiбермениз", "Не отправляйте мне смс", "Перестаньте писать", "Не надо мне писать",
+    "Не беспокойте меня", "Удалите мой номер из рассылки", "Отписаться от рассылки",
+    "Стоп спам", "Стоп, больше не надо", "Не пишите мне больше никогда",
+    "Это не мой номер, не пишите", "Всё, хватит", "Тоқтатыңызшы", "Жазбаңдар",
+    "Magan sms jibermeniz", "ne pishite mne bolshe",
 ])
 def test_stop_words_in_every_language(phone: Phone, db, word: str) -> None:
     assert phone.send(word)
@@ -273,7 +281,7 @@ def test_i_will_wait_while_a_question_waits_needs_no_thanks_word(phone: Phone, d
     # "Отпишитесь (мне)" is everyday Russian for "write back to me"; "хватит" and "отмена"
     # stop only alone.
     "Отпишитесь мне пожалуйста", "Отпишите мне смс", "Здравствуйте, отпишитесь", "Мне хватит",
-    "Мне отмена"])
+    "Мне отмена", "Больше не надо", "Хватит бить", "Маған жазбаңыз, ұлыма жазыңыз"])
 def test_a_stop_word_inside_a_question_is_no_stop(phone: Phone, db, body: str) -> None:
     """Only a message made of stop words (and their companions) stops: one other word and it
     is read as any message is."""
@@ -283,6 +291,12 @@ def test_a_stop_word_inside_a_question_is_no_stop(phone: Phone, db, body: str) -
 
 @pytest.mark.parametrize("body", [
     "Я инвалид, меня избивает сын", "Мен зейнеткермін, балам мені үйден қуып жатыр",
+    # Someone taking the resident's money, fraud, bribes, deductions, a blocked card.
+    "Сын забирает мою пенсию", "Невестка отбирает пенсию и не кормит",
+    "Позвонили из ЕНПФ, просят код из смс", "Соцработник требует деньги за оформление АСП",
+    "С пенсии удерживают долг", "Приставы списали пенсию", "Заблокировали пенсионную карту",
+    "Сын снимает мою пенсию с карты без спроса", "Ұлым зейнетақымды тартып алады",
+    "МСЭК-ке пара сұрады", "Зейнетақыдан ақша ұстап қалды",
     "Я пенсионер, меня выселяют", "Я пенсионер, врач отказывается лечить",
     "Пенсионер, отключили свет за долги", "Пенсионерка, судебный исполнитель списал всю пенсию",
 ])
@@ -343,6 +357,30 @@ def test_i_have_a_question_is_asked_for_and_the_next_message_is_it(
     assert questions(db) == []
     phone.send("Көршім жерімді алып қойды" if language == "kk" else "Сосед забрал мой участок")
     assert len(questions(db)) == 1
+
+
+def test_the_same_topic_again_goes_to_a_lawyer(phone: Phone, dialogue: SmsDialogue,
+                                               db) -> None:
+    """A resident who has the pension answer and writes again about their pension ("Спасибо,
+    но пенсия не пришла") needs a lawyer, not the same text again; the topic goes with it."""
+    first = phone.send("Когда мне назначат пенсию, мне 63")
+    assert first is not None and first.startswith(dialogue.text("ru", "sms.topic.pension"))
+    assert questions(db) == []
+    again = phone.send("Спасибо, но пенсия так и не пришла")
+    assert again == dialogue.text("ru", "sms.question_received")
+    [question] = questions(db)
+    assert (question.text, question.topic) == ("Спасибо, но пенсия так и не пришла", "pension")
+
+
+@pytest.mark.parametrize("zero", ["Ноль", "О", "o", "нөл"])
+def test_zero_typed_as_a_letter_or_a_word_passes_the_question_on(
+        phone: Phone, dialogue: SmsDialogue, db, zero: str) -> None:
+    """Many keypads put O beside 0, and some residents write the word."""
+    asked = "Когда мне назначат пенсию, мне 63"
+    phone.send(asked)
+    assert phone.send(zero) == dialogue.text("ru", "sms.question_received")
+    [question] = questions(db)
+    assert (question.text, question.topic) == (asked, "pension")
 
 
 def test_spravka_is_a_certificate_not_the_help_text(phone: Phone, dialogue: SmsDialogue,
