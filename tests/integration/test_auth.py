@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -170,6 +171,17 @@ def test_an_empty_form_is_refused_without_counting_a_failure(app: Flask, db: Db)
     assert response.status_code == 400
     assert page(response).errors == ["Please enter your email.", "Please enter your password."]
     assert failures(db) == 0
+    # Each field says it is in error and which message describes it; the first takes focus.
+    html = response.get_data(as_text=True)
+    for field in ("email", "password"):
+        assert f'aria-describedby="{field}-error"' in html and f'id="{field}-error"' in html
+    assert html.count('aria-invalid="true"') == 2 and html.count("autofocus") == 1
+    only_password = browser.post("/login", {"csrf_token": browser.token(),
+                                            "email": "lawyer@example.kz", "password": ""})
+    html = only_password.get_data(as_text=True)
+    assert html.count('aria-invalid="true"') == 1
+    [password_input] = re.findall(r'<input[^>]*name="password"[^>]*>', html)
+    assert "autofocus" in password_input and 'aria-invalid="true"' in password_input
 
 
 def test_a_deactivated_user_cannot_log_in(app: Flask, db: Db, consultant: str) -> None:
