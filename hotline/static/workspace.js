@@ -43,3 +43,22 @@ function checkReferral(form) {
     }
   }, true);
 });
+
+// What a form sent with htmx answered (the part it replaced holds "Saved." or an error) is
+// written into the page's one lasting live region, #announcer, emptied first so that the same
+// words said twice are said again. Only for forms (POST): the polled parts (a call's status,
+// the SMS list) would otherwise be read out every few seconds.
+document.addEventListener("htmx:afterSettle", function (event) {
+  var detail = event.detail || {};
+  var announcer = document.getElementById("announcer");
+  var target = detail.target;
+  if (!announcer || !target || !detail.requestConfig || detail.requestConfig.verb !== "post") {
+    return;
+  }
+  // An outerHTML swap leaves the old element as the target: take the new one by its id.
+  var part = (target.id && document.getElementById(target.id)) || target;
+  var said = part.querySelector(".notice[role=status], [role=alert]");
+  if (!said) { return; }
+  announcer.textContent = "";
+  setTimeout(function () { announcer.textContent = said.textContent.trim(); }, 50);
+});

@@ -306,6 +306,9 @@ def test_a_note_saved_with_htmx_keeps_the_keyboard_where_it_was(new_context: New
     expect(page.locator("#notes .note-body")).to_have_text("Перезвонить после обеда")
     expect(page.locator("#notes p.notice")).to_have_text("Saved.")
     assert page.evaluate("document.activeElement.id") == "note-save"
+    # And a screen reader is told: the page's lasting live region says it.
+    expect(page.locator("#announcer")).to_have_text("Saved.")
+    expect(page.locator("#announcer")).to_have_attribute("role", "status")
 
 
 def test_a_note_sent_with_htmx_that_is_refused_says_why(new_context: NewContext,
