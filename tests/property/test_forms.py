@@ -575,7 +575,7 @@ def test_every_phone_route_is_covered(demo_app: Flask) -> None:
     assert in_map == {f"phone_demo.{name}" for name in PHONE_ROUTES}
 
 
-PHONE_ROUTES = ("page", "sign", "upload", "media", "call_questions", "prompt_text")
+PHONE_ROUTES = ("page", "token", "sign", "upload", "media", "call_questions", "prompt_text")
 odd_url = st.one_of(odd_text, st.sampled_from([
     "http://[", "https://[::1", "http://hotline.test/voice/incoming", "//x", "http://a:b@c/",
     f"{BASE_URL}/voice/../phone", f"{BASE_URL}/voice/%2e%2e/x", "http://x:99999999/voice/",
@@ -600,6 +600,8 @@ def test_the_demo_phone_routes_are_never_a_server_error(
     headers = {"X-CSRFToken": csrf_token} if token else {}
     if route == "page":
         response = client.get(f"/phone?lang={quote(text, safe='')}")
+    elif route == "token":
+        response = client.get(f"/phone/token?{quote(text, safe='')}")
     elif route == "sign":
         response = client.post("/phone/sign", json={"url": url, "params": params},
                                headers=headers)
