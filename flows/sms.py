@@ -367,6 +367,13 @@ class SmsDialogue:
             new = SmsState(language=language)
             return SmsReply(self.text(language, "sms.start"), new, kind="start")
         if state.opted_out:
+            # Nothing is sent to them; but what they write asking for help still reaches the
+            # lawyers (who call: the question page says SMS are off), so a resident who sent
+            # STOP, perhaps by mistake, and later writes "сын бьёт меня" is not lost.
+            if fallback_kind(cleaned, language, state.question_open) == "question":
+                asked_in = detected or language
+                return SmsReply(None, replace(state, language=state.language or asked_in),
+                                question_text=cleaned, kind="opted-out")
             return SmsReply(None, state, kind="opted-out")
         if opt == "stop":
             new = SmsState(language=language, opted_out=True)

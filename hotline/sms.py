@@ -196,7 +196,8 @@ def keep_the_message(error: Exception) -> Response | HTTPException:
                     return _twiml(None)  # no number to remember it for
                 sms.set_opted_out(session, caller, kind == "stop", now, key=rt.pseudonym_key)
                 return _reply(session, inbound, rt.sms.text(language, f"sms.{kind}"), now)
-            if caller is not None and sms.opted_out(session, caller, rt.pseudonym_key):
+            opted_out = caller is not None and sms.opted_out(session, caller, rt.pseudonym_key)
+            if opted_out and kind != "question":
                 return _twiml(None)
             if kind == "thanks":
                 return _reply(session, inbound, None, now)  # as the dialogue: no answer
@@ -207,6 +208,8 @@ def keep_the_message(error: Exception) -> Response | HTTPException:
             question = sms.add_sms_question(session, caller=caller, text=body,
                                             language=written_in, topic=None, now=now)
             inbound.question_id = question.id
+            if opted_out:  # kept for the lawyers, as the dialogue does; nothing sent
+                return _reply(session, inbound, None, now)
             return _reply(session, inbound, rt.sms.text(written_in or language,
                                                         "sms.question_received"), now)
     except Exception:  # noqa: BLE001 - the last line of defence must answer

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -170,8 +170,15 @@ def test_stop_sends_one_confirmation_then_nothing_until_start(phone: Phone,
     assert phone.send("Stop") == dialogue.text("ru", "sms.stop")
     assert caller_row(db).sms_opted_out
     assert phone.send("МЕНЮ") is None
+    # What they write asking for help is not answered by SMS but reaches the lawyers, who call
+    # (a STOP sent by mistake must not lose "сын бьёт меня" written a week later).
     assert phone.send("Вопрос: как оформить пенсию") is None
-    assert questions(db) == []
+    [question] = questions(db)
+    assert (question.text, question.channel) == ("Вопрос: как оформить пенсию", "sms")
+    with db() as session:
+        assert session.scalars(select(SmsMessage).where(
+            SmsMessage.direction == "out")).all()[-1].body == dialogue.text("ru", "sms.stop")
+    assert phone.send("Спасибо") is None and len(questions(db)) == 1  # no question: no row
     assert phone.send("СТАРТ") == dialogue.text("ru", "sms.start")
     assert not caller_row(db).sms_opted_out
     assert phone.send("меню") == dialogue.text("ru", "sms.menu")
@@ -192,14 +199,17 @@ def test_stop_holds_after_the_number_is_pseudonymised(app: Flask, phone: Phone,
     # The resident writes again a year later: a new record with the number, and their STOP
     # still holds (the old record keeps it under the pseudonym).
     assert phone.send("МӘЗІР") is None
-    assert phone.send("Зейнетақы туралы сұрақ") is None
-    assert questions(db) == []
+    assert phone.send("Зейнетақы туралы сұрақ") is None  # kept for the lawyers, not answered
+    assert [q.text for q in questions(db)] == ["Зейнетақы туралы сұрақ"]
     with db() as session:
         phones = sorted(session.scalars(select(Caller.phone)))
         assert phones[0] == CALLER and is_pseudonym(phones[1])
     # START lifts it on both records: retention's later join does not bring the STOP back.
     assert phone.send("START") == dialogue.text("kk", "sms.start")
     assert phone.send("МӘЗІР") == dialogue.text("kk", "sms.menu")
+    with db() as session:  # answered long ago: retention leaves callers with recent ones
+        question = session.scalars(select(Question)).one()
+        question.status, question.closed_at = "closed", datetime.now(UTC) - timedelta(days=400)
     age_and_pseudonymise(app, db)
     with db() as session:
         [joined] = session.scalars(select(Caller))
@@ -422,8 +432,8 @@ def test_basta_from_a_russian_speaker_stops(phone: Phone, dialogue: SmsDialogue,
     phone.send("МЕНЮ")
     assert phone.send(word) == dialogue.text("ru", "sms.stop")
     assert caller_row(db).sms_opted_out
-    assert phone.send("Когда пенсия?") is None
-    assert questions(db) == []
+    assert phone.send("Когда пенсия?") is None  # not answered; kept for the lawyers
+    assert [q.text for q in questions(db)] == ["Когда пенсия?"]
     assert phone.send("СТАРТ") == dialogue.text("ru", "sms.start")
     assert not caller_row(db).sms_opted_out
 
@@ -599,14 +609,17 @@ def test_a_failure_while_answering_still_honours_stop_and_start(
     # Each answered in the message's language, as the dialogue would (else Kazakh).
     assert phone.send("СТОП") == dialogue.text("ru", "sms.stop")
     assert caller_row(db).sms_opted_out
-    # Opted out: nothing more is queued or answered, as on the normal path.
+    # Opted out: nothing is answered, as on the normal path; a question is kept for the
+    # lawyers, a keyword is not.
     assert not phone.send("Жер туралы сұрақ")
+    assert not phone.send("МЕНЮ")
+    assert [q.text for q in questions(db)] == ["Жер туралы сұрақ"]
     assert phone.send("Start") == dialogue.text("kk", "sms.start")
     assert not caller_row(db).sms_opted_out
     # A keyword or a menu key is nobody's question: the menu, to try again.
     assert phone.send("МЕНЮ") == dialogue.text("ru", "sms.menu")
     assert phone.send("2") == dialogue.text("kk", "sms.menu")
-    assert questions(db) == []
+    assert len(questions(db)) == 1
 
 
 def test_a_failure_while_answering_reads_thanks_as_the_dialogue_does(
