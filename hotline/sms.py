@@ -135,9 +135,9 @@ def incoming() -> Response:
             kept = sms.keep_sms_text(session, caller=caller, text=reply.question_text,
                                      language=reply.state.language,
                                      topic=reply.question_topic, now=now)
-            if kept is None:
-                reply = SmsReply(dialogue.rate_limited(reply.state.language), reply.state,
-                                 kind="rate-limited")
+            if kept is None:  # (an opted-out resident is told nothing, ever)
+                reply = SmsReply(None if state.opted_out else dialogue.rate_limited(
+                    reply.state.language), reply.state, kind="rate-limited")
             else:
                 reply = replace(reply, question_text=None)
                 inbound.question_id = kept.id

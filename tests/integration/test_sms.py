@@ -546,6 +546,19 @@ def test_past_the_limits_a_question_is_kept_even_when_none_is_open(
         "ещё один вопрос про пенсию соседки"]
 
 
+def test_an_opted_out_resident_is_sent_nothing_whatever_they_write(
+        app: Flask, phone: Phone, dialogue: SmsDialogue, db) -> None:
+    """Past the day's questions and past what one question holds, still not a word back."""
+    assert phone.send("СТОП") == dialogue.text("ru", "sms.stop")
+    settings = runtime(app).settings
+    for i in range(settings.sms_questions_per_day + 3):
+        assert phone.send(f"вопрос {i} про соседский забор " + "очень длинный " * 150) is None
+    with db() as session:
+        sent = session.scalars(select(SmsMessage).where(SmsMessage.direction == "out")).all()
+    assert [m.body for m in sent] == [dialogue.text("ru", "sms.stop")]
+    assert questions(db)  # what they wrote reached the lawyers
+
+
 def test_unsigned_or_malformed_requests_write_nothing(twilio: Twilio, db) -> None:
     form = {"MessageSid": new_sid("SM"), "From": CALLER, "To": "+77000000000", "Body": "1"}
     assert twilio.post("/sms/incoming", form, signature="").status_code == 403
