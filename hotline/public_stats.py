@@ -1,12 +1,14 @@
 """Public transparency figures, with no login: questions received and answered, time to a
 callback, top topics, by month and region; the same figures as JSON.
 
-No person can be singled out: a count from 1 to 4 is suppressed ("<5" on the page, null with
-`"suppressed": true, "reason": "small"` in JSON), and so is a figure derived from fewer than 5
-questions (a median; "—", reason "few"). Where a breakdown's total is published and a cell is
-suppressed, the next smallest cells are suppressed too (protect), so the hidden one cannot be
-worked out by subtraction; those may hold 5 or more, so they read "hidden", not "<5" (reason
-"complementary"). A zero is shown: it is about nobody.
+No person can be singled out: a count from 1 to 4 is suppressed ("hidden" on the page, null
+with `"suppressed": true, "reason": "hidden"` in JSON), and so is a figure derived from fewer
+than 5 questions (a median; "—", reason "few"). Where a breakdown's total is published and a
+cell is suppressed, the next smallest cells are suppressed too (protect), so the hidden one
+cannot be worked out by subtraction. Those may hold 5 or more, so no hidden count reads "<5";
+and all read alike, since a small one told apart from its protectors could be worked out
+(hidden 1 and 5 beside a published 20 and 30 and a total of 56). A zero is shown: it is about
+nobody.
 
 The pages need no cookie: the language is in the path (/public/kk, /public/ru, /public/en) or
 chosen from Accept-Language at /public, and shared caches may keep anonymous responses.
@@ -50,10 +52,10 @@ bp = Blueprint("public", __name__, url_prefix="/public")
 
 @dataclass(frozen=True)
 class Figure:
-    """A published number, or the fact that it is held back, and why: "small" (a count from 1
-    to MIN_COUNT - 1), "few" (computed from fewer than MIN_COUNT questions), "complementary"
-    (any size, hidden so that a small one beside it cannot be worked out from the total: the
-    page must not call it "<5")."""
+    """A published number, or the fact that it is held back, and why: "hidden" (a count: from
+    1 to MIN_COUNT - 1, or of any size hidden too so that a small one beside it cannot be
+    worked out from the total; the two read alike, since telling them apart would let a
+    reader work the small one out), "few" (computed from fewer than MIN_COUNT questions)."""
 
     value: int | float | None
     suppressed: bool = False
@@ -67,9 +69,8 @@ class Figure:
         return shown
 
 
-HIDDEN = Figure(None, True, "small")
+HIDDEN = Figure(None, True, "hidden")
 FEW = Figure(None, True, "few")
-COMPLEMENTARY = Figure(None, True, "complementary")
 
 
 def count_figure(count: int) -> Figure:
@@ -100,7 +101,7 @@ def protect(counts: Sequence[int]) -> list[Figure]:
         if not others:
             break
         smallest = min(others, key=lambda i: (counts[i], i))
-        shown[smallest] = COMPLEMENTARY
+        shown[smallest] = HIDDEN
         hidden.append(smallest)
     return shown
 
@@ -254,13 +255,14 @@ def stats_json(stats: PublicStats, is_stale: bool) -> dict[str, Any]:
         "stale": is_stale,
         **({"computed_at": stats.computed_at.isoformat()} if is_stale else {}),
         "min_count": MIN_COUNT,
-        "suppression": (f"Counts from 1 to {MIN_COUNT - 1} (reason: small), and figures "
-                        f"computed from fewer than {MIN_COUNT} questions (reason: few), are "
-                        "null with suppressed: true. Where a breakdown has hidden cells, the "
-                        "next smallest published ones are hidden too (reason: complementary; "
-                        "of any size) until at least two are hidden and together they hold "
-                        f"at least {MIN_COUNT} questions, so that none can be worked out from "
-                        "the total."),
+        "suppression": (f"Counts from 1 to {MIN_COUNT - 1}, and figures computed from "
+                        f"fewer than {MIN_COUNT} questions (reason: few), are null with "
+                        "suppressed: true. Where a breakdown has hidden cells, the next "
+                        "smallest published ones are hidden too, of any size, until at least "
+                        f"two are hidden and together they hold at least {MIN_COUNT} "
+                        "questions, so that none can be worked out from the total. Every "
+                        "hidden count has reason: hidden, whichever rule hid it: telling the "
+                        "two apart would let the small one be worked out."),
         "answered": ("a consultant tried to call back, answered by SMS, or the question was "
                      "resolved"),
         "totals": totals,
@@ -303,10 +305,8 @@ def stats() -> ResponseReturnValue:
 
 
 def _bar(figure: Figure) -> int | float | str | None:
-    """A chart bar's value: the number, or what stands for a hidden one ("<5", "hidden")."""
-    if not figure.suppressed:
-        return figure.value
-    return str(_("hidden")) if figure.reason == "complementary" else "<5"
+    """A chart bar's value: the number, or "hidden"."""
+    return str(_("hidden")) if figure.suppressed else figure.value
 
 
 def _render(language: str) -> Response:
