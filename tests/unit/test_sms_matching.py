@@ -226,6 +226,17 @@ def test_who_the_resident_is_alone_is_no_confident_answer(matcher: FaqMatcher, t
     # A pension or benefit "switched off" is the topic, not a utility shut-off.
     ("Отключили пенсию", "ru", "pension"),
     ("Отключили АСП", "ru", "social_assistance"),
+    # Ordinary questions near the signs of another problem: no typo match ("взять" is not
+    # "взятка"), no words far apart ("Простите ... деньги" is not "просят деньги"), no
+    # short Kazakh stems ("тәртібі" is not "тартып").
+    ("Как взять справку в ЦОНе", "ru", "documents"),
+    ("Как забрать накопления из ЕНПФ", "ru", "pension"),
+    ("Не приходит код смс для егов справка", "ru", "documents"),
+    ("Как перевести пенсию на карту Каспи", "ru", "pension"),
+    ("Как переоформить пособие по инвалидности на новый срок", "ru", "disability"),
+    ("Зейнетақы тағайындау тәртібі қандай", "kk", "pension"),
+    ("Алдағы айда зейнетақы көбейе ме", "kk", "pension"),
+    ("Зейнетақы туралы шешім алдым, ақша қашан түседі", "kk", "pension"),
 ])
 def test_the_topic_asked_about_others_or_switched_off_is_answered(
         matcher: FaqMatcher, text: str, language: str, topic: str) -> None:
