@@ -49,7 +49,8 @@ STOP_WORDS = frozenset({
     "МЕНИТИЗИМНЕНОШИРИНИЗ", "СМСКЕРЕКЕМЕС", "ХАБАРЛАМАКЕРЕКЕМЕС",
     # More Russian ways: "Не отправляйте мне смс", "Перестаньте писать", "Не надо мне писать",
     # "Не беспокойте меня", "Мне не нужны ваши смс"; a wrong number or no subscription.
-    "НЕОТПРАВЛЯЙТЕ", "ПЕРЕСТАНЬТЕ", "НЕНАДОПИСАТЬ", "НЕНАДОМНЕПИСАТЬ", "НЕПИСАТЬ",
+    # (Not "не писать" or "не надо писать" alone: "Мне не писать", "Уже не надо писать".)
+    "НЕОТПРАВЛЯЙТЕ", "ПЕРЕСТАНЬТЕ", "НЕНАДОМНЕПИСАТЬ", "ПРОШУНЕПИСАТЬ", "ПРОШУБОЛЬШЕНЕПИСАТЬ",
     "НЕНАДОПРИСЫЛАТЬ",
     "НЕБЕСПОКОЙТЕ", "СМСНЕНАДО", "НЕНУЖНЫВАШИСМС", "НЕНУЖНЫСМС", "ЭТОНЕМОЙНОМЕР",
     "ВЫОШИБЛИСЬНОМЕРОМ", "ЯНЕПОДПИСЫВАЛСЯ", "ЯНЕПОДПИСЫВАЛАСЬ"})
@@ -69,6 +70,9 @@ WEAK_STOP_COMPANIONS = frozenset({"ВСЁ", "ВСЕ", "УЖЕ"})
 # things ("Мне хватит", "Мне отмена", "the END of my pension").
 WHOLE_MESSAGE_STOP_WORDS = frozenset({
     "CANCEL", "END", "QUIT", "REVOKE", "ХВАТИТ", "ПРЕКРАТИТЬ", "ОТМЕНА"})
+# And these stop only alone, with nothing at all beside them: "Уже отписка" is a complaint
+# about a brush-off answer.
+ALONE_STOP_WORDS = frozenset({"ОТПИСКА"})
 # Stop keywords of several words, written as several words (keyword() joins them).
 _MAX_STOP_WORDS = 4
 START_WORDS = frozenset({"START", "UNSTOP", "СТАРТ", "БАСТА", "НАЧАТЬ"})
@@ -139,6 +143,12 @@ _KEYWORDS = (STOP_WORDS | START_WORDS | HELP_WORDS | MENU_WORDS | MORE_WORDS | Q
 _FOLDED_KEYWORDS = {skeleton(word.lower()): word
                     for words in (STOP_COMPANIONS, _KEYWORDS) for word in sorted(words)
                     if not word.isascii()}
+# Cyrillic words fold only onto the Kazakh keywords and companions (a phone without some
+# Kazakh letters: "ЖIБЕРМЕНИЗ", "Нөмірімді өшірініз"); a Russian word folding onto a Russian
+# keyword would be another word ("Не беспокоите", "Начат").
+_FOLDED_KAZAKH = {skeleton(word.lower()): word
+                  for words in (STOP_COMPANIONS, _KEYWORDS) for word in sorted(words)
+                  if any(ch in "ӘҒҚҢӨҰҮҺІ" for ch in word)}
 _LONGEST_LATIN_KEYWORD = 16  # "OTPISATSYA" has 10 letters; longer text is no keyword
 _NOT_A_KEYWORD_CHAR = re.compile(r"[\s.,!;:'\"()\-_*#…–—]+")
 _CYRILLIC = re.compile("[\u0400-\u04ff]")
@@ -200,7 +210,8 @@ def fallback_kind(body: str, language: str | None = None, question_open: bool = 
         return opt
     if word in THANKS_WORDS or is_short_thanks(cleaned, question_open):
         return "thanks"
-    if word in _KEYWORDS or is_menu_key(word) or not any(ch.isalnum() for ch in word):
+    if (word in _KEYWORDS or word in ASK_LAWYER_WORDS or is_menu_key(word)
+            or not any(ch.isalnum() for ch in word)):
         return "command"
     return "question"
 
@@ -270,6 +281,8 @@ def stop_word(words: list[str]) -> str | None:
     while start < len(words):
         for size in range(min(_MAX_STOP_WORDS, len(words) - start), 0, -1):
             candidate = _one_keyword(" ".join(words[start:start + size]))
+            if candidate in ALONE_STOP_WORDS:
+                return None  # (alone it is a keyword already: command_word)
             if candidate in STOP_WORDS:
                 if candidate in WHOLE_MESSAGE_STOP_WORDS:
                     weak = weak or candidate
@@ -297,11 +310,13 @@ def _one_keyword(body: str) -> str:
     the keyword a Kazakh word typed with some Kazakh letters missing folds to ("ЖIБЕРМЕНИЗ",
     a Latin I for І and н for ң, is "ЖІБЕРМЕҢІЗ")."""
     word = keyword(body)
-    if word in _KEYWORDS or len(word) > _LONGEST_LATIN_KEYWORD:
+    if word in _KEYWORDS:
         return word
     if not is_latin_word(word):
-        return _FOLDED_KEYWORDS.get(skeleton(word.lower()), word) if _CYRILLIC.search(
+        return _FOLDED_KAZAKH.get(skeleton(word.lower()), word) if _CYRILLIC.search(
             word) else word
+    if len(word) > _LONGEST_LATIN_KEYWORD:
+        return word
     for language in ("kk", "ru"):
         found = _FOLDED_KEYWORDS.get(skeleton(to_cyrillic(word, language).lower()))
         if found is not None:

@@ -11,7 +11,7 @@ import yaml
 
 from flows.content import load_content
 from flows.faq import FaqMatcher, Match
-from flows.sms import SmsDialogue, SmsState
+from flows.sms import SmsDialogue, SmsState, fallback_kind
 from flows.sms_language import detect_language, normalise, skeleton, to_cyrillic
 
 CONTENT = load_content()
@@ -364,3 +364,18 @@ def test_zero_passes_the_kazakh_message_the_explainer_answered() -> None:
     short = dialogue.reply("зейнетақы жасы", SmsState(language="kk"))
     assert short.kind == "topic" and short.state.answered_text is None
     assert dialogue.reply("0", short.state).kind == "ask"
+
+
+@pytest.mark.parametrize("zero", ["0", "О", "Ноль", "Нөл"])
+def test_zero_in_any_form_is_nobodys_question_when_it_cannot_be_answered(zero: str) -> None:
+    """Past the rate limit, opted out, or when answering failed, "Ноль" alone is a key, not a
+    question to queue with that one word."""
+    assert fallback_kind(zero, "ru") == "command"
+    dialogue = SmsDialogue(CONTENT)
+    assert dialogue.reply(zero, SmsState(language="ru", opted_out=True)).question_text is None
+
+
+def test_a_russian_word_does_not_fold_onto_start() -> None:
+    """"Начат" (begun) is not "НАЧАТЬ": Cyrillic folds only onto the Kazakh keywords."""
+    reply = SmsDialogue(CONTENT).reply("Начат", SmsState(language="ru"))
+    assert reply.kind == "question"
