@@ -142,6 +142,14 @@ def _allowed_webhook(url: str) -> bool:
     return any(origin + parts.path[: len(prefix)] == base + prefix for base in bases)
 
 
+@bp.errorhandler(CSRFError)
+def csrf_refused(error: CSRFError) -> ResponseReturnValue:
+    """A token the session no longer has (a login or logout in another tab): said in a way the
+    page recognises, so it fetches the new one (/phone/token) and tries again; any other 400
+    (a URL it will not sign, a bad WAV) is not mistaken for it."""
+    return jsonify(error="csrf", description=error.description), 400
+
+
 @bp.get("/token")
 def token() -> ResponseReturnValue:
     """The session's CSRF token, for a page opened before a login or logout in another tab

@@ -47,22 +47,32 @@
   }
 
   /* A request to this page's own routes, with the CSRF token. A login or logout in another tab
-   * gives the session a new token and the page's is refused (400): fetch the session's token
-   * once and try again; if that fails too, the page has expired. */
+   * gives the session a new token and the page's is refused ({"error": "csrf"}, 400): fetch
+   * the session's token once and try again; if that fails too, the page has expired. Another
+   * refusal (a URL not signed, a bad WAV) is returned as it is. */
   async function withToken(url, options) {
     const send = () => fetch(url, Object.assign({}, options, {
       headers: Object.assign({}, options.headers, { "X-CSRFToken": csrfToken }),
     }));
+    const refusedToken = async (response) => response.status === 400
+      && (await response.clone().json().catch(() => ({}))).error === "csrf";
     let response = await send();
-    if (response.status === 400) {
+    if (await refusedToken(response)) {
       const fresh = await fetch(config.tokenUrl, { cache: "no-store" });
       if (fresh.ok) {
         csrfToken = (await fresh.json()).csrfToken;
         response = await send();
       }
-      if (response.status === 400) { throw new PhoneError(T.expired, url); }
+      if (!fresh.ok || await refusedToken(response)) { throw new PhoneError(T.expired, url); }
     }
     return response;
+  }
+
+  /* Why a request of the page was refused: the server's words, for the line's title. */
+  async function refusal(what, response) {
+    const body = await response.clone().json().catch(() => ({}));
+    return what + ": HTTP " + response.status + (body.error ? " (" + body.error + ")" : "")
+      + (body.description ? " " + body.description : "");
   }
 
   /* An error to show the visitor in the page's language; the technical detail as its title. */
@@ -111,7 +121,7 @@
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ url: url, params: params }),
     });
-    if (!response.ok) { throw new Error("sign: HTTP " + response.status); }
+    if (!response.ok) { throw new Error(await refusal("sign", response)); }
     return (await response.json()).signature;
   }
 
@@ -458,7 +468,7 @@
     const response = await withToken(config.uploadUrl, {
       method: "POST", headers: { "Content-Type": "audio/wav" }, body: blob,
     });
-    if (!response.ok) { throw new Error("upload: HTTP " + response.status); }
+    if (!response.ok) { throw new Error(await refusal("upload", response)); }
     return response.json();
   }
 

@@ -153,7 +153,17 @@ def test_the_sign_route_signs_only_this_hotlines_voice_webhooks(
 def test_the_sign_route_wants_the_pages_token_and_strings(page: tuple[FlaskClient, str]) -> None:
     client, _token = page
     url = f"{HOST}/voice/incoming"
-    assert client.post("/phone/sign", json={"url": url, "params": {}}).status_code == 400
+    # A missing or stale token is said so (the page then fetches the session's, /phone/token);
+    # other refusals are not taken for it.
+    refused = client.post("/phone/sign", json={"url": url, "params": {}})
+    assert refused.status_code == 400 and (refused.json or {}).get("error") == "csrf"
+    fresh = client.get("/phone/token").json or {}
+    again = client.post("/phone/sign", json={"url": url, "params": {}},
+                        headers={"X-CSRFToken": fresh["csrfToken"]})
+    assert again.status_code == 200 and again.json and again.json["signature"]
+    other = client.post("/phone/sign", json={"url": "https://elsewhere.example/x", "params": {}},
+                        headers={"X-CSRFToken": fresh["csrfToken"]})
+    assert other.status_code == 400 and (other.json or {}).get("error") != "csrf"
     assert sign(page, url, {"Digits": 1})[0] == 400  # type: ignore[dict-item]
     assert sign(page, url, {f"k{i}": "v" for i in range(100)})[0] == 400
     assert client.post("/phone/sign", data="[]", content_type="application/json",
@@ -229,6 +239,10 @@ def test_the_upload_refuses_what_is_not_a_recording(page: tuple[FlaskClient, str
 def test_the_upload_wants_the_pages_token(page: tuple[FlaskClient, str]) -> None:
     assert upload(page, wav_bytes(1.0), token="")[0] == 400
     assert upload(page, wav_bytes(1.0), token="forged")[0] == 400
+    client, _token = page
+    forged = client.post("/phone/recordings", data=wav_bytes(1.0), content_type="audio/wav",
+                         headers={"X-CSRFToken": "forged"})
+    assert (forged.json or {}).get("error") == "csrf"
 
 
 def test_the_upload_limit_is_raised_for_this_route_only(page: tuple[FlaskClient, str]) -> None:
