@@ -24,7 +24,10 @@ Db = Callable[[], AbstractContextManager[Session]]
 
 
 class Page(HTMLParser):
-    """What a test reads from an HTML page: form inputs, table cells, error messages, text."""
+    """What a test reads from an HTML page: form inputs, table cells, error messages, text.
+
+    Text for screen readers only (class visually-hidden) is left out: the tests read what the
+    page shows; `hidden_texts` keeps it for the tests of what screen readers hear."""
 
     def __init__(self, html: str) -> None:
         super().__init__()
@@ -38,11 +41,17 @@ class Page(HTMLParser):
         self._cell: list[str] | None = None
         self._capture: list[str] | None = None
         self._capture_into: list[str] | None = None
+        self.hidden_texts: list[str] = []
+        self._hidden: str | None = None  # the tag of the visually hidden element we are in
         self.feed(html)
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         """Note inputs and the start of cells, headings, buttons and error messages."""
         attributes = {name: value or "" for name, value in attrs}
+        if "visually-hidden" in attributes.get("class", "").split() and self._hidden is None:
+            self._hidden = tag
+            self.hidden_texts.append("")
+            return
         if tag == "html":
             self.lang = attributes.get("lang", "")
         elif tag == "input" and "name" in attributes:
@@ -65,6 +74,11 @@ class Page(HTMLParser):
 
     def handle_endtag(self, tag: str) -> None:
         """Close a cell or a captured element."""
+        if self._hidden is not None:
+            if tag == self._hidden:
+                self._hidden = None
+                self.hidden_texts[-1] = " ".join(self.hidden_texts[-1].split())
+            return
         if tag in ("td", "th") and self._cell is not None:
             self.rows[-1].append(" ".join("".join(self._cell).split()))
             self._cell = None
@@ -75,6 +89,9 @@ class Page(HTMLParser):
 
     def handle_data(self, data: str) -> None:
         """Collect text into the open cell or captured element."""
+        if self._hidden is not None:
+            self.hidden_texts[-1] += data
+            return
         if self._cell is not None:
             self._cell.append(data)
         if self._capture is not None:

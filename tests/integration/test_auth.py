@@ -460,6 +460,8 @@ def test_the_queue_lists_waiting_questions_in_almaty_time(app: Flask, db: Db,
                      "no region", "waiting", "—", "Claim"]]
     # The arrival time, in Almaty's time, is the waiting time's title.
     assert 'title="Received (Almaty): 2026-03-02 09:30"' in english.get_data(as_text=True)
+    # Said to a screen reader too: a title is a mouse's tooltip only.
+    assert ", Received (Almaty): 2026-03-02 09:30" in page(english).hidden_texts
     _, *russian = page(browser.get("/queue?lang=ru")).rows
     assert russian == [[str(waiting_id), f"{days} дн.", "", "Русский", "Пенсия", "Звонок",
                         "без региона", "ожидает", "—", "Взять"]]

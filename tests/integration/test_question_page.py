@@ -216,11 +216,17 @@ def test_a_coordinator_opens_a_question_and_its_audit_log(app: Flask, db: Db, se
 def test_words_the_recogniser_was_unsure_of_are_marked(app: Flask, db: Db, settings: Settings,
                                                        consultant: str) -> None:
     question_id = _voice_question(db, settings)
-    html = _logged_in(app, consultant).get(f"/questions/{question_id}").get_data(as_text=True)
-    assert ('мне <mark class="unsure" title="confidence 42%">шестьдесят</mark> лет '
-            '<mark class="unsure" title="confidence 59%">пенсия</mark>') in html
+    shown = _logged_in(app, consultant).get(f"/questions/{question_id}")
+    html = shown.get_data(as_text=True)
+    assert ('мне <mark class="unsure" title="confidence 42%">шестьдесят<span '
+            'class="visually-hidden"> (confidence 42%)</span></mark> лет '
+            '<mark class="unsure" title="confidence 59%">пенсия<span '
+            'class="visually-hidden"> (confidence 59%)</span></mark>') in html
+    # A screen reader hears the confidence too (a title is a mouse's tooltip only).
+    assert {"(confidence 42%)", "(confidence 59%)"} <= set(page(shown).hidden_texts)
     russian = _logged_in(app, consultant).get(f"/questions/{question_id}?lang=ru")
     assert 'title="уверенность 42%"' in russian.get_data(as_text=True)
+    assert "(уверенность 42%)" in page(russian).hidden_texts
 
 
 def test_without_a_transcript_the_page_says_where_transcription_stands(
