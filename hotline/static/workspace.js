@@ -48,17 +48,45 @@ function checkReferral(form) {
 // written into the page's one lasting live region, #announcer, emptied first so that the same
 // words said twice are said again. Only for forms (POST): the polled parts (a call's status,
 // the SMS list) would otherwise be read out every few seconds.
+function announce(text) {
+  var announcer = document.getElementById("announcer");
+  if (!announcer || !text) { return; }
+  announcer.textContent = "";
+  setTimeout(function () { announcer.textContent = text; }, 50);
+}
+
+// The parts polled with GET (a call's state, the SMS list) say only what changed: each
+// [data-announce] element's text is noted before the swap and compared after it.
+function announced(root) {
+  var texts = {};
+  if (root) {
+    root.querySelectorAll("[data-announce]").forEach(function (element) {
+      texts[element.getAttribute("data-announce")] =
+        (element.getAttribute("data-announce-prefix") || "") + element.textContent.trim();
+    });
+  }
+  return texts;
+}
+var before = {};
+document.addEventListener("htmx:beforeSwap", function (event) {
+  var target = event.detail && event.detail.target;
+  if (target && target.id) { before[target.id] = announced(target); }
+});
+
 document.addEventListener("htmx:afterSettle", function (event) {
   var detail = event.detail || {};
-  var announcer = document.getElementById("announcer");
   var target = detail.target;
-  if (!announcer || !target || !detail.requestConfig || detail.requestConfig.verb !== "post") {
-    return;
-  }
+  if (!target || !detail.requestConfig) { return; }
   // An outerHTML swap leaves the old element as the target: take the new one by its id.
   var part = (target.id && document.getElementById(target.id)) || target;
-  var said = part.querySelector(".notice[role=status], [role=alert]");
-  if (!said) { return; }
-  announcer.textContent = "";
-  setTimeout(function () { announcer.textContent = said.textContent.trim(); }, 50);
+  if (detail.requestConfig.verb === "post") {
+    var said = part.querySelector(".notice[role=status], [role=alert]");
+    if (said) { announce(said.textContent.trim()); }
+    return;
+  }
+  var old = before[target.id] || {};
+  var now = announced(part);
+  var changed = Object.keys(now).filter(function (key) { return old[key] !== now[key]; })
+    .map(function (key) { return now[key]; });
+  if (changed.length) { announce(changed.join(". ")); }
 });

@@ -18,9 +18,12 @@ from storage.models import (
     QUESTION_CLAIMED,
     QUESTION_CLOSED,
     QUESTION_WAITING,
+    SMS_OUT,
     Note,
     Question,
+    SmsMessage,
     User,
+    utcnow,
 )
 from tests.browser.conftest import PHONE, NewContext, Seeded, log_in, shot
 from tests.support import runtime
@@ -445,3 +448,30 @@ def test_the_keyboard_reaches_the_content_and_keeps_its_place(new_context: NewCo
     page.keyboard.press("Shift+Tab")
     page.keyboard.press("Tab")  # focused by the keyboard: :focus-visible
     assert button.evaluate("b => getComputedStyle(b).outlineColor") == "rgb(26, 26, 26)"
+
+
+def test_a_polled_sms_status_is_said_only_when_it_changes(new_context: NewContext,
+                                                          seeded: Seeded,
+                                                          live_app: Flask) -> None:
+    """The SMS list is polled every 5 s and replaced whole: a screen reader hears its delivery
+    status once, when it changes, through the page's lasting live region."""
+    with unit_of_work(runtime(live_app).sessions) as db:
+        question = db.get(Question, seeded.question_id)
+        assert question is not None and question.caller is not None
+        message = SmsMessage(direction=SMS_OUT, caller_id=question.caller_id,
+                             phone=question.caller.phone, body="Юрист перезвонит завтра.",
+                             question_id=question.id, status="sent", created_at=utcnow())
+        db.add(message)
+        db.flush()
+        message_id = message.id
+    page = log_in(new_context(), seeded.consultant)
+    page.goto(f"/questions/{seeded.question_id}?lang=ru")
+    expect(page.locator(f"#sms-{message_id} .sms-status")).to_be_visible()
+    assert page.locator("#sms-thread").get_attribute("aria-live") is None
+    page.wait_for_timeout(5500)  # one poll with nothing changed: nothing said
+    assert page.locator("#announcer").inner_text() == ""
+    with unit_of_work(runtime(live_app).sessions) as db:
+        stored = db.get(SmsMessage, message_id)
+        assert stored is not None
+        stored.status = "delivered"
+    expect(page.locator("#announcer")).to_have_text("SMS: доставлено", timeout=12_000)

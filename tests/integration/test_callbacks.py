@@ -953,7 +953,7 @@ def test_twilios_own_sms_error_text_is_only_detail(db: Db, api: TwilioApi,
                                   ).get_data(as_text=True)
         item = re.search(rf'<li[^>]*id="sms-{message.id}".*?</li>', html, re.S)
         assert item
-        found = re.search(r'<span class="sms-status[^"]*">([^<]*)</span>'
+        found = re.search(r'<span class="sms-status[^"]*"[^>]*>([^<]*)</span>'
                           r' <small class="twilio-detail" lang="en">([^<]*)</small>',
                           item.group(0))
         assert found and found.group(1) == status
