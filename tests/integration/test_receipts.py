@@ -71,7 +71,7 @@ def test_the_receipt_is_in_the_callers_language(db: Db, api: TwilioApi, phone: P
                                                  question_wav: Path) -> None:
     phone.call([*KAZAKH_QUESTION, Speak(question_wav)])
     [sent] = api.sent()
-    assert sent["Body"].startswith("Халық Уни: сұрағыңыз сақталды. Заңгер 3 жұмыс күні ішінде "
+    assert sent["Body"].startswith("Халық Үні: сұрағыңыз сақталды. Заңгер 3 жұмыс күні ішінде "
                                    f"{HOTLINE} нөмірінен")
     assert receipts(db)[0].language == "kk"
 
