@@ -75,11 +75,11 @@ def test_a_russian_call_from_greeting_to_the_queue(
     flow = runtime(app).flow
     log = phone.call(["2", "1", "1", "2", Speak(question_wav), "0", "4", "0", "hangup"])
     texts = log.texts()
-    pension = flow.prompt("ru", "topic.pension.fact").text
+    pension = flow.prompt("ru", "topic.pension.fact").speech  # <Say> is given the spoken form
     assert texts.count(pension) == 2  # heard, then heard again with 1
     said = [h for h in log.heard if h.kind == "say"]
     assert said and all(h.language == "ru" for h in said)
-    assert flow.prompt("ru", "topic.documents.fact").text in texts  # back in the menu after 0
+    assert flow.prompt("ru", "topic.documents.fact").speech in texts  # back in the menu after 0
     assert log.hung_up_by == "caller"
 
     [row] = queue_json(app)
