@@ -24,14 +24,21 @@ MAIN = "main"
 RECORD = "record"
 OFFER = "offer"
 DONE = "done"
+# After the question of a caller whose number is hidden was saved: the same keys as DONE, but
+# its repeats say again that nobody can call back (not DONE's promise of a callback).
+DONE_NO_NUMBER = "done_no_number"
 EMPTY = "empty"
 GOODBYE = "goodbye"
-SPECIAL_NODES = frozenset({LANGUAGE, RECORD, OFFER, DONE, EMPTY, GOODBYE})
+SPECIAL_NODES = frozenset({LANGUAGE, RECORD, OFFER, DONE, DONE_NO_NUMBER, EMPTY, GOODBYE})
 MAX_REPEATS = 2
 # The language menu's tries after an empty recording by a caller who never chose a language:
 # past MAX_REPEATS, so that silence there says goodbye instead of offering to record again
 # (a phone left off the hook would otherwise go round forever).
 AFTER_EMPTY_RECORDING = MAX_REPEATS + 1
+# An offer to record made after silence on the "nothing was recorded" screen carries these
+# tries (to the recording's action URL): a second empty recording then says goodbye instead
+# of starting over (not_recorded).
+RECORDING_AGAIN = 1
 
 Wait = Literal["key", "record", "hangup"]
 
@@ -147,10 +154,12 @@ class Flow:
         """Greet a caller: returning callers go straight to the main menu. A returning caller
         whose question waits for a lawyer (waiting) hears first that it does and that the
         lawyer calls from the hotline's number: an anxious resident who calls to ask need
-        not record the same question again (the menu still lets them ask another)."""
+        not record the same question again (the menu still lets them ask another). One who
+        never chose a language (they left the question after silence on the language menu)
+        hears it in every language, before the language menu."""
         language = self.known_language(language)
         screen = self.show(MAIN if language else LANGUAGE, language)
-        said = ("greeting", "queue.waiting") if waiting and language else ("greeting",)
+        said = ("greeting", "queue.waiting") if waiting else ("greeting",)
         return _with_preface(screen, self.say(language, *said))
 
     @_remembered
@@ -163,7 +172,9 @@ class Flow:
             node = LANGUAGE
         content = self.content
         if node == LANGUAGE:
-            return Screen(LANGUAGE, None, self.say(None, "language.choose"), "key", tries)
+            # Always in every language; a language already known (9 pressed in a menu) rides
+            # along in the screen, so that silence or * there goes back to it (_press_language).
+            return Screen(LANGUAGE, language, self.say(None, "language.choose"), "key", tries)
         assert language is not None or node in (OFFER, GOODBYE)
         if node in content.menus:
             menu = content.menus[node]
@@ -188,10 +199,11 @@ class Flow:
             # Without a language: both offers, then both "after the beep" right before it, so
             # the first language's caller does not start speaking through the second's offer.
             prompts = self.say(language, "record.offer") + self.say(language, "record.intro")
-            return Screen(OFFER, language, prompts, "record", topic=topic)
-        if node == DONE:
-            prompts = self.say(language, "record.done", "record.done.menu")
-            return Screen(DONE, language, prompts, "key", tries)
+            return Screen(OFFER, language, prompts, "record", tries, topic=topic)
+        if node in (DONE, DONE_NO_NUMBER):
+            done = "record.done" if node == DONE else "record.done.no_number"
+            return Screen(node, language, self.say(language, done, "record.done.menu"), "key",
+                          tries)
         if node == EMPTY:
             return Screen(EMPTY, language, self.say(language, "record.empty"), "key", tries,
                           topic=topic)
@@ -216,8 +228,8 @@ class Flow:
         language = self.known_language(language)
         key = (digits or "").strip()[:1]
         if node == LANGUAGE or language is None:
-            return self._press_language(key, tries)
-        if node == DONE:
+            return self._press_language(key, tries, language)
+        if node in (DONE, DONE_NO_NUMBER):
             # After the promise the keys mean what they mean everywhere (0 and * the main
             # menu, 9 the language); silence ends the call politely. Another key is a caller
             # still listening (pressing 1 to add to the question, say): "no such key" and the
@@ -225,13 +237,13 @@ class Flow:
             if key in ("0", "*"):
                 return self.show(MAIN, language)
             if key == "9":
-                return self.show(LANGUAGE, None)
+                return self.show(LANGUAGE, language)
             if not key or tries >= MAX_REPEATS:
                 return self.show(GOODBYE, language)
-            return _with_preface(self.show(DONE, language, tries + 1),
+            return _with_preface(self.show(node, language, tries + 1),
                                  self.say(language, "nav.wrong_key"))
         if key == "9":
-            return self.show(LANGUAGE, None)
+            return self.show(LANGUAGE, language)
         if key == "0":
             return self.show(RECORD if node == MAIN else MAIN, language)
         if key == "*":
@@ -286,35 +298,43 @@ class Flow:
         back): no promise; the caller hears that the question is kept, that a lawyer cannot
         call a hidden number, and to call again from an open one.
         """
-        done = "record.done" if number_known else "record.done.no_number"
         if self.known_language(language):
-            if number_known:
-                return self.show(DONE, language)
-            return Screen(DONE, language, self.say(language, done, "record.done.menu"), "key")
+            return self.show(DONE if number_known else DONE_NO_NUMBER, language)
+        done = "record.done" if number_known else "record.done.no_number"
         return Screen(GOODBYE, None, self.say(None, done, "goodbye"), "hangup")
 
-    def not_recorded(self, language: str | None, topic: str | None) -> Screen:
+    def not_recorded(self, language: str | None, topic: str | None, tries: int = 0) -> Screen:
         """Tell the caller nothing was heard and offer to record again.
 
         A caller who never chose a language (silence on the language menu, or 0 there) hears it
         in both languages, and then the language menu once more: a key there goes on as
-        usual (0 records again); silence says goodbye.
+        usual (0 records again); silence says goodbye. tries is what the recording's offer
+        carried: RECORDING_AGAIN (the offer made after silence on the "nothing was recorded"
+        screen) says that nothing was saved, and goodbye, so a phone left off the hook is not
+        offered to record forever.
         """
         if self.known_language(language) is None:
             screen = self.show(LANGUAGE, None, AFTER_EMPTY_RECORDING)
             return _with_preface(screen, self.say(None, "record.not_heard"))
+        if tries >= RECORDING_AGAIN:
+            return _with_preface(self.show(GOODBYE, language),
+                                 self.say(language, "record.not_heard"))
         return self.show(EMPTY, language, topic=topic)
 
-    def _press_language(self, key: str, tries: int) -> Screen:
+    def _press_language(self, key: str, tries: int, previous: str | None) -> Screen:
+        """A key on the language menu; previous is the caller's language when they came here
+        with 9: * goes back to its main menu, and silence to its offer to record."""
         code = self.content.languages.get(key)
         if code:
             screen = self.show(MAIN, code)
             return replace(screen, remember_language=code)
         if key == "0":
-            return self.show(OFFER, None)
-        if key in ("*", "9"):
-            return self.show(LANGUAGE, None)
-        return self._repeat(LANGUAGE, None, key, tries, None)
+            return self.show(OFFER, previous)
+        if key == "*":
+            return self.show(MAIN if previous else LANGUAGE, previous)
+        if key == "9":
+            return self.show(LANGUAGE, previous)
+        return self._repeat(LANGUAGE, previous, key, tries, None)
 
     def _repeat(
         self, node: str, language: str | None, key: str, tries: int, topic: str | None
@@ -325,9 +345,10 @@ class Flow:
             screen = self.show(LANGUAGE, None, tries)
             return _with_preface(screen, self.say(None, "nav.wrong_key"))
         if tries >= MAX_REPEATS:
-            if node == EMPTY:
-                return self.show(GOODBYE, language)
-            return self.show(OFFER, language, topic=topic)
+            # After "nothing was recorded": the offer once more, as after any menu (a caller
+            # who cannot use the keypad may still speak), but only once (RECORDING_AGAIN).
+            again = RECORDING_AGAIN if node == EMPTY else 0
+            return self.show(OFFER, language, again, topic)
         reason = "nav.wrong_key" if key else "nav.not_heard"
         screen = self.show(node, language, tries + 1, topic)
         return _with_preface(screen, self.say(language, reason))

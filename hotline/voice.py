@@ -97,7 +97,8 @@ def _render(screen: Screen, errors: int = 0) -> Response:
             screen,
             action_url=external_url("voice.menu", node=screen.node, tries=screen.tries,
                                     **params),
-            recorded_url=external_url("voice.recorded", **params),
+            # tries: the offer made after "nothing was recorded" (Flow.not_recorded).
+            recorded_url=external_url("voice.recorded", tries=screen.tries or None, **params),
             recording_status_url=external_url("voice.recording_status", **params),
             audio_url=_prompt_url,
             settings=runtime().settings,
@@ -118,11 +119,27 @@ def incoming() -> Response:
     phone = normalise_phone(from_number, rt.settings.default_region)
     # Not durable (storage.db.unit_of_work): a power cut may lose this row, a crash of this
     # process may not; the caller's question, stored durably later, makes it durable too.
-    caller = calls.answer_incoming_call(
-        rt.webhook_engine, call_sid=call_sid, phone=phone, from_number=from_number,
-        to_number=_phone_field("To"), now=_now())
+    try:
+        caller = calls.answer_incoming_call(
+            rt.webhook_engine, call_sid=call_sid, phone=phone, from_number=from_number,
+            to_number=_phone_field("To"), now=_now())
+    except Exception:  # noqa: BLE001 - see _bookkeeping_failed
+        _bookkeeping_failed("the incoming call")
+        caller = calls.IncomingCaller(None, False)
     # A returning caller whose question waits hears so first (Flow.start).
     return _render(rt.flow.start(caller.language, caller.waiting))
+
+
+def _bookkeeping_failed(what: str) -> None:
+    """Log that the call's own row could not be written (the database is down or locked).
+
+    The menus and explainers are content, not data: the caller goes on through them instead
+    of hearing an apology and being hung up on after the first key. What is lost is the
+    bookkeeping (the call's keys for the reports, a language to remember); the caller's
+    question, if they leave one, is stored with its own request (or by the recording
+    catch-up), and its caller is found from the request's number then.
+    """
+    log.exception("could not record %s; the caller goes on without it", what)
 
 
 @bp.post("/menu")
@@ -142,8 +159,11 @@ def menu() -> Response:
         log.warning("unknown menu node %r", node[:64])
         screen = rt.flow.show(MAIN, _language_arg())
     # Not durable, as in incoming().
-    calls.record_menu_step(rt.webhook_engine, call_sid, node, digits, _now(),
-                           language=screen.remember_language)
+    try:
+        calls.record_menu_step(rt.webhook_engine, call_sid, node, digits, _now(),
+                               language=screen.remember_language)
+    except Exception:  # noqa: BLE001 - see _bookkeeping_failed
+        _bookkeeping_failed("a menu step")
     return _render(_for_this_caller(screen), errors=_errors_arg())
 
 
@@ -195,6 +215,8 @@ def _store_question() -> tuple[int, bool] | None:
         question, recording, _created = questions.record_question(
             session, recording_sid=recording_sid, call_sid=call_sid, recording_url=url,
             duration=duration, language=_language_arg(), topic=topic, now=_now(),
+            phone=normalise_phone(_phone_field("From"), runtime().settings.default_region),
+            from_number=_phone_field("From"), to_number=_phone_field("To"),
         )
         recording_id = recording.id
         number_known = question.caller_id is not None
@@ -236,7 +258,8 @@ def recorded() -> Response:
                       request.form.get("RecordingSid", "")[:64])
         return _render(rt.flow.recorded(language, _callable_back()), errors=errors)
     if stored is None:
-        return _render(rt.flow.not_recorded(language, request.args.get("topic")), errors=errors)
+        return _render(rt.flow.not_recorded(language, request.args.get("topic"), _tries_arg()),
+                       errors=errors)
     _recording_id, number_known = stored
     return _render(rt.flow.recorded(language, number_known), errors=errors)
 

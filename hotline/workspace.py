@@ -28,7 +28,7 @@ from markupsafe import escape
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAllowed
 
-from flows.engine import DONE, EMPTY, GOODBYE, LANGUAGE, MAIN, OFFER, RECORD
+from flows.engine import DONE, DONE_NO_NUMBER, EMPTY, GOODBYE, LANGUAGE, MAIN, OFFER, RECORD
 from hotline import auth, i18n
 from hotline.config import LOCAL_TIME
 from hotline.runtime import Runtime
@@ -85,7 +85,8 @@ def node_title(node: str | None) -> str:
     content = runtime().flow.content
     names = {LANGUAGE: _("Language menu"), MAIN: _("Main menu"),
              RECORD: _("Recording a question"), OFFER: _("Offered to record a question"),
-             DONE: _("After the question was saved"), EMPTY: _("Nothing was recorded"),
+             DONE: _("After the question was saved"),
+             DONE_NO_NUMBER: _("After the question was saved"), EMPTY: _("Nothing was recorded"),
              GOODBYE: _("Goodbye")}
     if node is None:
         return str(_("Before pressing any key"))

@@ -129,7 +129,13 @@ def _upserts(dialect: str) -> _Upserts:
         # A late request (a retry, an out-of-order status callback) never moves it back.
         set_={"last_seen": case((caller.excluded.last_seen > _callers.c.last_seen,
                                  caller.excluded.last_seen), else_=_callers.c.last_seen)},
-    ).returning(_callers.c.id, _callers.c.language)
+    ).returning(_callers.c.id, _callers.c.language,
+                # Whether the row was there before this call (first seen earlier): a
+                # comparison, not the value, as DriverStatement processes no result types.
+                # (Not OR-ed with the language here: SQLite 3.40 answers 1 for
+                # "first_seen < ? OR language IS NOT NULL" in a RETURNING clause where
+                # both sides are false.)
+                (_callers.c.first_seen < now).label("seen_before"))
 
     def call_upsert(caller_id: ColumnElement[Any]) -> Insert:
         call = insert(_calls).values(
@@ -158,8 +164,8 @@ def _upserts(dialect: str) -> _Upserts:
         caller_cte = caller_upsert.cte("caller")
         call_cte = call_upsert(select(caller_cte.c.id).scalar_subquery()).cte("call")
         # Whether a question of theirs waits for a lawyer: asked of a returning caller only
-        # (their language known; CASE does not evaluate the rest for a new number).
-        waiting = case((caller_cte.c.language.is_not(None),
+        # (CASE does not evaluate the rest for a new number).
+        waiting = case((or_(caller_cte.c.seen_before, caller_cte.c.language.is_not(None)),
                         exists().where(_questions.c.caller_id == caller_cte.c.id,
                                        _QUESTION_OPEN)), else_=false())
         both = DriverStatement(select(caller_cte.c.language, waiting).add_cte(call_cte))
@@ -173,10 +179,19 @@ def _upsert_caller(executor: Executor, phone: str, now: datetime) -> tuple[int, 
     One statement (INSERT ... ON CONFLICT DO UPDATE ... RETURNING): the unique phone column
     settles a race between two requests.
     """
+    caller_id, language, _returning = _upsert_returning_caller(executor, phone, now)
+    return caller_id, language
+
+
+def _upsert_returning_caller(executor: Executor, phone: str,
+                             now: datetime) -> tuple[int, str | None, bool]:
+    """_upsert_caller, and whether the caller was there before (first seen before now, or a
+    language chosen: the same instant again is a retry of the call that made the row)."""
     connection = _connection(executor)
     statement = _upserts(connection.dialect.name).caller
-    [(caller_id, language)] = statement.execute(connection, {"phone": phone, "now": now})
-    return caller_id, language
+    [(caller_id, language, seen_before)] = statement.execute(connection,
+                                                             {"phone": phone, "now": now})
+    return caller_id, language, bool(seen_before) or language is not None
 
 
 def answer_call(
@@ -213,14 +228,23 @@ def answer_numbered_call(
     Two statements, no ORM objects: this is the path of every incoming call
     (bench/webhook_throughput.py).
     """
+    return _answer_numbered_call(executor, call_sid=call_sid, phone=phone,
+                                 from_number=from_number, to_number=to_number, now=now)[0]
+
+
+def _answer_numbered_call(executor: Executor, *, call_sid: str, phone: str | None,
+                          from_number: str, to_number: str,
+                          now: datetime) -> tuple[str | None, bool]:
+    """answer_numbered_call, and whether the caller was seen before this call."""
     if phone is not None:
         _require_e164(phone)
     connection = _connection(executor)
-    caller_id, language = _upsert_caller(connection, phone, now) if phone else (None, None)
+    caller_id, language, returning = (_upsert_returning_caller(connection, phone, now)
+                                      if phone else (None, None, False))
     _upserts(connection.dialect.name).call.execute(connection, {
         "call_sid": call_sid, "caller_id": caller_id, "from_number": from_number,
         "to_number": to_number, "now": now})
-    return language
+    return language, returning
 
 
 class IncomingCaller(NamedTuple):
@@ -228,7 +252,8 @@ class IncomingCaller(NamedTuple):
 
     # The language they chose before (None: a new number, or one that never chose).
     language: str | None
-    # A returning caller (language known) with a question waiting for a lawyer.
+    # A returning caller with a question waiting for a lawyer (with or without a language:
+    # one who never chose a language may have left a question after silence).
     waiting: bool
 
 
@@ -257,9 +282,10 @@ def answer_incoming_call(
             "to_number": to_number, "now": now}, durable=False)
         return IncomingCaller(cast(str | None, language), bool(waiting))
     with driver_transaction(engine, durable=False) as connection:
-        language = answer_numbered_call(connection, call_sid=call_sid, phone=phone,
-                                        from_number=from_number, to_number=to_number, now=now)
-        waiting = bool(language and phone and _QUESTION_WAITING.execute(
+        language, returning = _answer_numbered_call(
+            connection, call_sid=call_sid, phone=phone, from_number=from_number,
+            to_number=to_number, now=now)
+        waiting = bool(returning and phone and _QUESTION_WAITING.execute(
             connection, {"phone": phone}))
         return IncomingCaller(language, waiting)
 

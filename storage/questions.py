@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from storage.calls import get_call
+from storage.calls import answer_numbered_call, get_call
 from storage.models import (
     CHANNEL_VOICE,
     DOWNLOAD_FAILED,
@@ -53,11 +53,25 @@ def record_question(
     language: str | None,
     topic: str | None,
     now: datetime,
+    phone: str | None = None,
+    from_number: str = "",
+    to_number: str = "",
 ) -> tuple[Question, Recording, bool]:
-    """Queue a recorded voice question once per RecordingSid; return it and whether it is new."""
+    """Queue a recorded voice question once per RecordingSid; return it and whether it is new.
+
+    The question's caller is the call's. A call the database has no row for (its incoming
+    webhook could not write one: the database was down then) is recorded now, with the
+    caller's number phone (E.164, normalised by the caller of this function) and the
+    request's from_number and to_number, so that the question is not left without a number
+    to call back.
+    """
     recording = _find_recording(session, recording_sid)
     if recording is None:
         call = get_call(session, call_sid)
+        if (call is None or call.caller_id is None) and phone is not None:
+            answer_numbered_call(session, call_sid=call_sid, phone=phone,
+                                 from_number=from_number, to_number=to_number, now=now)
+            call = get_call(session, call_sid)
         question = Question(
             caller_id=call.caller_id if call else None,
             call_id=call.id if call else None,

@@ -57,3 +57,18 @@ def test_a_kazakh_caller_hears_it_in_kazakh(app: Flask, phone: PhoneSimulator,
     heard = phone.call([""]).texts()
     assert heard[:2] == [flow.prompt("kk", "greeting").text,
                          flow.prompt("kk", "queue.waiting").text]
+
+
+def test_a_caller_who_never_chose_a_language_is_told_in_both(
+        app: Flask, phone: PhoneSimulator, question_wav: Path) -> None:
+    """Silence on the language menu, then the offer to record: the question is stored with no
+    language. Calling again, the resident hears that it waits, in both languages, each after
+    its greeting, and then the language menu: not led to record the same question again."""
+    flow = runtime(app).flow
+    phone.call(["", "", "", Speak(question_wav)])
+    heard = phone.call([""]).texts()
+    expected = [flow.prompt(code, key).text for code in flow.content.language_codes
+                for key in ("greeting", "queue.waiting")]
+    assert heard[:len(expected)] == expected
+    assert heard[len(expected)] == flow.prompt(flow.content.language_codes[0],
+                                               "language.choose").text

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from hotline.config import Settings
 from hotline.twiml import RENDERED_SECONDS, RenderedDocuments
-from storage.models import Call, Caller
+from storage.models import Call, Caller, Question
 from tests.support import (
     BASE_URL,
     CALLER,
@@ -196,15 +196,54 @@ def test_an_unknown_node_leads_back_to_the_main_menu(twilio: Twilio) -> None:
     assert query(root.find("Gather").get("action"))["node"] == "main"
 
 
+def test_when_the_calls_row_cannot_be_written_the_caller_still_goes_through_the_menus(
+    app: Flask, twilio: Twilio, db, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database cannot be written (here: a real SQLite error, a file in a folder that does
+    not exist): the caller still hears the language menu, the main menu and an explainer,
+    no apology and no hang-up after the first key, and a question left then has the caller's
+    number (from the request) once the database answers again."""
+    from sqlalchemy import create_engine
+
+    rt = runtime(app)
+    flow = rt.flow
+    broken = create_engine(f"sqlite:///{tmp_path / 'missing' / 'hotline.sqlite3'}")
+    monkeypatch.setattr(rt, "webhook_engine", broken)
+    form = call_form()
+    root = twiml(twilio.post("/voice/incoming", form))
+    assert query(root.find("Gather").get("action"))["node"] == "language"
+    main = twiml(twilio.post_url(root.find("Gather").get("action"), {**form, "Digits": "2"}))
+    assert query(main.find("Gather").get("action")) == {"node": "main", "lang": "ru",
+                                                       "tries": "0"}
+    explainer = twiml(twilio.post_url(main.find("Gather").get("action"),
+                                      {**form, "Digits": "1"}))
+    assert spoken(explainer)[0] == flow.prompt("ru", "topic.pension.fact").speech
+    assert flow.prompt("ru", "error.apology").speech not in spoken(explainer)
+    record = twiml(twilio.post_url(explainer.find("Gather").get("action"),
+                                   {**form, "Digits": "2"}))
+    with db() as session:
+        assert row_counts(session)["calls"] == 0  # nothing of the call was written
+    monkeypatch.undo()  # the database is back when the recording comes in
+    done = twiml(twilio.post_url(record.find("Record").get("action"), {
+        **form, "RecordingSid": new_sid("RE"), "RecordingDuration": "9",
+        "RecordingUrl": "https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/RE1"}))
+    assert spoken(done)[0] == flow.prompt("ru", "record.done").speech
+    with db() as session:
+        question = session.scalars(select(Question)).one()
+        assert question.caller is not None and question.caller.phone == CALLER
+        assert question.call is not None and question.call.call_sid == form["CallSid"]
+        assert question.topic == "pension"
+
+
 def test_failures_in_a_row_end_with_call_again_later_not_a_loop(
     app: Flask, twilio: Twilio, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hotline import voice
+    flow = runtime(app).flow
 
     def broken(*_args: object, **_kwargs: object) -> None:
-        raise RuntimeError("database down")
+        raise RuntimeError("a bug in the content")
 
-    monkeypatch.setattr(voice.calls, "record_keys", broken)
+    monkeypatch.setattr(flow, "press", broken)
     root = twiml(twilio.post("/voice/menu?node=main&lang=ru&tries=0", call_form(Digits="1")))
     menu = twiml(twilio.post_url(root.find("Redirect").text, call_form()))
     action = menu.find("Gather").get("action")
@@ -501,3 +540,21 @@ def test_webhook_answers_set_no_cookie(twilio: Twilio, path: str) -> None:
     response = twilio.post(path, call_form(Digits="2"))
     twiml(response)
     assert "Set-Cookie" not in response.headers
+
+
+def test_after_silence_on_nothing_was_recorded_one_more_offer_then_goodbye(
+        app: Flask, twilio: Twilio) -> None:
+    """A caller who cannot use the keypad, whose recording was empty: after the screen's two
+    repeats, the offer to record once more (its action says so), and a second empty
+    recording says nothing was saved and goodbye, instead of going round forever."""
+    flow = runtime(app).flow
+    form = call_form()
+    screen = twiml(twilio.post("/voice/recorded?lang=ru", {**form, "RecordingDuration": "0"}))
+    for _ in range(3):
+        screen = twiml(twilio.post_url(screen.find("Gather").get("action"), form))
+    record = screen.find("Record")
+    assert record is not None and query(record.get("action"))["tries"] == "1"
+    last = twiml(twilio.post_url(record.get("action"), {**form, "RecordingDuration": "0"}))
+    assert spoken(last) == [flow.prompt("ru", "record.not_heard").speech,
+                            flow.prompt("ru", "goodbye").speech]
+    assert last.find("Hangup") is not None

@@ -17,7 +17,16 @@ from flows.content import (
     Pronunciation,
     load_content,
 )
-from flows.engine import GOODBYE, LANGUAGE, MAIN, OFFER, RECORD, Flow, UnknownNode
+from flows.engine import (
+    GOODBYE,
+    LANGUAGE,
+    MAIN,
+    OFFER,
+    RECORD,
+    RECORDING_AGAIN,
+    Flow,
+    UnknownNode,
+)
 
 CONTENT = load_content()
 LANGUAGES = CONTENT.language_codes
@@ -228,8 +237,13 @@ def test_a_returning_caller_with_a_waiting_question_is_told_before_the_menu(
     assert [p.key for p in screen.prompts[:2]] == ["greeting", "queue.waiting"]
     assert screen.node == MAIN and screen.prompts[2].key == "menu.main"
     assert "queue.waiting" not in [p.key for p in flow.start(language).prompts]
-    # Nobody new is told: the language menu comes first, as always.
-    assert "queue.waiting" not in [p.key for p in flow.start(None, True).prompts]
+    # One who never chose a language (they left a question after silence on the language
+    # menu) hears it in every language, each after its greeting, before the language menu.
+    unknown = flow.start(None, True)
+    assert unknown.node == LANGUAGE
+    assert [(p.language, p.key) for p in unknown.prompts] == [
+        *((code, key) for code in LANGUAGES for key in ("greeting", "queue.waiting")),
+        *((code, "language.choose") for code in LANGUAGES)]
 
 
 def test_choosing_a_language_remembers_it(flow: Flow) -> None:
@@ -353,7 +367,54 @@ def test_the_main_menu_says_how_to_change_the_language_in_every_language(
 def test_nothing_recorded_offers_again_and_never_loops_forever(flow: Flow) -> None:
     empty = flow.not_recorded("kk", "pension")
     assert flow.press(empty.node, "kk", "1", topic="pension").node == RECORD
-    assert flow.press(empty.node, "kk", "", tries=2).wait == "hangup"
+    # Silence there (twice repeated): one more offer to record, as after any menu, for a
+    # caller who cannot use the keypad; it carries RECORDING_AGAIN to the recording's action...
+    offer = flow.press(empty.node, "kk", "", tries=2, topic="pension")
+    assert (offer.node, offer.wait, offer.tries, offer.topic) == (
+        OFFER, "record", RECORDING_AGAIN, "pension")
+    # ...so that a second empty recording says nothing was saved, and goodbye: no loop.
+    goodbye = flow.not_recorded("kk", "pension", offer.tries)
+    assert (goodbye.node, goodbye.wait) == (GOODBYE, "hangup")
+    assert [p.key for p in goodbye.prompts] == ["record.not_heard", "goodbye"]
+    # A wrong key three times is no different.
+    assert flow.press(empty.node, "kk", "#", tries=2).tries == RECORDING_AGAIN
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_a_hidden_number_hears_no_promise_of_a_callback_on_any_repeat(
+        flow: Flow, language: str) -> None:
+    """After the question of a caller whose number is hidden was saved, a key that means
+    nothing there repeats what they heard: that nobody can call them back, not the promise."""
+    done = flow.recorded(language, number_known=False)
+    assert [p.key for p in done.prompts] == ["record.done.no_number", "record.done.menu"]
+    again = flow.press(done.node, language, "1")
+    assert [p.key for p in again.prompts] == [
+        "nav.wrong_key", "record.done.no_number", "record.done.menu"]
+    assert again.node == done.node and again.tries == 1
+    assert flow.press(done.node, language, "0").node == MAIN
+    assert flow.press(done.node, language, "").node == GOODBYE
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_nine_keeps_the_language_for_silence_and_back(flow: Flow, language: str) -> None:
+    """A caller who pressed 9 (by mistake, or to hear what it does) is not treated as one who
+    never chose: * goes back to their main menu, and silence ends in their offer to record,
+    whose question then keeps their language."""
+    menu = flow.press(MAIN, language, "9")
+    assert (menu.node, menu.language) == (LANGUAGE, language)
+    assert {p.language for p in menu.prompts} == set(LANGUAGES)  # the choice, in both
+    assert flow.press(LANGUAGE, language, "*").node == MAIN
+    assert flow.press(LANGUAGE, language, "*").language == language
+    screen = menu
+    for _ in range(3):
+        screen = flow.press(LANGUAGE, screen.language, "", screen.tries)
+    assert (screen.node, screen.language) == (OFFER, language)
+    assert {p.language for p in screen.prompts} == {language}
+    assert flow.press(LANGUAGE, language, "0").language == language
+    other = next(code for key, code in CONTENT.languages.items() if code != language)
+    key = next(key for key, code in CONTENT.languages.items() if code == other)
+    chosen = flow.press(LANGUAGE, language, key)
+    assert (chosen.node, chosen.language, chosen.remember_language) == (MAIN, other, other)
 
 
 def test_nothing_recorded_without_a_language_is_said_and_never_a_bare_hang_up(
