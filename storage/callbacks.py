@@ -401,6 +401,11 @@ def apply_outcome(session: Session, question: Question, user_id: int, outcome: s
     elif outcome == OUTCOME_FOLLOW_UP:
         question.referral = referral
         question.next_callback_at = None
+        # The resident was reached: earlier failed attempts no longer count towards giving up
+        # (the next lawyer's one "no answer" must not close the question and send the "we
+        # could not reach you" SMS to someone a lawyer has just spoken to).
+        question.callback_attempts = 0
+        reprioritise(question)
         release(question)
     elif outcome == OUTCOME_NO_ANSWER:
         question.callback_attempts = (question.callback_attempts or 0) + 1

@@ -822,6 +822,26 @@ def one_at_its_last_try(app: Flask, db: Db, lawyer: Consultant,
     return pair
 
 
+def test_reaching_the_resident_starts_the_count_of_failed_attempts_again(
+        db: Db, api: TwilioApi, lawyer: Consultant, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two calls unanswered, then one that reached the resident (follow-up): a later "no
+    answer" is the first of a new count, not the last, so nothing is closed and no "we could
+    not reach you" SMS goes to someone a lawyer has just spoken to."""
+    question_id = make_question(db)
+    for day in (3, 4):
+        no_answer_at(monkeypatch, lawyer, question_id,
+                     datetime(FUTURE, 3, day, 10, 0, tzinfo=ALMATY))
+    assert load_question(db, question_id).callback_attempts == 2
+    lawyer.claim(question_id)
+    assert lawyer.outcome(question_id, "follow_up", "ЦОН, каб. 12").status_code == 303
+    question = load_question(db, question_id)
+    assert question.callback_attempts == 0
+    no_answer_at(monkeypatch, lawyer, question_id, datetime(FUTURE, 3, 6, 10, 0, tzinfo=ALMATY))
+    question = load_question(db, question_id)
+    assert (question.status, question.callback_attempts) == ("waiting", 1)
+    assert api.sent() == []
+
+
 def test_no_answer_counts_for_each_and_the_final_sms_waits_for_the_last(
         app: Flask, db: Db, api: TwilioApi, lawyer: Consultant,
         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -226,6 +226,22 @@ def test_every_process_reads_the_working_folders_env_file_before_it_makes_the_qu
                                     str(data_dir), "+77001112233"]
 
 
+@pytest.mark.parametrize(("bind", "expected"), [(None, "127.0.0.1:5000"),
+                                               ("0.0.0.0", "0.0.0.0:5000")])
+def test_the_procfiles_web_server_listens_on_loopback_unless_told_otherwise(
+        bind: str | None, expected: str) -> None:
+    """gunicorn behind a proxy on the same machine must not be reachable past it (forged
+    X-Forwarded-For; demo mode's /phone signs webhooks for anyone): HOTLINE_BIND opens it."""
+    _setup, _sep, server = procfile("web").rpartition(";")
+    env = {k: v for k, v in os.environ.items() if k not in ("HOTLINE_BIND", "PORT")}
+    if bind is not None:
+        env["HOTLINE_BIND"] = bind
+    shown = subprocess.run(["/bin/sh", "-c", server.replace("exec gunicorn", "echo", 1)],
+                           env=env, capture_output=True, text=True, timeout=30, check=True)
+    words = shown.stdout.split()
+    assert words[words.index("--bind") + 1] == expected
+
+
 def test_the_procfiles_web_process_renders_missing_prompts_before_it_serves(
         tmp_path: Path) -> None:
     """Each web machine has its own data folder: `web:` renders what is missing there (after
