@@ -71,10 +71,14 @@ def make_huey(settings: Settings) -> Huey:
         # Redis's sorted set keeps the priorities (plain RedisHuey's list cannot; Redis >= 5),
         # under its own name, so that processes of both versions never share a key during a
         # deploy (move_unordered_jobs empties the old one).
+        # results=False: nothing reads a job's return value, and Huey would keep each one (a
+        # failure's with its whole traceback) in the results hash forever. put_if_empty
+        # (first_tonight) uses the same store and works without it.
         pool = ConnectionPool.from_url(settings.redis_url, **REDIS_CONNECT_DEFAULTS)
-        return PriorityRedisHuey(settings.queue_name + PRIORITY_SUFFIX, connection_pool=pool)
+        return PriorityRedisHuey(settings.queue_name + PRIORITY_SUFFIX, connection_pool=pool,
+                                 results=False)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return SqliteHuey(settings.queue_name, filename=str(settings.jobs_file))
+    return SqliteHuey(settings.queue_name, filename=str(settings.jobs_file), results=False)
 
 
 huey = make_huey(Settings.from_env())

@@ -184,3 +184,26 @@ def test_of_several_workers_one_runs_each_nightly_job(tmp_path: Path,
         assert first.get("nightly:backup:2026-03-03", peek=True) is not None
     finally:
         first.storage.flush_all()
+
+
+def test_jobs_leave_no_results_behind(queue: Huey) -> None:
+    """Nothing reads a job's return value: the queue keeps none (a failure's neither, which
+    Huey would otherwise keep with its whole traceback, forever), on either backend."""
+
+    @queue.task()
+    def answer() -> int:
+        return 42
+
+    @queue.task()
+    def fail() -> None:
+        raise RuntimeError("a failing job")
+
+    answer()
+    fail()
+    while (task := queue.dequeue()) is not None:
+        try:
+            queue.execute(task)
+        except Exception:  # noqa: BLE001 - the failing job; huey re-raises in execute
+            pass
+    assert queue.storage.result_store_size() == 0
+    assert queue.pending_count() == 0
