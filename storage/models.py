@@ -188,7 +188,8 @@ class Question(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     caller_id: Mapped[int | None] = mapped_column(ForeignKey("callers.id"), index=True)
-    call_id: Mapped[int | None] = mapped_column(ForeignKey("calls.id"))
+    # Indexed: the reports ask, of every call, whether it left a question (migration 0013).
+    call_id: Mapped[int | None] = mapped_column(ForeignKey("calls.id"), index=True)
     channel: Mapped[str] = mapped_column(String(10))
     language: Mapped[str | None] = mapped_column(String(8))
     topic: Mapped[str | None] = mapped_column(String(64))
