@@ -1025,6 +1025,7 @@ def answer(attempt_id: int) -> Response:
             store.fail_attempt(attempt, ERROR_NO_RESIDENT_PHONE, now)
             return _hang_up(SAY_NO_PHONE)
         store.record_leg_status(attempt, store.CONSULTANT_LEG, "in-progress", now)
+        store.resident_dialled(question, now)
         touch_claim(db, question.id, attempt.consultant_id, now)
         question_id = question.id
     response = VoiceResponse()

@@ -15,9 +15,11 @@ A question with a live attempt is not idle: its claim does not lapse (storage.cl
 long the conversation. Releasing or closing the question ends its live attempts
 (end_live_attempts), so the resident is not dialled for a question its consultant gave up.
 
-first_callback_at (the reports' "answered") is the first time a call was made: when Twilio
-accepted the call to the consultant (dialled), or when an outcome was recorded for a call made
-by other means (apply_outcome); a call Twilio refused does not count.
+first_callback_at (the reports' "answered") is the first time the resident was called: when
+the consultant answered and the hotline dialled the resident (resident_dialled), or when an
+outcome was recorded for a call made by other means (apply_outcome). A call Twilio refused
+does not count, nor one that only rang the consultant's own phone (they did not answer, or
+their voicemail did): the resident was not called.
 """
 
 from __future__ import annotations
@@ -229,13 +231,8 @@ def start_attempt(session: Session, question: Question, consultant_id: int,
 
 def dialled(session: Session, attempt: CallbackAttempt, call_sid: str, status: str | None,
             now: datetime) -> None:
-    """Store the CallSid (and first status) Twilio gave when it accepted the call.
-
-    The question's first callback is now, if it had none: a call is being made.
-    """
-    question = session.get(Question, attempt.question_id)
-    if question is not None and question.first_callback_at is None:
-        question.first_callback_at = now
+    """Store the CallSid (and first status) Twilio gave when it accepted the call to the
+    consultant's phone (not yet a callback: resident_dialled)."""
     attempt.consultant_call_sid = call_sid
     if status and call_rank(status) > call_rank(attempt.consultant_status):
         attempt.consultant_status = status
@@ -271,6 +268,13 @@ def end_live_attempts(session: Session, question_id: int, now: datetime) -> list
             end_attempt(attempt, ERROR_WITHDRAWN, now)
             ended.append(attempt.id)
     return ended
+
+
+def resident_dialled(question: Question, now: datetime) -> None:
+    """The hotline dials the resident (the consultant answered): the question's first
+    callback is now, if it had none."""
+    if question.first_callback_at is None:
+        question.first_callback_at = now
 
 
 def record_leg_status(attempt: CallbackAttempt, leg: str, status: str, now: datetime, *,

@@ -7,7 +7,8 @@ and the numbers are checked against a dataset with known answers in the tests.
 Definitions (README, "Reports"):
 
 - Test calls (closed as ``test_call``) are not residents' questions and count nowhere.
-- A question is *answered* when a consultant first tried to call back (``first_callback_at``),
+- A question is *answered* when a consultant first tried to call back (``first_callback_at``:
+  the resident dialled, see storage.callbacks),
   answered it by SMS (storage.sms.is_sms_answer: the first such message's time), or closed it
   as resolved, whichever came first: the hotline promises an answer "by SMS or a call" within
   N working days.

@@ -13,6 +13,7 @@ import uuid
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -223,8 +224,9 @@ def test_the_whole_bridge(app: Flask, db: Db, api: TwilioApi, twilio: Twilio,
     consultant_sid = attempt.consultant_call_sid
     assert consultant_sid is not None and re.fullmatch(r"CA[0-9a-f]{32}", consultant_sid)
     assert attempt.consultant_status == "queued" and attempt.consultant_id is not None
-    question = load_question(db, question_id)
-    assert question.first_callback_at is not None and question.first_callback_at >= before
+    # Only the consultant's phone is being called: not yet a callback (the reports' and the
+    # public page's "answered").
+    assert load_question(db, question_id).first_callback_at is None
     [called] = events(db, audit.CALLED)
     assert called.detail == {"attempt_id": attempt.id, "retry_planned_for": None}
     assert called.question_id == question_id and called.ip == lawyer.browser.ip
@@ -254,6 +256,8 @@ def test_the_whole_bridge(app: Flask, db: Db, api: TwilioApi, twilio: Twilio,
     assert number.get("statusCallbackEvent") == "initiated ringing answered completed"
     assert section(lawyer.panel(question_id), "call-state") == \
         "You answered. Calling the resident…"
+    question = load_question(db, question_id)
+    assert question.first_callback_at is not None and question.first_callback_at >= before
 
     resident_sid = new_sid("CA")
     resident = f"/callbacks/{attempt.id}/status/resident"
@@ -350,6 +354,8 @@ def test_an_answering_machine_is_never_bridged(db: Db, api: TwilioApi, twilio: T
     assert done.state == "ended"
     html = lawyer.panel(question_id)
     assert "An answering machine took the call to your phone" in section(html, "call-state")
+    # The resident was never called: not answered, for the reports and the public page.
+    assert load_question(db, question_id).first_callback_at is None
     assert not polls(html, "callback-status")
 
 
@@ -500,6 +506,7 @@ def test_one_call_at_a_time(db: Db, api: TwilioApi, twilio: Twilio, lawyer: Cons
     twilio.post(f"/callbacks/{attempt.id}/status/consultant", leg_form(sid, "no-answer"))
     assert section(lawyer.panel(question_id), "call-state") == \
         "Ended: you did not answer your phone."
+    assert load_question(db, question_id).first_callback_at is None
     assert lawyer.call(question_id).status_code == 303
     assert len(api.calls()) == 2
 
@@ -1277,10 +1284,22 @@ def test_twilio_is_asked_once_when_its_answer_meets_a_deadlock(
     is stored. While Twilio answers, another writer takes the question and then the attempt,
     which storing the answer holds: a deadlock, whose victim is storing the answer. Run again
     it stores it; allowed no second run, the consultant is still told their phone rings (it
-    does), and Twilio's callback brings the call's id. Either way Twilio was asked once."""
+    does), and Twilio's callback brings the call's id. Either way Twilio was asked once.
+
+    Storing the answer writes only the attempt now (the first callback is counted when the
+    resident is dialled, not here), so the test has it also lock the question, as any later
+    change to that transaction might: the deadlock is PostgreSQL's own."""
     import storage.db
 
     monkeypatch.setattr(storage.db, "CONFLICT_TRIES", tries)
+    dialled = callbacks.store.dialled
+
+    def dialled_and_question(session: Session, attempt: CallbackAttempt, *args: Any) -> None:
+        dialled(session, attempt, *args)
+        session.flush()  # the attempt is held...
+        session.get(Question, attempt.question_id, with_for_update=True)  # ...then the question
+
+    monkeypatch.setattr(callbacks.store, "dialled", dialled_and_question)
     asked, locked = threading.Event(), threading.Event()
 
     def hold_on(resource: str) -> None:
