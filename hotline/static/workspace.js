@@ -8,8 +8,10 @@ document.addEventListener("htmx:beforeSwap", function (event) {
   }
 });
 
-// A form marked data-once (calling a resident, sending an SMS) disables its button once sent,
-// so that a double click sends one request (the server refuses a second one anyway). Here
+// A form marked data-once (calling a resident, sending an SMS, the outcome, "Take the next
+// question") disables its button once sent, so that a double click sends one request: a
+// second outcome would be refused as "not your question" over the first one's success, and a
+// second "Take the next" would claim a second question out of sight. Here
 // rather than in an hx-on attribute: the Content-Security-Policy allows no code in the page.
 document.addEventListener("submit", function (event) {
   var form = event.target;

@@ -279,22 +279,31 @@ def test_one_call_answers_two_questions_of_one_resident(new_context: NewContext,
 def test_the_call_and_sms_buttons_work_once_under_the_content_security_policy(
         new_context: NewContext, seeded: Seeded) -> None:
     """The page runs no code of its own (Content-Security-Policy: new_context fails the test
-    on a refusal); static/workspace.js disables the Call and Send buttons once pressed, so a
-    double click sends one request. The sending is stopped here to see the button."""
+    on a refusal); static/workspace.js disables the Call, Send, outcome and "Take the next
+    question" buttons once pressed, so a double click sends one request (a second outcome
+    would be refused over the first one's success; a second "Take the next" would claim a
+    second question out of sight). The sending is stopped here to see the button."""
     page = log_in(new_context(), seeded.consultant)
     response = page.goto("/queue")
     assert response is not None
     assert "script-src 'self'" in (response.headers["content-security-policy"])
-    claim(page, seeded.question_id)
-    for form in ("#call-form", "#sms-form"):
+
+    def sent_once(form: str) -> None:
         page.locator(form).evaluate(
             "form => form.addEventListener('submit', event => event.preventDefault())")
-        if form == "#sms-form":
-            page.fill("#sms-body", "Обратитесь в ЦОН")
         button = page.locator(f"{form} button[type=submit]")
         expect(button).to_be_enabled()
         button.click()
         expect(button).to_be_disabled()
+
+    sent_once("form.take-next")
+    claim(page, seeded.question_id)
+    for form in ("#call-form", "#sms-form", "#outcome-form"):
+        if form == "#sms-form":
+            page.fill("#sms-body", "Обратитесь в ЦОН")
+        if form == "#outcome-form":
+            page.check("#outcome-form input[name=outcome][value=resolved]")
+        sent_once(form)
 
 
 def test_a_note_saved_with_htmx_keeps_the_keyboard_where_it_was(new_context: NewContext,
