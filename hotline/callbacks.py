@@ -749,12 +749,13 @@ def _record_outcome(db: Session, question: Question, user_id: int, chosen: str,
                     referral: str | None, now: datetime, settings: Settings,
                     with_question: int | None) -> store.OutcomeResult:
     """Apply the outcome to one question and write it to the audit log."""
-    result = store.apply_outcome(db, question, user_id, chosen,
-                                 referral if chosen == OUTCOME_FOLLOW_UP else None, now,
+    # A referral written with another outcome (resolved: "I sent them to the ЦОН") is kept
+    # too, not dropped without a word; only follow-up needs one.
+    result = store.apply_outcome(db, question, user_id, chosen, referral, now,
                                  _policy(settings))
     detail: dict[str, Any] = {"outcome": chosen, "attempt_id": result.attempt_id,
                               "failed_attempts": result.failed_attempts}
-    if chosen == OUTCOME_FOLLOW_UP:
+    if referral is not None:
         detail["referral"] = referral
     if result.next_callback_at is not None:
         detail["next_callback_at"] = result.next_callback_at.isoformat()

@@ -388,6 +388,8 @@ def apply_outcome(session: Session, question: Question, user_id: int, outcome: s
     newest = next(iter(attempts_of(session, question.id)), None)
     attempt = (newest if newest is not None and newest.consultant_id == user_id
                and newest.outcome is None else None)
+    if referral:  # needed for follow-up; kept with any outcome it was written with
+        question.referral = referral
     # Every outcome means a call was made, maybe by other means than the hotline's bridge.
     question.first_callback_at = question.first_callback_at or now
     if attempt is not None:
@@ -403,7 +405,6 @@ def apply_outcome(session: Session, question: Question, user_id: int, outcome: s
     elif outcome == OUTCOME_WRONG_NUMBER:
         reason = CLOSE_WRONG_NUMBER
     elif outcome == OUTCOME_FOLLOW_UP:
-        question.referral = referral
         question.next_callback_at = None
         # The resident was reached: earlier failed attempts no longer count towards giving up
         # (the next lawyer's one "no answer" must not close the question and send the "we

@@ -604,6 +604,17 @@ def test_resolved_closes_the_question(db: Db, api: TwilioApi, twilio: Twilio,
     assert 'id="outcome-form"' not in html and 'id="call-form"' not in html
 
 
+def test_a_referral_written_with_another_outcome_is_kept(
+        db: Db, lawyer: Consultant, question_id: int) -> None:
+    """Only follow-up needs a referral, but one written with "resolved" is not dropped."""
+    referral = "Направлена в отдел занятости акимата"
+    assert lawyer.outcome(question_id, "resolved", referral).status_code == 303
+    question = load_question(db, question_id)
+    assert (question.status, question.referral) == ("closed", referral)
+    [outcome] = events(db, audit.OUTCOME)
+    assert outcome.detail["referral"] == referral
+
+
 def test_wrong_number_closes_the_question(db: Db, lawyer: Consultant,
                                           question_id: int) -> None:
     assert lawyer.outcome(question_id, "wrong_number").status_code == 303
