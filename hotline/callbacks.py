@@ -74,7 +74,7 @@ from hotline import auth, jobs
 from hotline.auth import Account
 from hotline.config import LOCAL_TIME, Settings
 from hotline.outbound_sms import close_twilio_client, make_twilio_client
-from hotline.receipts import resident_language
+from hotline.receipts import can_take_sms, resident_language
 from hotline.twilio_glue import CALL_SID, external_url, form_int, form_sid, twilio_webhook
 from hotline.twilio_glue import runtime as twilio_runtime
 from hotline.workspace import bp, local_time, runtime, topic_title
@@ -144,6 +144,10 @@ DUPLICATE_SMS_WINDOW = timedelta(seconds=60)
 NO_OWN_PHONE = _l("Your account has no phone number for the hotline to call you on. Add it on "
                   "your account page.")
 
+# A number SMS cannot reach (phonenumbers says a fixed line: hotline.receipts.can_take_sms):
+# the SMS form is not offered, and the "we tried to call you" SMS is not sent.
+LANDLINE = _l("The resident's number is a landline: an SMS cannot reach it. Please call them "
+              "instead.")
 # What the consultant hears on their phone (Russian for everyone: see the module's docstring).
 SAY_CONNECTING = "Вопрос номер {id}. Соединяем вас с жителем, подождите, пожалуйста."
 SAY_OVER = "Этот звонок уже завершён. До свидания."
@@ -434,6 +438,8 @@ def build_panel(session: Session, question: Question, account: Account,
     sms_blocker = None
     if question.caller is None:
         sms_blocker = str(_("No phone number is known for this resident."))
+    elif not can_take_sms(question.caller.phone):
+        sms_blocker = str(LANDLINE)
     elif sms_opted_out(session, question.caller, runtime().pseudonym_key):
         sms_blocker = str(_("The resident has opted out of SMS (STOP): no SMS can be sent "
                             "to them."))
@@ -813,6 +819,8 @@ def outcome(question_id: int) -> ResponseReturnValue:
             caller = question.caller
             if caller is None:
                 sms_refused = "no_phone"
+            elif not can_take_sms(caller.phone):
+                sms_refused = "landline"
             elif sms_opted_out(db, caller, runtime().pseudonym_key):
                 sms_refused = "opted_out"
             else:
@@ -868,6 +876,10 @@ def _outcome_notice(question_id: int, result: store.OutcomeResult, settings: Set
             return str(_("No answer after %(n)s attempts: question %(id)s is closed. No SMS "
                          "was sent: the resident's number is not known.",
                          n=result.failed_attempts, id=question_id))
+        if sms_refused == "landline":
+            return str(_("No answer after %(n)s attempts: question %(id)s is closed. No SMS "
+                         "was sent: the resident's number is a landline, which cannot receive "
+                         "SMS.", n=result.failed_attempts, id=question_id))
         if sms_refused == "retry_left":
             return str(_("No answer after %(n)s attempts: question %(id)s is closed. No SMS "
                          "was sent: the resident's other question will be tried again.",
@@ -924,6 +936,8 @@ def sms_answer(question_id: int) -> ResponseReturnValue:
         if caller is None:
             return _refuse_sms(_("No phone number is known for this resident."), question_id,
                                body, can_send=False)
+        if not can_take_sms(caller.phone):
+            return _refuse_sms(str(LANDLINE), question_id, body, can_send=False)
         if sms_opted_out(db, caller, runtime().pseudonym_key):
             return _refuse_sms(_(
                 "The resident has opted out of SMS (STOP): no SMS can be sent to them. Please "

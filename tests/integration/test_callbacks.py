@@ -764,6 +764,29 @@ def test_no_sms_to_an_opted_out_resident(db: Db, api: TwilioApi, app: Flask,
     assert "opted out of SMS, so no SMS was sent" in lawyer.notices()
 
 
+def test_no_sms_to_a_landline(db: Db, api: TwilioApi, app: Flask, lawyer: Consultant,
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resident who called from a landline (an Almaty-region fixed number): the SMS form is
+    not offered, an SMS written anyway comes back to copy, and after the last failed attempt
+    no "we tried to call you" SMS goes to a number it cannot reach; the consultant is told."""
+    rt = app.extensions["hotline"]
+    rt.settings = rt.settings.override(callback_attempts=1)
+    question_id = make_question(db, phone="+77252123456")
+    lawyer.claim(question_id)
+    panel = lawyer.panel(question_id)
+    assert "landline" in section(panel, "sms-answer") and 'id="sms-form"' not in panel
+    refused = lawyer.sms(question_id, "Обратитесь в ЦОН")
+    assert refused.status_code == 400 and "landline" in refused.get_data(as_text=True)
+    assert draft(refused, "sms-draft") == "Обратитесь в ЦОН"
+    no_answer_at(monkeypatch, lawyer, question_id, datetime(2026, 3, 2, 12, 0, tzinfo=ALMATY))
+    question = load_question(db, question_id)
+    assert (question.status, question.close_reason) == ("closed", "no_answer")
+    with db() as session:
+        assert session.scalars(select(SmsMessage)).all() == []
+    assert api.requests == []
+    assert "the resident's number is a landline" in lawyer.notices()
+
+
 # -- one call, several questions of one resident ---------------------------------------------
 
 def ticked(html: str) -> list[str]:
