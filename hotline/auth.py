@@ -262,13 +262,29 @@ def logout() -> ResponseReturnValue:
     return redirect(url_for("auth.login"))
 
 
+# Fields of the workspace's forms that hold what a consultant wrote (an SMS, a note, a
+# corrected transcript, a referral): shown back on a refusal or an error page to copy.
+WRITTEN_FIELDS = ("body", "corrected_text", "referral")
+
+
+def written_draft() -> str | None:
+    """What the user wrote in the form being answered (WRITTEN_FIELDS), to show back when it
+    was not kept."""
+    if request.method != "POST":
+        return None
+    return next((request.form[name] for name in WRITTEN_FIELDS if request.form.get(name)),
+                None)
+
+
 def csrf_failed(error: CSRFError) -> ResponseReturnValue:
-    """Answer a form without a valid CSRF token (often: a page left open too long)."""
+    """Answer a form without a valid CSRF token (often: a page left open too long, or a login
+    in another tab), with what the user wrote in it to copy: an SMS or a referral written
+    for half an hour is not lost to an expired session."""
     message = _("The form was open too long or came from elsewhere. Please try again.")
     if request.endpoint == "auth.login":
         return render_template("login.html", form=LoginForm(formdata=None), error=message), 400
     return render_template("message.html", title=_("Please try again"), message=message,
-                           back=url_for("workspace.queue")), 400
+                           draft=written_draft(), back=url_for("workspace.queue")), 400
 
 
 class CookieSessions(SecureCookieSessionInterface):

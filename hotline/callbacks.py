@@ -505,7 +505,10 @@ def callback_panel(question_id: int) -> ResponseReturnValue:
 # -- consultants' forms -----------------------------------------------------------------------
 
 def _refuse(status: int, title: str, message: str, question_id: int) -> ResponseReturnValue:
+    """A refusal page, with what the consultant wrote in the refused form to copy (an SMS or a
+    referral refused because the claim lapsed meanwhile is not lost)."""
     return render_template("message.html", title=title, message=message,
+                           draft=auth.written_draft(),
                            back=url_for("workspace.question", question_id=question_id)), status
 
 

@@ -45,7 +45,6 @@ from hotline.workspace import (
     node_title,
     runtime,
     topic_title,
-    written_draft,
 )
 from storage import audit
 from storage.callbacks import end_live_attempts, lock_attempts
@@ -361,7 +360,7 @@ def _refusal(session: Session, question_id: int, user_id: int,
     # Sent with htmx (a note, tags, the transcript), the message takes the page's main part
     # (workspace.private), with what the user wrote to copy.
     return render_template(
-        "message.html", title=_("Not changed"), message=message, draft=written_draft(),
+        "message.html", title=_("Not changed"), message=message, draft=auth.written_draft(),
         back=url_for("workspace.question", question_id=question_id)), 409
 
 

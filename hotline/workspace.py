@@ -203,9 +203,6 @@ def busy(error: DBAPIError) -> ResponseReturnValue:
                            back=back), 503
 
 
-# Fields of the workspace's forms that hold what a consultant wrote (an SMS, a note, a
-# corrected transcript, a referral): shown back on the error page to copy, not lost.
-WRITTEN_FIELDS = ("body", "corrected_text", "referral")
 # The last resort when even the error page cannot be rendered (its template, the session).
 PLAIN_SERVER_ERROR = (
     "Серверде қате шықты: жіберілгеніңіз сақталмаған болуы мүмкін. Бір минуттан кейін қайталаңыз.\n"
@@ -214,20 +211,11 @@ PLAIN_SERVER_ERROR = (
     "minute.\n")
 
 
-def written_draft() -> str | None:
-    """What the user wrote in the form being answered (WRITTEN_FIELDS), to show back when it
-    was not kept."""
-    if request.method != "POST":
-        return None
-    return next((request.form[name] for name in WRITTEN_FIELDS if request.form.get(name)),
-                None)
-
-
 @bp.errorhandler(InternalServerError)
 def server_error(_error: InternalServerError) -> ResponseReturnValue:
     """Any failure of a workspace page (the database gone, a bug), in the user's language, with
     what they wrote to copy; logged by Flask with its traceback before this runs."""
-    written = written_draft()
+    written = auth.written_draft()
     if "_login_user" not in g:
         # The failure came before the user was loaded (the database gone): the page's header
         # would try again, and fail; it is drawn for nobody instead.

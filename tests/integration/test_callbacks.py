@@ -1603,3 +1603,25 @@ def test_a_message_names_ten_questions_at_most(app: Flask) -> None:
         assert callbacks.id_list(list(range(1, 11))) == "1, 2, 3, 4, 5, 6, 7, 8, 9, 10"
         assert callbacks.id_list(list(range(100, 200))) == (
             "100, 101, 102, 103, 104, 105, 106, 107, 108, 109 и ещё 90")
+
+
+def test_what_was_written_survives_a_lapsed_claim_and_an_expired_form(
+        db: Db, api: TwilioApi, lawyer: Consultant, question_id: int) -> None:
+    """An SMS or a referral written for half an hour is refused when the claim lapsed
+    meanwhile (409) or the form's token expired with the session (400, CSRF): the page
+    shows what was written, to copy; nothing is sent or saved."""
+    referral = "Обратитесь в ЦОН Жамбылского района, каб. 12"
+    with db() as session:
+        question = session.get(Question, question_id)
+        assert question is not None
+        question.status, question.claimed_by_id = "waiting", None  # the claim lapsed
+    for refused in (lawyer.sms(question_id, "Ваша пенсия будет пересчитана"),
+                    lawyer.outcome(question_id, "follow_up", referral)):
+        assert refused.status_code == 409
+        assert draft(refused, "sms-draft") in ("Ваша пенсия будет пересчитана", referral)
+    expired = lawyer.browser.post(f"/questions/{question_id}/sms",
+                                  {"csrf_token": "expired", "body": "Позвоните в 1414"})
+    assert expired.status_code == 400
+    assert draft(expired, "sms-draft") == "Позвоните в 1414"
+    assert api.requests == []
+    assert load_question(db, question_id).referral is None
