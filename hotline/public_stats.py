@@ -8,7 +8,11 @@ cell is suppressed, the next smallest cells are suppressed too (protect), so the
 cannot be worked out by subtraction. Those may hold 5 or more, so no hidden count reads "<5";
 and all read alike, since a small one told apart from its protectors could be worked out
 (hidden 1 and 5 beside a published 20 and 30 and a total of 56). A zero is shown: it is about
-nobody.
+nobody. Received less answered (those not called back) is published too, as a difference, so
+the answered column is protected with it (protect_rows): hidden with a hidden received, when
+small, when received less answered is small, and beside others until the hidden ones hold at
+least MIN_COUNT answered and MIN_COUNT not; a median only beside a published answered count.
+With fewer than MIN_COUNT questions in all, nothing is broken down.
 
 The pages need no cookie: the language is in the path (/public/kk, /public/ru, /public/en) or
 chosen from Accept-Language at /public, and shared caches may keep anonymous responses.
@@ -55,7 +59,8 @@ class Figure:
     """A published number, or the fact that it is held back, and why: "hidden" (a count: from
     1 to MIN_COUNT - 1, or of any size hidden too so that a small one beside it cannot be
     worked out from the total; the two read alike, since telling them apart would let a
-    reader work the small one out), "few" (computed from fewer than MIN_COUNT questions)."""
+    reader work the small one out; also an answered count hidden by protect_rows, and a median
+    beside a hidden answered count), "few" (computed from fewer than MIN_COUNT questions)."""
 
     value: int | float | None
     suppressed: bool = False
@@ -106,6 +111,47 @@ def protect(counts: Sequence[int]) -> list[Figure]:
     return shown
 
 
+def protect_rows(received: Sequence[int],
+                 answered: Sequence[int]) -> tuple[list[Figure], list[Figure]]:
+    """Publish a breakdown's received and answered columns, both with published totals.
+
+    Received: protect(). Answered: the unanswered (received - answered) is published too, as a
+    difference, so an answered count is hidden when it is from 1 to MIN_COUNT - 1, when the
+    unanswered beside it is, and whenever the row's received is hidden (else a hidden received
+    could be worked out from the total with the answered as a floor, and a 0 would tell that
+    a hidden resident was not called back). Then, while any answered cell is hidden, the
+    answered of the next rows are hidden too (the smallest answered first, among the rows with
+    questions, and one that helps) until at least two are hidden and the hidden ones together
+    hold at least MIN_COUNT answered and at least MIN_COUNT unanswered questions (or all there
+    are, when the totals hold fewer): the totals less the published cells are those two sums,
+    and a small one, or a 0, would tell about the few residents in the hidden rows.
+    """
+    shown_received = protect(received)
+    unanswered = [r - a for r, a in zip(received, answered, strict=True)]
+    total_answered, total_unanswered = sum(answered), sum(unanswered)
+    hidden = [i for i, r in enumerate(shown_received)
+              if r.suppressed or 0 < answered[i] < MIN_COUNT or 0 < unanswered[i] < MIN_COUNT]
+
+    def lacking() -> tuple[bool, bool, bool]:
+        few_rows = len(hidden) < 2
+        few_answered = sum(answered[i] for i in hidden) < min(MIN_COUNT, total_answered)
+        few_unanswered = (sum(unanswered[i] for i in hidden)
+                          < min(MIN_COUNT, total_unanswered))
+        return few_rows, few_answered, few_unanswered
+
+    while hidden and any(lacking()):
+        few_rows, few_answered, few_unanswered = lacking()
+        others = [i for i, r in enumerate(received) if i not in hidden and r > 0]
+        helping = [i for i in others
+                   if few_rows or (few_answered and answered[i] > 0)
+                   or (few_unanswered and unanswered[i] > 0)]
+        if not helping:
+            break
+        hidden.append(min(helping, key=lambda i: (answered[i], received[i], i)))
+    shown_answered = [HIDDEN if i in hidden else Figure(a) for i, a in enumerate(answered)]
+    return shown_received, shown_answered
+
+
 @dataclass(frozen=True)
 class Row:
     """One line of a breakdown: its key (a month, region or topic code), its figures."""
@@ -152,9 +198,13 @@ def breakdown(facts: Sequence[figures.QuestionFacts], keys: Sequence[str | None]
     for fact in facts:
         if key(fact) in groups:
             groups[key(fact)].append(fact)
-    received = protect([len(groups[k]) for k in keys])
-    answered = protect([sum(f.answered_at is not None for f in groups[k]) for k in keys])
-    return [Row(k, received[i], answered[i], _median_hours(groups[k]))
+    received, answered = protect_rows(
+        [len(groups[k]) for k in keys],
+        [sum(f.answered_at is not None for f in groups[k]) for k in keys])
+    # A median told of a row tells that its callbacks, and so its answered, are at least
+    # MIN_COUNT: shown only beside a published answered count.
+    return [Row(k, received[i], answered[i],
+                HIDDEN if answered[i].suppressed else _median_hours(groups[k]))
             for i, k in enumerate(keys)]
 
 
@@ -173,11 +223,18 @@ def by_size(rows: list[Row]) -> list[Row]:
 def compute(facts: Sequence[figures.QuestionFacts], months: Sequence[str],
             computed_at: datetime) -> PublicStats:
     """Turn the period's questions, read at computed_at, into the published figures."""
+    # The totals are a breakdown of one row: the same rules (a small unanswered hides the
+    # answered; the median only beside a published answered).
+    [total] = breakdown(facts, [None], lambda _fact: None)
+    if total.received.suppressed:
+        # From 1 to MIN_COUNT - 1 questions in all: nothing is broken down. Each region or
+        # topic listed has a question, and the hidden total is at most MIN_COUNT - 1: four
+        # regions listed would be four questions of one each; nor is the first month told.
+        return PublicStats(first_month=months[0], last_month=months[-1], total=total,
+                           months=[], regions=[], topics=[], computed_at=computed_at)
     # Months before the first question are left out (a new hotline has no empty year).
     active = {figures.month(f.created_at, LOCAL_TIME) for f in facts}
     months = [m for i, m in enumerate(months) if active & set(months[:i + 1])] or months[-1:]
-    answered = sum(f.answered_at is not None for f in facts)
-    total = Row(None, count_figure(len(facts)), count_figure(answered), _median_hours(facts))
     return PublicStats(
         first_month=months[0], last_month=months[-1], total=total,
         months=breakdown(facts, months, lambda f: figures.month(f.created_at, LOCAL_TIME)),
@@ -260,9 +317,16 @@ def stats_json(stats: PublicStats, is_stale: bool) -> dict[str, Any]:
                         "suppressed: true. Where a breakdown has hidden cells, the next "
                         "smallest published ones are hidden too, of any size, until at least "
                         f"two are hidden and together they hold at least {MIN_COUNT} "
-                        "questions, so that none can be worked out from the total. Every "
-                        "hidden count has reason: hidden, whichever rule hid it: telling the "
-                        "two apart would let the small one be worked out."),
+                        "questions, so that none can be worked out from the total. Received "
+                        "less answered is published too: a row's answered is hidden when its "
+                        "received is, when it or received less answered is from 1 to "
+                        f"{MIN_COUNT - 1}, and beside others until the hidden ones together "
+                        f"hold at least {MIN_COUNT} answered and {MIN_COUNT} not answered (or "
+                        "all there are). A median is shown only beside a published answered "
+                        "count (reason: hidden otherwise). Every hidden count has reason: "
+                        "hidden, whichever rule hid it: telling the rules apart would let the "
+                        f"small one be worked out. With fewer than {MIN_COUNT} questions in "
+                        "all, nothing is broken down."),
         "answered": ("a consultant tried to call back, answered by SMS, or the question was "
                      "resolved"),
         "totals": totals,

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Iterator, Sequence
 from datetime import datetime, time, timedelta
 from typing import Any
 
 import pytest
 from flask import Flask
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import text
 from werkzeug.test import TestResponse
 
@@ -18,12 +21,16 @@ from hotline.config import LOCAL_TIME
 from hotline.public_stats import (
     FEW,
     HIDDEN,
+    MIN_COUNT,
     Figure,
+    Row,
     count_figure,
     derived_figure,
+    last_months,
     protect,
 )
 from storage.models import Question, utcnow
+from storage.reports import QuestionFacts
 from tests.workspace_support import Browser, Db, page
 
 
@@ -141,15 +148,18 @@ def test_the_json_suppresses_a_region_of_four(app: Flask, questions_in_regions: 
     small = {"reason": "hidden"} if received is None else {}
     assert abai["received"] == {"value": received, "suppressed": received is None, **small}
     assert abai["answered"] == {"value": received, "suppressed": received is None, **small}
-    assert abai["median_hours_to_callback"] == {
-        "value": median, "suppressed": median is None,
-        **({"reason": "few"} if median is None else {})}
+    # A median beside a hidden answered count is hidden with it (reason hidden, not few: a
+    # median shown would tell that the row had 5 callbacks or more).
+    assert abai["median_hours_to_callback"] == {"value": median, "suppressed": median is None,
+                                                **small}
     assert abai["title"] == {"kk": "Абай облысы", "ru": "область Абай", "en": "Abai Region"}
     # At 4 Abai could be worked out from the total; the next smallest region is hidden too.
     astana = by_region(stats)["astana"]["received"]
     # It holds 20, and reads as Abai's 4 does: told apart, Abai's could be worked out.
     assert astana == ({"value": None, "suppressed": True, "reason": "hidden"}
                       if count == 4 else {"value": 20, "suppressed": False})
+    # Its answered and median with it.
+    assert by_region(stats)["astana"]["median_hours_to_callback"]["suppressed"] is (count == 4)
     assert by_region(stats)["almaty"]["received"] == {"value": 30, "suppressed": False}
     # Largest first; hidden ones last in code order, so their place says nothing of their size.
     assert [row["region"] for row in stats["by_region"]] == (
@@ -185,9 +195,10 @@ def test_the_page_shows_less_than_five_in_kazakh_and_russian(app: Flask,
         # total) read alike: "<5" would be false for Astana, and telling them apart would
         # give Abai's away.
         assert [row[1] for row in regions] == ["30", hidden, hidden], regions
-        # A median over fewer than 5 questions is a dash: "<5" under "hours" would read as
-        # "under 5 hours".
-        assert "<5" not in str(shown.rows) and "—" in [row[3] for row in regions]
+        # No "<5" ("under 5 hours" under "hours"); the medians of the hidden rows are hidden
+        # with them (a median tells that a row had 5 callbacks or more).
+        assert "<5" not in str(shown.rows)
+        assert [row[3] for row in regions] == ["10.0", hidden, hidden], regions
         # Months by name in the page's language, not as 2026-03.
         this_month = month_start()
         names = {"kk": KAZAKH_MONTHS, "ru": RUSSIAN_MONTHS, "en": ENGLISH_MONTHS}[lang]
@@ -284,3 +295,241 @@ def test_through_an_outage_the_last_figures_stay(app: Flask, db: Db,
     assert after.headers["Cache-Control"] == "public, max-age=600"
     assert after.get_json() == before
     assert stale_notice(client.get("/public/ru")) is None
+
+
+# Rows together: what a reader can work out from the shown cells and the totals. --------------
+
+NOW = datetime(2026, 10, 15, 12, 0, tzinfo=LOCAL_TIME)
+
+
+def region_facts(rows: dict[str, tuple[int, int]]) -> list[Any]:
+    """Questions of this month: region -> (received, answered); the answered ones were called
+    back 2 hours after they came, so that each region's callbacks are its answered."""
+    facts = []
+    for region, (received, answered) in rows.items():
+        for i in range(received):
+            callback = NOW + timedelta(hours=2) if i < answered else None
+            facts.append(QuestionFacts(
+                id=len(facts) + 1, created_at=NOW, channel="voice", language="kk",
+                topic="pension", region=region, status="closed",
+                closed_at=NOW + timedelta(hours=3), close_reason=None,
+                first_callback_at=callback))
+    return facts
+
+
+def published(rows: dict[str, tuple[int, int]]) -> tuple[Row, dict[str | None, Row]]:
+    stats = public_stats.compute(region_facts(rows), last_months(NOW.date(), 12), NOW)
+    return stats.total, {row.key: row for row in stats.regions}
+
+
+def undetermined(total: Row, rows: Sequence[Row]) -> list[str]:
+    """The hidden cells of a breakdown (and of its totals) whose value a reader can work out
+    exactly from what is shown: the totals are the sums of the rows, 0 <= answered <=
+    received, a hidden received is at least 1 (zeros are shown) and a hidden total received
+    at most 4 (totals have no protectors), a median shown beside a row says it had at least
+    MIN_COUNT callbacks (so answered at least that), "few" at least one. Exact: every
+    completion of the hidden received cells is tried, and for each the range of every hidden
+    answered cell (bounds and one sum) is taken. Returns the determined cells, by name."""
+    def known(figure: Figure) -> int | None:
+        return None if figure.suppressed else int(figure.value or 0)
+
+    def answered_floor(row: Row) -> int:
+        if not row.median_hours.suppressed and row.median_hours.value is not None:
+            return MIN_COUNT
+        return 1 if row.median_hours.reason == "few" else 0
+
+    received = [known(r.received) for r in rows]
+    answered = [known(r.answered) for r in rows]
+    floors = [max(answered_floor(r), answered[i] or 0) for i, r in enumerate(rows)]
+    hidden_r = [i for i, value in enumerate(received) if value is None]
+    hidden_a = [i for i, value in enumerate(answered) if value is None]
+    seen: dict[str, set[int]] = {f"received[{rows[i].key}]": set() for i in hidden_r}
+    seen.update({f"answered[{rows[i].key}]": set() for i in hidden_a})
+    total_r, total_a = known(total.received), known(total.answered)
+    if total_r is None:
+        seen["received[total]"] = set()
+    if total_a is None:
+        seen["answered[total]"] = set()
+
+    def compositions(amount: int, floors: list[int]) -> Iterator[list[int]]:
+        if not floors:
+            if amount == 0:
+                yield []
+            return
+        for first in range(floors[0], amount - sum(floors[1:]) + 1):
+            for rest in compositions(amount - first, floors[1:]):
+                yield [first, *rest]
+
+    shown_r = sum(value or 0 for value in received)
+    for whole in ([total_r] if total_r is not None else range(1, MIN_COUNT)):
+        r_floors = [max(1, floors[i]) for i in hidden_r]
+        for parts in compositions(whole - shown_r, r_floors):
+            full = list(received)
+            for i, value in zip(hidden_r, parts, strict=True):
+                full[i] = value
+                seen[f"received[{rows[i].key}]"].add(value)
+            if total_r is None:
+                seen["received[total]"].add(whole)
+            lows = {i: floors[i] for i in hidden_a}
+            highs = {i: int(full[i] or 0) for i in hidden_a}
+            if any(lows[i] > highs[i] for i in hidden_a):
+                continue
+            shown_a = sum(value or 0 for value in answered)
+            if total_a is None:
+                seen["answered[total]"].update(
+                    {shown_a + sum(lows.values()), shown_a + sum(highs.values())})
+                for i in hidden_a:
+                    seen[f"answered[{rows[i].key}]"].update({lows[i], highs[i]})
+                continue
+            rest = total_a - shown_a
+            if not sum(lows.values()) <= rest <= sum(highs.values()):
+                continue
+            for i in hidden_a:
+                others_low = sum(lows.values()) - lows[i]
+                others_high = sum(highs.values()) - highs[i]
+                seen[f"answered[{rows[i].key}]"].update(
+                    {max(lows[i], rest - others_high), min(highs[i], rest - others_low)})
+            if all(len(values) > 1 for values in seen.values()):
+                return []
+    zero_answered = total_a == 0  # "nobody was answered" is about everybody: shown
+    return sorted(name for name, values in seen.items() if len(values) <= 1
+                  and not (zero_answered and name.startswith("answered")))
+
+
+def test_a_hidden_received_takes_its_answered_and_median_with_it() -> None:
+    """Almaty 50/45, Abai 1/0, Astana 7/7: published as before, Abai's 0 answered and
+    Astana's 7 (with a median) told that Abai + Astana = 8 with Astana at least 7: Abai's one
+    resident, and that nobody called them back."""
+    total, regions = published({"almaty": (50, 45), "abai": (1, 0), "astana": (7, 7)})
+    assert (total.received, total.answered) == (Figure(58), Figure(52))
+    for region in ("abai", "astana"):
+        assert regions[region].received == HIDDEN
+        assert regions[region].answered == HIDDEN
+        assert regions[region].median_hours == HIDDEN
+    assert regions["almaty"].received == Figure(50)
+    assert undetermined(total, list(regions.values())) == []
+
+
+def test_a_median_tells_nothing_of_a_hidden_answered() -> None:
+    """Almaty 50/45, Abai 6/1, Astana 10/5: both small answered cells were hidden, but a median
+    for Astana alone said it had 5 callbacks or more, so Abai's answered was 6 - 5 = 1."""
+    total, regions = published({"almaty": (50, 45), "abai": (6, 1), "astana": (10, 5)})
+    assert [regions[r].received for r in ("almaty", "abai", "astana")] == [
+        Figure(50), Figure(6), Figure(10)]
+    assert regions["abai"].answered == regions["astana"].answered == HIDDEN
+    assert regions["abai"].median_hours == regions["astana"].median_hours == HIDDEN
+    assert regions["almaty"].answered == Figure(45)
+    assert regions["almaty"].median_hours == Figure(2.0)
+    assert undetermined(total, list(regions.values())) == []
+
+
+def test_a_small_unanswered_is_hidden_too() -> None:
+    """Received less answered is published as well: 7 received and 6 answered would tell of
+    the one resident nobody called back."""
+    total, regions = published({"almaty": (50, 45), "abai": (7, 6), "astana": (20, 10)})
+    assert regions["abai"].received == Figure(7)
+    assert regions["abai"].answered == HIDDEN
+    assert regions["abai"].median_hours == HIDDEN
+    # Hidden with it: enough that the hidden ones hold 5 or more unanswered together.
+    assert regions["astana"].answered == HIDDEN
+    assert undetermined(total, list(regions.values())) == []
+    # The totals too: 58 received and 55 answered would tell of 3 not called back.
+    total, _regions = published({"almaty": (50, 47), "astana": (8, 8)})
+    assert (total.received, total.answered, total.median_hours) == (Figure(58), HIDDEN, HIDDEN)
+
+
+def test_the_checker_finds_what_the_old_rules_gave_away() -> None:
+    """undetermined() itself: the first example as the old rules published it."""
+    old_rows = [Row("almaty", Figure(50), Figure(45), Figure(2.0)),
+                Row("abai", HIDDEN, Figure(0), Figure(None)),
+                Row("astana", HIDDEN, Figure(7), Figure(2.0))]
+    assert undetermined(Row(None, Figure(58), Figure(52), Figure(2.0)), old_rows) == [
+        "received[abai]", "received[astana]"]
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(st.lists(st.integers(0, 9).flatmap(
+    lambda received: st.tuples(st.just(received), st.integers(0, received))),
+    min_size=1, max_size=4))
+def test_no_hidden_cell_can_be_worked_out(cells: list[tuple[int, int]]) -> None:
+    """Small random breakdowns: every hidden cell has at least two values consistent with the
+    shown ones and the totals."""
+    rows = {f"r{i}": cell for i, cell in enumerate(cells)}
+    total, regions = published(rows)
+    if total.received.suppressed:
+        # Fewer than 5 in all: no breakdown (four regions listed, each hidden, with a total of
+        # at most 4, would be four questions of one each).
+        assert regions == {}
+        assert total.answered == total.median_hours == HIDDEN
+        return
+    # Regions with no question are not listed; the others are all there.
+    assert set(regions) == {key for key, (received, _a) in rows.items() if received}
+    assert undetermined(total, list(regions.values())) == []
+    for row in [total, *regions.values()]:
+        if row.received.suppressed:
+            assert row.answered.suppressed
+        if row.answered.suppressed:
+            assert row.median_hours.suppressed
+
+
+@pytest.mark.parametrize(("rows", "hidden_regions", "almaty_answered"), [
+    # Abai and Astana together hold 1 unanswered: Almaty's answered is hidden with theirs,
+    # else 52 - 45 = 7 answered of their 8 would tell of one resident not called back.
+    ({"almaty": (50, 45), "abai": (1, 0), "astana": (7, 7)}, {"abai", "astana"}, None),
+    ({"almaty": (50, 45), "abai": (6, 1), "astana": (10, 5)}, set(), 45),
+])
+def test_the_json_gives_neither_example_away(app: Flask, db: Db,
+                                             rows: dict[str, tuple[int, int]],
+                                             hidden_regions: set[str],
+                                             almaty_answered: int | None) -> None:
+    """The reviewer's two examples, stored and read back as /public/stats.json."""
+    start = month_start() + timedelta(minutes=1)
+    with db() as session:
+        for region, (received, answered) in rows.items():
+            for i in range(received):
+                called = i < answered
+                session.add(Question(
+                    channel="voice", language="kk", topic="pension", region=region,
+                    created_at=start, priority_at=start,
+                    status="closed" if called else "waiting",
+                    close_reason="resolved" if called else None,
+                    closed_at=start + timedelta(hours=3) if called else None,
+                    first_callback_at=start + timedelta(hours=2) if called else None))
+    stats = app.test_client().get("/public/stats.json").get_json()
+    hidden = {"value": None, "suppressed": True, "reason": "hidden"}
+    regions = by_region(stats)
+    for region in ("abai", "astana"):
+        if region in hidden_regions:
+            assert regions[region]["received"] == hidden
+        else:
+            assert regions[region]["received"]["value"] == rows[region][0]
+        assert regions[region]["answered"] == hidden
+        assert regions[region]["median_hours_to_callback"] == hidden
+    assert regions["almaty"]["received"] == {"value": 50, "suppressed": False}
+    if almaty_answered is None:
+        assert regions["almaty"]["answered"] == hidden
+        assert regions["almaty"]["median_hours_to_callback"] == hidden
+    else:
+        assert regions["almaty"]["answered"] == {"value": almaty_answered,
+                                                 "suppressed": False}
+        assert regions["almaty"]["median_hours_to_callback"] == {"value": 2.0,
+                                                                 "suppressed": False}
+
+
+def test_fewer_than_five_in_all_are_not_broken_down(app: Flask, db: Db) -> None:
+    """With 4 questions in all, four regions listed, each hidden, would be one each."""
+    start = month_start() + timedelta(minutes=1)
+    with db() as session:
+        for region in ("abai", "astana", "almaty", "shymkent"):
+            session.add(Question(channel="voice", language="kk", topic="pension",
+                                 region=region, created_at=start, priority_at=start))
+    client = app.test_client()
+    stats = client.get("/public/stats.json").get_json()
+    hidden = {"value": None, "suppressed": True, "reason": "hidden"}
+    assert stats["totals"] == {"received": hidden, "answered": hidden,
+                               "median_hours_to_callback": hidden}
+    assert stats["by_month"] == stats["by_region"] == stats["by_topic"] == []
+    # Nor is the month of the first question told: the whole year.
+    assert stats["period"]["to_month"] == month_start().strftime("%Y-%m")
+    assert stats["period"]["from_month"] != stats["period"]["to_month"]
+    assert "Всего меньше 5 вопросов" in client.get("/public/ru").get_data(as_text=True)
