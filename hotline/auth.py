@@ -118,7 +118,9 @@ def load_account(session_id: str) -> Account | None:
     user_id, _sep, stamp = session_id.partition(":")
     if not user_id.isdigit():
         return None
-    with unit_of_work(_runtime().sessions) as db:
+    # Read-only: every workspace request looks its account up, and need not queue behind the
+    # writers (SQLite) for it.
+    with unit_of_work(_runtime().sessions, read_only=True) as db:
         user = db.get(User, int(user_id))
         if user is None or not user.active or _stamp(user) != stamp:
             return None

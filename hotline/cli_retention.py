@@ -2,6 +2,13 @@
 
 The worker runs the same every night (hotline.jobs.retention_job); `--dry-run` lists what would
 go (counts, question ids and caller ids: never a phone number) and changes nothing.
+
+The plan is made in a read-only transaction (storage.db.unit_of_work), and carried out in
+batches of BATCH_SIZE recordings or callers, one transaction each: on SQLite every write waits
+for the transaction that writes (the webhooks among them), and one transaction for everything
+held them for half a minute with 10,000 callers due. Each batch checks its items again
+(storage.retention.apply), so what changed since the plan (a caller who called, a question
+not closed) is left alone.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from storage.db import unit_of_work
 from storage.models import utcnow
 
 log = logging.getLogger(__name__)
+# Recordings or callers per transaction when retention is carried out.
+BATCH_SIZE = 100
 
 
 @dataclass(frozen=True)
@@ -31,19 +40,25 @@ class RetentionRun:
     outcome: store.Outcome | None
 
 
-def run_retention(rt: Runtime, *, dry_run: bool = False, now: datetime | None = None
-                  ) -> RetentionRun:
-    """Find what the retention settings say must go, and remove it unless dry_run."""
+def run_retention(rt: Runtime, *, dry_run: bool = False, now: datetime | None = None,
+                  batch_size: int = BATCH_SIZE) -> RetentionRun:
+    """Find what the retention settings say must go, and remove it unless dry_run, in batches
+    of batch_size recordings or callers, one transaction each.
+
+    A batch that fails raises, and what the batches before it did stays done (the next run
+    goes on from there)."""
     settings = rt.settings
     now = now or utcnow()
-    with unit_of_work(rt.sessions) as session:
+    with unit_of_work(rt.sessions, read_only=True) as session:
         todo = store.plan(session, now, settings.audio_retention_days,
                           settings.phone_retention_days)
-        if dry_run:
-            session.rollback()
-            return RetentionRun(todo, None)
-        outcome = store.apply(session, todo, audio=rt.audio,
-                              key=settings.ensure_secret_key().encode(), now=now)
+    if dry_run:
+        return RetentionRun(todo, None)
+    key = settings.ensure_secret_key().encode()
+    outcome = store.Outcome()
+    for batch in store.batches(todo, batch_size):
+        with unit_of_work(rt.sessions) as session:
+            store.apply(session, batch, audio=rt.audio, key=key, now=now, outcome=outcome)
     log.info("retention: %d audio files removed, %d recordings marked deleted, "
              "%d callers pseudonymised", outcome.files_removed, outcome.recordings_deleted,
              outcome.callers_pseudonymised)

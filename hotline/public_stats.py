@@ -263,7 +263,8 @@ def _compute_stats() -> PublicStats:
     months = last_months(now.astimezone(LOCAL_TIME).date(), PERIOD_MONTHS)
     year, month = (int(part) for part in months[0].split("-"))
     since = datetime.combine(date(year, month, 1), time(0), LOCAL_TIME)
-    with unit_of_work(runtime().sessions) as db:
+    # Read-only: it reads every question of the months, and must not hold up the webhooks.
+    with unit_of_work(runtime().sessions, read_only=True) as db:
         facts = figures.question_facts(db, figures.Filters(since=since))
     return compute(facts, months, now)
 

@@ -352,7 +352,7 @@ def queue() -> ResponseReturnValue:
     lapsed = lapse_before(now)
     filters = _read_filter()
     after = Cursor.decode(request.args.get("after"))
-    with unit_of_work(runtime().sessions) as db:
+    with unit_of_work(runtime().sessions, read_only=True) as db:
         found = queue_page(db, filters, now, after=after, limit=PAGE_SIZE)
         counts = queue_counts(db, filters, now)
         residents = resident_holders(

@@ -262,7 +262,9 @@ def build_tables(filters: figures.Filters, now: datetime) -> list[Table]:
     """Compute every table of the report for the filters."""
     rt = runtime()
     target = rt.settings.answer_target_days
-    with unit_of_work(rt.sessions) as db:
+    # Read-only: the report reads every question of its span (again for each CSV download),
+    # and webhooks' writes go on beside it instead of queueing behind it.
+    with unit_of_work(rt.sessions, read_only=True) as db:
         facts = figures.question_facts(db, filters)
         loads = figures.consultant_load(db, filters)
         presses = figures.key_presses(db, filters)
@@ -339,7 +341,7 @@ def reports() -> ResponseReturnValue:
             abort(404)
         span = f"{start or 'start'}_{end or 'now'}"
         return csv_response(chosen, f"hotline-{chosen.name}-{span}.csv")
-    with unit_of_work(runtime().sessions) as db:
+    with unit_of_work(runtime().sessions, read_only=True) as db:
         regions, topics = figures.regions_and_topics(db)
     content_topics = list(runtime().flow.content.topics)
     form = FilterForm(

@@ -31,6 +31,9 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # An execution option, read when a transaction begins: False lets its commit return before the
 # disk has it (see unit_of_work).
 DURABLE = "hotline_durable"
+# An execution option, read when a transaction begins: True makes it a read-only transaction
+# (see unit_of_work's read_only).
+READ_ONLY = "hotline_read_only"
 # Below Twilio's 15 s webhook timeout, so a request waiting for the lock still answers in time.
 SQLITE_BUSY_TIMEOUT_MS = 5_000
 # Pages in the write-ahead log before a commit copies them into the database (SQLite's default
@@ -51,11 +54,16 @@ class WriterQueueConnection(sqlite3.Connection):
     wakes the next transaction the moment the last one ends. SQLite's own lock still decides:
     a writer that does not take this lock (the sqlite3 shell, the job queue's file) is waited
     for with busy_timeout as before. The kernel drops the lock when its holder dies.
+
+    A read-only transaction (unit_of_work's read_only) does not queue: it begins deferred, with
+    PRAGMA query_only on until it ends (_begin_sqlite).
     """
 
     writer_lock_path: str | None = None
     # The PRAGMA synchronous level set on this connection (see _make_sqlite_engine's _on_begin).
     synchronous_level: str | None = None
+    # Whether PRAGMA query_only is on (a read-only transaction: see _begin_sqlite).
+    query_only = False
     _writer_lock_fd: int | None = None
     _queued = False
 
@@ -75,17 +83,35 @@ class WriterQueueConnection(sqlite3.Connection):
             fcntl.flock(self._writer_lock_fd, fcntl.LOCK_UN)
         self._queued = False
 
+    def set_query_only(self, on: bool) -> None:
+        """Turn PRAGMA query_only on or off (no statement when it is so already)."""
+        if self.query_only != on:
+            self.execute(f"PRAGMA query_only = {'ON' if on else 'OFF'}")
+            self.query_only = on
+
+    def _end_read_only(self) -> None:
+        # After a read-only transaction the connection writes again. Should this fail, the
+        # flag stays on and the next transaction's begin turns it off (_begin_sqlite).
+        if self.query_only:
+            try:
+                self.set_query_only(False)
+            except sqlite3.Error:
+                log.warning("could not turn PRAGMA query_only off after a read-only "
+                            "transaction; the next transaction will")
+
     def commit(self) -> None:
         try:
             super().commit()
         finally:
             self.leave_queue()
+            self._end_read_only()
 
     def rollback(self) -> None:
         try:
             super().rollback()
         finally:
             self.leave_queue()
+            self._end_read_only()
 
     def close(self) -> None:
         try:
@@ -122,8 +148,10 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _on_begin(connection: Any) -> None:
+            options = connection.get_execution_options()
             _begin_postgresql(connection.connection.dbapi_connection,
-                              durable=connection.get_execution_options().get(DURABLE, True))
+                              durable=options.get(DURABLE, True),
+                              read_only=options.get(READ_ONLY, False))
 
         return engine
     return create_engine(parsed, hide_parameters=True)
@@ -182,14 +210,27 @@ def _make_sqlite_engine(url: URL) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
+        options = connection.get_execution_options()
         _begin_sqlite(connection.connection.dbapi_connection,
-                      durable=connection.get_execution_options().get(DURABLE, True))
+                      durable=options.get(DURABLE, True),
+                      read_only=options.get(READ_ONLY, False))
 
     return engine
 
 
-def _begin_sqlite(dbapi_connection: Any, *, durable: bool) -> None:
-    """Begin a transaction on a WriterQueueConnection (see unit_of_work for durable)."""
+def _begin_sqlite(dbapi_connection: Any, *, durable: bool, read_only: bool = False) -> None:
+    """Begin a transaction on a WriterQueueConnection (see unit_of_work for durable and
+    read_only)."""
+    if read_only:
+        # A deferred transaction outside the writer queue: in WAL mode it reads a snapshot
+        # while writers come and go, and takes no lock a writer waits for. query_only makes
+        # a write in it fail ("attempt to write a readonly database") instead of waiting for
+        # the write lock, or failing only when another writer happens to be in.
+        dbapi_connection.set_query_only(True)
+        dbapi_connection.execute("BEGIN DEFERRED")
+        return
+    # A read-only transaction whose end could not turn query_only off (_end_read_only).
+    dbapi_connection.set_query_only(False)
     # FULL: the commit syncs the write-ahead log to disk; NORMAL: it does not, and a power
     # cut may lose it (never the database). SQLite refuses the change inside a transaction.
     level = "FULL" if durable else "NORMAL"
@@ -209,16 +250,23 @@ def _begin_sqlite(dbapi_connection: Any, *, durable: bool) -> None:
         raise
 
 
-def _begin_postgresql(dbapi_connection: Any, *, durable: bool) -> None:
+def _begin_postgresql(dbapi_connection: Any, *, durable: bool, read_only: bool = False) -> None:
     """Begin a transaction on a psycopg connection (it begins at its first statement)."""
+    if read_only:
+        # Before any other statement of the transaction; a write in it then fails with
+        # "cannot execute ... in a read-only transaction". Nothing to make durable.
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION READ ONLY")
+        return
     if not durable:
         # Only this transaction's commit: its WAL record is flushed a moment later.
         with dbapi_connection.cursor() as cursor:
             cursor.execute("SET LOCAL synchronous_commit TO OFF")
 
 
-def _begin_other(dbapi_connection: Any, *, durable: bool) -> None:
-    """Other databases begin at their first statement, and have no durability setting here."""
+def _begin_other(dbapi_connection: Any, *, durable: bool, read_only: bool = False) -> None:
+    """Other databases begin at their first statement, and have no durability or read-only
+    setting here."""
 
 
 _BEGIN: dict[str, Callable[..., None]] = {  # by dialect
@@ -231,7 +279,8 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 @contextmanager
-def unit_of_work(factory: sessionmaker[Session], *, durable: bool = True) -> Iterator[Session]:
+def unit_of_work(factory: sessionmaker[Session], *, durable: bool = True,
+                 read_only: bool = False) -> Iterator[Session]:
     """Yield a session, commit it on success, roll it back on error, and always close it.
 
     durable=False is for what may be lost in a power cut or a crash of the database server (not
@@ -240,10 +289,22 @@ def unit_of_work(factory: sessionmaker[Session], *, durable: bool = True) -> Ite
     mode, PostgreSQL's synchronous_commit=off, for that transaction only. The database stays
     consistent, and the next durable commit (a question) makes everything before it durable
     too, as both logs are written in order.
+
+    read_only=True is for work that only reads (reports, the public figures, the queue's
+    pages, a retention dry run), however long it takes. On SQLite it neither queues for the
+    writer lock file nor runs BEGIN IMMEDIATE: a deferred transaction reads a snapshot of the
+    database (WAL) while the webhooks' writes go on beside it. Anything that writes in it
+    (a flush, an UPDATE, a statement through the session's connection) raises: SQLite's
+    PRAGMA query_only is on for that transaction (and off again after it), PostgreSQL's
+    transaction is SET TRANSACTION READ ONLY. Its end is a commit all the same, so that
+    objects loaded in it stay loaded (expire_on_commit is off), and a change left pending in
+    the session fails there too.
     """
     session = factory()
     try:
-        if not durable:
+        if read_only:
+            session.connection(execution_options={READ_ONLY: True})
+        elif not durable:
             session.connection(execution_options={DURABLE: False})
         yield session
         session.commit()

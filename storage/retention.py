@@ -3,7 +3,9 @@ keyed pseudonym, after configurable numbers of days. Never commits.
 
 Nothing here touches an open question: audio goes only when its question is closed and was
 closed long enough ago; a caller's number goes only when none of their questions is open, every
-one of them was closed long enough ago, and they have not called or written since. The
+one of them was closed long enough ago, and they have not called or written since. Both are
+checked again when they are carried out (apply), which may be in a later transaction than the
+plan's: hotline.cli_retention plans in a read-only transaction and applies in batches. The
 pseudonym is an HMAC of the number (keyed with the app's secret), so the same number always
 gets the same pseudonym: a caller's questions, calls and SMS stay linked to one caller, and a
 resident who comes back later is joined to their earlier, pseudonymised record.
@@ -14,7 +16,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import Exists, and_, delete, exists, or_, select, update
@@ -61,7 +64,8 @@ class Plan:
 
     audio: list[AudioDue] = field(default_factory=list)
     callers: list[CallerDue] = field(default_factory=list)
-    # The limit the callers were found by; apply checks each caller against it again.
+    # The limits the audio and the callers were found by; apply checks each against it again.
+    audio_before: datetime | None = None
     callers_before: datetime | None = None
 
 
@@ -88,8 +92,11 @@ def is_pseudonym(phone: str | None) -> bool:
     return bool(phone) and str(phone).startswith(PSEUDONYM_PREFIX)
 
 
-def audio_due(session: Session, closed_before: datetime) -> list[AudioDue]:
-    """Recordings of questions closed before closed_before whose audio is not deleted yet."""
+def audio_due(session: Session, closed_before: datetime, *,
+              recording_ids: Sequence[int] | None = None, lock: bool = False) -> list[AudioDue]:
+    """Recordings of questions closed before closed_before whose audio is not deleted yet
+    (only those of recording_ids, when given; lock: FOR UPDATE of the recordings on
+    PostgreSQL, to change them in this transaction)."""
     statement = (
         select(Recording.id, Recording.question_id, Recording.file_path)
         .join(Question, Question.id == Recording.question_id)
@@ -98,6 +105,10 @@ def audio_due(session: Session, closed_before: datetime) -> list[AudioDue]:
                Recording.download_state != RECORDING_DELETED)
         .order_by(Question.id)
     )
+    if recording_ids is not None:
+        statement = statement.where(Recording.id.in_(sorted(recording_ids)))
+    if lock:
+        statement = statement.with_for_update(of=Recording)
     return [AudioDue(recording_id=recording_id, question_id=question_id, file_path=path)
             for recording_id, question_id, path in session.execute(statement)]
 
@@ -133,7 +144,8 @@ def plan(session: Session, now: datetime, audio_days: int, phone_days: int) -> P
     """Work out what goes now; 0 days turns that part off."""
     result = Plan()
     if audio_days > 0:
-        result.audio = audio_due(session, now - timedelta(days=audio_days))
+        result.audio_before = now - timedelta(days=audio_days)
+        result.audio = audio_due(session, result.audio_before)
     if phone_days > 0:
         result.callers_before = now - timedelta(days=phone_days)
         result.callers = callers_due(session, result.callers_before)
@@ -229,13 +241,36 @@ def pseudonymise_caller(session: Session, caller_id: int, key: bytes, before: da
     outcome.callers_pseudonymised += 1
 
 
+def batches(todo: Plan, size: int) -> Iterator[Plan]:
+    """Split a plan into plans of at most size recordings or callers each (audio first), to
+    be applied one transaction each: on SQLite a transaction that writes holds every other
+    writer up (the webhooks among them) until it ends."""
+    if size < 1:
+        raise ValueError("a batch holds at least one item")
+    for start in range(0, len(todo.audio), size):
+        yield replace(todo, audio=todo.audio[start:start + size], callers=[])
+    for start in range(0, len(todo.callers), size):
+        yield replace(todo, audio=[], callers=todo.callers[start:start + size])
+
+
 def apply(session: Session, todo: Plan, *, audio: AudioStore, key: bytes,
-          now: datetime) -> Outcome:
-    """Carry out a plan: audio first (through the store), then the rows; each caller is checked
-    again."""
-    outcome = Outcome()
-    for item in todo.audio:
-        forget_audio(session, item, audio, now, outcome)
+          now: datetime, outcome: Outcome | None = None) -> Outcome:
+    """Carry out a plan (or one of its batches) and return the outcome (outcome, when given,
+    adds this up with earlier batches): audio first (through the store), then the rows.
+
+    Each recording and each caller is checked again, as the plan may be older than this
+    transaction: a recording whose question is no longer closed before the plan's limit, or
+    whose audio is deleted already, is left alone, and its file path is read again (a
+    download may have stored it since); callers as in pseudonymise_caller.
+    """
+    outcome = outcome if outcome is not None else Outcome()
+    if todo.audio:
+        if todo.audio_before is None:
+            raise ValueError("a plan with audio needs audio_before")
+        for item in audio_due(session, todo.audio_before,
+                              recording_ids=[item.recording_id for item in todo.audio],
+                              lock=True):
+            forget_audio(session, item, audio, now, outcome)
     if todo.callers:
         if todo.callers_before is None:
             raise ValueError("a plan with callers needs callers_before")

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from click.testing import CliRunner, Result
@@ -236,3 +239,43 @@ def free_port() -> int:
                 continue
             return port
     raise RuntimeError(f"no free port in {first}-{first + 999}")
+
+
+_Result = TypeVar("_Result")
+
+
+def beside_held_writer_queue(database_url: str, work: Callable[[], _Result]) -> _Result:
+    """Run work while another writer holds the SQLite database's writer queue (its
+    `-writers` lock file, storage.db.WriterQueueConnection); fail if work waits for it.
+
+    Read-only work goes on beside the holder; work that joins the queue waits until it is
+    let go, which here is once work has had 30 s to finish.
+    """
+    path = database_url.removeprefix("sqlite:///")
+    assert path != database_url, "an SQLite file database has the writer queue"
+    done = threading.Event()
+    results: list[_Result] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            results.append(work())
+        except BaseException as error:  # raised again by the caller's thread
+            errors.append(error)
+        finally:
+            done.set()
+
+    fd = os.open(f"{path}-writers", os.O_RDWR | os.O_CREAT)
+    thread = threading.Thread(target=run)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        thread.start()
+        finished = done.wait(30)
+    finally:
+        os.close(fd)  # and with it the lock
+        if thread.ident is not None:  # started
+            thread.join(30)
+    assert finished, "the work waited for the writer queue"
+    if errors:
+        raise errors[0]
+    return results[0]

@@ -31,6 +31,7 @@ from hotline.public_stats import (
 )
 from storage.models import Question, utcnow
 from storage.reports import QuestionFacts
+from tests.support import beside_held_writer_queue, runtime
 from tests.workspace_support import Browser, Db, page
 
 
@@ -124,6 +125,20 @@ def questions_in_regions(db: Db) -> Any:
                         first_callback_at=start + timedelta(hours=hours)))
 
     return add
+
+
+def test_the_figures_do_not_wait_for_the_writers(app: Flask, questions_in_regions: Any) -> None:
+    """The figures are read in a read-only transaction: on SQLite the computation neither
+    queues behind a writer nor holds the webhooks' writes up while it reads."""
+    url = runtime(app).settings.database_url
+    if not url.startswith("sqlite:"):
+        pytest.skip("the writer queue is SQLite's")
+    questions_in_regions(5)
+    client = app.test_client()
+    response = beside_held_writer_queue(url, lambda: client.get("/public/stats.json"))
+    assert response.status_code == 200
+    assert by_region(response.get_json())["abai"]["received"] == {"value": 5,
+                                                                  "suppressed": False}
 
 
 def by_region(stats: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -23,6 +23,7 @@ from storage.models import (
     User,
 )
 from storage.workdays import WorkCalendar
+from tests.support import beside_held_writer_queue
 from tests.workspace_support import Browser, Db, page
 
 H = timedelta(hours=1)
@@ -334,6 +335,22 @@ def test_the_page_and_its_csv_show_the_figures(reports_app: Flask, coordinator: 
     html = page(browser.get("/reports", query_string=MARCH_QUERY)).rows
     from_csv = [row for name in TABLE_NAMES for row in download(browser, name)]
     assert html == [[cell or "—" for cell in row] for row in from_csv]
+
+
+def test_the_report_and_its_csv_do_not_wait_for_the_writers(
+        reports_app: Flask, settings: Settings, coordinator: str) -> None:
+    """The report reads in a read-only transaction: on SQLite it neither queues behind a
+    writer nor holds the webhooks' writes up while it reads."""
+    if not settings.database_url.startswith("sqlite:"):
+        pytest.skip("the writer queue is SQLite's")
+    browser = Browser(reports_app)
+    browser.login(coordinator)
+    rows = beside_held_writer_queue(settings.database_url,
+                                    lambda: download(browser, "weeks"))
+    assert rows[1] == ["2026-W10", "2026-03-02", "5"]
+    response = beside_held_writer_queue(
+        settings.database_url, lambda: browser.get("/reports", query_string=MARCH_QUERY))
+    assert response.status_code == 200
 
 
 def test_the_note_says_which_days_count(reports_app: Flask, make_app: Callable[[Settings], Flask],

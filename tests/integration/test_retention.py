@@ -7,18 +7,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from hotline import jobs
+from hotline import cli_retention, jobs
+from hotline.cli_retention import run_retention
 from hotline.config import Settings
 from storage import retention as store
 from storage.calls import touch_caller
+from storage.db import unit_of_work
 from storage.models import Call, Caller, Question, Recording, SmsMessage, utcnow
 from storage.retention import RECORDING_DELETED, is_pseudonym, pseudonym
-from tests.support import row_counts, run_cli, runtime
+from tests.support import beside_held_writer_queue, row_counts, run_cli, runtime
 from tests.workspace_support import Db
 
 DAY = timedelta(days=1)
@@ -303,3 +307,84 @@ def test_a_caller_heard_from_between_planning_and_doing_keeps_the_number(
                   for name, caller_id in world.callers.items()}
         assert phones == PHONES
         assert set(session.scalars(select(SmsMessage.phone))) == {PHONES["b"]}
+
+
+def test_retention_goes_in_batches_of_its_own_transactions(
+        app: Flask, db: Db, world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches of 2: five callers due (b, d and three more) in three transactions, four
+    recordings in two; every due caller is pseudonymised, c (a question still waiting) and
+    e (heard from lately) are not, and the open questions' audio stays."""
+    now = utcnow()
+    with db() as session:
+        more = [Caller(phone=f"+7702000000{i}", first_seen=now - 700 * DAY,
+                       last_seen=now - 400 * DAY) for i in range(3)]
+        session.add_all(more)
+        session.flush()
+        extra = [caller.id for caller in more]
+    batches: list[tuple[int, int]] = []
+    apply = store.apply
+
+    def spy(session: Session, todo: store.Plan, **kwargs: Any) -> store.Outcome:
+        batches.append((len(todo.audio), len(todo.callers)))
+        return apply(session, todo, **kwargs)
+
+    units: list[bool] = []  # read_only, for each unit of work retention opens
+
+    def unit(*args: Any, **kwargs: Any) -> Any:
+        units.append(bool(kwargs.get("read_only")))
+        return unit_of_work(*args, **kwargs)
+
+    monkeypatch.setattr(store, "apply", spy)
+    monkeypatch.setattr(cli_retention, "unit_of_work", unit)
+    run = run_retention(runtime(app), batch_size=2)
+    assert run.outcome is not None
+    assert (run.outcome.recordings_deleted, run.outcome.callers_pseudonymised) == (4, 5)
+    assert batches == [(2, 0), (2, 0), (0, 2), (0, 2), (0, 1)]
+    # A read-only transaction for the plan, then one transaction for each batch.
+    assert units == [True] + [False] * 5
+    key = runtime(app).settings.ensure_secret_key().encode()
+    with db() as session:
+        for caller_id in [world.callers["b"], world.callers["d"], *extra]:
+            caller = session.get(Caller, caller_id)
+            assert caller is not None and is_pseudonym(caller.phone), caller_id
+        assert session.get(Caller, world.callers["d"]).phone == pseudonym(  # type: ignore[union-attr]
+            PHONES["d"], key)
+        for name in ("c", "e", "a"):
+            caller = session.get(Caller, world.callers[name])
+            assert caller is not None and caller.phone == PHONES[name], name
+    assert world.files["c2"].exists() and world.files["x"].exists()
+
+
+def test_a_batch_checks_its_recordings_again(app: Flask, db: Db, world: World) -> None:
+    """A recording planned for deletion whose question is no longer closed long enough when
+    its batch comes (here: its closing date moved) is left alone, file and row."""
+    settings_now = runtime(app).settings
+    with db() as session:
+        todo = store.plan(session, utcnow(), settings_now.audio_retention_days,
+                          settings_now.phone_retention_days)
+    assert len(todo.audio) == 4
+    with db() as session:
+        question = session.get(Question, world.questions["a1"])
+        assert question is not None
+        question.closed_at = utcnow()
+    outcome = store.Outcome()
+    for batch in store.batches(todo, 1):
+        with db() as session:
+            store.apply(session, batch, audio=runtime(app).audio,
+                        key=settings_now.ensure_secret_key().encode(), now=utcnow(),
+                        outcome=outcome)
+    assert (outcome.recordings_deleted, outcome.callers_pseudonymised) == (3, 2)
+    assert world.files["a1"].exists() and not world.files["a2"].exists()
+
+
+def test_a_dry_run_does_not_wait_for_the_writers(app: Flask, world: World,
+                                                 settings: Settings) -> None:
+    """The plan is read in a read-only transaction: on SQLite a dry run neither queues behind
+    a writer nor holds the webhooks' writes up."""
+    if not settings.database_url.startswith("sqlite:"):
+        pytest.skip("the writer queue is SQLite's")
+    run = beside_held_writer_queue(settings.database_url,
+                                   lambda: run_retention(runtime(app), dry_run=True))
+    assert run.outcome is None
+    assert [due.caller_id for due in run.plan.callers] == [world.callers["b"],
+                                                           world.callers["d"]]

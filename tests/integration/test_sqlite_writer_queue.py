@@ -24,11 +24,12 @@ import pytest
 from sqlalchemy import Engine, select, text
 
 from storage import db
-from storage.calls import answer_call
+from storage.calls import answer_call, answer_incoming_call
 from storage.db import (
     driver_transaction,
     make_engine,
     make_session_factory,
+    make_webhook_engine,
     transaction,
     unit_of_work,
     upgrade,
@@ -163,6 +164,68 @@ def test_a_second_transaction_waits_in_the_queue_and_then_goes_in(
         assert queue_is_free(database)
     finally:
         engine.dispose()
+
+
+def test_a_webhook_write_goes_in_while_a_read_only_unit_reads(
+        engine: Engine, database: Path) -> None:
+    """Read-only work (a report, the public figures) neither queues for the writer lock nor
+    holds SQLite's write lock: an incoming call's write goes in and commits while the reader
+    is still inside its transaction, which goes on reading its own snapshot."""
+    sessions = make_session_factory(engine)
+    webhooks = make_webhook_engine(f"sqlite:///{database}", engine)
+    order: list[str] = []
+    seen: list[list[str]] = []
+    reader_in, written = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            with unit_of_work(sessions, read_only=True) as session:
+                seen.append(list(session.scalars(select(Call.call_sid))))
+                order.append("reader in")
+                reader_in.set()
+                # Without the read-only path the write waits for this transaction to end: the
+                # reader then gives up waiting after 10 s and the order below is wrong.
+                written.wait(10)
+                seen.append(list(session.scalars(select(Call.call_sid))))
+                order.append("reader ends")
+        except BaseException as error:  # reported by the main thread
+            errors.append(error)
+            reader_in.set()
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        assert reader_in.wait(30)
+        assert queue_is_free(database)  # the reader is not in the writers' queue
+        answer_incoming_call(webhooks, call_sid="CA1", phone="+77011234567",
+                             from_number="87011234567", to_number=HOTLINE, now=NOW)
+        order.append("write committed")
+        written.set()
+    finally:
+        written.set()
+        thread.join(30)
+    assert not errors, errors
+    assert order == ["reader in", "write committed", "reader ends"]
+    assert seen == [[], []]  # the reader's snapshot, from before the write
+    with unit_of_work(sessions, read_only=True) as session:
+        assert session.scalars(select(Call.call_sid)).all() == ["CA1"]
+    assert queue_is_free(database)
+
+
+def test_a_read_only_unit_ends_with_its_connection_writable(engine: Engine,
+                                                            database: Path) -> None:
+    sessions = make_session_factory(engine)
+    with unit_of_work(sessions, read_only=True) as session:
+        raw = session.connection().connection.dbapi_connection
+        assert isinstance(raw, db.WriterQueueConnection)
+        assert raw.execute("PRAGMA query_only").fetchone() == (1,)
+        assert queue_is_free(database)
+    assert raw.execute("PRAGMA query_only").fetchone() == (0,)
+    with transaction(engine) as connection:  # the same pooled connection, writing
+        assert connection.connection.dbapi_connection is raw
+        answer_call(connection, call_sid="CA1", from_number="87011234567", to_number=HOTLINE,
+                    now=NOW)
 
 
 def _hold_a_transaction(path: str, ready: multiprocessing.synchronize.Event) -> None:

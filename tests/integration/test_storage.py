@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -320,6 +322,48 @@ def test_unit_of_work_commits_or_rolls_back(session_factory: sessionmaker[Sessio
     with session_factory() as session:
         assert session.scalars(select(Call.call_sid)).all() == ["CA1"]
         assert session.scalars(select(Caller.phone)).all() == ["+77011234567"]
+
+
+# Through SQLAlchemy, or raised by the driver itself (storage.db.DriverStatement).
+READ_ONLY_ERRORS = (DBAPIError, sqlite3.Error, psycopg.Error)
+
+
+@pytest.mark.parametrize("write", ["flush", "driver", "statement", "connection"])
+def test_a_read_only_unit_that_writes_fails_and_the_next_unit_writes(
+        session_factory: sessionmaker[Session], write: str) -> None:
+    """A write slipped into read-only work raises at once (SQLite's query_only, PostgreSQL's
+    READ ONLY transaction), writes nothing, and leaves the pooled connection writable."""
+    with unit_of_work(session_factory) as session:
+        start_call(session, call_sid="CA1", from_number="87011234567", to_number=HOTLINE, now=NOW)
+    with pytest.raises(READ_ONLY_ERRORS, match="read-?only"), \
+            unit_of_work(session_factory, read_only=True) as session:
+        assert session.scalars(select(Call.call_sid)).all() == ["CA1"]
+        if write == "flush":
+            session.add(Caller(phone="+77011234568"))
+            session.flush()
+        elif write == "driver":  # storage.calls' statements run on the driver's cursor
+            start_call(session, call_sid="CA2", from_number="87011234568", to_number=HOTLINE,
+                       now=NOW)
+        elif write == "statement":
+            session.execute(text("UPDATE calls SET status = 'completed'"))
+        else:
+            session.connection().execute(text("DELETE FROM calls"))
+    # The same pooled connection (one thread) is writable again, and nothing was written.
+    with unit_of_work(session_factory) as session:
+        start_call(session, call_sid="CA3", from_number="87011234569", to_number=HOTLINE, now=NOW)
+    with unit_of_work(session_factory, read_only=True) as session:
+        assert sorted(session.scalars(select(Call.call_sid))) == ["CA1", "CA3"]
+        assert session.scalars(select(Call.status).where(Call.call_sid == "CA1")).one() != (
+            "completed")
+
+
+def test_a_read_only_unit_that_leaves_a_change_pending_fails_at_its_end(
+        session_factory: sessionmaker[Session]) -> None:
+    with pytest.raises(READ_ONLY_ERRORS, match="read-?only"), \
+            unit_of_work(session_factory, read_only=True) as session:
+        touch_caller(session, "+77011234567", NOW)  # flushed by the commit at the end
+    with session_factory() as session:
+        assert _count(session, Caller) == 0
 
 
 def test_savepoint_is_part_of_the_outer_transaction(
