@@ -142,7 +142,7 @@ class ModelRegistry:
             state = "is empty or not a Vosk model" if path.is_dir() else "does not exist"
             raise NoModel(
                 f"no {name} speech model is installed: {path} {state}; "
-                f"install it with `hotline models install {language}`"
+                f"install it with `hotline models install {language} --checksums SHA256SUMS`"
             )
         try:
             model = self._loader(path)
@@ -150,7 +150,8 @@ class ModelRegistry:
             # Vosk says only "Failed to create a model": a damaged or half-copied folder.
             raise NoModel(
                 f"the {name} speech model in {path} could not be loaded ({exc}); it may be "
-                f"damaged: reinstall it with `hotline models install {language}`"
+                f"damaged: reinstall it with "
+                f"`hotline models install {language} --checksums SHA256SUMS --force`"
             ) from exc
         return LoadedModel(
             language=language,

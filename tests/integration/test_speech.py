@@ -540,7 +540,7 @@ def test_empty_model_folder(tmp_path: Path) -> None:
     registry = ModelRegistry({"ru": tmp_path / "ru"}, loader=CountingLoader())
 
     with pytest.raises(NoModel, match="is empty or not a Vosk model; install it with "
-                                      "`hotline models install ru`"):
+                                      "`hotline models install ru --checksums SHA256SUMS`"):
         registry.get("ru")
 
 
@@ -556,7 +556,8 @@ def test_damaged_model_is_reported_as_no_model(tmp_path: Path) -> None:
     registry = ModelRegistry({"kk": make_model_folder(tmp_path / "kk")})
 
     with pytest.raises(NoModel, match="could not be loaded .* reinstall it with "
-                                      "`hotline models install kk`"):
+                                      "`hotline models install kk --checksums SHA256SUMS "
+                                      "--force`"):
         registry.get("kk")
     assert not registry.loaded("kk")
 
