@@ -12,6 +12,7 @@ import click
 import requests
 from flask import Flask, current_app
 from flask.cli import FlaskGroup, with_appcontext
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from flows.content import ContentError, load_content
 from hotline.config import LOCAL_TIME, ConfigError, Settings
@@ -34,14 +35,21 @@ def _runtime() -> Runtime:
 
 class HotlineGroup(FlaskGroup):
     """Flask's command group; a setting or content the hotline cannot run with, found by any
-    command (the worker reads its settings as it starts), is a one-line error, not a
-    traceback."""
+    command (the worker reads its settings as it starts), and a database that cannot be
+    reached or was never migrated, are a one-line error, not a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except (ConfigError, ContentError) as exc:
             raise click.ClickException(str(exc)) from exc
+        except (OperationalError, ProgrammingError) as exc:
+            # The driver's own first line says which: "connection ... refused", "no such
+            # table: users", "permission denied for table questions".
+            said = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+            raise click.ClickException(
+                f"the database could not be used: {said}. Is DATABASE_URL right and the "
+                "server running? A database never set up needs `hotline db upgrade`.") from exc
 
 
 @click.group(cls=HotlineGroup, create_app=_create_app, add_version_option=False)

@@ -154,6 +154,26 @@ def test_a_setting_that_is_not_a_number_is_named_not_a_traceback(tmp_path: Path)
     assert "Error: HOTLINE_DOWNLOAD_BACKOFF must be a number, like 2, not '2s'." in worker.stderr
 
 
+@pytest.mark.parametrize("database", ["unreachable", "never migrated"])
+def test_a_database_that_cannot_be_used_is_one_line_not_a_traceback(
+        tmp_path: Path, database: str) -> None:
+    """An operator's first commands on a new server: the database down (a port nobody
+    listens on) or never migrated (a new SQLite file) is said in one line, with what to do."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HOTLINE_", "TWILIO_"))}
+    env.update(HOTLINE_DEMO="1", HOTLINE_DATA_DIR=str(tmp_path / "instance"))
+    if database == "unreachable":
+        env["DATABASE_URL"] = "postgresql+psycopg://hotline@127.0.0.1:1/hotline"
+    done = subprocess.run([str(Path(sys.executable).parent / "hotline"), "users", "list"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    said = "Connection refused" if database == "unreachable" else "no such table"
+    [line] = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert "the database could not be used" in line and said in line
+    assert "hotline db upgrade" in line
+
+
 def test_prompts_render_makes_slow_telephone_audio_for_every_kazakh_prompt(app: Flask) -> None:
     result = run_cli(app, ["prompts", "render"])
     assert result.exit_code == 0, result.output
