@@ -49,7 +49,9 @@ run: setup
 	@echo "                                   then open http://127.0.0.1:$(PORT)/login (public figures: /public)"
 	@echo "Is the worker keeping up?          HOTLINE_DEMO=1 $(BIN)/hotline health   (or /health/ready)"
 	@echo ""
-	HOTLINE_DEMO=1 PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start --port $(PORT) web worker
+	@# -e /dev/null: honcho would put .env over the environment; the processes read .env
+	@# themselves (python-dotenv), where what the environment sets wins (README).
+	HOTLINE_DEMO=1 PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start -e /dev/null --port $(PORT) web worker
 
 lint: setup
 	$(BIN)/ruff check .
