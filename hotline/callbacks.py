@@ -489,12 +489,17 @@ def panel(session: Session, question: Question, account: Account) -> dict[str, A
 def callback_panel(question_id: int) -> ResponseReturnValue:
     """The panel alone: htmx polls it for the call's and the SMS' statuses (hx-select).
 
-    The holder's page polls it during a call, so it touches their claim: they are working on
-    the question (touch_claim changes nothing for anyone else).
+    The holder's page polls it during a call, so then it touches their claim: they are
+    working on the question (touch_claim changes nothing for anyone else). Not otherwise: the
+    page also polls while a sent SMS has no final status (a resident's phone switched off:
+    up to an hour), and a consultant who walked away from the page must not keep the question,
+    and the resident's other questions, from their colleagues all that time.
     """
     account = auth.current_account()
+    now = utcnow()
     with unit_of_work(runtime().sessions) as db:
-        touch_claim(db, question_id, account.id, utcnow())
+        if store.live_attempt(db, question_id, now) is not None:
+            touch_claim(db, question_id, account.id, now)
         question = db.get(Question, question_id)
         if question is None:
             abort(404)

@@ -1136,13 +1136,23 @@ def test_a_long_conversation_keeps_the_question(app: Flask, db: Db, api: TwilioA
     assert load_question(db, question_id).close_reason == "resolved"
 
 
-def test_the_panel_touches_only_the_holders_claim(app: Flask, db: Db, lawyer: Consultant,
-                                                  question_id: int) -> None:
+def test_the_panel_touches_only_the_holders_claim_and_only_during_a_call(
+        app: Flask, db: Db, api: TwilioApi, lawyer: Consultant, question_id: int) -> None:
+    """The panel polled for an SMS status (up to an hour while the resident's phone is off)
+    does not keep a question for a consultant who walked away; during a call it does."""
     long_ago = datetime.now(UTC) - timedelta(minutes=20)
-    with db() as session:
-        question = session.get(Question, question_id)
-        assert question is not None
-        question.claim_touched_at = long_ago
+
+    def touched_long_ago() -> None:
+        with db() as session:
+            question = session.get(Question, question_id)
+            assert question is not None
+            question.claim_touched_at = long_ago
+
+    touched_long_ago()
+    lawyer.panel(question_id)  # no call: the page only polls an SMS status
+    assert load_question(db, question_id).claim_touched_at == long_ago
+    started_call(lawyer, api, db, question_id)
+    touched_long_ago()
     add_account(app, "other@example.kz", phone="+77071234567", name="Dana")
     Consultant(app, "other@example.kz").panel(question_id)
     assert load_question(db, question_id).claim_touched_at == long_ago
