@@ -147,7 +147,9 @@ def press(page: Page, key: str) -> None:
 def test_a_question_recorded_on_the_page_is_transcribed_in_the_queue(
         phone_context: BrowserContext, live_app: Flask, server: str) -> None:
     flow = runtime(live_app).flow
-    text = lambda key: flow.prompt("ru", key).text  # noqa: E731
+    # What <Say> is given: the spoken form (flows.content.Pronunciation: "SMS" is said
+    # "эс-эм-эс"), which the page shows for a <Say>.
+    text = lambda key: flow.prompt("ru", key).speech  # noqa: E731
     page = phone_context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
@@ -170,7 +172,8 @@ def test_a_question_recorded_on_the_page_is_transcribed_in_the_queue(
     # The explainer: the fact is a person's recording, played to its end; the rest is <Say>.
     fact = page.locator("#phone-transcript li.play").first
     expect(fact).to_have_attribute("data-state", "played", timeout=15_000)
-    expect(fact).to_contain_text(text("topic.pension.fact"))  # its words, shown as text
+    # Its words, shown as written (the page looks the audio's prompt up).
+    expect(fact).to_contain_text(flow.prompt("ru", "topic.pension.fact").text)
     hear(page, text("topic.pension.why"))
     shot(page, "32-phone-explainer")
     press(page, "2")  # ask a lawyer about it
