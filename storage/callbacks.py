@@ -93,7 +93,10 @@ def next_callback_time(failed_at: datetime, delay: timedelta, hours: tuple[int, 
 
     hours is (start, end) in local hours of zone: calls from start:00 up to, not including,
     end:00 (end 24 is midnight). A moment before the window moves to its start that day; a
-    moment at or after its end moves to its start the next day.
+    moment at or after its end moves to its start the next day, except after a delay of a day
+    or more: "the next day" is that day, so it moves to that day's start (an outcome saved
+    at 20:05 after a call at 19:58, with a one-day delay, is due the next morning, not the
+    morning after).
     """
     start, end = hours
     if not 0 <= start < end <= 24:
@@ -104,7 +107,7 @@ def next_callback_time(failed_at: datetime, delay: timedelta, hours: tuple[int, 
     if moment < opens:
         moment = opens
     elif moment >= closes:
-        moment = opens + timedelta(days=1)
+        moment = opens if delay >= timedelta(days=1) else opens + timedelta(days=1)
     return ensure_utc(moment)
 
 

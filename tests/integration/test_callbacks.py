@@ -1471,7 +1471,11 @@ def almaty(day: int, hour: int, minute: int = 0, month: int = 3, year: int = 202
     (almaty(2, 6, 59), TWO_HOURS, almaty(2, 9)),
     (almaty(2, 23, 30), TWO_HOURS, almaty(3, 9)),  # over midnight: that morning
     (almaty(2, 19, 30), DAY, almaty(3, 19, 30)),  # next day, same time
-    (almaty(2, 20, 30), DAY, almaty(4, 9)),  # next day is outside: the morning after
+    # A day later is outside the window: that day's morning, still "the next day" (not the
+    # morning after, a day lost for an outcome saved after the window closed).
+    (almaty(2, 20, 30), DAY, almaty(3, 9)),
+    (almaty(2, 23, 30), DAY, almaty(3, 9)),
+    (almaty(2, 20, 30), 2 * DAY, almaty(4, 9)),
     (almaty(2, 8), DAY, almaty(3, 9)),
     (almaty(31, 21, month=12), TWO_HOURS, almaty(1, 9, month=1, year=2027)),  # new year
     (almaty(28, 19, month=2), TWO_HOURS, almaty(1, 9, month=3)),  # end of February
