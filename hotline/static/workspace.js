@@ -8,6 +8,18 @@ document.addEventListener("htmx:beforeSwap", function (event) {
   }
 });
 
+// A form marked data-confirm (closing a question without a conversation, which cannot be
+// undone) asks first; declined, nothing is sent. In the capture phase, so that a declined
+// form's button is not disabled by data-once below.
+document.addEventListener("submit", function (event) {
+  var form = event.target;
+  if (form instanceof HTMLFormElement && form.hasAttribute("data-confirm")
+      && !window.confirm(form.getAttribute("data-confirm"))) {
+    event.preventDefault();
+    event.stopImmediatePropagation();
+  }
+}, true);
+
 // A form marked data-once (calling a resident, sending an SMS, the outcome, "Take the next
 // question") disables its button once sent, so that a double click sends one request: a
 // second outcome would be refused as "not your question" over the first one's success, and a

@@ -484,3 +484,31 @@ def test_a_polled_sms_status_is_said_only_when_it_changes(new_context: NewContex
         assert stored is not None
         stored.status = "delivered"
     expect(page.locator("#announcer")).to_have_text("SMS: доставлено", timeout=12_000)
+
+
+def test_closing_without_a_conversation_asks_first(new_context: NewContext, seeded: Seeded,
+                                                   live_app: Flask) -> None:
+    """A quick close cannot be undone (the resident is not called back): the browser asks,
+    naming the question and the reason; declined, nothing is sent and the button still works;
+    accepted, the question is closed."""
+    page = log_in(new_context(), seeded.consultant)
+    claim(page, seeded.question_id)
+    page.locator("#close summary").click()
+    button = page.locator("#close form button", has_text="Test call")
+    asked: list[str] = []
+
+    def decline(dialog) -> None:  # type: ignore[no-untyped-def]
+        asked.append(dialog.message)
+        dialog.dismiss()
+
+    page.once("dialog", decline)
+    button.click()
+    page.wait_for_timeout(300)  # a submit, had there been one, would have begun
+    assert asked == [f"Close question {seeded.question_id} as “Test call”? It leaves the "
+                     "queue, and nobody will call the resident back."]
+    assert question_state(live_app, seeded.question_id)[0] == QUESTION_CLAIMED
+    expect(button).to_be_enabled()
+    page.once("dialog", lambda dialog: dialog.accept())
+    with page.expect_navigation():
+        button.click()
+    assert question_state(live_app, seeded.question_id)[::2] == (QUESTION_CLOSED, "test_call")
