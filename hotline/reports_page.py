@@ -191,11 +191,24 @@ def summary_table(summary: figures.Summary, target_days: int, calendar: WorkCale
     return table
 
 
-def weeks_table(facts: Sequence[figures.QuestionFacts]) -> Table:
-    """Questions by ISO week (Almaty time)."""
+def weeks_table(facts: Sequence[figures.QuestionFacts], filters: figures.Filters,
+                now: datetime) -> Table:
+    """Questions by ISO week (Almaty time): every week of the chosen dates (from the first
+    question's, with no start date; to this week, with no end date), a week without
+    questions as 0 (a silent week is what a coordinator must see: a number misconfigured,
+    a line down), not left out."""
     counts = figures.count_by(facts, lambda f: figures.iso_week(f.created_at, LOCAL_TIME))
     table = Table("weeks", str(_("Questions by week")),
                   [str(_("Week")), str(_("Starts on")), str(_("Questions"))])
+    first = filters.since or min((f.created_at for f in facts), default=None)
+    if first is not None:
+        last = filters.until - timedelta(microseconds=1) if filters.until else now
+        monday = figures.week_start(figures.iso_week(first, LOCAL_TIME))
+        end = figures.week_start(figures.iso_week(max(last, first), LOCAL_TIME))
+        while monday <= end:
+            week = figures.iso_week(datetime.combine(monday, time(12), LOCAL_TIME), LOCAL_TIME)
+            counts.setdefault(week, 0)
+            monday += timedelta(weeks=1)
     for week, count in sorted(counts.items()):
         table.rows.append([week, figures.week_start(week).isoformat(), count])
     table.chart = [(str(row[0]), float(row[2] or 0)) for row in table.rows]
@@ -280,7 +293,7 @@ def build_tables(filters: figures.Filters, now: datetime) -> list[Table]:
     channel_labels = {c: str(CHANNELS.get(c, c)) for c in channels}
     tables = [
         summary_table(summary, target, rt.settings.work_calendar),
-        weeks_table(facts),
+        weeks_table(facts, filters, now),
         _counts("topics", str(_("Questions by topic")), str(_("Topic")), topics, topic_labels),
         _counts("regions", str(_("Questions by region")), str(_("Region")), regions,
                 region_labels),
