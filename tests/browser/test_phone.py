@@ -296,11 +296,11 @@ def test_a_page_opened_before_a_login_elsewhere_still_calls(phone_context: Brows
     log_in(phone_context, "visitor@example.kz").close()
     page.bring_to_front()
     page.click("#phone-call")
-    hear(page, flow.prompt("ru", "language.choose").text)
+    hear(page, flow.prompt("ru", "language.choose").speech)  # what <Say> is given
     expect(page.locator("#phone-status")).to_have_text(
         "Соединено. Слушайте и нажимайте клавиши, когда попросят.")
     press(page, "2")
-    hear(page, flow.prompt("ru", "nav.language").text)
+    hear(page, flow.prompt("ru", "nav.language").speech)
     expect(page.locator("#phone-transcript li.error")).to_have_count(0)
     expect(page.locator(".keypad")).to_be_in_viewport()
     shot(page, "40-phone-after-a-login-elsewhere")

@@ -755,13 +755,21 @@ def test_no_sms_to_an_opted_out_resident(db: Db, api: TwilioApi, app: Flask,
     rt.settings = rt.settings.override(callback_attempts=1)
     question_id = make_question(db)
     opt_out(app, db, where)
+    assert "opted out of SMS, so no SMS was sent" in last_try_sends_no_sms(
+        db, api, lawyer, monkeypatch, question_id)
+
+
+def last_try_sends_no_sms(db: Db, api: TwilioApi, lawyer: Consultant,
+                          monkeypatch: pytest.MonkeyPatch, question_id: int) -> str:
+    """Record the last allowed "no answer" (callback_attempts=1): the question closes and no
+    "we tried" SMS is stored or sent; return the notice the consultant sees."""
     no_answer_at(monkeypatch, lawyer, question_id, datetime(2026, 3, 2, 12, 0, tzinfo=ALMATY))
     question = load_question(db, question_id)
     assert (question.status, question.close_reason) == ("closed", "no_answer")
     with db() as session:
         assert session.scalars(select(SmsMessage)).all() == []
     assert api.requests == []
-    assert "opted out of SMS, so no SMS was sent" in lawyer.notices()
+    return lawyer.notices()
 
 
 def test_no_sms_to_a_landline(db: Db, api: TwilioApi, app: Flask, lawyer: Consultant,
@@ -778,13 +786,8 @@ def test_no_sms_to_a_landline(db: Db, api: TwilioApi, app: Flask, lawyer: Consul
     refused = lawyer.sms(question_id, "Обратитесь в ЦОН")
     assert refused.status_code == 400 and "landline" in refused.get_data(as_text=True)
     assert draft(refused, "sms-draft") == "Обратитесь в ЦОН"
-    no_answer_at(monkeypatch, lawyer, question_id, datetime(2026, 3, 2, 12, 0, tzinfo=ALMATY))
-    question = load_question(db, question_id)
-    assert (question.status, question.close_reason) == ("closed", "no_answer")
-    with db() as session:
-        assert session.scalars(select(SmsMessage)).all() == []
-    assert api.requests == []
-    assert "the resident's number is a landline" in lawyer.notices()
+    assert "the resident's number is a landline" in last_try_sends_no_sms(
+        db, api, lawyer, monkeypatch, question_id)
 
 
 # -- one call, several questions of one resident ---------------------------------------------
