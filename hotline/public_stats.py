@@ -14,6 +14,13 @@ small, when received less answered is small, and beside others until the hidden 
 least MIN_COUNT answered and MIN_COUNT not; a median only beside a published answered count.
 With fewer than MIN_COUNT questions in all, nothing is broken down.
 
+Only completed months are published, as they stood when they ended: the questions of the
+PERIOD_MONTHS months before this one, each counted as answered (and its callback time taken)
+only if that happened before this month began. The figures change once a month, at the turn
+of the month (Almaty time). Published afresh every minute, two snapshots a minute apart would
+differ by the one call in between, and a neighbour who knew who called when would read its
+region, topic, and whether it was answered, whatever the suppression rules hide.
+
 The pages need no cookie: the language is in the path (/public/kk, /public/ru, /public/en) or
 chosen from Accept-Language at /public, and shared caches may keep anonymous responses.
 """
@@ -21,8 +28,8 @@ chosen from Accept-Language at /public, and shared caches may keep anonymous res
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import date, datetime, time
+from dataclasses import dataclass, replace
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from babel.dates import format_date
@@ -168,6 +175,9 @@ class PublicStats:
 
     first_month: str
     last_month: str
+    # The first moment after the last month (local midnight of its next month's first day):
+    # the figures are those of that moment, and change next at the month after it.
+    as_of: datetime
     total: Row
     months: list[Row]
     regions: list[Row]
@@ -176,7 +186,8 @@ class PublicStats:
 
 
 def last_months(today: date, count: int) -> list[str]:
-    """The count months up to and including today's, oldest first, as YYYY-MM."""
+    """The count months up to and including today's, oldest first, as YYYY-MM (today: a
+    day of the last month wanted)."""
     year, month = today.year, today.month
     names = []
     for _month in range(count):
@@ -220,9 +231,37 @@ def by_size(rows: list[Row]) -> list[Row]:
                                        -(r.received.value or 0), r.key is None, r.key or ""))
 
 
+def month_start(day: date) -> datetime:
+    """The first moment (Almaty time) of day's month."""
+    return datetime.combine(day.replace(day=1), time(0), LOCAL_TIME)
+
+
+def next_month_start(start: datetime) -> datetime:
+    """The first moment of the month after the one that starts at start."""
+    return month_start(start.date() + timedelta(days=32))
+
+
+def as_it_stood(fact: figures.QuestionFacts, moment: datetime) -> figures.QuestionFacts:
+    """The question as it stood at moment: a callback, SMS answer or close that came after it
+    left out (the question was created before it)."""
+    def before(when: datetime | None) -> datetime | None:
+        return when if when is not None and when < moment else None
+
+    closed_at = before(fact.closed_at)
+    return replace(fact, first_callback_at=before(fact.first_callback_at),
+                   first_sms_answer_at=before(fact.first_sms_answer_at), closed_at=closed_at,
+                   close_reason=fact.close_reason if closed_at is not None else None)
+
+
 def compute(facts: Sequence[figures.QuestionFacts], months: Sequence[str],
-            computed_at: datetime) -> PublicStats:
-    """Turn the period's questions, read at computed_at, into the published figures."""
+            computed_at: datetime, as_of: datetime | None = None) -> PublicStats:
+    """Turn the period's questions, read at computed_at, into the published figures: as
+    they stood at as_of (the end of the last month), those created later left out; as read,
+    when as_of is not given."""
+    if as_of is None:
+        as_of = computed_at
+    else:
+        facts = [as_it_stood(f, as_of) for f in facts if f.created_at < as_of]
     # The totals are a breakdown of one row: the same rules (a small unanswered hides the
     # answered; the median only beside a published answered).
     [total] = breakdown(facts, [None], lambda _fact: None)
@@ -230,13 +269,13 @@ def compute(facts: Sequence[figures.QuestionFacts], months: Sequence[str],
         # From 1 to MIN_COUNT - 1 questions in all: nothing is broken down. Each region or
         # topic listed has a question, and the hidden total is at most MIN_COUNT - 1: four
         # regions listed would be four questions of one each; nor is the first month told.
-        return PublicStats(first_month=months[0], last_month=months[-1], total=total,
-                           months=[], regions=[], topics=[], computed_at=computed_at)
+        return PublicStats(first_month=months[0], last_month=months[-1], as_of=as_of,
+                           total=total, months=[], regions=[], topics=[], computed_at=computed_at)
     # Months before the first question are left out (a new hotline has no empty year).
     active = {figures.month(f.created_at, LOCAL_TIME) for f in facts}
     months = [m for i, m in enumerate(months) if active & set(months[:i + 1])] or months[-1:]
     return PublicStats(
-        first_month=months[0], last_month=months[-1], total=total,
+        first_month=months[0], last_month=months[-1], as_of=as_of, total=total,
         months=breakdown(facts, months, lambda f: figures.month(f.created_at, LOCAL_TIME)),
         regions=by_size(breakdown(facts, _keys(facts, lambda f: f.region), lambda f: f.region)),
         topics=by_size(breakdown(facts, _keys(facts, lambda f: f.topic), lambda f: f.topic)),
@@ -245,11 +284,11 @@ def compute(facts: Sequence[figures.QuestionFacts], months: Sequence[str],
 
 
 def current_stats() -> Result[PublicStats]:
-    """The public figures of the last PERIOD_MONTHS months, computed at most once every
-    STATS_SECONDS by this app (hotline.memo): the page needs no login, and each computation
-    reads every question of those months, so visitors asking often, or many at once, cost
-    the database one computation a minute. Through a database outage the last figures stay
-    (unavailable, when there are none yet), marked stale.
+    """The public figures of the PERIOD_MONTHS completed months before this one, computed
+    at most once every STATS_SECONDS by this app (hotline.memo): the page needs no login, and
+    each computation reads every question of those months, so visitors asking often, or many
+    at once, cost the database one computation a minute. Through a database outage the last
+    figures stay (unavailable, when there are none yet), marked stale.
 
     Stale figures: the page and the JSON say so, with the time they were computed, and caches
     keep them for STALE_CACHE_SECONDS only. Fresh figures carry no time: they are at most
@@ -260,13 +299,14 @@ def current_stats() -> Result[PublicStats]:
 
 def _compute_stats() -> PublicStats:
     now = utcnow()
-    months = last_months(now.astimezone(LOCAL_TIME).date(), PERIOD_MONTHS)
+    as_of = month_start(now.astimezone(LOCAL_TIME).date())
+    months = last_months((as_of - timedelta(days=1)).date(), PERIOD_MONTHS)
     year, month = (int(part) for part in months[0].split("-"))
-    since = datetime.combine(date(year, month, 1), time(0), LOCAL_TIME)
+    since = month_start(date(year, month, 1))
     # Read-only: it reads every question of the months, and must not hold up the webhooks.
     with unit_of_work(runtime().sessions, read_only=True) as db:
-        facts = figures.question_facts(db, figures.Filters(since=since))
-    return compute(facts, months, now)
+        facts = figures.question_facts(db, figures.Filters(since=since, until=as_of))
+    return compute(facts, months, now, as_of)
 
 
 def _cacheable(response: Response, is_stale: bool) -> Response:
@@ -310,6 +350,11 @@ def stats_json(stats: PublicStats, is_stale: bool) -> dict[str, Any]:
     return {
         "period": {"from_month": stats.first_month, "to_month": stats.last_month,
                    "time_zone": "Asia/Almaty"},
+        # The moment the figures describe (the end of to_month) and when they change next.
+        "as_of": stats.as_of.isoformat(),
+        "next_update": next_month_start(stats.as_of).date().isoformat(),
+        "updates": ("once a month: only completed months are published, as they stood when "
+                    "they ended, so that no single call can be told from a change in them"),
         "stale": is_stale,
         **({"computed_at": stats.computed_at.isoformat()} if is_stale else {}),
         "min_count": MIN_COUNT,
@@ -388,7 +433,10 @@ def _render(language: str) -> Response:
 
         topic_bars = [(topic_title(row.key), _bar(row.received)) for row in stats.topics]
         month_bars = [(month_title(row.key), _bar(row.received)) for row in stats.months]
+        next_update = format_date(next_month_start(stats.as_of).date(), "long",
+                                  locale=language)
         html = render_template("public.html", stats=stats, page_language=language,
+                               next_update=next_update,
                                public_languages=PUBLIC_LANGUAGES, topic_title=topic_title,
                                region_title=region_title, month_title=month_title,
                                topic_bars=topic_bars, month_bars=month_bars,

@@ -18,9 +18,11 @@ from tests.workspace_support import add_user
 
 @pytest.fixture
 def figures(live_app: Flask) -> None:
-    """This month: 30 questions from Almaty, 20 from Astana, 4 from Abai, all called back."""
-    today = utcnow().astimezone(LOCAL_TIME).date()
-    start = datetime.combine(today.replace(day=1), time(0), LOCAL_TIME) + timedelta(minutes=1)
+    """Last month (the latest one published): 30 questions from Almaty, 20 from Astana, 4
+    from Abai, all called back."""
+    this_month = utcnow().astimezone(LOCAL_TIME).date().replace(day=1)
+    start = datetime.combine((this_month - timedelta(days=1)).replace(day=1), time(0),
+                             LOCAL_TIME) + timedelta(minutes=1)
     with unit_of_work(runtime(live_app).sessions) as db:
         for region, topic, count in (("almaty", "pension", 30), ("astana", "disability", 20),
                                      ("abai", "documents", 4)):

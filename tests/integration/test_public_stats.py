@@ -102,14 +102,15 @@ def test_the_figures_are_computed_once_a_minute(app: Flask, questions_in_regions
 
 
 def month_start() -> datetime:
-    """The first moment of this month in Almaty."""
-    today = utcnow().astimezone(LOCAL_TIME).date()
-    return datetime.combine(today.replace(day=1), time(0), LOCAL_TIME)
+    """The first moment of the last completed month in Almaty: the latest one published."""
+    this_month = utcnow().astimezone(LOCAL_TIME).date().replace(day=1)
+    return datetime.combine((this_month - timedelta(days=1)).replace(day=1), time(0),
+                            LOCAL_TIME)
 
 
 @pytest.fixture
 def questions_in_regions(db: Db) -> Any:
-    """Add questions this month: `count` in Abai, 20 in Astana, 30 in Almaty, all answered."""
+    """Add questions last month: `count` in Abai, 20 in Astana, 30 in Almaty, all answered."""
 
     def add(count: int) -> None:
         start = month_start() + timedelta(minutes=1)
@@ -125,6 +126,67 @@ def questions_in_regions(db: Db) -> Any:
                         first_callback_at=start + timedelta(hours=hours)))
 
     return add
+
+
+def test_only_completed_months_are_published_as_they_ended(app: Flask, db: Db,
+                                                          questions_in_regions: Any) -> None:
+    """A call today, or a callback today to last month's question, changes nothing until the
+    month is over: figures published afresh would differ by that one call, and tell its region,
+    topic and whether it was answered to whoever knew who called when."""
+    questions_in_regions(5)
+    last_month = month_start()
+    this_month = (last_month + timedelta(days=32)).replace(day=1)
+    with db() as session:
+        waiting = Question(channel="voice", language="kk", topic="land", region="abai",
+                           created_at=last_month + timedelta(days=3), status="waiting",
+                           priority_at=last_month + timedelta(days=3))
+        session.add(waiting)
+    client = app.test_client()
+    before = client.get("/public/stats.json").get_json()
+    assert before["as_of"] == this_month.isoformat()
+    assert before["next_update"] == (this_month + timedelta(days=32)).date().replace(
+        day=1).isoformat()
+    assert before["period"]["to_month"] == last_month.strftime("%Y-%m")
+    assert by_region(before)["abai"]["received"] == {"value": 6, "suppressed": False}
+    assert by_region(before)["abai"]["answered"]["suppressed"] is True  # 1 not answered
+    with db() as session:
+        now = utcnow()
+        for region in ("abai", "abai", "astana", "shymkent"):  # today's calls
+            session.add(Question(channel="voice", language="ru", topic="violence",
+                                 region=region, created_at=now, priority_at=now))
+        called = session.get(Question, waiting.id)
+        assert called is not None
+        called.first_callback_at, called.status = now, "closed"
+        called.close_reason, called.closed_at = "resolved", now
+    assert client.get("/public/stats.json").get_json() == before
+    text_of = {"ru": "Показаны только завершённые месяцы",
+               "kk": "Тек аяқталған айлар", "en": "Only completed months are shown"}
+    for language, words in text_of.items():
+        assert words in client.get(f"/public/{language}").get_data(as_text=True)
+
+
+def test_a_month_is_published_as_it_stood_at_its_end() -> None:
+    """compute(): what came after as_of (questions, callbacks, SMS answers, closes) is left
+    out; what came before stays."""
+    as_of = datetime(2026, 11, 1, tzinfo=LOCAL_TIME)
+    before, after = as_of - timedelta(hours=5), as_of + timedelta(hours=1)
+
+    def fact(n: int, created: datetime, callback: datetime | None = None,
+             sms: datetime | None = None, resolved: datetime | None = None) -> QuestionFacts:
+        return QuestionFacts(id=n, created_at=created, channel="voice", language="kk",
+                             topic="pension", region="abai", status="closed",
+                             closed_at=resolved, close_reason="resolved" if resolved else None,
+                             first_callback_at=callback, first_sms_answer_at=sms)
+
+    facts = ([fact(i, before, callback=before + timedelta(hours=1)) for i in range(6)]
+             + [fact(10 + i, before, callback=after) for i in range(6)]
+             + [fact(20 + i, before, sms=after) for i in range(6)]
+             + [fact(30 + i, before, resolved=after) for i in range(6)]
+             + [fact(40 + i, after, callback=after) for i in range(6)])
+    stats = public_stats.compute(facts, ["2026-10"], computed_at=after, as_of=as_of)
+    assert (stats.total.received, stats.total.answered) == (Figure(24), Figure(6))
+    assert stats.total.median_hours == Figure(1.0)
+    assert stats.as_of == as_of
 
 
 def test_the_figures_do_not_wait_for_the_writers(app: Flask, questions_in_regions: Any) -> None:
