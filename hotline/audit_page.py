@@ -86,6 +86,8 @@ def _automatic(value: Any) -> str:
 # whose value is None says nothing and is left out. A key not here is shown as it is stored.
 DETAILS: dict[str, Callable[[Any], str]] = {
     "note_id": lambda v: str(_("note %(id)s", id=v)),
+    # storage.claims: a claim not touched for HOTLINE_CLAIM_IDLE_MINUTES, ended by the system.
+    "lapsed_claim_of": lambda v: str(_("%(name)s's claim lapsed: left idle", name=v)),
     "length": lambda v: str(_("%(count)s characters", count=v)),
     "reason": lambda v: str(_("reason: %(reason)s",
                               reason=CLOSE_REASONS.get(str(v), str(v)))),

@@ -18,6 +18,11 @@ transactions are serial), so two claims on two questions of one resident are dec
 the other. The caller's row before the question's, as elsewhere: the SMS webhook upserts the
 caller before it adds to a question, retention locks the caller before its questions, and the
 voice webhooks do not lock the caller after a question.
+
+A claim that lapses is written to the audit log (storage.audit), by "the system" (no user):
+RELEASED with `lapsed_claim_of`, the holder's name, whether the sweep returned the question to
+the queue (lapse_claims) or another consultant took it, or another question of the resident,
+over (claim_question). A coordinator reading a question's history sees why it changed hands.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from sqlalchemy import ColumnElement, and_, case, exists, or_, select, update
 from sqlalchemy.orm import Session, aliased, selectinload
 from sqlalchemy.orm.util import AliasedClass
 
+from storage import audit
 from storage.callbacks import has_live_attempt
 from storage.models import QUESTION_CLAIMED, QUESTION_WAITING, Caller, Question, User
 from storage.queue import STATUS_DUE, QueueFilter, due_ids
@@ -48,6 +54,12 @@ def claim_question(session: Session, question_id: int, user_id: int, now: dateti
     Closed questions cannot be taken.
     """
     caller_id = lock_resident_of(session, question_id)
+    # Who holds it now, read under the row's lock (PostgreSQL; SQLite's transactions are
+    # serial), so that a lapsed claim taken over is the one written to the audit log.
+    before = session.execute(
+        select(Question.status, Question.claimed_by_id, User.name)
+        .outerjoin(User, User.id == Question.claimed_by_id)
+        .where(Question.id == question_id).with_for_update(of=Question)).first()
     held_by_user = and_(Question.status == QUESTION_CLAIMED, Question.claimed_by_id == user_id)
     claimable = or_(
         Question.status == QUESTION_WAITING,
@@ -68,19 +80,45 @@ def claim_question(session: Session, question_id: int, user_id: int, now: dateti
         .execution_options(synchronize_session=False)
     )
     won = _changed(result) == 1
+    if won and before is not None and before.status == QUESTION_CLAIMED and (
+            before.claimed_by_id != user_id):
+        _audit_lapse(session, question_id, before.name, now)
     if won and caller_id is not None:
         # The resident is this user's now: someone else's lapsed claims on their other
         # questions end here, or touching one (touch_claim) would bring it back to life and
         # the resident would have two consultants after all.
-        session.execute(
-            update(Question)
-            .where(Question.caller_id == caller_id, Question.id != question_id,
-                   Question.status == QUESTION_CLAIMED, Question.claimed_by_id != user_id,
-                   _lapsed(now, lapse_before))
-            .values(**_UNCLAIMED)
-            .execution_options(synchronize_session=False)
-        )
+        _end_lapsed(session, now, lapse_before, Question.caller_id == caller_id,
+                    Question.id != question_id, Question.claimed_by_id != user_id)
     return won
+
+
+def _audit_lapse(session: Session, question_id: int, holder: str | None,
+                 now: datetime) -> None:
+    audit.record(session, None, audit.RELEASED, question_id, at=now,
+                 lapsed_claim_of=holder or "?")
+
+
+def _end_lapsed(session: Session, now: datetime, lapse_before: datetime,
+                *where: ColumnElement[bool]) -> int:
+    """Return the lapsed claims among the questions where says to the queue, each with its
+    audit event; return how many."""
+    lapsed = session.execute(
+        select(Question.id, User.name)
+        .outerjoin(User, User.id == Question.claimed_by_id)
+        .where(Question.status == QUESTION_CLAIMED, _lapsed(now, lapse_before), *where)
+        .order_by(Question.id)
+        .with_for_update(of=Question)).all()
+    if not lapsed:
+        return 0
+    # Locked (PostgreSQL) or serial (SQLite): still lapsed, so each of them changes.
+    session.execute(
+        update(Question)
+        .where(Question.id.in_([question_id for question_id, _name in lapsed]))
+        .values(**_UNCLAIMED)
+        .execution_options(synchronize_session=False))
+    for question_id, name in lapsed:
+        _audit_lapse(session, question_id, name, now)
+    return len(lapsed)
 
 
 # How many of the queue's first due questions "take the next" tries before it says none is free.
@@ -238,14 +276,7 @@ def lapse_claims(session: Session, lapse_before: datetime, now: datetime | None 
 
     A question with a call going on (as of now, by default the present moment) stays claimed.
     """
-    now = now or datetime.now(UTC)
-    result = session.execute(
-        update(Question)
-        .where(Question.status == QUESTION_CLAIMED, _lapsed(now, lapse_before))
-        .values(**_UNCLAIMED)
-        .execution_options(synchronize_session=False)
-    )
-    return _changed(result)
+    return _end_lapsed(session, now or datetime.now(UTC), lapse_before)
 
 
 def open_questions(session: Session, limit: int | None = None) -> list[Question]:

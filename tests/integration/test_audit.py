@@ -225,3 +225,30 @@ def test_the_callback_details_are_shown_in_words(app: Flask, db: Db, consultant:
     assert kazakh[1].startswith("нәтиже: ")
     assert "келесі әрекет 2026-03-02 11:30 уақытынан кейін" in kazakh[1]
     assert kazakh[6] == "SMS 5; автоматты түрде жіберілді; SMS бөліктері: 1"
+
+
+def test_a_lapsed_claim_taken_over_is_in_the_log(app: Flask, db: Db, consultant: str,
+                                                 coordinator: str) -> None:
+    """Aigerim took a question and left it idle; Dana takes it over: the log says, by the
+    system, whose claim lapsed, then who took it, in each language."""
+    question_id = _question(db)
+    aigerim = _logged_in(app, consultant)
+    aigerim.post(f"/questions/{question_id}/claim", {"csrf_token": aigerim.token("/queue")})
+    with db() as session:  # idle for longer than HOTLINE_CLAIM_IDLE_MINUTES
+        question = session.get(Question, question_id)
+        assert question is not None and question.claimed_by is not None
+        question.claim_touched_at = AT
+    dana = _logged_in(app, coordinator)
+    taken = dana.post(f"/questions/{question_id}/claim", {"csrf_token": dana.token("/queue")})
+    assert taken.status_code == 303
+
+    def rows(language: str) -> list[list[str]]:
+        _, *shown = page(dana.get("/admin/audit", query_string={
+            "question": str(question_id), "lang": language})).rows
+        return [[row[1], row[2], row[4]] for row in reversed(shown)]
+
+    assert rows("en")[-2:] == [
+        ["the system", "released", "Aigerim Nurlanovna's claim lapsed: left idle"],
+        ["Dana Coordinator", "took the question", "—"]]
+    assert rows("ru")[-2][2] == "Aigerim Nurlanovna не работал(а) с вопросом: время истекло"
+    assert rows("kk")[-2][2] == "Aigerim Nurlanovna сұрақпен жұмыс істемеді: уақыты өтті"

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -35,6 +36,7 @@ from storage.models import (
     QUESTION_CLAIMED,
     QUESTION_CLOSED,
     QUESTION_WAITING,
+    AuditEvent,
     CallbackAttempt,
     Caller,
     Question,
@@ -62,6 +64,12 @@ def _question(session: Session, **changes: object) -> int:
     session.add(question)
     session.flush()
     return question.id
+
+
+def _lapse_events(session: Session) -> list[tuple[int | None, str, int | None, dict[str, Any]]]:
+    """The audit log's events that ended a lapsed claim: (user, action, question, detail)."""
+    return [(e.user_id, e.action, e.question_id, e.detail)
+            for e in session.scalars(select(AuditEvent).order_by(AuditEvent.id))]
 
 
 def _state(session: Session, question_id: int) -> tuple[str, int | None]:
@@ -251,6 +259,9 @@ def test_claiming_a_residents_question_ends_others_lapsed_claims_on_the_rest(
         assert _state(session, first) == (QUESTION_WAITING, None)
         assert not touch_claim(session, first, a, later)
         assert _state(session, elsewhere) == (QUESTION_CLAIMED, a)  # another resident's
+        # The system ended Aigerim's idle claim on the first question, and says so.
+        assert _lapse_events(session) == [
+            (None, "released", first, {"lapsed_claim_of": "Aigerim"})]
 
 
 def test_a_residents_other_question_frees_up_when_the_claim_lapses_or_is_released(
@@ -309,11 +320,15 @@ def test_a_lapsed_claim_can_be_taken_and_a_touched_one_cannot(
         assert not claim_question(session, question_id, b, soon, soon - IDLE)
     late = touched + IDLE + timedelta(seconds=1)
     with unit_of_work(session_factory) as session:
+        assert _lapse_events(session) == []  # a touched claim is not taken over
         assert claim_question(session, question_id, b, late, late - IDLE)
         question = session.get(Question, question_id)
         assert question is not None
         assert (question.status, question.claimed_by_id, question.claimed_at) == (
             QUESTION_CLAIMED, b, late)
+        # Bolat took it over: the log says whose claim had lapsed.
+        assert _lapse_events(session) == [
+            (None, "released", question_id, {"lapsed_claim_of": "Aigerim"})]
     with unit_of_work(session_factory) as session:
         assert not touch_claim(session, question_id, a, late)  # a lost it
         assert not release_claim(session, question_id, a)
@@ -343,6 +358,8 @@ def test_lapse_claims_returns_stale_ones_to_waiting(
     with unit_of_work(session_factory) as session:
         assert lapse_claims(session, check - IDLE) == 1
     with unit_of_work(session_factory) as session:
+        assert _lapse_events(session) == [
+            (None, "released", stale, {"lapsed_claim_of": "Aigerim"})]
         assert _state(session, stale) == (QUESTION_WAITING, None)
         assert _state(session, fresh) == (QUESTION_CLAIMED, b)
         assert _state(session, closed) == (QUESTION_CLOSED, None)
@@ -350,6 +367,7 @@ def test_lapse_claims_returns_stale_ones_to_waiting(
         assert question is not None
         assert (question.claimed_at, question.claim_touched_at) == (None, None)
         assert lapse_claims(session, check - IDLE) == 0
+        assert len(_lapse_events(session)) == 1
 
 
 def test_closed_and_missing_questions_cannot_be_claimed(
