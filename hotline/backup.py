@@ -22,6 +22,9 @@ copied but can be rendered again.
 A snapshot is written under a `.partial-` name and renamed when complete, so a folder with a
 stamp name is always whole. Only the newest HOTLINE_BACKUP_KEEP snapshots are kept: audio that
 retention deleted is gone from backups after that many runs too.
+
+Each backup, nightly or by the command, writes its outcome to the database (note_outcome), so
+that `/health/ready` on any machine can tell when backups stopped (hotline.health).
 """
 
 from __future__ import annotations
@@ -37,8 +40,11 @@ from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.orm import Session, sessionmaker
 
 from hotline.config import LOCAL_TIME, Settings
+from storage import health
+from storage.db import unit_of_work
 from storage.models import utcnow
 
 log = logging.getLogger(__name__)
@@ -46,6 +52,18 @@ log = logging.getLogger(__name__)
 STAMP = "%Y-%m-%d_%H%M%S"
 SNAPSHOT_NAME = re.compile(r"^\d{4}-\d{2}-\d{2}_\d{6}$")
 PARTIAL = ".partial-"
+
+
+def note_outcome(sessions: sessionmaker[Session], made: bool,
+                 now: datetime | None = None) -> None:
+    """Write whether a backup was made (made) or failed, for the health check; a database that
+    does not answer is logged and otherwise ignored (the backup's own outcome stands)."""
+    try:
+        with unit_of_work(sessions) as session:
+            health.beat(session, health.BACKUP if made else health.BACKUP_FAILED,
+                        now or utcnow())
+    except Exception:  # noqa: BLE001 - the backup itself is what matters here
+        log.exception("the backup's outcome could not be written for the health check")
 
 
 class BackupError(RuntimeError):
@@ -104,7 +122,8 @@ def make_backup(settings: Settings, folder: Path, *, keep: int,
     previous = snapshots(folder)
     partial = folder / (PARTIAL + stamp)
     shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir()
+    # This user only (0700): the copy holds residents' numbers, recordings and the key.
+    partial.mkdir(mode=0o700)
     try:
         snapshot = _write(settings, partial, previous[-1] if previous else None)
         snapshot.path = final

@@ -10,7 +10,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from hotline.backup import BackupError, make_backup
+from hotline.backup import BackupError, make_backup, note_outcome
 from hotline.runtime import Runtime
 
 
@@ -22,14 +22,17 @@ from hotline.runtime import Runtime
 @with_appcontext
 def backup(folder: Path | None, keep: int | None) -> None:
     """Write a snapshot of everything the hotline cannot make again; exit 1 if it fails."""
-    settings = cast(Runtime, current_app.extensions["hotline"]).settings
+    runtime = cast(Runtime, current_app.extensions["hotline"])
+    settings = runtime.settings
     folder = folder or settings.backup_dir
     if folder is None:
         raise click.ClickException("say where: --to DIR, or set HOTLINE_BACKUP_DIR")
     try:
         snapshot = make_backup(settings, folder, keep=keep or settings.backup_keep)
     except (BackupError, OSError) as exc:
+        note_outcome(runtime.sessions, made=False)
         raise click.ClickException(f"backup failed: {exc}") from exc
+    note_outcome(runtime.sessions, made=True)
     for line in snapshot.lines():
         click.echo(line)
     for old in snapshot.removed:

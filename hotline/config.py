@@ -54,6 +54,15 @@ def _number(env: Mapping[str, str], name: str, kind: type[Number], default: str)
         raise ConfigError(f"{name} must be a number, like {default}, not {value!r}.") from None
 
 
+def _at_least_one(env: Mapping[str, str], name: str, default: str) -> int:
+    """Read a whole number setting that must be 1 or more (HOTLINE_BACKUP_KEEP: keeping no
+    snapshot would be no backup, found out at 03:00)."""
+    value = _number(env, name, int, default)
+    if value < 1:
+        raise ConfigError(f"{name} must be 1 or more, not {value}.")
+    return value
+
+
 def _hours(value: str) -> tuple[int, int]:
     """Read HOTLINE_CALLBACK_HOURS: "9-20" is from 09:00 up to 20:00, Almaty time."""
     start, sep, end = value.strip().partition("-")
@@ -192,7 +201,7 @@ class Settings:
             recording_catchup_hours=_number(env, "HOTLINE_RECORDING_CATCHUP_HOURS", int, "24"),
             backup_dir=(Path(env["HOTLINE_BACKUP_DIR"]).resolve()
                         if env.get("HOTLINE_BACKUP_DIR", "").strip() else None),
-            backup_keep=_number(env, "HOTLINE_BACKUP_KEEP", int, "7"),
+            backup_keep=_at_least_one(env, "HOTLINE_BACKUP_KEEP", "7"),
             receipt_sms=(_flag(env["HOTLINE_RECEIPT_SMS"])
                          if env.get("HOTLINE_RECEIPT_SMS", "").strip() else not demo),
         )
@@ -226,15 +235,28 @@ class Settings:
         """SQLite file of the default job queue."""
         return self.data_dir / "jobs.sqlite3"
 
+    def make_data_dir(self) -> Path:
+        """Create the data folder if it is missing, readable by this user only (mode 0700):
+        it holds the database, residents' recordings and the key. One that exists is left as
+        the operator made it."""
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return self.data_dir
+
     def ensure_secret_key(self) -> str:
-        """Return SECRET_KEY, generating one into the data folder on first run."""
+        """Return SECRET_KEY, generating one into the data folder on first run (mode 0600
+        from its creation)."""
+        self.make_data_dir()
         if self.secret_key:
             return self.secret_key
         path = self.data_dir / "secret_key"
         if not path.exists():
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_hex(32))
-            path.chmod(0o600)
+            try:
+                descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                pass  # another process of this machine made it a moment ago: theirs it is
+            else:
+                with os.fdopen(descriptor, "w") as key_file:
+                    key_file.write(secrets.token_hex(32))
         return path.read_text().strip()
 
     def check(self) -> None:

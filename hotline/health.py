@@ -15,7 +15,10 @@ a limit past which someone must look:
 - no question has waited for its transcript longer than TRANSCRIPTION_LATE_AFTER since its
   audio was stored (a busy day's backlog clears well within it: bench/README.md, load
   figures);
-- no SMS has waited to be sent longer than 2 × HOTLINE_STALE_SECONDS.
+- no SMS has waited to be sent longer than 2 × HOTLINE_STALE_SECONDS;
+- backups (where HOTLINE_BACKUP_DIR is set here, or any backup was ever made): the last one
+  did not fail, and was made within BACKUP_LATE_AFTER (nightly, with a few hours to spare).
+  Before the first, it passes ("none yet"): a new hotline is not failing.
 
 `/health/ready` answers 200 when all pass and 503 when one fails, with each check's pass or
 fail as JSON and nothing more, so it needs no login (the counts and ages would tell, at night,
@@ -49,6 +52,8 @@ TRANSCRIPTION_LATE_AFTER = timedelta(hours=1)
 # A recording no job will fetch again fails the check for this long after Twilio reported
 # it: long enough to be seen, and then the alarm is not stuck on one lost recording.
 GIVEN_UP_ALERT = timedelta(days=3)
+# The nightly backup runs at 03:00 Almaty: a day and some hours to spare.
+BACKUP_LATE_AFTER = timedelta(hours=30)
 # /health/ready answers from the last checks for this long: a monitor polling every few
 # seconds, or many, cost the database one round of counting.
 CACHE_SECONDS = 10.0
@@ -101,6 +106,8 @@ def check(runtime: Runtime, now: datetime | None = None) -> list[Check]:
             given_up_lately = health.downloads_given_up(session, now - GIVEN_UP_ALERT)
             transcriptions = health.transcriptions_waiting(session)
             sms = health.sms_waiting(session)
+            backup_made = health.last_beat(session, health.BACKUP)
+            backup_failed = health.last_beat(session, health.BACKUP_FAILED)
     except Exception as error:  # noqa: BLE001 - a missing table (not migrated), a timeout...
         log.exception("health: the backlogs could not be read")
         checks.append(Check("backlogs", False, f"could not be read ({type(error).__name__})",
@@ -130,8 +137,25 @@ def check(runtime: Runtime, now: datetime | None = None) -> list[Check]:
     checks.append(_backlog("transcriptions", transcriptions, now,
                            TRANSCRIPTION_LATE_AFTER, "questions"))
     checks.append(_backlog("sms", sms, now, late, "SMS"))
+    if runtime.settings.backup_dir is not None or backup_made or backup_failed:
+        checks.append(_backup_check(now, backup_made, backup_failed))
     checks.append(_queue_check())
     return checks
+
+
+def _backup_check(now: datetime, made: datetime | None, failed: datetime | None) -> Check:
+    made_age, failed_age = _age(now, made), _age(now, failed)
+    figures = {"last_backup_seconds": made_age, "last_failure_seconds": failed_age}
+    if failed is not None and (made is None or failed > made):
+        return Check("backup", False, f"the last backup failed {(failed_age or 0) // 3600} h "
+                     "ago: see the worker's log, then `hotline backup`", figures)
+    limit = int(BACKUP_LATE_AFTER.total_seconds())
+    if made_age is None:
+        return Check("backup", True, "no backup yet (the first at 03:00 Almaty)", figures)
+    if made_age > limit:
+        return Check("backup", False, f"the last backup was made {made_age // 3600} h ago "
+                     f"(limit {limit // 3600} h): is the worker making them?", figures)
+    return Check("backup", True, f"the last backup was made {made_age // 3600} h ago", figures)
 
 
 def _queue_check() -> Check:

@@ -23,7 +23,7 @@ from huey.exceptions import RetryTask
 from huey.storage import RedisStorage
 from redis import ConnectionPool
 
-from hotline.backup import BackupError, make_backup
+from hotline.backup import BackupError, make_backup, note_outcome
 from hotline.cli_retention import run_retention
 from hotline.config import LOCAL_TIME, Settings
 from hotline.outbound_sms import messages_to_send, send_sms
@@ -77,7 +77,7 @@ def make_huey(settings: Settings) -> Huey:
         pool = ConnectionPool.from_url(settings.redis_url, **REDIS_CONNECT_DEFAULTS)
         return PriorityRedisHuey(settings.queue_name + PRIORITY_SUFFIX, connection_pool=pool,
                                  results=False)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.make_data_dir()
     return SqliteHuey(settings.queue_name, filename=str(settings.jobs_file), results=False)
 
 
@@ -259,5 +259,7 @@ def backup_job() -> str | None:
         snapshot = make_backup(settings, settings.backup_dir, keep=settings.backup_keep)
     except (BackupError, OSError):
         log.exception("the nightly backup failed; the next night tries again")
+        note_outcome(current_runtime().sessions, made=False)
         return None
+    note_outcome(current_runtime().sessions, made=True)
     return str(snapshot.path)

@@ -36,6 +36,9 @@ from storage.questions import SWEEP_DOWNLOAD_ATTEMPTS
 
 # The heartbeat the worker's sweep writes each time it runs (every minute, and at start-up).
 SWEEP = "sweep"
+# The last backup that was made, and the last one that failed (hotline.backup.note_outcome).
+BACKUP = "backup"
+BACKUP_FAILED = "backup_failed"
 
 
 @dataclass(frozen=True)

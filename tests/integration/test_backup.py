@@ -11,15 +11,18 @@ import subprocess
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
 from psycopg import sql
 from sqlalchemy import select, text
 
+from hotline import health as health_checks
 from hotline import jobs
 from hotline.backup import BackupError, make_backup, snapshots
-from hotline.config import Settings
+from hotline.config import ConfigError, Settings
+from storage import health
 from storage.models import Caller, Question, Recording, utcnow
 from tests.conftest import POSTGRES_SERVER, _postgres_admin
 from tests.support import run_cli, runtime
@@ -92,6 +95,8 @@ def test_a_snapshot_restores_to_a_working_hotline(
     assert "files: 3 copied" in result.output  # the audio, the prompt and its text
     assert "secret_key: copied" in result.output
     assert (snapshot / "secret_key").stat().st_mode & 0o777 == 0o600
+    # The snapshot (numbers, recordings, the key) is this user's only, whatever the umask.
+    assert snapshot.stat().st_mode & 0o777 == 0o700
     manifest = (snapshot / "MANIFEST.txt").read_text()
     if settings.database_url.startswith("sqlite"):
         assert "database: sqlite, 1 questions" in manifest
@@ -214,3 +219,59 @@ def test_the_database_copy_has_every_table(app: Flask, settings: Settings, store
                                  capture_output=True, text=True, check=True).stdout
         assert "TABLE DATA public alembic_version" in listing
         assert "TABLE DATA public questions" in listing
+
+
+def test_the_health_check_tells_when_backups_fail_or_stop(
+        make_app: Callable[[Settings], Flask], settings: Settings, tmp_path: Path) -> None:
+    """With HOTLINE_BACKUP_DIR set: none yet passes (a new hotline); a backup made passes; a
+    failed one fails until the next is made; one older than BACKUP_LATE_AFTER fails. The
+    outcome is in the database, so a web machine that has no backup folder checks it too."""
+    app = make_app(settings.override(backup_dir=tmp_path / "nightly"))
+    jobs.sweep(runtime(app))
+
+    def backup_check(application: Flask) -> dict[str, Any]:
+        checks = health_checks.as_json(health_checks.check(runtime(application)))["checks"]
+        return dict(checks["backup"])
+
+    assert backup_check(app)["ok"] and backup_check(app)["detail"] == (
+        "no backup yet (the first at 03:00 Almaty)")
+    assert jobs.backup_job.call_local() is not None
+    made = backup_check(app)
+    assert made["ok"] and 0 <= made["last_backup_seconds"] <= 60
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("not a folder")
+    assert run_cli(app, ["backup", "--to", str(in_the_way / "backups")]).exit_code == 1
+    failed = backup_check(app)
+    assert not failed["ok"]
+    assert failed["detail"].startswith("the last backup failed 0 h ago: see the worker's log")
+    web = make_app(settings)  # another machine: no backup folder, the same database
+    assert app.test_client().get("/health/ready").status_code == 503
+    assert not backup_check(web)["ok"]
+    assert run_cli(app, ["backup", "--to", str(tmp_path / "by-hand")]).exit_code == 0
+    assert backup_check(web)["ok"]
+    with runtime(app).sessions() as session, session.begin():
+        health.beat(session, health.BACKUP_FAILED, utcnow() - timedelta(hours=32))
+        health.beat(session, health.BACKUP, utcnow() - timedelta(hours=31))
+    late = backup_check(web)
+    assert not late["ok"] and late["detail"] == (
+        "the last backup was made 31 h ago (limit 30 h): is the worker making them?")
+
+
+def test_keeping_no_snapshot_is_refused_at_start() -> None:
+    with pytest.raises(ConfigError, match="HOTLINE_BACKUP_KEEP must be 1 or more, not 0"):
+        Settings.from_env({"HOTLINE_BACKUP_KEEP": "0"})
+    assert Settings.from_env({"HOTLINE_BACKUP_KEEP": "1"}).backup_keep == 1
+
+
+def test_a_new_data_folder_and_key_are_this_users_only(settings: Settings,
+                                                       tmp_path: Path) -> None:
+    fresh = settings.override(data_dir=tmp_path / "new" / "data", secret_key="")
+    key = fresh.ensure_secret_key()
+    assert len(key) == 64 and fresh.ensure_secret_key() == key  # made once, then read
+    assert fresh.data_dir.stat().st_mode & 0o777 == 0o700
+    assert (fresh.data_dir / "secret_key").stat().st_mode & 0o777 == 0o600
+    # One the operator made already is left as it is.
+    (tmp_path / "theirs").mkdir(mode=0o750)
+    (tmp_path / "theirs").chmod(0o750)
+    settings.override(data_dir=tmp_path / "theirs").make_data_dir()
+    assert (tmp_path / "theirs").stat().st_mode & 0o777 == 0o750
