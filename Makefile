@@ -8,8 +8,9 @@ STAMP := $(VENV)/.installed
 # ffmpeg convert audio. chromium (with a font that has Cyrillic and Kazakh letters) runs the
 # browser tests in tests/browser/, driven by the playwright package from the dev extra.
 # postgresql-client: pg_dump and pg_restore for `hotline backup` on PostgreSQL and its tests.
+# python3-venv: Debian's python3 makes no virtualenv without it (ensurepip is split out).
 APT_PACKAGES := espeak-ng sox libsox-fmt-base libsox-fmt-mp3 ffmpeg chromium fonts-dejavu-core \
-	postgresql-client
+	postgresql-client python3-venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PORT ?= 5000
 export PORT
