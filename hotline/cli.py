@@ -406,8 +406,10 @@ def _transcribe_pending(settings: Settings) -> None:
 @click.option("--workers", default=1, show_default=True, help="Worker threads.")
 def worker(workers: int) -> None:
     """Run the job consumer: recording downloads, transcription, the minutely sweep."""
+    from hotline import logs
     from hotline.jobs import current_runtime, huey
 
+    logs.configure()  # times on every line; a fault that persists told once a minute
     current_runtime()  # fail fast on bad settings or content
     # SqliteHuey is polled: an idle worker looks again within a second (Huey's default backs
     # off to 10 s, which would add up to 10 s to a caller's wait for the transcript).

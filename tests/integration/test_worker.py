@@ -8,6 +8,7 @@ Two set-ups: the embedded default (SqliteHuey, SQLite) and the production one
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -206,3 +207,26 @@ def test_a_worker_killed_mid_job_still_delivers_exactly_one_transcript(
              "the second worker to finish", processes)
     time.sleep(1)
     assert question_rows(database) == [("done", 2, 1)]
+
+
+def test_a_redis_that_is_down_is_told_once_a_minute(processes: Processes,
+                                                    backend: dict[str, str],
+                                                    tmp_path: Path) -> None:
+    """Huey's loops log a traceback each second per thread while Redis is down (some 4,400
+    lines in 20 s before hotline.logs): now each kind of error once, with the time."""
+    if backend["REDIS_URL"]:
+        pytest.skip("one run is enough: the Redis here is a port nothing listens on")
+    processes.env = {**backend, "REDIS_URL": "redis://127.0.0.1:1/0"}
+    worker = processes.worker()
+    time.sleep(8)
+    processes.stop()
+    assert worker.returncode is not None
+    log = (tmp_path / "worker.log").read_text(errors="replace")
+    assert log.count("Error reading from queue") == 1, processes.logs()
+    assert log.count("Error reading schedule.") == 1, processes.logs()
+    records = [line for line in log.splitlines() if " ERROR " in line]
+    # Each kind once: reading the schedule, the queue, enqueueing a periodic task, the sweep
+    # at start-up (each with its chained traceback, some 60 lines).
+    assert 0 < len(records) <= 5 and len(log.splitlines()) < 500, processes.logs()
+    assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ERROR huey", line)
+                           for line in records), records

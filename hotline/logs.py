@@ -1,0 +1,68 @@
+"""The worker's logging: one line per record, with the time, level and logger, and the same error
+repeated over and over told once a minute.
+
+Huey's consumer reads its queue and its schedule in a loop: with Redis down, each worker thread
+logs "Error reading from queue" with a whole traceback every second, and the scheduler "Error
+reading schedule." as often, some 13,000 lines a minute on two threads, which bury the line
+that says what broke and fill the disk. RepeatedErrors lets the first of a kind through, holds
+the same kind back for a minute, and then lets one through that says how many it held back.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# How long the same error is held back after it was last let through.
+REPEAT_SECONDS = 60.0
+
+
+class RepeatedErrors(logging.Filter):
+    """Hold back a warning or error like one let through less than `every` seconds ago: the
+    same message (before its arguments) and the same exception type, from any logger (each of
+    Huey's worker threads has its own), so a fault that persists is told once a minute."""
+
+    def __init__(self, every: float = REPEAT_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.every = every
+        self.clock = clock
+        self._lock = threading.Lock()
+        # kind -> (when one was last let through, how many held back since)
+        self._seen: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Let the record through, or hold it back as a repeat (see the class)."""
+        if record.levelno < logging.WARNING:
+            return True
+        error = record.exc_info[0].__name__ if record.exc_info and record.exc_info[0] else ""
+        kind = (str(record.msg), error)
+        now = self.clock()
+        with self._lock:
+            last = self._seen.get(kind)
+            if last is not None and now - last[0] < self.every:
+                self._seen[kind] = (last[0], last[1] + 1)
+                return False
+            self._seen[kind] = (now, 0)
+        if last is not None and last[1]:
+            # Appended after formatting, so a "%" in it cannot upset the record's arguments.
+            record.msg = record.getMessage() + (
+                f" [{last[1]} more like this in the last {int(now - last[0])} s]")
+            record.args = None
+        return True
+
+
+def configure(level: int = logging.INFO) -> None:
+    """Log to stderr with times, through RepeatedErrors; do nothing where logging is set up
+    already (a test's capture, an operator's own configuration)."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(FORMAT))
+    handler.addFilter(RepeatedErrors())
+    root.addHandler(handler)
+    root.setLevel(level)
