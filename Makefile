@@ -9,8 +9,9 @@ STAMP := $(VENV)/.installed
 # browser tests in tests/browser/, driven by the playwright package from the dev extra.
 # postgresql-client: pg_dump and pg_restore for `hotline backup` on PostgreSQL and its tests.
 # python3-venv: Debian's python3 makes no virtualenv without it (ensurepip is split out).
+# systemd: systemd-analyze, which checks deploy/'s units in tests/integration/test_deploy.py.
 APT_PACKAGES := espeak-ng sox libsox-fmt-base libsox-fmt-mp3 ffmpeg chromium fonts-dejavu-core \
-	postgresql-client python3-venv
+	postgresql-client python3-venv systemd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PORT ?= 5000
 export PORT
