@@ -55,7 +55,12 @@ class RepeatedErrors(logging.Filter):
         return True
 
 
-def configure(level: int = logging.INFO) -> None:
+# Told at INFO: the hotline's own records and Huey's (each job started and finished); every
+# other library only from WARNING (Alembic announces each of its plugins at INFO).
+INFO_LOGGERS = ("hotline", "huey")
+
+
+def configure() -> None:
     """Log to stderr with times, through RepeatedErrors; do nothing where logging is set up
     already (a test's capture, an operator's own configuration)."""
     root = logging.getLogger()
@@ -65,4 +70,6 @@ def configure(level: int = logging.INFO) -> None:
     handler.setFormatter(logging.Formatter(FORMAT))
     handler.addFilter(RepeatedErrors())
     root.addHandler(handler)
-    root.setLevel(level)
+    root.setLevel(logging.WARNING)
+    for name in INFO_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO)

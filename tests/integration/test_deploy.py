@@ -9,13 +9,16 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import requests
 from dotenv import dotenv_values
 
 from hotline.app import MAX_REQUEST_BYTES
 from hotline.config import Settings
+from tests.support import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -107,3 +110,35 @@ def test_nginx_sends_what_the_app_trusts_to_where_it_listens() -> None:
     for header in ("X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host"):
         assert re.search(rf"proxy_set_header {header} \$", conf), header
     assert "return 301 https://" in conf
+
+
+def test_the_web_logs_like_the_worker(tmp_path: Path) -> None:
+    """gunicorn, started as the unit starts it (in the checkout), reads gunicorn.conf.py: the
+    app's records have times, levels and loggers, as the worker's do (hotline.logs)."""
+    [gunicorn] = [c for c in commands("hotline-web.service") if c[0].endswith("gunicorn")]
+    port = free_port()
+    local = [str(BIN / "gunicorn"), *gunicorn[1:]]
+    local[local.index("--bind") + 1] = f"127.0.0.1:{port}"
+    env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOTLINE_DEMO": "1",
+           "HOTLINE_DATA_DIR": str(tmp_path / "data"), "HOME": str(tmp_path)}
+    subprocess.run([str(BIN / "hotline"), "db", "upgrade"], env=env, cwd=REPO, check=True,
+                   capture_output=True, timeout=120)
+    with (tmp_path / "web.log").open("wb") as log:
+        web = subprocess.Popen(local, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).ok:
+                    break
+            except requests.RequestException:
+                time.sleep(0.2)
+        else:
+            pytest.fail((tmp_path / "web.log").read_text(errors="replace"))
+    finally:
+        web.terminate()
+        web.wait(timeout=30)
+    output = (tmp_path / "web.log").read_text(errors="replace")
+    assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} WARNING hotline\.app: DEMO MODE "
+                     r"is on", output, re.MULTILINE), output
+    assert "alembic" not in output  # libraries' INFO records stay out
