@@ -91,9 +91,11 @@ def count_figure(count: int) -> Figure:
 
 
 def derived_figure(value: float | None, based_on: int) -> Figure:
-    """Publish a figure computed from based_on questions, unless they are fewer than MIN_COUNT."""
+    """Publish a figure computed from based_on questions, unless they are fewer than MIN_COUNT
+    (none included: a blank for none told apart from "few" for 1 to 4 would tell that a row's
+    few callbacks were not none, beside a published answered count that holds other answers)."""
     if based_on < MIN_COUNT or value is None:
-        return FEW if based_on else Figure(None)
+        return FEW
     return Figure(round(value, 1))
 
 
