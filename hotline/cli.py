@@ -402,6 +402,10 @@ def _transcribe_pending(settings: Settings) -> None:
 
 # -- the worker -----------------------------------------------------------------------------
 
+# How long a stopping worker (SIGTERM) waits for its running jobs before it cuts them off.
+WORKER_SHUTDOWN_SECONDS = 90
+
+
 @main.command("worker", with_appcontext=False)
 @click.option("--workers", default=1, show_default=True, help="Worker threads.")
 def worker(workers: int) -> None:
@@ -413,8 +417,11 @@ def worker(workers: int) -> None:
     current_runtime()  # fail fast on bad settings or content
     # SqliteHuey is polled: an idle worker looks again within a second (Huey's default backs
     # off to 10 s, which would add up to 10 s to a caller's wait for the transcript).
+    # SIGTERM (systemd, honcho, docker stop) lets running jobs finish (WORKER_SHUTDOWN_SECONDS);
+    # Huey's default would cut them off (its graceful signal is SIGINT).
     huey.create_consumer(workers=workers, worker_type="thread", initial_delay=0.1,
-                         backoff=1.15, max_delay=1.0).run()
+                         backoff=1.15, max_delay=1.0, graceful_signal="TERM",
+                         shutdown_timeout=WORKER_SHUTDOWN_SECONDS).run()
 
 
 # -- the caller simulator -------------------------------------------------------------------

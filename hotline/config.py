@@ -250,13 +250,22 @@ class Settings:
             return self.secret_key
         path = self.data_dir / "secret_key"
         if not path.exists():
+            # Written whole under a name of this process's own, then linked into place: a
+            # process that starts at the same moment finds either no key or the whole key,
+            # never an empty file (an empty key would sign sessions and pseudonyms with "").
+            draft = path.with_name(f".secret_key.{os.getpid()}.{secrets.token_hex(4)}")
+            descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
-                descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                pass  # another process of this machine made it a moment ago: theirs it is
-            else:
                 with os.fdopen(descriptor, "w") as key_file:
                     key_file.write(secrets.token_hex(32))
+                    key_file.flush()
+                    os.fsync(key_file.fileno())
+                try:
+                    os.link(draft, path)
+                except FileExistsError:
+                    pass  # another process made it a moment ago: theirs it is
+            finally:
+                draft.unlink()
         return path.read_text().strip()
 
     def check(self) -> None:

@@ -18,6 +18,8 @@ from collections.abc import Callable
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # How long the same error is held back after it was last let through.
 REPEAT_SECONDS = 60.0
+# Kinds remembered before those older than REPEAT_SECONDS are forgotten.
+MAX_KINDS = 1000
 
 
 class RepeatedErrors(logging.Filter):
@@ -42,6 +44,10 @@ class RepeatedErrors(logging.Filter):
         kind = (str(record.msg), error)
         now = self.clock()
         with self._lock:
+            if len(self._seen) > MAX_KINDS:
+                # Messages that name a path or an id are each a kind: forget those whose minute
+                # is over (their held-back counts go untold), so the map does not grow forever.
+                self._seen = {k: v for k, v in self._seen.items() if now - v[0] < self.every}
             last = self._seen.get(kind)
             if last is not None and now - last[0] < self.every:
                 self._seen[kind] = (last[0], last[1] + 1)

@@ -245,7 +245,10 @@ def test_the_health_check_tells_when_backups_fail_or_stop(
     assert not failed["ok"]
     assert failed["detail"].startswith("the last backup failed 0 h ago: see the worker's log")
     web = make_app(settings)  # another machine: no backup folder, the same database
-    assert app.test_client().get("/health/ready").status_code == 503
+    answer = app.test_client().get("/health/ready")
+    assert answer.status_code == 503
+    assert [name for name, check in answer.get_json()["checks"].items() if not check["ok"]] == [
+        "backup"]
     assert not backup_check(web)["ok"]
     assert run_cli(app, ["backup", "--to", str(tmp_path / "by-hand")]).exit_code == 0
     assert backup_check(web)["ok"]

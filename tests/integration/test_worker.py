@@ -230,3 +230,5 @@ def test_a_redis_that_is_down_is_told_once_a_minute(processes: Processes,
     assert 0 < len(records) <= 5 and len(log.splitlines()) < 500, processes.logs()
     assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ERROR huey", line)
                            for line in records), records
+    # SIGTERM (what systemd and honcho send) stops it gracefully: running jobs finish first.
+    assert "Shutting down gracefully" in log and "All workers have stopped" in log, log[-2000:]

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
+from hotline import logs
 from hotline.logs import RepeatedErrors
 
 
@@ -53,3 +56,17 @@ def test_other_errors_and_info_pass() -> None:
     later = record("task %s failed", "100%")
     assert errors.filter(later)
     assert later.getMessage() == "task 100% failed [1 more like this in the last 61 s]"
+
+
+def test_kinds_whose_minute_is_over_are_forgotten_past_the_limit(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Flask's "Exception on /questions/123 [GET]" is a kind per path: the map stays bounded."""
+    monkeypatch.setattr(logs, "MAX_KINDS", 10)
+    clock = Clock()
+    errors = RepeatedErrors(every=60, clock=clock)
+    for n in range(10):
+        assert errors.filter(record(f"Exception on /questions/{n} [GET]", error=KeyError))
+    clock.now += 61
+    for n in range(10, 13):
+        assert errors.filter(record(f"Exception on /questions/{n} [GET]", error=KeyError))
+    assert len(errors._seen) <= 3 + 1
