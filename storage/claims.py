@@ -54,12 +54,17 @@ def claim_question(session: Session, question_id: int, user_id: int, now: dateti
     Closed questions cannot be taken.
     """
     caller_id = lock_resident_of(session, question_id)
-    # Who holds it now, read under the row's lock (PostgreSQL; SQLite's transactions are
-    # serial), so that a lapsed claim taken over is the one written to the audit log.
-    before = session.execute(
-        select(Question.status, Question.claimed_by_id, User.name)
-        .outerjoin(User, User.id == Question.claimed_by_id)
-        .where(Question.id == question_id).with_for_update(of=Question)).first()
+    # Someone else's lapsed claim that this one takes over: its holder, read under the row's
+    # lock (PostgreSQL; SQLite's transactions are serial) for the audit log. Only such a row is
+    # locked here: one that cannot be taken is left unlocked, as the UPDATE below leaves it
+    # (take-the-next tries up to NEXT_TRIES questions in one transaction).
+    taken_over = session.execute(
+        select(User.name)
+        .join(Question, User.id == Question.claimed_by_id)
+        .where(Question.id == question_id, Question.status == QUESTION_CLAIMED,
+               Question.claimed_by_id != user_id, _lapsed(now, lapse_before),
+               ~_resident_held_by_other(user_id, now, lapse_before))
+        .with_for_update(of=Question)).first()
     held_by_user = and_(Question.status == QUESTION_CLAIMED, Question.claimed_by_id == user_id)
     claimable = or_(
         Question.status == QUESTION_WAITING,
@@ -80,15 +85,15 @@ def claim_question(session: Session, question_id: int, user_id: int, now: dateti
         .execution_options(synchronize_session=False)
     )
     won = _changed(result) == 1
-    if won and before is not None and before.status == QUESTION_CLAIMED and (
-            before.claimed_by_id != user_id):
-        _audit_lapse(session, question_id, before.name, now)
+    if won and taken_over is not None:
+        _audit_lapse(session, question_id, taken_over.name, now)
     if won and caller_id is not None:
         # The resident is this user's now: someone else's lapsed claims on their other
         # questions end here, or touching one (touch_claim) would bring it back to life and
         # the resident would have two consultants after all.
         _end_lapsed(session, now, lapse_before, Question.caller_id == caller_id,
-                    Question.id != question_id, Question.claimed_by_id != user_id)
+                    Question.id != question_id, Question.claimed_by_id != user_id,
+                    skip_locked=False)
     return won
 
 
@@ -99,15 +104,18 @@ def _audit_lapse(session: Session, question_id: int, holder: str | None,
 
 
 def _end_lapsed(session: Session, now: datetime, lapse_before: datetime,
-                *where: ColumnElement[bool]) -> int:
+                *where: ColumnElement[bool], skip_locked: bool) -> int:
     """Return the lapsed claims among the questions where says to the queue, each with its
-    audit event; return how many."""
+    audit event; return how many. skip_locked: pass over rows another transaction holds (the
+    sweep, which takes no caller's lock first: a claim holding a resident's question while it
+    ends their other lapsed ones would otherwise wait for the sweep while the sweep waits for
+    it; what the sweep passes over, the next one returns)."""
     lapsed = session.execute(
         select(Question.id, User.name)
         .outerjoin(User, User.id == Question.claimed_by_id)
         .where(Question.status == QUESTION_CLAIMED, _lapsed(now, lapse_before), *where)
         .order_by(Question.id)
-        .with_for_update(of=Question)).all()
+        .with_for_update(of=Question, skip_locked=skip_locked)).all()
     if not lapsed:
         return 0
     # Locked (PostgreSQL) or serial (SQLite): still lapsed, so each of them changes.
@@ -276,7 +284,7 @@ def lapse_claims(session: Session, lapse_before: datetime, now: datetime | None 
 
     A question with a call going on (as of now, by default the present moment) stays claimed.
     """
-    return _end_lapsed(session, now or datetime.now(UTC), lapse_before)
+    return _end_lapsed(session, now or datetime.now(UTC), lapse_before, skip_locked=True)
 
 
 def open_questions(session: Session, limit: int | None = None) -> list[Question]:

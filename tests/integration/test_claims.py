@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.test import TestResponse
 
@@ -621,3 +621,47 @@ def test_the_workers_sweep_gives_idle_claims_back(app: Flask, db: Db, question_i
     sweep(runtime(app))
     with db() as session:
         assert _state(session, question_id) == ("waiting", None)
+
+
+def _postgres_only(session_factory: sessionmaker[Session]) -> None:
+    if session_factory.kw["bind"].dialect.name != "postgresql":
+        pytest.skip("row locks: SQLite's transactions are serial")
+
+
+def test_a_claim_that_fails_leaves_the_row_unlocked(
+        session_factory: sessionmaker[Session], people: tuple[int, int, int]) -> None:
+    """Take-the-next tries many questions in one transaction: one it cannot take must not stay
+    locked until it commits (a webhook or job writing that question would wait for it)."""
+    _postgres_only(session_factory)
+    a, b, question_id = people
+    with unit_of_work(session_factory) as session:
+        assert claim_question(session, question_id, a, NOW, NOW - IDLE)
+    with unit_of_work(session_factory) as trying:
+        assert not claim_question(trying, question_id, b, NOW, NOW - IDLE)
+        # Still inside b's transaction: another connection writes the question at once.
+        with unit_of_work(session_factory) as other:
+            other.execute(text("SET LOCAL lock_timeout = '2s'"))
+            other.execute(update(Question).where(Question.id == question_id)
+                          .values(urgent=True))
+
+
+def test_the_sweep_passes_over_a_claim_being_taken(
+        session_factory: sessionmaker[Session], people: tuple[int, int, int]) -> None:
+    """A row another transaction holds (a claim taking it over, a resident's other question)
+    is passed over, not waited for: the sweep takes no caller's lock first, so waiting could
+    deadlock with a claim; the next sweep returns it."""
+    _postgres_only(session_factory)
+    a, b, question_id = people
+    with unit_of_work(session_factory) as session:
+        other = _question(session)
+        assert claim_question(session, question_id, a, NOW, NOW - IDLE)
+        assert claim_question(session, other, a, NOW, NOW - IDLE)
+    later = NOW + IDLE + timedelta(minutes=1)
+    with unit_of_work(session_factory) as taking:
+        assert claim_question(taking, question_id, b, later, later - IDLE)  # holds the row
+        with unit_of_work(session_factory) as sweep:
+            sweep.execute(text("SET LOCAL lock_timeout = '2s'"))
+            assert lapse_claims(sweep, later - IDLE, later) == 1  # the other one only
+    with unit_of_work(session_factory) as session:
+        assert _state(session, question_id) == (QUESTION_CLAIMED, b)
+        assert _state(session, other) == (QUESTION_WAITING, None)
