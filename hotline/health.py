@@ -18,7 +18,9 @@ a limit past which someone must look:
 - no SMS has waited to be sent longer than 2 × HOTLINE_STALE_SECONDS;
 - backups (where HOTLINE_BACKUP_DIR is set here, or any backup was ever made): the last one
   did not fail, and was made within BACKUP_LATE_AFTER (nightly, with a few hours to spare).
-  Before the first, it passes ("none yet"): a new hotline is not failing.
+  Before the first, it passes ("none yet": a new hotline is not failing) until a question has
+  waited longer than BACKUP_LATE_AFTER. A backup by the command (`hotline backup --to …`)
+  counts as one.
 
 `/health/ready` answers 200 when all pass and 503 when one fails, with each check's pass or
 fail as JSON and nothing more, so it needs no login (the counts and ages would tell, at night,
@@ -108,6 +110,8 @@ def check(runtime: Runtime, now: datetime | None = None) -> list[Check]:
             sms = health.sms_waiting(session)
             backup_made = health.last_beat(session, health.BACKUP)
             backup_failed = health.last_beat(session, health.BACKUP_FAILED)
+            first_question = (health.first_question_at(session)
+                              if backup_made is None and backup_failed is None else None)
     except Exception as error:  # noqa: BLE001 - a missing table (not migrated), a timeout...
         log.exception("health: the backlogs could not be read")
         checks.append(Check("backlogs", False, f"could not be read ({type(error).__name__})",
@@ -138,12 +142,13 @@ def check(runtime: Runtime, now: datetime | None = None) -> list[Check]:
                            TRANSCRIPTION_LATE_AFTER, "questions"))
     checks.append(_backlog("sms", sms, now, late, "SMS"))
     if runtime.settings.backup_dir is not None or backup_made or backup_failed:
-        checks.append(_backup_check(now, backup_made, backup_failed))
+        checks.append(_backup_check(now, backup_made, backup_failed, first_question))
     checks.append(_queue_check())
     return checks
 
 
-def _backup_check(now: datetime, made: datetime | None, failed: datetime | None) -> Check:
+def _backup_check(now: datetime, made: datetime | None, failed: datetime | None,
+                  first_question: datetime | None) -> Check:
     made_age, failed_age = _age(now, made), _age(now, failed)
     figures = {"last_backup_seconds": made_age, "last_failure_seconds": failed_age}
     if failed is not None and (made is None or failed > made):
@@ -151,6 +156,13 @@ def _backup_check(now: datetime, made: datetime | None, failed: datetime | None)
                      "ago: see the worker's log, then `hotline backup`", figures)
     limit = int(BACKUP_LATE_AFTER.total_seconds())
     if made_age is None:
+        # Never made nor tried: fine while nothing is at risk; not once a question has waited
+        # longer than a night for one (HOTLINE_BACKUP_DIR set here, but on no worker, say).
+        waited = _age(now, first_question)
+        if waited is not None and waited > limit:
+            return Check("backup", False, f"no backup has ever been made, and the first "
+                         f"question came {waited // 3600} h ago: is HOTLINE_BACKUP_DIR set on "
+                         "a worker?", figures)
         return Check("backup", True, "no backup yet (the first at 03:00 Almaty)", figures)
     if made_age > limit:
         return Check("backup", False, f"the last backup was made {made_age // 3600} h ago "

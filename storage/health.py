@@ -112,3 +112,9 @@ def sms_waiting(session: Session) -> Waiting:
     return _waiting(session, SmsMessage.created_at,
                     SmsMessage.direction == SMS_OUT, SmsMessage.message_sid.is_(None),
                     or_(SmsMessage.status == SMS_QUEUED, SmsMessage.status == SMS_SENDING))
+
+
+def first_question_at(session: Session) -> datetime | None:
+    """When the first question still stored came (the lowest id: by the primary key's index,
+    not a scan); None when there is none."""
+    return session.scalar(select(Question.created_at).order_by(Question.id).limit(1))

@@ -235,6 +235,15 @@ def test_the_health_check_tells_when_backups_fail_or_stop(
 
     assert backup_check(app)["ok"] and backup_check(app)["detail"] == (
         "no backup yet (the first at 03:00 Almaty)")
+    # None ever made, and a question waited longer than a night for one: no longer fine.
+    with runtime(app).sessions() as session, session.begin():
+        waited = utcnow() - timedelta(hours=31)
+        session.add(Question(channel="voice", language="kk", created_at=waited,
+                             priority_at=waited))
+    never = backup_check(app)
+    assert not never["ok"] and never["detail"] == (
+        "no backup has ever been made, and the first question came 31 h ago: is "
+        "HOTLINE_BACKUP_DIR set on a worker?")
     assert jobs.backup_job.call_local() is not None
     made = backup_check(app)
     assert made["ok"] and 0 <= made["last_backup_seconds"] <= 60
