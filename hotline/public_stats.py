@@ -17,9 +17,11 @@ With fewer than MIN_COUNT questions in all, nothing is broken down.
 Only completed months are published, as they stood when they ended: the questions of the
 PERIOD_MONTHS months before this one, each counted as answered (and its callback time taken)
 only if that happened before this month began. The figures change once a month, at the turn
-of the month (Almaty time). Published afresh every minute, two snapshots a minute apart would
-differ by the one call in between, and a neighbour who knew who called when would read its
-region, topic, and whether it was answered, whatever the suppression rules hide.
+of the month (Almaty time): the first computation after it is kept in the database
+(public_snapshots) and served from there until the next month ends, so that a region or topic
+tagged afterwards does not change them either. Published afresh every minute, two versions a
+minute apart would differ by the one call in between, and a neighbour who knew who called when
+would read its region, topic, and whether it was answered, whatever the suppression rules hide.
 
 The pages need no cookie: the language is in the path (/public/kk, /public/ru, /public/en) or
 chosen from Accept-Language at /public, and shared caches may keep anonymous responses.
@@ -299,7 +301,46 @@ def current_stats() -> Result[PublicStats]:
     return kept_or_older(_KEPT_AS, STATS_SECONDS, _compute_stats)
 
 
+def _figure_document(figure: Figure) -> dict[str, Any]:
+    return {"value": figure.value, "suppressed": figure.suppressed, "reason": figure.reason}
+
+
+def _row_document(row: Row) -> dict[str, Any]:
+    return {"key": row.key, "received": _figure_document(row.received),
+            "answered": _figure_document(row.answered),
+            "median_hours": _figure_document(row.median_hours)}
+
+
+def to_document(stats: PublicStats) -> dict[str, Any]:
+    """The figures as a JSON-able document, to be kept (storage.reports.keep_public_snapshot)."""
+    return {"first_month": stats.first_month, "last_month": stats.last_month,
+            "as_of": stats.as_of.isoformat(), "computed_at": stats.computed_at.isoformat(),
+            "total": _row_document(stats.total),
+            "months": [_row_document(r) for r in stats.months],
+            "regions": [_row_document(r) for r in stats.regions],
+            "topics": [_row_document(r) for r in stats.topics]}
+
+
+def from_document(document: dict[str, Any]) -> PublicStats:
+    """The figures to_document kept."""
+    def row(kept: dict[str, Any]) -> Row:
+        return Row(kept["key"], Figure(**kept["received"]), Figure(**kept["answered"]),
+                   Figure(**kept["median_hours"]))
+
+    return PublicStats(
+        first_month=document["first_month"], last_month=document["last_month"],
+        as_of=datetime.fromisoformat(document["as_of"]),
+        computed_at=datetime.fromisoformat(document["computed_at"]),
+        total=row(document["total"]), months=[row(r) for r in document["months"]],
+        regions=[row(r) for r in document["regions"]],
+        topics=[row(r) for r in document["topics"]])
+
+
 def _compute_stats() -> PublicStats:
+    """The figures of the months up to the last one: kept in the database (public_snapshots)
+    by the first computation after that month ended, and read from there after. A question
+    tagged with another region or topic later, or one Twilio's catch-up brings in late, does
+    not change figures once published (it counts in no month's: its month is published)."""
     now = utcnow()
     as_of = month_start(now.astimezone(LOCAL_TIME).date())
     months = last_months((as_of - timedelta(days=1)).date(), PERIOD_MONTHS)
@@ -307,8 +348,15 @@ def _compute_stats() -> PublicStats:
     since = month_start(date(year, month, 1))
     # Read-only: it reads every question of the months, and must not hold up the webhooks.
     with unit_of_work(runtime().sessions, read_only=True) as db:
-        facts = figures.question_facts(db, figures.Filters(since=since, until=as_of))
-    return compute(facts, months, now, as_of)
+        kept = figures.public_snapshot(db, months[-1])
+        document = kept.figures if kept is not None else None
+        facts = [] if kept is not None else figures.question_facts(
+            db, figures.Filters(since=since, until=as_of))
+    if document is None:
+        computed = to_document(compute(facts, months, now, as_of))
+        with unit_of_work(runtime().sessions) as db:
+            document = figures.keep_public_snapshot(db, months[-1], now, computed).figures
+    return from_document(document)
 
 
 def _cacheable(response: Response, is_stale: bool) -> Response:

@@ -476,6 +476,22 @@ class AudioBlob(Base):
         return f"<AudioBlob {self.id} {self.key} {self.size} bytes>"
 
 
+class PublicSnapshot(Base):
+    """The public figures as published for the months up to `month` (YYYY-MM, Almaty): computed
+    once, by the first visitor after that month ended, and served unchanged until the next
+    month ends (hotline.public_stats). A tag changed, or a question found, later does not
+    change them: two versions of the figures never differ by one call."""
+
+    __tablename__ = "public_snapshots"
+
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)
+    computed_at: Mapped[datetime]
+    figures: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+    def __repr__(self) -> str:
+        return f"<PublicSnapshot {self.month}>"
+
+
 class Heartbeat(Base):
     """When a periodic job last ran (storage.health.beat): the worker's sign of life.
 

@@ -30,6 +30,7 @@ from datetime import date, datetime, tzinfo
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, and_, exists, func, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from storage.models import (
@@ -41,6 +42,7 @@ from storage.models import (
     ROLE_CONSULTANT,
     Call,
     CallbackAttempt,
+    PublicSnapshot,
     Question,
     SmsMessage,
     User,
@@ -326,3 +328,22 @@ def hangups(session: Session, filters: Filters) -> Counter[tuple[str | None, str
         last = keys[-1]
         where[(str(last.get("node", last_node)), _first_key(last.get("digits")))] += 1
     return where
+
+
+def public_snapshot(session: Session, month: str) -> PublicSnapshot | None:
+    """The public figures kept for the months up to month (YYYY-MM), if they were computed."""
+    return session.get(PublicSnapshot, month)
+
+
+def keep_public_snapshot(session: Session, month: str, computed_at: datetime,
+                         document: dict[str, Any]) -> PublicSnapshot:
+    """Keep the public figures for month, unless another process kept its own first; return
+    the ones kept (theirs, then: every process serves the same)."""
+    try:
+        with session.begin_nested():
+            session.add(PublicSnapshot(month=month, computed_at=computed_at, figures=document))
+    except IntegrityError:
+        pass  # another web process computed them at the same moment
+    kept = session.get(PublicSnapshot, month, populate_existing=True)
+    assert kept is not None
+    return kept
