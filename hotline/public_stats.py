@@ -15,13 +15,15 @@ least MIN_COUNT answered and MIN_COUNT not; a median only beside a published ans
 With fewer than MIN_COUNT questions in all, nothing is broken down.
 
 Only completed months are published, as they stood when they ended: the questions of the
-PERIOD_MONTHS months before this one, each counted as answered (and its callback time taken)
-only if that happened before this month began. The figures change once a month, at the turn
-of the month (Almaty time): the first computation after it is kept in the database
-(public_snapshots) and served from there until the next month ends, so that a region or topic
-tagged afterwards does not change them either. Published afresh every minute, two versions a
-minute apart would differ by the one call in between, and a neighbour who knew who called when
-would read its region, topic, and whether it was answered, whatever the suppression rules hide.
+PERIOD_MONTHS months before the one that ended last, each counted as answered (and its
+callback time taken) only if that happened before that month ended. The figures change once a
+month, a day and some hours after the turn of the month (Almaty time; publication(): a late
+recording of the month's last evening is in by then): the first computation after that is
+kept in the database (public_snapshots) and served from there until the next month's, so
+that a region or topic tagged afterwards does not change them either. Published afresh every
+minute, two versions a minute apart would differ by the one call in between, and a neighbour
+who knew who called when would read its region, topic, and whether it was answered, whatever
+the suppression rules hide.
 
 The pages need no cookie: the language is in the path (/public/kk, /public/ru, /public/en) or
 chosen from Accept-Language at /public, and shared caches may keep anonymous responses.
@@ -187,6 +189,8 @@ class PublicStats:
     regions: list[Row]
     topics: list[Row]
     computed_at: datetime  # UTC
+    # When the next month's figures are computed (publication()); not kept with the figures.
+    next_update: datetime | None = None
 
 
 def last_months(today: date, count: int) -> list[str]:
@@ -243,6 +247,22 @@ def month_start(day: date) -> datetime:
 def next_month_start(start: datetime) -> datetime:
     """The first moment of the month after the one that starts at start."""
     return month_start(start.date() + timedelta(days=32))
+
+
+# After a month ends, its figures wait this long beyond the recording catch-up's look-back
+# (HOTLINE_RECORDING_CATCHUP_HOURS: a recording Twilio reported late keeps the time of its
+# call), so that a question of the month's last evening found the next day is in them, not in
+# the next month's version of that month's row (which would then differ by that one call).
+PUBLISH_MARGIN = timedelta(hours=6)
+
+
+def publication(now: datetime, catchup_hours: int) -> tuple[datetime, datetime]:
+    """The moment the figures published at now describe (the start of the month after the
+    last one published) and when the next month's are: each month's figures are computed
+    catchup_hours + PUBLISH_MARGIN after it ends."""
+    delay = timedelta(hours=max(catchup_hours, 0)) + PUBLISH_MARGIN
+    as_of = month_start((now - delay).astimezone(LOCAL_TIME).date())
+    return as_of, next_month_start(as_of) + delay
 
 
 def as_it_stood(fact: figures.QuestionFacts, moment: datetime) -> figures.QuestionFacts:
@@ -342,7 +362,7 @@ def _compute_stats() -> PublicStats:
     tagged with another region or topic later, or one Twilio's catch-up brings in late, does
     not change figures once published (it counts in no month's: its month is published)."""
     now = utcnow()
-    as_of = month_start(now.astimezone(LOCAL_TIME).date())
+    as_of, next_update = publication(now, runtime().settings.recording_catchup_hours)
     months = last_months((as_of - timedelta(days=1)).date(), PERIOD_MONTHS)
     year, month = (int(part) for part in months[0].split("-"))
     since = month_start(date(year, month, 1))
@@ -356,7 +376,7 @@ def _compute_stats() -> PublicStats:
         computed = to_document(compute(facts, months, now, as_of))
         with unit_of_work(runtime().sessions) as db:
             document = figures.keep_public_snapshot(db, months[-1], now, computed).figures
-    return from_document(document)
+    return replace(from_document(document), next_update=next_update)
 
 
 def _cacheable(response: Response, is_stale: bool) -> Response:
@@ -392,6 +412,11 @@ def _row_json(row: Row, name: str) -> dict[str, Any]:
             "median_hours_to_callback": row.median_hours.as_json()}
 
 
+def _next_update(stats: PublicStats) -> datetime:
+    """When the next figures come (Almaty time)."""
+    return (stats.next_update or next_month_start(stats.as_of)).astimezone(LOCAL_TIME)
+
+
 def stats_json(stats: PublicStats, is_stale: bool) -> dict[str, Any]:
     """The published figures as a JSON document; is_stale: see current_stats() (then computed_at
     too)."""
@@ -402,7 +427,7 @@ def stats_json(stats: PublicStats, is_stale: bool) -> dict[str, Any]:
                    "time_zone": "Asia/Almaty"},
         # The moment the figures describe (the end of to_month) and when they change next.
         "as_of": stats.as_of.isoformat(),
-        "next_update": next_month_start(stats.as_of).date().isoformat(),
+        "next_update": _next_update(stats).date().isoformat(),
         "updates": ("once a month: only completed months are published, as they stood when "
                     "they ended, so that no single call can be told from a change in them"),
         "stale": is_stale,
@@ -483,8 +508,7 @@ def _render(language: str) -> Response:
 
         topic_bars = [(topic_title(row.key), _bar(row.received)) for row in stats.topics]
         month_bars = [(month_title(row.key), _bar(row.received)) for row in stats.months]
-        next_update = format_date(next_month_start(stats.as_of).date(), "long",
-                                  locale=language)
+        next_update = format_date(_next_update(stats).date(), "long", locale=language)
         html = render_template("public.html", stats=stats, page_language=language,
                                next_update=next_update,
                                public_languages=PUBLIC_LANGUAGES, topic_title=topic_title,

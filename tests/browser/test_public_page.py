@@ -3,12 +3,13 @@ and a desktop's; screenshots under test-artifacts/screenshots/."""
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta
+from datetime import timedelta
 
 import pytest
 from flask import Flask
 
-from hotline.config import LOCAL_TIME
+from hotline.config import Settings
+from hotline.public_stats import month_start, publication
 from storage.db import unit_of_work
 from storage.models import Question, utcnow
 from tests.browser.conftest import PHONE, NewContext, log_in, shot
@@ -20,9 +21,8 @@ from tests.workspace_support import add_user
 def figures(live_app: Flask) -> None:
     """Last month (the latest one published): 30 questions from Almaty, 20 from Astana, 4
     from Abai, all called back."""
-    this_month = utcnow().astimezone(LOCAL_TIME).date().replace(day=1)
-    start = datetime.combine((this_month - timedelta(days=1)).replace(day=1), time(0),
-                             LOCAL_TIME) + timedelta(minutes=1)
+    as_of, _next = publication(utcnow(), Settings().recording_catchup_hours)
+    start = month_start((as_of - timedelta(days=1)).date()) + timedelta(minutes=1)
     with unit_of_work(runtime(live_app).sessions) as db:
         for region, topic, count in (("almaty", "pension", 30), ("astana", "disability", 20),
                                      ("abai", "documents", 4)):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Iterator, Sequence
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -17,7 +17,7 @@ from sqlalchemy import select, text
 from werkzeug.test import TestResponse
 
 from hotline import public_stats
-from hotline.config import LOCAL_TIME
+from hotline.config import LOCAL_TIME, Settings
 from hotline.public_stats import (
     FEW,
     HIDDEN,
@@ -28,6 +28,7 @@ from hotline.public_stats import (
     derived_figure,
     last_months,
     protect,
+    publication,
 )
 from storage.models import PublicSnapshot, Question, utcnow
 from storage.reports import QuestionFacts
@@ -130,10 +131,10 @@ def test_a_month_is_computed_once_and_kept(app: Flask, db: Db, questions_in_regi
 
 
 def month_start() -> datetime:
-    """The first moment of the last completed month in Almaty: the latest one published."""
-    this_month = utcnow().astimezone(LOCAL_TIME).date().replace(day=1)
-    return datetime.combine((this_month - timedelta(days=1)).replace(day=1), time(0),
-                            LOCAL_TIME)
+    """The first moment, in Almaty, of the latest month published now (the last completed
+    one, or the one before it in the first hours of a month: public_stats.publication)."""
+    as_of, _next = publication(utcnow(), Settings().recording_catchup_hours)
+    return public_stats.month_start((as_of - timedelta(days=1)).date())
 
 
 @pytest.fixture
@@ -172,8 +173,10 @@ def test_only_completed_months_are_published_as_they_ended(app: Flask, db: Db,
     client = app.test_client()
     before = client.get("/public/stats.json").get_json()
     assert before["as_of"] == this_month.isoformat()
-    assert before["next_update"] == (this_month + timedelta(days=32)).date().replace(
-        day=1).isoformat()
+    # A day and some hours after the month ends, so that late recordings are in.
+    next_update = publication(utcnow(), Settings().recording_catchup_hours)[1]
+    assert next_update - (this_month + timedelta(days=32)).replace(day=1) == timedelta(hours=30)
+    assert before["next_update"] == next_update.date().isoformat()
     assert before["period"]["to_month"] == last_month.strftime("%Y-%m")
     assert by_region(before)["abai"]["received"] == {"value": 6, "suppressed": False}
     assert by_region(before)["abai"]["answered"]["suppressed"] is True  # 1 not answered
@@ -641,3 +644,19 @@ def test_fewer_than_five_in_all_are_not_broken_down(app: Flask, db: Db) -> None:
     assert stats["period"]["to_month"] == month_start().strftime("%Y-%m")
     assert stats["period"]["from_month"] != stats["period"]["to_month"]
     assert "Всего меньше 5 вопросов" in client.get("/public/ru").get_data(as_text=True)
+
+
+@pytest.mark.parametrize(("now", "published_through", "next_update"), [
+    # Almaty is UTC+5. November ends at 2026-11-30 19:00 UTC; published 30 h later.
+    (datetime(2026, 12, 2, 0, 59, tzinfo=UTC), "2026-10", datetime(2026, 12, 2, 6, 0)),
+    (datetime(2026, 12, 2, 1, 0, tzinfo=UTC), "2026-11", datetime(2027, 1, 2, 6, 0)),
+    (datetime(2026, 12, 31, 23, 0, tzinfo=UTC), "2026-11", datetime(2027, 1, 2, 6, 0)),
+])
+def test_a_month_is_published_when_its_late_recordings_are_in(
+        now: datetime, published_through: str, next_update: datetime) -> None:
+    """A recording Twilio's catch-up finds (up to HOTLINE_RECORDING_CATCHUP_HOURS late) keeps
+    its call's time: the month is published after that, so such a call is in its month's first
+    figures, not only in the next version of that row (which would differ by it alone)."""
+    as_of, then = publication(now, catchup_hours=24)
+    assert (as_of - timedelta(days=1)).strftime("%Y-%m") == published_through
+    assert then == next_update.replace(tzinfo=LOCAL_TIME)
