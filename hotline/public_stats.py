@@ -191,6 +191,8 @@ class PublicStats:
     computed_at: datetime  # UTC
     # When the next month's figures are computed (publication()); not kept with the figures.
     next_update: datetime | None = None
+    # Demo mode: this month so far too, computed afresh (_live_stats), not kept.
+    live: bool = False
 
 
 def last_months(today: date, count: int) -> list[str]:
@@ -362,21 +364,38 @@ def _compute_stats() -> PublicStats:
     tagged with another region or topic later, or one Twilio's catch-up brings in late, does
     not change figures once published (it counts in no month's: its month is published)."""
     now = utcnow()
-    as_of, next_update = publication(now, runtime().settings.recording_catchup_hours)
+    settings = runtime().settings
+    if settings.demo:
+        return _live_stats(now)
+    as_of, next_update = publication(now, settings.recording_catchup_hours)
     months = last_months((as_of - timedelta(days=1)).date(), PERIOD_MONTHS)
-    year, month = (int(part) for part in months[0].split("-"))
-    since = month_start(date(year, month, 1))
     # Read-only: it reads every question of the months, and must not hold up the webhooks.
     with unit_of_work(runtime().sessions, read_only=True) as db:
         kept = figures.public_snapshot(db, months[-1])
         document = kept.figures if kept is not None else None
         facts = [] if kept is not None else figures.question_facts(
-            db, figures.Filters(since=since, until=as_of))
+            db, figures.Filters(since=_first_moment(months), until=as_of))
     if document is None:
         computed = to_document(compute(facts, months, now, as_of))
         with unit_of_work(runtime().sessions) as db:
             document = figures.keep_public_snapshot(db, months[-1], now, computed).figures
     return replace(from_document(document), next_update=next_update)
+
+
+def _first_moment(months: Sequence[str]) -> datetime:
+    year, month = (int(part) for part in months[0].split("-"))
+    return month_start(date(year, month, 1))
+
+
+def _live_stats(now: datetime) -> PublicStats:
+    """Demo mode (`make run`): the months up to this one, this month so far included, as they
+    are now, computed afresh each time and kept nowhere. A demo's questions are all of today,
+    and the page would otherwise stay empty until the month is over; a demo holds no resident
+    to protect. Production never takes this path (HOTLINE_DEMO is off there)."""
+    months = last_months(now.astimezone(LOCAL_TIME).date(), PERIOD_MONTHS)
+    with unit_of_work(runtime().sessions, read_only=True) as db:
+        facts = figures.question_facts(db, figures.Filters(since=_first_moment(months)))
+    return replace(compute(facts, months, now), live=True)
 
 
 def _cacheable(response: Response, is_stale: bool) -> Response:
@@ -427,8 +446,10 @@ def stats_json(stats: PublicStats, is_stale: bool) -> dict[str, Any]:
                    "time_zone": "Asia/Almaty"},
         # The moment the figures describe (the end of to_month) and when they change next.
         "as_of": stats.as_of.isoformat(),
-        "next_update": _next_update(stats).date().isoformat(),
-        "updates": ("once a month: only completed months are published, as they stood when "
+        "next_update": None if stats.live else _next_update(stats).date().isoformat(),
+        "updates": ("demo mode: this month so far too, recomputed every minute (a real "
+                    "hotline publishes completed months only)" if stats.live else
+                    "once a month: only completed months are published, as they stood when "
                     "they ended, so that no single call can be told from a change in them"),
         "stale": is_stale,
         **({"computed_at": stats.computed_at.isoformat()} if is_stale else {}),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -660,3 +660,26 @@ def test_a_month_is_published_when_its_late_recordings_are_in(
     as_of, then = publication(now, catchup_hours=24)
     assert (as_of - timedelta(days=1)).strftime("%Y-%m") == published_through
     assert then == next_update.replace(tzinfo=LOCAL_TIME)
+
+
+def test_a_demo_shows_this_month_so_far(make_app: Callable[[Settings], Flask],
+                                        settings: Settings, db: Db) -> None:
+    """`make run` (demo mode): the page shows today's questions, says it is a demo, keeps
+    nothing; a real hotline (the other tests) shows completed months only."""
+    app = make_app(settings.override(demo=True))
+    now = utcnow()
+    with db() as session:
+        for i in range(6):
+            session.add(Question(channel="voice", language="ru", topic="pension",
+                                 region="abai", created_at=now - timedelta(minutes=i),
+                                 priority_at=now))
+    client = app.test_client()
+    stats = client.get("/public/stats.json").get_json()
+    assert stats["totals"]["received"] == {"value": 6, "suppressed": False}
+    assert stats["period"]["to_month"] == now.astimezone(LOCAL_TIME).strftime("%Y-%m")
+    assert stats["next_update"] is None and stats["updates"].startswith("demo mode")
+    for language, words in (("ru", "Демо-режим: показан и текущий месяц"),
+                            ("kk", "Демо режимі: осы айдың"), ("en", "Demo mode: this month")):
+        assert words in html.unescape(client.get(f"/public/{language}").get_data(as_text=True))
+    with db() as session:
+        assert session.scalars(select(PublicSnapshot)).all() == []
