@@ -39,6 +39,11 @@ AFTER_EMPTY_RECORDING = MAX_REPEATS + 1
 # tries (to the recording's action URL): a second empty recording then says goodbye instead
 # of starting over (not_recorded).
 RECORDING_AGAIN = 1
+# The main menu's tries after the greeting of a returning caller whose question waits (start):
+# counted from here, so that silence through its repeats ends with "your question is waiting"
+# and goodbye, not the offer to record: they called to ask after it, and what they would say
+# into the recorder is the same question again. A key pressed there counts on as usual.
+WAITING_CALLER = MAX_REPEATS + 3
 
 Wait = Literal["key", "record", "hangup"]
 
@@ -156,9 +161,12 @@ class Flow:
         lawyer calls from the hotline's number: an anxious resident who calls to ask need
         not record the same question again (the menu still lets them ask another). One who
         never chose a language (they left the question after silence on the language menu)
-        hears it in every language, before the language menu."""
+        hears it in every language, before the language menu. Silence on the menu after it
+        ends with "your question is waiting" and goodbye rather than the offer to record
+        (WAITING_CALLER)."""
         language = self.known_language(language)
-        screen = self.show(MAIN if language else LANGUAGE, language)
+        tries = WAITING_CALLER if waiting and language else 0
+        screen = self.show(MAIN if language else LANGUAGE, language, tries)
         said = ("greeting", "queue.waiting") if waiting else ("greeting",)
         return _with_preface(screen, self.say(language, *said))
 
@@ -344,7 +352,15 @@ class Flow:
                 return self.show(GOODBYE, None)
             screen = self.show(LANGUAGE, None, tries)
             return _with_preface(screen, self.say(None, "nav.wrong_key"))
-        if tries >= MAX_REPEATS:
+        if node == MAIN and tries >= WAITING_CALLER:
+            # A returning caller whose question waits (start): silence to the end says so
+            # again, and goodbye; keys to the end, the offer to record (they may have another).
+            if tries - WAITING_CALLER >= MAX_REPEATS:
+                if not key:
+                    return _with_preface(self.show(GOODBYE, language),
+                                         self.say(language, "queue.waiting"))
+                return self.show(OFFER, language, 0, topic)
+        elif tries >= MAX_REPEATS:
             # After "nothing was recorded": the offer once more, as after any menu (a caller
             # who cannot use the keypad may still speak), but only once (RECORDING_AGAIN).
             again = RECORDING_AGAIN if node == EMPTY else 0

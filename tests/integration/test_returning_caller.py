@@ -72,3 +72,18 @@ def test_a_caller_who_never_chose_a_language_is_told_in_both(
     assert heard[:len(expected)] == expected
     assert heard[len(expected)] == flow.prompt(flow.content.language_codes[0],
                                                "language.choose").text
+
+
+def test_a_waiting_caller_who_only_listens_stores_nothing_new(
+        app: Flask, db: Db, phone: PhoneSimulator, question_wav: Path) -> None:
+    """Through the signed webhooks: the resident calls back to ask after the question and says
+    nothing; they hear that it waits, once more at the end, and goodbye; no second question."""
+    flow = runtime(app).flow
+    phone.call([*RUSSIAN_QUESTION, Speak(question_wav)])
+    again = phone.call(["", "", "", Speak(question_wav)])
+    heard = again.texts()
+    assert heard[-2:] == [flow.prompt("ru", "queue.waiting").text,
+                          flow.prompt("ru", "goodbye").text]
+    assert flow.prompt("ru", "record.intro").text not in heard
+    with db() as session:
+        assert len(session.scalars(select(Question)).all()) == 1

@@ -246,6 +246,35 @@ def test_a_returning_caller_with_a_waiting_question_is_told_before_the_menu(
         *((code, "language.choose") for code in LANGUAGES)]
 
 
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_a_waiting_caller_who_only_listens_is_told_again_and_let_go(
+        flow: Flow, language: str) -> None:
+    """They called to ask after their question: silence through the menu's repeats ends with
+    "your question is waiting" and goodbye, not the offer to record the same question again.
+    Keys they press are heard as always; wrong ones to the end lead to the offer (they may
+    want to ask something else), as does 0 at any time."""
+    screen = flow.start(language, True)
+    for _repeat in range(2):
+        screen = flow.press(screen.node, language, "", screen.tries)
+        assert screen.node == MAIN and screen.prompts[0].key == "nav.not_heard"
+    last = flow.press(screen.node, language, "", screen.tries)
+    assert last.node == GOODBYE and last.wait == "hangup"
+    assert [p.key for p in last.prompts] == ["queue.waiting", "goodbye"]
+    # Wrong keys: the offer, as for anyone.
+    screen = flow.start(language, True)
+    for key in ("7", "", "8"):
+        screen = flow.press(screen.node, language, key, screen.tries)
+    assert screen.node == OFFER
+    # Without a waiting question: the offer after silence (the rule for everyone else).
+    screen = flow.start(language)
+    for _repeat in range(3):
+        screen = flow.press(screen.node, language, "", screen.tries)
+    assert screen.node == OFFER
+    # A key chosen leads on as usual; 0 still reaches the recorder.
+    assert flow.press(MAIN, language, "0", flow.start(language, True).tries).node == RECORD
+    assert flow.press(MAIN, language, "1", flow.start(language, True).tries).node != MAIN
+
+
 def test_choosing_a_language_remembers_it(flow: Flow) -> None:
     for key, code in CONTENT.languages.items():
         screen = flow.press(LANGUAGE, None, key)
