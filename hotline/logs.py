@@ -1,5 +1,6 @@
-"""The worker's logging: one line per record, with the time, level and logger, and the same error
-repeated over and over told once a minute.
+"""The worker's and the web processes' logging (`hotline worker`; gunicorn.conf.py): one line
+per record, with the time, level and logger, and the same error repeated over and over told
+once a minute.
 
 Huey's consumer reads its queue and its schedule in a loop: with Redis down, each worker thread
 logs "Error reading from queue" with a whole traceback every second, and the scheduler "Error

@@ -182,7 +182,7 @@ class PublicStats:
     first_month: str
     last_month: str
     # The first moment after the last month (local midnight of its next month's first day):
-    # the figures are those of that moment, and change next at the month after it.
+    # the figures are those of that moment (in demo mode: of computed_at).
     as_of: datetime
     total: Row
     months: list[Row]
@@ -310,11 +310,12 @@ def compute(facts: Sequence[figures.QuestionFacts], months: Sequence[str],
 
 
 def current_stats() -> Result[PublicStats]:
-    """The public figures of the PERIOD_MONTHS completed months before this one, computed
-    at most once every STATS_SECONDS by this app (hotline.memo): the page needs no login, and
-    each computation reads every question of those months, so visitors asking often, or many
-    at once, cost the database one computation a minute. Through a database outage the last
-    figures stay (unavailable, when there are none yet), marked stale.
+    """The public figures of the PERIOD_MONTHS months up to the last one published (see the
+    module), read at most once every STATS_SECONDS by this app (hotline.memo): the page needs
+    no login, so visitors asking often, or many at once, cost the database one read a minute
+    (and the month's first computation, of every question of those months, once). Through a
+    database outage the last figures stay (unavailable, when there are none yet), marked
+    stale.
 
     Stale figures: the page and the JSON say so, with the time they were computed, and caches
     keep them for STALE_CACHE_SECONDS only. Fresh figures carry no time: they are at most
