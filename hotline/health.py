@@ -20,7 +20,9 @@ a limit past which someone must look:
   did not fail, and was made within BACKUP_LATE_AFTER (nightly, with a few hours to spare).
   Before the first, it passes ("none yet": a new hotline is not failing) until a question has
   waited longer than BACKUP_LATE_AFTER. A backup by the command (`hotline backup --to …`)
-  counts as one.
+  counts as one;
+- the disk of this machine's data folder has at least DISK_FREE_MIN free (1 GB: a busy day of
+  recordings); each machine checks its own.
 
 `/health/ready` answers 200 when all pass and 503 when one fails, with each check's pass or
 fail as JSON and nothing more, so it needs no login (the counts and ages would tell, at night,
@@ -33,8 +35,10 @@ and the callback hours already need.
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, cast
 
 from flask import Blueprint, Response, current_app, jsonify
@@ -54,6 +58,9 @@ TRANSCRIPTION_LATE_AFTER = timedelta(hours=1)
 # A recording no job will fetch again fails the check for this long after Twilio reported
 # it: long enough to be seen, and then the alarm is not stuck on one lost recording.
 GIVEN_UP_ALERT = timedelta(days=3)
+# Free space the data folder's disk needs: a thousand minutes of recordings (8 kHz 16-bit WAV,
+# about 1 MB a minute), a busy day and more.
+DISK_FREE_MIN = 1024 * 2**20
 # The nightly backup runs at 03:00 Almaty: a day and some hours to spare.
 BACKUP_LATE_AFTER = timedelta(hours=30)
 # /health/ready answers from the last checks for this long: a monitor polling every few
@@ -90,7 +97,27 @@ def _backlog(name: str, waiting: health.Waiting, now: datetime, late_after: time
 
 def check(runtime: Runtime, now: datetime | None = None) -> list[Check]:
     """Run every check (see the module's docstring); a failure of one does not stop the rest."""
-    now = now or utcnow()
+    return [*_service_checks(runtime, now or utcnow()), disk_check(runtime.settings.data_dir)]
+
+
+def disk_check(folder: Path, needed: int | None = None) -> Check:
+    """Free space where this machine keeps its data (at least needed, DISK_FREE_MIN by
+    default): a recording that cannot be written waits for its download to be retried
+    (nothing is lost), but nothing new is stored until there is room, so say so while there
+    still is some."""
+    needed = DISK_FREE_MIN if needed is None else needed
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError as error:  # the folder is not there (yet): nothing to say of its disk
+        return Check("disk", True, f"not measured ({type(error).__name__})", {})
+    figures = {"free_bytes": free}
+    if free < needed:
+        return Check("disk", False, f"{free // 2**20} MB free in {folder} (limit "
+                     f"{needed // 2**20} MB): recordings cannot be stored for long", figures)
+    return Check("disk", True, f"{free // 2**20} MB free", figures)
+
+
+def _service_checks(runtime: Runtime, now: datetime) -> list[Check]:
     late = timedelta(seconds=2 * runtime.settings.stale_seconds)
     try:
         with unit_of_work(runtime.sessions) as session:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,7 +34,7 @@ from tests.support import runtime
 from tests.workspace_support import Db
 
 NAMES = ["database", "worker", "downloads", "given_up_downloads", "transcriptions", "sms",
-         "queue"]
+         "queue", "disk"]
 
 
 @pytest.fixture(autouse=True)
@@ -186,14 +187,15 @@ def test_a_database_or_queue_that_does_not_answer_fails(
         checks = health_checks.check(dataclasses.replace(rt, sessions=make_session_factory(gone)))
     finally:
         gone.dispose()
-    assert [(c.name, c.ok) for c in checks] == [("database", False), ("queue", True)]
+    assert [(c.name, c.ok) for c in checks] == [("database", False), ("queue", True),
+                                                ("disk", True)]
     assert checks[0].detail == "does not answer (OperationalError)"
     # A database that answers but lacks a table (not migrated): the database check passes.
     with db() as session:
         session.execute(text("DROP TABLE heartbeats"))
     checks = health_checks.check(rt)
     assert [(c.name, c.ok) for c in checks] == [
-        ("database", True), ("backlogs", False), ("queue", True)]
+        ("database", True), ("backlogs", False), ("queue", True), ("disk", True)]
     monkeypatch.setattr(jobs, "huey", jobs.make_huey(dataclasses.replace(
         rt.settings, redis_url="redis://127.0.0.1:1/0")))
     status, document = ready(app)
@@ -209,3 +211,21 @@ def test_the_web_answer_is_cached(app: Flask, monkeypatch: pytest.MonkeyPatch) -
     assert health_cli(app).exit_code == 0  # the command checks afresh
     monkeypatch.setattr(health_checks, "CACHE_SECONDS", 0.0)
     assert ready(app)[0] == 200
+
+
+def test_a_disk_short_of_room_fails(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The data folder's real disk, with a limit above what it has free: the check fails and
+    says how much is left; under the limit's default (1 GB) on a roomy disk it passes."""
+    folder = runtime(app).settings.data_dir
+    free = shutil.disk_usage(folder).free
+    short = health_checks.disk_check(folder, needed=free + 2**30)
+    assert not short.ok and short.detail.startswith(f"{free // 2**20} MB free in {folder}")
+    roomy = health_checks.disk_check(folder, needed=free // 2)
+    assert roomy.ok and roomy.figures["free_bytes"] >= free // 2
+    jobs.sweep(runtime(app))
+    monkeypatch.setattr(health_checks, "DISK_FREE_MIN", free + 2**30)
+    status, document = ready(app)
+    assert (status, failing(document)) == (503, ["disk"])
+    # A data folder not made yet: nothing to say of its disk.
+    assert health_checks.disk_check(folder / "missing").detail == (
+        "not measured (FileNotFoundError)")
