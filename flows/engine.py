@@ -39,7 +39,8 @@ AFTER_EMPTY_RECORDING = MAX_REPEATS + 1
 # tries (to the recording's action URL): a second empty recording then says goodbye instead
 # of starting over (not_recorded).
 RECORDING_AGAIN = 1
-# The main menu's tries after the greeting of a returning caller whose question waits (start):
+# The main menu's (or, for one who never chose a language, the language menu's) tries after the
+# greeting of a returning caller whose question waits (start):
 # counted from here, so that silence through its repeats ends with "your question is waiting"
 # and goodbye, not the offer to record: they called to ask after it, and what they would say
 # into the recorder is the same question again. A key pressed there counts on as usual.
@@ -165,8 +166,8 @@ class Flow:
         ends with "your question is waiting" and goodbye rather than the offer to record
         (WAITING_CALLER)."""
         language = self.known_language(language)
-        tries = WAITING_CALLER if waiting and language else 0
-        screen = self.show(MAIN if language else LANGUAGE, language, tries)
+        screen = self.show(MAIN if language else LANGUAGE, language,
+                           WAITING_CALLER if waiting else 0)
         said = ("greeting", "queue.waiting") if waiting else ("greeting",)
         return _with_preface(screen, self.say(language, *said))
 
@@ -255,7 +256,9 @@ class Flow:
         if key == "0":
             return self.show(RECORD if node == MAIN else MAIN, language)
         if key == "*":
-            return self.show(self._parent(node), language)
+            # The main menu's "back" is the main menu: a waiting caller's stays theirs.
+            again = WAITING_CALLER if node == MAIN and tries >= WAITING_CALLER else 0
+            return self.show(self._parent(node), language, again)
         if node in self.content.menus:
             target = self.content.menus[node].options.get(key)
             if target:
@@ -338,21 +341,19 @@ class Flow:
             return replace(screen, remember_language=code)
         if key == "0":
             return self.show(OFFER, previous)
+        # Without a language to go back to, * and 9 show the language menu again: a waiting
+        # caller's stays theirs (WAITING_CALLER).
+        again = WAITING_CALLER if previous is None and tries >= WAITING_CALLER else 0
         if key == "*":
-            return self.show(MAIN if previous else LANGUAGE, previous)
+            return self.show(MAIN if previous else LANGUAGE, previous, 0 if previous else again)
         if key == "9":
-            return self.show(LANGUAGE, previous)
+            return self.show(LANGUAGE, previous, again)
         return self._repeat(LANGUAGE, previous, key, tries, None)
 
     def _repeat(
         self, node: str, language: str | None, key: str, tries: int, topic: str | None
     ) -> Screen:
-        if node == LANGUAGE and tries >= AFTER_EMPTY_RECORDING:
-            if not key:
-                return self.show(GOODBYE, None)
-            screen = self.show(LANGUAGE, None, tries)
-            return _with_preface(screen, self.say(None, "nav.wrong_key"))
-        if node == MAIN and tries >= WAITING_CALLER:
+        if node in (MAIN, LANGUAGE) and tries >= WAITING_CALLER:
             # A returning caller whose question waits (start): silence to the end says so
             # again, and goodbye; keys to the end, the offer to record (they may have another).
             if tries - WAITING_CALLER >= MAX_REPEATS:
@@ -360,6 +361,11 @@ class Flow:
                     return _with_preface(self.show(GOODBYE, language),
                                          self.say(language, "queue.waiting"))
                 return self.show(OFFER, language, 0, topic)
+        elif node == LANGUAGE and tries >= AFTER_EMPTY_RECORDING:
+            if not key:
+                return self.show(GOODBYE, None)
+            screen = self.show(LANGUAGE, None, tries)
+            return _with_preface(screen, self.say(None, "nav.wrong_key"))
         elif tries >= MAX_REPEATS:
             # After "nothing was recorded": the offer once more, as after any menu (a caller
             # who cannot use the keypad may still speak), but only once (RECORDING_AGAIN).

@@ -113,7 +113,9 @@ def disk_check(folder: Path, needed: int | None = None) -> Check:
     figures = {"free_bytes": free}
     if free < needed:
         return Check("disk", False, f"{free // 2**20} MB free in {folder} (limit "
-                     f"{needed // 2**20} MB): recordings cannot be stored for long", figures)
+                     f"{needed // 2**20} MB): the data folder (recordings with "
+                     "HOTLINE_AUDIO_STORE=folder, the SQLite database and job queue, prompts, "
+                     "models) is nearly full", figures)
     return Check("disk", True, f"{free // 2**20} MB free", figures)
 
 

@@ -399,11 +399,12 @@ def _live_stats(now: datetime) -> PublicStats:
     return replace(compute(facts, months, now), live=True)
 
 
-def _cacheable(response: Response, is_stale: bool) -> Response:
+def _cacheable(response: Response, is_stale: bool, live: bool = False) -> Response:
     # Anonymous responses may sit in shared caches; a logged-in visitor's session cookie is
     # refreshed on every response, and such a response must never be shared.
     scope = "private" if request.cookies else "public"
-    seconds = STALE_CACHE_SECONDS if is_stale else CACHE_SECONDS
+    # Stale, or a demo's (recomputed every minute): a minute, not ten.
+    seconds = STALE_CACHE_SECONDS if is_stale or live else CACHE_SECONDS
     response.headers["Cache-Control"] = f"{scope}, max-age={seconds}"
     response.add_etag()
     response.make_conditional(request)
@@ -508,7 +509,7 @@ def stats() -> ResponseReturnValue:
     figures_now = current_stats()
     response = jsonify(stats_json(figures_now.value, figures_now.stale))
     response.headers["Access-Control-Allow-Origin"] = "*"
-    return _cacheable(response, figures_now.stale)
+    return _cacheable(response, figures_now.stale, figures_now.value.live)
 
 
 def _bar(figure: Figure) -> int | float | str | None:
@@ -540,7 +541,7 @@ def _render(language: str) -> Response:
                                .strftime("%d.%m.%Y %H:%M"), stale=is_stale)
     response = Response(html, mimetype="text/html")
     response.headers["Content-Language"] = language
-    return _cacheable(response, is_stale)
+    return _cacheable(response, is_stale, stats.live)
 
 
 def _visitor_language() -> str:

@@ -674,7 +674,9 @@ def test_a_demo_shows_this_month_so_far(make_app: Callable[[Settings], Flask],
                                  region="abai", created_at=now - timedelta(minutes=i),
                                  priority_at=now))
     client = app.test_client()
-    stats = client.get("/public/stats.json").get_json()
+    answer = client.get("/public/stats.json")
+    assert answer.headers["Cache-Control"] == "public, max-age=60"  # a minute, as it says
+    stats = answer.get_json()
     assert stats["totals"]["received"] == {"value": 6, "suppressed": False}
     assert stats["period"]["to_month"] == now.astimezone(LOCAL_TIME).strftime("%Y-%m")
     assert stats["next_update"] is None and stats["updates"].startswith("demo mode")

@@ -72,6 +72,10 @@ def test_a_caller_who_never_chose_a_language_is_told_in_both(
     assert heard[:len(expected)] == expected
     assert heard[len(expected)] == flow.prompt(flow.content.language_codes[0],
                                                "language.choose").text
+    # Silence there to the end: told again, in both languages, and goodbye; nothing recorded.
+    again = phone.call(["", "", "", Speak(question_wav)]).texts()
+    assert again[-4:] == [flow.prompt(code, key).text for key in ("queue.waiting", "goodbye")
+                          for code in flow.content.language_codes]
 
 
 def test_a_waiting_caller_who_only_listens_stores_nothing_new(

@@ -273,6 +273,35 @@ def test_a_waiting_caller_who_only_listens_is_told_again_and_let_go(
     # A key chosen leads on as usual; 0 still reaches the recorder.
     assert flow.press(MAIN, language, "0", flow.start(language, True).tries).node == RECORD
     assert flow.press(MAIN, language, "1", flow.start(language, True).tries).node != MAIN
+    # * on the main menu is the main menu again: still theirs, silence still lets them go.
+    screen = flow.press(MAIN, language, "*", flow.start(language, True).tries)
+    for _repeat in range(3):
+        screen = flow.press(screen.node, language, "", screen.tries)
+    assert screen.node == GOODBYE
+
+
+@pytest.mark.parametrize("first_key", [None, "*", "9"])
+def test_a_waiting_caller_without_a_language_who_only_listens_is_let_go(
+        flow: Flow, first_key: str | None) -> None:
+    """They left their question through silence on the language menu: calling to ask after
+    it, silence there again ends with "your question is waiting" in every language, and
+    goodbye, not the offer to record (* and 9 show that menu again, still theirs)."""
+    screen = flow.start(None, True)
+    assert screen.node == LANGUAGE
+    if first_key:
+        screen = flow.press(screen.node, None, first_key, screen.tries)
+        assert screen.node == LANGUAGE
+    for _repeat in range(2):
+        screen = flow.press(screen.node, None, "", screen.tries)
+        assert screen.node == LANGUAGE
+        assert {p.key for p in screen.prompts[:len(LANGUAGES)]} == {"nav.not_heard"}
+    last = flow.press(screen.node, None, "", screen.tries)
+    assert last.node == GOODBYE and last.wait == "hangup"
+    assert [(p.language, p.key) for p in last.prompts] == [
+        *((code, "queue.waiting") for code in LANGUAGES),
+        *((code, "goodbye") for code in LANGUAGES)]
+    # Choosing a language there leads on as for anyone.
+    assert flow.press(LANGUAGE, None, "2", flow.start(None, True).tries).node == MAIN
 
 
 def test_choosing_a_language_remembers_it(flow: Flow) -> None:
