@@ -3,6 +3,12 @@
 The worker runs the same every night (hotline.jobs.retention_job); `--dry-run` lists what would
 go (counts, question ids and caller ids: never a phone number) and changes nothing.
 
+Twilio keeps its own copy of every recording. Once our copy of a recording's audio is deleted,
+the run deletes Twilio's too (REST DELETE Recordings/RE…; delete_twilio_copies), up to
+TWILIO_DELETES_PER_RUN a run; one that fails is tried again by the next run; a 404 means
+Twilio has none. Not in demo mode (its recordings never were at Twilio) and not without
+TWILIO_ACCOUNT_SID.
+
 The plan is made in a read-only transaction (storage.db.unit_of_work), and carried out in
 batches of BATCH_SIZE recordings or callers, one transaction each: on SQLite every write waits
 for the transaction that writes (the webhooks among them), and one transaction for everything
@@ -21,8 +27,12 @@ from typing import cast
 import click
 from flask import current_app
 from flask.cli import with_appcontext
+from requests import RequestException
+from twilio.base.exceptions import TwilioException, TwilioRestException
 
+from hotline.outbound_sms import close_twilio_client, make_twilio_client
 from hotline.runtime import Runtime
+from hotline.twilio_glue import RECORDING_SID
 from storage import retention as store
 from storage.db import unit_of_work
 from storage.models import utcnow
@@ -32,12 +42,30 @@ log = logging.getLogger(__name__)
 BATCH_SIZE = 100
 
 
+# Twilio copies deleted in one run at most (one REST call each); the next night goes on.
+TWILIO_DELETES_PER_RUN = 1000
+# Failures in a row after which a run stops asking Twilio (it is down, or refuses us).
+TWILIO_FAILURES_IN_A_ROW = 5
+
+
+@dataclass
+class TwilioCleanup:
+    """What a run did to Twilio's copies: deleted (or found gone), and failed."""
+
+    deleted: int = 0
+    failed: int = 0
+    not_there: int = 0  # not Twilio's recordings (no RE… sid): nothing to delete, noted
+    skipped: str | None = None  # why none was asked for, or why it stopped
+
+
 @dataclass(frozen=True)
 class RetentionRun:
     """What a run found due, and (unless it was a dry run) what it did."""
 
     plan: store.Plan
     outcome: store.Outcome | None
+    twilio: TwilioCleanup | None = None
+    twilio_due: int | None = None  # a dry run: recordings whose copy at Twilio would go
 
 
 def run_retention(rt: Runtime, *, dry_run: bool = False, now: datetime | None = None,
@@ -52,8 +80,11 @@ def run_retention(rt: Runtime, *, dry_run: bool = False, now: datetime | None = 
     with unit_of_work(rt.sessions, read_only=True) as session:
         todo = store.plan(session, now, settings.audio_retention_days,
                           settings.phone_retention_days)
+        # Twilio's copies the run would delete: of the audio going now, and of that gone before.
+        at_twilio = len(todo.audio) + len(store.twilio_copies_due(session,
+                                                                  TWILIO_DELETES_PER_RUN))
     if dry_run:
-        return RetentionRun(todo, None)
+        return RetentionRun(todo, None, twilio_due=at_twilio)
     key = settings.ensure_secret_key().encode()
     outcome = store.Outcome()
     for batch in store.batches(todo, batch_size):
@@ -64,7 +95,62 @@ def run_retention(rt: Runtime, *, dry_run: bool = False, now: datetime | None = 
              outcome.callers_pseudonymised)
     for problem in outcome.skipped:
         log.warning("retention skipped %s", problem)
-    return RetentionRun(todo, outcome)
+    return RetentionRun(todo, outcome, delete_twilio_copies(rt, now))
+
+
+def delete_twilio_copies(rt: Runtime, now: datetime) -> TwilioCleanup:
+    """Delete at Twilio the recordings whose audio retention deleted here (module doc)."""
+    settings = rt.settings
+    cleanup = TwilioCleanup()
+    if settings.demo or not settings.twilio_account_sid:
+        cleanup.skipped = ("demo mode" if settings.demo else "no TWILIO_ACCOUNT_SID")
+        return cleanup
+    with unit_of_work(rt.sessions, read_only=True) as session:
+        due = store.twilio_copies_due(session, TWILIO_DELETES_PER_RUN)
+    if not due:
+        return cleanup
+    client = make_twilio_client(settings)
+    in_a_row = 0
+    try:
+        for recording_id, sid in due:
+            at_twilio = bool(RECORDING_SID.fullmatch(sid))  # else Twilio has no copy of it
+            why = None
+            if at_twilio:
+                try:
+                    client.recordings(sid).delete()
+                except TwilioRestException as error:
+                    if error.status in (401, 403):
+                        cleanup.failed += 1
+                        cleanup.skipped = f"Twilio refused the account ({error.status})"
+                        log.warning("retention: Twilio refused to delete recordings (%s): "
+                                    "check TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN",
+                                    error.status)
+                        break
+                    if error.status != 404:  # 404: deleted already (by hand, in the console)
+                        why = f"HTTP {error.status}"
+                except (TwilioException, RequestException) as error:
+                    why = type(error).__name__
+            if why is not None:
+                cleanup.failed += 1
+                log.warning("retention: recording %s not deleted at Twilio (%s); the next "
+                            "run tries again", recording_id, why)
+                in_a_row += 1
+                if in_a_row >= TWILIO_FAILURES_IN_A_ROW:
+                    cleanup.skipped = f"{in_a_row} failures in a row"
+                    break
+                continue
+            in_a_row = 0
+            with unit_of_work(rt.sessions) as session:
+                store.twilio_copy_deleted(session, recording_id, now)
+            if at_twilio:
+                cleanup.deleted += 1
+            else:
+                cleanup.not_there += 1
+    finally:
+        close_twilio_client(client)
+    log.info("retention: %d recordings deleted at Twilio, %d failed", cleanup.deleted,
+             cleanup.failed)
+    return cleanup
 
 
 def _ids(ids: list[int] | tuple[int, ...]) -> str:
@@ -90,6 +176,8 @@ def describe(run: RetentionRun, audio_days: int, phone_days: int) -> list[str]:
     else:
         lines.append("number pseudonymisation is off (HOTLINE_PHONE_RETENTION_DAYS=0)")
     if run.outcome is None:
+        if run.twilio_due:
+            lines.append(f"Twilio's copies: up to {run.twilio_due} recordings to delete there")
         lines.append("dry run: nothing was changed")
     else:
         done = run.outcome
@@ -97,6 +185,10 @@ def describe(run: RetentionRun, audio_days: int, phone_days: int) -> list[str]:
                      f"recordings marked deleted, {done.callers_pseudonymised} callers "
                      f"pseudonymised ({done.callers_merged} joined to an earlier record)")
         lines.extend(f"skipped {problem}" for problem in done.skipped)
+    if run.twilio is not None and (run.twilio.deleted or run.twilio.failed):
+        lines.append(f"Twilio's copies: {run.twilio.deleted} recordings deleted there, "
+                     f"{run.twilio.failed} failed (the next run tries again)"
+                     + (f"; stopped: {run.twilio.skipped}" if run.twilio.skipped else ""))
     return lines
 
 

@@ -259,6 +259,8 @@ class Recording(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # When Twilio's own copy was deleted (after retention deleted ours; storage.retention).
+    twilio_deleted_at: Mapped[datetime | None]
 
     question: Mapped[Question] = relationship(back_populates="recording")
 

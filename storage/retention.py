@@ -277,3 +277,20 @@ def apply(session: Session, todo: Plan, *, audio: AudioStore, key: bytes,
         for due in todo.callers:
             pseudonymise_caller(session, due.caller_id, key, todo.callers_before, outcome)
     return outcome
+
+
+def twilio_copies_due(session: Session, limit: int) -> list[tuple[int, str]]:
+    """(id, RecordingSid) of recordings whose audio retention deleted here and whose copy in
+    the Twilio account is not deleted yet, oldest first, at most limit."""
+    return [(row.id, row.recording_sid) for row in session.execute(
+        select(Recording.id, Recording.recording_sid)
+        .where(Recording.download_state == RECORDING_DELETED,
+               Recording.twilio_deleted_at.is_(None))
+        .order_by(Recording.id).limit(limit))]
+
+
+def twilio_copy_deleted(session: Session, recording_id: int, now: datetime) -> None:
+    """Note that the recording's copy at Twilio is gone (deleted now, or there was none)."""
+    session.execute(update(Recording).where(Recording.id == recording_id)
+                    .values(twilio_deleted_at=now)
+                    .execution_options(synchronize_session=False))

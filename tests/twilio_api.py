@@ -5,7 +5,8 @@ It checks the account's login, records every request, and answers like Twilio: 2
 resource's JSON (an SM or CA sid), or an error scripted with fail_next. It also lists the
 account's recordings (GET Recordings.json, by page, newest first, with Twilio's DateCreated>
 filter) and shows a call (GET Calls/CA….json), from what a test put there with add_recording
-and add_call; fail_next scripts errors for those too (RECORDINGS, CALL_RECORDS).
+and add_call, and deletes a recording (DELETE Recordings/RE….json: 204, or 404 when it has none);
+fail_next scripts errors for those too (RECORDINGS, CALL_RECORDS, RECORDING_DELETE).
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ RECORDINGS_PATH = re.compile(
     r"^/2010-04-01/Accounts/(?P<account>AC[0-9a-f]{32})/Recordings\.json$")
 CALL_PATH = re.compile(
     r"^/2010-04-01/Accounts/(?P<account>AC[0-9a-f]{32})/Calls/(?P<sid>CA[0-9a-f]{32})\.json$")
+RECORDING_DELETE = "Recordings/<sid>"  # fail_next's name for DELETE Recordings/RE….json
+RECORDING_PATH = re.compile(
+    r"^/2010-04-01/Accounts/(?P<account>AC[0-9a-f]{32})/Recordings/"
+    r"(?P<sid>RE[0-9a-fA-F]{32})\.json$")
 
 
 def rfc2822(when: datetime) -> str:
@@ -75,7 +80,7 @@ class TwilioApi:
             f"{account_sid}:{auth_token}".encode()).decode()
         self.requests: list[ApiRequest] = []
         self._script: dict[str, list[tuple[int, dict[str, Any]]]] = {
-            MESSAGES: [], CALLS: [], RECORDINGS: [], CALL_RECORDS: []}
+            MESSAGES: [], CALLS: [], RECORDINGS: [], CALL_RECORDS: [], RECORDING_DELETE: []}
         self.recordings: list[dict[str, Any]] = []  # the account's, as Twilio lists them
         self.remote_calls: dict[str, dict[str, Any]] = {}
         # Called with the resource ("Calls", "Messages"...) before a POST to it is answered:
@@ -157,9 +162,26 @@ class TwilioApi:
             "next_page_uri": f"{base}?{urlencode({**query, 'Page': page + 1})}" if more else None,
         }
 
+    def _delete_recording(self, sid: str) -> tuple[int, dict[str, Any]]:
+        """DELETE Recordings/<sid>.json: 204 when the account has it (then no more), else 404."""
+        with self._lock:
+            if self._script[RECORDING_DELETE]:
+                return self._script[RECORDING_DELETE].pop(0)
+            kept = [r for r in self.recordings if r["sid"] != sid]
+            found = len(kept) < len(self.recordings)
+            self.recordings = kept
+        if not found:
+            return twilio_error(404, 20404, f"The requested resource {sid} was not found")
+        return 204, {}
+
     def _answer(self, method: str, path: str, authorization: str,
                 form: dict[str, str]) -> tuple[int, dict[str, Any]]:
         parts = urlsplit(path)
+        deleting = RECORDING_PATH.fullmatch(parts.path)
+        if method == "DELETE" and deleting and deleting["account"] == self.account_sid:
+            if authorization != self._expected:
+                return twilio_error(401, 20003, "Authenticate")
+            return self._delete_recording(deleting["sid"])
         listing, showing = (RECORDINGS_PATH.fullmatch(parts.path),
                             CALL_PATH.fullmatch(parts.path))
         if method == "GET" and (listing or showing) and authorization != self._expected:
@@ -249,15 +271,17 @@ class TwilioApi:
                     api.requests.append(ApiRequest(self.command, self.path,
                                                    authorization == api._expected, form, status,
                                                    fields))
-                data = json.dumps(payload).encode()
+                data = b"" if status == 204 else json.dumps(payload).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json; charset=utf-8")
+                if status != 204:  # No Content: no body, as Twilio answers a DELETE
+                    self.send_header("Content-Type", "application/json; charset=utf-8")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
 
             do_POST = _serve
             do_GET = _serve
+            do_DELETE = _serve
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

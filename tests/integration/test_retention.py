@@ -3,6 +3,7 @@ never touched, a dry run changing nothing, and the nightly job."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,7 +23,15 @@ from storage.calls import touch_caller
 from storage.db import unit_of_work
 from storage.models import Call, Caller, Question, Recording, SmsMessage, utcnow
 from storage.retention import RECORDING_DELETED, is_pseudonym, pseudonym
-from tests.support import beside_held_writer_queue, row_counts, run_cli, runtime
+from tests.support import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    beside_held_writer_queue,
+    row_counts,
+    run_cli,
+    runtime,
+)
+from tests.twilio_api import RECORDING_DELETE, TwilioApi, twilio_error
 from tests.workspace_support import Db
 
 DAY = timedelta(days=1)
@@ -124,6 +133,7 @@ def test_a_dry_run_lists_what_would_go_and_changes_nothing(app: Flask, db: Db,
     assert "2 callers" in result.output
     assert f"caller {world.callers['b']}: questions #{q['b1']}" in result.output
     assert f"caller {world.callers['d']}: questions none" in result.output
+    assert "Twilio's copies: up to 4 recordings to delete there" in result.output
     assert "dry run: nothing was changed" in result.output
     assert "+7701" not in result.output  # never a phone number
     assert snapshot(db) == before
@@ -340,8 +350,11 @@ def test_retention_goes_in_batches_of_its_own_transactions(
     assert run.outcome is not None
     assert (run.outcome.recordings_deleted, run.outcome.callers_pseudonymised) == (4, 5)
     assert batches == [(2, 0), (2, 0), (0, 2), (0, 2), (0, 1)]
-    # A read-only transaction for the plan, then one transaction for each batch.
-    assert units == [True] + [False] * 5
+    # A read-only transaction for the plan, then one transaction for each batch; then the
+    # Twilio step's: a read-only one to find the recordings, one for each (these sids are not
+    # Twilio's: no copy there to delete, only noted).
+    assert units == [True] + [False] * 5 + [True] + [False] * 4
+    assert run.twilio is not None and (run.twilio.deleted, run.twilio.failed) == (0, 0)
     key = runtime(app).settings.ensure_secret_key().encode()
     with db() as session:
         for caller_id in [world.callers["b"], world.callers["d"], *extra]:
@@ -388,3 +401,91 @@ def test_a_dry_run_does_not_wait_for_the_writers(app: Flask, world: World,
     assert run.outcome is None
     assert [due.caller_id for due in run.plan.callers] == [world.callers["b"],
                                                            world.callers["d"]]
+
+
+def test_twilios_copy_goes_after_ours(make_app: Callable[[Settings], Flask], db: Db,
+                                      settings: Settings) -> None:
+    """Retention deletes a recording at Twilio once our audio of it is gone, through the twilio
+    client against a local stand-in for the REST API: a 404 (deleted already) counts as done,
+    a 500 is tried again by the next run; open and recent questions' recordings stay there."""
+    with TwilioApi(ACCOUNT_SID, AUTH_TOKEN) as api:
+        app = make_app(settings.override(twilio_api_url=api.url))
+        sids = {name: "RE" + uuid.uuid4().hex for name in ("old", "gone", "flaky", "open",
+                                                           "recent")}
+        for name in ("old", "flaky", "open", "recent"):
+            api.add_recording(sids[name], "CA" + uuid.uuid4().hex, "https://api.twilio.com/x",
+                              utcnow() - 500 * DAY)
+        with db() as session:
+            caller = Caller(phone=PHONES["a"])
+            session.add(caller)
+            shape = {"old": (400, "closed"), "gone": (400, "closed"), "flaky": (400, "closed"),
+                     "open": (None, "waiting"), "recent": (10, "closed")}
+            for name, (days, status) in shape.items():
+                question, _path = add_question(session, caller, name, settings.audio_dir,
+                                               status=status, closed_days_ago=days)
+                assert question.recording is not None
+                question.recording.recording_sid = sids[name]
+        deletes: list[str] = []
+
+        def deleted_at() -> dict[str, bool]:
+            with db() as session:
+                return {name: session.scalars(select(Recording.twilio_deleted_at).where(
+                    Recording.recording_sid == sid)).one() is not None
+                    for name, sid in sids.items()}
+
+        api.fail_next(twilio_error(500, 20500, "Internal Server Error"),
+                      resource=RECORDING_DELETE)  # the first DELETE: "old" (lowest id)
+        first = run_cli(app, ["retention"])
+        assert first.exit_code == 0, first.output
+        deletes = [r.path.rsplit("/", 1)[1].removesuffix(".json") for r in api.requests
+                   if r.method == "DELETE"]
+        assert deletes == [sids["old"], sids["gone"], sids["flaky"]]
+        assert all(r.authorised for r in api.requests)
+        assert "Twilio's copies: 2 recordings deleted there, 1 failed" in first.output
+        assert deleted_at() == {"old": False, "gone": True, "flaky": True, "open": False,
+                                "recent": False}
+        assert run_cli(app, ["retention"]).exit_code == 0  # the next night
+        assert deleted_at()["old"] is True
+        assert {r["sid"] for r in api.recordings} == {sids["open"], sids["recent"]}
+        assert len([r for r in api.requests if r.method == "DELETE"]) == 4
+
+
+def test_a_demo_or_an_account_without_a_sid_asks_twilio_nothing(
+        make_app: Callable[[Settings], Flask], db: Db, settings: Settings) -> None:
+    with TwilioApi(ACCOUNT_SID, AUTH_TOKEN) as api:
+        for i, changed in enumerate(({"demo": True}, {"twilio_account_sid": ""})):
+            app = make_app(settings.override(twilio_api_url=api.url, **changed))
+            with db() as session:
+                question, _path = add_question(session, Caller(phone=PHONES["bc"[i]]),
+                                               f"q{i}", settings.audio_dir,
+                                               closed_days_ago=400)
+                assert question.recording is not None
+                question.recording.recording_sid = "RE" + uuid.uuid4().hex
+            run = run_retention(runtime(app))
+            assert run.twilio is not None and run.twilio.skipped in (
+                "demo mode", "no TWILIO_ACCOUNT_SID")
+        assert api.requests == []
+
+
+@pytest.mark.parametrize(("answers", "asked", "stopped"), [
+    ([twilio_error(500, 20500, "Internal Server Error")] * 5, 5, "5 failures in a row"),
+    ([twilio_error(401, 20003, "Authenticate")], 1, "Twilio refused the account (401)"),
+])
+def test_a_run_stops_asking_a_twilio_that_keeps_failing(
+        make_app: Callable[[Settings], Flask], db: Db, settings: Settings,
+        answers: list[tuple[int, dict[str, Any]]], asked: int, stopped: str) -> None:
+    with TwilioApi(ACCOUNT_SID, AUTH_TOKEN) as api:
+        app = make_app(settings.override(twilio_api_url=api.url))
+        with db() as session:
+            caller = Caller(phone=PHONES["a"])
+            for i in range(6):
+                question, _path = add_question(session, caller, f"f{i}", settings.audio_dir,
+                                               closed_days_ago=400)
+                assert question.recording is not None
+                question.recording.recording_sid = "RE" + uuid.uuid4().hex
+        api.fail_next(*answers, resource=RECORDING_DELETE)
+        run = run_retention(runtime(app))
+        assert run.twilio is not None
+        assert (run.twilio.failed, run.twilio.deleted, run.twilio.skipped) == (
+            asked, 0, stopped)
+        assert len([r for r in api.requests if r.method == "DELETE"]) == asked
