@@ -20,6 +20,7 @@ not closed) is left alone.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
@@ -30,6 +31,7 @@ from flask.cli import with_appcontext
 from requests import RequestException
 from twilio.base.exceptions import TwilioException, TwilioRestException
 
+from hotline.config import Settings
 from hotline.outbound_sms import close_twilio_client, make_twilio_client
 from hotline.runtime import Runtime
 from hotline.twilio_glue import RECORDING_SID
@@ -46,6 +48,9 @@ BATCH_SIZE = 100
 TWILIO_DELETES_PER_RUN = 1000
 # Failures in a row after which a run stops asking Twilio (it is down, or refuses us).
 TWILIO_FAILURES_IN_A_ROW = 5
+# A run stops asking Twilio after this long (a slow Twilio must not hold a worker thread for
+# hours: each call may wait REST_TIMEOUT); the next night goes on.
+TWILIO_SECONDS_PER_RUN = 600.0
 
 
 @dataclass
@@ -81,8 +86,10 @@ def run_retention(rt: Runtime, *, dry_run: bool = False, now: datetime | None = 
         todo = store.plan(session, now, settings.audio_retention_days,
                           settings.phone_retention_days)
         # Twilio's copies the run would delete: of the audio going now, and of that gone before.
-        at_twilio = len(todo.audio) + len(store.twilio_copies_due(session,
-                                                                  TWILIO_DELETES_PER_RUN))
+        sids = [*store.recording_sids(session, [a.recording_id for a in todo.audio]),
+                *(sid for _id, sid in store.twilio_copies_due(session, TWILIO_DELETES_PER_RUN))]
+        at_twilio = (sum(1 for sid in sids if RECORDING_SID.fullmatch(sid))
+                     if _asks_twilio(settings) else 0)
     if dry_run:
         return RetentionRun(todo, None, twilio_due=at_twilio)
     key = settings.ensure_secret_key().encode()
@@ -98,11 +105,16 @@ def run_retention(rt: Runtime, *, dry_run: bool = False, now: datetime | None = 
     return RetentionRun(todo, outcome, delete_twilio_copies(rt, now))
 
 
+def _asks_twilio(settings: Settings) -> bool:
+    """Whether retention deletes Twilio's copies: a real account (not demo mode)."""
+    return not settings.demo and bool(settings.twilio_account_sid)
+
+
 def delete_twilio_copies(rt: Runtime, now: datetime) -> TwilioCleanup:
     """Delete at Twilio the recordings whose audio retention deleted here (module doc)."""
     settings = rt.settings
     cleanup = TwilioCleanup()
-    if settings.demo or not settings.twilio_account_sid:
+    if not _asks_twilio(settings):
         cleanup.skipped = ("demo mode" if settings.demo else "no TWILIO_ACCOUNT_SID")
         return cleanup
     with unit_of_work(rt.sessions, read_only=True) as session:
@@ -112,7 +124,11 @@ def delete_twilio_copies(rt: Runtime, now: datetime) -> TwilioCleanup:
     client = make_twilio_client(settings)
     in_a_row = 0
     try:
+        deadline = time.monotonic() + TWILIO_SECONDS_PER_RUN
         for recording_id, sid in due:
+            if time.monotonic() > deadline:
+                cleanup.skipped = f"time limit ({TWILIO_SECONDS_PER_RUN:.0f} s)"
+                break
             at_twilio = bool(RECORDING_SID.fullmatch(sid))  # else Twilio has no copy of it
             why = None
             if at_twilio:

@@ -294,3 +294,11 @@ def twilio_copy_deleted(session: Session, recording_id: int, now: datetime) -> N
     session.execute(update(Recording).where(Recording.id == recording_id)
                     .values(twilio_deleted_at=now)
                     .execution_options(synchronize_session=False))
+
+
+def recording_sids(session: Session, recording_ids: Sequence[int]) -> list[str]:
+    """The RecordingSids of these recordings."""
+    if not recording_ids:
+        return []
+    return list(session.scalars(select(Recording.recording_sid)
+                                .where(Recording.id.in_(sorted(recording_ids)))))

@@ -98,6 +98,9 @@ def settings(tmp_path: Path, migrated_url: str, media: MediaServer) -> Settings:
         twilio_media_hosts=("api.twilio.com", media.host),
         download_attempts=4,
         download_backoff=0.0,
+        # A closed local port: a REST call no test set up a stand-in for fails at once, and
+        # never reaches Twilio (retention's deletes, say).
+        twilio_api_url="http://127.0.0.1:9",
     )
 
 

@@ -133,7 +133,7 @@ def test_a_dry_run_lists_what_would_go_and_changes_nothing(app: Flask, db: Db,
     assert "2 callers" in result.output
     assert f"caller {world.callers['b']}: questions #{q['b1']}" in result.output
     assert f"caller {world.callers['d']}: questions none" in result.output
-    assert "Twilio's copies: up to 4 recordings to delete there" in result.output
+    assert "Twilio's copies" not in result.output  # these sids are not Twilio's
     assert "dry run: nothing was changed" in result.output
     assert "+7701" not in result.output  # never a phone number
     assert snapshot(db) == before
@@ -433,6 +433,9 @@ def test_twilios_copy_goes_after_ours(make_app: Callable[[Settings], Flask], db:
                     Recording.recording_sid == sid)).one() is not None
                     for name, sid in sids.items()}
 
+        dry = run_cli(app, ["retention", "--dry-run"])
+        assert "Twilio's copies: up to 3 recordings to delete there" in dry.output
+        assert api.requests == []
         api.fail_next(twilio_error(500, 20500, "Internal Server Error"),
                       resource=RECORDING_DELETE)  # the first DELETE: "old" (lowest id)
         first = run_cli(app, ["retention"])
@@ -489,3 +492,22 @@ def test_a_run_stops_asking_a_twilio_that_keeps_failing(
         assert (run.twilio.failed, run.twilio.deleted, run.twilio.skipped) == (
             asked, 0, stopped)
         assert len([r for r in api.requests if r.method == "DELETE"]) == asked
+
+
+def test_a_run_stops_asking_twilio_at_its_time_limit(
+        make_app: Callable[[Settings], Flask], db: Db, settings: Settings,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slow Twilio must not hold a worker thread for hours: past the run's time limit it
+    stops, and the next night goes on."""
+    monkeypatch.setattr(cli_retention, "TWILIO_SECONDS_PER_RUN", 0.0)
+    with TwilioApi(ACCOUNT_SID, AUTH_TOKEN) as api:
+        app = make_app(settings.override(twilio_api_url=api.url))
+        with db() as session:
+            question, _path = add_question(session, Caller(phone=PHONES["a"]), "slow",
+                                           settings.audio_dir, closed_days_ago=400)
+            assert question.recording is not None
+            question.recording.recording_sid = "RE" + uuid.uuid4().hex
+        run = run_retention(runtime(app))
+        assert run.twilio is not None and run.twilio.skipped == "time limit (0 s)"
+        assert api.requests == []
+
