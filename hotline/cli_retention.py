@@ -85,13 +85,15 @@ def run_retention(rt: Runtime, *, dry_run: bool = False, now: datetime | None = 
     with unit_of_work(rt.sessions, read_only=True) as session:
         todo = store.plan(session, now, settings.audio_retention_days,
                           settings.phone_retention_days)
-        # Twilio's copies the run would delete: of the audio going now, and of that gone before.
-        sids = [*store.recording_sids(session, [a.recording_id for a in todo.audio]),
-                *(sid for _id, sid in store.twilio_copies_due(session, TWILIO_DELETES_PER_RUN))]
-        at_twilio = (sum(1 for sid in sids if RECORDING_SID.fullmatch(sid))
-                     if _asks_twilio(settings) else 0)
-    if dry_run:
-        return RetentionRun(todo, None, twilio_due=at_twilio)
+        if dry_run:
+            # Twilio's copies a run would delete: of the audio going now, and of that gone
+            # before.
+            sids = [*store.recording_sids(session, [a.recording_id for a in todo.audio]),
+                    *(sid for _id, sid in store.twilio_copies_due(session,
+                                                                  TWILIO_DELETES_PER_RUN))]
+            at_twilio = (sum(1 for sid in sids if RECORDING_SID.fullmatch(sid))
+                         if _asks_twilio(settings) else 0)
+            return RetentionRun(todo, None, twilio_due=at_twilio)
     key = settings.ensure_secret_key().encode()
     outcome = store.Outcome()
     for batch in store.batches(todo, batch_size):
