@@ -106,9 +106,12 @@ def test_nginx_sends_what_the_app_trusts_to_where_it_listens() -> None:
     assert f"proxy_pass http://{bind};" in conf
     # The app's own body limit, so nginx refuses what the app would.
     assert f"client_max_body_size {MAX_REQUEST_BYTES // 1024}k;" in conf
-    # One proxy (HOTLINE_PROXY_HOPS=1): it sets the three headers ProxyFix reads.
+    # One proxy (HOTLINE_PROXY_HOPS=1): it sets the headers ProxyFix reads, and empties the
+    # ones it does not set (else a client's own would be trusted).
     for header in ("X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host"):
         assert re.search(rf"proxy_set_header {header} \$", conf), header
+    for header in ("X-Forwarded-Port", "X-Forwarded-Prefix"):
+        assert f'proxy_set_header {header} "";' in conf, header
     assert "return 301 https://" in conf
 
 
