@@ -59,7 +59,6 @@ class TwilioCleanup:
 
     deleted: int = 0
     failed: int = 0
-    not_there: int = 0  # not Twilio's recordings (no RE… sid): nothing to delete, noted
     skipped: str | None = None  # why none was asked for, or why it stopped
 
 
@@ -160,10 +159,7 @@ def delete_twilio_copies(rt: Runtime, now: datetime) -> TwilioCleanup:
             in_a_row = 0
             with unit_of_work(rt.sessions) as session:
                 store.twilio_copy_deleted(session, recording_id, now)
-            if at_twilio:
-                cleanup.deleted += 1
-            else:
-                cleanup.not_there += 1
+            cleanup.deleted += at_twilio
     finally:
         close_twilio_client(client)
     log.info("retention: %d recordings deleted at Twilio, %d failed", cleanup.deleted,

@@ -54,15 +54,6 @@ def _number(env: Mapping[str, str], name: str, kind: type[Number], default: str)
         raise ConfigError(f"{name} must be a number, like {default}, not {value!r}.") from None
 
 
-def _at_least_one(env: Mapping[str, str], name: str, default: str) -> int:
-    """Read a whole number setting that must be 1 or more (HOTLINE_BACKUP_KEEP: keeping no
-    snapshot would be no backup, found out at 03:00)."""
-    value = _number(env, name, int, default)
-    if value < 1:
-        raise ConfigError(f"{name} must be 1 or more, not {value}.")
-    return value
-
-
 def _hours(value: str) -> tuple[int, int]:
     """Read HOTLINE_CALLBACK_HOURS: "9-20" is from 09:00 up to 20:00, Almaty time."""
     start, sep, end = value.strip().partition("-")
@@ -201,7 +192,7 @@ class Settings:
             recording_catchup_hours=_number(env, "HOTLINE_RECORDING_CATCHUP_HOURS", int, "24"),
             backup_dir=(Path(env["HOTLINE_BACKUP_DIR"]).resolve()
                         if env.get("HOTLINE_BACKUP_DIR", "").strip() else None),
-            backup_keep=_at_least_one(env, "HOTLINE_BACKUP_KEEP", "7"),
+            backup_keep=_number(env, "HOTLINE_BACKUP_KEEP", int, "7"),
             receipt_sms=(_flag(env["HOTLINE_RECEIPT_SMS"])
                          if env.get("HOTLINE_RECEIPT_SMS", "").strip() else not demo),
         )
@@ -292,6 +283,9 @@ class Settings:
         if self.holidays is not None and self.holidays not in supported_countries():
             raise ConfigError(f"HOTLINE_HOLIDAYS: no holiday calendar for {self.holidays!r}; "
                               "give a country code such as KZ, or none for Monday to Friday.")
+        if self.backup_keep < 1:
+            # Keeping no snapshot would be no backup, found out at 03:00.
+            raise ConfigError(f"HOTLINE_BACKUP_KEEP must be 1 or more, not {self.backup_keep}.")
         if self.audio_store not in ("folder", "database"):
             raise ConfigError("HOTLINE_AUDIO_STORE must be folder (the data folder's audio/) "
                               f"or database (the audio_blobs table), not {self.audio_store!r}.")

@@ -271,8 +271,8 @@ def test_the_health_check_tells_when_backups_fail_or_stop(
 
 def test_keeping_no_snapshot_is_refused_at_start() -> None:
     with pytest.raises(ConfigError, match="HOTLINE_BACKUP_KEEP must be 1 or more, not 0"):
-        Settings.from_env({"HOTLINE_BACKUP_KEEP": "0"})
-    assert Settings.from_env({"HOTLINE_BACKUP_KEEP": "1"}).backup_keep == 1
+        Settings.from_env({"HOTLINE_BACKUP_KEEP": "0", "TWILIO_AUTH_TOKEN": "t"}).check()
+    Settings.from_env({"HOTLINE_BACKUP_KEEP": "1", "TWILIO_AUTH_TOKEN": "t"}).check()
 
 
 def test_a_new_data_folder_and_key_are_this_users_only(settings: Settings,
