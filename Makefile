@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 # python3-venv: Debian's python3 makes no virtualenv without it (ensurepip is split out).
 # systemd: systemd-analyze, which checks deploy/'s units in tests/integration/test_deploy.py.
 APT_PACKAGES := espeak-ng sox libsox-fmt-base libsox-fmt-mp3 ffmpeg chromium fonts-dejavu-core \
-	postgresql-client python3-venv systemd
+	postgresql-client python3-venv systemd nginx
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PORT ?= 5000
 export PORT

@@ -7,14 +7,20 @@ from __future__ import annotations
 import configparser
 import re
 import shlex
+import shutil
+import sqlite3
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import requests
 from dotenv import dotenv_values
+from twilio.request_validator import RequestValidator
 
 from hotline.app import MAX_REQUEST_BYTES
 from hotline.config import Settings
@@ -115,19 +121,17 @@ def test_nginx_sends_what_the_app_trusts_to_where_it_listens() -> None:
     assert "return 301 https://" in conf
 
 
-def test_the_web_logs_like_the_worker(tmp_path: Path) -> None:
-    """gunicorn, started as the unit starts it (in the checkout), reads gunicorn.conf.py: the
-    app's records have times, levels and loggers, as the worker's do (hotline.logs)."""
+@contextmanager
+def web_as_the_unit_starts_it(env: dict[str, str], port: int, log: Path) -> Iterator[None]:
+    """gunicorn with the unit's arguments (its --bind changed to port), in the checkout, on a
+    migrated database; until it answers /health, then stopped at the end."""
     [gunicorn] = [c for c in commands("hotline-web.service") if c[0].endswith("gunicorn")]
-    port = free_port()
     local = [str(BIN / "gunicorn"), *gunicorn[1:]]
     local[local.index("--bind") + 1] = f"127.0.0.1:{port}"
-    env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOTLINE_DEMO": "1",
-           "HOTLINE_DATA_DIR": str(tmp_path / "data"), "HOME": str(tmp_path)}
     subprocess.run([str(BIN / "hotline"), "db", "upgrade"], env=env, cwd=REPO, check=True,
                    capture_output=True, timeout=120)
-    with (tmp_path / "web.log").open("wb") as log:
-        web = subprocess.Popen(local, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    with log.open("wb") as output:
+        web = subprocess.Popen(local, env=env, cwd=REPO, stdout=output, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -137,11 +141,155 @@ def test_the_web_logs_like_the_worker(tmp_path: Path) -> None:
             except requests.RequestException:
                 time.sleep(0.2)
         else:
-            pytest.fail((tmp_path / "web.log").read_text(errors="replace"))
+            pytest.fail(log.read_text(errors="replace"))
+        yield
     finally:
         web.terminate()
         web.wait(timeout=30)
+
+
+def test_the_web_logs_like_the_worker(tmp_path: Path) -> None:
+    """gunicorn, started as the unit starts it (in the checkout), reads gunicorn.conf.py: the
+    app's records have times, levels and loggers, as the worker's do (hotline.logs)."""
+    env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOTLINE_DEMO": "1",
+           "HOTLINE_DATA_DIR": str(tmp_path / "data"), "HOME": str(tmp_path)}
+    with web_as_the_unit_starts_it(env, free_port(), tmp_path / "web.log"):
+        pass
     output = (tmp_path / "web.log").read_text(errors="replace")
     assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} WARNING hotline\.app: DEMO MODE "
                      r"is on", output, re.MULTILINE), output
     assert "alembic" not in output  # libraries' INFO records stay out
+
+
+NGINX = shutil.which("nginx", path="/usr/sbin:/usr/bin:/sbin:/bin")
+PUBLIC_HOST = "hotline.example.kz"
+
+
+def nginx_site(http: int, https: int, upstream: int, certificate: Path, key: Path) -> str:
+    """deploy/nginx.conf as an operator installs it, moved to this test's ports and certificate
+    (IPv4 loopback only: a test machine need not have IPv6)."""
+    conf = (DEPLOY / "nginx.conf").read_text()
+    replaced = {
+        "listen 80;": f"listen 127.0.0.1:{http};",
+        "listen 443 ssl http2;": f"listen 127.0.0.1:{https} ssl http2;",
+        "proxy_pass http://127.0.0.1:5000;": f"proxy_pass http://127.0.0.1:{upstream};",
+        f"/etc/letsencrypt/live/{PUBLIC_HOST}/fullchain.pem": str(certificate),
+        f"/etc/letsencrypt/live/{PUBLIC_HOST}/privkey.pem": str(key),
+    }
+    for old, new in replaced.items():
+        assert conf.count(old) == 1, old
+        conf = conf.replace(old, new)
+    return "\n".join(line for line in conf.splitlines() if "listen [::]" not in line)
+
+
+@contextmanager
+def nginx_in_front(tmp_path: Path, upstream: int) -> Iterator[tuple[int, int]]:
+    """Debian's nginx (installed by `make test`) serving deploy/nginx.conf with a self-signed
+    certificate; yields its http and https ports."""
+    assert NGINX, "nginx is not installed: `make setup` installs it (Makefile APT_PACKAGES)"
+    prefix = tmp_path / "nginx"
+    prefix.mkdir()
+    certificate, key = prefix / "cert.pem", prefix / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", f"/CN={PUBLIC_HOST}", "-keyout", str(key), "-out", str(certificate)],
+                   check=True, capture_output=True, timeout=60)
+    http, https = free_port(), free_port()
+    (prefix / "site.conf").write_text(nginx_site(http, https, upstream, certificate, key))
+    # The main file Debian ships, cut to what a test needs: no daemon, every path in the prefix
+    # ("user" is ignored, with a notice, when the test does not run as root).
+    (prefix / "nginx.conf").write_text(f"""
+        daemon off; pid {prefix}/nginx.pid; error_log {prefix}/error.log; user root root;
+        events {{ worker_connections 64; }}
+        http {{
+            access_log {prefix}/access.log;
+            client_body_temp_path {prefix}/body; proxy_temp_path {prefix}/proxy;
+            fastcgi_temp_path {prefix}/fastcgi; uwsgi_temp_path {prefix}/uwsgi;
+            scgi_temp_path {prefix}/scgi;
+            include {prefix}/site.conf;
+        }}
+    """)
+    base = [NGINX, "-p", str(prefix), "-c", str(prefix / "nginx.conf"),
+            "-e", str(prefix / "error.log")]
+    checked = subprocess.run([*base, "-t"], capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stderr
+    assert "[warn]" not in checked.stderr.replace('"user" directive', ""), checked.stderr
+    server = subprocess.Popen(base, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                requests.get(f"http://127.0.0.1:{http}/", timeout=2, allow_redirects=False)
+                break
+            except requests.RequestException:
+                time.sleep(0.1)
+        else:
+            pytest.fail((prefix / "error.log").read_text(errors="replace"))
+        yield http, https
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_behind_the_shipped_nginx_twilio_and_consultants_get_through(tmp_path: Path) -> None:
+    """The settings file and nginx.conf together, as README "Installing on a server" puts them
+    on a machine: Twilio's signed webhook, made for the public https address, is answered with
+    URLs on that address; an unsigned one is refused; plain http is sent to https; a body over
+    the limit stops at nginx; and a client's own X-Forwarded-* headers are not believed (the
+    failed-login limit counts the address nginx saw)."""
+    values = {k: v or "" for k, v in dotenv_values(DEPLOY / "hotline.env.example").items()}
+    token = "a-test-auth-token"
+    database = tmp_path / "hotline.db"
+    env = {**values, "PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(tmp_path),
+           "DATABASE_URL": f"sqlite:///{database}", "HOTLINE_DATA_DIR": str(tmp_path / "data"),
+           "TWILIO_AUTH_TOKEN": token, "SECRET_KEY": "ab" * 32}
+    del env["REDIS_URL"]  # the SQLite job queue beside the SQLite database; no job runs here
+    upstream = free_port()
+    public = values["PUBLIC_BASE_URL"]
+    assert public == f"https://{PUBLIC_HOST}"
+    with (web_as_the_unit_starts_it(env, upstream, tmp_path / "web.log"),
+          nginx_in_front(tmp_path, upstream) as (http, https)):
+        site = f"https://127.0.0.1:{https}"
+        host = {"Host": PUBLIC_HOST}
+
+        moved = requests.post(f"http://127.0.0.1:{http}/voice/incoming", headers=host,
+                              allow_redirects=False, timeout=10)
+        assert (moved.status_code, moved.headers["Location"]) == (
+            301, f"{public}/voice/incoming")
+
+        form = {"CallSid": "CA" + "1" * 32, "AccountSid": values["TWILIO_ACCOUNT_SID"],
+                "From": "+77011234567", "To": values["TWILIO_PHONE_NUMBER"]}
+        signature = RequestValidator(token).compute_signature(f"{public}/voice/incoming", form)
+        answered = requests.post(f"{site}/voice/incoming", data=form, verify=False, timeout=10,
+                                 headers={**host, "X-Twilio-Signature": signature})
+        assert answered.status_code == 200, answered.text
+        gather = ET.fromstring(answered.text).find("Gather")
+        assert gather is not None and gather.get("action", "").startswith(
+            f"{public}/voice/menu?"), answered.text
+
+        unsigned = requests.post(f"{site}/voice/incoming", data=form, verify=False, timeout=10,
+                                 headers=host)
+        assert unsigned.status_code == 403
+
+        oversized = requests.post(f"{site}/voice/incoming", verify=False, timeout=10,
+                                  data={"Body": "x" * (MAX_REQUEST_BYTES + 1)},
+                                  headers={**host, "X-Twilio-Signature": signature})
+        assert oversized.status_code == 413 and "nginx" in oversized.text
+
+        browser = requests.Session()  # verify=False on each request: REQUESTS_CA_BUNDLE wins
+        forged = {**host, "X-Forwarded-For": "203.0.113.9", "X-Forwarded-Host": "evil.example",
+                  "X-Forwarded-Port": "8443", "X-Forwarded-Prefix": "/evil"}
+        page = browser.get(f"{site}/login", headers=forged, verify=False, timeout=10)
+        assert page.status_code == 200
+        assert "/evil" not in page.text and "evil.example" not in page.text
+        token_field = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page.text)
+        assert token_field, page.text
+        # Over https Flask-WTF wants the browser's Referer on the app's own host: the host
+        # that nginx passed on, not the forged one.
+        failed = browser.post(f"{site}/login", verify=False, timeout=10,
+                              headers={**forged, "Referer": f"{public}/login"}, data={
+            "csrf_token": token_field.group(1), "email": "nobody@example.kz",
+            "password": "wrong password"})
+        assert failed.status_code == 200, failed.text
+    with sqlite3.connect(database) as connection:
+        attempts = connection.execute("SELECT email, ip FROM login_attempts").fetchall()
+    assert attempts == [("nobody@example.kz", "127.0.0.1")]
