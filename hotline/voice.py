@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from flask import Blueprint, Response, abort, request, send_from_directory
 from werkzeug.exceptions import HTTPException
 
-from flows.engine import MAIN, Prompt, Screen, UnknownNode
+from flows.engine import LANGUAGE, MAIN, WAITING_CALLER, Prompt, Screen, UnknownNode
 from hotline import jobs
 from hotline.recording_catchup import enabled as catch_up_enabled
 from hotline.twilio_glue import (
@@ -65,6 +65,13 @@ def _language_arg() -> str | None:
 def _tries_arg() -> int:
     value = request.args.get("tries", "0")
     return min(int(value), 9) if value.isascii() and value.isdigit() and len(value) < 3 else 0
+
+
+def _waiting_caller(node: str | None = None) -> bool:
+    """Whether this request's menu is one of a caller whose question waits (Flow.start gave
+    the main menu, or the language menu, tries of WAITING_CALLER or more)."""
+    return (node or request.args.get("node", MAIN)) in (MAIN, LANGUAGE) and (
+        _tries_arg() >= WAITING_CALLER)
 
 
 def _prompt_url(prompt: Prompt) -> str | None:
@@ -185,10 +192,14 @@ def _callable_back() -> bool:
 def show() -> Response:
     """Show a node without a key press (where a caller lands after an apology)."""
     form_sid("CallSid", CALL_SID)
+    node = request.args.get("node", MAIN)
+    # A caller whose question waits keeps that (WAITING_CALLER): silence on the menu the
+    # apology led back to still ends with "your question waits", not an offer to record again.
+    tries = WAITING_CALLER if _waiting_caller(node) else 0
     try:
-        screen = runtime().flow.show(request.args.get("node", MAIN), _language_arg())
+        screen = runtime().flow.show(node, _language_arg(), tries)
     except UnknownNode:
-        screen = runtime().flow.show(MAIN, _language_arg())
+        screen = runtime().flow.show(MAIN, _language_arg(), tries)
     # Keep the error count: if the next step fails too, the caller is told to call back later
     # instead of going round apology -> menu -> apology.
     return _render(_for_this_caller(screen), errors=_errors_arg())
@@ -336,7 +347,8 @@ def apologise(error: Exception) -> Response | HTTPException:
             redirect = None
         else:
             prompts = rt.flow.say(language, "error.apology")
-            redirect = external_url("voice.show", node=MAIN, lang=language, err=errors + 1)
+            redirect = external_url("voice.show", node=MAIN, lang=language, err=errors + 1,
+                                    tries=WAITING_CALLER if _waiting_caller() else None)
         body = render_prompts_then(prompts, redirect_url=redirect, audio_url=_prompt_url,
                                    settings=rt.settings)
     except Exception:  # noqa: BLE001 - the last line of defence must not fail

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from flask import Flask
 from sqlalchemy import select
 
 from hotline.simulator import PhoneSimulator, Speak
 from storage.models import Question
-from tests.support import runtime
+from tests.support import Twilio, call_form, runtime, spoken, twiml
 from tests.workspace_support import Db
 
 RUSSIAN_QUESTION = ["2", "0"]  # Russian, then "ask a lawyer"
@@ -91,3 +92,38 @@ def test_a_waiting_caller_who_only_listens_stores_nothing_new(
     assert flow.prompt("ru", "record.intro").text not in heard
     with db() as session:
         assert len(session.scalars(select(Question)).all()) == 1
+
+
+def test_after_an_apology_a_waiting_caller_is_still_let_go_not_asked_to_record(
+        app: Flask, phone: PhoneSimulator, twilio: Twilio, question_wav: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure on the menu (the apology, then the main menu again through /voice/show) does
+    not forget that the caller's question waits: silence there still ends with "your question
+    waits" and goodbye, not with the offer to record the same question again."""
+    flow = runtime(app).flow
+    phone.call([*RUSSIAN_QUESTION, Speak(question_wav)])
+    incoming = twiml(twilio.post("/voice/incoming", call_form()))
+    assert spoken(incoming)[1] == flow.prompt("ru", "queue.waiting").text
+    press = flow.press
+
+    def fails_once(*args: object, **kwargs: object) -> object:
+        monkeypatch.setattr(flow, "press", press)
+        raise RuntimeError("database down")
+
+    monkeypatch.setattr(flow, "press", fails_once)
+    apology = twiml(twilio.post_url(incoming.find("Gather").get("action", ""), call_form()))
+    assert spoken(apology) == [flow.prompt("ru", "error.apology").text]
+    screen = twiml(twilio.post_url(apology.findtext("Redirect", ""), call_form()))
+    heard: list[str] = []
+    for _ in range(6):  # silence, as long as the hotline keeps asking
+        heard += spoken(screen)
+        gather = screen.find("Gather")
+        if gather is None:
+            break
+        screen = twiml(twilio.post_url(gather.get("action", ""), call_form()))
+    heard += spoken(screen)
+    assert flow.prompt("ru", "menu.main").text in heard
+    assert heard[-2:] == [flow.prompt("ru", "queue.waiting").text,
+                          flow.prompt("ru", "goodbye").text]
+    assert flow.prompt("ru", "record.intro").text not in heard
+    assert screen.find("Hangup") is not None
