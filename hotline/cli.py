@@ -11,7 +11,7 @@ from typing import Any, cast
 import click
 import requests
 from flask import Flask, current_app
-from flask.cli import FlaskGroup, with_appcontext
+from flask.cli import FlaskGroup, NoAppException, with_appcontext
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from flows.content import ContentError, load_content
@@ -26,7 +26,10 @@ def _create_app() -> Flask:
     try:
         return create_app()
     except (ConfigError, ContentError) as exc:
-        raise click.ClickException(str(exc)) from exc
+        # Flask's own "no app" error: `hotline --help`, which loads the app to list commands,
+        # prints it as one line above the help instead of a traceback (HotlineGroup.invoke
+        # turns it into a ClickException for a command that needed the app).
+        raise NoAppException(str(exc)) from exc
 
 
 def _runtime() -> Runtime:
@@ -43,6 +46,8 @@ class HotlineGroup(FlaskGroup):
             return super().invoke(ctx)
         except (ConfigError, ContentError) as exc:
             raise click.ClickException(str(exc)) from exc
+        except NoAppException as exc:  # _create_app's: a one-line error, exit status 1
+            raise click.ClickException(exc.message) from exc
         except (OperationalError, ProgrammingError) as exc:
             # The driver's own first line says which: "connection ... refused", "no such
             # table: users", "permission denied for table questions".

@@ -154,6 +154,28 @@ def test_a_setting_that_is_not_a_number_is_named_not_a_traceback(tmp_path: Path)
     assert "Error: HOTLINE_DOWNLOAD_BACKOFF must be a number, like 2, not '2s'." in worker.stderr
 
 
+def test_help_without_settings_lists_the_commands_and_says_why_in_one_line(
+        tmp_path: Path) -> None:
+    """An operator's very first command, before any setting: `hotline --help` lists every
+    command (db upgrade works without the app) and says in one line what the app lacks; a
+    command that needs the app fails with that line, not a traceback."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HOTLINE_", "TWILIO_"))}
+    env.update(HOTLINE_DATA_DIR=str(tmp_path / "instance"))
+    hotline = str(Path(sys.executable).parent / "hotline")
+    shown = subprocess.run([hotline, "--help"], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=120, check=False)
+    assert shown.returncode == 0 and "Traceback" not in shown.stderr, shown.stderr
+    assert "Error: TWILIO_AUTH_TOKEN is not set" in shown.stderr
+    listed = shown.stdout.split("Commands:", 1)[1].split()
+    for command in ("db", "prompts", "users", "worker", "retention", "backup"):
+        assert command in listed, shown.stdout
+    needs_app = subprocess.run([hotline, "prompts", "render"], cwd=tmp_path, env=env,
+                               capture_output=True, text=True, timeout=120, check=False)
+    assert needs_app.returncode == 1 and "Traceback" not in needs_app.stderr
+    assert [line for line in needs_app.stderr.splitlines() if line.startswith("Error:")] == [
+        line for line in needs_app.stderr.splitlines() if "TWILIO_AUTH_TOKEN is not set" in line]
+
+
 @pytest.mark.parametrize("database", ["unreachable", "never migrated"])
 def test_a_database_that_cannot_be_used_is_one_line_not_a_traceback(
         tmp_path: Path, database: str) -> None:
