@@ -33,7 +33,8 @@ SPECIAL_NODES = frozenset({LANGUAGE, RECORD, OFFER, DONE, DONE_NO_NUMBER, EMPTY,
 MAX_REPEATS = 2
 # The language menu's tries after an empty recording by a caller who never chose a language:
 # past MAX_REPEATS, so that silence there says goodbye instead of offering to record again
-# (a phone left off the hook would otherwise go round forever).
+# (a phone left off the hook would otherwise go round forever). Keys that are not on the menu
+# repeat it up to MAX_REPEATS times there too, then the offer to record comes once more.
 AFTER_EMPTY_RECORDING = MAX_REPEATS + 1
 # An offer to record made after silence on the "nothing was recorded" screen carries these
 # tries (to the recording's action URL): a second empty recording then says goodbye instead
@@ -44,7 +45,8 @@ RECORDING_AGAIN = 1
 # counted from here, so that silence through its repeats ends with "your question is waiting"
 # and goodbye, not the offer to record: they called to ask after it, and what they would say
 # into the recorder is the same question again. A key pressed there counts on as usual.
-WAITING_CALLER = MAX_REPEATS + 3
+# Above AFTER_EMPTY_RECORDING's repeats, so that the two never meet.
+WAITING_CALLER = AFTER_EMPTY_RECORDING + MAX_REPEATS + 1
 
 Wait = Literal["key", "record", "hangup"]
 
@@ -325,6 +327,8 @@ class Flow:
         offered to record forever.
         """
         if self.known_language(language) is None:
+            if tries >= RECORDING_AGAIN:
+                return _with_preface(self.show(GOODBYE, None), self.say(None, "record.not_heard"))
             screen = self.show(LANGUAGE, None, AFTER_EMPTY_RECORDING)
             return _with_preface(screen, self.say(None, "record.not_heard"))
         if tries >= RECORDING_AGAIN:
@@ -364,7 +368,11 @@ class Flow:
         elif node == LANGUAGE and tries >= AFTER_EMPTY_RECORDING:
             if not key:
                 return self.show(GOODBYE, None)
-            screen = self.show(LANGUAGE, None, tries)
+            if tries - AFTER_EMPTY_RECORDING >= MAX_REPEATS:
+                # Keys not on the menu, again and again: the offer to record, once more
+                # (RECORDING_AGAIN: nothing heard a second time says goodbye).
+                return self.show(OFFER, None, RECORDING_AGAIN)
+            screen = self.show(LANGUAGE, None, tries + 1)
             return _with_preface(screen, self.say(None, "nav.wrong_key"))
         elif tries >= MAX_REPEATS:
             # After "nothing was recorded": the offer once more, as after any menu (a caller

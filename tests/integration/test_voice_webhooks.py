@@ -9,6 +9,7 @@ from flask import Flask
 from sqlalchemy import select
 
 from hotline.config import Settings
+from hotline.simulator import PhoneSimulator
 from hotline.twiml import RENDERED_SECONDS, RenderedDocuments
 from storage.models import Call, Caller, Question
 from tests.support import (
@@ -386,6 +387,23 @@ def test_an_empty_recording_without_a_language_is_said_and_the_call_goes_on(
     texts = spoken(root)
     assert [flow.prompt(code, "record.not_heard").text for code in ("kk", "ru")] == texts[:2]
     assert root.find("Hangup") is None and root.find("Gather") is not None
+    with db() as session:
+        assert row_counts(session)["questions"] == 0
+
+
+def test_wrong_keys_after_an_empty_recording_lead_on_not_round_and_round(
+        app: Flask, phone: PhoneSimulator, db) -> None:
+    """A new caller who never chose a language records nothing, then presses keys that are
+    not on the language menu: told twice, as anywhere, then offered to record once more; a
+    second empty recording says so, and goodbye. The line is never left going round."""
+    flow = runtime(app).flow
+    log = phone.call(["", "", "", "", "5", "5", "5", "", "5"])
+    texts = log.texts()
+    after = texts[texts.index(flow.prompt("ru", "record.not_heard").text):]
+    assert after.count(flow.prompt("ru", "nav.wrong_key").text) == 2
+    assert flow.prompt("ru", "record.offer").text in after
+    assert texts[-1] == flow.prompt("ru", "goodbye").text
+    assert log.hung_up_by == "hotline"
     with db() as session:
         assert row_counts(session)["questions"] == 0
 

@@ -21,6 +21,7 @@ from flows.engine import (
     GOODBYE,
     LANGUAGE,
     MAIN,
+    MAX_REPEATS,
     OFFER,
     RECORD,
     RECORDING_AGAIN,
@@ -492,6 +493,16 @@ def test_nothing_recorded_without_a_language_is_said_and_never_a_bare_hang_up(
     goodbye = flow.press(LANGUAGE, None, "", empty.tries)
     assert (goodbye.node, goodbye.wait) == (GOODBYE, "hangup")
     assert {p.language for p in goodbye.prompts} == set(LANGUAGES)
+    # Wrong keys only: repeated twice, as any menu, then the offer to record once more; a
+    # second empty recording then says so, and goodbye (not the language menu yet again).
+    screens = [empty]
+    while len(screens) < 10 and screens[-1].node == LANGUAGE:
+        screens.append(flow.press(LANGUAGE, None, "7", screens[-1].tries))
+    assert [screen.node for screen in screens] == [LANGUAGE] * (MAX_REPEATS + 1) + [OFFER]
+    assert {p.language for p in screens[-1].prompts} == set(LANGUAGES)
+    last = flow.not_recorded(None, None, screens[-1].tries)
+    assert (last.node, last.wait) == (GOODBYE, "hangup")
+    assert [p.key for p in last.prompts][:len(LANGUAGES)] == ["record.not_heard"] * len(LANGUAGES)
 
 
 def test_every_screen_says_something_and_waits_for_something(flow: Flow) -> None:
