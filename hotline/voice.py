@@ -216,7 +216,7 @@ def _store_question() -> tuple[int, bool] | None:
         return None
     recording_sid = form_sid("RecordingSid", RECORDING_SID)
     url = request.form.get("RecordingUrl", "").replace("\x00", "")[:2000]
-    duration = form_int("RecordingDuration")
+    duration = _recording_seconds()
     if not url:
         abort(400, description="RecordingUrl is missing")
     topic = request.args.get("topic")
@@ -241,6 +241,20 @@ def _store_question() -> tuple[int, bool] | None:
         except Exception:  # noqa: BLE001 - any queue failure; the sweep recovers
             log.exception("could not enqueue the download of recording %s", recording_id)
     return recording_id, number_known
+
+
+def _recording_seconds() -> int | None:
+    """RecordingDuration, or None when it is not a count of seconds (Twilio's API shows -1 for
+    a recording it is still processing). Only a number: the recording is kept all the same, not
+    refused with a 400, which the caller would hear as Twilio's "application error" and lose
+    the question."""
+    value = request.form.get("RecordingDuration", "").strip()
+    if value.isascii() and value.isdigit() and len(value) <= 9:
+        return int(value)
+    if value:
+        log.warning("recording %s has no usable duration (%r); kept without one",
+                    request.form.get("RecordingSid", "")[:64], value[:16])
+    return None
 
 
 @bp.post("/recorded")

@@ -236,6 +236,24 @@ def test_when_the_calls_row_cannot_be_written_the_caller_still_goes_through_the_
         assert question.topic == "pension"
 
 
+@pytest.mark.parametrize("duration", ["-1", "9.5", "²", "x" * 20])
+def test_a_recording_whose_duration_is_odd_is_kept_and_promised(
+        app: Flask, twilio: Twilio, db, duration: str) -> None:
+    """The duration is only told, not needed: a recording whose RecordingDuration is not a
+    count of seconds is stored once, without one, from either webhook, and the caller hears
+    the promise (a 400 would be Twilio's "application error" and the question lost)."""
+    flow = runtime(app).flow
+    form = call_form(RecordingSid=new_sid("RE"), RecordingDuration=duration,
+                     RecordingUrl="https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/RE2")
+    done = twiml(twilio.post("/voice/recorded?lang=ru&topic=pension", form))
+    assert spoken(done)[0] == flow.prompt("ru", "record.done").speech
+    status = twilio.post("/voice/recording-status", {**form, "RecordingStatus": "completed"})
+    assert status.status_code == 204
+    with db() as session:
+        question = session.scalars(select(Question)).one()
+        assert question.recording is not None and question.recording.duration is None
+
+
 def test_failures_in_a_row_end_with_call_again_later_not_a_loop(
     app: Flask, twilio: Twilio, monkeypatch: pytest.MonkeyPatch
 ) -> None:
