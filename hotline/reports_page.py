@@ -191,18 +191,28 @@ def summary_table(summary: figures.Summary, target_days: int, calendar: WorkCale
     return table
 
 
+# How far back from the last week shown weeks without questions still appear (as 0): ten years.
+ZERO_WEEKS = 522
+
+
 def weeks_table(facts: Sequence[figures.QuestionFacts], filters: figures.Filters,
                 now: datetime) -> Table:
     """Questions by ISO week (Almaty time): every week of the chosen dates (from the first
     question's, with no start date; to this week, with no end date), a week without
     questions as 0 (a silent week is what a coordinator must see: a number misconfigured,
-    a line down), not left out."""
+    a line down), not left out.
+
+    Weeks after this one are not silent but still to come, and are not shown as 0; nor are
+    weeks more than ZERO_WEEKS before the last one shown, unless they had questions: a year
+    mistyped in a date (1026, 2206) is a table of a few hundred rows, not of fifty thousand.
+    """
     counts = figures.count_by(facts, lambda f: figures.iso_week(f.created_at, LOCAL_TIME))
     table = Table("weeks", str(_("Questions by week")),
                   [str(_("Week")), str(_("Starts on")), str(_("Questions"))])
     first = filters.since or min((f.created_at for f in facts), default=None)
     if first is not None:
-        last = filters.until - timedelta(microseconds=1) if filters.until else now
+        last = min(filters.until - timedelta(microseconds=1), now) if filters.until else now
+        first = max(first, last - timedelta(weeks=ZERO_WEEKS))
         monday = figures.week_start(figures.iso_week(first, LOCAL_TIME))
         end = figures.week_start(figures.iso_week(max(last, first), LOCAL_TIME))
         while monday <= end:

@@ -13,7 +13,7 @@ from flask import Flask
 from sqlalchemy.orm import Session, sessionmaker
 
 from hotline.config import LOCAL_TIME, Settings
-from hotline.reports_page import TABLE_NAMES
+from hotline.reports_page import TABLE_NAMES, ZERO_WEEKS
 from storage import reports
 from storage.models import (
     Call,
@@ -377,6 +377,23 @@ def test_the_note_says_which_days_count(reports_app: Flask, make_app: Callable[[
     browser.login(coordinator)
     assert download(browser, "summary")[3] == [
         "Answered within 3 working days, %", "57.1", "7"]
+
+
+def test_a_mistyped_year_is_not_a_table_of_centuries(reports_app: Flask,
+                                                     coordinator: str) -> None:
+    """From 1900 to 9998: the weeks with questions, the silent ones of the last ten years up to
+    this week as 0, and no week still to come."""
+    browser = Browser(reports_app)
+    browser.login(coordinator)
+    rows = download(browser, "weeks", **{"from": "1900-01-01", "to": "9998-12-31"})[1:]
+    this_week = reports.iso_week(datetime.now(UTC), LOCAL_TIME)
+    assert rows[-1][0] == this_week
+    assert len(rows) <= ZERO_WEEKS + 2
+    weeks = [row[0] for row in rows]
+    assert weeks == sorted(set(weeks))
+    assert [row for row in rows if row[0] in ("2026-W10", "2026-W11", "2026-W12")] == [
+        ["2026-W10", "2026-03-02", "5"], ["2026-W11", "2026-03-09", "2"],
+        ["2026-W12", "2026-03-16", "1"]]
 
 
 def test_filters_apply_to_the_page(reports_app: Flask, coordinator: str) -> None:
