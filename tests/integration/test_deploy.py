@@ -183,15 +183,17 @@ def nginx_site(http: int, https: int, upstream: int, certificate: Path, key: Pat
 
 
 @contextmanager
-def nginx_in_front(tmp_path: Path, upstream: int) -> Iterator[tuple[int, int]]:
+def nginx_in_front(tmp_path: Path, upstream: int) -> Iterator[tuple[int, int, str]]:
     """Debian's nginx (installed by `make test`) serving deploy/nginx.conf with a self-signed
-    certificate; yields its http and https ports."""
+    certificate for the public name and 127.0.0.1; yields its http and https ports and the
+    certificate's file, for clients to verify it."""
     assert NGINX, "nginx is not installed: `make setup` installs it (Makefile APT_PACKAGES)"
     prefix = tmp_path / "nginx"
     prefix.mkdir()
     certificate, key = prefix / "cert.pem", prefix / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", f"/CN={PUBLIC_HOST}", "-keyout", str(key), "-out", str(certificate)],
+                    "-subj", f"/CN={PUBLIC_HOST}",
+                    "-addext", f"subjectAltName=DNS:{PUBLIC_HOST},IP:127.0.0.1", "-keyout", str(key), "-out", str(certificate)],
                    check=True, capture_output=True, timeout=60)
     http, https = free_port(), free_port()
     (prefix / "site.conf").write_text(nginx_site(http, https, upstream, certificate, key))
@@ -224,7 +226,7 @@ def nginx_in_front(tmp_path: Path, upstream: int) -> Iterator[tuple[int, int]]:
                 time.sleep(0.1)
         else:
             pytest.fail((prefix / "error.log").read_text(errors="replace"))
-        yield http, https
+        yield http, https, str(certificate)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -247,7 +249,7 @@ def test_behind_the_shipped_nginx_twilio_and_consultants_get_through(tmp_path: P
     public = values["PUBLIC_BASE_URL"]
     assert public == f"https://{PUBLIC_HOST}"
     with (web_as_the_unit_starts_it(env, upstream, tmp_path / "web.log"),
-          nginx_in_front(tmp_path, upstream) as (http, https)):
+          nginx_in_front(tmp_path, upstream) as (http, https, certificate)):
         site = f"https://127.0.0.1:{https}"
         host = {"Host": PUBLIC_HOST}
 
@@ -259,33 +261,33 @@ def test_behind_the_shipped_nginx_twilio_and_consultants_get_through(tmp_path: P
         form = {"CallSid": "CA" + "1" * 32, "AccountSid": values["TWILIO_ACCOUNT_SID"],
                 "From": "+77011234567", "To": values["TWILIO_PHONE_NUMBER"]}
         signature = RequestValidator(token).compute_signature(f"{public}/voice/incoming", form)
-        answered = requests.post(f"{site}/voice/incoming", data=form, verify=False, timeout=10,
-                                 headers={**host, "X-Twilio-Signature": signature})
+        answered = requests.post(f"{site}/voice/incoming", data=form, verify=certificate,
+                                 timeout=10, headers={**host, "X-Twilio-Signature": signature})
         assert answered.status_code == 200, answered.text
         gather = ET.fromstring(answered.text).find("Gather")
         assert gather is not None and gather.get("action", "").startswith(
             f"{public}/voice/menu?"), answered.text
 
-        unsigned = requests.post(f"{site}/voice/incoming", data=form, verify=False, timeout=10,
-                                 headers=host)
+        unsigned = requests.post(f"{site}/voice/incoming", data=form, verify=certificate,
+                                 timeout=10, headers=host)
         assert unsigned.status_code == 403
 
-        oversized = requests.post(f"{site}/voice/incoming", verify=False, timeout=10,
+        oversized = requests.post(f"{site}/voice/incoming", verify=certificate, timeout=10,
                                   data={"Body": "x" * (MAX_REQUEST_BYTES + 1)},
                                   headers={**host, "X-Twilio-Signature": signature})
         assert oversized.status_code == 413 and "nginx" in oversized.text
 
-        browser = requests.Session()  # verify=False on each request: REQUESTS_CA_BUNDLE wins
+        browser = requests.Session()  # verify= on each request: REQUESTS_CA_BUNDLE wins
         forged = {**host, "X-Forwarded-For": "203.0.113.9", "X-Forwarded-Host": "evil.example",
                   "X-Forwarded-Port": "8443", "X-Forwarded-Prefix": "/evil"}
-        page = browser.get(f"{site}/login", headers=forged, verify=False, timeout=10)
+        page = browser.get(f"{site}/login", headers=forged, verify=certificate, timeout=10)
         assert page.status_code == 200
         assert "/evil" not in page.text and "evil.example" not in page.text
         token_field = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page.text)
         assert token_field, page.text
         # Over https Flask-WTF wants the browser's Referer on the app's own host: the host
         # that nginx passed on, not the forged one.
-        failed = browser.post(f"{site}/login", verify=False, timeout=10,
+        failed = browser.post(f"{site}/login", verify=certificate, timeout=10,
                               headers={**forged, "Referer": f"{public}/login"}, data={
             "csrf_token": token_field.group(1), "email": "nobody@example.kz",
             "password": "wrong password"})
