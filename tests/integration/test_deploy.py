@@ -193,7 +193,8 @@ def nginx_in_front(tmp_path: Path, upstream: int) -> Iterator[tuple[int, int, st
     certificate, key = prefix / "cert.pem", prefix / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
                     "-subj", f"/CN={PUBLIC_HOST}",
-                    "-addext", f"subjectAltName=DNS:{PUBLIC_HOST},IP:127.0.0.1", "-keyout", str(key), "-out", str(certificate)],
+                    "-addext", f"subjectAltName=DNS:{PUBLIC_HOST},IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(certificate)],
                    check=True, capture_output=True, timeout=60)
     http, https = free_port(), free_port()
     (prefix / "site.conf").write_text(nginx_site(http, https, upstream, certificate, key))
