@@ -45,6 +45,7 @@ STOP_WORDS = frozenset({
     "ТОҚТА", "ТОКТА", "ТОҚТАТ", "ТОКТАТ", "ТОҚТАТЫҢЫЗ", "ТОКТАТЫНЫЗ", "ЖІБЕРМЕҢІЗ",
     "ЖИБЕРМЕНИЗ", "ЖІБЕРМЕҢІЗШІ", "ЖИБЕРМЕНИЗШИ", "ЖАЗБАҢЫЗ", "ЖАЗБАНЫЗ", "ЖАЗБАҢЫЗШЫ",
     "ЖАЗБАНЫЗШЫ", "ТОҚТАТЫҢЫЗШЫ", "ТОКТАТЫНЫЗШЫ", "ЖІБЕРМЕҢДЕР", "ЖИБЕРМЕНДЕР", "ЖАЗБАҢДАР",
+    "ТОҚТАҢЫЗ", "ТОКТАНЫЗ", "ТОҚТАҢЫЗШЫ", "ТОКТАНЫЗШЫ",
     "ЖАЗБАНДАР", "НӨМІРІМДІӨШІРІҢІЗ", "НОМИРИМДИОШИРИНИЗ", "МЕНІТІЗІМНЕНӨШІРІҢІЗ",
     "МЕНИТИЗИМНЕНОШИРИНИЗ", "СМСКЕРЕКЕМЕС", "ХАБАРЛАМАКЕРЕКЕМЕС",
     # More Russian ways: "Не отправляйте мне смс", "Перестаньте писать", "Не надо мне писать",
@@ -149,8 +150,14 @@ _FOLDED_KEYWORDS = {skeleton(word.lower()): word
 _FOLDED_KAZAKH = {skeleton(word.lower()): word
                   for words in (STOP_COMPANIONS, _KEYWORDS) for word in sorted(words)
                   if any(ch in "ӘҒҚҢӨҰҮҺІ" for ch in word)}
+# Keywords only Kazakh has: written with Kazakh letters, or folding as one that is
+# ("ЖИБЕРМЕНИЗ" for "ЖІБЕРМЕҢІЗ"). A message of one is Kazakh (SmsDialogue.detected_language).
+KAZAKH_KEYWORDS = frozenset(word for word in _KEYWORDS | STOP_COMPANIONS
+                            if skeleton(word.lower()) in _FOLDED_KAZAKH)
 _LONGEST_LATIN_KEYWORD = 16  # "OTPISATSYA" has 10 letters; longer text is no keyword
 _NOT_A_KEYWORD_CHAR = re.compile(r"[\s.,!;:'\"()\-_*#…–—]+")
+# Around a keyword: a question mark, quotes ("Меню?", «Стоп»).
+_ASKED_OR_QUOTED = re.compile(r"[?«»„“”]+")
 _CYRILLIC = re.compile("[\u0400-\u04ff]")
 _LATIN = re.compile("[A-Z]")
 
@@ -308,10 +315,24 @@ def stop_word(words: list[str]) -> str | None:
 def _one_keyword(body: str) -> str:
     """The text as one keyword: keyword(), the Cyrillic keyword a Latin word stands for, or
     the keyword a Kazakh word typed with some Kazakh letters missing folds to ("ЖIБЕРМЕНИЗ",
-    a Latin I for І and н for ң, is "ЖІБЕРМЕҢІЗ")."""
+    a Latin I for І and н for ң, is "ЖІБЕРМЕҢІЗ"). A keyword asked ("Меню?", "Помощь?") or
+    quoted («Стоп») is the keyword, except a thanks or a stop or start asked ("Спасибо?",
+    "Хорошо?", "Стоп?"), which asks something (bench/sms_harm.py's reviewers: "Стоп?" is
+    no wish to stop)."""
     word = keyword(body)
     if word in _KEYWORDS:
         return word
+    bare = _ASKED_OR_QUOTED.sub("", word)
+    if bare and bare != word:
+        found = _one_keyword(bare)
+        asks = "?" in word and (found in THANKS_WORDS or found in STOP_WORDS
+                                or found in START_WORDS)
+        return found if found in _KEYWORDS and not asks else word
+    return _one_plain_keyword(word)
+
+
+def _one_plain_keyword(word: str) -> str:
+    """_one_keyword for a word without question marks or quotes around it."""
     if not is_latin_word(word):
         return _FOLDED_KAZAKH.get(skeleton(word.lower()), word) if _CYRILLIC.search(
             word) else word
@@ -354,8 +375,8 @@ class SmsDialogue:
     def reply(self, body: str, state: SmsState) -> SmsReply:
         """Answer one message; the language is remembered only once it is actually known."""
         result = self._reply(body, state)
-        known = state.language or result.kind == "language" or detect_language(
-            clean_text(body)) in self.content.language_codes
+        known = state.language or result.kind == "language" or (
+            self.detected_language(body) is not None)
         if known:
             return result
         # Nothing told us the language: answer in the default one, but do not remember a guess
@@ -363,8 +384,11 @@ class SmsDialogue:
         return replace(result, state=replace(result.state, language=None))
 
     def detected_language(self, body: str) -> str | None:
-        """The language a message is written in, if one of the content's."""
-        detected = detect_language(clean_text(body))
+        """The language a message is written in, if one of the content's. A message that is a
+        Kazakh keyword is Kazakh, also typed without Kazakh letters ("ЖИБЕРМЕНИЗ", "Кайырлы
+        кун"), which detect_language alone reads as Russian."""
+        cleaned = clean_text(body)
+        detected = "kk" if command_word(cleaned) in KAZAKH_KEYWORDS else detect_language(cleaned)
         return detected if detected in self.content.language_codes else None
 
     def language_for(self, body: str, remembered: str | None) -> str:

@@ -235,12 +235,42 @@ def test_stop_holds_after_the_number_is_pseudonymised(app: Flask, phone: Phone,
     "Это не мой номер, не пишите", "Всё, хватит", "Тоқтатыңызшы", "Жазбаңдар",
     "Magan sms jibermeniz", "ne pishite mne bolshe", "Нөмірімді өшірініз",
     "Мені тізімнен өшірініз", "Отписка",
+    # The polite "stop" of an older Kazakh speaker, with and without Kazakh letters; a stop
+    # quoted.
+    "Тоқтаңыз", "тоқтаңызшы", "Токтаныз", "Toqtanyz", "«Стоп»",
 ])
 def test_stop_words_in_every_language(phone: Phone, db, word: str) -> None:
     assert phone.send(word)
     assert caller_row(db).sms_opted_out
     assert questions(db) == []  # a wish to stop is nobody's question
     assert phone.send("1") is None  # and nothing more is sent
+
+
+@pytest.mark.parametrize(("body", "key"), [
+    ("ЖИБЕРМЕНИЗ", "sms.stop"), ("Токтатыныз", "sms.stop"), ("Жазбаныз", "sms.stop"),
+    ("Кайырлы кун", "sms.menu"), ("Komek", "sms.help")])
+def test_a_kazakh_keyword_without_kazakh_letters_is_answered_in_kazakh(
+        phone: Phone, dialogue: SmsDialogue, db, body: str, key: str) -> None:
+    """Many phones have no Kazakh letters: the keyword is Kazakh all the same, so the answer
+    is, and Kazakh is remembered for the number (the phone tree reads it too)."""
+    assert phone.send(body) == dialogue.text("kk", key)
+    assert caller_row(db).language == "kk"
+
+
+@pytest.mark.parametrize(("body", "key"), [
+    ("Помощь?", "sms.help"), ("Меню?", "sms.menu"), ("help?", "sms.help"),
+    ("«Меню»", "sms.menu"), ("?", "sms.menu")])
+def test_a_keyword_asked_or_quoted_is_the_keyword(
+        phone: Phone, dialogue: SmsDialogue, db, body: str, key: str) -> None:
+    assert phone.send(body) in (dialogue.text("ru", key), dialogue.text("kk", key))
+    assert questions(db) == []
+
+
+def test_a_thanks_asked_is_a_question(phone: Phone, db) -> None:
+    """ "Хорошо?" after an answer asks something: a lawyer sees it, as before."""
+    assert phone.send("1")
+    assert phone.send("Хорошо?") is not None
+    assert len(questions(db)) == 1
 
 
 @pytest.mark.parametrize(("body", "language"), [
@@ -295,7 +325,9 @@ def test_i_will_wait_while_a_question_waits_needs_no_thanks_word(phone: Phone, d
     "Мне отмена", "Больше не надо", "Хватит бить", "Маған жазбаңыз, ұлыма жазыңыз",
     # "не писать" and "отписка" are other things beside other words; a Russian word does not
     # fold onto a keyword ("беспокоите" is not "беспокойте").
-    "Мне не писать", "Уже не надо писать", "Уже отписка", "Не беспокоите"])
+    "Мне не писать", "Уже не надо писать", "Уже отписка", "Не беспокоите",
+    # Asked, it asks something (bench/sms_harm.py's reviewers).
+    "Стоп?"])
 def test_a_stop_word_inside_a_question_is_no_stop(phone: Phone, db, body: str) -> None:
     """Only a message made of stop words (and their companions) stops: one other word and it
     is read as any message is."""
