@@ -266,6 +266,16 @@ class Settings:
                 "TWILIO_AUTH_TOKEN is not set: webhooks cannot be verified. "
                 "Set it, or HOTLINE_DEMO=1 to try the hotline without a Twilio account."
             )
+        # deploy/hotline.env.example's placeholders, left in: a SECRET_KEY that is published
+        # would let anyone sign a consultant's session.
+        left = [name for name, value in (("SECRET_KEY", self.secret_key),
+                                         ("TWILIO_AUTH_TOKEN", self.twilio_auth_token),
+                                         ("TWILIO_ACCOUNT_SID", self.twilio_account_sid))
+                if PLACEHOLDER in value or value == EXAMPLE_ACCOUNT_SID]
+        if left:
+            raise ConfigError(
+                f"{', '.join(left)} still hold the example's placeholder: fill them in "
+                "(a SECRET_KEY: python3 -c 'import secrets; print(secrets.token_hex(32))').")
         if not 2 <= self.callback_days <= 10:
             # The promise is spoken as a word; the content has forms for 2 to 10.
             raise ConfigError("HOTLINE_CALLBACK_DAYS must be between 2 and 10.")
@@ -289,6 +299,11 @@ class Settings:
         if self.audio_store not in ("folder", "database"):
             raise ConfigError("HOTLINE_AUDIO_STORE must be folder (the data folder's audio/) "
                               f"or database (the audio_blobs table), not {self.audio_store!r}.")
+
+
+# What deploy/hotline.env.example has where an operator must put their own value.
+PLACEHOLDER = "replace-with-"
+EXAMPLE_ACCOUNT_SID = "AC" + "x" * 32
 
 
 @cache

@@ -23,7 +23,7 @@ from dotenv import dotenv_values
 from twilio.request_validator import RequestValidator
 
 from hotline.app import MAX_REQUEST_BYTES
-from hotline.config import Settings
+from hotline.config import ConfigError, Settings
 from tests.support import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,16 +41,33 @@ def unit(name: str) -> configparser.ConfigParser:
 
 
 def commands(name: str) -> list[list[str]]:
-    """The unit's ExecStartPre and ExecStart command lines, split, without systemd's "-"."""
+    """The unit's ExecStartPre and ExecStart command lines, split, without systemd's "-", with
+    ${NAME} replaced by the unit's own Environment= default, as systemd does without a
+    settings file that sets it."""
     lines = (DEPLOY / name).read_text().splitlines()
+    defaults = dict(pair.split("=", 1) for line in lines if line.startswith("Environment=")
+                    for pair in shlex.split(line.split("=", 1)[1]))
     found = [line.split("=", 1)[1] for line in lines
              if line.startswith(("ExecStartPre=", "ExecStart="))]
-    return [shlex.split(command.lstrip("-")) for command in found]
+    expanded = [re.sub(r"\$\{(\w+)\}", lambda m: defaults[m.group(1)], command)
+                for command in found]
+    return [shlex.split(command.lstrip("-")) for command in expanded]
+
+
+def filled_in(values: dict[str, str]) -> dict[str, str]:
+    """The settings file's values with the operator's own where it has placeholders."""
+    return {**values, "SECRET_KEY": "ab" * 32, "TWILIO_ACCOUNT_SID": "AC" + "1" * 32,
+            "TWILIO_AUTH_TOKEN": "a-test-auth-token"}
 
 
 def test_the_settings_file_is_a_production_configuration_the_app_accepts() -> None:
     values = {k: v or "" for k, v in dotenv_values(DEPLOY / "hotline.env.example").items()}
-    settings = Settings.from_env(values)
+    # As shipped, its placeholders are refused, each named: a published SECRET_KEY would let
+    # anyone sign a consultant's session.
+    with pytest.raises(ConfigError, match="SECRET_KEY, TWILIO_AUTH_TOKEN, TWILIO_ACCOUNT_SID "
+                                          "still hold the example's placeholder"):
+        Settings.from_env(values).check()
+    settings = Settings.from_env(filled_in(values))
     settings.check()
     assert not settings.demo
     assert settings.database_url.startswith("postgresql+psycopg://")
@@ -80,6 +97,19 @@ def test_the_systemd_units_verify(name: str, tmp_path: Path) -> None:
     assert (verified.returncode, verified.stderr) == (0, "")
     service = unit(name)["Service"]
     assert service["User"] == "hotline" and service["UMask"] == "0077"
+
+
+def test_the_units_take_their_sizes_from_the_settings_file() -> None:
+    """WEB_CONCURRENCY and WORKER_THREADS (README "Configuration") size the units as they size
+    the Procfile: each unit has the Procfile's default, and the settings file wins (systemd:
+    EnvironmentFile= overrides Environment=)."""
+    procfile = (REPO / "Procfile").read_text()
+    for name, variable, option in (("hotline-web.service", "WEB_CONCURRENCY", "--workers"),
+                                   ("hotline-worker.service", "WORKER_THREADS", "--workers")):
+        text = (DEPLOY / name).read_text()
+        assert f"{option} ${{{variable}}}" in text
+        default = re.search(rf"Environment={variable}=(\d+)", text)
+        assert default and f"${{{variable}:-{default.group(1)}}}" in procfile
 
 
 def test_every_command_the_units_run_works(tmp_path: Path) -> None:
@@ -239,12 +269,12 @@ def test_behind_the_shipped_nginx_twilio_and_consultants_get_through(tmp_path: P
     URLs on that address; an unsigned one is refused; plain http is sent to https; a body over
     the limit stops at nginx; and a client's own X-Forwarded-* headers are not believed (the
     failed-login limit counts the address nginx saw)."""
-    values = {k: v or "" for k, v in dotenv_values(DEPLOY / "hotline.env.example").items()}
-    token = "a-test-auth-token"
+    values = filled_in(
+        {k: v or "" for k, v in dotenv_values(DEPLOY / "hotline.env.example").items()})
+    token = values["TWILIO_AUTH_TOKEN"]
     database = tmp_path / "hotline.db"
     env = {**values, "PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(tmp_path),
-           "DATABASE_URL": f"sqlite:///{database}", "HOTLINE_DATA_DIR": str(tmp_path / "data"),
-           "TWILIO_AUTH_TOKEN": token, "SECRET_KEY": "ab" * 32}
+           "DATABASE_URL": f"sqlite:///{database}", "HOTLINE_DATA_DIR": str(tmp_path / "data")}
     del env["REDIS_URL"]  # the SQLite job queue beside the SQLite database; no job runs here
     upstream = free_port()
     public = values["PUBLIC_BASE_URL"]
