@@ -9,18 +9,21 @@ STAMP := $(VENV)/.installed
 # browser tests in tests/browser/, driven by the playwright package from the dev extra.
 # postgresql-client: pg_dump and pg_restore for `hotline backup` on PostgreSQL and its tests.
 # python3-venv: Debian's python3 makes no virtualenv without it (ensurepip is split out).
-# systemd: systemd-analyze, which checks deploy/'s units in tests/integration/test_deploy.py.
-APT_PACKAGES := espeak-ng sox libsox-fmt-base libsox-fmt-mp3 ffmpeg chromium fonts-dejavu-core \
-	postgresql-client python3-venv systemd nginx
+# systemd: systemd-analyze, which checks deploy/'s units in tests/integration/test_deploy.py;
+# nginx: the same test runs deploy/nginx.conf in front of gunicorn.
+# A server needs only SERVER_APT_PACKAGES (`make server-setup`: README "Installing on a server").
+SERVER_APT_PACKAGES := espeak-ng sox libsox-fmt-base libsox-fmt-mp3 ffmpeg postgresql-client \
+	python3-venv
+APT_PACKAGES := $(SERVER_APT_PACKAGES) chromium fonts-dejavu-core systemd nginx
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PORT ?= 5000
 export PORT
 
-.PHONY: run test test-slow lint system-deps setup clean bench
+.PHONY: run test test-slow lint system-deps setup server-setup clean bench
 
-# Installs only when one of the packages is missing (dpkg knows, whatever is on PATH).
-system-deps:
-	@missing=""; for package in $(APT_PACKAGES); do \
+# Installs only the packages that are missing (dpkg knows, whatever is on PATH).
+define install_missing
+	@missing=""; for package in $(1); do \
 		dpkg-query -W -f='$${Status}' $$package 2>/dev/null | grep -q "ok installed" \
 			|| missing="$$missing $$package"; \
 	done; \
@@ -28,6 +31,18 @@ system-deps:
 		echo "Installing Debian packages:$$missing"; \
 		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
 	fi
+endef
+
+system-deps:
+	$(call install_missing,$(APT_PACKAGES))
+
+# A production server: what the hotline runs with, without the dev extra (test tools, the
+# browser driver) or Chromium. Run again after `git pull` (pip then installs what changed).
+server-setup:
+	$(call install_missing,$(SERVER_APT_PACKAGES))
+	[ -x $(BIN)/python ] || python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)

