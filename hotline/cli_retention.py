@@ -99,8 +99,9 @@ def run_retention(rt: Runtime, *, dry_run: bool = False, now: datetime | None = 
         with unit_of_work(rt.sessions) as session:
             store.apply(session, batch, audio=rt.audio, key=key, now=now, outcome=outcome)
     log.info("retention: %d audio files removed, %d recordings marked deleted, "
-             "%d callers pseudonymised", outcome.files_removed, outcome.recordings_deleted,
-             outcome.callers_pseudonymised)
+             "%d callers and %d numbers of no caller record pseudonymised",
+             outcome.files_removed, outcome.recordings_deleted, outcome.callers_pseudonymised,
+             outcome.strays_pseudonymised)
     for problem in outcome.skipped:
         log.warning("retention skipped %s", problem)
     return RetentionRun(todo, outcome, delete_twilio_copies(rt, now))
@@ -187,6 +188,9 @@ def describe(run: RetentionRun, audio_days: int, phone_days: int) -> list[str]:
                      f"that long: {len(todo.callers)} callers")
         lines.extend(f"  caller {due.caller_id}: questions {_ids(due.question_ids)}"
                      for due in todo.callers)
+        if todo.strays:
+            lines.append(f"numbers on calls and SMS of no caller record, not heard from for "
+                         f"{phone_days} days: {len(todo.strays)}")
     else:
         lines.append("number pseudonymisation is off (HOTLINE_PHONE_RETENTION_DAYS=0)")
     if run.outcome is None:
@@ -197,7 +201,9 @@ def describe(run: RetentionRun, audio_days: int, phone_days: int) -> list[str]:
         done = run.outcome
         lines.append(f"done: {done.files_removed} files removed, {done.recordings_deleted} "
                      f"recordings marked deleted, {done.callers_pseudonymised} callers "
-                     f"pseudonymised ({done.callers_merged} joined to an earlier record)")
+                     f"pseudonymised ({done.callers_merged} joined to an earlier record)"
+                     + (f", {done.strays_pseudonymised} numbers of no caller record"
+                        if done.strays_pseudonymised else ""))
         lines.extend(f"skipped {problem}" for problem in done.skipped)
     if run.twilio is not None and (run.twilio.deleted or run.twilio.failed):
         lines.append(f"Twilio's copies: {run.twilio.deleted} recordings deleted there, "

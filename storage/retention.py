@@ -20,13 +20,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import Exists, and_, delete, exists, or_, select, update
+from sqlalchemy import Exists, and_, delete, exists, func, or_, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from storage.audio_store import AudioStore, UnsafeAudioKey
 from storage.models import (
     QUESTION_CLOSED,
     Call,
+    CallbackAttempt,
     Caller,
     Question,
     Recording,
@@ -64,6 +66,9 @@ class Plan:
 
     audio: list[AudioDue] = field(default_factory=list)
     callers: list[CallerDue] = field(default_factory=list)
+    # Numbers kept on calls and SMS of no caller record (a From the hotline could not read as
+    # a phone number), not heard from since callers_before: pseudonymised as callers' are.
+    strays: list[str] = field(default_factory=list)
     # The limits the audio and the callers were found by; apply checks each against it again.
     audio_before: datetime | None = None
     callers_before: datetime | None = None
@@ -77,6 +82,7 @@ class Outcome:
     recordings_deleted: int = 0
     callers_pseudonymised: int = 0
     callers_merged: int = 0
+    strays_pseudonymised: int = 0
     skipped: list[str] = field(default_factory=list)
 
 
@@ -140,6 +146,50 @@ def callers_due(session: Session, before: datetime) -> list[CallerDue]:
     return [CallerDue(caller_id, tuple(ids)) for caller_id, ids in questions.items()]
 
 
+# A stored number with fewer digits is no person's ("anonymous", a short code, a sender's name).
+STRAY_MIN_DIGITS = 7
+
+
+def _open_question(question_id: InstrumentedAttribute[int | None], before: datetime) -> Exists:
+    """The row's question is open, or was closed at or after before."""
+    return exists().where(
+        Question.id == question_id,
+        or_(Question.status != QUESTION_CLOSED, Question.closed_at.is_(None),
+            Question.closed_at >= before))
+
+
+def strays_due(session: Session, before: datetime) -> list[str]:
+    """Numbers on calls and SMS of no caller record to pseudonymise: none of their rows is from
+    before's time on or belongs to a question still open (or closed since before)."""
+    numbers = {*session.scalars(select(Call.from_number).distinct()
+                                .where(Call.caller_id.is_(None))),
+               *session.scalars(select(SmsMessage.phone).distinct()
+                                .where(SmsMessage.caller_id.is_(None)))}
+    due = []
+    for number in sorted(numbers):
+        if is_pseudonym(number) or sum(ch.isdigit() for ch in number) < STRAY_MIN_DIGITS:
+            continue
+        if not _stray_is_recent(session, number, before):
+            due.append(number)
+    return due
+
+
+def _stray_is_recent(session: Session, number: str, before: datetime) -> bool:
+    """Whether a row of no caller with this number is from before's time on, or has a
+    question still open (or closed since before)."""
+    call = select(Call.id).where(
+        Call.caller_id.is_(None), Call.from_number == number,
+        or_(Call.started_at >= before, exists().where(
+            Question.call_id == Call.id,
+            or_(Question.status != QUESTION_CLOSED, Question.closed_at.is_(None),
+                Question.closed_at >= before)))).limit(1)
+    sms = select(SmsMessage.id).where(
+        SmsMessage.caller_id.is_(None), SmsMessage.phone == number,
+        or_(SmsMessage.created_at >= before, SmsMessage.updated_at >= before,
+            _open_question(SmsMessage.question_id, before))).limit(1)
+    return (session.scalar(call) is not None) or (session.scalar(sms) is not None)
+
+
 def plan(session: Session, now: datetime, audio_days: int, phone_days: int) -> Plan:
     """Work out what goes now; 0 days turns that part off."""
     result = Plan()
@@ -149,6 +199,7 @@ def plan(session: Session, now: datetime, audio_days: int, phone_days: int) -> P
     if phone_days > 0:
         result.callers_before = now - timedelta(days=phone_days)
         result.callers = callers_due(session, result.callers_before)
+        result.strays = strays_due(session, result.callers_before)
     return result
 
 
@@ -237,8 +288,53 @@ def pseudonymise_caller(session: Session, caller_id: int, key: bytes, before: da
                     .where(or_(SmsMessage.caller_id == keep_id, SmsMessage.phone == old))
                     .values(phone=new)
                     .execution_options(synchronize_session=False))
+    _scrub_error_texts(session, old, new, SmsMessage.caller_id == keep_id,
+                       CallbackAttempt.question_id.in_(
+                           select(Question.id).where(Question.caller_id == keep_id)))
     session.flush()
     outcome.callers_pseudonymised += 1
+
+
+def _scrub_error_texts(session: Session, old: str, new: str, sms: ColumnElement[bool],
+                       attempts: ColumnElement[bool]) -> None:
+    """Replace the number in the error texts Twilio gave for these SMS and callback attempts
+    ("The 'To' number +7701… is not a valid phone number"), kept as Twilio wrote them."""
+    for spelling in dict.fromkeys((old, old.lstrip("+"))):
+        if sum(ch.isdigit() for ch in spelling) < STRAY_MIN_DIGITS:
+            continue
+        session.execute(update(SmsMessage)
+                        .where(sms, SmsMessage.error_message.contains(spelling, autoescape=True))
+                        .values(error_message=func.replace(SmsMessage.error_message, spelling,
+                                                           new))
+                        .execution_options(synchronize_session=False))
+        session.execute(update(CallbackAttempt)
+                        .where(attempts, CallbackAttempt.error.contains(spelling,
+                                                                        autoescape=True))
+                        .values(error=func.replace(CallbackAttempt.error, spelling, new))
+                        .execution_options(synchronize_session=False))
+
+
+def pseudonymise_stray(session: Session, number: str, key: bytes, before: datetime,
+                       outcome: Outcome) -> None:
+    """Replace a number of no caller record (strays_due) with its pseudonym on its calls and
+    SMS, unless a row of it is recent or has an open question now (checked again here)."""
+    if is_pseudonym(number) or _stray_is_recent(session, number, before):
+        return
+    new = pseudonym(number, key)
+    session.execute(update(Call)
+                    .where(Call.caller_id.is_(None), Call.from_number == number)
+                    .values(from_number=new)
+                    .execution_options(synchronize_session=False))
+    stray_sms = and_(SmsMessage.caller_id.is_(None), SmsMessage.phone == number)
+    question_ids = session.scalars(select(SmsMessage.question_id).distinct().where(
+        stray_sms, SmsMessage.question_id.is_not(None))).all()
+    session.execute(update(SmsMessage).where(stray_sms).values(phone=new)
+                    .execution_options(synchronize_session=False))
+    _scrub_error_texts(session, number, new,
+                       and_(SmsMessage.caller_id.is_(None), SmsMessage.phone == new),
+                       CallbackAttempt.question_id.in_(question_ids))
+    session.flush()
+    outcome.strays_pseudonymised += 1
 
 
 def batches(todo: Plan, size: int) -> Iterator[Plan]:
@@ -248,9 +344,11 @@ def batches(todo: Plan, size: int) -> Iterator[Plan]:
     if size < 1:
         raise ValueError("a batch holds at least one item")
     for start in range(0, len(todo.audio), size):
-        yield replace(todo, audio=todo.audio[start:start + size], callers=[])
+        yield replace(todo, audio=todo.audio[start:start + size], callers=[], strays=[])
     for start in range(0, len(todo.callers), size):
-        yield replace(todo, audio=[], callers=todo.callers[start:start + size])
+        yield replace(todo, audio=[], callers=todo.callers[start:start + size], strays=[])
+    for start in range(0, len(todo.strays), size):
+        yield replace(todo, audio=[], callers=[], strays=todo.strays[start:start + size])
 
 
 def apply(session: Session, todo: Plan, *, audio: AudioStore, key: bytes,
@@ -276,6 +374,11 @@ def apply(session: Session, todo: Plan, *, audio: AudioStore, key: bytes,
             raise ValueError("a plan with callers needs callers_before")
         for due in todo.callers:
             pseudonymise_caller(session, due.caller_id, key, todo.callers_before, outcome)
+    if todo.strays:
+        if todo.callers_before is None:
+            raise ValueError("a plan with stray numbers needs callers_before")
+        for number in todo.strays:
+            pseudonymise_stray(session, number, key, todo.callers_before, outcome)
     return outcome
 
 

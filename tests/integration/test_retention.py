@@ -21,7 +21,16 @@ from hotline.config import Settings
 from storage import retention as store
 from storage.calls import touch_caller
 from storage.db import unit_of_work
-from storage.models import Call, Caller, Question, Recording, SmsMessage, utcnow
+from storage.models import (
+    Call,
+    CallbackAttempt,
+    Caller,
+    Question,
+    Recording,
+    SmsMessage,
+    User,
+    utcnow,
+)
 from storage.retention import RECORDING_DELETED, is_pseudonym, pseudonym
 from tests.support import (
     ACCOUNT_SID,
@@ -32,7 +41,7 @@ from tests.support import (
     runtime,
 )
 from tests.twilio_api import RECORDING_DELETE, TwilioApi, twilio_error
-from tests.workspace_support import Db
+from tests.workspace_support import Db, add_user
 
 DAY = timedelta(days=1)
 PHONES = {name: f"+7701000000{i}" for i, name in enumerate("abcde", 1)}
@@ -188,6 +197,72 @@ def test_retention_never_touches_an_open_question(
             assert question.recording.file_path == f"2025/{name}.wav"
             assert question.caller is not None and not is_pseudonym(question.caller.phone)
         assert not world.files["y"].exists()  # closed 10 days ago: now past one day
+
+
+def test_twilios_error_texts_lose_the_number_with_the_caller(app: Flask, db: Db,
+                                                            world: World) -> None:
+    """Twilio's error texts are kept as it wrote them, and some name the number ("The 'To'
+    number +7701… is not a valid phone number"): the caller's go with the number, with or
+    without the +; another caller's stay."""
+    add_user(app, "lawyer@example.kz")
+    b_number, a_number = PHONES["b"], PHONES["a"]
+    with db() as session:
+        lawyer = session.scalars(select(User)).one()
+        session.add(SmsMessage(direction="out", phone=b_number, caller_id=world.callers["b"],
+                               body="Жауап", status="failed", error_code=21211,
+                               error_message=f"The 'To' number {b_number} is not valid."))
+        session.add(CallbackAttempt(question_id=world.questions["b1"], consultant_id=lawyer.id,
+                                    state="failed",
+                                    error=f"Number {b_number.lstrip('+')} unverified (21219)"))
+        session.add(CallbackAttempt(question_id=world.questions["a2"], consultant_id=lawyer.id,
+                                    state="failed", error=f"Number {a_number} unverified"))
+    assert run_cli(app, ["retention"]).exit_code == 0
+    b_pseudonym = pseudonym(b_number, runtime(app).settings.ensure_secret_key().encode())
+    with db() as session:
+        texts = [*session.scalars(select(SmsMessage.error_message)
+                                  .where(SmsMessage.error_message.is_not(None))),
+                 *session.scalars(select(CallbackAttempt.error).order_by(CallbackAttempt.id))]
+    assert texts == [f"The 'To' number {b_pseudonym} is not valid.",
+                     f"Number {b_pseudonym} unverified (21219)", f"Number {a_number} unverified"]
+
+
+def test_a_number_of_no_caller_record_is_pseudonymised_too(app: Flask, db: Db,
+                                                         world: World) -> None:
+    """A From the hotline could not read as a phone number is kept on its call and SMS with no
+    caller record; once old enough (and no question of it open), it goes as callers' do. A
+    recent one, one with an open question, and "anonymous" stay."""
+    now = utcnow()
+    old, recent, asking = "+77995550101", "+77995550202", "+77995550303"
+    with db() as session:
+        session.add(SmsMessage(direction="in", phone=old, body="сұрақ", status="received",
+                               created_at=now - 800 * DAY, updated_at=now - 800 * DAY,
+                               error_message=f"from {old}"))
+        session.add(Call(call_sid="CAold", from_number=old, status="completed",
+                         started_at=now - 800 * DAY))
+        session.add(Call(call_sid="CAnew", from_number=recent, status="completed",
+                         started_at=now - 10 * DAY))
+        session.add(Call(call_sid="CAanon", from_number="anonymous", status="completed",
+                         started_at=now - 800 * DAY))
+        call = Call(call_sid="CAask", from_number=asking, status="completed",
+                    started_at=now - 800 * DAY)
+        session.add(call)
+        session.flush()
+        session.add(Question(channel="voice", language="ru", status="waiting", call_id=call.id,
+                             created_at=now - 800 * DAY))
+    listed = run_cli(app, ["retention", "--dry-run"])
+    assert "numbers on calls and SMS of no caller record, not heard from for 365 days: 1" in (
+        listed.output)
+    assert "+7799" not in listed.output
+    done = run_cli(app, ["retention"])
+    assert "1 numbers of no caller record" in done.output, done.output
+    gone = pseudonym(old, runtime(app).settings.ensure_secret_key().encode())
+    with db() as session:
+        calls = {sid: number for sid, number in session.execute(
+            select(Call.call_sid, Call.from_number))}
+        sms = session.scalars(select(SmsMessage).where(SmsMessage.caller_id.is_(None),
+                                                       SmsMessage.direction == "in")).one()
+    assert (calls["CAold"], sms.phone, sms.error_message) == (gone, gone, f"from {gone}")
+    assert (calls["CAnew"], calls["CAanon"], calls["CAask"]) == (recent, "anonymous", asking)
 
 
 def test_a_returning_caller_is_joined_to_their_pseudonymised_record(
