@@ -528,6 +528,22 @@ def _refuse_sms(message: str, question_id: int, body: str, *,
                            back=url_for("workspace.question", question_id=question_id)), 400
 
 
+def _talking_now(db: Session, question_id: int, user_id: int, now: datetime) -> bool:
+    """Whether the user's newest attempt at the question has them connected to the resident."""
+    newest = next(iter(store.attempts_of(db, question_id)), None)
+    return (newest is not None and newest.consultant_id == user_id
+            and newest.state == CALLBACK_CONNECTED and store.is_live(newest, now))
+
+
+def _open_elsewhere(db: Session, caller_id: int | None, question_ids: list[int]) -> bool:
+    """Whether the resident has an open question besides these (one that will be called)."""
+    if caller_id is None:
+        return False
+    return db.scalar(select(Question.id).where(
+        Question.caller_id == caller_id, Question.status != QUESTION_CLOSED,
+        Question.id.not_in(question_ids)).limit(1)) is not None
+
+
 def _held(db: Session, question_id: int, user_id: int, now: datetime) -> Question:
     """The question if the user holds it (the claim is touched, its row locked); else 409."""
     held = touch_claim(db, question_id, user_id, now)
@@ -813,6 +829,15 @@ def outcome(question_id: int) -> ResponseReturnValue:
     now = utcnow()
     sms_id: int | None = None
     sms_refused: str | None = None
+    if chosen == OUTCOME_NO_ANSWER:
+        with unit_of_work(runtime().sessions, read_only=True) as db:
+            talking = _talking_now(db, question_id, account.id, now)
+        if talking:
+            # A form written before the call, or a slip: the resident is on the line.
+            return _refuse(409, _("Please try again"), _(
+                "The resident answered this call and you are still connected: it cannot be "
+                "written as no answer. Write what came of the conversation once it ends."),
+                question_id)
     with unit_of_work(runtime().sessions) as db:
         question, others = _held_together(db, question_id, also, account.id, now)
         result = _record_outcome(db, question, account.id, chosen, referral, now, settings,
@@ -821,7 +846,9 @@ def outcome(question_id: int) -> ResponseReturnValue:
                                 question_id) for other in others]
         gave_up = [q for q, r in zip([question, *others], [result, *rest], strict=True)
                    if r.gave_up]
-        if gave_up and len(gave_up) < 1 + len(others):
+        if gave_up and (len(gave_up) < 1 + len(others) or _open_elsewhere(
+                db, question.caller_id, [question.id, *(other.id for other in others)])):
+            # Another question of the resident will still be called: not "we gave up".
             sms_refused = "retry_left"
         elif gave_up:
             caller = question.caller

@@ -922,6 +922,53 @@ def test_no_answer_counts_for_each_and_the_final_sms_waits_for_the_last(
         assert message.question_id == newer
 
 
+def test_no_we_gave_up_sms_while_an_unticked_question_will_be_called(
+        app: Flask, db: Db, api: TwilioApi, lawyer: Consultant,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The resident's other question waits for its retry but is not ticked on the form: the
+    last failure of this one sends no "we gave up" SMS, and the other's last one sends one."""
+    rt = app.extensions["hotline"]
+    rt.settings = rt.settings.override(callback_attempts=3)
+    first, second = make_question(db), make_question(db)
+    with db() as session:
+        question = session.get(Question, first)
+        assert question is not None
+        question.callback_attempts = 2
+    no_answer_at(monkeypatch, lawyer, second, datetime(FUTURE, 3, 2, 10, 0, tzinfo=ALMATY))
+    no_answer_at(monkeypatch, lawyer, first, datetime(FUTURE, 3, 2, 11, 0, tzinfo=ALMATY))
+    assert load_question(db, first).status == "closed"
+    assert api.sent() == []
+    assert (f"question {first} is closed. No SMS was sent: the resident's other question will "
+            "be tried again.") in lawyer.notices()
+    for day in (3, 4):
+        no_answer_at(monkeypatch, lawyer, second, datetime(FUTURE, 3, day, 12, 0,
+                                                           tzinfo=ALMATY))
+    assert load_question(db, second).status == "closed"
+    [sent] = api.sent()
+    assert sent["To"] == CALLER
+
+
+def test_no_answer_cannot_be_written_while_the_resident_is_on_the_line(
+        db: Db, api: TwilioApi, twilio: Twilio, lawyer: Consultant, question_id: int) -> None:
+    """Connected to the resident, "no answer" is refused (409) and changes nothing; what came
+    of the conversation ("resolved") may be written during it."""
+    attempt, form = started_call(lawyer, api, db, question_id)
+    sid = attempt.consultant_call_sid
+    assert sid is not None
+    twiml(twilio.post_url(form["Url"], leg_form(sid, "in-progress", AnsweredBy="human")))
+    twilio.post(f"/callbacks/{attempt.id}/status/resident",
+                resident_form(new_sid("CA"), sid, "in-progress"))
+    refused = lawyer.outcome(question_id, "no_answer")
+    assert refused.status_code == 409
+    assert "you are still connected" in refused.get_data(as_text=True)
+    question = load_question(db, question_id)
+    assert (question.status, question.callback_attempts) == ("claimed", 0)
+    [live] = attempts(db, question_id)
+    assert (live.state, live.outcome) == ("connected", None)
+    assert lawyer.outcome(question_id, "resolved").status_code == 303
+    assert load_question(db, question_id).status == "closed"
+
+
 def test_a_ticked_question_at_its_last_try_closes_and_is_named(
         app: Flask, db: Db, api: TwilioApi, lawyer: Consultant,
         monkeypatch: pytest.MonkeyPatch) -> None:
