@@ -35,7 +35,13 @@ from hotline.workspace import (
 )
 from storage import audit
 from storage.callbacks import talks_without_outcome
-from storage.claims import ResidentHolder, claim_next, claim_question, resident_holders
+from storage.claims import (
+    ResidentHolder,
+    claim_next,
+    claim_question,
+    holds,
+    resident_holders,
+)
 from storage.db import retry_conflicts, unit_of_work
 from storage.models import (
     CHANNEL_SMS,
@@ -426,8 +432,11 @@ def claim(question_id: int) -> ResponseReturnValue:
     account = auth.current_account()
     now = utcnow()
     with unit_of_work(runtime().sessions) as db:
+        # A second click (or another tab) on a question already theirs: opened, not audited
+        # as a claim again.
+        theirs = holds(db, question_id, account.id)
         won = claim_question(db, question_id, account.id, now, lapse_before(now))
-        if won:
+        if won and not theirs:
             audit.record(db, account.id, audit.CLAIMED, question_id, ip=request.remote_addr,
                          at=now)
         question = None if won else db.get(Question, question_id)

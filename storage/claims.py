@@ -97,6 +97,13 @@ def claim_question(session: Session, question_id: int, user_id: int, now: dateti
     return won
 
 
+def holds(session: Session, question_id: int, user_id: int) -> bool:
+    """Whether the user holds the question's claim now (lapsed or not)."""
+    return session.scalar(select(Question.id).where(
+        Question.id == question_id, Question.status == QUESTION_CLAIMED,
+        Question.claimed_by_id == user_id)) is not None
+
+
 def _audit_lapse(session: Session, question_id: int, holder: str | None,
                  now: datetime) -> None:
     audit.record(session, None, audit.RELEASED, question_id, at=now,

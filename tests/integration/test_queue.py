@@ -681,6 +681,13 @@ def test_claiming_opens_the_question_and_is_audited(app: Flask, db: Db, consulta
             AuditEvent.action != audit.ACCOUNT)).all()  # (the accounts made by the fixtures)
         assert (claimed.action, claimed.question_id, claimed.user_id, claimed.ip) == (
             audit.CLAIMED, question_id, question.claimed_by_id, browser.ip)
+    # Claimed again (a double click, another tab): it opens; the log says "claimed" once.
+    again = browser.post(f"/questions/{question_id}/claim",
+                         {"csrf_token": browser.token("/queue")})
+    assert again.headers["Location"] == f"/questions/{question_id}"
+    with db() as session:
+        assert len(session.scalars(select(AuditEvent).where(
+            AuditEvent.action == audit.CLAIMED)).all()) == 1
     # It leaves the due tab and shows under "claimed", held by "you".
     assert page(browser.get("/queue")).rows == []
     assert page(browser.get("/queue?status=claimed")).rows[1][8] == "you"
