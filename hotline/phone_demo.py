@@ -36,6 +36,7 @@ from twilio.request_validator import RequestValidator
 from wtforms import ValidationError
 
 from hotline.auth import csrf
+from hotline.config import DEMO_AUTH_TOKEN
 from hotline.twilio_glue import external_url, runtime
 from hotline.workspace import TRANSCRIPTION
 from storage.db import unit_of_work
@@ -124,6 +125,9 @@ def page() -> ResponseReturnValue:
     return render_template("phone.html", config=config)
 
 
+LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
 def _allowed_webhook(url: str) -> bool:
     """Tell whether url is one of this hotline's voice webhooks (the only URLs signed here)."""
     try:
@@ -135,9 +139,16 @@ def _allowed_webhook(url: str) -> bool:
     if ".." in parts.path or "/." in parts.path or "%" in parts.path or "//" in parts.path:
         return False  # no way out of /voice/ by dot segments or encoded slashes
     origin = f"{parts.scheme}://{parts.netloc}".lower()
-    bases = {request.host_url.rstrip("/").lower()}
-    if runtime().settings.public_base_url:
-        bases.add(str(runtime().settings.public_base_url).lower())
+    settings = runtime().settings
+    bases = {str(settings.public_base_url).lower()} if settings.public_base_url else set()
+    # The host the request names is the client's to choose (a Host header). With the public
+    # demo token a signature is worth nothing elsewhere, so any host the page is opened on
+    # will do (a laptop shown to a funder on the same network). With a real account's token,
+    # only this machine's own names: a signature for another host would be a valid request
+    # to the hotline that really answers there.
+    own = request.host_url.rstrip("/").lower()
+    if settings.twilio_auth_token == DEMO_AUTH_TOKEN or urlsplit(own).hostname in LOOPBACK:
+        bases.add(own)
     prefix = request.script_root + "/voice/"
     return any(origin + parts.path[: len(prefix)] == base + prefix for base in bases)
 

@@ -19,7 +19,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from twilio.request_validator import RequestValidator
 
-from hotline.config import Settings
+from hotline.config import DEMO_AUTH_TOKEN, Settings
 from storage.calls import start_call
 from storage.db import unit_of_work
 from storage.models import TRANSCRIPTION_NO_MODEL, Question
@@ -131,6 +131,27 @@ def test_the_sign_route_signs_what_the_webhook_accepts(page: tuple[FlaskClient, 
     tampered = client.post("/voice/menu?node=language&tries=0", data={**form, "Digits": "1"},
                            headers={"X-Twilio-Signature": signature})
     assert tampered.status_code == 403
+
+
+@pytest.mark.parametrize(("token", "host", "signed"), [
+    (AUTH_TOKEN, "http://hotline.example.kz", False),   # a real token: not another host
+    (AUTH_TOKEN, "http://127.0.0.1:5000", True),        # this machine
+    (DEMO_AUTH_TOKEN, "http://192.168.1.20:5000", True),  # the public demo token: any host
+])
+def test_a_host_named_by_the_request_is_signed_for_only_where_harmless(
+        make_app: Callable[[Settings], Flask], settings: Settings, token: str, host: str,
+        signed: bool) -> None:
+    """The Host header is the client's: with a real account's token, a signature for the host
+    it names could be replayed against the hotline that really answers there."""
+    app = make_app(settings.override(demo=True, twilio_auth_token=token))
+    client = app.test_client()
+    html = client.get("/phone", base_url=host).get_data(as_text=True)
+    match = re.search(r'<meta name="csrf-token" content="([^"]+)">', html)
+    assert match
+    response = client.post("/phone/sign", base_url=host, headers={"X-CSRFToken": match.group(1)},
+                           json={"url": f"{host}/voice/incoming",
+                                 "params": {"CallSid": "CA" + "d" * 32}})
+    assert response.status_code == (200 if signed else 400)
 
 
 @pytest.mark.parametrize("url", [
