@@ -320,13 +320,24 @@
     if (node.getAttribute("playBeep") !== "false") { await beep(); }
     if (call.ended) { return null; }
     let stream;
+    const asked = navigator.mediaDevices.getUserMedia({
+      audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false },
+    });
+    // Hanging up while the browser asks for the microphone ends the call there: nothing is
+    // recorded, and a permission given later opens a microphone only to close it.
+    const hungUp = new Promise((resolve) => { call.onHangup = () => resolve(null); });
     try {
-      stream = await navigator.mediaDevices.getUserMedia({
-        audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false },
-      });
+      stream = await Promise.race([asked, hungUp]);
     } catch (error) {
+      call.onHangup = null;
+      if (call.ended) { return null; }
       entry("error", T.noMicrophone + " (" + error.name + ")");
       return undefined; // as Twilio with nothing recorded: the next verb
+    }
+    call.onHangup = null;
+    if (!stream || call.ended) {
+      asked.then((late) => late.getTracks().forEach((track) => track.stop()), () => {});
+      return null;
     }
     const recorder = new MediaRecorder(stream);
     const chunks = [];

@@ -283,6 +283,43 @@ def test_hanging_up_while_recording_keeps_the_question(phone_context: BrowserCon
 
 
 
+# The browser's microphone prompt, answered after window.__PROMPT_MS__ (never when negative).
+SLOW_PERMISSION = """(() => {
+  const real = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+  navigator.mediaDevices.getUserMedia = (constraints) => window.__PROMPT_MS__ < 0
+    ? new Promise(() => {})
+    : new Promise((ok) => setTimeout(() => ok(real(constraints)), window.__PROMPT_MS__));
+})();"""
+
+
+@pytest.mark.parametrize("prompt_ms", [-1, 2000])
+def test_hanging_up_while_the_browser_asks_for_the_microphone_ends_the_call(
+        phone_context: BrowserContext, live_app: Flask, prompt_ms: int) -> None:
+    """The first-time visitor hangs up while the browser still asks for the microphone: the
+    call ends there (not stuck on "connected"), and a permission given later records nothing
+    and leaves no question."""
+    flow = runtime(live_app).flow
+    phone_context.add_init_script(f"window.__PROMPT_MS__ = {prompt_ms};" + SLOW_PERMISSION)
+    page = phone_context.new_page()
+    page.goto("/phone?lang=en")
+    page.click("#phone-call")
+    hear(page, flow.prompt("ru", "language.choose").text)
+    press(page, "2")
+    hear(page, flow.prompt("ru", "menu.main.1").text)
+    press(page, "0")
+    hear(page, flow.prompt("ru", "record.intro").text)
+    page.click("#phone-skip")
+    expect(page.locator("#phone-transcript li.beep")).to_be_visible()
+    page.wait_for_timeout(500)
+    page.click("#phone-hangup")
+    expect(page.locator("#phone-status")).to_have_text("The call has ended.", timeout=10_000)
+    expect(page.locator("#phone-call")).to_be_enabled()
+    page.wait_for_timeout(max(prompt_ms, 0) + 1500)  # the late permission, if any
+    assert page.locator("#phone-transcript li.recording").count() == 0
+    with unit_of_work(runtime(live_app).sessions) as db:
+        assert db.scalars(select(Question)).all() == []
+
+
 def test_a_page_opened_before_a_login_elsewhere_still_calls(phone_context: BrowserContext,
                                                             live_app: Flask) -> None:
     """A coordinator opens /phone, then logs in to the workspace in another tab (a new session,
