@@ -26,7 +26,7 @@ import requests
 from hotline.runtime import Runtime
 from storage import questions
 from storage.db import unit_of_work
-from storage.models import DOWNLOAD_STORED
+from storage.models import DOWNLOAD_DELETED, DOWNLOAD_STORED
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +164,12 @@ def _write_wav(response: requests.Response, target: Path) -> int:
             header = check.read(12)
         if header[:4] != b"RIFF" or header[8:12] != b"WAVE":
             raise DownloadError("media host did not send a WAV file")
+        # The RIFF header says how long the file is: a body that ended early (a connection
+        # closed mid-transfer, without a Content-Length to tell) is no recording to keep as
+        # stored, but a download to try again. 0 and 0xFFFFFFFF: a writer that did not know.
+        declared = int.from_bytes(header[4:8], "little") + 8
+        if header[4:8] not in (b"\0\0\0\0", b"\xff\xff\xff\xff") and size < declared:
+            raise DownloadError(f"recording cut short: {size} of {declared} bytes")
         os.replace(tmp_name, target)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
@@ -193,6 +199,9 @@ def download_recording(
         if recording.download_state == DOWNLOAD_STORED and recording.file_path and (
             store.exists(recording.file_path, session=session)
         ):
+            return recording.download_state
+        if recording.download_state == DOWNLOAD_DELETED:
+            # Retention deleted it (a late duplicate job or callback): not fetched again.
             return recording.download_state
         url, sid, created = recording.source_url, recording.recording_sid, recording.created_at
         now = datetime.now(UTC)

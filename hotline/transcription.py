@@ -18,6 +18,7 @@ from storage.models import (
     TRANSCRIPTION_FAILED,
     TRANSCRIPTION_NO_MODEL,
     TRANSCRIPTION_PENDING,
+    TRANSCRIPTION_RUNNING,
     Question,
 )
 from storage.transcripts import claim_transcription, save_transcript, set_transcription_state
@@ -55,12 +56,27 @@ def transcribe_question(
     now = datetime.now(UTC)
     with unit_of_work(runtime.sessions) as session:
         stale_before = now - timedelta(seconds=settings.stale_seconds)
+        was = session.get(Question, question_id)
+        died = was is not None and was.transcription_state == TRANSCRIPTION_RUNNING
         if not claim_transcription(session, question_id, now, stale_before=stale_before,
                                    also=also):
             question = session.get(Question, question_id)
             return question.transcription_state if question else "missing"
-        question = session.get(Question, question_id)
+        question = session.get(Question, question_id, populate_existing=True)
         assert question is not None
+        if died and question.transcription_attempts > settings.transcription_attempts:
+            # Every try so far ended with its worker gone mid-decoding (killed, out of memory,
+            # a crash in the decoder): a recording that brings workers down is not tried again
+            # every few minutes for ever.
+            attempts = question.transcription_attempts - 1
+            set_transcription_state(
+                session, question_id, TRANSCRIPTION_FAILED, now,
+                f"gave up after {attempts} attempts: the worker stopped while decoding it "
+                "(killed, out of memory, or a crash); `hotline transcribe --pending` tries "
+                "again")
+            log.warning("question %s not transcribed: %s attempts ended with the worker gone",
+                        question_id, attempts)
+            return TRANSCRIPTION_FAILED
         recording = question.recording
         if recording is None or recording.download_state != DOWNLOAD_STORED or (
             not recording.file_path

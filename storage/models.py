@@ -30,6 +30,8 @@ DOWNLOAD_PENDING = "pending"
 DOWNLOAD_STORED = "stored"
 DOWNLOAD_FAILED = "failed"
 DOWNLOAD_REFUSED = "refused"
+# Retention deleted the audio (storage.retention): never fetched again.
+DOWNLOAD_DELETED = "deleted"
 DOWNLOAD_STATES = (DOWNLOAD_PENDING, DOWNLOAD_STORED, DOWNLOAD_FAILED, DOWNLOAD_REFUSED)
 
 # Question.status

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, selectinload
 from storage.calls import answer_numbered_call, get_call
 from storage.models import (
     CHANNEL_VOICE,
+    DOWNLOAD_DELETED,
     DOWNLOAD_FAILED,
     DOWNLOAD_PENDING,
     DOWNLOAD_REFUSED,
@@ -138,7 +139,11 @@ def mark_recording_stored(
 def mark_recording_failed(
     session: Session, recording: Recording, error: str, now: datetime, *, refused: bool = False
 ) -> None:
-    """Note that downloading the recording failed, or was refused, and why."""
+    """Note that downloading the recording failed, or was refused, and why; unless it is
+    stored already (another job for it got the audio meanwhile: Twilio's two webhooks each
+    enqueue one) or deleted by retention, which a failed try changes nothing of."""
+    if recording.download_state in (DOWNLOAD_STORED, DOWNLOAD_DELETED):
+        return
     recording.download_state = DOWNLOAD_REFUSED if refused else DOWNLOAD_FAILED
     recording.last_error = error
     recording.updated_at = now

@@ -26,6 +26,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from storage.audio_store import AudioStore, UnsafeAudioKey
 from storage.models import (
+    DOWNLOAD_DELETED,
     QUESTION_CLOSED,
     Call,
     CallbackAttempt,
@@ -37,7 +38,7 @@ from storage.models import (
 from storage.utc import ensure_utc
 
 # Recording.download_state once retention removed the audio (never fetched again).
-RECORDING_DELETED = "deleted"
+RECORDING_DELETED = DOWNLOAD_DELETED
 # Pseudonyms fit Caller.phone (20 characters) and never look like a phone number.
 PSEUDONYM_PREFIX = "anon-"
 PSEUDONYM_LENGTH = 20

@@ -8,6 +8,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import select
 
+from hotline import recordings
 from hotline.recordings import media_url_allowed
 from hotline.simulator import MediaServer, PhoneSimulator, Speak, new_sid
 from storage.models import Question, Recording
@@ -175,6 +176,73 @@ def test_something_that_is_not_a_wav_is_not_stored(
     assert recording.download_state == "failed"
     assert "not send a WAV" in (recording.last_error or "")
     assert question.status == "waiting"
+
+
+def test_a_wav_cut_short_is_not_stored_and_retry_fetches_it(
+    app: Flask, db, media: MediaServer, twilio: Twilio, question_wav: Path, tmp_path: Path
+) -> None:
+    """A body that ended early (a connection closed with no Content-Length to tell) is shorter
+    than its RIFF header says: not kept as the recording, but a download to try again."""
+    whole = question_wav.read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(whole[: len(whole) // 3])
+    sid = new_sid("RE")
+    twiml(twilio.post("/voice/recorded?lang=ru", call_form(
+        RecordingSid=sid, RecordingUrl=media.add(sid, cut), RecordingDuration="5")))
+    [(question, recording, _)] = stored(app, db)
+    assert recording.download_state == "failed" and question.status == "waiting"
+    assert f"cut short: {len(whole) // 3} of {len(whole)} bytes" in (recording.last_error or "")
+    media.add(sid, question_wav)  # the whole recording, as Twilio keeps it
+    assert run_cli(app, ["recordings", "retry"]).exit_code == 0
+    [(_, recording, path)] = stored(app, db)
+    assert recording.download_state == "stored" and path.read_bytes() == whole
+
+
+@pytest.mark.parametrize("kind", ["folder", "database"])
+def test_a_failed_duplicate_download_leaves_the_stored_audio_alone(
+    make_app, settings, media: MediaServer, question_wav: Path, kind: str,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twilio's two webhooks each enqueue a download: one stores the audio while the other's
+    fetch is still failing. The failure changes nothing: the recording stays stored."""
+    app = make_app(settings.override(audio_store=kind))
+    rt = runtime(app)
+    sid = new_sid("RE")
+    monkeypatch.setattr("hotline.jobs.download_recording_job", lambda _id: None)
+    twiml(Twilio(app).post("/voice/recorded?lang=ru", call_form(
+        RecordingSid=sid, RecordingUrl=media.add(sid, question_wav), RecordingDuration="5")))
+    with rt.sessions() as session:
+        recording_id = session.scalars(select(Recording.id)).one()
+    fetch = recordings.fetch_to_file
+
+    def the_other_job_stores_it_meanwhile(*args: object, **kwargs: object) -> None:
+        monkeypatch.setattr(recordings, "fetch_to_file", fetch)
+        assert recordings.download_recording(rt, recording_id) == "stored"
+        raise recordings.DownloadError("gave up after 4 attempts: ReadTimeout")
+
+    monkeypatch.setattr(recordings, "fetch_to_file", the_other_job_stores_it_meanwhile)
+    assert recordings.download_recording(rt, recording_id) == "stored"
+    with rt.sessions() as session:
+        recording = session.get(Recording, recording_id)
+        assert recording is not None and recording.download_state == "stored"
+        assert recording.last_error is None
+        assert rt.audio.exists(recording.file_path or "", session=session)
+
+
+def test_audio_retention_deleted_is_not_fetched_again(
+    app: Flask, db, media: MediaServer, twilio: Twilio, question_wav: Path
+) -> None:
+    """A late duplicate job for a recording whose audio retention deleted fetches nothing."""
+    sid = new_sid("RE")
+    twiml(twilio.post("/voice/recorded?lang=ru", call_form(
+        RecordingSid=sid, RecordingUrl=media.add(sid, question_wav), RecordingDuration="5")))
+    with db() as session:
+        recording = session.scalars(select(Recording)).one()
+        recording.download_state, recording.file_path = "deleted", None
+        recording_id = recording.id
+    fetched = len(media.requests)
+    assert recordings.download_recording(runtime(app), recording_id) == "deleted"
+    assert len(media.requests) == fetched
 
 
 def test_a_malformed_recording_sid_gets_400_and_writes_nothing(twilio: Twilio, db) -> None:

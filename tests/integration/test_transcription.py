@@ -6,6 +6,7 @@ import json
 import struct
 import subprocess
 import wave
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,46 @@ def test_running_the_job_again_adds_nothing(with_model: Flask, db, phone: PhoneS
     with db() as session:
         assert len(session.scalars(select(Transcript)).all()) == 1
         assert session.get(Question, question.id).transcription_attempts == 1
+
+
+class _WorkerGone:
+    """A decoder during which the worker dies (killed, out of memory, a crash in Vosk): the
+    job never ends, so the row stays running until the sweep finds it stale."""
+
+    registry = None
+
+    def transcribe(self, path: Path, language: str) -> None:
+        raise SystemExit("the worker died mid-decoding")
+
+
+def test_a_recording_that_brings_workers_down_is_given_up_not_tried_for_ever(
+        app: Flask, db, phone: PhoneSimulator, korean_wav: Path) -> None:
+    """Each try ends with its worker gone; the sweep re-claims the stale row. After as many
+    tries as HOTLINE_TRANSCRIPTION_ATTEMPTS allows, it is failed, with why and what to do,
+    and the question waits for a lawyer with its audio."""
+    rt = runtime(app)
+    phone.call([*TO_LAWYER, Speak(korean_wav)])
+    question, _, _ = only_question(db)
+    with db() as session:
+        row = session.get(Question, question.id)
+        row.transcription_state, row.transcription_attempts = "pending", 0
+    rt.speech = _WorkerGone()  # type: ignore[assignment]
+    limit = rt.settings.transcription_attempts
+    for _ in range(limit):
+        with pytest.raises(SystemExit):
+            transcribe_question(rt, question.id)
+        with db() as session:  # time passes: the running row is stale for the sweep
+            row = session.get(Question, question.id)
+            assert row.transcription_state == "running"
+            row.transcription_updated_at = datetime.now(UTC) - timedelta(hours=1)
+    assert transcribe_question(rt, question.id) == "failed"
+    question, transcript, audio = only_question(db)
+    assert (question.transcription_state, question.transcription_attempts) == ("failed",
+                                                                              limit + 1)
+    assert f"gave up after {limit} attempts: the worker stopped" in (
+        question.transcription_error or "")
+    assert transcript is None and question.status == "waiting"
+    assert (rt.settings.audio_dir / audio).is_file()
 
 
 def test_without_a_model_the_question_waits_and_is_transcribed_once_installed(
