@@ -168,7 +168,9 @@ def _write_wav(response: requests.Response, target: Path) -> int:
         # closed mid-transfer, without a Content-Length to tell) is no recording to keep as
         # stored, but a download to try again. 0 and 0xFFFFFFFF: a writer that did not know.
         declared = int.from_bytes(header[4:8], "little") + 8
-        if header[4:8] not in (b"\0\0\0\0", b"\xff\xff\xff\xff") and size < declared:
+        # One byte of slack: some writers count the pad byte of an odd-sized chunk but do not
+        # write it.
+        if header[4:8] not in (b"\0\0\0\0", b"\xff\xff\xff\xff") and size + 1 < declared:
             raise DownloadError(f"recording cut short: {size} of {declared} bytes")
         os.replace(tmp_name, target)
     except BaseException:
@@ -240,6 +242,12 @@ def download_recording(
         with unit_of_work(runtime.sessions) as session:
             recording = questions.get_recording(session, recording_id)
             assert recording is not None
+            if recording.download_state == DOWNLOAD_STORED and recording.file_path and (
+                store.exists(recording.file_path, session=session)
+            ):
+                # Twilio's two webhooks each enqueue a download: the other job stored the
+                # audio meanwhile, and this one's failure changes nothing.
+                return recording.download_state
             questions.mark_recording_failed(session, recording, str(exc), datetime.now(UTC),
                                             refused=isinstance(exc, RedirectRefused))
             return recording.download_state

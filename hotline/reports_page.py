@@ -210,11 +210,12 @@ def weeks_table(facts: Sequence[figures.QuestionFacts], filters: figures.Filters
     table = Table("weeks", str(_("Questions by week")),
                   [str(_("Week")), str(_("Starts on")), str(_("Questions"))])
     first = filters.since or min((f.created_at for f in facts), default=None)
+    last = min(filters.until - timedelta(microseconds=1), now) if filters.until else now
     if first is not None:
-        last = min(filters.until - timedelta(microseconds=1), now) if filters.until else now
         first = max(first, last - timedelta(weeks=ZERO_WEEKS))
+    if first is not None and first <= last:  # (dates all to come: no week to fill)
         monday = figures.week_start(figures.iso_week(first, LOCAL_TIME))
-        end = figures.week_start(figures.iso_week(max(last, first), LOCAL_TIME))
+        end = figures.week_start(figures.iso_week(last, LOCAL_TIME))
         while monday <= end:
             week = figures.iso_week(datetime.combine(monday, time(12), LOCAL_TIME), LOCAL_TIME)
             counts.setdefault(week, 0)

@@ -65,9 +65,10 @@ def transcribe_question(
         question = session.get(Question, question_id, populate_existing=True)
         assert question is not None
         if died and question.transcription_attempts > settings.transcription_attempts:
-            # Every try so far ended with its worker gone mid-decoding (killed, out of memory,
-            # a crash in the decoder): a recording that brings workers down is not tried again
-            # every few minutes for ever.
+            # This try would be one more than HOTLINE_TRANSCRIPTION_ATTEMPTS allows, and the
+            # last one ended with its worker gone mid-decoding (killed, out of memory, a crash
+            # in the decoder): a recording that brings workers down is not tried again every
+            # few minutes for ever.
             attempts = question.transcription_attempts - 1
             set_transcription_state(
                 session, question_id, TRANSCRIPTION_FAILED, now,
@@ -82,6 +83,8 @@ def transcribe_question(
             not recording.file_path
         ):
             # Nothing to hear yet: the download job enqueues us again once the audio is here.
+            # Not a try at decoding: the attempts count only those.
+            question.transcription_attempts = max(0, question.transcription_attempts - 1)
             set_transcription_state(session, question_id, TRANSCRIPTION_PENDING, now,
                                     "waiting for the audio download")
             return TRANSCRIPTION_PENDING

@@ -139,10 +139,10 @@ def mark_recording_stored(
 def mark_recording_failed(
     session: Session, recording: Recording, error: str, now: datetime, *, refused: bool = False
 ) -> None:
-    """Note that downloading the recording failed, or was refused, and why; unless it is
-    stored already (another job for it got the audio meanwhile: Twilio's two webhooks each
-    enqueue one) or deleted by retention, which a failed try changes nothing of."""
-    if recording.download_state in (DOWNLOAD_STORED, DOWNLOAD_DELETED):
+    """Note that downloading the recording failed, or was refused, and why; unless retention
+    deleted its audio, which a failed try changes nothing of. (A failure after another job
+    stored the audio is the caller's to tell: hotline.recordings.download_recording.)"""
+    if recording.download_state == DOWNLOAD_DELETED:
         return
     recording.download_state = DOWNLOAD_REFUSED if refused else DOWNLOAD_FAILED
     recording.last_error = error

@@ -289,7 +289,8 @@ def pseudonymise_caller(session: Session, caller_id: int, key: bytes, before: da
                     .where(or_(SmsMessage.caller_id == keep_id, SmsMessage.phone == old))
                     .values(phone=new)
                     .execution_options(synchronize_session=False))
-    _scrub_error_texts(session, old, new, SmsMessage.caller_id == keep_id,
+    _scrub_error_texts(session, old, new,
+                       or_(SmsMessage.caller_id == keep_id, SmsMessage.phone == new),
                        CallbackAttempt.question_id.in_(
                            select(Question.id).where(Question.caller_id == keep_id)))
     session.flush()

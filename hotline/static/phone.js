@@ -347,6 +347,10 @@
     // Silence detection, for <Record timeout>.
     const context = audioContext();
     await context.resume();
+    if (call.ended) { // hung up while the audio was being set up
+      stream.getTracks().forEach((track) => track.stop());
+      return null;
+    }
     const analyser = context.createAnalyser();
     analyser.fftSize = 2048;
     const source = context.createMediaStreamSource(stream);

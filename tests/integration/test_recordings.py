@@ -229,6 +229,41 @@ def test_a_failed_duplicate_download_leaves_the_stored_audio_alone(
         assert rt.audio.exists(recording.file_path or "", session=session)
 
 
+def test_stored_audio_gone_missing_whose_fetch_fails_is_failed_for_retry(
+    app: Flask, db, media: MediaServer, twilio: Twilio, question_wav: Path
+) -> None:
+    """A row says stored but its file is gone (a disk lost, a restore without audio/): the
+    download fetches it again, and when that fails the row says so, for the sweep and
+    `hotline recordings retry`, rather than "stored" with nothing to play."""
+    sid = new_sid("RE")
+    twiml(twilio.post("/voice/recorded?lang=ru", call_form(
+        RecordingSid=sid, RecordingUrl=media.add(sid, question_wav), RecordingDuration="5")))
+    [(_, recording, path)] = stored(app, db)
+    assert recording.download_state == "stored"
+    path.unlink()
+    media.fail_next(*[404] * 4)
+    assert recordings.download_recording(runtime(app), recording.id) == "failed"
+    assert run_cli(app, ["recordings", "retry"]).exit_code == 0
+    [(_, recording, path)] = stored(app, db)
+    assert recording.download_state == "stored" and path.read_bytes() == question_wav.read_bytes()
+
+
+def test_a_wav_one_pad_byte_short_is_stored(
+    app: Flask, db, media: MediaServer, twilio: Twilio, question_wav: Path, tmp_path: Path
+) -> None:
+    """Some writers count the pad byte of an odd-sized chunk in the RIFF size but do not
+    write it: one byte short is a whole recording."""
+    data = bytearray(question_wav.read_bytes())
+    data[4:8] = (int.from_bytes(data[4:8], "little") + 1).to_bytes(4, "little")
+    padded = tmp_path / "padded.wav"
+    padded.write_bytes(bytes(data))
+    sid = new_sid("RE")
+    twiml(twilio.post("/voice/recorded?lang=ru", call_form(
+        RecordingSid=sid, RecordingUrl=media.add(sid, padded), RecordingDuration="5")))
+    [(_, recording, _)] = stored(app, db)
+    assert recording.download_state == "stored"
+
+
 def test_audio_retention_deleted_is_not_fetched_again(
     app: Flask, db, media: MediaServer, twilio: Twilio, question_wav: Path
 ) -> None:

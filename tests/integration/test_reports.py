@@ -394,6 +394,9 @@ def test_a_mistyped_year_is_not_a_table_of_centuries(reports_app: Flask,
     assert [row for row in rows if row[0] in ("2026-W10", "2026-W11", "2026-W12")] == [
         ["2026-W10", "2026-03-02", "5"], ["2026-W11", "2026-03-09", "2"],
         ["2026-W12", "2026-03-16", "1"]]
+    # Dates all still to come: no week at all, rather than a week of 0 not lived yet.
+    assert download(browser, "weeks", **{"from": "2999-01-01", "to": "2999-12-31"}) == [
+        ["Week", "Starts on", "Questions"]]
 
 
 def test_filters_apply_to_the_page(reports_app: Flask, coordinator: str) -> None:

@@ -211,6 +211,9 @@ def test_twilios_error_texts_lose_the_number_with_the_caller(app: Flask, db: Db,
         session.add(SmsMessage(direction="out", phone=b_number, caller_id=world.callers["b"],
                                body="Жауап", status="failed", error_code=21211,
                                error_message=f"The 'To' number {b_number} is not valid."))
+        # Sent to the number with no caller record linked: found by the number.
+        session.add(SmsMessage(direction="out", phone=b_number, body="Жауап", status="failed",
+                               error_message=f"Unreachable: {b_number}"))
         session.add(CallbackAttempt(question_id=world.questions["b1"], consultant_id=lawyer.id,
                                     state="failed",
                                     error=f"Number {b_number.lstrip('+')} unverified (21219)"))
@@ -223,6 +226,7 @@ def test_twilios_error_texts_lose_the_number_with_the_caller(app: Flask, db: Db,
                                   .where(SmsMessage.error_message.is_not(None))),
                  *session.scalars(select(CallbackAttempt.error).order_by(CallbackAttempt.id))]
     assert texts == [f"The 'To' number {b_pseudonym} is not valid.",
+                     f"Unreachable: {b_pseudonym}",
                      f"Number {b_pseudonym} unverified (21219)", f"Number {a_number} unverified"]
 
 

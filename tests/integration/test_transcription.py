@@ -76,6 +76,23 @@ def test_running_the_job_again_adds_nothing(with_model: Flask, db, phone: PhoneS
         assert session.get(Question, question.id).transcription_attempts == 1
 
 
+def test_a_question_waiting_for_its_audio_spends_no_attempt(
+        app: Flask, db, phone: PhoneSimulator, korean_wav: Path) -> None:
+    """The sweep claims a question whose download has not succeeded yet: nothing is decoded,
+    and nothing counts against HOTLINE_TRANSCRIPTION_ATTEMPTS."""
+    phone.call([*TO_LAWYER, Speak(korean_wav)])
+    question, _, _ = only_question(db)
+    with db() as session:
+        row = session.get(Question, question.id)
+        row.transcription_state, row.transcription_attempts = "pending", 0
+        row.recording.download_state = "failed"
+    for _ in range(3):
+        assert transcribe_question(runtime(app), question.id) == "pending"
+    question, _, _ = only_question(db)
+    assert question.transcription_attempts == 0
+    assert question.transcription_error == "waiting for the audio download"
+
+
 class _WorkerGone:
     """A decoder during which the worker dies (killed, out of memory, a crash in Vosk): the
     job never ends, so the row stays running until the sweep finds it stale."""
