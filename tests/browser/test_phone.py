@@ -31,7 +31,7 @@ from sqlalchemy import select
 
 from hotline.config import Settings
 from storage.db import unit_of_work
-from storage.models import Question, Recording
+from storage.models import Call, Question, Recording
 from tests.browser.conftest import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -343,3 +343,11 @@ def test_a_page_opened_before_a_login_elsewhere_still_calls(phone_context: Brows
     shot(page, "40-phone-after-a-login-elsewhere")
     page.click("#phone-hangup")
     expect(page.locator("#phone-status")).to_have_text("Звонок завершён.")
+    # The call the page made after the login reached the hotline's own webhooks, signed: the
+    # hotline kept it, with the key pressed and the language it chose, and its end.
+    page.wait_for_function("window.phoneDemo.finished.length === 1")
+    [sid] = page.evaluate("window.phoneDemo.finished")
+    with unit_of_work(runtime(live_app).sessions) as db:
+        call = db.scalars(select(Call).where(Call.call_sid == sid)).one()
+        assert call.status == "completed"
+        assert [(k["node"], k["digits"]) for k in call.keys] == [("language", "2")]

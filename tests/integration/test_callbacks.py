@@ -952,12 +952,7 @@ def test_no_answer_cannot_be_written_while_the_resident_is_on_the_line(
         db: Db, api: TwilioApi, twilio: Twilio, lawyer: Consultant, question_id: int) -> None:
     """Connected to the resident, "no answer" is refused (409) and changes nothing; what came
     of the conversation ("resolved") may be written during it."""
-    attempt, form = started_call(lawyer, api, db, question_id)
-    sid = attempt.consultant_call_sid
-    assert sid is not None
-    twiml(twilio.post_url(form["Url"], leg_form(sid, "in-progress", AnsweredBy="human")))
-    twilio.post(f"/callbacks/{attempt.id}/status/resident",
-                resident_form(new_sid("CA"), sid, "in-progress"))
+    connected_call(lawyer, api, db, twilio, question_id)
     refused = lawyer.outcome(question_id, "no_answer")
     assert refused.status_code == 409
     assert "you are still connected" in refused.get_data(as_text=True)
