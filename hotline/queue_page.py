@@ -37,7 +37,7 @@ from storage import audit
 from storage.callbacks import talks_without_outcome
 from storage.claims import (
     ResidentHolder,
-    claim_next,
+    claim_next_once,
     claim_question,
     holds,
     resident_holders,
@@ -405,7 +405,8 @@ def _night_note(filters: QueueFilter) -> dict[str, str] | None:
 @retry_conflicts
 def take_next() -> ResponseReturnValue:
     """Claim the first due question of the (filtered) queue this user may take, and open it:
-    one click from one conversation to the next, without reading the list."""
+    one click from one conversation to the next, without reading the list. A repeat of the
+    request a moment ago (the button clicked twice) opens the question that one claimed."""
     account = auth.current_account()
     now = utcnow()
     facets = {name: (request.form.get(name, "").strip()[:MAX_FILTER_LENGTH] or None)
@@ -415,11 +416,14 @@ def take_next() -> ResponseReturnValue:
         facets["channel"] = CHANNEL_SMS
     filters = QueueFilter(status=STATUS_DUE, **facets)
     with unit_of_work(runtime().sessions) as db:
-        taken = claim_next(db, filters, account.id, now, lapse_before(now))
-        if taken is not None:
-            audit.record(db, account.id, audit.CLAIMED, taken, ip=request.remote_addr, at=now)
+        # The same form posted twice (a double click, no JavaScript) claims once: the second
+        # request is sent to the question the first claimed (storage.claims.claim_next_once).
+        taken = claim_next_once(db, filters, account.id, now, lapse_before(now))
+        if taken is not None and not taken.repeat:
+            audit.record(db, account.id, audit.CLAIMED, taken.question_id,
+                         ip=request.remote_addr, at=now)
     if taken is not None:
-        return redirect(url_for("workspace.question", question_id=taken), 303)
+        return redirect(url_for("workspace.question", question_id=taken.question_id), 303)
     flash(_("No question waiting here can be taken now."), "warning")
     return redirect(_address(filters), 303)
 

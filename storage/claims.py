@@ -17,7 +17,8 @@ and takes it too. The caller's row is locked first (FOR NO KEY UPDATE on Postgre
 transactions are serial), so two claims on two questions of one resident are decided one after
 the other. The caller's row before the question's, as elsewhere: the SMS webhook upserts the
 caller before it adds to a question, retention locks the caller before its questions, and the
-voice webhooks do not lock the caller after a question.
+voice webhooks do not lock the caller after a question. "Take the next question" locks the
+user's own row before any of that (claim_next_once), so that a form posted twice claims once.
 
 A claim that lapses is written to the audit log (storage.audit), by "the system" (no user):
 RELEASED with `lapsed_claim_of`, the holder's name, whether the sweep returned the question to
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, case, exists, or_, select, update
 from sqlalchemy.orm import Session, aliased, selectinload
@@ -153,6 +154,71 @@ def claim_next(session: Session, filters: QueueFilter, user_id: int, now: dateti
         if claim_question(session, question_id, user_id, now, lapse_before):
             return question_id
     return None
+
+
+# A "take the next question" that finds the user's own claim made this recently, and not opened
+# since, is the same click sent twice (claim_next_once).
+REPEAT_TAKE_WINDOW = timedelta(seconds=10)
+
+
+@dataclass(frozen=True)
+class Taken:
+    """What "take the next question" gave: the question, and whether it is the user's claim
+    of a moment ago (a repeated request: nothing new claimed, nothing to audit)."""
+
+    question_id: int
+    repeat: bool
+
+
+def claim_next_once(session: Session, filters: QueueFilter, user_id: int, now: datetime,
+                    lapse_before: datetime) -> Taken | None:
+    """Take the next question for the user (claim_next) once per click: a request that
+    repeats one answered a moment ago gets the question that one claimed, not another.
+
+    A form posted twice (a double click before the page's script disables the button, a
+    browser without JavaScript, a resubmission after a slow answer) sends two requests; each
+    claimed a question, and the one the consultant never saw stayed held until the claim
+    lapsed (HOTLINE_CLAIM_IDLE_MINUTES), delaying that resident's callback.
+
+    The user's row is locked first (lock_user), so two such requests of one user are decided
+    one after the other, on PostgreSQL too (read committed: the second's statements after the
+    lock see what the first committed); SQLite's transactions are serial already. Then a live
+    claim of the user's, made within REPEAT_TAKE_WINDOW of now and untouched since it was made
+    (claim_touched_at still equals claimed_at: opening the question's page, or anything done
+    on it, touches the claim), is the answer: Taken(repeat=True), and the caller writes no
+    second CLAIMED audit event.
+
+    The window, 10 seconds: the copies of one click arrive within a second or two, and the
+    first may wait a few seconds for locks (SQLite's busy timeout is 5 s) before it commits; a
+    consultant wanting another question has opened the first one by then (the redirect opens
+    it), which ends the repeat however soon they click again. It is measured from the first
+    request's own clock (claimed_at), with no upper bound, since that one may have read the
+    clock after the second. Longer would not be wrong, but a claim whose page never loaded (a
+    network error) would then keep sending the consultant back to it for longer. The filters
+    are not compared: copies of one form carry the same ones, and a claim made by the
+    question's own Claim button and not opened yet is equally the question to open.
+    """
+    lock_user(session, user_id)
+    recent = session.scalar(
+        select(Question.id)
+        .where(Question.status == QUESTION_CLAIMED, Question.claimed_by_id == user_id,
+               Question.claimed_at >= now - REPEAT_TAKE_WINDOW,
+               Question.claim_touched_at == Question.claimed_at,
+               Question.claim_touched_at >= lapse_before)
+        .order_by(Question.claimed_at.desc(), Question.id.desc())
+        .limit(1))
+    if recent is not None:
+        return Taken(recent, repeat=True)
+    question_id = claim_next(session, filters, user_id, now, lapse_before)
+    return None if question_id is None else Taken(question_id, repeat=False)
+
+
+def lock_user(session: Session, user_id: int) -> None:
+    """Lock the user's row (FOR NO KEY UPDATE on PostgreSQL; SQLite's transactions are
+    serial), before any resident's or question's row: one user's takes of the next question
+    wait for each other. Rows that only point to the user (a claim, an audit event, a note)
+    are not held up."""
+    session.execute(select(User.id).where(User.id == user_id).with_for_update(key_share=True))
 
 
 def _lapsed(now: datetime, lapse_before: datetime) -> ColumnElement[bool]:

@@ -20,6 +20,8 @@ from werkzeug.test import TestResponse
 import storage.users
 from hotline.config import Settings
 from storage.claims import (
+    Taken,
+    claim_next_once,
     claim_question,
     lapse_claims,
     release_claim,
@@ -43,6 +45,7 @@ from storage.models import (
     SmsMessage,
     User,
 )
+from storage.queue import QueueFilter
 from tests.support import BASE_URL
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -180,6 +183,67 @@ def test_two_questions_of_one_resident_go_to_one_consultant_at_the_same_moment(
         # a takes the other one too; b still cannot.
         assert not claim_question(session, second, b, NOW, NOW - IDLE)
         assert claim_question(session, second, a, NOW, NOW - IDLE)
+
+
+def _take_next_twice_at_once(session_factory: sessionmaker[Session], user_id: int,
+                             *, hold: float = 0.0) -> list[Taken | None]:
+    """The user takes the next question in two transactions of their own, at the same moment
+    (hold: the first to finish keeps its transaction open that long, uncommitted)."""
+    barrier = threading.Barrier(2, timeout=30)
+    postgres = session_factory.kw["bind"].dialect.name == "postgresql"
+    results: list[Taken | None] = []
+    errors: list[BaseException] = []
+
+    def request() -> None:
+        try:
+            with unit_of_work(session_factory) as session:
+                if postgres:
+                    # Both transactions are open, and have read, before either takes.
+                    session.execute(text("SELECT 1"))
+                barrier.wait()  # on SQLite before BEGIN IMMEDIATE: the database orders them
+                results.append(claim_next_once(session, QueueFilter(), user_id, NOW,
+                                               NOW - IDLE))
+                time.sleep(hold)
+        except BaseException as error:  # re-raised in the test's thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=request) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    if errors:
+        raise errors[0]
+    return results
+
+
+@pytest.mark.parametrize("hold", [0.0, 0.5])
+def test_the_same_consultant_taking_the_next_twice_at_once_claims_one(
+        session_factory: sessionmaker[Session], people: tuple[int, int, int],
+        hold: float) -> None:
+    """A form posted twice runs as two requests at the same moment: one question is claimed,
+    and both requests open it; the second is a repeat (no second CLAIMED event). On PostgreSQL
+    the second request waits for the first's lock on the user's row, then sees its claim (with
+    hold, the first claim is surely made, and uncommitted, while the second runs)."""
+    a, b, first = people
+    with unit_of_work(session_factory) as session:
+        second, third = _question(session), _question(session)
+    results = _take_next_twice_at_once(session_factory, a, hold=hold)
+    assert all(taken is not None for taken in results)
+    assert sorted((t.question_id, t.repeat) for t in results if t is not None) == [
+        (first, False), (first, True)]
+    with unit_of_work(session_factory) as session:
+        assert [_state(session, q) for q in (first, second, third)] == [
+            (QUESTION_CLAIMED, a), (QUESTION_WAITING, None), (QUESTION_WAITING, None)]
+        # Another consultant's take is no repeat of a's.
+        assert claim_next_once(session, QueueFilter(), b, NOW, NOW - IDLE) == Taken(second,
+                                                                                    False)
+    with unit_of_work(session_factory) as session:
+        # Once a has opened the question (the claim touched), a's next take is a new one.
+        assert touch_claim(session, first, a, NOW + timedelta(seconds=1))
+    with unit_of_work(session_factory) as session:
+        assert claim_next_once(session, QueueFilter(), a, NOW + timedelta(seconds=2),
+                               NOW - IDLE) == Taken(third, False)
 
 
 def test_a_residents_question_on_a_call_blocks_the_others_however_idle(

@@ -16,7 +16,7 @@ import storage.users
 from hotline.config import Settings
 from storage import audit, queue
 from storage.calls import start_call, touch_caller
-from storage.claims import claim_question
+from storage.claims import REPEAT_TAKE_WINDOW, claim_question
 from storage.db import unit_of_work
 from storage.models import (
     CHANNEL_SMS,
@@ -719,6 +719,16 @@ def _take_next(browser: Browser, **filters: str) -> TestResponse:
     return browser.post("/queue/next", {"csrf_token": browser.token("/queue"), **filters})
 
 
+def _take_and_open(browser: Browser, **filters: str) -> str:
+    """Take the next question and follow the redirect as a browser does; return where it led.
+    Opening the question touches its claim: the next take is a new one, not a repeat of this
+    one (test_take_next_twice_in_a_row_claims_once)."""
+    location = _take_next(browser, **filters).headers["Location"]
+    if location.startswith("/questions/"):
+        assert browser.get(location).status_code == 200
+    return str(location)
+
+
 def test_take_next_claims_the_first_due_question_one_may_take(
         app: Flask, db: Db, consultant: str, coordinator: str, at_now: datetime) -> None:
     with db() as session:
@@ -737,11 +747,10 @@ def test_take_next_claims_the_first_due_question_one_may_take(
         kazakh = _question(session, ago=HOUR, language="kk")
     lawyer = _logged_in(app, consultant)
     assert 'action="/queue/next"' in lawyer.get("/queue").get_data(as_text=True)
-    taken = [_take_next(lawyer) for _ in range(2)]
-    assert [r.headers["Location"] for r in taken] == [f"/questions/{urgent}",
-                                                     f"/questions/{plain}"]
+    taken = [_take_and_open(lawyer) for _ in range(2)]
+    assert taken == [f"/questions/{urgent}", f"/questions/{plain}"]
     # With a filter: the first Kazakh one, older Russian ones left for others.
-    assert _take_next(lawyer, language="kk").headers["Location"] == f"/questions/{kazakh}"
+    assert _take_and_open(lawyer, language="kk") == f"/questions/{kazakh}"
     with db() as session:
         lawyer_id = session.scalars(select(User.id).where(User.email == consultant)).one()
         assert [session.get(Question, q).claimed_by_id for q in (urgent, plain, kazakh)] == [
@@ -763,9 +772,53 @@ def test_two_consultants_taking_the_next_get_different_questions(
     with db() as session:
         first, second = _question(session, ago=2 * DAY), _question(session, ago=DAY)
     lawyer, boss = _logged_in(app, consultant), _logged_in(app, coordinator)
+    assert _take_and_open(lawyer) == f"/questions/{first}"
+    assert _take_and_open(boss) == f"/questions/{second}"
+    assert _take_and_open(boss) == "/queue"  # none left for anyone
+
+
+def test_take_next_twice_in_a_row_claims_once(
+        app: Flask, db: Db, consultant: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The button posted twice (a double click without JavaScript) claims one question, and
+    both answers open it; one CLAIMED event. After REPEAT_TAKE_WINDOW, or once the question is
+    opened, the next take claims another one."""
+    clock = [NOW]
+    monkeypatch.setattr("hotline.queue_page.utcnow", lambda: clock[0])
+    with db() as session:
+        first, second, third = (_question(session, ago=3 * DAY), _question(session, ago=2 * DAY),
+                                _question(session, ago=DAY))
+    lawyer = _logged_in(app, consultant)
+    token = lawyer.token("/queue")
+    twice = [lawyer.post("/queue/next", {"csrf_token": token}) for _ in range(2)]
+    assert [r.status_code for r in twice] == [303, 303]
+    assert [r.headers["Location"] for r in twice] == [f"/questions/{first}"] * 2
+    with db() as session:
+        assert [_state(session, q) for q in (first, second, third)] == [
+            (QUESTION_CLAIMED, NOW), (QUESTION_WAITING, None), (QUESTION_WAITING, None)]
+        assert _claim_events(session) == [first]
+    # Still a repeat near the window's end (the first request's clock may be behind).
+    clock[0] = NOW + REPEAT_TAKE_WINDOW
     assert _take_next(lawyer).headers["Location"] == f"/questions/{first}"
-    assert _take_next(boss).headers["Location"] == f"/questions/{second}"
-    assert _take_next(boss).headers["Location"] == "/queue"  # none left for anyone
+    # After the window, a take is a new one even without the first question opened.
+    clock[0] = NOW + REPEAT_TAKE_WINDOW + timedelta(seconds=1)
+    assert _take_next(lawyer).headers["Location"] == f"/questions/{second}"
+    # Within the window of that claim, but the question was opened: a new take, too.
+    assert lawyer.get(f"/questions/{second}").status_code == 200
+    assert _take_next(lawyer).headers["Location"] == f"/questions/{third}"
+    with db() as session:
+        assert [_state(session, q)[0] for q in (first, second, third)] == [QUESTION_CLAIMED] * 3
+        assert _claim_events(session) == [first, second, third]
+
+
+def _state(session: Session, question_id: int) -> tuple[str, datetime | None]:
+    question = session.get(Question, question_id)
+    assert question is not None
+    return question.status, question.claimed_at
+
+
+def _claim_events(session: Session) -> list[int | None]:
+    return list(session.scalars(select(AuditEvent.question_id).where(
+        AuditEvent.action == audit.CLAIMED).order_by(AuditEvent.id)))
 
 
 def test_take_next_outside_calling_hours_takes_an_sms_question(
@@ -782,8 +835,8 @@ def test_take_next_outside_calling_hours_takes_an_sms_question(
     lawyer = _logged_in(app, consultant)
     assert "Outside calling hours: the first SMS question" in lawyer.get("/queue").get_data(
         as_text=True)
-    assert _take_next(lawyer).headers["Location"] == f"/questions/{sms}"
-    assert _take_next(lawyer).headers["Location"] == "/queue?channel=sms"  # none left
-    assert _take_next(lawyer, channel=CHANNEL_VOICE).headers["Location"] == f"/questions/{call}"
+    assert _take_and_open(lawyer) == f"/questions/{sms}"
+    assert _take_and_open(lawyer) == "/queue?channel=sms"  # none left
+    assert _take_and_open(lawyer, channel=CHANNEL_VOICE) == f"/questions/{call}"
     with db() as session:
         assert session.get(Question, later_call).status == QUESTION_WAITING
