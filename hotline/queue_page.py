@@ -38,8 +38,7 @@ from storage.callbacks import talks_without_outcome
 from storage.claims import (
     ResidentHolder,
     claim_next_once,
-    claim_question,
-    holds,
+    claim_once,
     resident_holders,
 )
 from storage.db import retry_conflicts, unit_of_work
@@ -436,11 +435,11 @@ def claim(question_id: int) -> ResponseReturnValue:
     account = auth.current_account()
     now = utcnow()
     with unit_of_work(runtime().sessions) as db:
-        # A second click (or another tab) on a question already theirs: opened, not audited
-        # as a claim again.
-        theirs = holds(db, question_id, account.id)
-        won = claim_question(db, question_id, account.id, now, lapse_before(now))
-        if won and not theirs:
+        # A second click (or another tab, even at the same moment) on a question already
+        # theirs: opened, not audited as a claim again (storage.claims.claim_once).
+        taken = claim_once(db, question_id, account.id, now, lapse_before(now))
+        won = taken is not None
+        if taken is not None and not taken.repeat:
             audit.record(db, account.id, audit.CLAIMED, question_id, ip=request.remote_addr,
                          at=now)
         question = None if won else db.get(Question, question_id)

@@ -17,8 +17,9 @@ and takes it too. The caller's row is locked first (FOR NO KEY UPDATE on Postgre
 transactions are serial), so two claims on two questions of one resident are decided one after
 the other. The caller's row before the question's, as elsewhere: the SMS webhook upserts the
 caller before it adds to a question, retention locks the caller before its questions, and the
-voice webhooks do not lock the caller after a question. "Take the next question" locks the
-user's own row before any of that (claim_next_once), so that a form posted twice claims once.
+voice webhooks do not lock the caller after a question. "Take the next question" and the Claim
+button lock the user's own row before any of that (claim_next_once, claim_once), so that a form
+posted twice, or from two tabs at once, claims once and is audited once.
 
 A claim that lapses is written to the audit log (storage.audit), by "the system" (no user):
 RELEASED with `lapsed_claim_of`, the holder's name, whether the sweep returned the question to
@@ -211,6 +212,21 @@ def claim_next_once(session: Session, filters: QueueFilter, user_id: int, now: d
         return Taken(recent, repeat=True)
     question_id = claim_next(session, filters, user_id, now, lapse_before)
     return None if question_id is None else Taken(question_id, repeat=False)
+
+
+def claim_once(session: Session, question_id: int, user_id: int, now: datetime,
+               lapse_before: datetime) -> Taken | None:
+    """claim_question for the question's Claim button: Taken (repeat when the user held it
+    already: a second click, another tab, nothing new to audit), or None when refused.
+
+    The user's row is locked first (lock_user), as claim_next_once does, so two tabs of one
+    user claiming the same question at once are decided one after the other on PostgreSQL
+    too: the second sees the first's claim and is the repeat (one CLAIMED audit event)."""
+    lock_user(session, user_id)
+    theirs = holds(session, question_id, user_id)
+    if not claim_question(session, question_id, user_id, now, lapse_before):
+        return None
+    return Taken(question_id, repeat=theirs)
 
 
 def lock_user(session: Session, user_id: int) -> None:

@@ -22,6 +22,7 @@ from hotline.config import Settings
 from storage.claims import (
     Taken,
     claim_next_once,
+    claim_once,
     claim_question,
     lapse_claims,
     release_claim,
@@ -189,6 +190,15 @@ def _take_next_twice_at_once(session_factory: sessionmaker[Session], user_id: in
                              *, hold: float = 0.0) -> list[Taken | None]:
     """The user takes the next question in two transactions of their own, at the same moment
     (hold: the first to finish keeps its transaction open that long, uncommitted)."""
+    return _twice_at_once(session_factory, lambda session: claim_next_once(
+        session, QueueFilter(), user_id, NOW, NOW - IDLE), hold=hold)
+
+
+def _twice_at_once(session_factory: sessionmaker[Session],
+                   work: Callable[[Session], Taken | None], *,
+                   hold: float = 0.0) -> list[Taken | None]:
+    """Run work in two transactions at the same moment (hold: each keeps its transaction open
+    that long after work, uncommitted); return what each gave."""
     barrier = threading.Barrier(2, timeout=30)
     postgres = session_factory.kw["bind"].dialect.name == "postgresql"
     results: list[Taken | None] = []
@@ -201,8 +211,7 @@ def _take_next_twice_at_once(session_factory: sessionmaker[Session], user_id: in
                     # Both transactions are open, and have read, before either takes.
                     session.execute(text("SELECT 1"))
                 barrier.wait()  # on SQLite before BEGIN IMMEDIATE: the database orders them
-                results.append(claim_next_once(session, QueueFilter(), user_id, NOW,
-                                               NOW - IDLE))
+                results.append(work(session))
                 time.sleep(hold)
         except BaseException as error:  # re-raised in the test's thread
             errors.append(error)
@@ -244,6 +253,25 @@ def test_the_same_consultant_taking_the_next_twice_at_once_claims_one(
     with unit_of_work(session_factory) as session:
         assert claim_next_once(session, QueueFilter(), a, NOW + timedelta(seconds=2),
                                NOW - IDLE) == Taken(third, False)
+
+
+@pytest.mark.parametrize("hold", [0.0, 0.5])
+def test_one_consultant_claiming_a_question_in_two_tabs_at_once_claims_it_once(
+        session_factory: sessionmaker[Session], people: tuple[int, int, int],
+        hold: float) -> None:
+    """The Claim button of one question pressed in two tabs at the same moment: both open it,
+    one is the claim and the other a repeat (the page writes one CLAIMED event). On PostgreSQL
+    the second waits for the first's lock on the user's row, then sees the claim is theirs."""
+    a, b, question_id = people
+    results = _twice_at_once(session_factory, lambda session: claim_once(
+        session, question_id, a, NOW, NOW - IDLE), hold=hold)
+    assert sorted((t.question_id, t.repeat) for t in results if t is not None) == [
+        (question_id, False), (question_id, True)]
+    with unit_of_work(session_factory) as session:
+        assert _state(session, question_id) == (QUESTION_CLAIMED, a)
+        # Another consultant is refused, and a's later click is a repeat too.
+        assert claim_once(session, question_id, b, NOW, NOW - IDLE) is None
+        assert claim_once(session, question_id, a, NOW, NOW - IDLE) == Taken(question_id, True)
 
 
 def test_a_residents_question_on_a_call_blocks_the_others_however_idle(
