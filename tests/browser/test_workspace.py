@@ -281,8 +281,9 @@ def test_the_call_and_sms_buttons_work_once_under_the_content_security_policy(
     """The page runs no code of its own (Content-Security-Policy: new_context fails the test
     on a refusal); static/workspace.js disables the Call, Send, outcome and "Take the next
     question" buttons once pressed, so a double click sends one request (a second outcome
-    would be refused over the first one's success; a second "Take the next" would claim a
-    second question out of sight). The sending is stopped here to see the button."""
+    would be refused over the first one's success; a second "Take the next" is answered
+    with the first one's question by the server, storage.claims.claim_next_once, but costs a
+    request). The sending is stopped here to see the button."""
     page = log_in(new_context(), seeded.consultant)
     response = page.goto("/queue")
     assert response is not None
