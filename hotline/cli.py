@@ -96,6 +96,9 @@ def db_upgrade() -> None:
     from storage.db import upgrade
 
     settings = Settings.from_env()
+    # The first command on a new machine (make run, the Procfile's release): the data folder
+    # it makes for the SQLite file is private (0700), as the app would have made it.
+    settings.make_data_dir()
     upgrade(settings.database_url)
     click.echo("database is up to date")
 

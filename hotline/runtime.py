@@ -57,6 +57,7 @@ def build_runtime(settings: Settings) -> Runtime:
     for warning in content.warnings:
         log.warning("content: %s (hotline flows check)", warning)
     flow = Flow(content, callback_days=settings.callback_days)
+    settings.make_data_dir()  # before the SQLite file's folder is made: this user's only
     engine = make_engine(settings.database_url)
     sessions = make_session_factory(engine)
     return Runtime(

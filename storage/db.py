@@ -186,7 +186,8 @@ def _make_sqlite_engine(url: URL) -> Engine:
     database = url.database or ""
     in_memory = database in ("", ":memory:") or url.query.get("mode") == "memory"
     if not in_memory and not database.startswith("file:"):
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        # It will hold residents' numbers and questions: a folder made here is private.
+        Path(database).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     # hide_parameters: phone numbers and questions never reach the logs with an SQL error.
     engine = create_engine(url, hide_parameters=True,
                            connect_args={"factory": WriterQueueConnection})

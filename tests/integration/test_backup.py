@@ -287,3 +287,19 @@ def test_a_new_data_folder_and_key_are_this_users_only(settings: Settings,
     (tmp_path / "theirs").chmod(0o750)
     settings.override(data_dir=tmp_path / "theirs").make_data_dir()
     assert (tmp_path / "theirs").stat().st_mode & 0o777 == 0o750
+
+
+def test_the_first_command_on_a_new_machine_makes_the_data_folder_private(
+        tmp_path: Path) -> None:
+    """`hotline db upgrade` runs first (make run, the Procfile's release): the folder it makes
+    for the SQLite database, which will hold residents' numbers, is this user's only; so is a
+    database's own folder outside the data folder."""
+    env = {"HOTLINE_DEMO": "1", "HOTLINE_DATA_DIR": str(tmp_path / "new" / "data"),
+           "DATABASE_URL": "", "REDIS_URL": ""}
+    assert run_cli(None, ["db", "upgrade"], env=env).exit_code == 0
+    assert (tmp_path / "new" / "data" / "hotline.sqlite3").is_file()
+    assert (tmp_path / "new" / "data").stat().st_mode & 0o777 == 0o700
+    elsewhere = tmp_path / "db" / "hotline.sqlite3"
+    env = {**env, "DATABASE_URL": f"sqlite:///{elsewhere}"}
+    assert run_cli(None, ["db", "upgrade"], env=env).exit_code == 0
+    assert elsewhere.parent.stat().st_mode & 0o777 == 0o700
