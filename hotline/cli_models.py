@@ -49,8 +49,9 @@ def models() -> None:
               show_default=True, show_envvar=True,
               help="Where the zips are published; each is fetched as <base>/<name>.zip.")
 @click.option("--sha256", "sha256", metavar="HEX", help="The zip's SHA-256 (with one LANG only).")
-@click.option("--checksums", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="A sha256sum file: `<hex>  <name>.zip` lines.")
+@click.option("--checksums", type=click.Path(dir_okay=False, path_type=Path),
+              help="A sha256sum file: `<hex>  <name>.zip` lines (--allow-unverified prints "
+                   "them the first time).")
 @click.option("--allow-unverified", is_flag=True,
               help="Install without a pinned SHA-256, and print the hash to pin.")
 @click.option("--force", is_flag=True, help="Replace a model that is already installed.")
@@ -63,6 +64,12 @@ def install(languages: tuple[str, ...], url_base: str, sha256: str | None,
         raise click.UsageError("give --sha256 or --checksums, not both")
     pinned = {}
     if checksums is not None:
+        if not checksums.is_file():
+            # The hints for a missing model name this file; none ships with the project.
+            raise click.BadParameter(
+                f"{checksums} does not exist. The first time, install with --allow-unverified "
+                "on a network you trust: it prints one `<sha256>  <file>` line per model; "
+                f"save them as {checksums} for the other machines.", param_hint="'--checksums'")
         try:
             pinned = read_checksums(checksums)
         except ModelInstallError as exc:

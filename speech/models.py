@@ -91,6 +91,11 @@ class LoadedModel:
     model: Any
 
 
+# The hints below name a checksums file that no checkout ships: how the first one is made.
+FIRST_INSTALL = (" (no SHA256SUMS yet? `--allow-unverified` instead installs it and prints the "
+                 "line to keep in one)")
+
+
 class ModelRegistry:
     """The model folder of each language; each model is loaded on first use, once."""
 
@@ -143,6 +148,7 @@ class ModelRegistry:
             raise NoModel(
                 f"no {name} speech model is installed: {path} {state}; "
                 f"install it with `hotline models install {language} --checksums SHA256SUMS`"
+                f"{FIRST_INSTALL}"
             )
         try:
             model = self._loader(path)
@@ -152,6 +158,7 @@ class ModelRegistry:
                 f"the {name} speech model in {path} could not be loaded ({exc}); it may be "
                 f"damaged: reinstall it with "
                 f"`hotline models install {language} --checksums SHA256SUMS --force`"
+                f"{FIRST_INSTALL}"
             ) from exc
         return LoadedModel(
             language=language,

@@ -455,6 +455,17 @@ def test_a_malformed_checksums_file_names_the_line(tmp_path: Path) -> None:
     assert f"{sums}:2: expected `<sha256>  <name>.zip`" in result.output
 
 
+def test_a_checksums_file_not_made_yet_says_how_the_first_install_makes_it(
+        tmp_path: Path) -> None:
+    """The hints for a missing model name SHA256SUMS, which no checkout ships: the command
+    says how the first one is made instead of only that the file is missing."""
+    result = _cli(tmp_path, "install", "kk", "--checksums", str(tmp_path / "SHA256SUMS"))
+    assert result.exit_code == 2
+    assert f"{tmp_path / 'SHA256SUMS'} does not exist" in result.output
+    assert "install with --allow-unverified" in result.output
+    assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
+
+
 def test_sha256_goes_with_one_language(tmp_path: Path) -> None:
     result = _cli(tmp_path, "install", "kk", "ru", "--sha256", "0" * 64)
     assert result.exit_code == 2

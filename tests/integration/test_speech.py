@@ -530,7 +530,8 @@ def test_missing_model_names_the_folder_and_the_install_command(tmp_path: Path) 
 
     assert str(caught.value) == (
         f"no Kazakh speech model is installed: {tmp_path / 'models' / 'kk'} does not exist; "
-        "install it with `hotline models install kk --checksums SHA256SUMS`"
+        "install it with `hotline models install kk --checksums SHA256SUMS` (no SHA256SUMS "
+        "yet? `--allow-unverified` instead installs it and prints the line to keep in one)"
     )
     assert caught.value.permanent
 
