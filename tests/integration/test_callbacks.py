@@ -427,6 +427,14 @@ def test_a_resident_without_a_number_cannot_be_called(db: Db, api: TwilioApi,
     assert response.status_code == 400
     assert "No phone number is known for this resident." in response.get_data(as_text=True)
     assert api.requests == []
+    # The outcome form stays (they may have reached them another way), but it promises no SMS
+    # after the last try: none can go to a hidden number.
+    hint = section(lawyer.panel(question_id), "outcome-hint")
+    assert "The resident's number is hidden" in hint and "gets an SMS" not in hint
+    with_number = make_question(db)
+    lawyer.claim(with_number)
+    assert "after the last try the resident gets an SMS" in section(
+        lawyer.panel(with_number), "outcome-hint")
 
 
 @pytest.mark.parametrize(("hour", "minute", "allowed"), [
