@@ -434,18 +434,38 @@ def worker(workers: int) -> None:
 
 # -- the caller simulator -------------------------------------------------------------------
 
+def _recording(ctx: click.Context, param: click.Parameter, value: Path | None
+               ) -> tuple[Path, float] | None:
+    """Check --record before the call starts: the file and its length, or a usage error.
+
+    It takes what the hotline takes (hotline.simulator.check_recording says why): any WAV its
+    transcriber reads, not an MP3 or another kind of file.
+    """
+    if value is None:
+        return None
+    from hotline.simulator import check_recording
+    from speech.errors import SpeechError
+
+    try:
+        return value, check_recording(value)
+    except SpeechError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from exc
+
+
 @main.command("call", with_appcontext=False)
 @click.option("--url", help="Hotline base URL (default: an in-process app on this configuration).")
 @click.option("--from", "caller", default="+77011234567", show_default=True,
               help="The caller's phone number.")
 @click.option("--keys", help="Scripted answers, space-separated: digits, * #, '_' for silence, "
               "'rec' to speak the --record file at a recording, 'hangup'.")
-@click.option("--record", "record_file", type=click.Path(exists=True, dir_okay=False,
-              path_type=Path), help="WAV file to use as the recorded question.")
+@click.option("--record", "recording", type=click.Path(exists=True, dir_okay=False,
+              path_type=Path), callback=_recording,
+              help="WAV file to use as the recorded question (any WAV the transcriber reads: "
+              "8-32-bit, float; not MP3).")
 @click.option("--end", type=click.Choice(["#", "hangup"]), default="#", show_default=True,
               help="How the caller ends the recording.")
-def call(url: str | None, caller: str, keys: str | None, record_file: Path | None,
-         end: str) -> None:
+def call(url: str | None, caller: str, keys: str | None,
+         recording: tuple[Path, float] | None, end: str) -> None:
     """Call the hotline as a phone would: hear prompts, press keys, record a question."""
     from hotline.simulator import (
         HANGUP,
@@ -468,7 +488,9 @@ def call(url: str | None, caller: str, keys: str | None, record_file: Path | Non
         raise click.ClickException(str(exc)) from exc
     from flows.engine import Flow
 
-    spoken = Speak(record_file, end="hangup" if end == "hangup" else "#") if record_file else None
+    record_file = recording[0] if recording else None
+    spoken = (Speak(recording[0], end="hangup" if end == "hangup" else "#",
+                    seconds=recording[1]) if recording else None)
 
     def token(value: str) -> Input:
         if value in ("_", "."):

@@ -10,7 +10,6 @@ import re
 import threading
 import time
 import uuid
-import wave
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -23,6 +22,10 @@ import requests
 from twilio.request_validator import RequestValidator
 
 from flows.engine import Flow
+from hotline.recordings import MAX_RECORDING_BYTES
+from speech.audio import load_pcm
+from speech.errors import AudioError
+from speech.wav import is_wav, read_header
 
 HANGUP = "hangup"
 SILENCE = ""
@@ -35,6 +38,9 @@ class Speak:
 
     path: Path
     end: Literal["#", "hangup"] = "#"
+    # The length Twilio reports (RecordingDuration), when known already (check_recording's);
+    # read from the WAV header otherwise.
+    seconds: float | None = None
 
 
 Input = str | Speak
@@ -104,10 +110,48 @@ def new_sid(prefix: str) -> str:
     return prefix + uuid.uuid4().hex
 
 
+# The rate the check decodes at: a telephone recording's, so that one passes through untouched.
+CHECK_RATE = 8000
+
+
 def wav_seconds(path: Path) -> int:
-    """Return a WAV file's duration in whole seconds (at least 1)."""
-    with wave.open(str(path), "rb") as audio:
-        return max(1, round(audio.getnframes() / audio.getframerate()))
+    """Return a WAV file's duration in whole seconds (at least 1), from its header.
+
+    Any WAV the transcriber reads (8-32-bit integer, float, multi-channel; the stdlib `wave`
+    reads only 8/16-bit PCM); raises speech's AudioError for a file that is no such WAV.
+    """
+    with path.open("rb") as stream:
+        fmt = read_header(stream, path.name, path.stat().st_size)
+    return max(1, round(fmt.seconds))
+
+
+def check_recording(path: Path) -> float:
+    """Return the length in seconds of a file a caller can 'say', or raise SpeechError.
+
+    Decision: accept what the hotline accepts from Twilio end to end, and nothing else. The
+    hotline's download (hotline.recordings) keeps only a WAV file of at most
+    MAX_RECORDING_BYTES, as Twilio always sends WAV; its transcriber then reads it with
+    speech.audio.load_pcm, which takes any PCM WAV (8-32-bit, float, any rate and channels,
+    an encoded one such as mu-law through ffmpeg) and refuses an empty, damaged or overlong one.
+    So a WAV is decoded here by that same function (its error is the transcriber's, worded for
+    people), and an MP3 or any other non-WAV file is refused: sent as a recording, it would be
+    a download that always fails. Converting it here would test a file Twilio never sends.
+    """
+    with path.open("rb") as stream:
+        head = stream.read(16)
+    if not is_wav(head):
+        raise AudioError(
+            f"{path.name} is not a WAV file: the hotline takes only WAV recordings, as Twilio "
+            "sends them (convert an MP3 or other audio to WAV first)"
+        )
+    size = path.stat().st_size
+    if size > MAX_RECORDING_BYTES:
+        raise AudioError(
+            f"{path.name} is {size // (1024 * 1024)} MB; the hotline downloads recordings of "
+            f"at most {MAX_RECORDING_BYTES // (1024 * 1024)} MB"
+        )
+    _pcm, seconds = load_pcm(path, CHECK_RATE)
+    return seconds
 
 
 class MediaServer:
@@ -305,7 +349,8 @@ class PhoneSimulator:
             raise RuntimeError("recording a question needs a MediaServer")
         recording_sid = new_sid("RE")
         log.recordings.append(recording_sid)
-        seconds = wav_seconds(spoken.path)
+        seconds = (wav_seconds(spoken.path) if spoken.seconds is None
+                   else max(1, round(spoken.seconds)))
         self.echo(f"   [records {spoken.path.name}, {seconds} s, ends with {spoken.end}]")
         recording = {"RecordingSid": recording_sid,
                      "RecordingUrl": self.media.add(recording_sid, spoken.path),

@@ -410,3 +410,51 @@ def test_hotline_call_in_demo_mode_walks_a_russian_call(tmp_path: Path,
     queue = json.loads(run_cli(None, ["queue", "--json"], env=env).output)
     assert [(q["language"], q["topic"], q["download"]) for q in queue] == [
         ("ru", "pension", "stored")]
+
+
+@pytest.mark.parametrize("encoding", [["-b", "24"], ["-e", "floating-point", "-b", "32"]],
+                         ids=["24-bit", "float32"])
+def test_hotline_call_says_any_wav_the_transcriber_reads(
+    tmp_path: Path, question_wav: Path, encoding: list[str]
+) -> None:
+    """sox and Audacity write 24-bit and float WAV as WAVE_FORMAT_EXTENSIBLE or IEEE float,
+    which the stdlib `wave` refuses (a traceback mid-call); the hotline's transcriber reads
+    them, so the simulator says them, with their length."""
+    studio = tmp_path / "studio.wav"
+    subprocess.run(["sox", str(question_wav), "-D", *encoding, str(studio)], check=True)
+    env = {"HOTLINE_DEMO": "1", "HOTLINE_DATA_DIR": str(tmp_path / "demo"),
+           "DATABASE_URL": "", "REDIS_URL": ""}
+    assert run_cli(None, ["db", "upgrade"], env=env).exit_code == 0
+    result = run_cli(None, ["call", "--keys", "2 1 2 rec _", "--record", str(studio)], env=env)
+    assert result.exit_code == 0, result.output
+    assert "[records studio.wav, " in result.output
+    queue = json.loads(run_cli(None, ["queue", "--json"], env=env).output)
+    with wave.open(str(question_wav), "rb") as plain:
+        seconds = max(1, round(plain.getnframes() / plain.getframerate()))
+    assert [(q["download"], q["duration"]) for q in queue] == [("stored", seconds)]
+
+
+def test_hotline_call_refuses_a_record_file_the_hotline_cannot_take_before_calling(
+    tmp_path: Path, question_wav: Path
+) -> None:
+    """An MP3, a text file or a damaged WAV: one usage line (exit 2) before the call starts,
+    not a traceback after the caller has walked the menus."""
+    mp3 = tmp_path / "question.mp3"
+    subprocess.run(["sox", str(question_wav), str(mp3)], check=True)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("the caller's question, typed\n", "utf-8")
+    damaged = tmp_path / "damaged.wav"
+    damaged.write_bytes(question_wav.read_bytes()[:30])
+    env = {"HOTLINE_DEMO": "1", "HOTLINE_DATA_DIR": str(tmp_path / "demo"),
+           "DATABASE_URL": "", "REDIS_URL": ""}
+    for path, said in [
+        (mp3, "question.mp3 is not a WAV file: the hotline takes only WAV recordings"),
+        (notes, "notes.txt is not a WAV file"),
+        (damaged, "damaged.wav is a damaged WAV file"),
+    ]:
+        result = run_cli(None, ["call", "--keys", "2 1 2 rec _", "--record", str(path)],
+                         env=env)
+        assert result.exit_code == 2, result.output
+        assert f"Error: Invalid value for '--record': {said}" in result.output
+        assert "Traceback" not in result.output
+        assert "SAY" not in result.output and "PLAY" not in result.output  # no call was made
