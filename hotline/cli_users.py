@@ -17,6 +17,7 @@ from storage.users import (
     UserError,
     add_user,
     change_user,
+    check_new_user,
     find_user,
     list_users,
     set_password,
@@ -41,10 +42,16 @@ def users() -> None:
 @with_appcontext
 def users_add(email: str, role: str, name: str, phone: str | None) -> None:
     """Create an account; the password is asked twice and never echoed."""
-    password = click.prompt(f"Password (at least {MIN_PASSWORD_LENGTH} characters)",
-                            hide_input=True, confirmation_prompt=True)
     rt = _runtime()
     try:
+        # The email, phone and a taken email are refused before the password is typed (twice),
+        # not after. Asked outside any transaction (users_password says why); add_user checks
+        # all again in its own, should the email have been taken in the meantime.
+        with unit_of_work(rt.sessions) as session:
+            check_new_user(session, email, name, role, phone=phone,
+                           region=rt.settings.default_region)
+        password = click.prompt(f"Password (at least {MIN_PASSWORD_LENGTH} characters)",
+                                hide_input=True, confirmation_prompt=True)
         with unit_of_work(rt.sessions) as session:
             user = add_user(session, email, name, role, password, phone=phone,
                             region=rt.settings.default_region)

@@ -57,9 +57,11 @@ def normalise_email(raw: str) -> str:
     return raw.strip().lower()
 
 
-def add_user(session: Session, email: str, name: str, role: str, password: str,
-             phone: str | None = None, region: str = "KZ") -> User:
-    """Create a user with a hashed password; raise UserError on bad or duplicate input."""
+def check_new_user(session: Session, email: str, name: str, role: str,
+                   phone: str | None = None, region: str = "KZ") -> tuple[str, str, str | None]:
+    """Check all of a new user but the password (so that the command line can refuse before it
+    asks for one); return the email, name and phone as stored. Raise UserError on bad or
+    duplicate input."""
     email = normalise_email(email)
     local, _, domain = email.partition("@")
     if not local or "." not in domain or any(ch.isspace() for ch in email) or len(email) > 254:
@@ -69,10 +71,17 @@ def add_user(session: Session, email: str, name: str, role: str, password: str,
     name = name.strip()
     if not name:
         raise UserError("a name is needed", "name")
-    password_hash = _checked_password(password)
     e164 = _checked_phone(phone, region) if phone else None
     if session.scalar(select(User.id).where(User.email == email)) is not None:
         raise UserError(f"a user with the email {email} exists already", "exists")
+    return email, name, e164
+
+
+def add_user(session: Session, email: str, name: str, role: str, password: str,
+             phone: str | None = None, region: str = "KZ") -> User:
+    """Create a user with a hashed password; raise UserError on bad or duplicate input."""
+    email, name, e164 = check_new_user(session, email, name, role, phone, region)
+    password_hash = _checked_password(password)
     user = User(email=email, name=name, role=role, password_hash=password_hash,
                 phone=e164)
     session.add(user)

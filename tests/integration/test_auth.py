@@ -77,6 +77,23 @@ def test_users_add_refuses_a_duplicate_a_short_password_and_a_mistyped_one(
         assert session.scalars(select(User.email)).all() == [consultant]
 
 
+@pytest.mark.parametrize(("args", "said"), [
+    (["bad", "--name", "B"], "not an email address: 'bad'"),
+    (["Lawyer@Example.KZ", "--name", "B"], "a user with the email lawyer@example.kz exists"),
+    (["b@example.kz", "--name", "B", "--phone", "12345"], "not a phone number: '12345'"),
+    (["b@example.kz", "--name", "  "], "a name is needed"),
+])
+def test_users_add_refuses_bad_input_before_asking_for_the_password(
+        app: Flask, db: Db, consultant: str, args: list[str], said: str) -> None:
+    """The operator is not made to type a password twice only to start over."""
+    result = users_cli(app, ["add", *args, "--role", "consultant"])  # no input to give
+    assert result.exit_code == 1
+    assert f"Error: {said}" in result.output
+    assert "Password" not in result.output and "Aborted" not in result.output
+    with db() as session:
+        assert session.scalars(select(User.email)).all() == [consultant]
+
+
 # -- logging in and out -----------------------------------------------------------------------
 
 def test_login_opens_the_queue_with_a_safe_session_cookie(app: Flask, db: Db,
