@@ -420,6 +420,28 @@ def test_filters_apply_to_the_page(reports_app: Flask, coordinator: str) -> None
     assert (form.inputs["from"], form.inputs["to"]) == ("2026-03-01", "2026-03-31")
 
 
+def test_the_language_links_keep_the_filters(reports_app: Flask, coordinator: str) -> None:
+    """A coordinator who switches to Russian (or Kazakh) on a filtered report stays on that
+    report: its dates, region and topic, in the form, the figures and the CSV links."""
+    browser = Browser(reports_app)
+    browser.login(coordinator)
+    filtered = {**MARCH_QUERY, "region": "almaty", "topic": "pension"}
+    kept = "from=2026-03-01&to=2026-03-31&region=almaty&topic=pension"
+    links = page(browser.get("/reports", query_string=filtered)).links
+    assert f"/reports?{kept}&lang=kk" in links
+    assert f"/reports?{kept}&lang=ru" in links
+    response = browser.get(f"/reports?{kept}&lang=ru")
+    russian = page(response)
+    assert russian.lang == "ru"
+    assert (russian.inputs["from"], russian.inputs["to"]) == ("2026-03-01", "2026-03-31")
+    html = response.get_data(as_text=True)
+    assert '<option value="almaty" selected>' in html
+    assert '<option value="pension" selected>' in html
+    assert f"/reports?{kept}&format=csv&table=summary" in russian.links
+    # And back: the Russian page's own links keep them too.
+    assert f"/reports?{kept}&lang=en" in russian.links
+
+
 def test_csv_reads_back_cyrillic_quotes_commas_and_no_formulas(app: Flask, db: Db,
                                                              coordinator: str) -> None:
     tricky = 'Айгерим "Әже", Нұрланқызы\nекінші жол'
