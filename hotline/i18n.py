@@ -23,10 +23,17 @@ from babel.messages.pofile import read_po
 from babel.support import NullTranslations, Translations
 from flask import Flask, Response, current_app, request
 from flask_babel import Babel, Domain, get_locale
+from flask_babel import gettext as _
 
 TRANSLATIONS_DIR = Path(__file__).resolve().parent / "translations"
 # Code and the language's own name, in the order the switcher shows them.
 LANGUAGES = {"kk": "Қазақша", "ru": "Русский", "en": "English"}
+
+
+def language_name(code: str | None) -> str:
+    """A question's or caller's language as the pages show it, the same on each ("unknown"
+    in the page's language when the caller never chose one)."""
+    return LANGUAGES.get(code or "", code or str(_("unknown")))
 DEFAULT_LANGUAGE = "kk"
 LANGUAGE_COOKIE = "lang"
 LANGUAGE_COOKIE_SECONDS = 365 * 24 * 3600

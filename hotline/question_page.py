@@ -249,7 +249,7 @@ def _page_context(session: Session, question: Question, account: auth.Account,
     saved = request.args.get("saved", "")
     return {
         "question": question,
-        "language_name": i18n.LANGUAGES.get(question.language or "", question.language or "—"),
+        "language_name": i18n.language_name(question.language),
         "channel": str(CHANNELS.get(question.channel, question.channel)),
         "received": local_time(question.created_at),
         "waiting": None if closed else waiting_time(question.created_at, now),

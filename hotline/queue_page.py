@@ -225,8 +225,7 @@ def _promise(question: Question, now: datetime) -> Badge | None:
     return None
 
 
-def _language(code: str | None) -> str:
-    return i18n.LANGUAGES.get(code or "", code or str(_("unknown")))
+_language = i18n.language_name
 
 
 def _region(region: str | None) -> str:

@@ -197,6 +197,22 @@ def test_a_consultant_opens_a_question(app: Flask, db: Db, settings: Settings,
     assert opened[0].ip == "203.0.113.7"
 
 
+@pytest.mark.parametrize(("language", "unknown"), [("en", "unknown"), ("ru", "неизвестен"),
+                                                  ("kk", "белгісіз")])
+def test_a_question_in_no_chosen_language_says_so_as_the_queue_does(
+        app: Flask, db: Db, settings: Settings, consultant: str, language: str,
+        unknown: str) -> None:
+    """The caller never chose a language: the question's page names it as the queue's row
+    does, in the page's language (it showed a bare dash)."""
+    question_id = _voice_question(db, settings, language=None)
+    browser = Browser(app, language=language)
+    assert browser.login(consultant).status_code == 302
+    html = browser.get(f"/questions/{question_id}").get_data(as_text=True)
+    assert re.search(rf"<dd>{unknown}</dd>", html)
+    queue = browser.get("/queue?status=all").get_data(as_text=True)
+    assert unknown in queue
+
+
 def test_an_unknown_question_is_404(app: Flask, consultant: str) -> None:
     browser = _logged_in(app, consultant)
     assert browser.get("/questions/999").status_code == 404
