@@ -517,17 +517,44 @@ def _bar(figure: Figure) -> int | float | str | None:
     return str(_("hidden")) if figure.suppressed else figure.value
 
 
+# Babel patterns for a month of the page (YYYY-MM) in each language, by where it stands: on
+# its own in the months' table and chart ("label"), after "from" and after "to" in the
+# sentence of the period, and as the period's only month ("in").
+#   ru: the stand-alone form on its own ("декабрь 2026", LLLL); after "с" the genitive, which
+#       is Babel's format form ("с декабря 2026", MMMM); after "по" and "за" the accusative,
+#       the nominative for a month ("по январь 2027", "за январь 2027": LLLL).
+#   kk: the year first and the month in lower case, as Kazakh writes a date (Babel's LLLL is
+#       capitalised: "Желтоқсан"; its MMMM is not). In the table "2026 ж. желтоқсан" (CLDR's
+#       own year-and-month); in the sentence, running text, the year in full: "2026 жылғы
+#       желтоқсан". The period is "2026 жылғы желтоқсан – 2027 жылғы қаңтар аралығында",
+#       one month "2027 жылғы қаңтар айында" (the .po files): a case ending on the month's
+#       own name ("желтоқсаннан ... қаңтарға дейін") follows its vowels and last letter
+#       (наурыздан, қыркүйектен), which Babel does not know, so no month name takes one.
+#   en: "December 2026" everywhere.
+MONTH_PATTERNS = {
+    "kk": {"label": "y 'ж'. MMMM", "from": "y 'жылғы' MMMM", "to": "y 'жылғы' MMMM",
+           "in": "y 'жылғы' MMMM"},
+    "ru": {"label": "LLLL y", "from": "MMMM y", "to": "LLLL y", "in": "LLLL y"},
+    "en": {"label": "LLLL y", "from": "LLLL y", "to": "LLLL y", "in": "LLLL y"},
+}
+
+
+def month_name(key: str, language: str, place: str = "label") -> str:
+    """A YYYY-MM month as people read it in language, in the form its place asks for
+    (MONTH_PATTERNS): "2026 ж. қазан" and "октябрь 2026" in the table, "октября 2026" after
+    "с" in Russian."""
+    year, month = key.split("-")
+    return format_date(date(int(year), int(month), 1), MONTH_PATTERNS[language][place],
+                       locale=language)
+
+
 def _render(language: str) -> Response:
     """The page in language, cacheable."""
     kept_now = current_stats()
     stats, is_stale = kept_now.value, kept_now.stale
     with force_locale(language):
-        def month_title(key: str | None) -> str:
-            """A YYYY-MM month as people read it: "Қазан 2026", "октябрь 2026"."""
-            if not key:
-                return ""
-            year, month = key.split("-")
-            return format_date(date(int(year), int(month), 1), "LLLL y", locale=language)
+        def month_title(key: str | None, place: str = "label") -> str:
+            return month_name(key, language, place) if key else ""
 
         topic_bars = [(topic_title(row.key), _bar(row.received)) for row in stats.topics]
         month_bars = [(month_title(row.key), _bar(row.received)) for row in stats.months]

@@ -70,8 +70,8 @@ def test_hidden_cells_together_hold_at_least_five() -> None:
     assert protect([1, 0, 0]) == [HIDDEN, Figure(0), Figure(0)]
 
 
-KAZAKH_MONTHS = ("Қаңтар", "Ақпан", "Наурыз", "Сәуір", "Мамыр", "Маусым", "Шілде", "Тамыз",
-                 "Қыркүйек", "Қазан", "Қараша", "Желтоқсан")
+KAZAKH_MONTHS = ("қаңтар", "ақпан", "наурыз", "сәуір", "мамыр", "маусым", "шілде", "тамыз",
+                 "қыркүйек", "қазан", "қараша", "желтоқсан")
 RUSSIAN_MONTHS = ("январь", "февраль", "март", "апрель", "май", "июнь", "июль", "август",
                   "сентябрь", "октябрь", "ноябрь", "декабрь")
 ENGLISH_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
@@ -313,8 +313,10 @@ def test_the_page_shows_less_than_five_in_kazakh_and_russian(app: Flask,
         # Months by name in the page's language, not as 2026-03.
         this_month = month_start()
         names = {"kk": KAZAKH_MONTHS, "ru": RUSSIAN_MONTHS, "en": ENGLISH_MONTHS}[lang]
-        assert [f"{names[this_month.month - 1]} {this_month.year}"] in [
-            row[:1] for row in shown.rows]
+        name = names[this_month.month - 1]
+        # Kazakh: the year first ("2026 ж. наурыз").
+        label = f"{this_month.year} ж. {name}" if lang == "kk" else f"{name} {this_month.year}"
+        assert [label] in [row[:1] for row in shown.rows]
         assert "<svg" in response.get_data(as_text=True)
 
 
@@ -685,3 +687,70 @@ def test_a_demo_shows_this_month_so_far(make_app: Callable[[Settings], Flask],
         assert words in html.unescape(client.get(f"/public/{language}").get_data(as_text=True))
     with db() as session:
         assert session.scalars(select(PublicSnapshot)).all() == []
+
+
+def period_sentence(response: TestResponse) -> str:
+    """The sentence under the heading that says which months the figures are of."""
+    found = re.search(r"</h1>\s*<p>(.*?)</p>", response.get_data(as_text=True), re.S)
+    assert found is not None
+    return " ".join(html.unescape(found.group(1)).split())
+
+
+@pytest.mark.parametrize(("months", "sentences", "labels"), [
+    # December 2026 and January 2027: two months, two years.
+    (("2026-12", "2027-01"), {
+        # After "с" the genitive (Babel's format form, MMMM); after "по" the accusative,
+        # which is the nominative for a month (the stand-alone form, LLLL).
+        "ru": "Вопросы, которые жители задали бесплатной юридической линии с декабря 2026 по "
+              "январь 2027, и как быстро юристы перезванивали.",
+        # The year first, the month in lower case, and the range with a dash (no case ending
+        # on the month's name to get wrong).
+        "kk": "2026 жылғы желтоқсан – 2027 жылғы қаңтар аралығында тұрғындар тегін заң "
+              "желісіне қойған сұрақтар және заңгерлердің қаншалықты тез кері қоңырау шалғаны.",
+        "en": "Questions residents asked the free legal hotline from December 2026 to January "
+              "2027, and how quickly lawyers called back.",
+    }, {"ru": ["декабрь 2026", "январь 2027"], "kk": ["2026 ж. желтоқсан", "2027 ж. қаңтар"],
+        "en": ["December 2026", "January 2027"]}),
+    # January 2027 alone: "from January 2027 to January 2027" said once.
+    (("2027-01",), {
+        "ru": "Вопросы, которые жители задали бесплатной юридической линии за январь 2027, и "
+              "как быстро юристы перезванивали.",
+        "kk": "2027 жылғы қаңтар айында тұрғындар тегін заң желісіне қойған сұрақтар және "
+              "заңгерлердің қаншалықты тез кері қоңырау шалғаны.",
+        "en": "Questions residents asked the free legal hotline in January 2027, and how "
+              "quickly lawyers called back.",
+    }, {"ru": ["январь 2027"], "kk": ["2027 ж. қаңтар"], "en": ["January 2027"]}),
+])
+def test_the_months_read_as_each_language_writes_them(
+        app: Flask, db: Db, monkeypatch: pytest.MonkeyPatch, months: tuple[str, ...],
+        sentences: dict[str, str], labels: dict[str, list[str]]) -> None:
+    """The period in the sentence under the heading, and the months' table and chart: in
+    Russian "с декабря 2026 по январь 2027" (not "с декабрь"); in Kazakh the year first and
+    the month in lower case ("2026 жылғы желтоқсан", not "Желтоқсан 2026"); the JSON keeps
+    YYYY-MM."""
+    # February 10, 2027: the figures of the twelve months up to January 2027 are published.
+    monkeypatch.setattr(public_stats, "utcnow", lambda: datetime(2027, 2, 10, 12, tzinfo=UTC))
+    with db() as session:
+        for month in months:
+            year, number = (int(part) for part in month.split("-"))
+            created = datetime(year, number, 5, 12, tzinfo=LOCAL_TIME)
+            for _question in range(6):
+                session.add(Question(channel="voice", language="kk", topic="pension",
+                                     region="abai", created_at=created, priority_at=created,
+                                     status="waiting"))
+    client = app.test_client()
+    stats = client.get("/public/stats.json").get_json()
+    assert (stats["period"]["from_month"], stats["period"]["to_month"]) == (months[0],
+                                                                           months[-1])
+    assert [row["month"] for row in stats["by_month"]] == list(months)
+    for language, sentence in sentences.items():
+        response = client.get(f"/public/{language}")
+        assert period_sentence(response) == sentence, language
+        shown = page(response)
+        # The months' table (its rows of four cells after the header; regions come next).
+        month_rows = [row[0] for row in shown.rows if len(row) == 4][1:1 + len(months)]
+        assert month_rows == labels[language], language
+        source = response.get_data(as_text=True)
+        for month, label in zip(months, labels[language], strict=True):
+            assert f'<time datetime="{month}">{label}</time>' in source
+            assert f'class="chart-label">{label}</text>' in source
