@@ -41,13 +41,13 @@ from flask import Blueprint, Response, jsonify, render_template, request
 from flask.typing import ResponseReturnValue
 from flask_babel import force_locale
 from flask_babel import gettext as _
-from werkzeug.exceptions import InternalServerError
+from werkzeug.exceptions import HTTPException, InternalServerError
 
 from hotline import i18n
 from hotline.config import LOCAL_TIME
 from hotline.memo import Result, kept_or_older
 from hotline.reports_page import region_title
-from hotline.workspace import runtime, topic_title
+from hotline.workspace import error_text, runtime, topic_title
 from storage import reports as figures
 from storage.db import unit_of_work
 from storage.models import utcnow
@@ -500,6 +500,30 @@ def unavailable(_error: InternalServerError) -> ResponseReturnValue:
     response.status_code = 503
     response.headers["Retry-After"] = "300"
     response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def error_page(error: HTTPException) -> Response:
+    """An address under /public that no page has (/public/de), or a page asked for in a way
+    it does not answer (a POST: 405): said in the language of the path (/public/ru/...) or
+    of the visitor's browser, in the public pages' frame, with no cookie, as the pages are
+    (hotline.workspace.page_error sends these here)."""
+    asked = request.path.split("/")[2:3]
+    language = asked[0] if asked and asked[0] in PUBLIC_LANGUAGES else _visitor_language()
+    assert error.code is not None
+    with force_locale(language):
+        if error.code == 404:
+            title, message = _("Not found"), _("There is no such page here.")
+        else:
+            title, message = error_text(error.code)
+        html = render_template("public_message.html", title=title, message=message,
+                               page_language=language, public_languages=PUBLIC_LANGUAGES)
+    response = Response(html, error.code, mimetype="text/html")
+    for name, value in error.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value  # a 405's Allow
+    response.headers["Content-Language"] = language
+    response.vary.add("Accept-Language")
     return response
 
 

@@ -258,14 +258,73 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
     app.register_blueprint(callbacks.hooks)
     app.register_error_handler(MethodNotAllowed, form_address_opened)
+    # For any code: found after every handler of a code (this blueprint's 400, 403 and 404,
+    # CSRFError's, the 405 above) and after a blueprint's own for any exception (the voice
+    # and SMS webhooks' apology), so it answers only what had Werkzeug's page.
+    app.register_error_handler(HTTPException, page_error)
+
+
+# Addresses that are no browser's page: Twilio's webhooks (/voice, /sms with the SMS status
+# callback, /callbacks), the health checks' JSON, static files, and everything under them;
+# the public figures' JSON; under /phone (the demo phone's page) its script's JSON and audio.
+# An error there keeps the answer it had: Werkzeug's, or its blueprint's own.
+NOT_PAGE_AREAS = ("/voice", "/sms", "/callbacks", "/health", "/static")
+NOT_PAGES = ("/public/stats.json",)
+
+
+def is_page(path: str) -> bool:
+    """Whether a browser, not Twilio or a script, asks for this address."""
+    if path in NOT_PAGES or path.startswith("/phone/"):
+        return False
+    return not any(path == area or path.startswith(f"{area}/") for area in NOT_PAGE_AREAS)
+
+
+def error_text(code: int) -> tuple[str, str]:
+    """The title and message of a request error's page (4xx), in the request's language."""
+    if code == 404:
+        return _("Not found"), _("There is no such question or page here.")
+    if code == 405:
+        return (_("Not available this way"),
+                _("This address cannot be opened or sent to this way. Please go back and use "
+                  "the links and buttons on the page."))
+    if code == 413:
+        return (_("Too much was sent"),
+                _("What you sent is too large to be read. Please go back, shorten it and send "
+                  "it again."))
+    return (_("Could not read the request"),
+            _("Something in the address or the form could not be read. Please go back and try "
+              "again."))
+
+
+def page_error(error: HTTPException) -> ResponseReturnValue:
+    """A request error (4xx) that had Werkzeug's English page: an address no route has
+    (/questions/abc, a mistyped one), a method a page does not take (405), a form too large
+    (413), an unreadable login (400). A page's is the workspace's message page in the user's
+    language; the public figures' (/public/...) in their own frame (public_stats.error_page).
+    Anything else (a webhook's, a JSON address's, a 5xx) keeps the answer it had."""
+    code = error.code
+    if code is None or not 400 <= code < 500 or not is_page(request.path):
+        return error
+    if request.path == "/public" or request.path.startswith("/public/"):
+        from hotline import public_stats  # it imports this module
+
+        return public_stats.error_page(error)
+    title, message = error_text(code)
+    response = Response(render_template("message.html", title=title, message=message,
+                                        back=url_for("workspace.queue")),
+                        code, mimetype="text/html")
+    for name, value in error.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value  # a 405's Allow
+    return private(response)  # not kept by a cache: the page names the user
 
 
 def form_address_opened(error: MethodNotAllowed) -> ResponseReturnValue:
     """A GET to a form's address (the language switcher on a refused form's answer, a reload
     after the form, a bookmark): to the page the form is on, the nearest address above it
     that a GET opens (/questions/7/sms to /questions/7, /account/password to /account), with
-    the query (the language asked for). Anything else keeps Werkzeug's 405: a webhook is
-    never redirected."""
+    the query (the language asked for). Anything else is a page's 405 in the user's language
+    (page_error); a webhook is never redirected, and keeps Werkzeug's 405."""
     if request.method == "GET":
         adapter = current_app.url_map.bind_to_environ(request.environ)
         parent = request.path.rstrip("/")
@@ -279,4 +338,4 @@ def form_address_opened(error: MethodNotAllowed) -> ResponseReturnValue:
                 query = request.query_string.decode("latin-1")
                 return redirect(f"{parent}?{query}" if query else parent, 303)
             break
-    return error
+    return page_error(error)

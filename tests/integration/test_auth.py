@@ -14,6 +14,7 @@ from babel.messages.pofile import read_po
 from flask import Flask
 from itsdangerous import TimestampSigner
 from sqlalchemy import func, select
+from werkzeug.exceptions import Forbidden, HTTPException, MethodNotAllowed, NotFound
 
 import storage.users
 from hotline.config import Settings
@@ -27,6 +28,7 @@ from storage.users import (
     attempt_login,
     set_password,
 )
+from tests.support import BASE_URL
 from tests.workspace_support import PASSWORD, Browser, Db, add_user, page, users_cli
 
 
@@ -556,9 +558,71 @@ def test_missing_and_unreadable_pages_answer_in_the_users_language(
         app: Flask, coordinator: str, language: str, not_found: str, unreadable: str) -> None:
     browser = Browser(app, language=language)
     browser.login(coordinator)
-    missing = browser.get("/questions/12345")
-    assert missing.status_code == 404
-    assert page(missing).lang == language and not_found in page(missing).headings
+    # No such question (the view's 404), an id that is no number and an address that is no
+    # page (the routing's 404, before any view): the same page.
+    for path in ("/questions/12345", "/questions/abc", "/no-such-page"):
+        missing = browser.get(path)
+        assert missing.status_code == 404, path
+        assert page(missing).lang == language and not_found in page(missing).headings, path
+        assert missing.headers["Cache-Control"] == "no-store", path
     garbage = browser.get("/reports?from=garbage")
     assert garbage.status_code == 400
     assert page(garbage).lang == language and unreadable in page(garbage).headings
+
+
+@pytest.mark.parametrize(("language", "not_found", "unreadable", "not_allowed", "too_much"), [
+    ("kk", "Табылмады", "Сұрауды оқу мүмкін болмады", "Бұлай ашуға болмайды",
+     "Тым көп жіберілді"),
+    ("ru", "Не найдено", "Не удалось прочитать запрос", "Так открыть нельзя",
+     "Отправлено слишком много"),
+    ("en", "Not found", "Could not read the request", "Not available this way",
+     "Too much was sent"),
+])
+def test_what_werkzeug_answered_answers_in_the_users_language(
+        app: Flask, coordinator: str, language: str, not_found: str, unreadable: str,
+        not_allowed: str, too_much: str) -> None:
+    """A page asked for with a method it does not take (405, its Allow kept), a form too
+    large to read (413), and, logged out, an unknown address and an unreadable login: the
+    workspace's message page in the user's language, not Werkzeug's English one."""
+    browser = Browser(app, language=language)
+    browser.login(coordinator)
+    token = browser.token("/queue")
+    for answer, allowed in ((browser.get("/logout"), "POST"),
+                            (browser.post("/queue", {"csrf_token": token}), "GET")):
+        assert answer.status_code == 405
+        assert page(answer).lang == language and not_allowed in page(answer).headings
+        assert allowed in answer.headers["Allow"].split(", ")
+    large = browser.post("/questions/1/notes", {"csrf_token": token, "body": "x" * 70_000})
+    assert large.status_code == 413
+    assert page(large).lang == language and too_much in page(large).headings
+    visitor = Browser(app, language=language)
+    unknown = visitor.get("/no-such-page")
+    assert unknown.status_code == 404
+    assert page(unknown).lang == language and not_found in page(unknown).headings
+    nul = visitor.get("/login?email=%00")
+    assert nul.status_code == 400
+    assert page(nul).lang == language and unreadable in page(nul).headings
+
+
+@pytest.mark.parametrize(("method", "path", "answer"), [
+    # Twilio's webhooks: an unsigned request (403), a GET (405), an address that is none.
+    ("POST", "/voice/incoming", Forbidden), ("GET", "/voice/incoming", MethodNotAllowed),
+    ("POST", "/voice/no-such-hook", NotFound), ("POST", "/sms/incoming", Forbidden),
+    ("POST", "/sms/status", Forbidden), ("POST", "/callbacks/1/answer", Forbidden),
+    ("POST", "/callbacks/abc/answer", NotFound),
+    # JSON, static files, the demo phone's requests (a 404 outside demo mode).
+    ("POST", "/public/stats.json", MethodNotAllowed), ("POST", "/health", MethodNotAllowed),
+    ("GET", "/health/no-such-check", NotFound), ("GET", "/static/no-such.css", NotFound),
+    ("POST", "/phone/sign", NotFound),
+])
+def test_webhooks_and_json_keep_their_error_answers(
+        app: Flask, coordinator: str, method: str, path: str,
+        answer: type[HTTPException]) -> None:
+    """No browser reads these: even a logged-in Russian browser gets what Werkzeug answers."""
+    browser = Browser(app, language="ru")
+    browser.login(coordinator)
+    response = browser.client.open(path, method=method, base_url=BASE_URL,
+                                   headers=browser.headers, data={"CallSid": "CA1"})
+    expected = answer().get_response()
+    assert response.status_code == expected.status_code
+    assert response.get_data() == expected.get_data()

@@ -329,6 +329,25 @@ def test_the_page_follows_the_browser_language_without_cookies(app: Flask) -> No
     assert page(Browser(app, language="de").get("/public")).lang == "kk"
 
 
+def test_an_address_that_is_no_public_page_says_so_in_the_visitors_language(
+        app: Flask) -> None:
+    """Not Werkzeug's English page, and not the workspace's (which sets a cookie): the
+    language of the path, else the browser's; no cookie, as the public pages."""
+    for path, accept, status, lang, heading in (
+            ("/public/de", "ru-RU,ru;q=0.9", 404, "ru", "Не найдено"),
+            ("/public/de", None, 404, "kk", "Табылмады"),
+            ("/public/en/more", "ru", 404, "en", "Not found")):
+        response = Browser(app, language=accept).get(path)
+        assert response.status_code == status, path
+        assert (page(response).lang, page(response).headings) == (lang, [heading]), path
+        assert "Set-Cookie" not in response.headers
+        assert response.headers["Content-Language"] == lang
+        assert f'href="/public/{lang}"' in response.get_data(as_text=True)
+    posted = Browser(app, language="ru").client.post("/public/kk")
+    assert posted.status_code == 405 and posted.headers["Allow"].count("GET") == 1
+    assert page(posted).headings == ["Бұлай ашуға болмайды"]
+
+
 def test_public_figures_need_no_login_and_can_be_revalidated(app: Flask,
                                                              coordinator: str) -> None:
     client = app.test_client()
