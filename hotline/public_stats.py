@@ -505,9 +505,10 @@ def unavailable(_error: InternalServerError) -> ResponseReturnValue:
 
 def error_page(error: HTTPException) -> Response:
     """An address under /public that no page has (/public/de), or a page asked for in a way
-    it does not answer (a POST: 405): said in the language of the path (/public/ru/...) or
-    of the visitor's browser, in the public pages' frame, with no cookie, as the pages are
-    (hotline.workspace.page_error sends these here)."""
+    it does not answer (a POST: 405), or any address no page has for a visitor not logged in:
+    said in the language of the path (/public/ru/...) or of the visitor's browser, in the
+    public pages' frame, with no cookie, as the pages are (hotline.workspace.page_error sends
+    these here)."""
     asked = request.path.split("/")[2:3]
     language = asked[0] if asked and asked[0] in PUBLIC_LANGUAGES else _visitor_language()
     assert error.code is not None

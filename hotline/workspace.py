@@ -273,8 +273,11 @@ NOT_PAGES = ("/public/stats.json",)
 
 
 def is_page(path: str) -> bool:
-    """Whether a browser, not Twilio or a script, asks for this address."""
-    if path in NOT_PAGES or path.startswith("/phone/"):
+    """Whether a browser, not Twilio or a script, asks for this address. A file's name (a dot
+    in the last part: /favicon.ico, /robots.txt, which browsers and robots ask for on their
+    own) is none: no route of the app has one but the JSON's, so its 404 stays Werkzeug's
+    few bytes, not a page rendered (and the user loaded) beside every page a browser opens."""
+    if path in NOT_PAGES or path.startswith("/phone/") or "." in path.rsplit("/", 1)[-1]:
         return False
     return not any(path == area or path.startswith(f"{area}/") for area in NOT_PAGE_AREAS)
 
@@ -300,12 +303,16 @@ def page_error(error: HTTPException) -> ResponseReturnValue:
     """A request error (4xx) that had Werkzeug's English page: an address no route has
     (/questions/abc, a mistyped one), a method a page does not take (405), a form too large
     (413), an unreadable login (400). A page's is the workspace's message page in the user's
-    language; the public figures' (/public/...) in their own frame (public_stats.error_page).
+    language; the public figures' (/public/...), and a 404 for a visitor not logged in, in the
+    public pages' frame, with no cookie (public_stats.error_page).
     Anything else (a webhook's, a JSON address's, a 5xx) keeps the answer it had."""
     code = error.code
     if code is None or not 400 <= code < 500 or not is_page(request.path):
         return error
-    if request.path == "/public" or request.path.startswith("/public/"):
+    public = request.path == "/public" or request.path.startswith("/public/")
+    if public or (code == 404 and not current_user.is_authenticated):
+        # The public frame sets no cookie: nor does a 404 for someone not logged in (the
+        # workspace's page would start a session, for its forms' CSRF token).
         from hotline import public_stats  # it imports this module
 
         return public_stats.error_page(error)

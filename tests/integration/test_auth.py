@@ -599,6 +599,12 @@ def test_what_werkzeug_answered_answers_in_the_users_language(
     unknown = visitor.get("/no-such-page")
     assert unknown.status_code == 404
     assert page(unknown).lang == language and not_found in page(unknown).headings
+    # Someone not logged in is given no session for it (the public pages' frame, as for
+    # /public/...), nor for the icon a browser asks for beside every page (Werkzeug's 404).
+    assert "Set-Cookie" not in unknown.headers
+    icon = visitor.get("/favicon.ico")
+    assert (icon.status_code, icon.get_data()) == (404, NotFound().get_response().get_data())
+    assert "Set-Cookie" not in icon.headers
     nul = visitor.get("/login?email=%00")
     assert nul.status_code == 400
     assert page(nul).lang == language and unreadable in page(nul).headings
@@ -614,6 +620,8 @@ def test_what_werkzeug_answered_answers_in_the_users_language(
     ("POST", "/public/stats.json", MethodNotAllowed), ("POST", "/health", MethodNotAllowed),
     ("GET", "/health/no-such-check", NotFound), ("GET", "/static/no-such.css", NotFound),
     ("POST", "/phone/sign", NotFound),
+    # What browsers and robots ask for on their own: no page is rendered for it.
+    ("GET", "/favicon.ico", NotFound), ("GET", "/robots.txt", NotFound),
 ])
 def test_webhooks_and_json_keep_their_error_answers(
         app: Flask, coordinator: str, method: str, path: str,
