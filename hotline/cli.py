@@ -501,16 +501,24 @@ def call(url: str | None, caller: str, keys: str | None,
             return spoken
         return value
 
+    def prompt(text: str, default: str) -> str:
+        """The caller's answer; the end of input (Ctrl-D) or Ctrl-C hangs up, so the hotline
+        hears the call end (its status callback) and the call's summary is printed."""
+        try:
+            return str(click.prompt(text, default=default, show_default=False))
+        except (click.Abort, EOFError):
+            click.echo()
+            return "h"
+
     def ask(kind: str) -> Input:
         if kind == "record":
             hint = f"Enter to say {record_file.name}, " if record_file else ""
-            answer = click.prompt(f"  (recording) {hint}'_' silence, 'h' hang up",
-                                  default="" if record_file else "_", show_default=False)
+            answer = prompt(f"  (recording) {hint}'_' silence, 'h' hang up",
+                            "" if record_file else "_")
             if answer == "h":
                 return HANGUP
             return spoken if (spoken and answer == "") else SILENCE
-        answer = click.prompt("  key (Enter = silence, h = hang up)", default="",
-                              show_default=False)
+        answer = prompt("  key (Enter = silence, h = hang up)", "")
         return HANGUP if answer == "h" else answer.strip()[:1]
 
     keypad: Callable[[str], Input] = (

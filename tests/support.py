@@ -206,10 +206,12 @@ def row_counts(session: Session) -> dict[str, int]:
 
 
 def run_cli(application: Flask | None, args: list[str],
-            env: dict[str, str] | None = None) -> Result:
-    """Run a `hotline` command against application (or the environment's app)."""
+            env: dict[str, str] | None = None, input: str | None = None) -> Result:
+    """Run a `hotline` command against application (or the environment's app); input is
+    what is typed at its prompts (then the end of input)."""
     obj = ScriptInfo(create_app=(lambda: application) if application else create_from_env)
-    return CliRunner().invoke(hotline_cli, args, obj=obj, env=env, catch_exceptions=False)
+    return CliRunner().invoke(hotline_cli, args, obj=obj, env=env, input=input,
+                              catch_exceptions=False)
 
 
 def terminate_backend(engine: Engine, pid: int) -> None:

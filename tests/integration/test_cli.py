@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -410,6 +411,20 @@ def test_hotline_call_in_demo_mode_walks_a_russian_call(tmp_path: Path,
     queue = json.loads(run_cli(None, ["queue", "--json"], env=env).output)
     assert [(q["language"], q["topic"], q["download"]) for q in queue] == [
         ("ru", "pension", "stored")]
+
+
+def test_an_interactive_call_ended_with_ctrl_d_hangs_up(tmp_path: Path) -> None:
+    """The end of input at the keypad's prompt is the caller hanging up: the hotline is told
+    the call ended (its status callback) and the summary is printed, not click's 'Aborted!'."""
+    env = {"HOTLINE_DEMO": "1", "HOTLINE_DATA_DIR": str(tmp_path / "demo"),
+           "DATABASE_URL": "", "REDIS_URL": ""}
+    assert run_cli(None, ["db", "upgrade"], env=env).exit_code == 0
+    result = run_cli(None, ["call"], env=env, input="2\n")
+    assert result.exit_code == 0, result.output
+    assert "Aborted!" not in result.output
+    assert result.output.splitlines()[-1].endswith("ended (caller); keys 2; 0 recording(s)")
+    with contextlib.closing(sqlite3.connect(tmp_path / "demo" / "hotline.sqlite3")) as db:
+        assert db.execute("SELECT status FROM calls").fetchall() == [("completed",)]
 
 
 @pytest.mark.parametrize("encoding", [["-b", "24"], ["-e", "floating-point", "-b", "32"]],
