@@ -93,14 +93,22 @@ def db() -> None:
 @db.command("upgrade", with_appcontext=False)
 def db_upgrade() -> None:
     """Bring the database schema up to date."""
-    from storage.db import upgrade
+    from storage.db import current_revision, upgrade
 
     settings = Settings.from_env()
     # The first command on a new machine (make run, the Procfile's release): the data folder
     # it makes for the SQLite file is private (0700), as the app would have made it.
     settings.make_data_dir()
+    before = current_revision(settings.database_url)
     upgrade(settings.database_url)
-    click.echo("database is up to date")
+    after = current_revision(settings.database_url)
+    # What a deployment did, for its log: made, migrated, or nothing to do.
+    if before is None:
+        click.echo(f"database created at revision {after}")
+    elif before != after:
+        click.echo(f"database upgraded from revision {before} to {after}")
+    else:
+        click.echo(f"database is up to date (revision {after})")
 
 
 # -- content and prompts --------------------------------------------------------------------

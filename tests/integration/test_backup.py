@@ -23,6 +23,7 @@ from hotline import jobs
 from hotline.backup import BackupError, make_backup, snapshots
 from hotline.config import ConfigError, Settings
 from storage import health
+from storage.db import current_revision, upgrade
 from storage.models import Caller, Question, Recording, utcnow
 from tests.conftest import POSTGRES_SERVER, _postgres_admin
 from tests.support import run_cli, runtime
@@ -293,13 +294,22 @@ def test_the_first_command_on_a_new_machine_makes_the_data_folder_private(
         tmp_path: Path) -> None:
     """`hotline db upgrade` runs first (make run, the Procfile's release): the folder it makes
     for the SQLite database, which will hold residents' numbers, is this user's only; so is a
-    database's own folder outside the data folder."""
+    database's own folder outside the data folder. It says what it did: created, upgraded from
+    an older release's revision, or nothing to do."""
     env = {"HOTLINE_DEMO": "1", "HOTLINE_DATA_DIR": str(tmp_path / "new" / "data"),
            "DATABASE_URL": "", "REDIS_URL": ""}
-    assert run_cli(None, ["db", "upgrade"], env=env).exit_code == 0
+    made = run_cli(None, ["db", "upgrade"], env=env)
+    assert made.exit_code == 0
+    # What it did, for the deployment's log: created, then nothing to do.
+    head = current_revision(f"sqlite:///{tmp_path / 'new' / 'data' / 'hotline.sqlite3'}")
+    assert made.output == f"database created at revision {head}\n"
+    again = run_cli(None, ["db", "upgrade"], env=env).output
+    assert again == f"database is up to date (revision {head})\n"
     assert (tmp_path / "new" / "data" / "hotline.sqlite3").is_file()
     assert (tmp_path / "new" / "data").stat().st_mode & 0o777 == 0o700
     elsewhere = tmp_path / "db" / "hotline.sqlite3"
     env = {**env, "DATABASE_URL": f"sqlite:///{elsewhere}"}
-    assert run_cli(None, ["db", "upgrade"], env=env).exit_code == 0
+    upgrade(env["DATABASE_URL"], "0014")  # a database of an older release
     assert elsewhere.parent.stat().st_mode & 0o777 == 0o700
+    assert run_cli(None, ["db", "upgrade"], env=env).output == (
+        f"database upgraded from revision 0014 to {head}\n")
