@@ -190,6 +190,9 @@ def test_the_web_logs_like_the_worker(tmp_path: Path) -> None:
     assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} WARNING hotline\.app: DEMO MODE "
                      r"is on", output, re.MULTILINE), output
     assert "alembic" not in output  # libraries' INFO records stay out
+    # No control socket (gunicorn.conf.py): nothing written outside the checkout and the data
+    # folder, and no warning under the unit's ProtectHome=yes.
+    assert not (tmp_path / ".gunicorn").exists() and "control socket" not in output
 
 
 NGINX = shutil.which("nginx", path="/usr/sbin:/usr/bin:/sbin:/bin")
