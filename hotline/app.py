@@ -12,7 +12,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter, Map
 
 from hotline import jobs
-from hotline.config import Settings
+from hotline.config import EXAMPLE_PHONE_NUMBER, EXAMPLE_PUBLIC_BASE_URL, Settings
 from hotline.runtime import build_runtime
 from storage.models import MAX_ROW_ID
 
@@ -136,6 +136,14 @@ def _warn_of_missing_twilio_settings(settings: Settings) -> None:
         log.warning("PUBLIC_BASE_URL is not set: SMS delivery and callback statuses are not "
                     "asked for (a job has no request to take the address from). Set it to the "
                     "https address Twilio calls, and HOTLINE_PROXY_HOPS behind a proxy.")
+    if settings.public_base_url == EXAMPLE_PUBLIC_BASE_URL:
+        log.warning("PUBLIC_BASE_URL is still the example's %s: Twilio signs each request for "
+                    "the address it called, so every call to another address is refused (403). "
+                    "Set it to the hotline's own https address.", EXAMPLE_PUBLIC_BASE_URL)
+    if settings.twilio_phone_number == EXAMPLE_PHONE_NUMBER:
+        log.warning("TWILIO_PHONE_NUMBER is still the example's %s: callbacks and SMS would "
+                    "go out from a number that is not the hotline's (Twilio refuses them). Set "
+                    "it to the hotline's number.", EXAMPLE_PHONE_NUMBER)
 
 
 def _proxy_warning() -> Callable[[], None]:

@@ -304,6 +304,10 @@ class Settings:
 # What deploy/hotline.env.example has where an operator must put their own value.
 PLACEHOLDER = "replace-with-"
 EXAMPLE_ACCOUNT_SID = "AC" + "x" * 32
+# Its examples of an operator's own values: the app starts with them (the tests' settings use
+# the same address) but warns (hotline.app), as every call would then fail.
+EXAMPLE_PUBLIC_BASE_URL = "https://hotline.example.kz"
+EXAMPLE_PHONE_NUMBER = "+77170000000"
 
 
 @cache

@@ -118,6 +118,31 @@ def test_a_production_start_says_which_twilio_settings_are_missing(
     assert warned() == []
 
 
+def test_a_production_start_names_the_examples_values_left_in(
+        settings: Settings, make_app: Callable[[Settings], Flask],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """deploy/hotline.env.example's address and number, left in: the app starts (they are
+    well-formed) but says at once that every call and callback would fail with them."""
+    from dotenv import dotenv_values
+
+    from hotline.config import EXAMPLE_PHONE_NUMBER, EXAMPLE_PUBLIC_BASE_URL
+
+    example = dotenv_values(Path(__file__).parents[2] / "deploy" / "hotline.env.example")
+    assert (example["PUBLIC_BASE_URL"], example["TWILIO_PHONE_NUMBER"]) == (
+        EXAMPLE_PUBLIC_BASE_URL, EXAMPLE_PHONE_NUMBER)
+    make_app(settings.override(public_base_url=EXAMPLE_PUBLIC_BASE_URL,
+                               twilio_phone_number=EXAMPLE_PHONE_NUMBER))
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(m.startswith("PUBLIC_BASE_URL is still the example's https://hotline.example.kz")
+               for m in said), said
+    assert any(m.startswith("TWILIO_PHONE_NUMBER is still the example's +77170000000")
+               for m in said), said
+    caplog.clear()
+    make_app(settings.override(public_base_url="https://hotline.halyq.kz",
+                               twilio_phone_number="+77172000000"))
+    assert not any("still the example's" in r.getMessage() for r in caplog.records)
+
+
 def test_a_proxy_the_settings_do_not_declare_is_warned_about_once(
         settings: Settings, make_app: Callable[[Settings], Flask],
         caplog: pytest.LogCaptureFixture) -> None:
