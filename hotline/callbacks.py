@@ -777,8 +777,9 @@ def _held_together(db: Session, question_id: int, also: list[int], user_id: int,
 
 def _record_outcome(db: Session, question: Question, user_id: int, chosen: str,
                     referral: str | None, now: datetime, settings: Settings,
-                    with_question: int | None) -> store.OutcomeResult:
-    """Apply the outcome to one question and write it to the audit log."""
+                    with_question: int | None, own_phone: bool) -> store.OutcomeResult:
+    """Apply the outcome to one question and write it to the audit log (own_phone: the user
+    said they called from their own phone)."""
     # A referral written with another outcome (resolved: "I sent them to the ЦОН") is kept
     # too, not dropped without a word; only follow-up needs one.
     result = store.apply_outcome(db, question, user_id, chosen, referral, now,
@@ -791,6 +792,8 @@ def _record_outcome(db: Session, question: Question, user_id: int, chosen: str,
         detail["next_callback_at"] = result.next_callback_at.isoformat()
     if with_question is not None:
         detail["with_question"] = with_question
+    if own_phone:
+        detail["own_phone"] = True
     audit.record(db, user_id, audit.OUTCOME, question.id, ip=request.remote_addr, **detail)
     if result.closed:
         audit.record(db, user_id, audit.CLOSED, question.id, ip=request.remote_addr,
@@ -829,21 +832,32 @@ def outcome(question_id: int) -> ResponseReturnValue:
     now = utcnow()
     sms_id: int | None = None
     sms_refused: str | None = None
+    own_phone = request.form.get("own_phone") == "1"
     if chosen == OUTCOME_NO_ANSWER:
         with unit_of_work(runtime().sessions, read_only=True) as db:
             talking = _talking_now(db, question_id, account.id, now)
+            rang = store.rang_resident(db, question_id, account.id)
         if talking:
             # A form written before the call, or a slip: the resident is on the line.
             return _refuse(409, _("Please try again"), _(
                 "The resident answered this call and you are still connected: it cannot be "
                 "written as no answer. Write what came of the conversation once it ends."),
                 question_id)
+        if not rang and not own_phone:
+            # A failed try counts towards giving up, and the last one tells the resident by
+            # SMS that a lawyer called them: only a call that rang them counts (the hotline's,
+            # or one the lawyer says they made from their own phone).
+            return _refuse(409, _("Please try again"), _(
+                "The hotline has not rung the resident since the last outcome (the call did "
+                "not reach their phone, or there was none), so it cannot count as a try with "
+                "no answer. Call them first; if you called from your own phone, tick \"I "
+                "called from my own phone\"."), question_id)
     with unit_of_work(runtime().sessions) as db:
         question, others = _held_together(db, question_id, also, account.id, now)
         result = _record_outcome(db, question, account.id, chosen, referral, now, settings,
-                                 None)
+                                 None, own_phone)
         rest = [_record_outcome(db, other, account.id, chosen, referral, now, settings,
-                                question_id) for other in others]
+                                question_id, own_phone) for other in others]
         gave_up = [q for q, r in zip([question, *others], [result, *rest], strict=True)
                    if r.gave_up]
         if gave_up and (len(gave_up) < 1 + len(others) or _open_elsewhere(

@@ -334,6 +334,17 @@ def _derive_state(attempt: CallbackAttempt, now: datetime) -> None:
         attempt.ended_at = attempt.ended_at or now
 
 
+def rang_resident(session: Session, question_id: int, user_id: int) -> bool:
+    """Whether the hotline rang the resident on the user's call whose outcome is not written
+    yet: the question's newest attempt is theirs, has no outcome, and its resident leg was
+    dialled (a status of that leg came: initiated, ringing, busy, no-answer...). Not when
+    Twilio could not place the call, the consultant's own phone did not answer, or a machine
+    took it: the resident's phone never rang."""
+    newest = next(iter(attempts_of(session, question_id)), None)
+    return (newest is not None and newest.consultant_id == user_id and newest.outcome is None
+            and (newest.resident_status is not None or newest.resident_call_sid is not None))
+
+
 def resident_answered(attempt: CallbackAttempt) -> bool:
     """Whether the resident picked up during the attempt."""
     return attempt.resident_status in ANSWERED

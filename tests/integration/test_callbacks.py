@@ -102,10 +102,13 @@ class Consultant:
         return self.browser.post(f"/questions/{question_id}/call", {"csrf_token": self.token()})
 
     def outcome(self, question_id: int, outcome: str, referral: str = "",
-                also: list[str] | None = None) -> TestResponse:
-        return self.browser.post(f"/questions/{question_id}/outcome",
-                                 {"csrf_token": self.token(), "outcome": outcome,
-                                  "referral": referral, "also": also or []})
+                also: list[str] | None = None, own_phone: bool = False) -> TestResponse:
+        """The outcome form (own_phone: "I called from my own phone" ticked)."""
+        form = {"csrf_token": self.token(), "outcome": outcome, "referral": referral,
+                "also": also or []}
+        if own_phone:
+            form["own_phone"] = "1"
+        return self.browser.post(f"/questions/{question_id}/outcome", form)
 
     def sms(self, question_id: int, body: str) -> TestResponse:
         return self.browser.post(f"/questions/{question_id}/sms",
@@ -659,11 +662,12 @@ def test_follow_up_needs_a_referral_and_returns_the_question_to_the_queue(
 
 def no_answer_at(monkeypatch: pytest.MonkeyPatch, lawyer: Consultant, question_id: int,
                  local: datetime) -> TestResponse:
-    """Claim the question and record "no answer" at a given Almaty time."""
+    """Claim the question and record "no answer" at a given Almaty time (a call from the
+    lawyer's own phone: the hotline's calls are not what these tests are about)."""
     assert lawyer.claim(question_id).status_code == 303
     with monkeypatch.context() as patch:
         patch.setattr(callbacks, "utcnow", lambda: local.astimezone(UTC))
-        return lawyer.outcome(question_id, "no_answer")
+        return lawyer.outcome(question_id, "no_answer", own_phone=True)
 
 
 def test_no_answer_retries_in_daytime_then_closes_and_tells_the_resident_by_sms(
@@ -905,8 +909,8 @@ def test_no_answer_counts_for_each_and_the_final_sms_waits_for_the_last(
     no_answer = datetime(FUTURE, 3, 2, 12, 0, tzinfo=ALMATY)
     with monkeypatch.context() as patch:
         patch.setattr(callbacks, "utcnow", lambda: no_answer.astimezone(UTC))
-        assert lawyer.outcome(older, "no_answer", also=ticked(lawyer.panel(older))
-                              ).status_code == 303
+        assert lawyer.outcome(older, "no_answer", also=ticked(lawyer.panel(older)),
+                              own_phone=True).status_code == 303
     closed, retried = load_question(db, older), load_question(db, newer)
     assert (closed.status, closed.close_reason, closed.callback_attempts) == (
         "closed", "no_answer", 3)
@@ -921,7 +925,8 @@ def test_no_answer_counts_for_each_and_the_final_sms_waits_for_the_last(
     third = make_question(db)
     lawyer.claim(newer)
     lawyer.claim(third)
-    assert lawyer.outcome(newer, "no_answer", also=ticked(lawyer.panel(newer))).status_code == 303
+    assert lawyer.outcome(newer, "no_answer", also=ticked(lawyer.panel(newer)),
+                          own_phone=True).status_code == 303
     assert {load_question(db, q).close_reason for q in (newer, third)} == {"no_answer"}
     [sent] = api.sent()
     assert sent["To"] == CALLER
@@ -972,6 +977,44 @@ def test_no_answer_cannot_be_written_while_the_resident_is_on_the_line(
     assert load_question(db, question_id).status == "closed"
 
 
+def test_no_answer_counts_only_a_call_that_rang_the_resident(
+        db: Db, api: TwilioApi, twilio: Twilio, lawyer: Consultant, question_id: int) -> None:
+    """A failed try counts towards giving up, and the last one's SMS tells the resident that a
+    lawyer called them: "no answer" is refused (409, nothing written) without a call that rang
+    the resident, the hotline's or one the lawyer says they made from their own phone."""
+    def refused() -> None:
+        answer = lawyer.outcome(question_id, "no_answer")
+        assert answer.status_code == 409
+        assert "has not rung the resident" in answer.get_data(as_text=True)
+        question = load_question(db, question_id)
+        assert (question.status, question.callback_attempts) == ("claimed", 0)
+        assert events(db, audit.OUTCOME) == []
+
+    refused()  # no call at all (taps on the form)
+    # The hotline's call rang only the lawyer's own phone, which nobody answered.
+    attempt, _form = started_call(lawyer, api, db, question_id)
+    assert attempt.consultant_call_sid is not None
+    twilio.post(f"/callbacks/{attempt.id}/status/consultant",
+                leg_form(attempt.consultant_call_sid, "no-answer"))
+    refused()
+    # "I called from my own phone" ticked: counted, and the audit log says how.
+    assert lawyer.outcome(question_id, "no_answer", own_phone=True).status_code == 303
+    assert load_question(db, question_id).callback_attempts == 1
+    [counted] = events(db, audit.OUTCOME)
+    assert counted.detail["own_phone"] is True
+    # The hotline's call rang the resident, who did not pick up: counted as it is.
+    assert lawyer.claim(question_id).status_code == 303
+    attempt, form = started_call(lawyer, api, db, question_id)
+    sid = attempt.consultant_call_sid
+    assert sid is not None
+    twiml(twilio.post_url(form["Url"], leg_form(sid, "in-progress", AnsweredBy="human")))
+    twilio.post(f"/callbacks/{attempt.id}/status/resident",
+                resident_form(new_sid("CA"), sid, "no-answer"))
+    assert lawyer.outcome(question_id, "no_answer").status_code == 303
+    assert load_question(db, question_id).callback_attempts == 2
+    assert "own_phone" not in events(db, audit.OUTCOME)[-1].detail
+
+
 def test_a_ticked_question_at_its_last_try_closes_and_is_named(
         app: Flask, db: Db, api: TwilioApi, lawyer: Consultant,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -981,8 +1024,8 @@ def test_a_ticked_question_at_its_last_try_closes_and_is_named(
     with monkeypatch.context() as patch:
         patch.setattr(callbacks, "utcnow", lambda: datetime(FUTURE, 3, 2, 12, 0,
                                                             tzinfo=ALMATY).astimezone(UTC))
-        assert lawyer.outcome(on_page, "no_answer",
-                              also=ticked(lawyer.panel(on_page))).status_code == 303
+        assert lawyer.outcome(on_page, "no_answer", also=ticked(lawyer.panel(on_page)),
+                              own_phone=True).status_code == 303
     assert load_question(db, on_page).status == "waiting"
     assert (load_question(db, ticked_one).status,
             load_question(db, ticked_one).close_reason) == ("closed", "no_answer")
