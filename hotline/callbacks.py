@@ -836,22 +836,26 @@ def outcome(question_id: int) -> ResponseReturnValue:
     if chosen == OUTCOME_NO_ANSWER:
         with unit_of_work(runtime().sessions, read_only=True) as db:
             talking = _talking_now(db, question_id, account.id, now)
-            rang = store.rang_resident(db, question_id, account.id)
         if talking:
             # A form written before the call, or a slip: the resident is on the line.
             return _refuse(409, _("Please try again"), _(
                 "The resident answered this call and you are still connected: it cannot be "
                 "written as no answer. Write what came of the conversation once it ends."),
                 question_id)
-        if not rang and not own_phone:
-            # A failed try counts towards giving up, and the last one tells the resident by
-            # SMS that a lawyer called them: only a call that rang them counts (the hotline's,
-            # or one the lawyer says they made from their own phone).
+    if chosen in (OUTCOME_NO_ANSWER, OUTCOME_WRONG_NUMBER) and not own_phone:
+        # Both say a call was made: a failed try counts towards giving up, and the last one
+        # tells the resident by SMS that a lawyer called them; a wrong number closes the
+        # question unasked (the quick close asks first). Only a call that rang the resident
+        # counts: the hotline's, or one the lawyer says they made from their own phone.
+        with unit_of_work(runtime().sessions, read_only=True) as db:
+            rang = store.rang_resident(db, question_id, account.id)
+        if not rang:
             return _refuse(409, _("Please try again"), _(
                 "The hotline has not rung the resident since the last outcome (the call did "
-                "not reach their phone, or there was none), so it cannot count as a try with "
-                "no answer. Call them first; if you called from your own phone, tick \"I "
-                "called from my own phone\"."), question_id)
+                "not reach their phone, or there was none), so this cannot be written as no "
+                "answer or a wrong number. Call them first; if you called from your own "
+                "phone, tick \"I called from my own phone\". A question to close without a "
+                "call is closed under \"Close without a conversation\"."), question_id)
     with unit_of_work(runtime().sessions) as db:
         question, others = _held_together(db, question_id, also, account.id, now)
         result = _record_outcome(db, question, account.id, chosen, referral, now, settings,

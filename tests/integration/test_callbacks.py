@@ -628,7 +628,10 @@ def test_a_referral_written_with_another_outcome_is_kept(
 
 def test_wrong_number_closes_the_question(db: Db, lawyer: Consultant,
                                           question_id: int) -> None:
-    assert lawyer.outcome(question_id, "wrong_number").status_code == 303
+    # Not unasked without a call that rang someone (the quick close asks first).
+    assert lawyer.outcome(question_id, "wrong_number").status_code == 409
+    assert load_question(db, question_id).status == "claimed"
+    assert lawyer.outcome(question_id, "wrong_number", own_phone=True).status_code == 303
     question = load_question(db, question_id)
     assert (question.status, question.close_reason) == ("closed", "wrong_number")
     assert f"Question {question_id} is closed: wrong number." in lawyer.notices()
@@ -1039,7 +1042,7 @@ def test_the_audit_log_says_which_call_answered_a_question(app: Flask, db: Db,
     first, second = make_question(db), make_question(db)
     lawyer.claim(first)
     lawyer.claim(second)
-    lawyer.outcome(first, "wrong_number", also=[str(second)])
+    lawyer.outcome(first, "wrong_number", also=[str(second)], own_phone=True)
     add_account(app, "dana@example.kz", role="coordinator", name="Dana")
     coordinator = Consultant(app, "dana@example.kz")
     log = coordinator.browser.get(f"/admin/audit?question={second}").get_data(as_text=True)
@@ -1300,7 +1303,8 @@ def test_ending_a_question_while_a_status_arrives_does_not_deadlock(
     token = lawyer.token()
     posts = {"close": (f"/questions/{question_id}/close", {"reason": "test_call"}),
              "release": (f"/questions/{question_id}/release", {}),
-             "outcome": (f"/questions/{question_id}/outcome", {"outcome": "wrong_number"}),
+             "outcome": (f"/questions/{question_id}/outcome", {"outcome": "wrong_number",
+                                                               "own_phone": "1"}),
              # Calling again while the call rings is refused, after the same locks.
              "call": (f"/questions/{question_id}/call", {})}
     path, fields = posts[form]
@@ -1372,7 +1376,7 @@ def test_a_request_the_database_aborts_for_a_deadlock_runs_again(
     if request_ == "outcome":
         def send() -> None:
             answers.append(lawyer.browser.post(f"/questions/{question_id}/outcome", {
-                "csrf_token": token, "outcome": "wrong_number"}))
+                "csrf_token": token, "outcome": "wrong_number", "own_phone": "1"}))
         second_lock = select(Caller.id).where(Caller.id == caller_id).with_for_update()
     else:
         def send() -> None:
