@@ -15,6 +15,7 @@ from hotline import jobs
 from hotline.config import EXAMPLE_PHONE_NUMBER, EXAMPLE_PUBLIC_BASE_URL, Settings
 from hotline.runtime import build_runtime
 from storage.models import MAX_ROW_ID
+from storage.phones import normalise_phone
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +143,17 @@ def _warn_of_missing_twilio_settings(settings: Settings) -> None:
                     "Set it to the hotline's own https address.", EXAMPLE_PUBLIC_BASE_URL)
     if settings.twilio_phone_number == EXAMPLE_PHONE_NUMBER:
         log.warning("TWILIO_PHONE_NUMBER is still the example's %s: callbacks and SMS would "
-                    "go out from a number that is not the hotline's (Twilio refuses them). Set "
-                    "it to the hotline's number.", EXAMPLE_PHONE_NUMBER)
+                    "go out from a number that is not the hotline's (Twilio refuses them), and "
+                    "the recording catch-up is off. Set it to the hotline's number.",
+                    EXAMPLE_PHONE_NUMBER)
+    elif settings.twilio_phone_number and normalise_phone(
+            settings.twilio_phone_number, settings.default_region) is None:
+        # Not refused: phonenumbers' ranges may lag behind a new one. But the catch-up finds
+        # the hotline's calls by this number, and turns itself off without it.
+        log.warning("TWILIO_PHONE_NUMBER %s is not a valid phone number: the recording "
+                    "catch-up is off (it finds the hotline's calls by this number), and "
+                    "callbacks and SMS may be refused. Set the hotline's number, like "
+                    "+77172123456.", settings.twilio_phone_number)
 
 
 def _proxy_warning() -> Callable[[], None]:

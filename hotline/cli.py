@@ -305,8 +305,15 @@ def recordings_catch_up(hours: int | None) -> None:
 
     from hotline.recording_catchup import catch_up_recordings, enabled
     from hotline.recordings import download_recording
+    from storage.phones import normalise_phone
 
     rt = _runtime()
+    number = rt.settings.twilio_phone_number
+    if number and not rt.settings.demo and normalise_phone(
+            number, rt.settings.default_region) is None:
+        raise click.ClickException(
+            f"TWILIO_PHONE_NUMBER {number} is not a valid phone number: the catch-up finds "
+            "the hotline's calls by it. Set the hotline's number, like +77172123456.")
     if not enabled(rt, hours):
         raise click.ClickException(
             "nothing to catch up from: this needs a real Twilio account (not demo mode), "

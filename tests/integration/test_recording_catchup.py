@@ -304,6 +304,23 @@ def test_off_in_demo_mode_at_zero_hours_and_without_our_number(
     assert api.requests == []
 
 
+def test_a_number_that_is_no_phone_number_is_said_at_start_and_by_the_command(
+    make_app, settings: Settings, api: TwilioApi, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The catch-up finds the hotline's calls by TWILIO_PHONE_NUMBER and is off without a valid
+    one: the start says so at once (not silence every 10 minutes), and so does the command,
+    naming the number rather than asking for a setting that is there."""
+    app = make_app(settings.override(twilio_phone_number="+77171234"))
+    assert any(r.getMessage().startswith("TWILIO_PHONE_NUMBER +77171234 is not a valid phone "
+                                         "number: the recording catch-up is off")
+               for r in caplog.records)
+    assert jobs.catch_up_recordings_job.call_local() == 0
+    result = run_cli(app, ["recordings", "catch-up"])
+    assert result.exit_code == 1
+    assert "TWILIO_PHONE_NUMBER +77171234 is not a valid phone number" in result.output
+    assert api.requests == []
+
+
 def test_the_command_says_when_twilio_cannot_be_asked(app: Flask, api: TwilioApi) -> None:
     api.fail_next(twilio_error(401, 20003, "Authenticate"), resource=RECORDINGS)
     result = run_cli(app, ["recordings", "catch-up", "--hours", "2"])
