@@ -89,7 +89,11 @@ def twilio_webhook(view: F) -> F:
     def checked(*args: Any, **kwargs: Any) -> Any:
         signature = request.headers.get("X-Twilio-Signature", "")
         if not signature or not _signed(signature):
-            log.warning("refused a webhook with a bad signature: %s", request.path)
+            # The address it was checked for: Twilio signs the one it called, so a wrong
+            # PUBLIC_BASE_URL (or proxy settings) looks like a wrong token unless this says.
+            log.warning("refused a webhook with a bad signature: %s (checked for %s with "
+                        "TWILIO_AUTH_TOKEN: Twilio signs the address it called, which "
+                        "PUBLIC_BASE_URL must give)", request.path, public_url())
             abort(403)
         return view(*args, **kwargs)
 

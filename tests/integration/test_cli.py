@@ -143,6 +143,26 @@ def test_a_production_start_names_the_examples_values_left_in(
     assert not any("still the example's" in r.getMessage() for r in caplog.records)
 
 
+def test_a_refused_signature_names_the_address_it_was_checked_for(
+        settings: Settings, make_app: Callable[[Settings], Flask],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Twilio signs the address it called: a PUBLIC_BASE_URL that is not it refuses every call,
+    and the log line says for which address the signature was checked (else it reads as a
+    wrong token)."""
+    from twilio.request_validator import RequestValidator
+
+    app = make_app(settings.override(public_base_url="https://hotline.example.kz"))
+    form = {"CallSid": "CA" + "1" * 32, "From": "+77011234567", "To": "+77000000000"}
+    signature = RequestValidator(settings.twilio_auth_token).compute_signature(
+        "https://hotline.halyq.kz/voice/incoming", form)
+    refused = app.test_client().post("/voice/incoming", data=form,
+                                     headers={"X-Twilio-Signature": signature})
+    assert refused.status_code == 403
+    assert any(r.getMessage().startswith(
+        "refused a webhook with a bad signature: /voice/incoming (checked for "
+        "https://hotline.example.kz/voice/incoming") for r in caplog.records)
+
+
 def test_a_proxy_the_settings_do_not_declare_is_warned_about_once(
         settings: Settings, make_app: Callable[[Settings], Flask],
         caplog: pytest.LogCaptureFixture) -> None:
