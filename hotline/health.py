@@ -15,6 +15,8 @@ a limit past which someone must look:
 - no question has waited for its transcript longer than TRANSCRIPTION_LATE_AFTER since its
   audio was stored (a busy day's backlog clears well within it: bench/README.md, load
   figures);
+- no open question waits for a speech model (none installed for its language: no job will
+  transcribe it; `hotline models install`, then `hotline transcribe --pending`);
 - no SMS has waited to be sent longer than 2 × HOTLINE_STALE_SECONDS;
 - backups (where HOTLINE_BACKUP_DIR is set here, or any backup was ever made): the last one
   did not fail, and was made within BACKUP_LATE_AFTER (nightly, with a few hours to spare).
@@ -136,6 +138,7 @@ def _service_checks(runtime: Runtime, now: datetime) -> list[Check]:
             given_up = health.downloads_given_up(session)
             given_up_lately = health.downloads_given_up(session, now - GIVEN_UP_ALERT)
             transcriptions = health.transcriptions_waiting(session)
+            no_model = health.waiting_for_a_model(session)
             sms = health.sms_waiting(session)
             backup_made = health.last_beat(session, health.BACKUP)
             backup_failed = health.last_beat(session, health.BACKUP_FAILED)
@@ -169,6 +172,13 @@ def _service_checks(runtime: Runtime, now: datetime) -> list[Check]:
          "oldest_seconds": _age(now, given_up.oldest)}))
     checks.append(_backlog("transcriptions", transcriptions, now,
                            TRANSCRIPTION_LATE_AFTER, "questions"))
+    checks.append(Check(
+        "speech_models", no_model.count == 0,
+        (f"{no_model.count} question waits" if no_model.count == 1 else
+         f"{no_model.count} questions wait") + " for a speech model" + (
+            ": install it (`hotline models install`), then `hotline transcribe --pending`"
+            if no_model.count else ""),
+        {"waiting": no_model.count, "oldest_seconds": _age(now, no_model.oldest)}))
     checks.append(_backlog("sms", sms, now, late, "SMS"))
     if runtime.settings.backup_dir is not None or backup_made or backup_failed:
         checks.append(_backup_check(now, backup_made, backup_failed, first_question))

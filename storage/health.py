@@ -22,9 +22,11 @@ from storage.models import (
     DOWNLOAD_PENDING,
     DOWNLOAD_REFUSED,
     DOWNLOAD_STORED,
+    QUESTION_CLOSED,
     SMS_OUT,
     SMS_QUEUED,
     SMS_SENDING,
+    TRANSCRIPTION_NO_MODEL,
     TRANSCRIPTION_PENDING,
     TRANSCRIPTION_RUNNING,
     Heartbeat,
@@ -105,6 +107,15 @@ def transcriptions_waiting(session: Session) -> Waiting:
         session, Recording.updated_at,
         Question.transcription_state.in_((TRANSCRIPTION_PENDING, TRANSCRIPTION_RUNNING)),
         Recording.question_id == Question.id, Recording.download_state == DOWNLOAD_STORED)
+
+
+def waiting_for_a_model(session: Session) -> Waiting:
+    """Open questions that no installed speech model could transcribe (no_model: none for
+    their language), by when they came. No job tries them again: once a model is installed,
+    `hotline transcribe --pending` does."""
+    return _waiting(session, Question.created_at,
+                    Question.transcription_state == TRANSCRIPTION_NO_MODEL,
+                    Question.status != QUESTION_CLOSED)
 
 
 def sms_waiting(session: Session) -> Waiting:

@@ -25,6 +25,8 @@ from storage.models import (
     DOWNLOAD_FAILED,
     DOWNLOAD_REFUSED,
     DOWNLOAD_STORED,
+    QUESTION_CLOSED,
+    TRANSCRIPTION_NO_MODEL,
     TRANSCRIPTION_PENDING,
     Question,
     Recording,
@@ -34,8 +36,8 @@ from storage.sms import queue_outbound
 from tests.support import runtime
 from tests.workspace_support import Db
 
-NAMES = ["database", "worker", "downloads", "given_up_downloads", "transcriptions", "sms",
-         "queue", "disk"]
+NAMES = ["database", "worker", "downloads", "given_up_downloads", "transcriptions",
+         "speech_models", "sms", "queue", "disk"]
 
 
 @pytest.fixture(autouse=True)
@@ -141,6 +143,33 @@ def test_work_waiting_past_its_limit_fails_its_check(app: Flask, db: Db) -> None
                        caller=None, question_id=None, encoding="UCS-2", segments=1,
                        now=datetime.now(UTC) - timedelta(minutes=30))
     assert failing(ready(app)[1]) == ["sms", "transcriptions"]
+
+
+def test_questions_waiting_for_a_speech_model_fail_until_it_is_installed(
+        app: Flask, db: Db) -> None:
+    """No model for a question's language: no job will transcribe it, and nothing else fails
+    (it is not pending): the check says so and what to do, until they are transcribed."""
+    jobs.sweep(runtime(app))
+    late = recording(db, timedelta(minutes=1))
+    with db() as session:
+        row = session.get(Recording, late)
+        question = session.get(Question, row.question_id) if row else None
+        assert row is not None and question is not None
+        row.download_state = DOWNLOAD_STORED
+        question.transcription_state = TRANSCRIPTION_NO_MODEL
+        question_id = question.id
+    status, document = ready(app)
+    assert status == 503 and failing(document) == ["speech_models"]
+    models = figures(app)["checks"]["speech_models"]
+    assert models["waiting"] == 1 and models["detail"] == (
+        "1 question waits for a speech model: install it (`hotline models install`), then "
+        "`hotline transcribe --pending`")
+    # A closed one (a wrong number, say) waits for nothing.
+    with db() as session:
+        closed = session.get(Question, question_id)
+        assert closed is not None
+        closed.status = QUESTION_CLOSED
+    assert ready(app)[0] == 200
 
 
 def test_a_recording_no_job_will_fetch_fails_for_three_days(app: Flask, db: Db) -> None:
