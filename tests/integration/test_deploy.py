@@ -98,6 +98,9 @@ def test_the_systemd_units_verify(name: str, tmp_path: Path) -> None:
     assert (verified.returncode, verified.stderr) == (0, "")
     service = unit(name)["Service"]
     assert service["User"] == "hotline" and service["UMask"] == "0077"
+    if name == "hotline-worker.service":
+        # Started after the web unit, whose ExecStartPre migrates the database.
+        assert "hotline-web.service" in unit(name)["Unit"]["After"].split()
 
 
 def test_the_units_take_their_sizes_from_the_settings_file() -> None:
