@@ -383,7 +383,8 @@ def test_a_rest_error_fails_the_attempt_with_twilios_message(
     assert re.search(r'<small[^>]*id="call-detail" lang="en"', html)
     assert not polls(html, "callback-status")
     russian = lawyer.browser.get(f"/questions/{question_id}?lang=ru").get_data(as_text=True)
-    assert section(russian, "call-state") == "Не удалось: Twilio отказался совершить звонок."
+    assert section(russian, "call-state") == ("Звонок не состоялся. Twilio отказался совершить "
+                                              "звонок.")
     assert section(russian, "call-detail") == f"Ответ Twilio: {twilios_words}"
     # A failed attempt does not block the next one.
     assert lawyer.call(question_id).status_code == 303
@@ -403,6 +404,11 @@ def test_an_unreachable_api_fails_the_attempt(app: Flask, db: Db, lawyer: Consul
     html = Consultant(app, "lawyer@example.kz").panel(question_id)
     assert section(html, "call-state") == "Failed: Twilio could not be reached."
     assert section(html, "call-detail") == "Twilio's words: ConnectionError"
+    # In Russian one sentence after another, not "Не удалось: Не удалось связаться…".
+    russian = Consultant(app, "lawyer@example.kz").browser.get(
+        f"/questions/{question_id}?lang=ru").get_data(as_text=True)
+    assert section(russian, "call-state") == (
+        "Звонок не состоялся. Не удалось связаться с Twilio.")
 
 
 def test_a_consultant_without_a_phone_is_sent_to_their_account_page(
