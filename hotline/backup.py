@@ -70,6 +70,18 @@ class BackupError(RuntimeError):
     """A backup could not be made; the message says why. Nothing partial is left as whole."""
 
 
+class BackupRefused(BackupError):
+    """make_backup refused its own arguments before starting (keep below 1, a backup folder
+    inside the data folder): nothing was read or written, so no backup failed.
+
+    `hotline backup` does not record a refusal as a failed backup (note_outcome): the operator
+    sees the one-line error at once, and /health/ready must not turn 503 over a mistyped
+    `--to` while the nightly backups are fine. Everything after the checks (the folder that
+    cannot be made, a database that does not answer, a disk that fills up) is a failure and
+    recorded. The nightly job records a refusal too (it is a BackupError): there the folder
+    is HOTLINE_BACKUP_DIR, and a refused one means no backups are being made."""
+
+
 @dataclass
 class Snapshot:
     """What one backup wrote."""
@@ -106,13 +118,14 @@ def snapshots(folder: Path) -> list[Path]:
 
 def make_backup(settings: Settings, folder: Path, *, keep: int,
                 now: datetime | None = None) -> Snapshot:
-    """Write a snapshot into folder, then drop the oldest beyond keep; raise BackupError."""
+    """Write a snapshot into folder, then drop the oldest beyond keep; raise BackupError
+    (BackupRefused for arguments refused before anything is read or written)."""
     if keep < 1:
-        raise BackupError("keep at least one snapshot")
+        raise BackupRefused("keep at least one snapshot")
     folder = folder.resolve()
     data_dir = settings.data_dir.resolve()
     if folder == data_dir or data_dir in folder.parents:
-        raise BackupError(f"the backup folder {folder} is inside the data folder {data_dir}: "
+        raise BackupRefused(f"the backup folder {folder} is inside the data folder {data_dir}: "
                           "choose another disk or folder")
     folder.mkdir(parents=True, exist_ok=True)
     stamp = (now or utcnow()).astimezone(LOCAL_TIME).strftime(STAMP)

@@ -270,6 +270,27 @@ def test_the_health_check_tells_when_backups_fail_or_stop(
         "the last backup was made 31 h ago (limit 30 h): is the worker making them?")
 
 
+def test_a_refused_folder_is_not_recorded_as_a_failed_backup(
+        make_app: Callable[[Settings], Flask], settings: Settings, tmp_path: Path) -> None:
+    """`hotline backup --to` a folder inside the data folder is refused before any backup
+    starts: the error is the command's, the health check still sees the last backup made (it
+    said "the last backup failed 0 h ago: see the worker's log", and the log had nothing)."""
+    app = make_app(settings.override(backup_dir=tmp_path / "nightly"))
+    jobs.sweep(runtime(app))  # the worker's heartbeat: the other checks pass
+    assert run_cli(app, ["backup"]).exit_code == 0
+    refused = run_cli(app, ["backup", "--to", str(settings.data_dir / "backups")])
+    assert refused.exit_code == 1
+    assert "is inside the data folder" in refused.output
+    assert not (settings.data_dir / "backups").exists()
+    with runtime(app).sessions() as session:
+        assert health.last_beat(session, health.BACKUP_FAILED) is None
+    checks = health_checks.as_json(health_checks.check(runtime(app)))["checks"]
+    assert checks["backup"]["ok"], checks["backup"]
+    answer = app.test_client().get("/health/ready")
+    assert answer.status_code == 200, answer.get_json()
+    assert refused.output.startswith("Error: backup refused: the backup folder")
+
+
 def test_keeping_no_snapshot_is_refused_at_start() -> None:
     with pytest.raises(ConfigError, match="HOTLINE_BACKUP_KEEP must be 1 or more, not 0"):
         Settings.from_env({"HOTLINE_BACKUP_KEEP": "0", "TWILIO_AUTH_TOKEN": "t"}).check()
