@@ -10,7 +10,10 @@ after retention) writes one snapshot folder, `<backup dir>/<YYYY-MM-DD_HHMMSS>/`
 - `audio/` (with HOTLINE_AUDIO_STORE=folder; with `database` the audio is in the database) and
   `prompts/` (people's recordings of prompts, with their texts): each file is a hard link to
   the same file of the previous snapshot when its size and time are unchanged, else a copy, so
-  every snapshot is complete and an unchanged recording takes its space once;
+  every snapshot is complete and an unchanged recording takes its space once. Both folders
+  are in every snapshot, empty when there is nothing to copy (a new hotline, retention deleted
+  all audio, HOTLINE_AUDIO_STORE=database): README's restore removes the data folder's two
+  and copies the snapshot's (`cp -a "$S/audio" "$S/prompts" …`), which must not fail halfway;
 - `secret_key`, when the key lives in the data folder (mode 0600): sessions and, above all, the
   pseudonyms of callers' numbers (opt-outs kept under them) need the same key after a restore;
 - `MANIFEST.txt`: what the snapshot holds, in counts.
@@ -172,6 +175,11 @@ def _write(settings: Settings, target: Path, previous: Path | None) -> Snapshot:
         _mirror(settings.audio_dir, target / "audio", previous and previous / "audio", snapshot)
     _mirror(settings.prompts_dir, target / "prompts", previous and previous / "prompts",
             snapshot)
+    # Both folders always, empty if need be: the restore copies them both after deleting the
+    # data folder's (README, "Installing on a server"). An empty audio/ with the database
+    # store restores as the empty folder the hotline would make anyway.
+    for name in ("audio", "prompts"):
+        (target / name).mkdir(exist_ok=True)
     key = settings.data_dir / "secret_key"
     if not settings.secret_key and key.exists():
         shutil.copyfile(key, target / "secret_key")

@@ -119,6 +119,42 @@ def test_a_snapshot_restores_to_a_working_hotline(
     assert rt.pseudonym_key == runtime(app).pseudonym_key
 
 
+def _readme_restore_of_files() -> list[str]:
+    """README's restore lines for the files (in "Installing on a server"), as written."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    lines = [line.strip() for line in readme.splitlines()]
+    wanted = [line for line in lines if line.startswith(
+        ("rm -rf /var/lib/hotline/audio", 'cp -a "$S/audio"'))]
+    assert len(wanted) == 2, wanted
+    return [line.split("#")[0].strip() for line in wanted]
+
+
+@pytest.mark.parametrize("audio_store", ["folder", "database"])
+def test_a_snapshot_without_audio_or_prompts_has_both_folders(
+        settings: Settings, tmp_path: Path, audio_store: str) -> None:
+    """A new hotline, retention that deleted every recording, or the audio in the database:
+    the data folder has no audio/ (nor prompts/), and the snapshot has both, empty, so the
+    README's `rm -rf` then `cp -a "$S/audio" "$S/prompts"` restores instead of failing
+    halfway, with the old folders already gone."""
+    settings = settings.override(audio_store=audio_store)
+    settings.make_data_dir()
+    assert not settings.audio_dir.exists() and not settings.prompts_dir.exists()
+    snapshot = make_backup(settings, tmp_path / "backups", keep=1).path
+    assert sorted(p.name for p in snapshot.iterdir() if p.is_dir()) == ["audio", "prompts"]
+    assert list((snapshot / "audio").iterdir()) == []
+    assert list((snapshot / "prompts").iterdir()) == []
+    # The README's lines, with a folder of this test for /var/lib/hotline.
+    live = tmp_path / "var-lib-hotline"
+    (live / "audio").mkdir(parents=True)
+    (live / "audio" / "old.wav").write_bytes(b"RIFF old")
+    (live / "prompts").mkdir()
+    script = "\n".join(_readme_restore_of_files()).replace("/var/lib/hotline", str(live))
+    done = subprocess.run(["sh", "-ec", script], env={"S": str(snapshot), "PATH": "/usr/bin:/bin"},
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert list((live / "audio").iterdir()) == [] and list((live / "prompts").iterdir()) == []
+
+
 def test_sqlite_is_copied_whole_while_another_connection_writes(
         app: Flask, settings: Settings, stored: int, tmp_path: Path) -> None:
     if not settings.database_url.startswith("sqlite"):
