@@ -60,13 +60,21 @@ PARTIAL = ".partial-"
 def note_outcome(sessions: sessionmaker[Session], made: bool,
                  now: datetime | None = None) -> None:
     """Write whether a backup was made (made) or failed, for the health check; a database that
-    does not answer is logged and otherwise ignored (the backup's own outcome stands)."""
+    does not answer is logged and otherwise ignored (the backup's own outcome stands).
+
+    Logged as one line, the error's own first line, without a traceback: the usual reason is
+    the very database the backup could not dump (`hotline backup` printed two tracebacks, 139
+    lines, above its own one-line error), and the backup's error, which the command prints
+    and the nightly job logs, says the rest."""
     try:
         with unit_of_work(sessions) as session:
             health.beat(session, health.BACKUP if made else health.BACKUP_FAILED,
                         now or utcnow())
-    except Exception:  # noqa: BLE001 - the backup itself is what matters here
-        log.exception("the backup's outcome could not be written for the health check")
+    except Exception as exc:  # noqa: BLE001 - the backup itself is what matters here
+        # SQLAlchemy's message of a driver's error is the driver's, then a link: the first.
+        said = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        log.warning("the backup's outcome (%s) could not be written for the health check: %s",
+                    "made" if made else "failed", said[0] if said else type(exc).__name__)
 
 
 class BackupError(RuntimeError):

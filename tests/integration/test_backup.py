@@ -4,10 +4,12 @@ while another connection is writing, and on PostgreSQL with pg_dump/pg_restore."
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import sqlite3
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -26,7 +28,7 @@ from storage import health
 from storage.db import current_revision, upgrade
 from storage.models import Caller, Question, Recording, utcnow
 from tests.conftest import POSTGRES_SERVER, _postgres_admin
-from tests.support import run_cli, runtime
+from tests.support import free_port, run_cli, runtime
 from tests.workspace_support import Db
 
 AUDIO_KEY = "recordings/2026/12/RE0001.wav"
@@ -217,6 +219,28 @@ def test_a_failed_backup_leaves_no_snapshot(app: Flask, settings: Settings, stor
     nowhere = run_cli(app, ["backup"])
     assert nowhere.exit_code == 1
     assert "--to DIR, or set HOTLINE_BACKUP_DIR" in nowhere.output
+
+
+@pytest.mark.postgres
+def test_a_backup_without_its_database_says_so_in_one_line(tmp_path: Path) -> None:
+    """The database does not answer: pg_dump fails, and recording that outcome in the same
+    database fails too. The command prints its own error and one logged line about the
+    outcome, not two tracebacks (139 lines) from note_outcome."""
+    port = free_port()
+    env = {**os.environ, "HOTLINE_DEMO": "1", "HOTLINE_DATA_DIR": str(tmp_path / "data"),
+           "SECRET_KEY": "backup-test-secret", "REDIS_URL": "",
+           "DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:{port}/hotline"}
+    done = subprocess.run([Path(sys.executable).parent / "hotline", "backup", "--to",
+                           str(tmp_path / "backups")], env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr, done.stderr
+    [outcome] = [line for line in done.stderr.splitlines() if "health check" in line]
+    assert outcome.startswith(
+        "the backup's outcome (failed) could not be written for the health check: ")
+    assert f"port {port} failed: Connection refused" in outcome  # libpq's own first line
+    assert "Error: backup failed: pg_dump failed: " in done.stderr
+    assert len(done.stderr.splitlines()) <= 5, done.stderr  # the demo warning, these, libpq's
 
 
 def test_the_nightly_job_backs_up_when_a_folder_is_set(
