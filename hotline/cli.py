@@ -150,11 +150,18 @@ def prompts() -> None:
 @click.option("--rate", default=120, show_default=True, help="espeak-ng words per minute.")
 @with_appcontext
 def prompts_render(languages: tuple[str, ...], force: bool, rate: int) -> None:
-    """Render missing prompts offline with espeak-ng, slowly, until a person records them."""
+    """Render missing prompts offline with espeak-ng, slowly, until a person records them.
+
+    espeak-ng or sox missing, or failing, is the one-line error PromptRenderError says (which
+    tool, what to install), exit 1, as for `prompts add-recording`: not a traceback."""
     rt = _runtime()
     total = 0
     for language in languages:
-        written = rt.prompts.render_missing(rt.flow.all_prompts(language), force=force, rate=rate)
+        try:
+            written = rt.prompts.render_missing(rt.flow.all_prompts(language), force=force,
+                                                rate=rate)
+        except PromptRenderError as error:
+            raise click.ClickException(str(error)) from error
         total += len(written)
         click.echo(f"{language}: {len(written)} prompts rendered into {rt.prompts.directory}")
     if not total:

@@ -110,14 +110,18 @@ class PromptLibrary:
 
         espeak-ng and sox are needed only when something is to be rendered: a machine where
         every prompt has audio (people's recordings, say) renders nothing and needs neither.
+        Where one is missing, the error is one line naming the missing ones and the Debian
+        packages to install (`hotline prompts render` prints it as its error, exit 1).
         """
         todo = [p for p in prompts if force or self.file_for(p) is None]
         if not todo:
             return []
         espeak, sox = shutil.which("espeak-ng"), shutil.which("sox")
         if not espeak or not sox:
+            missing = [name for name, found in (("espeak-ng", espeak), ("sox", sox)) if not found]
             raise PromptRenderError(
-                "espeak-ng and sox are needed to render prompts (apt-get install espeak-ng sox)"
+                f"espeak-ng and sox are needed to render prompts; not found on PATH: "
+                f"{' and '.join(missing)} (Debian: apt-get install espeak-ng sox)"
             )
         written = []
         for prompt in todo:

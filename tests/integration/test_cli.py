@@ -374,6 +374,27 @@ def test_the_web_process_serves_even_where_prompts_cannot_be_rendered(
         web.wait(timeout=30)
 
 
+@pytest.mark.parametrize("present", [(), ("espeak-ng",)])
+def test_rendering_without_espeak_or_sox_says_what_is_missing_in_one_line(
+        app: Flask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        present: tuple[str, ...]) -> None:
+    """Missing tools are the command's one-line error (which, and the Debian packages), exit
+    1: it was a 49-line traceback."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    for tool in present:
+        real = shutil.which(tool)
+        assert real is not None
+        (folder / tool).symlink_to(real)
+    monkeypatch.setenv("PATH", str(folder))
+    result = run_cli(app, ["prompts", "render"])
+    assert result.exit_code == 1
+    missing = "sox" if present else "espeak-ng and sox"
+    assert result.output == (
+        "Error: espeak-ng and sox are needed to render prompts; not found on PATH: "
+        f"{missing} (Debian: apt-get install espeak-ng sox)\n")
+
+
 def test_rendering_needs_no_tools_when_every_prompt_has_audio(
         app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
     assert run_cli(app, ["prompts", "render"]).exit_code == 0
