@@ -259,10 +259,19 @@ def queue(as_json: bool) -> None:
 @with_appcontext
 def health_command(as_json: bool) -> None:
     """Check the database, the job queue, the worker and what waits how long (exit code 1
-    when a check fails: for cron and monitoring; hotline.health says what each check means)."""
+    when a check fails: for cron and monitoring; hotline.health says what each check means).
+
+    A database that answers but has no schema (never migrated: no Alembic revision) is the
+    one-line hint `users list` and `queue` give (HotlineGroup), exit 1, with or without
+    --json, instead of "ok database", a failed backlogs check and its logged traceback. A
+    database that does not answer is left to the checks ("FAIL database"), as before."""
     from hotline.health import as_json as health_json
     from hotline.health import check
 
+    if _schema_missing(_runtime()):
+        raise click.ClickException(
+            "the database could not be used: it has no tables (never migrated). Is "
+            "DATABASE_URL right? A database never set up needs `hotline db upgrade`.")
     checks = check(_runtime())
     if as_json:
         click.echo(json.dumps(health_json(checks), ensure_ascii=False, indent=2))
@@ -271,6 +280,22 @@ def health_command(as_json: bool) -> None:
             click.echo(f"{'ok  ' if one.ok else 'FAIL'}  {one.name:<18} {one.detail}")
     if not all(one.ok for one in checks):
         sys.exit(1)
+
+
+def _schema_missing(rt: Runtime) -> bool:
+    """Whether the database answers and has no migration revision (no alembic_version); False
+    when it cannot be asked, for the checks to say so."""
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from storage.db import unit_of_work
+
+    try:
+        with unit_of_work(rt.sessions, read_only=True) as session:
+            revision = MigrationContext.configure(session.connection()).get_current_revision()
+    except SQLAlchemyError:
+        return False
+    return revision is None
 
 
 @main.group()

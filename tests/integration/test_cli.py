@@ -242,6 +242,45 @@ def test_a_database_that_cannot_be_used_is_one_line_not_a_traceback(
     assert "hotline db upgrade" in line
 
 
+@pytest.mark.parametrize("database", ["sqlite", pytest.param("postgresql",
+                                                             marks=pytest.mark.postgres)])
+def test_health_before_db_upgrade_is_the_one_line_hint(
+        tmp_path: Path, database: str, request: pytest.FixtureRequest) -> None:
+    """`hotline health` on a database never migrated (a new SQLite file, an empty PostgreSQL
+    database): the one-line hint of `users list`, exit 1; it printed "ok database", "FAIL
+    backlogs could not be read" and a logged traceback, no hint."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HOTLINE_", "TWILIO_"))}
+    env.update(HOTLINE_DEMO="1", HOTLINE_DATA_DIR=str(tmp_path / "instance"), REDIS_URL="",
+               DATABASE_URL="" if database == "sqlite"
+               else request.getfixturevalue("postgres_url"))
+    for json_too in ([], ["--json"]):
+        done = subprocess.run([str(Path(sys.executable).parent / "hotline"), "health",
+                               *json_too], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=120, check=False)
+        assert done.returncode == 1
+        assert "Traceback" not in done.stderr, done.stderr
+        assert done.stdout == ""  # no "ok database" above a failed backlogs check
+        [line] = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+        assert line == ("Error: the database could not be used: it has no tables (never "
+                        "migrated). Is DATABASE_URL right? A database never set up needs "
+                        "`hotline db upgrade`.")
+
+
+def test_health_on_a_database_that_does_not_answer_is_still_its_checks(
+        tmp_path: Path) -> None:
+    """No schema hint where the database cannot be asked: the checks say it does not answer."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HOTLINE_", "TWILIO_"))}
+    env.update(HOTLINE_DEMO="1", HOTLINE_DATA_DIR=str(tmp_path / "instance"), REDIS_URL="",
+               DATABASE_URL="postgresql+psycopg://hotline@127.0.0.1:1/hotline")
+    done = subprocess.run([str(Path(sys.executable).parent / "hotline"), "health"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 1
+    assert done.stdout.splitlines()[0].split() == [
+        "FAIL", "database", "does", "not", "answer", "(OperationalError)"]
+    assert "hotline db upgrade" not in done.stderr
+
+
 def test_prompts_render_makes_slow_telephone_audio_for_every_kazakh_prompt(app: Flask) -> None:
     result = run_cli(app, ["prompts", "render"])
     assert result.exit_code == 0, result.output
