@@ -104,3 +104,63 @@ document.addEventListener("htmx:afterSettle", function (event) {
     .map(function (key) { return now[key]; });
   if (changed.length) { announce(changed.join(". ")); }
 });
+
+// Unsaved typing is not lost without a word. A form's text (a note, a corrected transcript, a
+// referral, an SMS) differs from what the page came with until it is saved: leaving the page
+// then (a language link, or another form's button: Release, Call, the outcome) asks the
+// browser's own "Leave the page?" first. The form being sent is not counted: its text goes
+// with it. Forms sent with htmx stay on the page: once saved, what they hold is their new
+// starting point (the part they replace usually brings a new form anyway).
+function typed(form) {
+  if (!(form instanceof HTMLFormElement) || form.method !== "post") { return []; }
+  return Array.prototype.filter.call(form.elements, function (field) {
+    var text = field instanceof HTMLTextAreaElement
+      || (field instanceof HTMLInputElement && (field.type === "text" || field.type === "tel"));
+    return text && !field.readOnly && !field.disabled && field.value !== field.defaultValue;
+  });
+}
+document.addEventListener("htmx:afterRequest", function (event) {
+  var detail = event.detail || {};
+  var form = detail.elt instanceof Element ? detail.elt.closest("form") : null;
+  if (detail.successful && form) {
+    typed(form).forEach(function (field) { field.defaultValue = field.value; });
+  }
+});
+
+// The form whose submission is leaving the page: a submit that htmx, data-confirm or a
+// script did not stop (the last listener, so it sees their preventDefault).
+var leaving = null;
+document.addEventListener("submit", function (event) {
+  leaving = event.defaultPrevented ? null : event.target;
+});
+
+// Its buttons enabled again (after data-once's own timer, set when it was sent).
+function reenable(form) {
+  setTimeout(function () {
+    form.querySelectorAll("button[type=submit]").forEach(function (button) {
+      button.disabled = false;
+    });
+  }, 0);
+}
+
+window.addEventListener("beforeunload", function (event) {
+  var sent = leaving;
+  leaving = null;
+  var unsaved = Array.prototype.some.call(document.forms, function (form) {
+    return form !== sent && typed(form).length > 0;
+  });
+  if (!unsaved) { return; }
+  event.preventDefault();
+  event.returnValue = true;  // what older browsers need to ask
+  // Staying, the form that was being sent is not sent: a data-once form's button (disabled
+  // once pressed, above) must work again. The Navigation API says the leave was called off
+  // (navigateerror); a browser without it gets the button back at once (the dialog has
+  // already absorbed a double click).
+  if (!(sent instanceof HTMLFormElement) || !sent.hasAttribute("data-once")) { return; }
+  if (window.navigation) {
+    window.navigation.addEventListener("navigateerror", function () { reenable(sent); },
+                                       {once: true});
+  } else {
+    reenable(sent);
+  }
+});

@@ -513,3 +513,66 @@ def test_closing_without_a_conversation_asks_first(new_context: NewContext, seed
     with page.expect_navigation():
         button.click()
     assert question_state(live_app, seeded.question_id)[::2] == (QUESTION_CLOSED, "test_call")
+
+
+def test_leaving_with_an_unsaved_note_asks_first(new_context: NewContext, seeded: Seeded,
+                                                live_app: Flask) -> None:
+    """A note typed and not saved is not lost to another form's button or a language link:
+    the browser asks "Leave the page?" (beforeunload); staying keeps the note and the page's
+    buttons (the outcome's, disabled once pressed, works again). The form being sent does
+    not count its own text, and a note saved with htmx is no longer unsaved."""
+    page = log_in(new_context(viewport=PHONE, is_mobile=True, has_touch=True),
+                  seeded.consultant)
+    claim(page, seeded.question_id)
+    asked: list[str] = []
+
+    def stay(dialog) -> None:  # type: ignore[no-untyped-def]
+        asked.append(dialog.type)
+        dialog.dismiss()
+
+    page.on("dialog", stay)
+    page.fill("#note-body", "Перезвонить после обеда")
+    release = page.locator("form[action$='/release'] button[type=submit]")
+    release.click(no_wait_after=True)
+    page.wait_for_timeout(300)
+    assert asked == ["beforeunload"]
+    assert question_state(live_app, seeded.question_id)[:2] == (QUESTION_CLAIMED,
+                                                                seeded.consultant)
+    expect(page.locator("#note-body")).to_have_value("Перезвонить после обеда")
+
+    page.locator("nav.languages a[hreflang=ru]").click(no_wait_after=True)
+    page.wait_for_timeout(300)
+    assert asked == ["beforeunload"] * 2
+    assert urlsplit(page.url).query == ""  # still the English page
+
+    outcome = page.locator("#outcome-form button[type=submit]")
+    page.check("#outcome-form input[name=outcome][value=resolved]")
+    outcome.click(no_wait_after=True)
+    page.wait_for_timeout(300)
+    assert asked == ["beforeunload"] * 3
+    expect(outcome).to_be_enabled()  # data-once disabled it; staying, it works again
+    assert question_state(live_app, seeded.question_id)[0] == QUESTION_CLAIMED
+
+    page.click("#note-save")
+    expect(page.locator("#notes .note-body")).to_have_text("Перезвонить после обеда")
+    expect(page.locator("#note-body")).to_have_value("")
+    # Text typed into the outcome form itself goes with it: no question.
+    page.fill("#outcome-form textarea[name=referral]", "ЦОН, окно 5")
+    page.check("#outcome-form input[name=outcome][value=follow_up]")
+    with page.expect_navigation():
+        outcome.click()
+    assert asked == ["beforeunload"] * 3
+    assert question_state(live_app, seeded.question_id) == (QUESTION_WAITING, None, None)
+
+    # Saved with htmx, a correction no longer holds the page; a typed one does until saved.
+    claim(page, seeded.question_id)
+    page.fill("#corrected_text", "Когда мне назначат пенсию?")
+    page.click("#transcript-save")
+    expect(page.locator("#transcript p.notice")).to_have_text("Saved.")
+    page.fill("#village", "Шиели")
+    page.click("#tags-save")
+    expect(page.locator("#tags p.notice")).to_have_text("Saved.")
+    with page.expect_navigation():
+        release.click()
+    assert asked == ["beforeunload"] * 3
+    assert question_state(live_app, seeded.question_id)[0] == QUESTION_WAITING
