@@ -103,7 +103,7 @@ MAX_FILTER_LENGTH = 64
 class Badge:
     """A reason a question is where it is in the queue (or why it was closed)."""
 
-    kind: str  # urgent, repeat, attempts, retry, closed: the CSS class
+    kind: str  # urgent, repeat, attempts, retry, talked, follow-up, closed...: the CSS class
     text: str
 
 
@@ -198,6 +198,12 @@ def _badges(question: Question, now: datetime, talk: CallbackAttempt | None = No
         badges.append(Badge("talked", str(_("%(name)s talked with them at %(time)s; no "
                                             "outcome written", name=talk.consultant.name,
                                             time=_clock(talk.created_at, now)))))
+    if question.referral and question.referral.strip():
+        # Sent back as "needs follow-up" (a referral may come with another outcome too): not a
+        # fresh question; the next lawyer sees where the resident was sent, the rest on its page.
+        badges.append(Badge("follow-up", str(_("follow-up: referred to %(referral)s",
+                                               referral=shorten(question.referral,
+                                                                REFERRAL_SHOWN)))))
     return badges
 
 
@@ -235,6 +241,8 @@ def _region(region: str | None) -> str:
 
 # How much of what a resident asked a queue row shows: about a line on a phone's screen.
 ASKED_SHOWN = 90
+# How much of a referral a queue row's badge shows.
+REFERRAL_SHOWN = 40
 
 
 def shorten(text: str, length: int = ASKED_SHOWN) -> str:

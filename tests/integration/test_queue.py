@@ -704,6 +704,34 @@ def test_the_page_speaks_russian_and_kazakh(app: Flask, db: Db, consultant: str,
     assert kazakh[1:3] == ["3 күн", "шұғыл 5 сәтсіз әрекет"]
 
 
+def test_a_question_sent_back_for_follow_up_says_where_the_resident_was_referred(
+        app: Flask, db: Db, consultant: str, at_now: datetime) -> None:
+    """A lawyer wrote "needs follow-up" with a referral: back in the queue, the question says
+    so, with the referral's start, rather than looking like one nobody has answered."""
+    referral = "ЦОН Туркестан, отдел пенсий, окно 5, +7 725 333 44 55, спросить Айгуль"
+    with db() as session:
+        followed = _question(session, ago=2 * DAY, referral=referral,
+                             first_callback_at=NOW - DAY)
+        fresh = _question(session, ago=DAY)
+        closed = _question(session, ago=3 * DAY, status=QUESTION_CLOSED, closed_at=NOW - DAY,
+                           close_reason="resolved", referral=referral)
+    browser = _logged_in(app, consultant)
+    badges = {int(row[0]): row[2] for row in page(browser.get("/queue")).rows[1:]}
+    assert badges == {
+        followed: "follow-up: referred to ЦОН Туркестан, отдел пенсий, окно 5, +7…", fresh: ""}
+    html = browser.get("/queue").get_data(as_text=True)
+    assert '<span class="badge follow-up">follow-up: referred to ЦОН' in html
+    russian = {int(row[0]): row[2] for row in page(browser.get("/queue?lang=ru")).rows[1:]}
+    assert russian[followed] == ("нужно продолжить; направлен: ЦОН Туркестан, отдел пенсий, "
+                                 "окно 5, +7…")
+    kazakh = {int(row[0]): row[2] for row in page(browser.get("/queue?lang=kk")).rows[1:]}
+    assert kazakh[followed] == ("әрі қарай көмек; жіберілген жері: ЦОН Туркестан, отдел "
+                                "пенсий, окно 5, +7…")
+    # A closed one says only why it was closed.
+    closed_rows = page(browser.get("/queue?status=closed&lang=en")).rows[1:]
+    assert [(int(row[0]), row[2]) for row in closed_rows] == [(closed, "resolved")]
+
+
 def test_the_question_pages_redirects_leave_a_notice(app: Flask, consultant: str) -> None:
     browser = _logged_in(app, consultant)
     released = browser.get("/queue?released=12").get_data(as_text=True)
