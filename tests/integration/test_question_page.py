@@ -468,6 +468,40 @@ def test_changes_need_the_claim(app: Flask, db: Db, settings: Settings, consulta
     assert {e.action for e in _events(db, question_id)} <= {audit.OPENED, audit.CLAIMED}
 
 
+def test_a_question_someone_else_holds_says_who_rather_than_to_claim_it(
+        app: Flask, db: Db, settings: Settings, consultant: str, coordinator: str) -> None:
+    """The page invites a claim only where the viewer may claim; a question a colleague holds
+    says who has it; once their claim has lapsed it may be claimed again, and says so."""
+    question_id = _voice_question(db, settings)
+    lawyer = _logged_in(app, consultant)
+    claim_hint = "Claim the question to correct the transcript, add notes, set tags or close it."
+    assert claim_hint in lawyer.get(f"/questions/{question_id}").get_data(as_text=True)
+    _claim(_logged_in(app, coordinator), question_id)
+    response = lawyer.get(f"/questions/{question_id}")
+    html = response.get_data(as_text=True)
+    assert "Claim" not in page(response).buttons
+    assert claim_hint not in html
+    assert ('<p class="hint" id="held-by">Dana Coordinator is handling this question: only they '
+            'can change it now.</p>') in html
+    russian = lawyer.get(f"/questions/{question_id}?lang=ru").get_data(as_text=True)
+    assert "Вопросом занимается Dana Coordinator: сейчас изменить его может только он(а)." \
+        in russian
+    kazakh = lawyer.get(f"/questions/{question_id}?lang=kk").get_data(as_text=True)
+    assert "Бұл сұрақпен Dana Coordinator айналысуда" in kazakh
+    with db() as session:  # the coordinator's claim lapsed
+        found = session.get(Question, question_id)
+        assert found is not None
+        found.claim_touched_at = datetime.now(UTC) - timedelta(hours=5)
+    lapsed = lawyer.get(f"/questions/{question_id}?lang=en")
+    assert "Claim" in page(lapsed).buttons
+    assert claim_hint in lapsed.get_data(as_text=True)
+    assert 'id="held-by"' not in lapsed.get_data(as_text=True)
+    # The holder is asked neither.
+    mine = _logged_in(app, coordinator).get(f"/questions/{question_id}")
+    assert claim_hint not in mine.get_data(as_text=True)
+    assert 'id="held-by"' not in mine.get_data(as_text=True)
+
+
 def test_a_missing_csrf_token_changes_nothing(app: Flask, db: Db, settings: Settings,
                                               consultant: str) -> None:
     question_id = _voice_question(db, settings)
