@@ -732,6 +732,19 @@ def test_a_question_sent_back_for_follow_up_says_where_the_resident_was_referred
     assert [(int(row[0]), row[2]) for row in closed_rows] == [(closed, "resolved")]
 
 
+def test_the_due_tab_is_named_for_calls_and_sms_alike(app: Flask, db: Db, consultant: str,
+                                                     at_now: datetime) -> None:
+    """"Due now" holds SMS questions too: its Kazakh and Russian names say "waiting for an
+    answer", not "waiting for a call"."""
+    with db() as session:
+        _question(session, channel=CHANNEL_SMS, text="Пенсия?")
+    browser = _logged_in(app, consultant)
+    for language, name in (("kk", "Жауап күтуде"), ("ru", "Ждут ответа"), ("en", "Due now")):
+        html = browser.get(f"/queue?lang={language}").get_data(as_text=True)
+        assert (f'<a href="/queue" class="tab-due" aria-current="page">{name} '
+                '<span class="count">1</span></a>') in html, language
+
+
 def test_the_question_pages_redirects_leave_a_notice(app: Flask, consultant: str) -> None:
     browser = _logged_in(app, consultant)
     released = browser.get("/queue?released=12").get_data(as_text=True)
