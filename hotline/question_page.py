@@ -38,13 +38,13 @@ from hotline import auth, callbacks, i18n
 from hotline.auth import client_address
 from hotline.workspace import (
     CHANNELS,
-    TRANSCRIPTION,
     bp,
     lapse_before,
     local_time,
     node_title,
     runtime,
     topic_title,
+    transcription_words,
 )
 from storage import audit
 from storage.callbacks import end_live_attempts, lock_attempts
@@ -68,6 +68,7 @@ from storage.models import (
     ROLE_COORDINATOR,
     SMS_IN,
     SMS_OUT,
+    TRANSCRIPTION_NO_MODEL,
     Question,
     utcnow,
 )
@@ -265,8 +266,11 @@ def _page_context(session: Session, question: Question, account: auth.Account,
         "phone": question.caller.phone if question.caller else None,
         "audio": _audio_state(question),
         "audio_deleted": _audio_deleted(question),
-        "transcription": str(TRANSCRIPTION.get(question.transcription_state,
-                                               question.transcription_state)),
+        "transcription": transcription_words(
+            question.transcription_state,
+            question.recording.duration if question.recording else None,
+            _audio_state(question) == "stored"),
+        "no_speech_model": question.transcription_state == TRANSCRIPTION_NO_MODEL,
         "transcript": transcript,
         "words": transcript_words(transcript.words or []) if transcript else [],
         "low_confidence_percent": round(LOW_CONFIDENCE * 100),

@@ -26,12 +26,12 @@ from hotline.config import LOCAL_TIME
 from hotline.question_page import region_name
 from hotline.workspace import (
     CHANNELS,
-    TRANSCRIPTION,
     bp,
     lapse_before,
     local_time,
     runtime,
     topic_title,
+    transcription_words,
 )
 from storage import audit
 from storage.callbacks import talks_without_outcome
@@ -72,9 +72,11 @@ from storage.queue import (
     Cursor,
     QueueCounts,
     QueueFilter,
+    Unheard,
     asked,
     queue_counts,
     queue_page,
+    unheard,
 )
 from storage.sms import answered_by_sms
 
@@ -256,7 +258,8 @@ def shorten(text: str, length: int = ASKED_SHOWN) -> str:
 
 def _row(question: Question, user_id: int, lapsed: datetime, now: datetime,
          residents: dict[int, ResidentHolder], talks: dict[int, CallbackAttempt],
-         answered: set[int], words: dict[int, str]) -> QueueRow:
+         answered: set[int], words: dict[int, str],
+         recordings: dict[int, Unheard]) -> QueueRow:
     holder, claimable = _holder(question, user_id, lapsed)
     resident = residents.get(question.caller_id) if question.caller_id is not None else None
     if claimable and resident is not None and resident.question_id != question.id:
@@ -268,6 +271,7 @@ def _row(question: Question, user_id: int, lapsed: datetime, now: datetime,
             holder = str(_("%(name)s holds question %(id)s of this resident",
                            name=resident.name, id=resident.question_id))
             claimable = False
+    recording = recordings.get(question.id)
     if question.status == QUESTION_CLOSED:
         shown = local_time(question.closed_at) if question.closed_at else "—"
     else:
@@ -281,8 +285,9 @@ def _row(question: Question, user_id: int, lapsed: datetime, now: datetime,
         topic=topic_title(question.topic),
         channel=str(CHANNELS.get(question.channel, question.channel)),
         region=_region(question.region),
-        transcription=(str(TRANSCRIPTION.get(question.transcription_state,
-                                              question.transcription_state))
+        transcription=(transcription_words(question.transcription_state,
+                                           recording.seconds if recording else None,
+                                           recording.stored if recording else False)
                        if question.channel == CHANNEL_VOICE else "—"),
         asked=shorten(words.get(question.id, "")),
         asked_language=question.language,
@@ -374,7 +379,8 @@ def queue() -> ResponseReturnValue:
         talks = talks_without_outcome(db, open_ids)
         answered = answered_by_sms(db, open_ids)
         words = asked(db, found.questions)
-        rows = [_row(q, user_id, lapsed, now, residents, talks, answered, words)
+        recordings = unheard(db, found.questions)
+        rows = [_row(q, user_id, lapsed, now, residents, talks, answered, words, recordings)
                 for q in found.questions]
     selects = [{"name": name, "label": str(FACET_LABELS[name]),
                 "choices": _choices(name, counts.facets[name], filters.facet(name))}

@@ -55,6 +55,20 @@ TRANSCRIPTION = {
 }
 ROLES = {ROLE_CONSULTANT: _l("consultant"), ROLE_COORDINATOR: _l("coordinator")}
 
+
+def transcription_words(state: str, seconds: int | None = None, stored: bool = False) -> str:
+    """Where a question's transcription stands, for the queue and the question's page. A
+    recording no speech model could transcribe (none installed for its language) sends the
+    lawyer to the recording, with its length when Twilio gave it (stored: the audio is here)."""
+    if state != TRANSCRIPTION_NO_MODEL:
+        return str(TRANSCRIPTION.get(state, state))
+    if not stored:
+        return str(_("Not transcribed (no speech model here)"))
+    if seconds is None:
+        return str(_("Not transcribed (no speech model here): listen to the recording"))
+    return str(_("Not transcribed (no speech model here): listen to the recording "
+                 "(%(length)s)", length=f"{seconds // 60}:{seconds % 60:02d}"))
+
 bp = Blueprint("workspace", __name__)
 log = logging.getLogger(__name__)
 

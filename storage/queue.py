@@ -35,12 +35,15 @@ from sqlalchemy.orm import InstrumentedAttribute, Session, selectinload
 
 from storage.models import (
     CHANNEL_VOICE,
+    DOWNLOAD_STORED,
     MAX_ROW_ID,
     QUESTION_CLAIMED,
     QUESTION_CLOSED,
     QUESTION_WAITING,
     TRANSCRIPTION_DONE,
+    TRANSCRIPTION_NO_MODEL,
     Question,
+    Recording,
     Transcript,
     utcnow,
 )
@@ -311,6 +314,28 @@ def asked(session: Session, questions: list[Question]) -> dict[int, str]:
             select(Transcript.question_id, func.substr(Transcript.text, 1, ASKED_CHARACTERS))
             .where(Transcript.question_id.in_(heard))))
     return {question_id: text for question_id, text in found.items() if text.strip()}
+
+
+@dataclass(frozen=True)
+class Unheard:
+    """A recording no speech model transcribed: its length in seconds (None when Twilio did
+    not give it) and whether its audio is here to be listened to."""
+
+    seconds: int | None
+    stored: bool
+
+
+def unheard(session: Session, questions: list[Question]) -> dict[int, Unheard]:
+    """The recordings of the page's voice questions that no speech model could transcribe
+    (TRANSCRIPTION_NO_MODEL): one read, of those only."""
+    wanted = [q.id for q in questions if q.channel == CHANNEL_VOICE
+              and q.transcription_state == TRANSCRIPTION_NO_MODEL]
+    if not wanted:
+        return {}
+    return {question_id: Unheard(seconds, state == DOWNLOAD_STORED and path is not None)
+            for question_id, seconds, state, path in session.execute(
+                select(Recording.question_id, Recording.duration, Recording.download_state,
+                       Recording.file_path).where(Recording.question_id.in_(wanted)))}
 
 
 def queue_counts(session: Session, filters: QueueFilter, now: datetime) -> QueueCounts:

@@ -252,6 +252,26 @@ def test_without_a_transcript_the_page_says_where_transcription_stands(
     assert "Transcription: waiting" in html
 
 
+@pytest.mark.parametrize(("language", "said"), [
+    ("en", "Not transcribed (no speech model here): listen to the recording (1:35)"),
+    ("ru", "Не расшифровано (здесь нет речевой модели): прослушайте запись (1:35)"),
+    ("kk", "Мәтінге айналдырылмады (мұнда сөйлеу моделі жоқ): жазбаны тыңдаңыз (1:35)"),
+])
+def test_without_a_speech_model_the_page_sends_the_lawyer_to_the_recording(
+        app: Flask, db: Db, settings: Settings, consultant: str, language: str,
+        said: str) -> None:
+    question_id = _voice_question(db, settings, transcript=False, transcription_state="no_model")
+    with db() as session:
+        recording = session.scalars(select(Recording).where(
+            Recording.question_id == question_id)).one()
+        recording.duration = 95
+    browser = Browser(app, language=language)
+    assert browser.login(consultant).status_code == 302
+    html = browser.get(f"/questions/{question_id}").get_data(as_text=True)
+    assert f'<p class="hint" id="no-speech-model">{said}</p>' in html
+    assert "no model" not in html and "модел" not in html.replace(said, "")
+
+
 def test_an_sms_question_shows_what_the_resident_wrote(app: Flask, db: Db,
                                                        consultant: str) -> None:
     question_id = _sms_question(db, "Когда мне назначат <пенсию>?")

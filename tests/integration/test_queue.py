@@ -21,14 +21,18 @@ from storage.db import unit_of_work
 from storage.models import (
     CHANNEL_SMS,
     CHANNEL_VOICE,
+    DOWNLOAD_FAILED,
+    DOWNLOAD_STORED,
     QUESTION_CLAIMED,
     QUESTION_CLOSED,
     QUESTION_WAITING,
     TRANSCRIPTION_DONE,
     TRANSCRIPTION_FAILED,
+    TRANSCRIPTION_NO_MODEL,
     AuditEvent,
     Caller,
     Question,
+    Recording,
     User,
 )
 from storage.questions import record_question
@@ -494,6 +498,42 @@ def test_each_row_shows_the_start_of_what_was_asked(app: Flask, db: Db, consulta
     }
     assert '<span lang="kk">жер телімі туралы сұрағым бар</span>' in response.get_data(
         as_text=True)
+
+
+def test_a_call_no_speech_model_could_transcribe_sends_the_lawyer_to_the_recording(
+        app: Flask, db: Db, consultant: str, at_now: datetime) -> None:
+    """No speech model on this machine for the question's language: the row says the call was
+    not transcribed and to listen to the recording, with its length; not "no model"."""
+
+    def unheard(ago: timedelta, seconds: int | None, state: str = DOWNLOAD_STORED) -> int:
+        with db() as session:
+            question_id = _question(session, ago=ago, language="kk",
+                                    transcription_state=TRANSCRIPTION_NO_MODEL)
+            session.add(Recording(recording_sid=f"RE{question_id:032d}", question_id=question_id,
+                                  call_sid="CA1", duration=seconds, source_url="https://x/rec",
+                                  file_path="r.wav" if state == DOWNLOAD_STORED else None,
+                                  download_state=state))
+            return question_id
+
+    timed = unheard(3 * HOUR, 95)
+    untimed = unheard(2 * HOUR, None)
+    lost = unheard(HOUR, 40, DOWNLOAD_FAILED)  # no audio to listen to either
+    browser = _logged_in(app, consultant)
+    expected = {
+        "en": ("Not transcribed (no speech model here): listen to the recording (1:35)",
+               "Not transcribed (no speech model here): listen to the recording",
+               "Not transcribed (no speech model here)"),
+        "ru": ("Не расшифровано (здесь нет речевой модели): прослушайте запись (1:35)",
+               "Не расшифровано (здесь нет речевой модели): прослушайте запись",
+               "Не расшифровано (здесь нет речевой модели)"),
+        "kk": ("Мәтінге айналдырылмады (мұнда сөйлеу моделі жоқ): жазбаны тыңдаңыз (1:35)",
+               "Мәтінге айналдырылмады (мұнда сөйлеу моделі жоқ): жазбаны тыңдаңыз",
+               "Мәтінге айналдырылмады (мұнда сөйлеу моделі жоқ)"),
+    }
+    for language, (first, second, third) in expected.items():
+        rows = page(browser.get(f"/queue?lang={language}")).rows[1:]
+        assert {int(row[0]): row[7] for row in rows} == {
+            timed: first, untimed: second, lost: third}, language
 
 
 def test_the_page_shows_rows_badges_tabs_and_filters(app: Flask, db: Db, consultant: str,
