@@ -30,6 +30,41 @@ TRANSLATIONS_DIR = Path(__file__).resolve().parent / "translations"
 LANGUAGES = {"kk": "Қазақша", "ru": "Русский", "en": "English"}
 
 
+# Alphabetical order for lists shown in a language (the regions in the question page's and
+# the queue's selects): Python compares code points, which puts Kazakh's own letters (Ә Ғ Қ Ң
+# Ө Ұ Ү Һ І, U+0456 and up) after Я. No collation library is installed (Babel has none, PyICU
+# would need the ICU C library), and these lists are short: each letter's place in the
+# alphabet, lower case. Kazakh: its 42 letters. Russian: its 33, Ё counted as Е as Russian
+# dictionaries do, and the Kazakh letters a Russian page still shows ("область Ұлытау") each
+# right after the Russian letter it is read as (Ұ and Ү after У, І after И).
+ALPHABETS = {
+    "kk": "аәбвгғдеёжзийкқлмнңоөпрстуұүфхһцчшщъыіьэюя",
+    "ru": "аәбвгғдежзиійкқлмнңоөпрстуұүфхһцчшщъыьэюя",
+}
+# Each letter's weight: after every sign below the Cyrillic block (U+0400), before the rest.
+_PLACES = {language: {letter: 0x400 + index for index, letter in enumerate(alphabet)}
+           for language, alphabet in ALPHABETS.items()}
+_PLACES["ru"]["ё"] = _PLACES["ru"]["е"]
+
+
+def _weight(sign: str, places: dict[str, int]) -> int:
+    if sign in places:
+        return places[sign]
+    code = ord(sign)
+    return code if code < 0x400 else code + 0x100
+
+
+def alphabetical(text: str, language: str | None = None) -> tuple[tuple[int, ...], str, str]:
+    """A sort key putting text in the alphabetical order of the language (the request's by
+    default); English and other languages: case-folded code points. Signs outside the
+    alphabet (spaces, digits, Latin letters) keep their code points, so they come before the
+    Cyrillic letters as before; a letter of no alphabet here comes after them. Ties (Ё and Е
+    in Russian, capitals) are broken by the text itself, so the order is always the same."""
+    folded = text.casefold()
+    places = _PLACES.get(language or current_language(), {})
+    return tuple(_weight(sign, places) for sign in folded), folded, text
+
+
 def language_name(code: str | None) -> str:
     """A question's or caller's language as the pages show it, the same on each ("unknown"
     in the page's language when the caller never chose one)."""

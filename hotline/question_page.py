@@ -132,6 +132,11 @@ REGIONS = {
     "west_kazakhstan": _l("West Kazakhstan Region"),
 }
 assert tuple(REGIONS) == REGION_CODES
+# The three cities of national significance, first in every list of regions.
+CITIES = ("astana", "almaty", "shymkent")
+# Words naming the kind of place ("Акмолинская область", "область Абай", "Абай облысы",
+# "город Астана"), not which: left out when ordering the names.
+PLACE_KINDS = frozenset({"область", "облысы", "город", "қаласы", "region", "(city)"})
 AUDIO_TYPES = {".wav": "audio/wav", ".mp3": "audio/mpeg"}
 
 
@@ -181,6 +186,18 @@ def region_name(code: str | None) -> str:
     if not code:
         return "—"
     return str(REGIONS.get(code, code))
+
+
+def region_order(code: str | None, name: str) -> tuple[bool, tuple[tuple[int, ...], str, str]]:
+    """The sort key of a region in a list (the question page's tags, the queue's filter, the
+    reports): the cities first, then by the name's own word in the alphabet of the page's
+    language (i18n.alphabetical). Russian names put "область" before some names and after
+    others (the official forms "область Абай", "Акмолинская область"): ordered by the whole
+    name, Абай, Жетісу and Ұлытау would stand apart from the other regions, in the middle of
+    the list; by the name's own word the list reads as the official lists of the regions do
+    (Абай, Акмолинская, Актюбинская, … Туркестанская, Ұлытау)."""
+    words = [word for word in name.split() if word.casefold() not in PLACE_KINDS]
+    return code not in CITIES, i18n.alphabetical(" ".join(words) or name)
 
 
 def _field(name: str) -> str:
@@ -245,8 +262,7 @@ def _page_context(session: Session, question: Question, account: auth.Account,
     if question.topic and question.topic not in runtime().flow.content.topics:
         topics.append((question.topic, topic_title(question.topic)))
     regions = sorted(((code, str(name)) for code, name in REGIONS.items()),
-                     key=lambda item: (item[0] not in ("astana", "almaty", "shymkent"),
-                                       item[1].casefold()))
+                     key=lambda item: region_order(*item))
     saved = request.args.get("saved", "")
     return {
         "question": question,

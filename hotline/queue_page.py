@@ -23,7 +23,7 @@ from flask_babel import ngettext
 from hotline import auth, i18n
 from hotline.callbacks import outside_calling_hours
 from hotline.config import LOCAL_TIME
-from hotline.question_page import region_name
+from hotline.question_page import region_name, region_order
 from hotline.workspace import (
     CHANNELS,
     bp,
@@ -313,8 +313,12 @@ def _choices(name: str, counted: dict[str | None, int], chosen: str | None) -> l
     values = dict(counted)
     if chosen is not None:
         values.setdefault(None if chosen == UNSET else chosen, 0)
+    # In the alphabet of the page's language; regions as in every list of them (the cities
+    # first, then by the name's own word: question_page.region_order).
     labelled = sorted(((_facet_label(name, value), value) for value in values),
-                      key=lambda pair: (pair[1] is None, pair[0].casefold()))
+                      key=lambda pair: (pair[1] is None,
+                                        region_order(pair[1], pair[0]) if name == "region"
+                                        else (False, i18n.alphabetical(pair[0]))))
     for label, value in labelled:
         code = UNSET if value is None else value
         options.append(Choice(code, f"{label} ({values[value]})", code == chosen))

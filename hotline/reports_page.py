@@ -18,7 +18,7 @@ from flask_babel import gettext as _
 from flows.engine import LANGUAGE, UnknownNode
 from hotline import auth, i18n
 from hotline.config import LOCAL_TIME
-from hotline.question_page import REGIONS, region_name
+from hotline.question_page import REGIONS, region_name, region_order
 from hotline.workspace import CHANNELS, bp, node_title, runtime, topic_title
 from storage import reports as figures
 from storage.db import unit_of_work
@@ -371,7 +371,7 @@ def reports() -> ResponseReturnValue:
     form = FilterForm(
         start=start, end=end, region=region, topic=topic,
         regions=sorted(((r, region_title(r)) for r in dict.fromkeys([*REGIONS, *regions])),
-                       key=lambda pair: pair[1])
+                       key=lambda pair: region_order(*pair))
         + [(figures.NOT_SET, region_title(None))],
         topics=[(t, topic_title(t)) for t in dict.fromkeys([*content_topics, *topics])]
         + [(figures.NOT_SET, topic_title(None))],

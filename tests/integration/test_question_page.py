@@ -640,6 +640,45 @@ def test_setting_tags(app: Flask, db: Db, settings: Settings, consultant: str) -
     assert _question(db, question_id).priority_at == before
 
 
+REGION_ORDER = {
+    # The cities first; then in the Kazakh alphabet (А Ә Б … К Қ … У Ұ Ү … Ш … Ы І …).
+    "kk": ["Алматы қаласы", "Астана қаласы", "Шымкент қаласы", "Абай облысы", "Ақмола облысы",
+           "Ақтөбе облысы", "Алматы облысы", "Атырау облысы", "Батыс Қазақстан облысы",
+           "Жамбыл облысы", "Жетісу облысы", "Қарағанды облысы", "Қостанай облысы",
+           "Қызылорда облысы", "Маңғыстау облысы", "Павлодар облысы",
+           "Солтүстік Қазақстан облысы", "Түркістан облысы", "Ұлытау облысы",
+           "Шығыс Қазақстан облысы"],
+    # By the name's own word, wherever "область" stands; Ұлытау after the У names.
+    "ru": ["город Алматы", "город Астана", "город Шымкент", "область Абай",
+           "Акмолинская область", "Актюбинская область", "Алматинская область",
+           "Атырауская область", "Восточно-Казахстанская область", "Жамбылская область",
+           "область Жетісу", "Западно-Казахстанская область", "Карагандинская область",
+           "Костанайская область", "Кызылординская область", "Мангистауская область",
+           "Павлодарская область", "Северо-Казахстанская область", "Туркестанская область",
+           "область Ұлытау"],
+    "en": ["Almaty (city)", "Astana (city)", "Shymkent (city)", "Abai Region", "Akmola Region",
+           "Aktobe Region", "Almaty Region", "Atyrau Region", "East Kazakhstan Region",
+           "Jambyl Region", "Jetisu Region", "Karaganda Region", "Kostanay Region",
+           "Kyzylorda Region", "Mangystau Region", "North Kazakhstan Region",
+           "Pavlodar Region", "Turkistan Region", "Ulytau Region", "West Kazakhstan Region"],
+}
+
+
+@pytest.mark.parametrize("language", ["kk", "ru", "en"])
+def test_the_regions_are_in_the_order_of_the_pages_alphabet(
+        app: Flask, db: Db, settings: Settings, consultant: str, language: str) -> None:
+    """Python's order of code points put Kazakh's own letters after Я (Ақмола after Атырау,
+    Қарағанды … Ұлытау at the end) and Russian's "область Абай" apart from "Акмолинская
+    область"."""
+    question_id = _voice_question(db, settings)
+    lawyer = _logged_in(app, consultant)
+    _claim(lawyer, question_id)
+    html = lawyer.get(f"/questions/{question_id}?lang={language}").get_data(as_text=True)
+    select_html = html.split('<select id="region" name="region">', 1)[1].split("</select>")[0]
+    names = re.findall(r'<option value="[a-z_]+">([^<]+)</option>', select_html)
+    assert names == REGION_ORDER[language]
+
+
 @pytest.mark.parametrize("field,value", [("region", "mars"), ("topic", "astrology"),
                                          ("village", "а" * 121)])
 def test_tags_the_page_does_not_offer_are_refused(app: Flask, db: Db, settings: Settings,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -681,6 +682,28 @@ def test_the_page_filters_by_the_address(app: Flask, db: Db, consultant: str,
         huge = browser.get(f"/queue?after={cursor}")
         assert huge.status_code == 200, cursor
         assert [row[0] for row in page(huge).rows[1:]] == [str(ru), str(kk), str(third)]
+
+
+def test_the_region_filter_is_in_the_order_of_the_pages_alphabet(
+        app: Flask, db: Db, consultant: str, at_now: datetime) -> None:
+    """The cities first, then in the alphabet of the page's language (Ақмола before Атырау,
+    Қарағанды before Ұлытау, not after every Russian letter), by the name's own word in
+    Russian; the questions without a region last."""
+    with db() as session:
+        for region in ("ulytau", "atyrau", "karaganda", "akmola", "abai", "almaty", None):
+            _question(session, region=region)
+    browser = _logged_in(app, consultant)
+
+    def regions(language: str) -> list[str]:
+        html = browser.get(f"/queue?lang={language}").get_data(as_text=True)
+        select_html = html.split('id="filter-region">', 1)[1].split("</select>")[0]
+        return re.findall(r'<option value="[^"]+">([^<(]+) \(1\)</option>', select_html)
+
+    assert regions("kk") == ["Алматы қаласы", "Абай облысы", "Ақмола облысы", "Атырау облысы",
+                             "Қарағанды облысы", "Ұлытау облысы", "өңірі жоқ"]
+    assert regions("ru") == ["город Алматы", "область Абай", "Акмолинская область",
+                             "Атырауская область", "Карагандинская область",
+                             "область Ұлытау", "без региона"]
 
 
 def test_the_page_has_a_next_page(app: Flask, db: Db, consultant: str, at_now: datetime,
