@@ -39,6 +39,7 @@ from storage.claims import (
     ResidentHolder,
     claim_next_once,
     claim_once,
+    held_by,
     resident_holders,
 )
 from storage.db import retry_conflicts, unit_of_work
@@ -386,11 +387,15 @@ def queue() -> ResponseReturnValue:
         recordings = unheard(db, found.questions)
         rows = [_row(q, user_id, lapsed, now, residents, talks, answered, words, recordings)
                 for q in found.questions]
+        mine = [{"id": question_id,
+                 "href": url_for("workspace.question", question_id=question_id)}
+                for question_id in held_by(db, user_id, now, lapsed)]
     selects = [{"name": name, "label": str(FACET_LABELS[name]),
                 "choices": _choices(name, counts.facets[name], filters.facet(name))}
                for name in FACETS]
     return render_template(
         "queue.html", rows=rows, notice=_notice(), tabs=_tabs(filters, counts), selects=selects,
+        mine=mine, idle_minutes=runtime().settings.claim_idle_minutes,
         night=_night_note(filters),
         next_filters={name: filters.facet(name) for name in FACETS if filters.facet(name)},
         due_count=counts.statuses[STATUS_DUE],

@@ -296,6 +296,16 @@ def resident_holders(session: Session, caller_ids: Iterable[int], now: datetime,
             for caller_id, question_id, user_id, name in rows if caller_id is not None}
 
 
+def held_by(session: Session, user_id: int, now: datetime, lapse_before: datetime,
+            limit: int = 20) -> list[int]:
+    """The questions the user holds now (live claims), the longest held first, at most limit:
+    what the queue reminds them of (a question taken and forgotten waits for its lapse)."""
+    return list(session.scalars(
+        select(Question.id)
+        .where(Question.claimed_by_id == user_id, _live_claim(Question, now, lapse_before))
+        .order_by(Question.claimed_at, Question.id).limit(limit)))
+
+
 def touch_claim(session: Session, question_id: int, user_id: int, now: datetime) -> bool:
     """Note that the holder is still working on the question; false if they do not hold it."""
     result = session.execute(

@@ -914,6 +914,35 @@ def test_take_next_twice_in_a_row_claims_once(
         assert _claim_events(session) == [first, second, third]
 
 
+def test_the_queue_reminds_a_consultant_of_the_questions_they_hold(
+        app: Flask, db: Db, consultant: str, coordinator: str) -> None:
+    """A question taken and forgotten waits, unanswered, until its claim lapses: the queue
+    names what this user holds, with links, in their language; not others' claims, nor one
+    released."""
+    with db() as session:
+        first, second, theirs = (_question(session, ago=3 * DAY), _question(session, ago=2 * DAY),
+                                 _question(session, ago=DAY))
+    lawyer = _logged_in(app, consultant)
+    assert "id=\"mine\"" not in lawyer.get("/queue").get_data(as_text=True)
+    boss = _logged_in(app, coordinator)
+    boss.post(f"/questions/{theirs}/claim", {"csrf_token": boss.token("/queue")})
+    token = lawyer.token("/queue")
+    for question_id in (first, second):
+        lawyer.post(f"/questions/{question_id}/claim", {"csrf_token": token})
+    html = lawyer.get("/queue?lang=ru").get_data(as_text=True)
+    mine = re.search(r'<p class="notice" id="mine">(.*?)</p>', html, re.S)
+    assert mine is not None
+    assert mine.group(1).startswith("У вас 2 вопроса: завершите их или верните в очередь; без "
+                                    "действий 30 минут они вернутся в очередь сами.")
+    assert re.findall(r'href="/questions/(\d+)"', mine.group(1)) == [str(first), str(second)]
+    lawyer.post(f"/questions/{first}/release", {"csrf_token": token})
+    html = lawyer.get("/queue?lang=en").get_data(as_text=True)
+    mine = re.search(r'<p class="notice" id="mine">(.*?)</p>', html, re.S)
+    assert mine is not None and mine.group(1).startswith("You hold 1 question: finish or "
+                                                          "release it")
+    assert re.findall(r'href="/questions/(\d+)"', mine.group(1)) == [str(second)]
+
+
 def _state(session: Session, question_id: int) -> tuple[str, datetime | None]:
     question = session.get(Question, question_id)
     assert question is not None
