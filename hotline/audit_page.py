@@ -35,6 +35,7 @@ ACTION_NAMES = {
     audit_log.SMS_SENT: _l("sent an SMS"),
     audit_log.OUTCOME: _l("recorded an outcome"),
     audit_log.CLOSED: _l("closed the question"),
+    audit_log.REOPENED: _l("put the question back in the queue (its SMS answer did not arrive)"),
     audit_log.ACCOUNT: _l("changed an account"),
 }
 assert tuple(ACTION_NAMES) == audit_log.ACTIONS
@@ -101,6 +102,7 @@ DETAILS: dict[str, Callable[[Any], str]] = {
     "retry_planned_for": lambda v: str(_("called before the try planned for %(time)s (Almaty)",
                                          time=_time(v))),
     "message_id": lambda v: str(_("SMS %(id)s", id=v)),
+    "sms_id": lambda v: str(_("SMS %(id)s", id=v)),
     "automatic": _automatic,
     "segments": lambda v: str(_("SMS parts: %(count)s", count=v)),
     "encoding": lambda v: str(_("encoding: %(encoding)s", encoding=v)),

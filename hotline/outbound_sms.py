@@ -41,6 +41,7 @@ from hotline.config import Settings
 from hotline.runtime import Runtime
 from hotline.twilio_glue import form_int, form_sid, runtime, twilio_webhook
 from storage import sms
+from storage.callbacks import reopen_unanswered
 from storage.calls import touch_caller
 from storage.db import retry_conflicts, unit_of_work
 from storage.models import (
@@ -151,6 +152,15 @@ def _claim(session: Session, message_id: int, now: datetime, stale_before: datet
     return bool(getattr(result, "rowcount", 0) == 1)
 
 
+def _not_delivered(session: Session, message: SmsMessage, now: datetime) -> None:
+    """After a message ended failed or undelivered: a consultant's answer on a question closed
+    as resolved puts the question back in the queue (storage.callbacks.reopen_unanswered)."""
+    reopened = reopen_unanswered(session, message, now)
+    if reopened is not None:
+        log.info("question %s is back in the queue: its SMS answer %s did not reach the "
+                 "resident (%s)", reopened, message.id, message.status)
+
+
 def _finish(runtime: Runtime, message_id: int, **values: Any) -> str:
     """Record the outcome of our own sending attempt on the row we claimed."""
     values["updated_at"] = datetime.now(UTC)
@@ -166,6 +176,7 @@ def _finish(runtime: Runtime, message_id: int, **values: Any) -> str:
             setattr(message, name, value)
         if values.get("error_code") == TWILIO_OPTED_OUT:
             _opt_out(session, message, values["updated_at"], runtime.pseudonym_key)
+        _not_delivered(session, message, values["updated_at"])
         return message.status
 
 
@@ -192,6 +203,7 @@ def send_sms(runtime: Runtime, message_id: int) -> str:
             message.status = SMS_FAILED
             message.error_message = "not sent: the resident opted out of SMS (STOP)"
             message.updated_at = now
+            _not_delivered(session, message, now)
             log.info("SMS %s not sent: caller %s opted out", message_id,
                      caller.id if caller else "(pseudonymised)")
             return message.status
@@ -250,6 +262,7 @@ def messages_to_send(runtime: Runtime) -> list[int]:
                                          f"(last error: {message.error_message or 'none'})")
                 message.updated_at = now
                 log.warning("SMS %s given up: not sent within %s", message.id, MAX_SEND_AGE)
+                _not_delivered(session, message, now)
             else:
                 ids.append(message.id)
         return ids
@@ -270,6 +283,7 @@ def record_status(
         message.updated_at = now
     if error_code == TWILIO_OPTED_OUT:
         _opt_out(session, message, now, key)
+    _not_delivered(session, message, now)
 
 
 @bp.post(STATUS_PATH)

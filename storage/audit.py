@@ -27,6 +27,9 @@ NOTED = "noted"
 SMS_SENT = "sms_sent"
 OUTCOME = "outcome"
 CLOSED = "closed"
+# A question closed as resolved, back in the queue by "the system" (no user): the SMS that was
+# its answer did not reach the resident (storage.callbacks.reopen_unanswered). Detail: sms_id.
+REOPENED = "reopened"
 # An account made or changed (storage.users), from the users page or the `hotline users`
 # command (user_id None); no question. Detail: the account's email and what changed.
 ACCOUNT = "account"
@@ -34,7 +37,7 @@ ACCOUNT = "account"
 VIA_CLI = "cli"
 VIA_ACCOUNT_PAGE = "account_page"  # by the account's owner (hotline.account_page)
 ACTIONS = (OPENED, LISTENED, CLAIMED, RELEASED, CALLED, CHANGED, NOTED, SMS_SENT, OUTCOME,
-           CLOSED, ACCOUNT)
+           CLOSED, REOPENED, ACCOUNT)
 
 
 def record(session: Session, user_id: int | None, action: str, question_id: int | None = None,

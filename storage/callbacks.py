@@ -31,6 +31,7 @@ from datetime import datetime, timedelta, tzinfo
 from sqlalchemy import ColumnElement, and_, exists, func, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session, selectinload
 
+from storage import audit
 from storage.audit import OUTCOME as OUTCOME_EVENT
 from storage.models import (
     CALL_FINAL_STATUSES,
@@ -49,11 +50,16 @@ from storage.models import (
     OUTCOMES,
     QUESTION_CLOSED,
     QUESTION_WAITING,
+    SMS_FAILED,
+    SMS_OUT,
+    SMS_UNDELIVERED,
     AuditEvent,
     CallbackAttempt,
     Question,
+    SmsMessage,
 )
 from storage.queue import reprioritise
+from storage.sms import is_sms_answer
 from storage.utc import ensure_utc
 
 LIVE_STATES = (CALLBACK_DIALING, CALLBACK_BRIDGING, CALLBACK_CONNECTED)
@@ -376,6 +382,40 @@ def close_question(question: Question, user_id: int | None, reason: str, now: da
     question.claimed_by_id = None
     question.claimed_at = None
     question.claim_touched_at = None
+
+
+def reopen_unanswered(session: Session, message: SmsMessage, now: datetime) -> int | None:
+    """A consultant's SMS answer that did not reach the resident (failed, undelivered: Twilio
+    refused it, gave up delivering it, or it was never sent), on a question closed as resolved
+    that the resident got no other answer to: the question goes back to the queue, for a
+    lawyer to call or write again; return its id (None: nothing to do).
+
+    No other answer: no call of the hotline's that the resident answered, and no other SMS
+    answer on its way or delivered. "The system" writes REOPENED (sms_id) to the audit log.
+    Questions closed otherwise (a wrong number, a test call, no answer after the last try)
+    stay closed: the SMS was not their answer.
+    """
+    if (message.direction != SMS_OUT or message.sent_by_id is None
+            or message.question_id is None
+            or message.status not in (SMS_FAILED, SMS_UNDELIVERED)):
+        return None
+    question = session.get(Question, message.question_id, with_for_update=True)
+    if (question is None or question.status != QUESTION_CLOSED
+            or question.close_reason != CLOSE_RESOLVED):
+        return None
+    talked = exists().where(CallbackAttempt.question_id == question.id,
+                            CallbackAttempt.resident_status.in_(sorted(ANSWERED)))
+    written = exists().where(SmsMessage.question_id == question.id,
+                             SmsMessage.id != message.id, is_sms_answer())
+    if session.scalar(select(or_(talked, written))):
+        return None
+    question.status = QUESTION_WAITING
+    question.closed_at = None
+    question.closed_by_id = None
+    question.close_reason = None
+    reprioritise(question)
+    audit.record(session, None, audit.REOPENED, question.id, at=now, sms_id=message.id)
+    return question.id
 
 
 def release(question: Question) -> None:

@@ -1105,6 +1105,57 @@ def test_an_undelivered_sms_shows_twilios_error(db: Db, api: TwilioApi, twilio: 
             in section(lawyer.panel(question_id), f"sms-{message.id}"))
 
 
+def test_a_resolved_question_whose_sms_answer_did_not_arrive_goes_back_to_the_queue(
+        app: Flask, db: Db, api: TwilioApi, twilio: Twilio, lawyer: Consultant,
+        question_id: int) -> None:
+    """Answered by SMS and closed as resolved, then Twilio reports the SMS undelivered (the
+    phone off for days): the resident has no answer, so the question is back in the queue,
+    by "the system" in the audit log. Not when another answer reached them, nor a question
+    closed for another reason."""
+    def undelivered(question: int) -> None:
+        with db() as session:
+            message = session.scalars(select(SmsMessage).where(
+                SmsMessage.question_id == question).order_by(SmsMessage.id.desc())).first()
+            assert message is not None and message.message_sid is not None
+            sid = message.message_sid
+        assert twilio.post("/sms/status", {
+            "MessageSid": sid, "AccountSid": ACCOUNT_SID, "From": HOTLINE, "To": CALLER,
+            "MessageStatus": "undelivered", "ErrorCode": "30003"}).status_code == 204
+
+    assert lawyer.sms(question_id, "Пенсию назначают в ЦОН по месту жительства.").status_code \
+        == 303
+    assert lawyer.outcome(question_id, "resolved").status_code == 303
+    assert load_question(db, question_id).status == "closed"
+    undelivered(question_id)
+    question = load_question(db, question_id)
+    assert (question.status, question.close_reason, question.closed_at) == (
+        "waiting", None, None)
+    [reopened] = events(db, audit.REOPENED)
+    assert reopened.user_id is None and reopened.question_id == question_id
+    assert reopened.detail["sms_id"] > 0
+    # The second answer, by SMS too, reaches them; a late failure of the first changes nothing.
+    lawyer.claim(question_id)
+    lawyer.sms(question_id, "Позвоните нам, если остались вопросы.")
+    assert lawyer.outcome(question_id, "resolved").status_code == 303
+    with db() as session:
+        first = session.scalars(select(SmsMessage).where(
+            SmsMessage.question_id == question_id).order_by(SmsMessage.id)).first()
+        assert first is not None and first.message_sid is not None
+        first.status = "sent"  # as if its failure came late
+    assert twilio.post("/sms/status", {
+        "MessageSid": first.message_sid, "AccountSid": ACCOUNT_SID, "From": HOTLINE,
+        "To": CALLER, "MessageStatus": "failed", "ErrorCode": "30003"}).status_code == 204
+    assert load_question(db, question_id).status == "closed"
+    # Closed as a wrong number: the SMS was not its answer.
+    other = make_question(db)
+    lawyer.claim(other)
+    lawyer.sms(other, "Вы ошиблись номером?")
+    assert lawyer.outcome(other, "wrong_number", own_phone=True).status_code == 303
+    undelivered(other)
+    assert load_question(db, other).status == "closed"
+    assert len(events(db, audit.REOPENED)) == 1
+
+
 def test_twilios_own_sms_error_text_is_only_detail(db: Db, api: TwilioApi,
                                                    lawyer: Consultant, question_id: int) -> None:
     twilios_words = "The 'To' number is not a valid phone number."
