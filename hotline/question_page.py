@@ -48,7 +48,7 @@ from hotline.workspace import (
 )
 from storage import audit
 from storage.callbacks import end_live_attempts, lock_attempts
-from storage.claims import release_claim, touch_claim
+from storage.claims import release_claim, resident_holders, touch_claim
 from storage.db import retry_conflicts, unit_of_work
 from storage.models import (
     CHANNEL_VOICE,
@@ -257,6 +257,17 @@ def _page_context(session: Session, question: Question, account: auth.Account,
                   now: datetime) -> dict[str, Any]:
     holder, holds, can_claim = _holder_state(question, account.id, now)
     closed = question.status == QUESTION_CLOSED
+    # One resident, one consultant (storage.claims): whoever holds the resident's other
+    # question takes this one too; the page says so instead of a Claim refused with a 409.
+    resident_holder = None
+    if can_claim and question.caller_id is not None:
+        other = resident_holders(session, [question.caller_id], now, lapse_before(now),
+                                 other_than_user=account.id,
+                                 other_than_question=question.id).get(question.caller_id)
+        if other is not None:
+            can_claim = False
+            resident_holder = str(_("%(name)s holds question %(id)s of this resident",
+                                    name=other.name, id=other.question_id))
     transcript = question.transcript
     topics = [(topic, topic_title(topic)) for topic in runtime().flow.content.topics]
     if question.topic and question.topic not in runtime().flow.content.topics:
@@ -274,6 +285,7 @@ def _page_context(session: Session, question: Question, account: auth.Account,
         "holder": holder,
         "holds": holds,
         "can_claim": can_claim,
+        "resident_holder": resident_holder,
         "closed": closed,
         "closed_at": local_time(question.closed_at) if question.closed_at else None,
         "closed_by": question.closed_by.name if question.closed_by else None,

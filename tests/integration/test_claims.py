@@ -608,6 +608,10 @@ def test_one_resident_one_consultant_in_the_queue_and_on_the_page(
     assert f'<td data-label="Claimed by">{held}</td>' in queue
     assert f'action="/questions/{second}/claim"' not in queue
     assert f'action="/questions/{question_id}/claim"' in queue  # another resident's: free
+    # Bolat's page of the second question offers no Claim: it says who will answer it.
+    page_b = b.get(f"/questions/{second}").get_data(as_text=True)
+    assert f'action="/questions/{second}/claim"' not in page_b
+    assert f'<p class="hint" id="held-by">{held}</p>' in page_b
     refused = b.claim(second)
     assert refused.status_code == 409
     assert (f"Aigerim holds question {first} of the same resident and will answer question "
