@@ -1192,6 +1192,10 @@ def test_sms_answers_that_cannot_be_sent_are_refused(app: Flask, db: Db, api: Tw
     form = f'action="/questions/{question_id}/sms"'
     assert form in long.get_data(as_text=True)
     assert draft(long, "sms-body") == written
+    # In the question page's panel style, on a phone too (callbacks.css), not a bare form.
+    assert 'href="/static/callbacks.css"' in long.get_data(as_text=True)
+    assert re.search(r'<section class="callback-panel" id="draft">\s*<form id="sms-form"',
+                     long.get_data(as_text=True))
     shortened = {"csrf_token": again.inputs["csrf_token"], "body": written[:-1]}
     assert lawyer.browser.post(f"/questions/{question_id}/sms", shortened).status_code == 303
     opt_out(app, db, where)
