@@ -190,6 +190,8 @@ def send_sms(runtime: Runtime, message_id: int) -> str:
     now = datetime.now(UTC)
     with unit_of_work(runtime.sessions) as session:
         stale_before = now - timedelta(seconds=settings.stale_seconds)
+        before = session.execute(select(SmsMessage.status, SmsMessage.error_message)
+                                 .where(SmsMessage.id == message_id)).one_or_none()
         claimed = _claim(session, message_id, now, stale_before)
         message = session.get(SmsMessage, message_id)
         if message is None:
@@ -198,6 +200,12 @@ def send_sms(runtime: Runtime, message_id: int) -> str:
         if not claimed:
             # Sent already, final, or another worker is sending it right now.
             return message.status
+        # An earlier try may have reached Twilio without its answer being stored: a worker
+        # that died after the POST (the row left "sending"), or an error after it (a timeout
+        # reading the answer, a 5xx), retried. Twilio is asked first (_sent_before).
+        tried_before = before is not None and (before.status == SMS_SENDING
+                                               or before.error_message is not None)
+        created_at = message.created_at
         caller = _caller_of(session, message, create=False, now=now)
         if sms.opted_out(session, caller, runtime.pseudonym_key, phone=message.phone):
             message.status = SMS_FAILED
@@ -215,6 +223,14 @@ def send_sms(runtime: Runtime, message_id: int) -> str:
         params["status_callback"] = callback
     client = make_twilio_client(settings)
     try:
+        earlier = (_sent_before(runtime, client, message_id, to, settings.twilio_phone_number,
+                                body, created_at) if tried_before else None)
+        if earlier is not None:
+            log.info("SMS %s: Twilio has it already (%s), from an earlier try: not sent again",
+                     message_id, earlier.sid)
+            return _finish(runtime, message_id, message_sid=str(earlier.sid),
+                           status=str(earlier.status or SMS_QUEUED), error_code=None,
+                           error_message=None)
         sent = client.messages.create(**params)
     except (TwilioRestException, TwilioServiceException) as exc:
         status, code = int(exc.status), exc.code
@@ -235,6 +251,38 @@ def send_sms(runtime: Runtime, message_id: int) -> str:
         close_twilio_client(client)
     return _finish(runtime, message_id, message_sid=str(sent.sid),
                    status=str(sent.status or SMS_QUEUED), error_code=None, error_message=None)
+
+
+# How far back, before the row was made, a message Twilio lists may have been created (clocks).
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+def _sent_before(runtime: Runtime, client: Client, message_id: int, to: str, from_: str,
+                 body: str, created_at: datetime) -> Any:
+    """The message Twilio already has for this row, from an earlier try whose answer was not
+    stored, or None: one to the same number, from ours, with the same text, created since the
+    row was (the resident's newest first; a resident gets few), and whose SID no row of ours
+    holds. The same text sent to them on purpose before (the same answer again) is another
+    row's: its SID is stored there, or it was created before this row.
+
+    When Twilio cannot be asked, None: sending again risks a duplicate, not sending risks no
+    SMS at all; the duplicate is the smaller harm.
+    """
+    try:
+        listed = client.messages.list(to=to, from_=from_, limit=20)
+    except (TwilioRestException, TwilioServiceException, requests.RequestException) as exc:
+        log.warning("SMS %s: could not ask Twilio whether an earlier try sent it (%s); "
+                    "sending", message_id, type(exc).__name__)
+        return None
+    since = created_at - CLOCK_SKEW
+    candidates = [earlier for earlier in listed if earlier.body == body and (
+        earlier.date_created is None or earlier.date_created >= since)]
+    if not candidates:
+        return None
+    with unit_of_work(runtime.sessions, read_only=True) as session:
+        stored = set(session.scalars(select(SmsMessage.message_sid).where(
+            SmsMessage.message_sid.in_([str(c.sid) for c in candidates]))))
+    return next((c for c in candidates if str(c.sid) not in stored), None)
 
 
 def messages_to_send(runtime: Runtime) -> list[int]:

@@ -2,7 +2,8 @@
 
 The app talks to it through the twilio client's own HTTP layer (TWILIO_API_URL points here).
 It checks the account's login, records every request, and answers like Twilio: 201 with the
-resource's JSON (an SM or CA sid), or an error scripted with fail_next. It also lists the
+resource's JSON (an SM or CA sid), or an error scripted with fail_next. It lists the messages
+it accepted (GET Messages.json, by To and From, newest first). It also lists the
 account's recordings (GET Recordings.json, by page, newest first, with Twilio's DateCreated>
 filter) and shows a call (GET Calls/CA….json), from what a test put there with add_recording
 and add_call, and deletes a recording (DELETE Recordings/RE….json: 204, or 404 when it has none);
@@ -82,6 +83,7 @@ class TwilioApi:
         self._script: dict[str, list[tuple[int, dict[str, Any]]]] = {
             MESSAGES: [], CALLS: [], RECORDINGS: [], CALL_RECORDS: [], RECORDING_DELETE: []}
         self.recordings: list[dict[str, Any]] = []  # the account's, as Twilio lists them
+        self.messages: list[dict[str, Any]] = []  # those it accepted (GET Messages.json)
         self.remote_calls: dict[str, dict[str, Any]] = {}
         # Called with the resource ("Calls", "Messages"...) before a POST to it is answered:
         # a test's moment to act while the app waits for Twilio.
@@ -162,6 +164,20 @@ class TwilioApi:
             "next_page_uri": f"{base}?{urlencode({**query, 'Page': page + 1})}" if more else None,
         }
 
+    def _list_messages(self, query: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        """GET Messages.json: the accepted messages, newest first, filtered by To and From
+        (one page: enough for the few a resident gets)."""
+        size = int(query.get("PageSize", "50"))
+        with self._lock:
+            rows = [m for m in reversed(self.messages)
+                    if query.get("To", m["to"]) == m["to"]
+                    and query.get("From", m["from"]) == m["from"]][:size]
+        base = f"/2010-04-01/Accounts/{self.account_sid}/Messages.json"
+        return 200, {"messages": rows, "page": 0, "page_size": size, "start": 0,
+                     "end": len(rows) - 1, "uri": f"{base}?{urlencode(query)}",
+                     "first_page_uri": f"{base}?{urlencode(query)}",
+                     "previous_page_uri": None, "next_page_uri": None}
+
     def _delete_recording(self, sid: str) -> tuple[int, dict[str, Any]]:
         """DELETE Recordings/<sid>.json: 204 when the account has it (then no more), else 404."""
         with self._lock:
@@ -184,6 +200,12 @@ class TwilioApi:
             return self._delete_recording(deleting["sid"])
         listing, showing = (RECORDINGS_PATH.fullmatch(parts.path),
                             CALL_PATH.fullmatch(parts.path))
+        resource_get = RESOURCE_PATH.fullmatch(parts.path)
+        if (method == "GET" and resource_get and resource_get["resource"] == MESSAGES
+                and resource_get["account"] == self.account_sid):
+            if authorization != self._expected:
+                return twilio_error(401, 20003, "Authenticate")
+            return self._list_messages({k: v[0] for k, v in parse_qs(parts.query).items()})
         if method == "GET" and (listing or showing) and authorization != self._expected:
             return twilio_error(401, 20003, "Authenticate")
         if method == "GET" and listing and listing["account"] == self.account_sid:
@@ -218,7 +240,7 @@ class TwilioApi:
         sid = "SM" + uuid.uuid4().hex
         now = format_datetime(datetime.now(UTC), usegmt=True)
         body = form.get("Body", "")
-        return 201, {
+        message = {
             "account_sid": self.account_sid, "api_version": "2010-04-01", "body": body,
             "date_created": now, "date_sent": None, "date_updated": now,
             "direction": "outbound-api", "error_code": None, "error_message": None,
@@ -229,6 +251,9 @@ class TwilioApi:
                 "media": f"/2010-04-01/Accounts/{self.account_sid}/Messages/{sid}/Media.json"},
             "uri": f"/2010-04-01/Accounts/{self.account_sid}/Messages/{sid}.json",
         }
+        with self._lock:
+            self.messages.append(message)
+        return 201, message
 
     def _call(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
         if not form.get("To") or not form.get("From"):

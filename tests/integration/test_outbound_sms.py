@@ -223,8 +223,10 @@ def test_a_server_error_is_retried_and_then_sent(rt: Runtime, db: Db, api: Twili
     assert "HTTP 500" in (message.error_message or "")
 
     assert send_sms(rt, message_id) == "queued"
-    assert [r.status for r in api.requests] == [500, 201]
-    assert api.requests[0].form == api.requests[1].form
+    # The retry asks Twilio first whether the failed try created it (it did not), then sends.
+    assert [(r.method, r.status) for r in api.requests] == [
+        ("POST", 500), ("GET", 200), ("POST", 201)]
+    assert api.requests[0].form == api.requests[2].form
     message = load(db, message_id)
     assert message.message_sid is not None
     assert (message.error_code, message.error_message) == (None, None)
@@ -272,6 +274,45 @@ def test_a_message_another_worker_is_sending_is_left_alone_until_stale(
     assert messages_to_send(rt) == [message_id]
     assert send_sms(rt, message_id) == "queued"
     assert len(api.sent()) == 1
+
+
+def test_a_message_twilio_took_before_the_worker_died_is_not_sent_again(
+    rt: Runtime, db: Db, api: TwilioApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker dies after Twilio accepted the message and before its answer is stored: the
+    row stays "sending" with no MessageSid, and the sweep sends it again once stale. The
+    retry asks Twilio first, finds it, and stores its SID: the resident gets one SMS."""
+    import hotline.outbound_sms as outbound
+
+    message_id = queue(db, "Сұрағыңыз кезекте. Заңгер 3 жұмыс күні ішінде хабарласады.")
+
+    def died(*args: object, **kwargs: object) -> str:
+        raise SystemExit("the worker was killed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(outbound, "_finish", died)
+        with pytest.raises(SystemExit):
+            send_sms(rt, message_id)
+    [accepted] = api.messages
+    message = load(db, message_id)
+    assert (message.status, message.message_sid) == ("sending", None)
+    with db() as session:
+        stale = session.get(SmsMessage, message_id)
+        assert stale is not None
+        stale.updated_at = datetime.now(UTC) - timedelta(seconds=rt.settings.stale_seconds + 5)
+    assert messages_to_send(rt) == [message_id]
+    assert send_sms(rt, message_id) == "queued"
+    assert len(api.sent()) == 1
+    message = load(db, message_id)
+    assert message.message_sid == accepted["sid"]
+    # The same text queued again a moment later (a new row) is a new message, even on its
+    # retry after an error: the first one's SID is stored on the first row.
+    again = queue(db, "Сұрағыңыз кезекте. Заңгер 3 жұмыс күні ішінде хабарласады.")
+    api.fail_next(SERVER_ERROR)
+    with pytest.raises(SmsRetry):
+        send_sms(rt, again)
+    assert send_sms(rt, again) == "queued" and len(api.sent()) == 2
+    assert load(db, again).message_sid not in (None, accepted["sid"])
 
 
 def test_only_queued_outbound_messages_are_sent(rt: Runtime, db: Db, api: TwilioApi) -> None:
