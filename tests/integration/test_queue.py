@@ -814,6 +814,9 @@ def test_the_question_pages_redirects_leave_a_notice(app: Flask, consultant: str
     assert '<p class="notice" role="status">Question 12 is back in the queue.</p>' in released
     closed = browser.get("/queue?closed=12&lang=ru").get_data(as_text=True)
     assert "Вопрос 12 закрыт." in closed
+    # In Kazakh the number is marked as one ("№12 сұрағы"): "12 сұрағы" reads as a count.
+    assert "№12 сұрағы жабылды." in browser.get("/queue?closed=12&lang=kk").get_data(
+        as_text=True)
     assert 'class="notice"' not in browser.get("/queue?closed=x").get_data(as_text=True)
 
 
