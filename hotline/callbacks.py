@@ -528,13 +528,6 @@ def _refuse_sms(message: str, question_id: int, body: str, *,
                            back=url_for("workspace.question", question_id=question_id)), 400
 
 
-def _talking_now(db: Session, question_id: int, user_id: int, now: datetime) -> bool:
-    """Whether the user's newest attempt at the question has them connected to the resident."""
-    newest = next(iter(store.attempts_of(db, question_id)), None)
-    return (newest is not None and newest.consultant_id == user_id
-            and newest.state == CALLBACK_CONNECTED and store.is_live(newest, now))
-
-
 def _open_elsewhere(db: Session, caller_id: int | None, question_ids: list[int]) -> bool:
     """Whether the resident has an open question besides these (one that will be called)."""
     if caller_id is None:
@@ -833,23 +826,22 @@ def outcome(question_id: int) -> ResponseReturnValue:
     sms_id: int | None = None
     sms_refused: str | None = None
     own_phone = request.form.get("own_phone") == "1"
-    if chosen == OUTCOME_NO_ANSWER:
+    if chosen in (OUTCOME_NO_ANSWER, OUTCOME_WRONG_NUMBER):
         with unit_of_work(runtime().sessions, read_only=True) as db:
-            talking = _talking_now(db, question_id, account.id, now)
-        if talking:
+            call = store.own_open_attempt(db, question_id, account.id)
+            talking = (call is not None and call.state == CALLBACK_CONNECTED
+                       and store.is_live(call, now))
+        if talking and chosen == OUTCOME_NO_ANSWER:
             # A form written before the call, or a slip: the resident is on the line.
             return _refuse(409, _("Please try again"), _(
                 "The resident answered this call and you are still connected: it cannot be "
                 "written as no answer. Write what came of the conversation once it ends."),
                 question_id)
-    if chosen in (OUTCOME_NO_ANSWER, OUTCOME_WRONG_NUMBER) and not own_phone:
         # Both say a call was made: a failed try counts towards giving up, and the last one
         # tells the resident by SMS that a lawyer called them; a wrong number closes the
         # question unasked (the quick close asks first). Only a call that rang the resident
         # counts: the hotline's, or one the lawyer says they made from their own phone.
-        with unit_of_work(runtime().sessions, read_only=True) as db:
-            rang = store.rang_resident(db, question_id, account.id)
-        if not rang:
+        if not own_phone and not store.rang_resident(call):
             return _refuse(409, _("Please try again"), _(
                 "The hotline has not rung the resident since the last outcome (the call did "
                 "not reach their phone, or there was none), so this cannot be written as no "

@@ -320,18 +320,20 @@ def record_status(
     session: Session, message: SmsMessage, status: str, error_code: int | None, now: datetime,
     key: bytes,
 ) -> None:
-    """Apply a delivery status callback: only forward, and opt out on Twilio 21610."""
+    """Apply a delivery status callback: only forward, and opt out on Twilio 21610. The
+    callback that makes it failed or undelivered (only that one: Twilio repeats them) may
+    put its question back in the queue (_not_delivered)."""
     if _rank(status) > _rank(message.status):
         message.status = status
         if error_code is not None:
             message.error_code = error_code
         message.updated_at = now
+        _not_delivered(session, message, now)
     elif error_code is not None and message.error_code is None:
         message.error_code = error_code
         message.updated_at = now
     if error_code == TWILIO_OPTED_OUT:
         _opt_out(session, message, now, key)
-    _not_delivered(session, message, now)
 
 
 @bp.post(STATUS_PATH)

@@ -340,15 +340,23 @@ def _derive_state(attempt: CallbackAttempt, now: datetime) -> None:
         attempt.ended_at = attempt.ended_at or now
 
 
-def rang_resident(session: Session, question_id: int, user_id: int) -> bool:
-    """Whether the hotline rang the resident on the user's call whose outcome is not written
-    yet: the question's newest attempt is theirs, has no outcome, and its resident leg was
+def own_open_attempt(session: Session, question_id: int,
+                     user_id: int) -> CallbackAttempt | None:
+    """The question's newest attempt if it is the user's and its outcome is not written yet
+    (the call the outcome form is about); else None."""
+    newest = next(iter(attempts_of(session, question_id)), None)
+    if newest is None or newest.consultant_id != user_id or newest.outcome is not None:
+        return None
+    return newest
+
+
+def rang_resident(attempt: CallbackAttempt | None) -> bool:
+    """Whether the attempt (own_open_attempt's) rang the resident: its resident leg was
     dialled (a status of that leg came: initiated, ringing, busy, no-answer...). Not when
     Twilio could not place the call, the consultant's own phone did not answer, or a machine
     took it: the resident's phone never rang."""
-    newest = next(iter(attempts_of(session, question_id)), None)
-    return (newest is not None and newest.consultant_id == user_id and newest.outcome is None
-            and (newest.resident_status is not None or newest.resident_call_sid is not None))
+    return attempt is not None and (attempt.resident_status is not None
+                                    or attempt.resident_call_sid is not None)
 
 
 def resident_answered(attempt: CallbackAttempt) -> bool:
@@ -439,9 +447,7 @@ def apply_outcome(session: Session, question: Question, user_id: int, outcome: s
         raise ValueError(f"unknown outcome {outcome!r}")
     # The outcome belongs to the question's newest attempt if this user made it and it has
     # none yet; otherwise they called by other means.
-    newest = next(iter(attempts_of(session, question.id)), None)
-    attempt = (newest if newest is not None and newest.consultant_id == user_id
-               and newest.outcome is None else None)
+    attempt = own_open_attempt(session, question.id, user_id)
     if referral:  # needed for follow-up; kept with any outcome it was written with
         question.referral = referral
     # Every outcome means a call was made, maybe by other means than the hotline's bridge.

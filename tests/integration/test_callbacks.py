@@ -1013,12 +1013,7 @@ def test_no_answer_counts_only_a_call_that_rang_the_resident(
     assert counted.detail["own_phone"] is True
     # The hotline's call rang the resident, who did not pick up: counted as it is.
     assert lawyer.claim(question_id).status_code == 303
-    attempt, form = started_call(lawyer, api, db, question_id)
-    sid = attempt.consultant_call_sid
-    assert sid is not None
-    twiml(twilio.post_url(form["Url"], leg_form(sid, "in-progress", AnsweredBy="human")))
-    twilio.post(f"/callbacks/{attempt.id}/status/resident",
-                resident_form(new_sid("CA"), sid, "no-answer"))
+    resident_rung(lawyer, api, db, twilio, question_id, "no-answer")
     assert lawyer.outcome(question_id, "no_answer").status_code == 303
     assert load_question(db, question_id).callback_attempts == 2
     assert "own_phone" not in events(db, audit.OUTCOME)[-1].detail
@@ -1154,6 +1149,19 @@ def test_a_resolved_question_whose_sms_answer_did_not_arrive_goes_back_to_the_qu
     undelivered(other)
     assert load_question(db, other).status == "closed"
     assert len(events(db, audit.REOPENED)) == 1
+    # Twilio repeats the callback after the reopened question was settled again (a lawyer
+    # called from their own phone): only the callback that made it undelivered counted.
+    third = make_question(db)
+    lawyer.claim(third)
+    lawyer.sms(third, "Ответ юриста")
+    assert lawyer.outcome(third, "resolved").status_code == 303
+    undelivered(third)
+    assert load_question(db, third).status == "waiting"
+    lawyer.claim(third)
+    assert lawyer.outcome(third, "resolved").status_code == 303
+    undelivered(third)
+    assert load_question(db, third).status == "closed"
+    assert len(events(db, audit.REOPENED)) == 2
 
 
 def test_twilios_own_sms_error_text_is_only_detail(db: Db, api: TwilioApi,
@@ -1254,16 +1262,24 @@ def test_a_logged_out_visitor_can_do_none_of_this(app: Flask, db: Db, api: Twili
 
 # -- a long call, a released question, first callbacks, double clicks -------------------------
 
-def connected_call(lawyer: Consultant, api: TwilioApi, db: Db, twilio: Twilio,
-                   question_id: int) -> CallbackAttempt:
-    """Press Call, answer, and have the resident pick up."""
+def resident_rung(lawyer: Consultant, api: TwilioApi, db: Db, twilio: Twilio,
+                  question_id: int, status: str) -> CallbackAttempt:
+    """Press Call, answer, and have the resident's leg report status (in-progress: they
+    picked up; no-answer, busy...); return the attempt as it then is."""
     attempt, form = started_call(lawyer, api, db, question_id)
     sid = attempt.consultant_call_sid
     assert sid is not None
     twiml(twilio.post_url(form["Url"], leg_form(sid, "in-progress", AnsweredBy="human")))
     twilio.post(f"/callbacks/{attempt.id}/status/resident",
-                resident_form(new_sid("CA"), sid, "in-progress"))
-    [connected] = attempts(db, question_id)
+                resident_form(new_sid("CA"), sid, status))
+    [rung] = [a for a in attempts(db, question_id) if a.id == attempt.id]
+    return rung
+
+
+def connected_call(lawyer: Consultant, api: TwilioApi, db: Db, twilio: Twilio,
+                   question_id: int) -> CallbackAttempt:
+    """Press Call, answer, and have the resident pick up."""
+    connected = resident_rung(lawyer, api, db, twilio, question_id, "in-progress")
     assert connected.state == "connected"
     return connected
 
