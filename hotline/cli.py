@@ -285,14 +285,13 @@ def health_command(as_json: bool) -> None:
 def _schema_missing(rt: Runtime) -> bool:
     """Whether the database answers and has no migration revision (no alembic_version); False
     when it cannot be asked, for the checks to say so."""
-    from alembic.runtime.migration import MigrationContext
     from sqlalchemy.exc import SQLAlchemyError
 
-    from storage.db import unit_of_work
+    from storage.db import revision_of, unit_of_work
 
     try:
         with unit_of_work(rt.sessions, read_only=True) as session:
-            revision = MigrationContext.configure(session.connection()).get_current_revision()
+            revision = revision_of(session.connection())
     except SQLAlchemyError:
         return False
     return revision is None
@@ -335,14 +334,12 @@ def recordings_catch_up(hours: int | None) -> None:
     outage: the periodic job does the same every 10 minutes)."""
     from twilio.base.exceptions import TwilioException
 
-    from hotline.recording_catchup import catch_up_recordings, enabled
+    from hotline.recording_catchup import catch_up_recordings, enabled, our_number
     from hotline.recordings import download_recording
-    from storage.phones import normalise_phone
 
     rt = _runtime()
     number = rt.settings.twilio_phone_number
-    if number and not rt.settings.demo and normalise_phone(
-            number, rt.settings.default_region) is None:
+    if number and not rt.settings.demo and our_number(rt) is None:
         raise click.ClickException(
             f"TWILIO_PHONE_NUMBER {number} is not a valid phone number: the catch-up finds "
             "the hotline's calls by it. Set the hotline's number, like +77172123456.")

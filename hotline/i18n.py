@@ -28,6 +28,9 @@ from flask_babel import gettext as _
 TRANSLATIONS_DIR = Path(__file__).resolve().parent / "translations"
 # Code and the language's own name, in the order the switcher shows them.
 LANGUAGES = {"kk": "Қазақша", "ru": "Русский", "en": "English"}
+DEFAULT_LANGUAGE = "kk"
+LANGUAGE_COOKIE = "lang"
+LANGUAGE_COOKIE_SECONDS = 365 * 24 * 3600
 
 
 # Alphabetical order for lists shown in a language (the regions in the question page's and
@@ -69,9 +72,7 @@ def language_name(code: str | None) -> str:
     """A question's or caller's language as the pages show it, the same on each ("unknown"
     in the page's language when the caller never chose one)."""
     return LANGUAGES.get(code or "", code or str(_("unknown")))
-DEFAULT_LANGUAGE = "kk"
-LANGUAGE_COOKIE = "lang"
-LANGUAGE_COOKIE_SECONDS = 365 * 24 * 3600
+
 
 babel = Babel()
 

@@ -269,6 +269,7 @@ def _page_context(session: Session, question: Question, account: auth.Account,
             resident_holder = str(_("%(name)s holds question %(id)s of this resident",
                                     name=other.name, id=other.question_id))
     transcript = question.transcript
+    audio = _audio_state(question)
     topics = [(topic, topic_title(topic)) for topic in runtime().flow.content.topics]
     if question.topic and question.topic not in runtime().flow.content.topics:
         topics.append((question.topic, topic_title(question.topic)))
@@ -292,12 +293,12 @@ def _page_context(session: Session, question: Question, account: auth.Account,
         "close_reason": (str(CLOSE_REASONS.get(question.close_reason, question.close_reason))
                          if question.close_reason else None),
         "phone": question.caller.phone if question.caller else None,
-        "audio": _audio_state(question),
+        "audio": audio,
         "audio_deleted": _audio_deleted(question),
         "transcription": transcription_words(
             question.transcription_state,
             question.recording.duration if question.recording else None,
-            _audio_state(question) == "stored"),
+            audio == "stored"),
         "no_speech_model": question.transcription_state == TRANSCRIPTION_NO_MODEL,
         "transcript": transcript,
         "words": transcript_words(transcript.words or []) if transcript else [],

@@ -234,9 +234,6 @@ def _promise(question: Question, now: datetime) -> Badge | None:
     return None
 
 
-_language = i18n.language_name
-
-
 def _region(region: str | None) -> str:
     """A region code's name (the question page tags questions with codes)."""
     return region_name(region) if region else str(_("no region"))
@@ -282,7 +279,7 @@ def _row(question: Question, user_id: int, lapsed: datetime, now: datetime,
         waited=shown,
         received=local_time(question.created_at),
         badges=_badges(question, now, talks.get(question.id), question.id in answered),
-        language=_language(question.language),
+        language=i18n.language_name(question.language),
         topic=topic_title(question.topic),
         channel=str(CHANNELS.get(question.channel, question.channel)),
         region=_region(question.region),
@@ -299,7 +296,7 @@ def _row(question: Question, user_id: int, lapsed: datetime, now: datetime,
 
 def _facet_label(name: str, value: str | None) -> str:
     if name == "language":
-        return _language(value)
+        return i18n.language_name(value)
     if name == "topic":
         return topic_title(value)
     if name == "channel":

@@ -73,10 +73,11 @@ def enabled(runtime: Runtime, hours: int | None = None) -> bool:
     """Whether catching up can run: a real Twilio account and number, and some hours."""
     settings = runtime.settings
     return ((hours or settings.recording_catchup_hours) > 0 and not settings.demo
-            and bool(settings.twilio_account_sid) and _our_number(runtime) is not None)
+            and bool(settings.twilio_account_sid) and our_number(runtime) is not None)
 
 
-def _our_number(runtime: Runtime) -> str | None:
+def our_number(runtime: Runtime) -> str | None:
+    """The hotline's number as the catch-up matches calls by it (None: not a valid one)."""
     settings = runtime.settings
     return normalise_phone(settings.twilio_phone_number, settings.default_region)
 
@@ -120,7 +121,7 @@ def catch_up_recordings(runtime: Runtime, *, hours: int | None = None,
     finally:
         if own_client:
             close_twilio_client(client)
-    ours = _our_number(runtime)
+    ours = our_number(runtime)
     for recording in missing:
         if recording.call_sid in remote:
             call = remote[recording.call_sid]

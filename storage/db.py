@@ -641,6 +641,12 @@ def current_revision(url: str) -> str | None:
     engine = make_engine(url)
     try:
         with engine.connect() as connection:
-            return MigrationContext.configure(connection).get_current_revision()
+            return revision_of(connection)
     finally:
         engine.dispose()
+
+
+def revision_of(connection: Connection) -> str | None:
+    """The migration revision of the database on this connection (None: never migrated)."""
+    revision: str | None = MigrationContext.configure(connection).get_current_revision()
+    return revision
