@@ -21,7 +21,7 @@ from click.testing import CliRunner, Result
 from flask import Flask
 from flask.cli import ScriptInfo
 from sqlalchemy import Engine, func, select, text
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 from twilio.request_validator import RequestValidator
 from werkzeug.test import TestResponse
 
@@ -284,3 +284,36 @@ def beside_held_writer_queue(database_url: str, work: Callable[[], _Result]) -> 
     if errors:
         raise errors[0]
     return results[0]
+
+
+_Outcome = TypeVar("_Outcome")
+
+
+def in_two_threads(
+    factory: sessionmaker[Session],
+    work: Callable[[Session], _Outcome],
+    prepare: Callable[[Session, threading.Barrier], None],
+) -> list[_Outcome]:
+    """Run work in two threads at once, each in its own unit of work (prepare first: where
+    the two meet, at the barrier); return both results, in the order they finished."""
+    barrier = threading.Barrier(2, timeout=30)
+    results: list[_Outcome] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with unit_of_work(factory) as session:
+                prepare(session, barrier)
+                results.append(work(session))
+        except BaseException as error:  # re-raised in the test's thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    if errors:
+        raise errors[0]
+    assert len(results) == 2
+    return results

@@ -47,7 +47,7 @@ from storage.models import (
     User,
 )
 from storage.queue import QueueFilter
-from tests.support import BASE_URL
+from tests.support import BASE_URL, in_two_threads
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 IDLE = timedelta(minutes=30)
@@ -199,31 +199,20 @@ def _twice_at_once(session_factory: sessionmaker[Session],
                    hold: float = 0.0) -> list[Taken | None]:
     """Run work in two transactions at the same moment (hold: each keeps its transaction open
     that long after work, uncommitted); return what each gave."""
-    barrier = threading.Barrier(2, timeout=30)
     postgres = session_factory.kw["bind"].dialect.name == "postgresql"
-    results: list[Taken | None] = []
-    errors: list[BaseException] = []
 
-    def request() -> None:
-        try:
-            with unit_of_work(session_factory) as session:
-                if postgres:
-                    # Both transactions are open, and have read, before either takes.
-                    session.execute(text("SELECT 1"))
-                barrier.wait()  # on SQLite before BEGIN IMMEDIATE: the database orders them
-                results.append(work(session))
-                time.sleep(hold)
-        except BaseException as error:  # re-raised in the test's thread
-            errors.append(error)
+    def meet(session: Session, barrier: threading.Barrier) -> None:
+        if postgres:
+            # Both transactions are open, and have read, before either takes.
+            session.execute(text("SELECT 1"))
+        barrier.wait()  # on SQLite before BEGIN IMMEDIATE: the database orders them
 
-    threads = [threading.Thread(target=request) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    if errors:
-        raise errors[0]
-    return results
+    def held(session: Session) -> Taken | None:
+        taken = work(session)
+        time.sleep(hold)
+        return taken
+
+    return in_two_threads(session_factory, held, meet)
 
 
 @pytest.mark.parametrize("hold", [0.0, 0.5])

@@ -75,6 +75,14 @@ def load(db: Db, message_id: int) -> SmsMessage:
         return message
 
 
+def stale(rt: Runtime, db: Db, message_id: int) -> None:
+    """Age the message's last change past HOTLINE_STALE_SECONDS (its sender is gone)."""
+    with db() as session:
+        message = session.get(SmsMessage, message_id)
+        assert message is not None
+        message.updated_at = datetime.now(UTC) - timedelta(seconds=rt.settings.stale_seconds + 5)
+
+
 def caller_row(db: Db, phone: str = CALLER) -> Caller | None:
     with db() as session:
         return session.scalars(select(Caller).where(Caller.phone == phone)).one_or_none()
@@ -266,11 +274,7 @@ def test_a_message_another_worker_is_sending_is_left_alone_until_stale(
     assert api.requests == []
     assert messages_to_send(rt) == []
 
-    with db() as session:
-        message = session.get(SmsMessage, message_id)
-        assert message is not None
-        # That worker died: its claim is older than HOTLINE_STALE_SECONDS.
-        message.updated_at = datetime.now(UTC) - timedelta(seconds=rt.settings.stale_seconds + 5)
+    stale(rt, db, message_id)  # that worker died: its claim is older than the stale limit
     assert messages_to_send(rt) == [message_id]
     assert send_sms(rt, message_id) == "queued"
     assert len(api.sent()) == 1
@@ -296,10 +300,7 @@ def test_a_message_twilio_took_before_the_worker_died_is_not_sent_again(
     [accepted] = api.messages
     message = load(db, message_id)
     assert (message.status, message.message_sid) == ("sending", None)
-    with db() as session:
-        stale = session.get(SmsMessage, message_id)
-        assert stale is not None
-        stale.updated_at = datetime.now(UTC) - timedelta(seconds=rt.settings.stale_seconds + 5)
+    stale(rt, db, message_id)
     assert messages_to_send(rt) == [message_id]
     assert send_sms(rt, message_id) == "queued"
     assert len(api.sent()) == 1

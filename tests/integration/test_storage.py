@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg
 import pytest
@@ -67,9 +67,8 @@ from storage.questions import (
     waiting_questions,
 )
 from storage.utc import UTCDateTime
-from tests.support import terminate_backend
+from tests.support import in_two_threads, terminate_backend
 
-T = TypeVar("T")
 NOW = datetime(2025, 3, 14, 9, 30, tzinfo=UTC)
 ALMATY = timezone(timedelta(hours=5))
 HOTLINE = "+77000000000"
@@ -91,35 +90,6 @@ def _record(session: Session, sid: str = "RE1", call_sid: str = "CA1", **changes
     }
     arguments.update(changes)
     return record_question(session, **arguments)
-
-
-def _in_two_threads(
-    factory: sessionmaker[Session],
-    work: Callable[[Session], T],
-    prepare: Callable[[Session, threading.Barrier], None],
-) -> list[T]:
-    """Run work in two threads at once, each in its own unit of work; return both results."""
-    barrier = threading.Barrier(2, timeout=30)
-    results: list[T] = []
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            with unit_of_work(factory) as session:
-                prepare(session, barrier)
-                results.append(work(session))
-        except BaseException as error:  # re-raised in the test's thread
-            errors.append(error)
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    if errors:
-        raise errors[0]
-    assert len(results) == 2
-    return results
 
 
 class _Meet:
@@ -464,7 +434,7 @@ def test_touch_caller_and_language(session_factory: sessionmaker[Session]) -> No
 def test_touch_caller_concurrently_creates_one(session_factory: sessionmaker[Session],
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     race = MeetBeforeFirstInsert("callers", monkeypatch)
-    results = _in_two_threads(
+    results = in_two_threads(
         session_factory,
         lambda session: touch_caller(session, "+77011234567", NOW).id,
         prepare=race,
@@ -523,7 +493,7 @@ def test_start_call_concurrently_creates_one(session_factory: sessionmaker[Sessi
                                              callers: int,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     race = MeetBeforeFirstInsert(first_table, monkeypatch)
-    results = _in_two_threads(
+    results = in_two_threads(
         session_factory,
         lambda session: (
             start_call(
@@ -621,7 +591,7 @@ def test_key_presses_at_the_same_moment_are_both_kept(
     def meet(session: Session, barrier: threading.Barrier) -> None:
         barrier.wait()  # both transactions start together; each appends in one UPDATE
 
-    _in_two_threads(session_factory,
+    in_two_threads(session_factory,
                     lambda session: record_keys(session, "CA1", "main", next(presses), NOW),
                     prepare=meet)
     with session_factory() as session:
@@ -935,7 +905,7 @@ def test_record_question_concurrently_creates_one(
         return question.id, recording.id, created
 
     race = MeetAfterFirstLookup(Recording)
-    results = _in_two_threads(session_factory, ask, prepare=race)
+    results = in_two_threads(session_factory, ask, prepare=race)
     race.check(session_factory)
     assert sorted(created for _, _, created in results) == [False, True]
     assert results[0][:2] == results[1][:2]
