@@ -89,6 +89,7 @@ DETAILS: dict[str, Callable[[Any], str]] = {
     "note_id": lambda v: str(_("note %(id)s", id=v)),
     # storage.claims: a claim not touched for HOTLINE_CLAIM_IDLE_MINUTES, ended by the system.
     "lapsed_claim_of": lambda v: str(_("%(name)s's claim lapsed: left idle", name=v)),
+    "logged_out": lambda v: str(_("on logging out")) if v else "",
     "length": lambda v: str(_("%(count)s characters", count=v)),
     "reason": lambda v: str(_("reason: %(reason)s",
                               reason=CLOSE_REASONS.get(str(v), str(v)))),

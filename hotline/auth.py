@@ -19,6 +19,7 @@ from flask import (
     Response,
     abort,
     current_app,
+    flash,
     redirect,
     render_template,
     request,
@@ -39,6 +40,8 @@ from wtforms.validators import DataRequired, Length
 from hotline import i18n
 from hotline.config import LOCAL_TIME
 from hotline.runtime import Runtime
+from storage import audit
+from storage.claims import release_claims_of
 from storage.db import unit_of_work
 from storage.models import User, utcnow
 from storage.users import attempt_login, confirm_password
@@ -258,9 +261,30 @@ def login() -> ResponseReturnValue:
 
 @bp.post("/logout")
 def logout() -> ResponseReturnValue:
-    """Log out and forget the session."""
+    """Log out and forget the session.
+
+    The questions the user holds go back to the queue, each with its audit event, and the login
+    page says which: a colleague need not wait HOTLINE_CLAIM_IDLE_MINUTES for the claims to
+    lapse. One with a call going on stays claimed and lapses when the call ends. The user's
+    other logged-in browsers (a logout ends only this one's session) then find those questions
+    back in the queue, as after a lapse."""
+    released: list[int] = []
+    if current_user.is_authenticated:
+        account, now = current_account(), utcnow()
+        with unit_of_work(_runtime().sessions) as db:
+            released = release_claims_of(db, account.id, now)
+            for question_id in released:
+                audit.record(db, account.id, audit.RELEASED, question_id, ip=client_address(),
+                             at=now, logged_out=True)
+        log.info("logout: user %s, questions back in the queue: %s", account.id, released)
     logout_user()
     session.clear()
+    if len(released) == 1:
+        flash(_("You are logged out. Question %(ids)s, which you held, is back in the queue.",
+                ids=released[0]))
+    elif released:
+        flash(_("You are logged out. Questions %(ids)s, which you held, are back in the queue.",
+                ids=", ".join(map(str, released))))
     return redirect(url_for("auth.login"))
 
 

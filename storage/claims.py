@@ -363,19 +363,26 @@ def release_claim(session: Session, question_id: int, user_id: int) -> bool:
     return _changed(result) == 1
 
 
-def release_claims_of(session: Session, user_id: int, now: datetime) -> int:
-    """Return every question the user holds to the queue (their account was closed); how many.
+def release_claims_of(session: Session, user_id: int, now: datetime) -> list[int]:
+    """Return every question the user holds to the queue (they logged out, or their account
+    was closed); return the questions' ids, in order.
 
     A question with a call going on stays claimed, and lapses as any other when the call ends.
     """
-    result = session.execute(
-        update(Question)
+    held = list(session.scalars(
+        select(Question.id)
         .where(Question.status == QUESTION_CLAIMED, Question.claimed_by_id == user_id,
                ~has_live_attempt(now))
-        .values(**_UNCLAIMED)
-        .execution_options(synchronize_session=False)
-    )
-    return _changed(result)
+        .order_by(Question.id)
+        .with_for_update(of=Question)))
+    if held:
+        # Locked (PostgreSQL) or serial (SQLite): still the user's, so each of them changes.
+        session.execute(
+            update(Question)
+            .where(Question.id.in_(held), Question.claimed_by_id == user_id)
+            .values(**_UNCLAIMED)
+            .execution_options(synchronize_session=False))
+    return held
 
 
 def lapse_claims(session: Session, lapse_before: datetime, now: datetime | None = None) -> int:

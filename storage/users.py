@@ -155,7 +155,7 @@ def change_user(session: Session, user: User, *, name: str | None = None,
         if not active:
             # Its sessions end for good: opening the account again does not bring them back.
             user.sessions_from = now or utcnow()
-            changes["released_claims"] = release_claims_of(session, user.id, now or utcnow())
+            changes["released_claims"] = len(release_claims_of(session, user.id, now or utcnow()))
     session.flush()
     return changes
 

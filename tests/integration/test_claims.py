@@ -646,6 +646,64 @@ def test_a_lapsed_claim_goes_to_the_next_consultant(app: Flask, db: Db,
     assert _browser(app, "a@example.kz").claim(question_id).status_code == 409
 
 
+def _logout(browser: Browser) -> str:
+    """Press Log out; return the login page it leads to."""
+    response = browser.post("/logout", {"csrf_token": browser.token("/queue")})
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/login"
+    return browser.get(response.headers["Location"]).get_data(as_text=True)
+
+
+def test_logging_out_returns_the_held_questions_to_the_queue(app: Flask, db: Db,
+                                                             question_id: int) -> None:
+    """Aigerim logs out holding three questions: the two without a call going on are back in
+    the queue at once (Bolat need not wait for the claims to lapse), each audited, and she is
+    told which; the one on a call stays hers; Bolat's own claim is untouched."""
+    with db() as session:
+        other, on_call, bolats = _question(session), _question(session), _question(session)
+    a, b = _browser(app, "a@example.kz"), _browser(app, "b@example.kz")
+    for held in (question_id, other, on_call):
+        assert a.claim(held).status_code == 303
+    assert b.claim(bolats).status_code == 303
+    with db() as session:
+        a_id, b_id = (session.scalars(select(User.id).where(User.email == email)).one()
+                      for email in ("a@example.kz", "b@example.kz"))
+        now = datetime.now(UTC)
+        session.add(CallbackAttempt(question_id=on_call, consultant_id=a_id,
+                                    state=CALLBACK_CONNECTED, created_at=now, updated_at=now))
+
+    login = _logout(a)
+    assert (f"You are logged out. Questions {question_id}, {other}, which you held, are back "
+            "in the queue.") in login
+    with db() as session:
+        assert _state(session, question_id) == (QUESTION_WAITING, None)
+        assert _state(session, other) == (QUESTION_WAITING, None)
+        assert _state(session, on_call) == (QUESTION_CLAIMED, a_id)
+        assert _state(session, bolats) == (QUESTION_CLAIMED, b_id)
+        released = [(e.user_id, e.question_id, e.detail) for e in session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "released").order_by(AuditEvent.id))]
+        assert released == [(a_id, question_id, {"logged_out": True}),
+                            (a_id, other, {"logged_out": True})]
+    assert b.claim(question_id).status_code == 303
+    coordinator = _browser(app, "c@example.kz")
+    assert "on logging out" in coordinator.get(f"/admin/audit?question={other}").get_data(
+        as_text=True)
+
+
+def test_the_logout_message_speaks_the_users_language(app: Flask, db: Db,
+                                                      question_id: int) -> None:
+    a = _browser(app, "a@example.kz")
+    a.get("/queue?lang=ru")  # remembered in a cookie, which outlives the session
+    assert a.claim(question_id).status_code == 303
+    assert (f"Вы вышли. Вопрос {question_id}, который был за вами, вернулся в очередь."
+            in _logout(a))
+    # Holding nothing, a logout says nothing about the queue.
+    b = _browser(app, "b@example.kz")
+    assert "back in the queue" not in _logout(b)
+    with db() as session:
+        assert _state(session, question_id) == (QUESTION_WAITING, None)
+
+
 def test_a_coordinator_can_claim(app: Flask, question_id: int) -> None:
     assert _browser(app, "c@example.kz").claim(question_id).status_code == 303
 
