@@ -50,7 +50,7 @@ from hotline import jobs
 from hotline.memo import kept
 from hotline.runtime import Runtime
 from storage import health
-from storage.db import unit_of_work
+from storage.db import revision_of, unit_of_work
 from storage.models import utcnow
 
 log = logging.getLogger(__name__)
@@ -126,10 +126,18 @@ def _service_checks(runtime: Runtime, now: datetime) -> list[Check]:
     try:
         with unit_of_work(runtime.sessions) as session:
             session.execute(text("SELECT 1"))
+            revision = revision_of(session.connection())
     except Exception as error:  # noqa: BLE001 - whatever the database says, the answer is "no"
         log.warning("health: the database does not answer (%s)", type(error).__name__)
         return [Check("database", False, f"does not answer ({type(error).__name__})", {}),
                 _queue_check()]
+    if revision is None:
+        # Answers, but never migrated (a wrong DATABASE_URL, or a step of the set-up missed):
+        # one line in the log, not each backlog query's traceback on every poll.
+        log.warning("health: the database has no tables (never migrated): run `hotline db "
+                    "upgrade`, or check DATABASE_URL")
+        return [Check("database", False, "answers, but has no tables (never migrated): run "
+                      "`hotline db upgrade`, or check DATABASE_URL", {}), _queue_check()]
     checks = [Check("database", True, "answers", {})]
     try:
         with unit_of_work(runtime.sessions) as session:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 import shutil
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -231,6 +233,29 @@ def test_a_database_or_queue_that_does_not_answer_fails(
     status, document = ready(app)
     assert status == 503 and failing(document) == ["backlogs", "queue"]
     assert figures(app)["checks"]["queue"]["detail"] == "does not answer (ConnectionError)"
+
+
+def test_a_database_never_migrated_fails_in_one_line(
+        app: Flask, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A database that answers but was never migrated (a wrong DATABASE_URL, a missed `hotline
+    db upgrade`) fails the database check with what to do, and the log says so in one line, not
+    with a traceback on every poll of /health/ready."""
+    rt = runtime(app)
+    jobs.sweep(rt)
+    empty = make_engine(f"sqlite:///{tmp_path / 'empty.db'}")
+    try:
+        with caplog.at_level(logging.WARNING, logger="hotline.health"):
+            checks = health_checks.check(
+                dataclasses.replace(rt, sessions=make_session_factory(empty)))
+    finally:
+        empty.dispose()
+    assert [(c.name, c.ok) for c in checks] == [("database", False), ("queue", True),
+                                                ("disk", True)]
+    assert checks[0].detail == ("answers, but has no tables (never migrated): run `hotline db "
+                                "upgrade`, or check DATABASE_URL")
+    logged = [r for r in caplog.records if r.name == "hotline.health"]
+    assert [r.exc_info for r in logged] == [None]
+    assert "never migrated" in logged[0].getMessage()
 
 
 def test_the_web_answer_is_cached(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
