@@ -299,10 +299,21 @@ class Flow:
     def for_hidden_number(self, screen: Screen) -> Screen:
         """The screen for a caller whose number cannot be called back: before a recording,
         they hear that first (they may rather call again from an open number than speak for
-        two minutes and learn it afterwards); other screens are as they are."""
+        two minutes and learn it afterwards); other screens are as they are. The offer to
+        record (after silence) loses its "a lawyer will help you": said right after "no
+        lawyer can call you back", it contradicted it; the warning ends by inviting the
+        question itself."""
         if screen.wait != "record":
             return screen
-        return _with_preface(screen, self.say(screen.language, "record.hidden_number"))
+        kept = replace(screen, prompts=tuple(p for p in screen.prompts
+                                             if p.key != "record.offer"))
+        return _with_preface(kept, self.say(screen.language, "record.hidden_number"))
+
+    def question_waits(self, language: str | None) -> Screen:
+        """Goodbye to a caller whose question already waits for a lawyer, with that said
+        first (in every language when theirs is not known): where silence would otherwise
+        end in the offer to record the same question again."""
+        return _with_preface(self.show(GOODBYE, language), self.say(language, "queue.waiting"))
 
     def recorded(self, language: str | None, number_known: bool = True) -> Screen:
         """Thank the caller and promise the callback (in every language when it is unknown).
@@ -314,7 +325,9 @@ class Flow:
         if self.known_language(language):
             return self.show(DONE if number_known else DONE_NO_NUMBER, language)
         done = "record.done" if number_known else "record.done.no_number"
-        return Screen(GOODBYE, None, self.say(None, done, "goodbye"), "hangup")
+        # Every language's promise before any goodbye: a Russian speaker does not hear "Сау
+        # болыңыз" (and hang up) before the promise in their own language.
+        return Screen(GOODBYE, None, self.say(None, done) + self.say(None, "goodbye"), "hangup")
 
     def not_recorded(self, language: str | None, topic: str | None, tries: int = 0) -> Screen:
         """Tell the caller nothing was heard and offer to record again.
@@ -362,8 +375,7 @@ class Flow:
             # again, and goodbye; keys to the end, the offer to record (they may have another).
             if tries - WAITING_CALLER >= MAX_REPEATS:
                 if not key:
-                    return _with_preface(self.show(GOODBYE, language),
-                                         self.say(language, "queue.waiting"))
+                    return self.question_waits(language)
                 return self.show(OFFER, language, 0, topic)
         elif node == LANGUAGE and tries >= AFTER_EMPTY_RECORDING:
             if not key:

@@ -8,7 +8,16 @@ from datetime import UTC, datetime
 from flask import Blueprint, Response, abort, request, send_from_directory
 from werkzeug.exceptions import HTTPException
 
-from flows.engine import LANGUAGE, MAIN, WAITING_CALLER, Prompt, Screen, UnknownNode
+from flows.engine import (
+    EMPTY,
+    LANGUAGE,
+    MAIN,
+    OFFER,
+    WAITING_CALLER,
+    Prompt,
+    Screen,
+    UnknownNode,
+)
 from hotline import jobs
 from hotline.recording_catchup import enabled as catch_up_enabled
 from hotline.twilio_glue import (
@@ -171,7 +180,26 @@ def menu() -> Response:
                                language=screen.remember_language)
     except Exception:  # noqa: BLE001 - see _bookkeeping_failed
         _bookkeeping_failed("a menu step")
+    if screen.node == OFFER and not digits.strip() and node != EMPTY and _question_waits():
+        # Silence to the end of a menu or an explainer ends in the offer to record, but this
+        # caller's question already waits (left on an earlier call, or on this one before
+        # they went back to the menus): say so, and goodbye, as Flow.start's waiting caller
+        # hears on the main menu. Silence after "nothing was recorded" still gets its offer.
+        screen = rt.flow.question_waits(screen.language)
     return _render(_for_this_caller(screen), errors=_errors_arg())
+
+
+def _question_waits() -> bool:
+    """Whether the caller's number has a question waiting for a lawyer (False when the number
+    is hidden, or the database cannot say: the offer to record is the safe answer then)."""
+    phone = normalise_phone(_phone_field("From"), runtime().settings.default_region)
+    if phone is None:
+        return False
+    try:
+        return calls.has_open_question(runtime().webhook_engine, phone)
+    except Exception:  # noqa: BLE001 - the caller goes on to the offer rather than an apology
+        log.exception("could not read whether the caller's question waits")
+        return False
 
 
 def _for_this_caller(screen: Screen) -> Screen:

@@ -290,6 +290,13 @@ def answer_incoming_call(
         return IncomingCaller(language, waiting)
 
 
+def has_open_question(engine: Engine, phone: str) -> bool:
+    """Whether a question of this number waits for a lawyer or is being handled (the voice
+    menu asks only on its rare way to the offer to record, hotline.voice.menu)."""
+    with driver_transaction(engine, durable=False) as connection:
+        return bool(_QUESTION_WAITING.execute(connection, {"phone": phone}))
+
+
 def start_call(
     session: Session,
     *,

@@ -94,6 +94,43 @@ def test_a_waiting_caller_who_only_listens_stores_nothing_new(
         assert len(session.scalars(select(Question)).all()) == 1
 
 
+@pytest.mark.parametrize("keys", [["3"], ["9"], ["3", "*"]],
+                         ids=["an explainer", "the language menu", "back from an explainer"])
+def test_a_waiting_caller_who_wanders_and_falls_silent_is_let_go(
+        app: Flask, db: Db, phone: PhoneSimulator, question_wav: Path, keys: list[str]) -> None:
+    """Away from the greeting's main menu, "your question waits" is not carried in the action
+    URLs: silence to the end of an explainer, the language menu (9) or the main menu after *
+    used to end in the offer to record, and an anxious resident recorded the same question
+    again. The menu webhook asks the database on that way: told it waits, and goodbye."""
+    flow = runtime(app).flow
+    phone.call([*RUSSIAN_QUESTION, Speak(question_wav)])
+    again = phone.call([*keys, "", "", "", Speak(question_wav)])
+    heard = again.texts()
+    assert heard[-2:] == [flow.prompt("ru", "queue.waiting").text,
+                          flow.prompt("ru", "goodbye").text]
+    assert flow.prompt("ru", "record.intro").text not in heard[2:]
+    with db() as session:
+        assert len(session.scalars(select(Question)).all()) == 1
+    # Its question closed, the same silence is offered the recorder, as anyone is.
+    with db() as session:
+        session.scalars(select(Question)).one().status = "closed"
+    assert flow.prompt("ru", "record.intro").text in phone.call([*keys, "", "", ""]).texts()
+
+
+def test_a_caller_who_recorded_and_went_back_to_the_menu_is_not_asked_again(
+        app: Flask, db: Db, phone: PhoneSimulator, question_wav: Path) -> None:
+    """A new caller leaves a question, presses 0 for the main menu as the promise invites, and
+    falls silent: told that the question waits, and goodbye, not the recorder a second time."""
+    flow = runtime(app).flow
+    heard = phone.call([*RUSSIAN_QUESTION, Speak(question_wav), "0", "", "", "",
+                        Speak(question_wav)]).texts()
+    assert heard.count(flow.prompt("ru", "record.intro").text) == 1
+    assert heard[-2:] == [flow.prompt("ru", "queue.waiting").text,
+                          flow.prompt("ru", "goodbye").text]
+    with db() as session:
+        assert len(session.scalars(select(Question)).all()) == 1
+
+
 def test_after_an_apology_a_waiting_caller_is_still_let_go_not_asked_to_record(
         app: Flask, phone: PhoneSimulator, twilio: Twilio, question_wav: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:

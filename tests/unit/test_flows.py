@@ -454,6 +454,47 @@ def test_a_hidden_number_hears_no_promise_of_a_callback_on_any_repeat(
     assert flow.press(done.node, language, "").node == GOODBYE
 
 
+@pytest.mark.parametrize("number_known", [True, False])
+def test_without_a_language_every_promise_comes_before_any_goodbye(
+        flow: Flow, number_known: bool) -> None:
+    """A caller who never chose a language hears what happens to the question in each
+    language before any goodbye: a Russian speaker does not hear the Kazakh goodbye (and hang
+    up) before their own promise."""
+    done = flow.recorded(None, number_known)
+    said = "record.done" if number_known else "record.done.no_number"
+    assert (done.node, done.wait) == (GOODBYE, "hangup")
+    assert [(p.language, p.key) for p in done.prompts] == [
+        *((code, said) for code in LANGUAGES), *((code, "goodbye") for code in LANGUAGES)]
+
+
+@pytest.mark.parametrize("language", [*LANGUAGES, None])
+def test_a_hidden_numbers_offer_is_not_told_a_lawyer_will_help(
+        flow: Flow, language: str | None) -> None:
+    """Before the beep, a hidden number hears that no lawyer can call back; the offer's "a
+    lawyer will help you" right after it contradicted that, and is left out. The recorder's
+    own words stay, in each language after every warning."""
+    codes = [language] if language else LANGUAGES
+    offer = flow.for_hidden_number(flow.show(OFFER, language))
+    assert offer.wait == "record"
+    assert [(p.language, p.key) for p in offer.prompts] == [
+        *((code, "record.hidden_number") for code in codes),
+        *((code, "record.intro") for code in codes)]
+    if language:  # 0 on the main menu: the recorder, with the warning first
+        record = flow.for_hidden_number(flow.press(MAIN, language, "0"))
+        assert [p.key for p in record.prompts] == ["record.hidden_number", "record.intro"]
+    # An open number's offer keeps it.
+    assert "record.offer" in [p.key for p in flow.show(OFFER, language).prompts]
+
+
+@pytest.mark.parametrize("language", [*LANGUAGES, None])
+def test_a_question_that_waits_is_said_before_goodbye(flow: Flow, language: str | None) -> None:
+    codes = [language] if language else LANGUAGES
+    screen = flow.question_waits(language)
+    assert (screen.node, screen.wait) == (GOODBYE, "hangup")
+    assert [(p.language, p.key) for p in screen.prompts] == [
+        *((code, "queue.waiting") for code in codes), *((code, "goodbye") for code in codes)]
+
+
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_nine_keeps_the_language_for_silence_and_back(flow: Flow, language: str) -> None:
     """A caller who pressed 9 (by mistake, or to hear what it does) is not treated as one who
