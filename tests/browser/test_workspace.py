@@ -276,6 +276,39 @@ def test_one_call_answers_two_questions_of_one_resident(new_context: NewContext,
     expect(page.locator("p.notice").last).to_contain_text(str(seeded.question_id))
 
 
+# The most common Android phone's width in CSS pixels, narrower than PHONE.
+NARROW_PHONE = {"width": 360, "height": 780}
+LONG_LINK = ("https://egov.kz/cms/ru/services/social_support/pass_pensionnoe_obespechenie_"
+             "vozrast_i_vyslugu_let_poryadok_podachi_zayavleniya")
+
+
+def test_long_links_wrap_and_the_number_stays_on_one_line_on_a_phone(
+        new_context: NewContext, seeded: Seeded, live_app: Flask) -> None:
+    """A link pasted into what the resident wrote, a note and a referral wraps inside its box
+    on a 360 px screen instead of widening the page; the resident's number, read off the screen
+    to dial from the lawyer's own phone, is never split over two lines."""
+    with unit_of_work(runtime(live_app).sessions) as db:
+        first = db.get(Question, seeded.question_id)
+        assert first is not None
+        author = db.scalars(select(User.id).where(User.email == seeded.consultant)).one()
+        sms = Question(caller_id=first.caller_id, channel="sms", language="ru",
+                       text=f"Мне сказали смотреть {LONG_LINK}", status=QUESTION_WAITING,
+                       referral=f"ЦОН, запись: {LONG_LINK}", created_at=first.created_at)
+        db.add(sms)
+        db.flush()
+        db.add(Note(question_id=sms.id, author_id=author, body=f"Ссылка: {LONG_LINK}"))
+        question_id = sms.id
+    page = log_in(new_context(viewport=NARROW_PHONE, is_mobile=True, has_touch=True),
+                  seeded.consultant)
+    page.goto(f"/questions/{question_id}")
+    for selector in (".resident-text", ".note-body", ".referral"):
+        expect(page.locator(selector)).to_contain_text(LONG_LINK)
+    shot(page, "question-long-links-phone")
+    assert page.evaluate("document.documentElement.scrollWidth") <= NARROW_PHONE["width"]
+    lines = page.locator(".facts .phone").evaluate("span => span.getClientRects().length")
+    assert lines == 1
+
+
 def test_the_call_and_sms_buttons_work_once_under_the_content_security_policy(
         new_context: NewContext, seeded: Seeded) -> None:
     """The page runs no code of its own (Content-Security-Policy: new_context fails the test
