@@ -26,6 +26,7 @@ from hotline.config import LOCAL_TIME
 from hotline.question_page import region_name, region_order
 from hotline.workspace import (
     CHANNELS,
+    NOTHING_RECOGNISED,
     bp,
     lapse_before,
     local_time,
@@ -56,6 +57,7 @@ from storage.models import (
     QUESTION_CLOSED,
     ROLE_CONSULTANT,
     ROLE_COORDINATOR,
+    TRANSCRIPTION_DONE,
     CallbackAttempt,
     Question,
     utcnow,
@@ -283,15 +285,24 @@ def _row(question: Question, user_id: int, lapsed: datetime, now: datetime,
         topic=topic_title(question.topic),
         channel=str(CHANNELS.get(question.channel, question.channel)),
         region=_region(question.region),
-        transcription=(transcription_words(question.transcription_state,
-                                           recording.seconds if recording else None,
-                                           recording.stored if recording else False)
-                       if question.channel == CHANNEL_VOICE else "—"),
+        transcription=_transcription(question, recording, words.get(question.id, "")),
         asked=shorten(words.get(question.id, "")),
         asked_language=question.language,
         holder=holder,
         claimable=claimable,
     )
+
+
+def _transcription(question: Question, recording: Unheard | None, asked: str) -> str:
+    """The "What they asked" column when there are no words to show: where the transcription
+    stands, or that it found none."""
+    if question.channel != CHANNEL_VOICE:
+        return "—"
+    if question.transcription_state == TRANSCRIPTION_DONE and not asked.strip():
+        return str(NOTHING_RECOGNISED)
+    return transcription_words(question.transcription_state,
+                               recording.seconds if recording else None,
+                               recording.stored if recording else False)
 
 
 def _facet_label(name: str, value: str | None) -> str:

@@ -54,6 +54,9 @@ TRANSCRIPTION = {
     TRANSCRIPTION_NO_MODEL: _l("no model"),
 }
 ROLES = {ROLE_CONSULTANT: _l("consultant"), ROLE_COORDINATOR: _l("coordinator")}
+# A transcription that ran and recognised no word (silence, a line too poor): not "done", which
+# in the queue's "What they asked" column read as if the question were handled.
+NOTHING_RECOGNISED = _l("No words recognised: listen to the recording")
 
 
 def transcription_words(state: str, seconds: int | None = None, stored: bool = False) -> str:

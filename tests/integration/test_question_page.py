@@ -37,6 +37,7 @@ from storage.models import (
     User,
 )
 from storage.retention import RECORDING_DELETED
+from storage.transcripts import save_transcript
 from tests.support import make_wav
 from tests.workspace_support import Browser, Db, page
 
@@ -250,6 +251,19 @@ def test_without_a_transcript_the_page_says_where_transcription_stands(
     question_id = _voice_question(db, settings, transcript=False)
     html = _logged_in(app, consultant).get(f"/questions/{question_id}").get_data(as_text=True)
     assert "Transcription: waiting" in html
+
+
+def test_a_transcript_that_recognised_nothing_says_to_listen(
+        app: Flask, db: Db, settings: Settings, consultant: str) -> None:
+    question_id = _voice_question(db, settings, transcript=False)
+    with db() as session:
+        save_transcript(session, question_id, language="ru", model="vosk-model-ru", text="",
+                        words=[], confidence=0.0, duration=3.0, elapsed=1.0,
+                        now=datetime.now(UTC))
+    html = _logged_in(app, consultant).get(f"/questions/{question_id}").get_data(as_text=True)
+    assert ('<p class="hint" id="nothing-recognised">No words recognised: listen to the '
+            'recording</p>') in html
+    assert '<p class="transcript"' not in html
 
 
 @pytest.mark.parametrize(("language", "said"), [

@@ -494,11 +494,16 @@ def test_each_row_shows_the_start_of_what_was_asked(app: Flask, db: Db, consulta
              "1991 год…",
         heard: "жер телімі туралы сұрағым бар",
         corrected: "Когда придёт пособие на ребёнка?",
-        silent: "done",  # heard nothing: the state
+        # Recognised nothing (silence): said so, not the bare state "done", which read as if
+        # the question were handled.
+        silent: "No words recognised: listen to the recording",
         failed: "failed",
     }
     assert '<span lang="kk">жер телімі туралы сұрағым бар</span>' in response.get_data(
         as_text=True)
+    russian = page(_logged_in(app, consultant).get("/queue?lang=ru")).rows[1:]
+    assert {int(row[0]): row[7] for row in russian}[silent] == (
+        "Слова не распознаны: прослушайте запись")
 
 
 def test_a_call_no_speech_model_could_transcribe_sends_the_lawyer_to_the_recording(
