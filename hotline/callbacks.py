@@ -255,6 +255,8 @@ class CallbackPanel:
     suggested: str | None
     sms_blocker: str | None
     sms: list[SmsView]
+    # Earlier SMS are not listed: the list holds the latest this many.
+    sms_earlier: int | None
     sms_live: bool
     max_sms_parts: int
     # The resident's other questions the user holds (the outcome form offers them the same).
@@ -381,16 +383,24 @@ def _twilios_words(message: str | None) -> str | None:
     return message.removeprefix(TWILIO_CLIENT_PREFIX) or None if message else None
 
 
-def _sms_of(session: Session, question: Question) -> list[SmsMessage]:
-    """The question's SMS, and what its resident wrote since it came in, oldest first."""
+# The panel lists at most this many SMS of a question: the latest ones.
+SMS_SHOWN = 100
+
+
+def _sms_of(session: Session, question: Question) -> tuple[list[SmsMessage], bool]:
+    """The question's SMS, and what its resident wrote since it came in: the latest SMS_SHOWN,
+    oldest first, and whether there are earlier ones. The latest, not the first: a resident who
+    keeps writing must not push the consultant's answer, and its delivery status, off the list."""
     condition = SmsMessage.question_id == question.id
     if question.caller_id is not None:
         condition = or_(condition, (SmsMessage.caller_id == question.caller_id)
                         & (SmsMessage.direction == SMS_IN)
                         & (SmsMessage.created_at >= question.created_at))
-    return list(session.scalars(
-        select(SmsMessage).where(condition).order_by(SmsMessage.created_at, SmsMessage.id)
-        .limit(100)))
+    newest = list(session.scalars(
+        select(SmsMessage).where(condition)
+        .order_by(SmsMessage.created_at.desc(), SmsMessage.id.desc())
+        .limit(SMS_SHOWN + 1)))
+    return newest[:SMS_SHOWN][::-1], len(newest) > SMS_SHOWN
 
 
 def _sms_view(session: Session, message: SmsMessage) -> SmsView:
@@ -443,7 +453,7 @@ def build_panel(session: Session, question: Question, account: Account,
     elif sms_opted_out(session, question.caller, runtime().pseudonym_key):
         sms_blocker = str(_("The resident has opted out of SMS (STOP): no SMS can be sent "
                             "to them."))
-    messages = _sms_of(session, question)
+    messages, earlier_sms = _sms_of(session, question)
     sms_live = any(m.direction != SMS_IN and m.status not in SMS_FINAL_STATUSES
                    and m.status not in ("replied", "canceled")
                    and now - m.created_at < SMS_POLL_FOR for m in messages)
@@ -469,6 +479,7 @@ def build_panel(session: Session, question: Question, account: Account,
         suggested=_suggested(current),
         sms_blocker=sms_blocker,
         sms=[_sms_view(session, m) for m in messages],
+        sms_earlier=SMS_SHOWN if earlier_sms else None,
         sms_live=sms_live,
         max_sms_parts=MAX_SMS_PARTS,
         siblings=[SiblingView(id=other.id, received=local_time(other.created_at),

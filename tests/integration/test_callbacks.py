@@ -30,6 +30,7 @@ from storage.callbacks import next_callback_time, retry_delay
 from storage.calls import touch_caller
 from storage.models import (
     CHANNEL_VOICE,
+    SMS_IN,
     AuditEvent,
     CallbackAttempt,
     Caller,
@@ -1087,6 +1088,30 @@ def test_an_sms_answer_with_its_delivery_status(db: Db, api: TwilioApi, twilio: 
     html = lawyer.panel(question_id)
     assert section(html, f"sms-{message.id}").endswith(f"delivered {body}")
     assert not polls(html, "sms-thread")
+
+
+def test_a_resident_who_keeps_writing_does_not_push_the_answer_off_the_list(
+        db: Db, api: TwilioApi, lawyer: Consultant, question_id: int) -> None:
+    """More SMS than the panel lists (SMS_SHOWN): the latest are shown, the consultant's answer
+    and its status among them, and the panel says that earlier ones are not."""
+    start = datetime.now(UTC) - timedelta(hours=1)
+    with db() as session:
+        question = session.get(Question, question_id)
+        assert question is not None
+        question.created_at = start
+        session.add_all(
+            SmsMessage(direction=SMS_IN, caller_id=question.caller_id, phone=CALLER,
+                       body=f"когда позвоните {n}", status="received",
+                       created_at=start + timedelta(seconds=n + 1))
+            for n in range(callbacks.SMS_SHOWN + 1))
+    lawyer.claim(question_id)
+    assert lawyer.sms(question_id, "Позвоним завтра утром.").status_code == 303
+    thread = section(lawyer.panel(question_id), "sms-thread")
+    assert "Позвоним завтра утром." in thread
+    assert f"когда позвоните {callbacks.SMS_SHOWN}" in thread  # the latest the resident wrote
+    assert "когда позвоните 1 " not in thread and "когда позвоните 0 " not in thread
+    assert thread.count("когда позвоните") == callbacks.SMS_SHOWN - 1
+    assert f"Earlier SMS are not shown: these are the latest {callbacks.SMS_SHOWN}." in thread
 
 
 def test_an_undelivered_sms_shows_twilios_error(db: Db, api: TwilioApi, twilio: Twilio,
