@@ -583,7 +583,9 @@ def _render(language: str) -> Response:
 
         topic_bars = [(topic_title(row.key), _bar(row.received)) for row in stats.topics]
         month_bars = [(month_title(row.key), _bar(row.received)) for row in stats.months]
-        next_update = format_date(_next_update(stats).date(), "long", locale=language)
+        # Without its own final full stop (Russian's "2 января 2027 г."): the sentence ends it.
+        next_update = format_date(_next_update(stats).date(), "long",
+                                  locale=language).rstrip(".")
         html = render_template("public.html", stats=stats, page_language=language,
                                next_update=next_update,
                                public_languages=PUBLIC_LANGUAGES, topic_title=topic_title,

@@ -194,7 +194,13 @@ def test_only_completed_months_are_published_as_they_ended(app: Flask, db: Db,
     text_of = {"ru": "Показаны только завершённые месяцы",
                "kk": "Тек аяқталған айлар", "en": "Only completed months are shown"}
     for language, words in text_of.items():
-        assert words in client.get(f"/public/{language}").get_data(as_text=True)
+        text = client.get(f"/public/{language}").get_data(as_text=True)
+        assert words in text
+        # The date's own full stop (Russian "г.") and the sentence's are one.
+        updates = re.search(r'<p class="hint" id="updates">([^<]*)</p>', text)
+        assert updates and updates.group(1).endswith(".") and ".." not in updates.group(1)
+    russian = client.get("/public/ru").get_data(as_text=True)
+    assert f"{next_update.astimezone(LOCAL_TIME).year}\u202fг.</p>" in russian
 
 
 def test_a_month_is_published_as_it_stood_at_its_end() -> None:
