@@ -304,9 +304,13 @@ def _first_key(digits: str | None) -> str:
 
 
 def key_presses(session: Session, filters: Filters) -> Counter[tuple[str, str]]:
-    """Count the keys pressed in each menu ("" for silence) on calls started in the range."""
+    """Count the keys pressed in each menu ("" for silence) on calls started in the range,
+    but for calls that left a question closed as a test call (count nowhere)."""
+    test_call = exists().where(Question.call_id == Call.id,
+                               Question.close_reason == CLOSE_TEST_CALL)
     presses: Counter[tuple[str, str]] = Counter()
-    for keys in session.scalars(select(Call.keys).where(*_range(Call.started_at, filters))):
+    for keys in session.scalars(select(Call.keys).where(~test_call,
+                                                        *_range(Call.started_at, filters))):
         for entry in keys or []:
             presses[(str(entry.get("node", "")), _first_key(entry.get("digits")))] += 1
     return presses

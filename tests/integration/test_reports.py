@@ -118,6 +118,8 @@ def build_dataset(session: Session) -> dict[str, int]:
     call("CA4", "no-answer", ("main", "3"))
     call("CA5", "completed", ("main", "1"))
     call("CA6", "in-progress", ("main", "7"))  # still talking: not a hang-up
+    # Setting up the line: q7's call, closed as a test call, counts in no menu either.
+    q7.call_id = call("CA7", "completed", ("language", "1"), ("main", "4"), ("documents", "2")).id
     session.flush()
     return {"a": a.id, "b": b.id, **{f"q{i}": q.id for i, q in
                                      enumerate([q1, q2, q3, q4, q5, q6, q7, q8, q9], 1)}}
