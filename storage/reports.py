@@ -33,6 +33,7 @@ from sqlalchemy import ColumnElement, and_, exists, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from storage.audit import OUTCOME
 from storage.models import (
     CALL_FINAL_STATUSES,
     CLOSE_RESOLVED,
@@ -40,6 +41,7 @@ from storage.models import (
     QUESTION_CLAIMED,
     QUESTION_CLOSED,
     ROLE_CONSULTANT,
+    AuditEvent,
     Call,
     CallbackAttempt,
     PublicSnapshot,
@@ -258,6 +260,38 @@ def regions_and_topics(session: Session) -> tuple[list[str], list[str]]:
     return [r for r in regions if r], [t for t in topics if t]
 
 
+def _callback_calls(session: Session, filters: Filters,
+                    tags: list[ColumnElement[bool]]) -> Counter[int]:
+    """Each consultant's calls to residents in the range (the load's "callback attempts"):
+    the hotline's calls that rang the resident's phone (its resident leg was dialled), or
+    that got an outcome written (the resident reached some other way); and outcomes written
+    for a call made by other means (their own phone: the audit's outcome without an attempt),
+    one per call (not again for a second question answered in it, "with_question").
+
+    Not counted: a call Twilio refused, or one that only rang the consultant's own phone (they
+    did not answer): no resident was called, as the reports' "answered" says too."""
+    calls: Counter[int] = Counter()
+    rang = or_(CallbackAttempt.resident_status.is_not(None),
+               CallbackAttempt.resident_call_sid.is_not(None),
+               CallbackAttempt.outcome.is_not(None))
+    for user_id, count in session.execute(
+            select(CallbackAttempt.consultant_id, func.count())
+            .join(Question, Question.id == CallbackAttempt.question_id)
+            .where(rang, *tags, *_range(CallbackAttempt.created_at, filters))
+            .group_by(CallbackAttempt.consultant_id)):
+        calls[user_id] += count
+    # Outcomes are few (one per conversation); their detail is JSON, read here rather than
+    # in SQL that differs between SQLite and PostgreSQL.
+    for user_id, detail in session.execute(
+            select(AuditEvent.user_id, AuditEvent.detail)
+            .join(Question, Question.id == AuditEvent.question_id)
+            .where(AuditEvent.action == OUTCOME, AuditEvent.user_id.is_not(None), *tags,
+                   *_range(AuditEvent.at, filters))):
+        if detail.get("attempt_id") is None and detail.get("with_question") is None:
+            calls[user_id] += 1
+    return calls
+
+
 def consultant_load(session: Session, filters: Filters) -> list[ConsultantLoad]:
     """Each consultant's load: held now (any date), attempts and closes in the range.
 
@@ -269,12 +303,7 @@ def consultant_load(session: Session, filters: Filters) -> list[ConsultantLoad]:
             select(Question.claimed_by_id, func.count())
             .where(Question.status == QUESTION_CLAIMED, *tags)
             .group_by(Question.claimed_by_id))}
-    attempts: dict[int | None, int] = {
-        user_id: count for user_id, count in session.execute(
-            select(CallbackAttempt.consultant_id, func.count())
-            .join(Question, Question.id == CallbackAttempt.question_id)
-            .where(*tags, *_range(CallbackAttempt.created_at, filters))
-            .group_by(CallbackAttempt.consultant_id))}
+    attempts = _callback_calls(session, filters, tags)
     resolved: Counter[int] = Counter()
     other: Counter[int] = Counter()
     closes = session.execute(

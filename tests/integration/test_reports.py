@@ -16,6 +16,7 @@ from hotline.config import LOCAL_TIME, Settings
 from hotline.reports_page import TABLE_NAMES, ZERO_WEEKS
 from storage import reports
 from storage.models import (
+    AuditEvent,
     Call,
     CallbackAttempt,
     Question,
@@ -102,6 +103,22 @@ def build_dataset(session: Session) -> dict[str, int]:
                           (q9, b, q9.first_callback_at), (q7, a, at(10, 8) + H)]:
         session.add(CallbackAttempt(question_id=q.id, consultant_id=user.id, created_at=when,
                                     outcome="resolved"))
+    # Calls that never rang a resident count in no consultant's load: Aigerim's own phone did
+    # not answer (q5), Twilio refused Bolat's call (q8).
+    session.add_all([
+        CallbackAttempt(question_id=q5.id, consultant_id=a.id, created_at=at(6, 13),
+                        state="failed", consultant_status="no-answer"),
+        CallbackAttempt(question_id=q8.id, consultant_id=b.id, created_at=at(18, 7),
+                        state="failed", error="refused")])
+    # Bolat called q9's resident again from his own phone: a call, with no attempt row; in it he
+    # also answered q3 (the same resident's, "with_question"): still one call.
+    own_phone = {"outcome": "follow_up", "attempt_id": None, "failed_attempts": 0,
+                 "own_phone": True}
+    session.add_all([
+        AuditEvent(user_id=b.id, action="outcome", question_id=q9.id, detail=own_phone,
+                   at=at(12, 10) + 55 * H),
+        AuditEvent(user_id=b.id, action="outcome", question_id=q3.id,
+                   detail={**own_phone, "with_question": q9.id}, at=at(12, 10) + 55 * H)])
 
     def call(sid: str, status: str, *keys: tuple[str, str]) -> Call:
         c = Call(call_sid=sid, status=status, started_at=at(5, 6),
@@ -237,7 +254,7 @@ def test_consultants_load(dataset: sessionmaker[Session]) -> None:
     with dataset() as session:
         loads = reports.consultant_load(session, MARCH)
     assert [(x.name, x.claimed_now, x.callback_attempts, x.closed_resolved, x.closed_other)
-            for x in loads] == [("Aigerim A", 0, 4, 2, 2), ("Bolat B", 1, 1, 2, 0)]
+            for x in loads] == [("Aigerim A", 0, 4, 2, 2), ("Bolat B", 1, 2, 2, 0)]
 
 
 def test_keys_and_hangups_come_from_the_calls(dataset: sessionmaker[Session]) -> None:
@@ -322,7 +339,7 @@ def test_the_page_and_its_csv_show_the_figures(reports_app: Flask, coordinator: 
                                             ["region not set", "1", "12.5"]]
     assert download(browser, "channels")[1:] == [["Call", "7", "87.5"], ["SMS", "1", "12.5"]]
     assert download(browser, "consultants")[1:] == [["Aigerim A", "0", "4", "2", "2"],
-                                                    ["Bolat B", "1", "1", "2", "0"]]
+                                                    ["Bolat B", "1", "2", "2", "0"]]
     assert download(browser, "menu")[1:] == [
         ["Main menu", "1", "Explainer: pension", "3"],
         ["Language menu", "2", "Русский", "1"],
