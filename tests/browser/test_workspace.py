@@ -357,6 +357,22 @@ def test_a_note_saved_with_htmx_keeps_the_keyboard_where_it_was(new_context: New
     expect(page.locator("#announcer")).to_have_attribute("role", "status")
 
 
+def test_the_urgent_badge_follows_the_tags_saved_with_htmx(new_context: NewContext,
+                                                           seeded: Seeded) -> None:
+    """htmx replaces the tags part; the Urgent badge under the title, outside it, changes with
+    it: a lawyer who unticks Urgent no longer sees the question flagged."""
+    page = log_in(new_context(), seeded.consultant)
+    claim(page, seeded.question_id)
+    badge = page.locator("#urgent-badge .badge.urgent")
+    expect(badge).to_have_count(0)
+    for urgent, shown in ((True, 1), (False, 0)):
+        page.locator("#tags input[name=urgent]").set_checked(urgent)
+        page.click("#tags-save")
+        expect(page.locator("#tags p.notice")).to_have_text("Saved.")
+        expect(badge).to_have_count(shown)
+        expect(page.locator("#urgent-badge")).to_have_count(1)  # one, not a second beside it
+
+
 def test_a_note_sent_with_htmx_that_is_refused_says_why(new_context: NewContext,
                                                         seeded: Seeded, live_app: Flask) -> None:
     """The note form is sent with htmx, which by default drops an error page without a word:
