@@ -397,6 +397,23 @@ def test_a_note_sent_with_htmx_that_is_refused_says_why(new_context: NewContext,
         assert db.scalars(select(Note)).all() == []
 
 
+def test_switching_the_language_keeps_a_filter_chosen_with_htmx(new_context: NewContext,
+                                                                seeded: Seeded) -> None:
+    """A filter applies with htmx (the queue part and the address change); the header's
+    language links change with them, so switching the language keeps the filter."""
+    page = log_in(new_context(), seeded.consultant)
+    page.select_option("form.filters select[name=language]", "ru")
+    page.wait_for_url(re.compile(r"[?&]language=ru"))
+    with page.expect_navigation():
+        page.click("nav.languages a[hreflang=kk]")
+    query = urlsplit(page.url).query
+    assert "language=ru" in query and "lang=kk" in query, query
+    expect(page.locator("form.filters select[name=language]")).to_have_value("ru")
+    expect(page.locator(f"tr#question-{seeded.question_id}")).to_have_count(1)
+    expect(page.locator("html")).to_have_attribute("lang", "kk")
+    expect(page.locator("nav.languages a")).to_have_count(2)  # one switcher, not a second inside
+
+
 def test_a_filter_chosen_after_the_session_ended_leads_to_the_login_and_back(
         new_context: NewContext, seeded: Seeded) -> None:
     """The queue's filters apply with htmx: when the session has ended meanwhile (idle
