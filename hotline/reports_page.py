@@ -205,10 +205,15 @@ def weeks_table(facts: Sequence[figures.QuestionFacts], filters: figures.Filters
     Weeks after this one are not silent but still to come, and are not shown as 0; nor are
     weeks more than ZERO_WEEKS before the last one shown, unless they had questions: a year
     mistyped in a date (1026, 2206) is a table of a few hundred rows, not of fifty thousand.
+
+    Each week says how many of its days the range holds ("Days counted"): the first and last
+    weeks of a month are parts of weeks, and this week is not over; a week of 1 day with 0
+    questions is no silent week.
     """
     counts = figures.count_by(facts, lambda f: figures.iso_week(f.created_at, LOCAL_TIME))
     table = Table("weeks", str(_("Questions by week")),
-                  [str(_("Week")), str(_("Starts on")), str(_("Questions"))])
+                  [str(_("Week")), str(_("Starts on")), str(_("Days counted")),
+                   str(_("Questions"))])
     first = filters.since or min((f.created_at for f in facts), default=None)
     last = min(filters.until - timedelta(microseconds=1), now) if filters.until else now
     if first is not None:
@@ -220,9 +225,14 @@ def weeks_table(facts: Sequence[figures.QuestionFacts], filters: figures.Filters
             week = figures.iso_week(datetime.combine(monday, time(12), LOCAL_TIME), LOCAL_TIME)
             counts.setdefault(week, 0)
             monday += timedelta(weeks=1)
+    since = filters.since.astimezone(LOCAL_TIME).date() if filters.since else None
+    until = last.astimezone(LOCAL_TIME).date()
     for week, count in sorted(counts.items()):
-        table.rows.append([week, figures.week_start(week).isoformat(), count])
-    table.chart = [(str(row[0]), float(row[2] or 0)) for row in table.rows]
+        monday = figures.week_start(week)
+        days = sum(1 for day in (monday + timedelta(days=n) for n in range(7))
+                   if (since is None or day >= since) and day <= until)
+        table.rows.append([week, monday.isoformat(), days, count])
+    table.chart = [(str(row[0]), float(row[3] or 0)) for row in table.rows]
     return table
 
 

@@ -325,14 +325,15 @@ def test_the_page_and_its_csv_show_the_figures(reports_app: Flask, coordinator: 
         ["Hours to resolution: median", "25.0", "4"],
         ["Hours to resolution: 90th percentile", "51.0", "4"],
     ]
-    # Every week of 1-31 March, the silent ones as 0 (not closed up in the chart).
-    assert download(browser, "weeks") == [["Week", "Starts on", "Questions"],
-                                          ["2026-W09", "2026-02-23", "0"],
-                                          ["2026-W10", "2026-03-02", "5"],
-                                          ["2026-W11", "2026-03-09", "2"],
-                                          ["2026-W12", "2026-03-16", "1"],
-                                          ["2026-W13", "2026-03-23", "0"],
-                                          ["2026-W14", "2026-03-30", "0"]]
+    # Every week of 1-31 March, the silent ones as 0 (not closed up in the chart), each with
+    # the days of it in the range: W09 is Sunday 1 March alone, W14 Monday 30 and Tuesday 31.
+    assert download(browser, "weeks") == [["Week", "Starts on", "Days counted", "Questions"],
+                                          ["2026-W09", "2026-02-23", "1", "0"],
+                                          ["2026-W10", "2026-03-02", "7", "5"],
+                                          ["2026-W11", "2026-03-09", "7", "2"],
+                                          ["2026-W12", "2026-03-16", "7", "1"],
+                                          ["2026-W13", "2026-03-23", "7", "0"],
+                                          ["2026-W14", "2026-03-30", "2", "0"]]
     assert download(browser, "regions") == [["Region", "Questions", "Share, %"],
                                             ["Almaty (city)", "5", "62.5"],
                                             ["Jambyl Region", "2", "25.0"],
@@ -370,7 +371,7 @@ def test_the_report_and_its_csv_do_not_wait_for_the_writers(
     browser.login(coordinator)
     rows = beside_held_writer_queue(settings.database_url,
                                     lambda: download(browser, "weeks"))
-    assert ["2026-W10", "2026-03-02", "5"] in rows
+    assert ["2026-W10", "2026-03-02", "7", "5"] in rows
     response = beside_held_writer_queue(
         settings.database_url, lambda: browser.get("/reports", query_string=MARCH_QUERY))
     assert response.status_code == 200
@@ -411,20 +412,23 @@ def test_a_mistyped_year_is_not_a_table_of_centuries(reports_app: Flask,
     weeks = [row[0] for row in rows]
     assert weeks == sorted(set(weeks))
     assert [row for row in rows if row[0] in ("2026-W10", "2026-W11", "2026-W12")] == [
-        ["2026-W10", "2026-03-02", "5"], ["2026-W11", "2026-03-09", "2"],
-        ["2026-W12", "2026-03-16", "1"]]
+        ["2026-W10", "2026-03-02", "7", "5"], ["2026-W11", "2026-03-09", "7", "2"],
+        ["2026-W12", "2026-03-16", "7", "1"]]
+    # This week is not over: only its days up to today are counted.
+    today = datetime.now(UTC).astimezone(LOCAL_TIME)
+    assert rows[-1][2] == str(today.isoweekday())
     # Dates all still to come: no week at all, rather than a week of 0 not lived yet.
     assert download(browser, "weeks", **{"from": "2999-01-01", "to": "2999-12-31"}) == [
-        ["Week", "Starts on", "Questions"]]
+        ["Week", "Starts on", "Days counted", "Questions"]]
 
 
 def test_filters_apply_to_the_page(reports_app: Flask, coordinator: str) -> None:
     browser = Browser(reports_app)
     browser.login(coordinator)
     assert download(browser, "weeks", region="jambyl")[1:] == [
-        ["2026-W09", "2026-02-23", "0"], ["2026-W10", "2026-03-02", "1"],
-        ["2026-W11", "2026-03-09", "1"], ["2026-W12", "2026-03-16", "0"],
-        ["2026-W13", "2026-03-23", "0"], ["2026-W14", "2026-03-30", "0"]]
+        ["2026-W09", "2026-02-23", "1", "0"], ["2026-W10", "2026-03-02", "7", "1"],
+        ["2026-W11", "2026-03-09", "7", "1"], ["2026-W12", "2026-03-16", "7", "0"],
+        ["2026-W13", "2026-03-23", "7", "0"], ["2026-W14", "2026-03-30", "2", "0"]]
     assert download(browser, "topics", region="-")[1:] == [["social assistance", "1", "100.0"]]
     assert download(browser, "summary", topic="pension", to="2026-03-08")[1] == [
         "Questions received", "3", "3"]
