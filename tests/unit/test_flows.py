@@ -72,6 +72,20 @@ def test_every_explainer_is_fact_why_todo_and_short(language: str, topic: str) -
     parts = [CONTENT.text(language, f"topic.{topic}.{p}") for p in ("fact", "why", "todo")]
     assert all(part.strip() for part in parts)
     assert sum(len(p.split()) for p in parts) <= MAX_EXPLAINER_WORDS
+    # As said, too: the pronounce table's expansions are words the caller sits through.
+    spoken = sum(len(CONTENT.spoken(language, p).split()) for p in parts)
+    assert CONTENT.explainer_words(language, topic) == spoken <= MAX_EXPLAINER_WORDS
+
+
+def test_an_explainer_too_long_as_spoken_is_refused(content_copy: Path) -> None:
+    """Words a short form expands into count: ХҚКО is said as four."""
+    def lengthen(data):  # type: ignore[no-untyped-def]
+        extra = MAX_EXPLAINER_WORDS - load_content(content_copy).explainer_words("kk", "documents")
+        data["prompts"]["topic.documents.why"] += " ХҚКО" * extra  # as written: just within
+    edit(content_copy / "kk.yaml", lengthen)
+    [problem] = problems_of(content_copy)
+    assert problem.startswith("kk.yaml: prompts.topic.documents: explainer has ")
+    assert "words as spoken" in problem
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
@@ -196,14 +210,14 @@ def test_stale_entries_and_unlisted_endings_are_warnings_not_a_refusal(
     matches, or an ending it lacks, is a warning of `hotline flows check`."""
     def change(data: dict) -> None:  # type: ignore[type-arg]
         data["pronounce"]["БАҚ"] = "бұқаралық ақпарат құралдары"
-        data["prompts"]["topic.documents.why"] += " ХҚКО-ның мекенжайын ауыл әкімінен сұраңыз."
+        data["prompts"]["topic.disability.why"] += " ХҚКО-ның мекенжайын ауыл әкімінен сұраңыз."
     edit(content_copy / "kk.yaml", change)
     content = load_content(content_copy)
     assert "kk.yaml: pronounce.БАҚ: no spoken prompt contains it" in content.warnings
-    assert ("kk.yaml: prompts.topic.documents.why: ХҚКО-ның: no pronounce entry for this "
+    assert ("kk.yaml: prompts.topic.disability.why: ХҚКО-ның: no pronounce entry for this "
             "ending") in content.warnings
     # Left as written rather than said as "орталығы-ның".
-    spoken = Flow(content).prompt("kk", "topic.documents.why").speech
+    spoken = Flow(content).prompt("kk", "topic.disability.why").speech
     assert "ХҚКО-ның" in spoken
     assert CONTENT.warnings == ()  # the shipped content is clean
 
