@@ -76,7 +76,11 @@ WHOLE_MESSAGE_STOP_WORDS = frozenset({
 ALONE_STOP_WORDS = frozenset({"ОТПИСКА"})
 # Stop keywords of several words, written as several words (keyword() joins them).
 _MAX_STOP_WORDS = 4
-START_WORDS = frozenset({"START", "UNSTOP", "СТАРТ", "БАСТА", "НАЧАТЬ"})
+START_WORDS = frozenset({"START", "UNSTOP", "СТАРТ", "БАСТА", "НАЧАТЬ",
+                         # The stop reply's own words, as a resident writes them back:
+                         # "чтобы начать снова…", "қайта бастау үшін…".
+                         "НАЧАТЬСНОВА", "СТАРТСНОВА", "СНОВАСТАРТ", "БАСТАУ", "ҚАЙТАБАСТАУ",
+                         "КАЙТАБАСТАУ", "ҚАЙТАБАСТА", "КАЙТАБАСТА"})
 # "БАСТА" is "start" in Kazakh but "enough!" in Russian: from a resident whose language is
 # Russian it is a STOP (a wish to stop must never be read as its opposite).
 _STOP_IN = {"БАСТА": frozenset({"ru"})}
@@ -87,7 +91,17 @@ MORE_WORDS = frozenset({"MORE", "ЕЩЁ", "ЕЩЕ", "ДАЛЕЕ", "ТАҒЫ", "�
 QUESTION_WORDS = frozenset({"СҰРАҚ", "СУРАК", "ВОПРОС", "Q", "QUESTION", "СҰРАҚБАР",
                             "СУРАКБАР", "СҰРАҒЫМБАР", "СУРАГЫМБАР", "МЕНІҢСҰРАҒЫМБАР",
                             "МЕНИНСУРАГЫМБАР", "ЕСТЬВОПРОС", "УМЕНЯВОПРОС",
-                            "УМЕНЯЕСТЬВОПРОС", "ХОЧУСПРОСИТЬ", "МОЖНОВОПРОС"})
+                            "УМЕНЯЕСТЬВОПРОС", "ХОЧУСПРОСИТЬ", "МОЖНОВОПРОС",
+                            # "I want to ask", before the question itself: asked to write it,
+                            # the next message is the question (not an empty one queued, and
+                            # the real one answered with a topic's text).
+                            "ВОПРОСЕСТЬ", "ХОЧУЗАДАТЬВОПРОС", "МОЖНОЗАДАТЬВОПРОС",
+                            "ЕСТЬВОПРОСКЮРИСТУ", "УМЕНЯВОПРОСКЮРИСТУ", "ВОПРОСКЮРИСТУ",
+                            "УМЕНЯЕСТЬВОПРОСКЮРИСТУ", "ХОЧУЗАДАТЬВОПРОСЮРИСТУ",
+                            "ХОЧУСПРОСИТЬЮРИСТА", "МЕНДЕСҰРАҚБАР", "МЕНДЕСУРАКБАР",
+                            "СҰРАҒЫМБАРЕДІ", "СУРАГЫМБАРЕДИ", "СІЗГЕСҰРАҒЫМБАР",
+                            "СИЗГЕСУРАГЫМБАР", "ЗАҢГЕРГЕСҰРАҒЫМБАР", "ЗАНГЕРГЕСУРАГЫМБАР",
+                            "СҰРАҚҚОЙҒЫМКЕЛЕДІ", "СУРАККОЙГЫМКЕЛЕДИ"})
 # A greeting is how many residents open a conversation: it gets the menu, not a lawyer.
 GREETING_WORDS = frozenset({
     "СӘЛЕМ", "САЛЕМ", "СӘЛЕМЕТСІЗБЕ", "САЛЕМЕТСИЗБЕ", "АССАЛАУМАҒАЛЕЙКУМ", "АССАЛАУМАГАЛЕЙКУМ",
@@ -100,14 +114,20 @@ _MAX_GREETING_WORDS = 3  # "Добрый день", "Сәлеметсіз бе",
 THANKS_WORDS = frozenset({
     "РАХМЕТ", "РАҚМЕТ", "КӨПРАХМЕТ", "КОПРАХМЕТ", "СПАСИБО", "СПС", "БОЛЬШОЕСПАСИБО",
     "THANKS", "THANKYOU", "OK", "ОК", "ОКЕЙ", "ХОРОШО", "ПОНЯТНО", "ЖАҚСЫ", "ЖАКСЫ",
-    "ТҮСІНІКТІ", "ТУСИНИКТИ"})
+    "ТҮСІНІКТІ", "ТУСИНИКТИ", "БЛАГОДАРЮ", "БЛАГОДАРИМ",
+    # A goodbye ends the conversation as a thanks does.
+    "ДОСВИДАНИЯ", "САУБОЛЫҢЫЗ", "САУБОЛЫНЫЗ", "САУБОЛ"})
 # Words that may stand beside a thanks in a reply that asks nothing: "Спасибо большое",
 # "Көп рахмет сізге". Every word of such a reply must be a thanks, one of these or a polite
 # word, and it must not ask: "Спасибо, пенсия не пришла" is a question and goes to the lawyers.
 THANKS_COMPANIONS = frozenset({
     "БОЛЬШОЕ", "ОГРОМНОЕ", "ВАМ", "ВАС", "ВАШЕГО", "Я", "МЫ", "ЛАДНО", "ДА", "ПОНЯЛ",
     "ПОНЯЛА", "ПРИНЯТО", "ЯСНО", "ВСЁ", "ВСЕ", "СІЗГЕ", "СИЗГЕ", "КӨП", "КОП", "ҮЛКЕН",
-    "УЛКЕН", "ИӘ", "ИА", "ТҮСІНДІМ", "ТУСИНДИМ", "ЖАРАЙДЫ", "АЙНАЛАЙЫН", "БАЛАМ"})
+    "УЛКЕН", "ИӘ", "ИА", "ТҮСІНДІМ", "ТУСИНДИМ", "ЖАРАЙДЫ", "АЙНАЛАЙЫН", "БАЛАМ",
+    # "Нет, спасибо" (to "0 for a lawyer"), "Спасибо, до свидания", "Спасибо за помощь",
+    # "Рахмет, сау болыңыз".
+    "НЕТ", "ЖОҚ", "ЖОК", "ДО", "СВИДАНИЯ", "САУ", "БОЛЫҢЫЗ", "БОЛЫНЫЗ", "ЗА", "ПОМОЩЬ",
+    "КӨМЕГІҢІЗГЕ", "КОМЕГИНИЗГЕ", "КӨМЕКТЕРІҢІЗГЕ", "КОМЕКТЕРИНИЗГЕ"})
 # "I'll wait for the call": a thanks only from a resident whose question is open (the answer to
 # the receipt SMS). After the SMS that says we could not reach them, the same words ask for
 # another call, and go to the lawyers as a question.
@@ -133,17 +153,21 @@ ASK_LAWYER_WORDS = frozenset({ASK_LAWYER, "О", "O", "НОЛЬ", "НӨЛ", "НО
 MIN_PASSED_WORDS = 3
 # Words that make a keyword polite without changing it: "Стоп, пожалуйста", "STOP please".
 POLITE_WORDS = frozenset({"ПОЖАЛУЙСТА", "ПОЖАЛУЙСТО", "ПЖЛ", "ПЛИЗ", "PLEASE", "PLS", "PLZ",
-                          "ӨТІНЕМІН", "ОТИНЕМИН", "ӨТІНІШ", "ОТИНИШ", "ӨТІНЕМ", "ОТИНЕМ"})
+                          "ӨТІНЕМІН", "ОТИНЕМИН", "ӨТІНІШ", "ОТИНИШ", "ӨТІНЕМ", "ОТИНЕМ",
+                          # As typed: "Стоп пожалуста", "Стоп пж"; in Latin letters
+                          # ("Stop pozhaluista", "Toqta otinemin") they fold onto these.
+                          "ПОЖАЛУСТА", "ПОЖАЛУСТО", "ПОЖАЛУЙСТ", "ПОЖАЛСТА", "ПЖ", "ПЖЛСТ"})
 # Latin letters that look like Cyrillic ones, in a word that mixes the two ("CTOП").
 _LOOKALIKES = str.maketrans("ABCEHIKMOPTXY", "АВСЕНІКМОРТХУ")  # I: Kazakh І
 _KEYWORDS = (STOP_WORDS | START_WORDS | HELP_WORDS | MENU_WORDS | MORE_WORDS | QUESTION_WORDS
              | GREETING_WORDS | THANKS_WORDS | frozenset(LANGUAGE_WORDS))
 # The Cyrillic keywords folded as skeleton folds them, each to itself: "КОМЕК" and "КӨМЕК"
 # fold alike, so a Latin "KOMEK" written back in Cyrillic finds either.
-# Stop companions too ("Magan sms jibermeniz"); a keyword wins over a companion folded alike.
+# Stop companions and polite words too ("Magan sms jibermeniz", "otinemin"); a keyword wins
+# over a companion folded alike.
 _FOLDED_KEYWORDS = {skeleton(word.lower()): word
-                    for words in (STOP_COMPANIONS, _KEYWORDS) for word in sorted(words)
-                    if not word.isascii()}
+                    for words in (POLITE_WORDS, STOP_COMPANIONS, _KEYWORDS)
+                    for word in sorted(words) if not word.isascii()}
 # Cyrillic words fold only onto the Kazakh keywords and companions (a phone without some
 # Kazakh letters: "ЖIБЕРМЕНИЗ", "Нөмірімді өшірініз"); a Russian word folding onto a Russian
 # keyword would be another word ("Не беспокоите", "Начат").
@@ -261,7 +285,7 @@ def command_word(body: str) -> str:
     # ("Стоп 🙏"), but a message of symbols only ("?") stays what it is.
     words = [w for w in _WORD_SEPARATORS.split(body) if any(ch.isalnum() for ch in w)] or (
         body.split())
-    plain = [w for w in words if keyword(w) not in POLITE_WORDS] or words
+    plain = [w for w in words if _one_keyword(w) not in POLITE_WORDS] or words
     whole = _one_keyword(" ".join(plain))
     if whole in _KEYWORDS:  # "Салам алейкум" is one greeting, not "Салам" and a question
         return whole
@@ -352,6 +376,23 @@ def keyword(body: str) -> str:
     if _CYRILLIC.search(word) and _LATIN.search(word):
         word = word.translate(_LOOKALIKES)  # "CTOП" typed with Latin C and T is "СТОП"
     return word
+
+
+# "0", or the letter О typed for it, then the question: "0 пенсия не пришла", "О, не пришла".
+_ZERO_THEN_TEXT = re.compile(r"([0OoОо])[\s.,:;!)\-–—]+(.*\w.*)", re.S)
+
+
+def _asked_after_zero(body: str, zero_offered: bool) -> str | None:
+    """The question a resident wrote after "0" (ASK_LAWYER) in one message, else None. The
+    letter О counts only right after an answer that offered 0 (zero_offered): elsewhere
+    "О пенсии…" is the Russian "about"."""
+    match = _ZERO_THEN_TEXT.fullmatch(body.strip())
+    if match is None or not any(ch.isalpha() for ch in match.group(2)):
+        return None
+    if match.group(1) == ASK_LAWYER:
+        return match.group(2).strip()
+    # The letter: kept, since it may be the preposition ("О пенсии хочу спросить").
+    return body.strip() if zero_offered else None
 
 
 def clean_text(body: str) -> str:
@@ -446,6 +487,11 @@ class SmsDialogue:
             asking = SmsState(language=language, last_topic=state.last_topic,
                               awaiting_question=True)
             return self._send(self.text(language, "sms.ask"), asking, "ask")
+        asked = _asked_after_zero(cleaned, state.last_topic is not None)
+        if asked is not None:
+            # "0 пенсия не пришла уже 2 месяца": the 0 the answer asked for, with the question
+            # itself after it; the topic's text again would not help.
+            return self._question(asked, detected or language, state.last_topic)
         topic = self.content.menus["main"].options.get(word)
         if topic in self.content.topics:
             return self._answer(topic, language)

@@ -238,6 +238,8 @@ def test_stop_holds_after_the_number_is_pseudonymised(app: Flask, phone: Phone,
     # The polite "stop" of an older Kazakh speaker, with and without Kazakh letters; a stop
     # quoted.
     "Тоқтаңыз", "тоқтаңызшы", "Токтаныз", "Toqtanyz", "«Стоп»",
+    # "Please" as it is typed, and in Latin letters.
+    "СТОП ПОЖАЛУСТА", "Стоп пж", "Stop pozhaluista", "Toqta otinemin",
 ])
 def test_stop_words_in_every_language(phone: Phone, db, word: str) -> None:
     assert phone.send(word)
@@ -285,7 +287,11 @@ def test_a_greeting_or_a_symbol_gets_the_menu_not_a_lawyer(
     assert questions(db) == []
 
 
-@pytest.mark.parametrize("body", ["Рахмет", "Спасибо!", "ok", "Жақсы", "Понятно"])
+@pytest.mark.parametrize("body", ["Рахмет", "Спасибо!", "ok", "Жақсы", "Понятно",
+                                  # Declining "0 for a lawyer", and goodbyes.
+                                  "Нет, спасибо", "Жоқ, рахмет", "Спасибо, до свидания",
+                                  "Сау болыңыз", "Благодарю", "Спасибо вам большое за помощь",
+                                  "Рахмет сау болыңыз", "До свидания"])
 def test_thanks_after_an_answer_ends_the_conversation(phone: Phone, db, body: str) -> None:
     assert phone.send("1")
     assert phone.send(body) is None  # nothing sent, nothing for a lawyer
@@ -453,6 +459,63 @@ def test_keywords_typed_in_latin_letters(phone: Phone, dialogue: SmsDialogue, db
     assert phone.send(word) == dialogue.text(language, key)
     assert questions(db) == []
     assert caller_row(db).sms_opted_out == (key == "sms.stop")
+
+
+@pytest.mark.parametrize(("stop", "start", "language"), [
+    ("СТОП", "Начать снова", "ru"), ("СТОП", "Старт снова", "ru"),
+    ("ТОҚТА", "Қайта бастау", "kk"), ("ТОҚТА", "Кайта бастау", "kk")])
+def test_start_as_the_stop_reply_words_it(phone: Phone, dialogue: SmsDialogue, db, stop: str,
+                                          start: str, language: str) -> None:
+    """The stop reply says "чтобы начать снова…" / "қайта бастау үшін…": written back, that
+    starts again (it was no reply at all, and a question nobody asked)."""
+    assert phone.send(stop) == dialogue.text(language, "sms.stop")
+    assert phone.send(start) == dialogue.text(language, "sms.start")
+    assert not caller_row(db).sms_opted_out
+    assert questions(db) == []
+
+
+@pytest.mark.parametrize(("first", "question", "language"), [
+    ("Хочу задать вопрос", "Мне 63 года пенсию не назначили что делать", "ru"),
+    ("Есть вопрос к юристу", "Мне 63 года пенсию не назначили что делать", "ru"),
+    ("Можно задать вопрос?", "Мне 63 года пенсию не назначили что делать", "ru"),
+    ("Сізге сұрағым бар", "Зейнетақым екі ай келмеді не істеймін", "kk"),
+    ("Менде сұрақ бар", "Зейнетақым екі ай келмеді не істеймін", "kk"),
+])
+def test_i_want_to_ask_then_the_question_reaches_a_lawyer(
+        phone: Phone, dialogue: SmsDialogue, db, first: str, question: str,
+        language: str) -> None:
+    """"I want to ask" is asked for the question (no empty question queued); the question
+    written next goes to the lawyers, not answered with a topic's text."""
+    assert phone.send(first) == dialogue.text(language, "sms.ask")
+    assert questions(db) == []
+    assert phone.send(question) == dialogue.text(language, "sms.question_received")
+    assert [q.text for q in questions(db)] == [question]
+
+
+@pytest.mark.parametrize(("topic_key", "then", "asked"), [
+    ("1", "0 пенсия не пришла уже 2 месяца", "пенсия не пришла уже 2 месяца"),
+    ("1", "0, пенсия не пришла", "пенсия не пришла"),
+    ("1", "О пенсия не пришла", "О пенсия не пришла"),  # the letter, kept: maybe "about"
+])
+def test_zero_with_the_question_after_it_reaches_a_lawyer(
+        phone: Phone, dialogue: SmsDialogue, db, topic_key: str, then: str,
+        asked: str) -> None:
+    """The answer ends "reply 0 for a lawyer"; a resident writes 0 and the question in one
+    message: a lawyer gets it, not the same topic's text again."""
+    phone.send("МЕНЮ")
+    assert phone.send(topic_key).startswith(dialogue.text("ru", "sms.topic.pension"))
+    assert phone.send(then) == dialogue.text("ru", "sms.question_received")
+    [stored] = questions(db)
+    assert (stored.text, stored.topic) == (asked, "pension")
+
+
+def test_the_letter_o_before_text_is_a_word_where_no_0_was_offered(
+        phone: Phone, dialogue: SmsDialogue, db) -> None:
+    """Without an answer that offered 0, "О пенсии…" is the Russian "about": matched as any
+    message (here the pension topic's answer), not taken for 0."""
+    assert phone.send("О пенсии по возрасту когда назначат").startswith(
+        dialogue.text("ru", "sms.topic.pension"))
+    assert questions(db) == []
 
 
 def test_latin_start_after_a_latin_stop(phone: Phone, dialogue: SmsDialogue, db) -> None:
