@@ -54,7 +54,10 @@ STOP_WORDS = frozenset({
     "НЕОТПРАВЛЯЙТЕ", "ПЕРЕСТАНЬТЕ", "НЕНАДОМНЕПИСАТЬ", "ПРОШУНЕПИСАТЬ", "ПРОШУБОЛЬШЕНЕПИСАТЬ",
     "НЕНАДОПРИСЫЛАТЬ",
     "НЕБЕСПОКОЙТЕ", "СМСНЕНАДО", "НЕНУЖНЫВАШИСМС", "НЕНУЖНЫСМС", "ЭТОНЕМОЙНОМЕР",
-    "ВЫОШИБЛИСЬНОМЕРОМ", "ЯНЕПОДПИСЫВАЛСЯ", "ЯНЕПОДПИСЫВАЛАСЬ"})
+    "ВЫОШИБЛИСЬНОМЕРОМ", "ЯНЕПОДПИСЫВАЛСЯ", "ЯНЕПОДПИСЫВАЛАСЬ",
+    # "Больше не надо писать"; the informal Kazakh "don't write/send" (ЖАЗБА alone only: it is
+    # also the noun "a note"); СТОП typed all in Latin look-alikes.
+    "БОЛЬШЕНЕНАДОПИСАТЬ", "ЖАЗБА", "ЖІБЕРМЕ", "ЖИБЕРМЕ", "CTOP"})
 # Words that may stand beside stop keywords in a message that only asks to stop: "Больше не
 # присылайте мне СМС", "Маған хабарлама жібермеңіз", "Стоп! Не пишите". Every word must be
 # one of these, a polite word or part of a stop keyword (stop_word); one other word and the
@@ -64,7 +67,8 @@ STOP_COMPANIONS = frozenset({
     "СМС", "SMS", "СООБЩЕНИЯ", "СООБЩЕНИЙ", "РАССЫЛКА", "РАССЫЛКУ", "РАССЫЛКИ", "СПАМ", "ИЗ",
     "ОТ", "БАЗЫ", "ВСЁ", "ВСЕ", "УЖЕ", "ПРОШУ", "НЕНАДО", "НИЧЕГО", "СПАСИБО", "МАҒАН",
     "МАГАН",
-    "ЕНДІ", "ЕНДИ", "ХАБАРЛАМА", "ХАБАРЛАМАЛАР", "ХАБАРЛАМАНЫ", "БАСҚА", "БАСКА", "РАХМЕТ"})
+    "ЕНДІ", "ЕНДИ", "ХАБАРЛАМА", "ХАБАРЛАМАЛАР", "ХАБАРЛАМАНЫ", "БАСҚА", "БАСКА", "РАХМЕТ",
+    "КЕРЕКЕМЕС"})  # "Маған керек емес, жазбаңыз"
 # Beside a whole-message stop word only these may stand: "Всё, хватит", "Хватит уже".
 WEAK_STOP_COMPANIONS = frozenset({"ВСЁ", "ВСЕ", "УЖЕ"})
 # Stop words that mean stop only as the whole message: with companions they may mean other
@@ -73,7 +77,7 @@ WHOLE_MESSAGE_STOP_WORDS = frozenset({
     "CANCEL", "END", "QUIT", "REVOKE", "ХВАТИТ", "ПРЕКРАТИТЬ", "ОТМЕНА"})
 # And these stop only alone, with nothing at all beside them: "Уже отписка" is a complaint
 # about a brush-off answer.
-ALONE_STOP_WORDS = frozenset({"ОТПИСКА"})
+ALONE_STOP_WORDS = frozenset({"ОТПИСКА", "ЖАЗБА"})
 # Stop keywords of several words, written as several words (keyword() joins them).
 _MAX_STOP_WORDS = 4
 START_WORDS = frozenset({"START", "UNSTOP", "СТАРТ", "БАСТА", "НАЧАТЬ",
@@ -124,10 +128,12 @@ THANKS_COMPANIONS = frozenset({
     "БОЛЬШОЕ", "ОГРОМНОЕ", "ВАМ", "ВАС", "ВАШЕГО", "Я", "МЫ", "ЛАДНО", "ДА", "ПОНЯЛ",
     "ПОНЯЛА", "ПРИНЯТО", "ЯСНО", "ВСЁ", "ВСЕ", "СІЗГЕ", "СИЗГЕ", "КӨП", "КОП", "ҮЛКЕН",
     "УЛКЕН", "ИӘ", "ИА", "ТҮСІНДІМ", "ТУСИНДИМ", "ЖАРАЙДЫ", "АЙНАЛАЙЫН", "БАЛАМ",
-    # "Нет, спасибо" (to "0 for a lawyer"), "Спасибо, до свидания", "Спасибо за помощь",
-    # "Рахмет, сау болыңыз".
-    "НЕТ", "ЖОҚ", "ЖОК", "ДО", "СВИДАНИЯ", "САУ", "БОЛЫҢЫЗ", "БОЛЫНЫЗ", "ЗА", "ПОМОЩЬ",
+    # "Спасибо, до свидания", "Спасибо за помощь", "Рахмет, сау болыңыз".
+    "ДО", "СВИДАНИЯ", "САУ", "БОЛЫҢЫЗ", "БОЛЫНЫЗ", "ЗА", "ПОМОЩЬ",
     "КӨМЕГІҢІЗГЕ", "КОМЕГИНИЗГЕ", "КӨМЕКТЕРІҢІЗГЕ", "КОМЕКТЕРИНИЗГЕ"})
+# "No" before a thanks declines ("Нет, спасибо", "Жоқ, рахмет": to "0 for a lawyer"); after it,
+# it may say what is missing ("Спасибо, нет", "Рахмет жоқ": still no pension), a question.
+DECLINE_WORDS = frozenset({"НЕТ", "ЖОҚ", "ЖОК"})
 # "I'll wait for the call": a thanks only from a resident whose question is open (the answer to
 # the receipt SMS). After the SMS that says we could not reach them, the same words ask for
 # another call, and go to the lawyers as a question.
@@ -257,6 +263,8 @@ def is_short_thanks(body: str, question_open: bool = False) -> bool:
              if any(ch.isalnum() for ch in w)]
     if not 0 < len(words) <= MAX_THANKS_WORDS:
         return False
+    if words[0] in DECLINE_WORDS and len(words) > 1:
+        words = words[1:]
     if any(w in THANKS_WORDS for w in words):
         allowed = THANKS_COMPANIONS | POLITE_WORDS | (
             WAITING_WORDS if question_open else frozenset())

@@ -240,6 +240,8 @@ def test_stop_holds_after_the_number_is_pseudonymised(app: Flask, phone: Phone,
     "Тоқтаңыз", "тоқтаңызшы", "Токтаныз", "Toqtanyz", "«Стоп»",
     # "Please" as it is typed, and in Latin letters.
     "СТОП ПОЖАЛУСТА", "Стоп пж", "Stop pozhaluista", "Toqta otinemin",
+    # bench/sms_harm.py's last stops not honoured but one (the ambiguous "Керек емес").
+    "Больше не надо писать", "ctop", "Маған керек емес, жазбаңыз", "Жазба", "Жіберме",
 ])
 def test_stop_words_in_every_language(phone: Phone, db, word: str) -> None:
     assert phone.send(word)
@@ -266,6 +268,14 @@ def test_a_keyword_asked_or_quoted_is_the_keyword(
         phone: Phone, dialogue: SmsDialogue, db, body: str, key: str) -> None:
     assert phone.send(body) in (dialogue.text("ru", key), dialogue.text("kk", key))
     assert questions(db) == []
+
+
+@pytest.mark.parametrize("body", ["Спасибо нет", "Рахмет жок"])
+def test_no_after_a_thanks_is_a_question(phone: Phone, db, body: str) -> None:
+    """"No" before a thanks declines; after it, it may say the pension is still not there."""
+    assert phone.send("1")
+    assert phone.send(body) is not None
+    assert [q.text for q in questions(db)] == [body]
 
 
 def test_a_thanks_asked_is_a_question(phone: Phone, db) -> None:
