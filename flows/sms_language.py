@@ -270,7 +270,10 @@ def detect_language(text: str) -> str | None:
             lower = word.lower()
             if "".join(c for c in lower if c.isalpha()) in _NEUTRAL_LATIN:
                 continue
-            kk_word = normalise(_kazakh_word_to_cyrillic(word))
+            # As typed in lower case: an all-caps word's I is read as the Kazakh Latin ı (І)
+            # when it is written back, which made every Russian word in capitals with an I
+            # ("OTKLUCHILI", "PRIVET") a word with a Kazakh letter, and the message Kazakh.
+            kk_word = normalise(_kazakh_word_to_cyrillic(lower))
             ru_word = normalise(_russian_word_to_cyrillic(word))
             if any(ch in KAZAKH_LATIN for ch in lower):
                 kk += _KK_EVIDENCE_LETTER_WORD

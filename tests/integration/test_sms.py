@@ -278,6 +278,16 @@ def test_no_after_a_thanks_is_a_question(phone: Phone, db, body: str) -> None:
     assert [q.text for q in questions(db)] == [body]
 
 
+def test_russian_in_latin_capitals_keeps_a_russian_speaker_russian(
+        phone: Phone, dialogue: SmsDialogue, db) -> None:
+    """Capitals are no Kazakh evidence: the question is answered, stored and remembered in
+    Russian (it was answered in Kazakh and the number switched to Kazakh)."""
+    assert phone.send("Здравствуйте") == dialogue.text("ru", "sms.menu")
+    assert phone.send("OTKLUCHILI SVET") == dialogue.text("ru", "sms.question_received")
+    [stored] = questions(db)
+    assert stored.language == "ru" and caller_row(db).language == "ru"
+
+
 def test_a_thanks_asked_is_a_question(phone: Phone, db) -> None:
     """ "Хорошо?" after an answer asks something: a lawyer sees it, as before."""
     assert phone.send("1")

@@ -61,6 +61,11 @@ def answer(matcher: FaqMatcher, text: str, language: str) -> str:
         ("pensiya kogda budet", "ru"),
         ("zdravstvuyte nuzhna pomosh", "ru"),
         ("invalidnost kak poluchit", "ru"),
+        # In capitals: an I is no Kazakh letter for it ("PRISHLA" was read as "ПРІШЛА").
+        ("MNE NE PRISHLA PENSIYA", "ru"),
+        ("POMOGITE", "ru"),
+        ("ZEINETAQY KELMEDI", "kk"),
+        ("MENIN SURAGYM BAR", "kk"),
         # mixed: the language most of the words are in
         ("Сәлеметсіз бе, пенсия когда келеді", "kk"),
         ("Здравствуйте, у меня вопрос про ХҚКО", "ru"),
@@ -73,7 +78,8 @@ def test_detect_language(text: str, expected: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["", "   ", "1", "0", "1414", "😀👍🏽", "?!", "12 34 😀", "MENU", "OK"]
+    "text", ["", "   ", "1", "0", "1414", "😀👍🏽", "?!", "12 34 😀", "MENU", "OK",
+             "OTKLUCHILI SVET", "PRIVET"]  # capitals with an I: no Kazakh letter in them
 )
 def test_detect_language_is_none_when_nothing_tells(text: str) -> None:
     assert detect_language(text) is None
