@@ -3,7 +3,8 @@
 Pure logic over the same content as the phone tree (one source of truth): no Flask, no Twilio,
 no database. The web layer applies the returned effects and sends `SmsReply.text`.
 
-Decisions: the language of a free-text message (detected) wins and is remembered; a bare
+Decisions: the language of a free-text message (detected) wins and is remembered, when it is
+clearly the other language than the remembered one (sms_language.keeps_language); a bare
 keyword keeps the remembered language; with nothing to go on the reply is in the content's first
 language (Kazakh). Keywords are matched on the whole message
 (case, spaces and punctuation ignored) in Kazakh, Russian and English, and the Kazakh and
@@ -23,7 +24,13 @@ from dataclasses import dataclass, replace
 from flows.content import Content
 from flows.faq import FaqMatcher
 from flows.segments import MAX_PARTS, fits, split_to_fit
-from flows.sms_language import detect_language, is_latin_word, skeleton, to_cyrillic
+from flows.sms_language import (
+    detect_language,
+    is_latin_word,
+    keeps_language,
+    skeleton,
+    to_cyrillic,
+)
 
 
 # Twilio's own opt-out words, plus Kazakh and Russian ones.
@@ -149,7 +156,12 @@ WAITING_COMPANIONS = frozenset({"Я", "МЫ", "БУДЕМ", "МЕН", "БІЗ", 
 MAX_THANKS_WORDS = 5
 _WORD_SEPARATORS = re.compile(r"[\s.,!;:'\"()\-_*#…–—]+")
 LANGUAGE_WORDS = {"KZ": "kk", "KK": "kk", "ҚАЗ": "kk", "КАЗ": "kk", "QAZ": "kk", "ҚАЗАҚША": "kk",
-                  "RU": "ru", "РУС": "ru", "РУ": "ru", "ОРЫСША": "ru", "ПОРУССКИ": "ru"}
+                  "RU": "ru", "РУС": "ru", "РУ": "ru", "ОРЫСША": "ru", "ПОРУССКИ": "ru",
+                  # Asked for in a sentence: "Орысша жазыңыз", "На казахском", "Казахский".
+                  "ҚАЗАҚШАЖАЗЫҢЫЗ": "kk", "ОРЫСШАЖАЗЫҢЫЗ": "ru", "КАЗАХСКИЙ": "kk", "РУССКИЙ": "ru",
+                  "ПОКАЗАХСКИ": "kk", "НАКАЗАХСКОМ": "kk", "НАРУССКОМ": "ru",
+                  "ПИШИТЕПОКАЗАХСКИ": "kk", "ПИШИТЕПОРУССКИ": "ru", "ПИШИТЕНАКАЗАХСКОМ": "kk",
+                  "ПИШИТЕНАРУССКОМ": "ru"}
 ASK_LAWYER = "0"
 # Typed for 0: the letter О (Cyrillic or Latin, next to 0 on many keypads) or the word.
 ASK_LAWYER_WORDS = frozenset({ASK_LAWYER, "О", "O", "НОЛЬ", "НӨЛ", "НОЛ"})
@@ -432,12 +444,22 @@ class SmsDialogue:
         # (the phone tree shares the caller's language and would skip its language menu).
         return replace(result, state=replace(result.state, language=None))
 
-    def detected_language(self, body: str) -> str | None:
+    def detected_language(self, body: str, remembered: str | None = None) -> str | None:
         """The language a message is written in, if one of the content's. A message that is a
         Kazakh keyword is Kazakh, also typed without Kazakh letters ("ЖИБЕРМЕНИЗ", "Кайырлы
-        кун"), which detect_language alone reads as Russian."""
+        кун"), which detect_language alone reads as Russian. The language the number is known
+        to write in (remembered) stays unless the message is clearly in the other
+        (keeps_language): Kazakh typed without Kazakh letters ("Пенсия туспеди") reads as
+        Russian by a single shared word."""
         cleaned = clean_text(body)
-        detected = "kk" if command_word(cleaned) in KAZAKH_KEYWORDS else detect_language(cleaned)
+        if command_word(cleaned) in KAZAKH_KEYWORDS:
+            detected: str | None = "kk"
+        else:
+            detected = detect_language(cleaned)
+            if (detected is not None and remembered in self.content.language_codes
+                    and detected != remembered
+                    and keeps_language(cleaned, remembered, detected)):
+                detected = remembered
         return detected if detected in self.content.language_codes else None
 
     def language_for(self, body: str, remembered: str | None) -> str:
@@ -448,7 +470,7 @@ class SmsDialogue:
     def _reply(self, body: str, state: SmsState) -> SmsReply:
         cleaned = clean_text(body)
         word = command_word(cleaned)
-        detected = self.detected_language(cleaned)
+        detected = self.detected_language(cleaned, state.language)
         language = self.language_for(cleaned, state.language)
         opt = opt_kind(word, language)
         if opt == "start":

@@ -246,6 +246,23 @@ def _evidence(words: list[str]) -> tuple[float, float]:
     return kk, ru
 
 
+# How many more votes the other language needs to replace the one a number is known to write
+# in (language_votes): one Russian stem ("пенсия", shared by Kazakh) beside Kazakh typed without
+# Kazakh letters ("Пенсия туспеди") is no reason to answer a Kazakh speaker in Russian; a word
+# with a Kazakh letter (2), or two Russian words, are.
+SWITCH_MARGIN = 2.0
+
+
+def keeps_language(text: str, remembered: str, detected: str) -> bool:
+    """Whether a message detected as `detected` still reads as the `remembered` language of
+    its number: the vote for the switch is below SWITCH_MARGIN."""
+    kk, ru = language_votes(text)
+    votes = {"kk": kk, "ru": ru}
+    if remembered not in votes or detected not in votes:
+        return False
+    return votes[detected] - votes[remembered] < SWITCH_MARGIN
+
+
 def detect_language(text: str) -> str | None:
     """Return "kk", "ru", or None when the text does not tell (no letters at all).
 
@@ -258,13 +275,22 @@ def detect_language(text: str) -> str | None:
     letters only Kazakh Latin has (q ä ğ ñ ö ū ü ı ş) count for Kazakh; Latin text with no votes
     at all (an English word, a name) gives None.
     """
+    kk, ru = language_votes(text)
+    if kk > ru:
+        return "kk"
+    if ru > 0 or any(_is_cyrillic(ch) for ch in text):
+        return "ru"
+    return None
+
+
+def language_votes(text: str) -> tuple[float, float]:
+    """The Kazakh and the Russian votes of detect_language."""
     text = unicodedata.normalize("NFC", text)
     words = _WORD.findall(text)
     if not words:
-        return None
+        return 0.0, 0.0
     cyrillic_words: list[str] = []
     kk = ru = 0.0
-    has_cyrillic = False
     for word in words:
         if any(_is_latin(ch) for ch in word) and not any(_is_cyrillic(ch) for ch in word):
             lower = word.lower()
@@ -283,13 +309,6 @@ def detect_language(text: str) -> str | None:
             kk += kk_vote
             ru += ru_vote
         else:
-            has_cyrillic = True
             cyrillic_words.extend(normalise(to_cyrillic(word, "ru")).split())
     kk_vote, ru_vote = _evidence(cyrillic_words)
-    kk += kk_vote
-    ru += ru_vote
-    if kk > ru:
-        return "kk"
-    if ru > 0 or has_cyrillic:
-        return "ru"
-    return None
+    return kk + kk_vote, ru + ru_vote

@@ -204,7 +204,8 @@ def keep_the_message(error: Exception) -> Response | HTTPException:
             if kind == "command":
                 return _reply(session, inbound, rt.sms.text(language, "sms.menu"), now)
             # Free text: its own language first, as in the dialogue (None when unknown).
-            written_in = rt.sms.detected_language(body) or (caller.language if caller else None)
+            known = caller.language if caller else None
+            written_in = rt.sms.detected_language(body, known) or known
             question = sms.add_sms_question(session, caller=caller, text=body,
                                             language=written_in, topic=None, now=now)
             inbound.question_id = question.id

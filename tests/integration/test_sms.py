@@ -288,6 +288,38 @@ def test_russian_in_latin_capitals_keeps_a_russian_speaker_russian(
     assert stored.language == "ru" and caller_row(db).language == "ru"
 
 
+@pytest.mark.parametrize(("body", "kind"), [
+    ("Пенсия туспеди", "topic"), ("ПЕНСИЯ ТУСПЕДИ", "topic"),
+    ("Электр жарыгын оширип тастады", "question")])
+def test_kazakh_without_kazakh_letters_keeps_a_kazakh_speaker_kazakh(
+        phone: Phone, dialogue: SmsDialogue, db, body: str, kind: str) -> None:
+    """A resident known to write Kazakh types it without Kazakh letters: one word shared with
+    Russian ("пенсия") is no reason to answer in Russian and switch the number, and the phone
+    tree with it, to Russian. A clearly Russian message still switches."""
+    assert phone.send("Сәлеметсіз бе") == dialogue.text("kk", "sms.menu")
+    reply = phone.send(body)
+    if kind == "topic":
+        assert reply.startswith(dialogue.text("kk", "sms.topic.pension"))
+    else:
+        assert reply == dialogue.text("kk", "sms.question_received")
+        assert [q.language for q in questions(db)] == ["kk"]
+    assert caller_row(db).language == "kk"
+    assert phone.send("Здравствуйте, когда придёт пенсия по возрасту?").startswith(
+        dialogue.text("ru", "sms.topic.pension"))
+    assert caller_row(db).language == "ru"
+
+
+@pytest.mark.parametrize(("known", "body", "language"), [
+    ("Сәлеметсіз бе", "орысша жазыныз", "ru"), ("Здравствуйте", "Казахский", "kk"),
+    ("Здравствуйте", "На казахском", "kk"), ("Сәлеметсіз бе", "Пишите по-русски", "ru")])
+def test_a_language_asked_for_in_words_is_set(phone: Phone, dialogue: SmsDialogue, db,
+                                              known: str, body: str, language: str) -> None:
+    phone.send(known)
+    assert phone.send(body).startswith(dialogue.text(language, "sms.language_set"))
+    assert caller_row(db).language == language
+    assert questions(db) == []
+
+
 def test_a_thanks_asked_is_a_question(phone: Phone, db) -> None:
     """ "Хорошо?" after an answer asks something: a lawyer sees it, as before."""
     assert phone.send("1")
