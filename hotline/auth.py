@@ -271,11 +271,17 @@ def logout() -> ResponseReturnValue:
     released: list[int] = []
     if current_user.is_authenticated:
         account, now = current_account(), utcnow()
-        with unit_of_work(_runtime().sessions) as db:
-            released = release_claims_of(db, account.id, now)
-            for question_id in released:
-                audit.record(db, account.id, audit.RELEASED, question_id, ip=client_address(),
-                             at=now, logged_out=True)
+        try:
+            with unit_of_work(_runtime().sessions) as db:
+                released = release_claims_of(db, account.id, now)
+                for question_id in released:
+                    audit.record(db, account.id, audit.RELEASED, question_id,
+                                 ip=client_address(), at=now, logged_out=True)
+        except Exception:  # noqa: BLE001 - the logout itself must not fail with the database
+            # (locked, down): the session ends all the same; the claims lapse as they would.
+            log.exception("logout: user %s: held questions not returned to the queue",
+                          account.id)
+            released = []
         log.info("logout: user %s, questions back in the queue: %s", account.id, released)
     logout_user()
     session.clear()

@@ -26,10 +26,10 @@ from hotline.config import LOCAL_TIME
 from hotline.question_page import region_name, region_order
 from hotline.workspace import (
     CHANNELS,
-    NOTHING_RECOGNISED,
     bp,
     lapse_before,
     local_time,
+    nothing_recognised,
     runtime,
     topic_title,
     transcription_words,
@@ -299,7 +299,7 @@ def _transcription(question: Question, recording: Unheard | None, asked: str) ->
     if question.channel != CHANNEL_VOICE:
         return "—"
     if question.transcription_state == TRANSCRIPTION_DONE and not asked.strip():
-        return str(NOTHING_RECOGNISED)
+        return nothing_recognised(recording.stored if recording else False)
     return transcription_words(question.transcription_state,
                                recording.seconds if recording else None,
                                recording.stored if recording else False)

@@ -54,9 +54,15 @@ TRANSCRIPTION = {
     TRANSCRIPTION_NO_MODEL: _l("no model"),
 }
 ROLES = {ROLE_CONSULTANT: _l("consultant"), ROLE_COORDINATOR: _l("coordinator")}
-# A transcription that ran and recognised no word (silence, a line too poor): not "done", which
-# in the queue's "What they asked" column read as if the question were handled.
-NOTHING_RECOGNISED = _l("No words recognised: listen to the recording")
+
+
+def nothing_recognised(stored: bool) -> str:
+    """A transcription that ran and recognised no word (silence, a line too poor): not "done",
+    which in the queue's "What they asked" column read as if the question were handled; to
+    listen to the recording only while it is here (stored: not deleted by retention)."""
+    if stored:
+        return str(_("No words recognised: listen to the recording"))
+    return str(_("No words recognised"))
 
 
 def transcription_words(state: str, seconds: int | None = None, stored: bool = False) -> str:

@@ -359,6 +359,13 @@ def rang_resident(attempt: CallbackAttempt | None) -> bool:
                                     or attempt.resident_call_sid is not None)
 
 
+def rang_resident_sql() -> ColumnElement[bool]:
+    """rang_resident as SQL, about the CallbackAttempt in the statement (the reports count
+    each consultant's calls by it); keep the two alike."""
+    return or_(CallbackAttempt.resident_status.is_not(None),
+               CallbackAttempt.resident_call_sid.is_not(None))
+
+
 def resident_answered(attempt: CallbackAttempt) -> bool:
     """Whether the resident picked up during the attempt."""
     return attempt.resident_status in ANSWERED

@@ -375,14 +375,18 @@ def release_claims_of(session: Session, user_id: int, now: datetime) -> list[int
                ~has_live_attempt(now))
         .order_by(Question.id)
         .with_for_update(of=Question)))
-    if held:
-        # Locked (PostgreSQL) or serial (SQLite): still the user's, so each of them changes.
-        session.execute(
-            update(Question)
-            .where(Question.id.in_(held), Question.claimed_by_id == user_id)
-            .values(**_UNCLAIMED)
-            .execution_options(synchronize_session=False))
-    return held
+    if not held:
+        return []
+    # Locked now (in id order, as every claim locks), and looked at again: on PostgreSQL a call
+    # started on one of them in another tab while this waited for its lock is committed by
+    # now, and this statement's snapshot sees it (the select's, older, did not).
+    return sorted(session.scalars(
+        update(Question)
+        .where(Question.id.in_(held), Question.status == QUESTION_CLAIMED,
+               Question.claimed_by_id == user_id, ~has_live_attempt(now))
+        .values(**_UNCLAIMED)
+        .returning(Question.id)
+        .execution_options(synchronize_session=False)))
 
 
 def lapse_claims(session: Session, lapse_before: datetime, now: datetime | None = None) -> int:

@@ -326,10 +326,11 @@ class Unheard:
 
 
 def unheard(session: Session, questions: list[Question]) -> dict[int, Unheard]:
-    """The recordings of the page's voice questions that no speech model could transcribe
-    (TRANSCRIPTION_NO_MODEL): one read, of those only."""
+    """The recordings of the page's voice questions whose words a lawyer may have to hear: no
+    speech model could transcribe them (TRANSCRIPTION_NO_MODEL), or the transcription found
+    none (TRANSCRIPTION_DONE, as far as the page's caller knows); one read, of those only."""
     wanted = [q.id for q in questions if q.channel == CHANNEL_VOICE
-              and q.transcription_state == TRANSCRIPTION_NO_MODEL]
+              and q.transcription_state in (TRANSCRIPTION_NO_MODEL, TRANSCRIPTION_DONE)]
     if not wanted:
         return {}
     return {question_id: Unheard(seconds, state == DOWNLOAD_STORED and path is not None)

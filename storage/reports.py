@@ -34,6 +34,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from storage.audit import OUTCOME
+from storage.callbacks import rang_resident_sql
 from storage.models import (
     CALL_FINAL_STATUSES,
     CLOSE_RESOLVED,
@@ -271,9 +272,7 @@ def _callback_calls(session: Session, filters: Filters,
     Not counted: a call Twilio refused, or one that only rang the consultant's own phone (they
     did not answer): no resident was called, as the reports' "answered" says too."""
     calls: Counter[int] = Counter()
-    rang = or_(CallbackAttempt.resident_status.is_not(None),
-               CallbackAttempt.resident_call_sid.is_not(None),
-               CallbackAttempt.outcome.is_not(None))
+    rang = or_(rang_resident_sql(), CallbackAttempt.outcome.is_not(None))
     for user_id, count in session.execute(
             select(CallbackAttempt.consultant_id, func.count())
             .join(Question, Question.id == CallbackAttempt.question_id)

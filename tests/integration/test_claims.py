@@ -26,6 +26,7 @@ from storage.claims import (
     claim_question,
     lapse_claims,
     release_claim,
+    release_claims_of,
     resident_holders,
     touch_claim,
 )
@@ -320,6 +321,43 @@ def test_a_claim_waiting_on_the_holder_does_not_deadlock_with_their_sms(
     with unit_of_work(session_factory) as session:
         assert _state(session, question) == (QUESTION_CLAIMED, a)
         assert len(session.scalars(select(SmsMessage)).all()) == 1
+
+
+def test_logging_out_while_a_call_starts_in_another_tab_keeps_the_question(
+        session_factory: sessionmaker[Session], people: tuple[int, int, int]) -> None:
+    """a presses Call in one tab (the question's row locked, the attempt not committed yet)
+    while logging out in another: the logout waits for the row, then sees the call, and the
+    question stays a's (on PostgreSQL its first read, older, did not see the call)."""
+    a, _b, question_id = people
+    with unit_of_work(session_factory) as session:
+        assert claim_question(session, question_id, a, NOW, NOW - IDLE)
+    touched = threading.Event()
+    errors: list[BaseException] = []
+
+    def caller() -> None:
+        try:
+            with unit_of_work(session_factory) as session:
+                assert touch_claim(session, question_id, a, NOW)  # the question's row locked
+                touched.set()
+                time.sleep(0.5)  # the logout reads, then waits for the row
+                session.add(CallbackAttempt(question_id=question_id, consultant_id=a,
+                                            state=CALLBACK_DIALING, created_at=NOW,
+                                            updated_at=NOW))
+        except BaseException as error:  # re-raised in the test's thread
+            errors.append(error)
+            touched.set()
+
+    thread = threading.Thread(target=caller)
+    thread.start()
+    assert touched.wait(30)
+    with unit_of_work(session_factory) as session:
+        released = release_claims_of(session, a, NOW)
+    thread.join(60)
+    if errors:
+        raise errors[0]
+    assert released == []
+    with unit_of_work(session_factory) as session:
+        assert _state(session, question_id) == (QUESTION_CLAIMED, a)
 
 
 def test_claiming_a_residents_question_ends_others_lapsed_claims_on_the_rest(
@@ -702,6 +740,27 @@ def test_the_logout_message_speaks_the_users_language(app: Flask, db: Db,
     assert "back in the queue" not in _logout(b)
     with db() as session:
         assert _state(session, question_id) == (QUESTION_WAITING, None)
+
+
+def test_a_logout_ends_the_session_when_the_database_fails(
+        app: Flask, db: Db, question_id: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Returning the held questions is a courtesy: with the database locked or down, the
+    logout still logs out (the claims lapse later, as they would have)."""
+    from sqlalchemy.exc import OperationalError
+
+    import hotline.auth
+
+    a = _browser(app, "a@example.kz")
+    assert a.claim(question_id).status_code == 303
+
+    def locked(*_args: object) -> list[int]:
+        raise OperationalError("UPDATE questions", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(hotline.auth, "release_claims_of", locked)
+    assert "back in the queue" not in _logout(a)
+    assert a.client.get("/queue", base_url=BASE_URL).status_code == 302  # to the login
+    with db() as session:
+        assert _state(session, question_id)[0] == QUESTION_CLAIMED
 
 
 def test_a_coordinator_can_claim(app: Flask, question_id: int) -> None:

@@ -264,6 +264,15 @@ def test_a_transcript_that_recognised_nothing_says_to_listen(
     assert ('<p class="hint" id="nothing-recognised">No words recognised: listen to the '
             'recording</p>') in html
     assert '<p class="transcript"' not in html
+    # Once the recording is deleted (retention), there is nothing to listen to.
+    gone = _voice_question(db, settings, file_path=None, state=RECORDING_DELETED,
+                           transcript=False)
+    with db() as session:
+        save_transcript(session, gone, language="ru", model="vosk-model-ru", text="",
+                        words=[], confidence=0.0, duration=3.0, elapsed=1.0,
+                        now=datetime.now(UTC))
+    html = _logged_in(app, consultant).get(f"/questions/{gone}").get_data(as_text=True)
+    assert '<p class="hint" id="nothing-recognised">No words recognised</p>' in html
 
 
 @pytest.mark.parametrize(("language", "said"), [

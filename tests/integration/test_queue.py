@@ -22,6 +22,7 @@ from storage.db import unit_of_work
 from storage.models import (
     CHANNEL_SMS,
     CHANNEL_VOICE,
+    DOWNLOAD_DELETED,
     DOWNLOAD_FAILED,
     DOWNLOAD_STORED,
     QUESTION_CLAIMED,
@@ -486,6 +487,16 @@ def test_each_row_shows_the_start_of_what_was_asked(app: Flask, db: Db, consulta
         silent = _question(session, ago=2 * HOUR, transcription_state=TRANSCRIPTION_DONE)
         save_transcript(session, silent, language="ru", model="vosk-model-ru", text="",
                         words=[], confidence=0.0, duration=3.0, elapsed=1.0, now=NOW)
+        session.add(Recording(recording_sid="RE" + "1" * 32, question_id=silent, call_sid="CA1",
+                              duration=3, source_url="https://x/rec", file_path="r.wav",
+                              download_state=DOWNLOAD_STORED))
+        # Its recording gone (retention deleted it, or it was never fetched): nothing to hear.
+        gone = _question(session, ago=HOUR + HOUR / 2, transcription_state=TRANSCRIPTION_DONE)
+        save_transcript(session, gone, language="ru", model="vosk-model-ru", text="",
+                        words=[], confidence=0.0, duration=3.0, elapsed=1.0, now=NOW)
+        session.add(Recording(recording_sid="RE" + "2" * 32, question_id=gone, call_sid="CA1",
+                              duration=3, source_url="https://x/rec", file_path=None,
+                              download_state=DOWNLOAD_DELETED))
         failed = _question(session, ago=1 * HOUR, transcription_state=TRANSCRIPTION_FAILED)
     response = _logged_in(app, consultant).get("/queue")
     shown = {int(row[0]): row[7] for row in page(response).rows[1:]}
@@ -497,6 +508,7 @@ def test_each_row_shows_the_start_of_what_was_asked(app: Flask, db: Db, consulta
         # Recognised nothing (silence): said so, not the bare state "done", which read as if
         # the question were handled.
         silent: "No words recognised: listen to the recording",
+        gone: "No words recognised",
         failed: "failed",
     }
     assert '<span lang="kk">жер телімі туралы сұрағым бар</span>' in response.get_data(
