@@ -89,6 +89,9 @@ class Topic:
     id: str
     parent: str
     sources: tuple[str, ...]
+    # In English (tree.yaml's `title:`), for the workspace and the public page in English,
+    # which the phone's languages do not cover; the id, readable, when it has none.
+    title: str = ""
 
 
 @dataclass(frozen=True)
@@ -232,7 +235,8 @@ def _parse_tree(
         if topic_id not in parents:
             problems.append(f"{name}: topics.{topic_id}: no menu leads to this topic")
         sources = tuple(str(s) for s in body.get("sources") or ())
-        topics[topic_id] = Topic(topic_id, parents.get(topic_id, "main"), sources)
+        title = str(body.get("title") or topic_id.replace("_", " "))
+        topics[topic_id] = Topic(topic_id, parents.get(topic_id, "main"), sources, title)
     for key, code in languages.items():
         if key in RESERVED_KEYS or not re.fullmatch(r"[1-8]", key):
             problems.append(f"{name}: languages.{key}: key must be one of 1-8")

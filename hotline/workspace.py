@@ -99,7 +99,8 @@ def topic_title(topic: str | None) -> str:
     language = i18n.current_language()
     if language in content.prompts:
         return str(content.prompts[language].get(f"topic.{topic}.title", topic))
-    return topic.replace("_", " ")
+    known = content.topics.get(topic)
+    return known.title if known else topic.replace("_", " ")
 
 
 def node_title(node: str | None) -> str:

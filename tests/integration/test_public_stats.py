@@ -289,6 +289,8 @@ def test_the_json_suppresses_a_region_of_four(app: Flask, questions_in_regions: 
     assert stats["period"]["from_month"] == stats["period"]["to_month"] == this_month["month"]
     assert stats["by_topic"][0]["topic"] == "pension"
     assert stats["by_topic"][0]["title"]["ru"] == "Пенсия"
+    # English, which the phone's content does not speak: tree.yaml's title, not the code.
+    assert stats["by_topic"][0]["title"]["en"] == "Pensions"
     assert stats["min_count"] == 5
 
 

@@ -335,7 +335,7 @@ def test_the_page_shows_the_callers_history(app: Flask, db: Db, settings: Settin
     # The number to read, not to tap: a tel: link would call from the lawyer's own phone.
     assert PHONE in html and "tel:" not in html
     # Where each call ended, named as the reports name it, never the tree's own ids.
-    assert ["2026-03-02 09:30", "1:35", "Explainer: pension"] in parsed.rows
+    assert ["2026-03-02 09:30", "1:35", "Explainer: Pensions"] in parsed.rows
     assert ["2026-02-28 09:30", "0:20", "Main menu"] in parsed.rows
     assert ["2026-03-02 10:30", "to the resident", "Мы пытались вам позвонить.",
             "delivered"] in parsed.rows

@@ -576,9 +576,10 @@ def test_the_page_shows_rows_badges_tabs_and_filters(app: Flask, db: Db, consult
     assert header == ["#", "Waiting", "Priority", "Language", "Topic", "Channel", "Region",
                       "What they asked", "Claimed by", ""]
     assert rows == [
-        [str(urgent), "3 h", "urgent repeat caller 2 failed attempts", "Русский", "pension",
+        [str(urgent), "3 h", "urgent repeat caller 2 failed attempts", "Русский", "Pensions",
          "Call", "Almaty Region", "waiting", "—", "Claim"],
-        [str(sms), "3 d", "", "Қазақша", "documents", "SMS", "no region", "—", "—", "Claim"],
+        [str(sms), "3 d", "", "Қазақша", "Documents and public services", "SMS", "no region",
+         "—", "—", "Claim"],
     ]
     html = due.get_data(as_text=True)
     assert f'<tr id="question-{urgent}">' in html
@@ -596,9 +597,9 @@ def test_the_page_shows_rows_badges_tabs_and_filters(app: Flask, db: Db, consult
 
     later = page(browser.get("/queue?status=scheduled")).rows[1:]
     assert later == [[str(scheduled), "2 d", "1 failed attempt retry at 16:05", "Русский",
-                      "pension", "Call", "no region", "waiting", "—", "Claim"]]
+                      "Pensions", "Call", "no region", "waiting", "—", "Claim"]]
     held = page(browser.get("/queue?status=claimed")).rows[1:]
-    assert held == [[str(claimed), "10 h", "", "Русский", "pension", "Call", "no region",
+    assert held == [[str(claimed), "10 h", "", "Русский", "Pensions", "Call", "no region",
                      "waiting", "Bolat", ""]]
     closed_page = browser.get("/queue?status=closed")
     closed_header, closed_row = page(closed_page).rows

@@ -342,18 +342,18 @@ def test_the_page_and_its_csv_show_the_figures(reports_app: Flask, coordinator: 
     assert download(browser, "consultants")[1:] == [["Aigerim A", "0", "4", "2", "2"],
                                                     ["Bolat B", "1", "2", "2", "0"]]
     assert download(browser, "menu")[1:] == [
-        ["Main menu", "1", "Explainer: pension", "3"],
+        ["Main menu", "1", "Explainer: Pensions", "3"],
         ["Language menu", "2", "Русский", "1"],
-        ["Main menu", "3", "Explainer: disability", "1"],
+        ["Main menu", "3", "Explainer: Disability", "1"],
         ["Main menu", "7", "wrong key: the menu repeats", "1"],
-        ["Explainer: pension", "1", "hear again", "1"],
-        ["Explainer: pension", "2", "Recording a question", "1"],
+        ["Explainer: Pensions", "1", "hear again", "1"],
+        ["Explainer: Pensions", "2", "Recording a question", "1"],
     ]
-    assert download(browser, "explainers")[1:3] == [["pension", "3", "1", "1"],
-                                                    ["disability", "1", "0", "0"]]
-    assert download(browser, "hangups")[1:] == [["Explainer: pension", "2"],
+    assert download(browser, "explainers")[1:3] == [["Pensions", "3", "1", "1"],
+                                                    ["Disability", "1", "0", "0"]]
+    assert download(browser, "hangups")[1:] == [["Explainer: Pensions", "2"],
                                                 ["Before pressing any key", "1"],
-                                                ["Explainer: disability", "1"]]
+                                                ["Explainer: Disability", "1"]]
 
     # The HTML tables hold the same cells as the CSV files, table after table.
     html = page(browser.get("/reports", query_string=MARCH_QUERY)).rows
@@ -429,7 +429,8 @@ def test_filters_apply_to_the_page(reports_app: Flask, coordinator: str) -> None
         ["2026-W09", "2026-02-23", "1", "0"], ["2026-W10", "2026-03-02", "7", "1"],
         ["2026-W11", "2026-03-09", "7", "1"], ["2026-W12", "2026-03-16", "7", "0"],
         ["2026-W13", "2026-03-23", "7", "0"], ["2026-W14", "2026-03-30", "2", "0"]]
-    assert download(browser, "topics", region="-")[1:] == [["social assistance", "1", "100.0"]]
+    assert download(browser, "topics", region="-")[1:] == [
+        ["Targeted social assistance", "1", "100.0"]]
     assert download(browser, "summary", topic="pension", to="2026-03-08")[1] == [
         "Questions received", "3", "3"]
     form = page(browser.get("/reports", query_string={**MARCH_QUERY, "region": "almaty"}))
