@@ -109,6 +109,7 @@ def page() -> ResponseReturnValue:
         "beep": _("(beep)"),
         "expired": _("This page has expired (you logged in or out meanwhile): reload it."),
         "failed": _("Something went wrong; the call was ended."),
+        "notSent": _("The recording could not be sent: nothing was stored."),
     }
     config = {
         "incomingUrl": external_url("voice.incoming"),
@@ -321,7 +322,19 @@ def _transcription_label(state: str) -> str:
 
 @bp.get("/prompt-text")
 def prompt_text() -> ResponseReturnValue:
-    """The text of a prompt's audio file, shown while the page plays it."""
+    """The text of a prompt's audio file (?url=), or of a <Say> prompt (?say=, with
+    ?language=, not ?lang=, which would switch the page's own language: what the voice is
+    given, the pronounce table's spoken form), shown while the page plays or speaks it: as
+    written, "SMS" and "1414", not "эс-эм-эс"."""
+    if "say" in request.args:
+        language = request.args.get("language", "")
+        said = request.args.get("say", "").strip()
+        flow = runtime().flow
+        if language not in flow.content.prompts:
+            return jsonify(language=None, text=None)
+        text = next((prompt.text for prompt in flow.all_prompts(language)
+                     if prompt.speech.strip() == said), None)
+        return jsonify(language=language, text=text)
     try:
         match = PROMPT_PATH.search(urlsplit(request.args.get("url", "")).path)
     except ValueError:  # "http://[": not a URL at all

@@ -81,7 +81,10 @@
   }
 
   function showError(error) {
-    const item = entry("error", error instanceof PhoneError ? error.message : T.failed);
+    const text = error instanceof PhoneError ? error.message : T.failed;
+    const last = el.transcript.lastElementChild;
+    if (last && last.className === "error" && last.textContent === text) { return; } // said
+    const item = entry("error", text);
     item.title = error instanceof PhoneError ? String(error.detail) : String(error);
   }
 
@@ -166,6 +169,7 @@
     const loops = Math.min(Math.max(intAttr(node, "loop", 1), 1), 10);
     const item = entry("say", text, language.slice(0, 2));
     item.dataset.state = "speaking";
+    written(text, language.slice(0, 2), item);
     const voice = voiceFor(language);
     if (!voice) { item.title = T.noVoice; item.classList.add("no-voice"); }
     for (let i = 0; i < loops && !call.ended; i += 1) {
@@ -209,7 +213,9 @@
     item.dataset.state = "playing";
     describe(url, item);
     for (let i = 0; i < loops && !call.ended; i += 1) {
-      const outcome = await playAudio(url);
+      // From this site, as the webhooks are (sameOrigin): the TwiML's URL is PUBLIC_BASE_URL's
+      // where one is set, which the page's Content-Security-Policy does not let it play.
+      const outcome = await playAudio(sameOrigin(url));
       item.dataset.state = outcome;
       if (outcome !== "played") { break; }
     }
@@ -243,6 +249,17 @@
         item.lang = found.language;
       }
     } catch (error) { /* the file name stays */ }
+  }
+
+  /* Show a <Say> prompt as written: it carries what the voice is to say ("эс-эм-эс",
+   * "один, четыре, один, четыре"), not the text ("SMS", "1414"). */
+  async function written(text, language, item) {
+    try {
+      const response = await fetch(config.promptTextUrl + "?" + new URLSearchParams({
+        say: text, language: language }));
+      const found = await response.json();
+      if (found.text) { item.textContent = found.text; }
+    } catch (error) { /* the spoken form stays */ }
   }
 
   async function pause(node) {
@@ -317,8 +334,8 @@
     const silenceMs = 1000 * intAttr(node, "timeout", 5);
     const finishOnKey = node.hasAttribute("finishOnKey")
       ? node.getAttribute("finishOnKey") : "1234567890*#";
-    if (node.getAttribute("playBeep") !== "false") { await beep(); }
-    if (call.ended) { return null; }
+    // The microphone first, then the beep: a visitor who starts speaking at the beep while
+    // the browser still asks "Allow the microphone?" would not be recorded.
     let stream;
     const asked = navigator.mediaDevices.getUserMedia({
       audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false },
@@ -337,6 +354,11 @@
     call.onHangup = null;
     if (!stream || call.ended) {
       asked.then((late) => late.getTracks().forEach((track) => track.stop()), () => {});
+      return null;
+    }
+    if (node.getAttribute("playBeep") !== "false") { await beep(); }
+    if (call.ended) {
+      stream.getTracks().forEach((track) => track.stop());
       return null;
     }
     const recorder = new MediaRecorder(stream);
@@ -394,7 +416,14 @@
       item.dataset.state = "empty";
       return reason === "hangup" ? null : undefined;
     }
-    const uploaded = await upload(wav(pcm, RECORDING_RATE));
+    let uploaded;
+    try {
+      uploaded = await upload(wav(pcm, RECORDING_RATE));
+    } catch (error) {
+      item.textContent = T.notSent;
+      item.dataset.state = "failed";
+      throw error;
+    }
     item.textContent = "● " + T.recorded + ": " + uploaded.seconds + " " + T.seconds;
     item.dataset.state = "recorded";
     item.dataset.recordingSid = uploaded.sid;
@@ -587,8 +616,11 @@
   /* Link to the questions left on the call; with a separate worker (make run) transcription
    * comes a little later, so ask again every 2 s for a minute while it is under way. */
   async function showQuestions(ended, tries) {
-    const response = await fetch(config.questionsUrl.replace("CALLSID", ended.sid));
-    const found = response.ok ? (await response.json()).questions : [];
+    let found = [];
+    try {
+      const response = await fetch(config.questionsUrl.replace("CALLSID", ended.sid));
+      found = response.ok ? (await response.json()).questions : [];
+    } catch (error) { /* the hotline is not answering: as if nothing was left */ }
     if (call !== ended) { return; } // a new call has started
     el.result.hidden = false;
     if (!found.length) {
@@ -654,8 +686,16 @@
     button.addEventListener("click", () => press(button.dataset.key));
   });
   document.addEventListener("keydown", (event) => {
-    if (event.target === el.from || event.ctrlKey || event.altKey || event.metaKey) { return; }
+    // A key held down repeats: one press, not a choice in each menu it passes through.
+    if (event.target === el.from || event.ctrlKey || event.altKey || event.metaKey
+        || event.repeat) { return; }
     if (/^[0-9*#]$/.test(event.key)) { event.preventDefault(); press(event.key); }
+  });
+
+  // Leaving the page (a link, a reload, closing the tab) in a call ends it where it is: a
+  // question being recorded is lost. The browser asks first, as it does for unsaved text.
+  window.addEventListener("beforeunload", (event) => {
+    if (call && !call.ended) { event.preventDefault(); event.returnValue = ""; }
   });
 
   // For tests and curious developers: the current call and the calls finished so far.

@@ -320,6 +320,21 @@ def test_a_played_prompt_is_described_by_its_text(page: tuple[FlaskClient, str],
     assert unknown == {"language": None, "text": None}
 
 
+def test_a_spoken_prompt_is_shown_as_written(page: tuple[FlaskClient, str],
+                                            demo_app: Flask) -> None:
+    """A <Say> carries what the voice says ("эс-эм-эс", "один, четыре, один, четыре"): the
+    page asks for the prompt as written, without touching its own language (no ?lang=)."""
+    client, _token = page
+    prompt = runtime(demo_app).flow.prompt("ru", "topic.pension.todo")
+    assert prompt.speech != prompt.text and "1414" in prompt.text
+    answer = client.get("/phone/prompt-text",
+                        query_string={"say": f" {prompt.speech} ", "language": "ru"})
+    assert answer.json == {"language": "ru", "text": prompt.text}
+    assert "lang=" not in answer.headers.get("Set-Cookie", "")
+    for unknown in ({"say": "не подсказка", "language": "ru"}, {"say": prompt.speech}):
+        assert client.get("/phone/prompt-text", query_string=unknown).json["text"] is None
+
+
 def test_the_start_up_warning_names_the_phone(make_app: Callable[[Settings], Flask],
                                               settings: Settings,
                                               caplog: pytest.LogCaptureFixture) -> None:
