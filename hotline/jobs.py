@@ -151,6 +151,9 @@ def sweep(runtime: Runtime) -> tuple[int, int]:
         recording_ids = [r.id for r in questions.recordings_to_fetch(session, stale_before)]
         question_ids = transcripts.questions_to_transcribe(
             session, (TRANSCRIPTION_PENDING, TRANSCRIPTION_RUNNING), updated_before=stale_before)
+        # Once per stale time, not once a minute while the queued job waits its turn.
+        questions.mark_requeued(session, recording_ids, now)
+        transcripts.mark_requeued(session, question_ids, now)
     for recording_id in recording_ids:
         download_recording_job(recording_id)
     for question_id in question_ids:

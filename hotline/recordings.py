@@ -47,6 +47,12 @@ class RedirectRefused(DownloadError):
     """A redirect to a host not on the allow-list: the row is kept 'refused' for an operator."""
 
 
+class BodyRefused(DownloadError):
+    """What the media host sent is no recording to keep (not a WAV, larger than 50 MB): the
+    same answer again would be no better, so the row is kept 'refused' for an operator rather
+    than fetched again, up to SWEEP_DOWNLOAD_ATTEMPTS times, 50 MB each."""
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -158,12 +164,12 @@ def _write_wav(response: requests.Response, target: Path) -> int:
             for chunk in response.iter_content(64 * 1024):
                 size += len(chunk)
                 if size > MAX_RECORDING_BYTES:
-                    raise DownloadError("recording is larger than 50 MB")
+                    raise BodyRefused("recording is larger than 50 MB")
                 out.write(chunk)
         with open(tmp_name, "rb") as check:
             header = check.read(12)
         if header[:4] != b"RIFF" or header[8:12] != b"WAVE":
-            raise DownloadError("media host did not send a WAV file")
+            raise BodyRefused("media host did not send a WAV file")
         # The RIFF header says how long the file is: a body that ended early (a connection
         # closed mid-transfer, without a Content-Length to tell) is no recording to keep as
         # stored, but a download to try again. 0 and 0xFFFFFFFF: a writer that did not know.
@@ -240,7 +246,9 @@ def download_recording(
     except (DownloadError, OSError) as exc:
         log.warning("recording %s not downloaded: %s", sid, exc)
         with unit_of_work(runtime.sessions) as session:
-            recording = questions.get_recording(session, recording_id)
+            # Locked, and read as committed: on PostgreSQL the other job's "stored" committed
+            # between a plain read and this write would otherwise be overwritten with "failed".
+            recording = questions.get_recording(session, recording_id, lock=True)
             assert recording is not None
             if recording.download_state == DOWNLOAD_STORED and recording.file_path and (
                 store.exists(recording.file_path, session=session)
@@ -249,5 +257,6 @@ def download_recording(
                 # audio meanwhile, and this one's failure changes nothing.
                 return recording.download_state
             questions.mark_recording_failed(session, recording, str(exc), datetime.now(UTC),
-                                            refused=isinstance(exc, RedirectRefused))
+                                            refused=isinstance(exc, (RedirectRefused,
+                                                                     BodyRefused)))
             return recording.download_state

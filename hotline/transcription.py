@@ -132,7 +132,9 @@ def _retry_or_fail(runtime: Runtime, question_id: int, attempts: int, error: str
     if attempts >= settings.transcription_attempts:
         return _stop(runtime, question_id, TRANSCRIPTION_FAILED,
                      f"gave up after {attempts} attempts: {error}")
+    delay = settings.retry_backoff * 2 ** (attempts - 1)
+    now = datetime.now(UTC)
     with unit_of_work(runtime.sessions) as session:
-        set_transcription_state(session, question_id, TRANSCRIPTION_PENDING,
-                                datetime.now(UTC), error)
-    raise TranscriptionRetry(error, delay=settings.retry_backoff * 2 ** (attempts - 1))
+        set_transcription_state(session, question_id, TRANSCRIPTION_PENDING, now, error,
+                                retry_at=now + timedelta(seconds=delay))
+    raise TranscriptionRetry(error, delay=delay)

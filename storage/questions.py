@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -120,9 +120,24 @@ def known_recording_sids(session: Session, recording_sids: list[str]) -> set[str
     return known
 
 
-def get_recording(session: Session, recording_id: int) -> Recording | None:
-    """Return the recording with this id, or None."""
+def get_recording(session: Session, recording_id: int, *,
+                  lock: bool = False) -> Recording | None:
+    """Return the recording with this id, or None; lock: its row locked until the transaction
+    ends, and read afresh (FOR UPDATE on PostgreSQL; SQLite's transactions are serial)."""
+    if lock:
+        return session.get(Recording, recording_id, with_for_update=True,
+                           populate_existing=True)
     return session.get(Recording, recording_id)
+
+
+def mark_requeued(session: Session, recording_ids: list[int], now: datetime) -> None:
+    """Note that the sweep queued these recordings' downloads again (updated_at): the next
+    sweeps leave them alone for the stale time, rather than queue one more job each minute
+    while the first waits its turn (a media host down for an hour grew the queue without end,
+    and every other caller's audio waited behind it)."""
+    if recording_ids:
+        session.execute(update(Recording).where(Recording.id.in_(recording_ids))
+                        .values(updated_at=now).execution_options(synchronize_session=False))
 
 
 def mark_recording_stored(

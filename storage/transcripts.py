@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
@@ -20,6 +20,10 @@ from storage.models import (
     Transcript,
 )
 
+# Machines' clocks agree to within this (NTP): a retry that comes back at its retry_at by a
+# worker whose clock is a little behind still claims its question.
+CLOCK_SLACK = timedelta(seconds=5)
+
 
 def claim_transcription(
     session: Session,
@@ -33,9 +37,16 @@ def claim_transcription(
 
     One UPDATE with the condition in its WHERE clause: of two workers that try at once, exactly
     one changes the row. A running row older than stale_before belongs to a worker that died.
+    A pending row waiting out its retry delay (transcription_updated_at in the future:
+    retry_at) is not claimed before then by another job for it (a copy the sweep queued),
+    which would spend the tries at once; `also` (an operator's command) claims it anyway.
     """
+    ready = or_(Question.transcription_updated_at.is_(None),
+                Question.transcription_updated_at <= now + CLOCK_SLACK)
+    pending = (Question.transcription_state.in_((TRANSCRIPTION_PENDING, *also)) if also
+               else and_(Question.transcription_state == TRANSCRIPTION_PENDING, ready))
     claimable = or_(
-        Question.transcription_state.in_((TRANSCRIPTION_PENDING, *also)),
+        pending,
         and_(
             Question.transcription_state == TRANSCRIPTION_RUNNING,
             or_(Question.transcription_updated_at.is_(None),
@@ -56,16 +67,33 @@ def claim_transcription(
 
 
 def set_transcription_state(
-    session: Session, question_id: int, state: str, now: datetime, error: str | None = None
+    session: Session, question_id: int, state: str, now: datetime, error: str | None = None,
+    *, retry_at: datetime | None = None,
 ) -> None:
-    """Record where the question's transcription stands, and why it stopped if it did."""
+    """Record where the question's transcription stands, and why it stopped if it did;
+    retry_at (a pending question after a passing failure): not to be tried before then, kept
+    as its transcription_updated_at (claim_transcription)."""
     session.execute(
         update(Question)
         .where(Question.id == question_id)
         .values(transcription_state=state, transcription_error=error,
-                transcription_updated_at=now)
+                transcription_updated_at=retry_at or now)
         .execution_options(synchronize_session=False)
     )
+
+
+def mark_requeued(session: Session, question_ids: list[int], now: datetime) -> None:
+    """Note that the sweep queued these pending questions' transcriptions again (as
+    storage.questions.mark_requeued does for downloads): not again each minute while that job
+    waits its turn. A stale running question is left as it is: its job claims it for being
+    stale."""
+    if question_ids:
+        session.execute(
+            update(Question)
+            .where(Question.id.in_(question_ids),
+                   Question.transcription_state == TRANSCRIPTION_PENDING)
+            .values(transcription_updated_at=now)
+            .execution_options(synchronize_session=False))
 
 
 def save_transcript(
