@@ -475,7 +475,7 @@ def test_the_queue_lists_waiting_questions_in_almaty_time(app: Flask, db: Db,
                       "What they asked", "Claimed by", ""]
     days = (datetime.now(UTC) - datetime(2026, 3, 2, 4, 30, tzinfo=UTC)).days
     # No number: no callback was promised, so no "promised by" (test_queue.py).
-    assert rows == [[str(waiting_id), f"{days} d", "", "Русский", "pension", "Call",
+    assert rows == [[str(waiting_id), f"{days} d", "", "Русский", "Pensions", "Call",
                      "no region", "waiting", "—", "Claim"]]
     # The arrival time, in Almaty's time, is the waiting time's title.
     assert 'title="Received (Almaty): 2026-03-02 09:30"' in english.get_data(as_text=True)
