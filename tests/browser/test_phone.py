@@ -324,6 +324,22 @@ def test_hanging_up_while_the_browser_asks_for_the_microphone_ends_the_call(
         assert db.scalars(select(Question)).all() == []
 
 
+@pytest.mark.parametrize("language", ["ru", "kk", "en"])
+def test_the_phone_fits_the_narrowest_screen(phone_context: BrowserContext,
+                                             language: str) -> None:
+    """On a 320 px screen the Call and Hang up buttons stay inside the phone, in every
+    language ("Положить трубку" pushed Hang up 20 px out, and the page scrolled sideways)."""
+    page = phone_context.new_page()
+    page.set_viewport_size({"width": 320, "height": 640})
+    page.goto(f"/phone?lang={language}")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 320
+    frame = page.locator(".phone").bounding_box()
+    for button in ("#phone-call", "#phone-hangup"):
+        box = page.locator(button).bounding_box()
+        assert frame and box and box["x"] + box["width"] <= frame["x"] + frame["width"], button
+    shot(page, f"phone-320-{language}")
+
+
 def test_a_key_held_down_is_one_press(phone_context: BrowserContext, live_app: Flask) -> None:
     """A key held repeats its keydown: one choice, not Russian, then a topic, then "ask a
     lawyer" as the repeats pass through each menu."""
