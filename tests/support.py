@@ -12,7 +12,7 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -296,11 +296,21 @@ def in_two_threads(
 ) -> list[_Outcome]:
     """Run work in two threads at once, each in its own unit of work (prepare first: where
     the two meet, at the barrier); return both results, in the order they finished."""
-    barrier = threading.Barrier(2, timeout=30)
+    return at_once(factory, [work, work], prepare)
+
+
+def at_once(
+    factory: sessionmaker[Session],
+    works: list[Callable[[Session], _Outcome]],
+    prepare: Callable[[Session, threading.Barrier], None],
+) -> list[_Outcome]:
+    """Run each work in a thread of its own at once, each in its own unit of work (prepare
+    first: where they meet, at the barrier); return the results, in the order they finished."""
+    barrier = threading.Barrier(len(works), timeout=30)
     results: list[_Outcome] = []
     errors: list[BaseException] = []
 
-    def run() -> None:
+    def run(work: Callable[[Session], _Outcome]) -> None:
         try:
             with unit_of_work(factory) as session:
                 prepare(session, barrier)
@@ -308,12 +318,47 @@ def in_two_threads(
         except BaseException as error:  # re-raised in the test's thread
             errors.append(error)
 
-    threads = [threading.Thread(target=run) for _ in range(2)]
+    threads = [threading.Thread(target=run, args=(work,)) for work in works]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(60)
     if errors:
         raise errors[0]
-    assert len(results) == 2
+    assert len(results) == len(works)
     return results
+
+
+@contextmanager
+def held_meanwhile(
+    open_session: Callable[[], AbstractContextManager[Session]],
+    take: Callable[[Session], object],
+    then: Callable[[Session], object] = lambda _session: None,
+    hold: float = 0.5,
+) -> Iterator[None]:
+    """Another transaction, in a thread: take (its locks), hold them `hold` seconds, then
+    (more writes) and commit. The with block runs while they are held: what the test checks
+    waits for that transaction, or does not. The thread's errors are raised at the end."""
+    taken = threading.Event()
+    errors: list[BaseException] = []
+
+    def other() -> None:
+        try:
+            with open_session() as session:
+                take(session)
+                taken.set()
+                time.sleep(hold)
+                then(session)
+        except BaseException as error:  # re-raised in the test's thread
+            errors.append(error)
+            taken.set()
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    assert taken.wait(30)
+    try:
+        yield
+    finally:
+        thread.join(60)
+    if errors:
+        raise errors[0]

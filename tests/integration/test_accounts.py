@@ -4,8 +4,6 @@ sessions at once and gives the questions they held back to the queue."""
 
 from __future__ import annotations
 
-import threading
-import time
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from typing import Any
@@ -13,6 +11,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from storage.models import (
     CALLBACK_BRIDGING,
@@ -26,6 +25,7 @@ from storage.models import (
     User,
 )
 from storage.users import MAX_FAILURES, UserError, change_user, find_user
+from tests.support import held_meanwhile
 from tests.workspace_support import PASSWORD, Browser, Db, page, users_cli
 
 NEW_PASSWORD = "a brand new one 7"
@@ -347,26 +347,12 @@ def test_two_coordinators_closing_each_other_at_once_leave_one(app: Flask, db: D
     for it (the coordinators' rows are locked) and then finds itself the last one."""
     users_cli(app, ["add", "second@example.kz", "--role", "coordinator", "--name", "Second"],
               input=f"{PASSWORD}\n{PASSWORD}\n")
-    changed = threading.Event()
-    errors: list[BaseException] = []
 
-    def first() -> None:
-        try:
-            with db() as session:
-                change_user(session, find_user(session, "second@example.kz"), active=False)
-                changed.set()
-                time.sleep(0.5)  # the second closing starts meanwhile
-        except BaseException as exc:  # re-raised in the test's thread
-            errors.append(exc)
-            changed.set()
+    def first(session: Session) -> None:  # the second closing starts while it is held
+        change_user(session, find_user(session, "second@example.kz"), active=False)
 
-    thread = threading.Thread(target=first)
-    thread.start()
-    assert changed.wait(30)
-    with pytest.raises(UserError) as refused, db() as session:
+    with held_meanwhile(db, first), pytest.raises(UserError) as refused, db() as session:
         change_user(session, find_user(session, coordinator), active=False)
-    thread.join(60)
-    assert not errors
     assert refused.value.code == "last_coordinator"
     assert _user(db, coordinator).active is True
     assert _user(db, "second@example.kz").active is False

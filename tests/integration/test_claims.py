@@ -48,7 +48,7 @@ from storage.models import (
     User,
 )
 from storage.queue import QueueFilter
-from tests.support import BASE_URL, in_two_threads
+from tests.support import BASE_URL, at_once, held_meanwhile, in_two_threads
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 IDLE = timedelta(minutes=30)
@@ -97,35 +97,23 @@ def _claim_at_once(session_factory: sessionmaker[Session],
                    claims: dict[int, int]) -> tuple[dict[int, bool], list[str]]:
     """Each user (key) claims a question (value) in a transaction of their own, at the same
     moment; return who won, and (on PostgreSQL) the questions' states each saw before."""
-    barrier = threading.Barrier(len(claims), timeout=30)
     postgres = session_factory.kw["bind"].dialect.name == "postgresql"
     seen: list[str] = []
-    results: dict[int, bool] = {}
-    errors: list[BaseException] = []
 
-    def consultant(user_id: int) -> None:
-        try:
-            with unit_of_work(session_factory) as session:
-                if postgres:
-                    # Both transactions are open and both see the questions waiting before
-                    # either updates: a read-then-write claim would let both win here.
-                    seen.extend(_state(session, q)[0] for q in sorted(set(claims.values())))
-                # On SQLite the transaction's first statement takes the write lock (BEGIN
-                # IMMEDIATE), so the sessions meet before it and the database orders them.
-                barrier.wait()
-                results[user_id] = claim_question(session, claims[user_id], user_id, NOW,
-                                                  NOW - IDLE)
-        except BaseException as error:  # re-raised in the test's thread
-            errors.append(error)
+    def meet(session: Session, barrier: threading.Barrier) -> None:
+        if postgres:
+            # Both transactions are open and both see the questions waiting before either
+            # updates: a read-then-write claim would let both win here.
+            seen.extend(_state(session, q)[0] for q in sorted(set(claims.values())))
+        # On SQLite the transaction's first statement takes the write lock (BEGIN IMMEDIATE),
+        # so the sessions meet before it and the database orders them.
+        barrier.wait()
 
-    threads = [threading.Thread(target=consultant, args=(user_id,)) for user_id in claims]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    if errors:
-        raise errors[0]
-    return results, seen
+    def consultant(user_id: int) -> Callable[[Session], tuple[int, bool]]:
+        return lambda session: (user_id, claim_question(session, claims[user_id], user_id,
+                                                        NOW, NOW - IDLE))
+
+    return dict(at_once(session_factory, [consultant(u) for u in claims], meet)), seen
 
 
 def test_two_consultants_claiming_at_the_same_moment_one_wins(
@@ -157,27 +145,13 @@ def test_two_questions_of_one_resident_go_to_one_consultant_at_the_same_moment(
         resident = _resident(session)
         first, second = _question(session, caller_id=resident), _question(
             session, caller_id=resident)
-    claimed = threading.Event()
-    errors: list[BaseException] = []
 
-    def consultant_a() -> None:
-        try:
-            with unit_of_work(session_factory) as session:
-                assert claim_question(session, first, a, NOW, NOW - IDLE)
-                claimed.set()
-                time.sleep(0.5)  # b claims meanwhile
-        except BaseException as error:  # re-raised in the test's thread
-            errors.append(error)
-            claimed.set()
+    def consultant_a(session: Session) -> None:  # b claims while it is held
+        assert claim_question(session, first, a, NOW, NOW - IDLE)
 
-    thread = threading.Thread(target=consultant_a)
-    thread.start()
-    assert claimed.wait(30)
-    with unit_of_work(session_factory) as session:
+    with held_meanwhile(lambda: unit_of_work(session_factory), consultant_a), \
+            unit_of_work(session_factory) as session:
         won = claim_question(session, second, b, NOW, NOW - IDLE)
-    thread.join(60)
-    if errors:
-        raise errors[0]
     assert won is False
     with unit_of_work(session_factory) as session:
         assert _state(session, first) == (QUESTION_CLAIMED, a)
@@ -294,30 +268,17 @@ def test_a_claim_waiting_on_the_holder_does_not_deadlock_with_their_sms(
         resident = _resident(session)
         question = _question(session, caller_id=resident)
         assert claim_question(session, question, a, NOW, NOW - IDLE)
-    touched = threading.Event()
-    errors: list[BaseException] = []
 
-    def holder() -> None:
-        try:
-            with unit_of_work(session_factory) as session:
-                assert touch_claim(session, question, a, later)  # the question's row locked
-                touched.set()
-                time.sleep(0.5)  # b's claim locks the caller and waits for the question
-                session.add(SmsMessage(direction="out", caller_id=resident, phone="+7701",
-                                       body="Сәлеметсіз бе", question_id=question,
-                                       status="queued"))
-        except BaseException as error:  # re-raised in the test's thread
-            errors.append(error)
-            touched.set()
+    def touch(session: Session) -> None:
+        assert touch_claim(session, question, a, later)  # the question's row locked
 
-    thread = threading.Thread(target=holder)
-    thread.start()
-    assert touched.wait(30)
-    with unit_of_work(session_factory) as session:
+    def sms(session: Session) -> None:  # after b's claim locked the caller, waiting
+        session.add(SmsMessage(direction="out", caller_id=resident, phone="+7701",
+                               body="Сәлеметсіз бе", question_id=question, status="queued"))
+
+    with held_meanwhile(lambda: unit_of_work(session_factory), touch, sms), \
+            unit_of_work(session_factory) as session:
         assert not claim_question(session, question, b, later, later - IDLE)
-    thread.join(60)
-    if errors:
-        raise errors[0]
     with unit_of_work(session_factory) as session:
         assert _state(session, question) == (QUESTION_CLAIMED, a)
         assert len(session.scalars(select(SmsMessage)).all()) == 1
@@ -331,30 +292,17 @@ def test_logging_out_while_a_call_starts_in_another_tab_keeps_the_question(
     a, _b, question_id = people
     with unit_of_work(session_factory) as session:
         assert claim_question(session, question_id, a, NOW, NOW - IDLE)
-    touched = threading.Event()
-    errors: list[BaseException] = []
 
-    def caller() -> None:
-        try:
-            with unit_of_work(session_factory) as session:
-                assert touch_claim(session, question_id, a, NOW)  # the question's row locked
-                touched.set()
-                time.sleep(0.5)  # the logout reads, then waits for the row
-                session.add(CallbackAttempt(question_id=question_id, consultant_id=a,
-                                            state=CALLBACK_DIALING, created_at=NOW,
-                                            updated_at=NOW))
-        except BaseException as error:  # re-raised in the test's thread
-            errors.append(error)
-            touched.set()
+    def touch(session: Session) -> None:
+        assert touch_claim(session, question_id, a, NOW)  # the question's row locked
 
-    thread = threading.Thread(target=caller)
-    thread.start()
-    assert touched.wait(30)
-    with unit_of_work(session_factory) as session:
+    def call(session: Session) -> None:  # while the logout reads, then waits for the row
+        session.add(CallbackAttempt(question_id=question_id, consultant_id=a,
+                                    state=CALLBACK_DIALING, created_at=NOW, updated_at=NOW))
+
+    with held_meanwhile(lambda: unit_of_work(session_factory), touch, call), \
+            unit_of_work(session_factory) as session:
         released = release_claims_of(session, a, NOW)
-    thread.join(60)
-    if errors:
-        raise errors[0]
     assert released == []
     with unit_of_work(session_factory) as session:
         assert _state(session, question_id) == (QUESTION_CLAIMED, a)

@@ -4,11 +4,9 @@ On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,7 @@ from storage.models import (
 )
 from storage.questions import record_question
 from storage.transcripts import claim_transcription, set_transcription_state
-from tests.support import runtime
+from tests.support import held_meanwhile, runtime
 
 Db = Callable[[], AbstractContextManager[Session]]
 
@@ -106,35 +104,24 @@ def test_a_failed_download_never_overwrites_the_other_jobs_stored_audio(
     rt = runtime(app)
     _q, recording_id = _recording(db, timedelta(minutes=1))
     relative = "recordings/other-job.wav"
-    locked = threading.Event()
-    errors: list[BaseException] = []
 
-    def other_job() -> None:
-        try:
-            with unit_of_work(rt.sessions) as session:
-                row = session.get(Recording, recording_id, with_for_update=True)
-                assert row is not None
-                rt.audio.put(relative, question_wav, session=session)
-                row.download_state, row.file_path = DOWNLOAD_STORED, relative
-                session.flush()
-                locked.set()
-                time.sleep(0.5)  # the failing job reads now, and then writes
-        except BaseException as error:  # re-raised in the test's thread
-            errors.append(error)
-            locked.set()
+    def other_job(session: Session) -> None:  # stores, then holds the row a moment
+        row = session.get(Recording, recording_id, with_for_update=True)
+        assert row is not None
+        rt.audio.put(relative, question_wav, session=session)
+        row.download_state, row.file_path = DOWNLOAD_STORED, relative
+        session.flush()
+
+    meanwhile = ExitStack()
 
     def fails(*_args: object, **_kwargs: object) -> int:
-        thread = threading.Thread(target=other_job)
-        thread.start()
-        assert locked.wait(30)
-        fails.thread = thread  # type: ignore[attr-defined]
+        # The failing job reads, then writes, while the other holds its stored row.
+        meanwhile.enter_context(held_meanwhile(lambda: unit_of_work(rt.sessions), other_job))
         raise recordings.DownloadError("HTTP 404 from media host")
 
     monkeypatch.setattr(recordings, "fetch_to_file", fails)
-    state = recordings.download_recording(rt, recording_id)
-    fails.thread.join(30)  # type: ignore[attr-defined]
-    if errors:
-        raise errors[0]
+    with meanwhile:
+        state = recordings.download_recording(rt, recording_id)
     assert state == DOWNLOAD_STORED
     with db() as session:
         row = session.get(Recording, recording_id)
