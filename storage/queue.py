@@ -318,8 +318,9 @@ def asked(session: Session, questions: list[Question]) -> dict[int, str]:
 
 @dataclass(frozen=True)
 class Unheard:
-    """A recording no speech model transcribed: its length in seconds (None when Twilio did
-    not give it) and whether its audio is here to be listened to."""
+    """A recording whose words a lawyer may have to hear (no speech model transcribed it, or
+    the transcription recognised none): its length in seconds (None when Twilio did not give
+    it) and whether its audio is here to be listened to."""
 
     seconds: int | None
     stored: bool
