@@ -15,10 +15,12 @@ from sqlalchemy import select
 
 from storage.db import unit_of_work
 from storage.models import (
+    CALLBACK_ENDED,
     QUESTION_CLAIMED,
     QUESTION_CLOSED,
     QUESTION_WAITING,
     SMS_OUT,
+    CallbackAttempt,
     Note,
     Question,
     SmsMessage,
@@ -307,6 +309,38 @@ def test_long_links_wrap_and_the_number_stays_on_one_line_on_a_phone(
     assert page.evaluate("document.documentElement.scrollWidth") <= NARROW_PHONE["width"]
     lines = page.locator(".facts .phone").evaluate("span => span.getClientRects().length")
     assert lines == 1
+
+
+def test_the_queue_and_the_users_list_fit_a_narrow_phone_in_every_language(
+        new_context: NewContext, seeded: Seeded, live_app: Flask) -> None:
+    """On a 360 px screen the queue's longest badge ("... talked with them ...; no outcome
+    written", whose end is the part that matters), what an SMS asked with a link in it, a
+    referral's badge and a long email address in the users list wrap inside the page rather
+    than widen it, in Kazakh (the longest words), Russian and English."""
+    with unit_of_work(runtime(live_app).sessions) as db:
+        first = db.get(Question, seeded.question_id)
+        assert first is not None
+        lawyer = db.scalars(select(User.id).where(User.email == seeded.consultant)).one()
+        db.add(CallbackAttempt(question_id=first.id, consultant_id=lawyer,
+                               state=CALLBACK_ENDED, duration=95))
+        db.add(Question(caller_id=first.caller_id, channel="sms", language="ru",
+                        text=f"Мне сказали смотреть {LONG_LINK}", status=QUESTION_WAITING,
+                        referral=f"ЦОН:{LONG_LINK}", created_at=first.created_at))
+        db.add(User(email="zhanargul.baimukhamedova.volunteer@example-legal-aid.kz",
+                    name="Zhanargul", role="consultant", password_hash="-"))
+    queue = log_in(new_context(viewport=NARROW_PHONE, is_mobile=True, has_touch=True),
+                   seeded.second_consultant)
+    users = log_in(new_context(viewport=NARROW_PHONE, is_mobile=True, has_touch=True),
+                   seeded.coordinator)
+    for language in ("kk", "ru", "en"):
+        queue.goto(f"/queue?lang={language}")
+        expect(queue.locator(".badge.talked")).to_contain_text("Aigerim Nurlanovna")
+        expect(queue.locator(".badge.follow-up")).to_have_count(1)
+        shot(queue, f"queue-narrow-phone-{language}")
+        assert queue.evaluate("document.documentElement.scrollWidth") <= NARROW_PHONE["width"]
+        users.goto(f"/admin/users?lang={language}")
+        expect(users.locator("table.users")).to_contain_text("zhanargul.baimukhamedova")
+        assert users.evaluate("document.documentElement.scrollWidth") <= NARROW_PHONE["width"]
 
 
 def test_the_call_and_sms_buttons_work_once_under_the_content_security_policy(
