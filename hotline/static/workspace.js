@@ -94,6 +94,17 @@ document.addEventListener("htmx:afterSettle", function (event) {
   // An outerHTML swap leaves the old element as the target: take the new one by its id.
   var part = (target.id && document.getElementById(target.id)) || target;
   if (detail.requestConfig.verb === "post") {
+    if (part.tagName === "MAIN") {
+      // A refusal replaced the page's content (HX-Retarget: main): the button pressed is
+      // gone, so the keyboard goes to the content, and a screen reader hears its title and
+      // why ("Not changed. The question is being handled by ...").
+      part.focus();
+      var title = part.querySelector("h1");
+      var reason = title && title.nextElementSibling;
+      announce([title, reason].filter(Boolean)
+        .map(function (element) { return element.textContent.trim(); }).join(". "));
+      return;
+    }
     var said = part.querySelector(".notice[role=status], [role=alert]");
     if (said) { announce(said.textContent.trim()); }
     return;

@@ -405,6 +405,13 @@ def test_the_urgent_badge_follows_the_tags_saved_with_htmx(new_context: NewConte
         expect(page.locator("#tags p.notice")).to_have_text("Saved.")
         expect(badge).to_have_count(shown)
         expect(page.locator("#urgent-badge")).to_have_count(1)  # one, not a second beside it
+    # Enter on the checkbox sends the form too: the focus stays on it (htmx keeps it on an
+    # element with an id), not on the page's body.
+    page.focus("#tags input[name=urgent]")
+    page.keyboard.press("Enter")
+    expect(badge).to_have_count(0)
+    expect(page.locator("#tags p.notice")).to_have_text("Saved.")
+    expect(page.locator("#tags input[name=urgent]")).to_be_focused()
 
 
 def test_a_note_sent_with_htmx_that_is_refused_says_why(new_context: NewContext,
@@ -426,6 +433,11 @@ def test_a_note_sent_with_htmx_that_is_refused_says_why(new_context: NewContext,
     expect(page.locator("main")).to_contain_text("is being handled by Bolat Serikuly")
     expect(page.locator("main textarea[readonly]")).to_have_value("Перезвонить после обеда")
     expect(page.locator("main a", has_text="Back")).to_be_visible()
+    # The button pressed is gone: the keyboard is on the content, not thrown to the page's
+    # top, and a screen reader is told why nothing was kept.
+    expect(page.locator("main#content")).to_be_focused()
+    expect(page.locator("#announcer")).to_have_text(
+        re.compile(r"^Not changed\. .*is being handled by Bolat Serikuly"))
     shot(page, "09-htmx-note-refused")
     with unit_of_work(runtime(live_app).sessions) as db:
         assert db.scalars(select(Note)).all() == []
@@ -558,6 +570,13 @@ def test_the_keyboard_reaches_the_content_and_keeps_its_place(new_context: NewCo
     page.keyboard.press("Shift+Tab")
     page.keyboard.press("Tab")  # focused by the keyboard: :focus-visible
     assert button.evaluate("b => getComputedStyle(b).outlineColor") == "rgb(26, 26, 26)"
+    # On the dark blue header bar the ring is white (the dark one was 2.0:1 there).
+    page.locator(".bar a[lang=kk]").focus()
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Tab")
+    expect(page.locator(".bar a[lang=kk]")).to_be_focused()
+    assert page.locator(".bar a[lang=kk]").evaluate(
+        "a => getComputedStyle(a).outlineColor") == "rgb(255, 255, 255)"
 
 
 def test_a_polled_sms_status_is_said_only_when_it_changes(new_context: NewContext,
