@@ -443,7 +443,9 @@ def build_panel(session: Session, question: Question, account: Account,
         needs_phone = True
     elif resident_phone is None:
         call_blocker = str(_("No phone number is known for this resident."))
-    else:
+    elif not live:
+        # A call that began before the hours ended goes on: the panel, polled every 3 s while
+        # it does, would otherwise say "call in the morning" (an alert) over the conversation.
         call_blocker = _outside_calling_hours(settings)
     sms_blocker = None
     if question.caller is None:

@@ -487,6 +487,32 @@ def test_residents_are_called_in_calling_hours_only(
     assert load_question(db, question_id).status == "claimed"
 
 
+def test_a_call_going_on_when_the_calling_hours_end_is_not_told_to_wait_for_morning(
+        db: Db, api: TwilioApi, twilio: Twilio, lawyer: Consultant, question_id: int,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call begun at 19:55 and still connected at 20:03: the panel, polled every 3 s, shows
+    the call's state and no "call in the morning" alert (read out at each poll); once the
+    call is over, the hours apply again."""
+    attempt, form = started_call(lawyer, api, db, question_id)
+    sid = attempt.consultant_call_sid
+    assert sid is not None
+    twiml(twilio.post_url(form["Url"], leg_form(sid, "in-progress", AnsweredBy="human")))
+    resident = f"/callbacks/{attempt.id}/status/resident"
+    twilio.post(resident, resident_form("CA" + "1" * 32, sid, "in-progress"))
+    evening = datetime.now(ALMATY).replace(hour=20, minute=3)
+    monkeypatch.setattr(callbacks, "calling_clock", lambda: evening.astimezone(UTC))
+    html = lawyer.panel(question_id)
+    assert polls(html, "callback-status") and "call-blocked" not in html
+    assert section(html, "call-state") == "Connected with the resident."
+    assert "call in the morning" not in section(html, "callback-status")
+    twilio.post(resident, resident_form("CA" + "1" * 32, sid, "completed", CallDuration="95"))
+    twilio.post(f"/callbacks/{attempt.id}/status/consultant",
+                leg_form(sid, "completed", CallDuration="110"))
+    html = lawyer.panel(question_id)
+    assert not polls(html, "callback-status")
+    assert "call in the morning" in section(html, "callback-status")
+
+
 def test_only_the_holder_can_call_record_an_outcome_or_send_an_sms(
         app: Flask, db: Db, api: TwilioApi, lawyer: Consultant, question_id: int) -> None:
     add_account(app, "other@example.kz", phone="+77071234567", name="Dana")
