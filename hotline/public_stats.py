@@ -508,9 +508,17 @@ def error_page(error: HTTPException) -> Response:
     it does not answer (a POST: 405), or any address no page has for a visitor not logged in:
     said in the language of the path (/public/ru/...) or of the visitor's browser, in the
     public pages' frame, with no cookie, as the pages are (hotline.workspace.page_error sends
-    these here)."""
+    these here). Outside /public the visitor is most likely a consultant whose session
+    expired, following an old or mistyped link: the language they chose in the workspace
+    (?lang=, its cookie) comes before the browser's, and the page offers to log in."""
+    public = request.path == "/public" or request.path.startswith("/public/")
     asked = request.path.split("/")[2:3]
-    language = asked[0] if asked and asked[0] in PUBLIC_LANGUAGES else _visitor_language()
+    if not public:
+        language = i18n.select_language()
+    elif asked and asked[0] in PUBLIC_LANGUAGES:
+        language = asked[0]
+    else:
+        language = _visitor_language()
     assert error.code is not None
     with force_locale(language):
         if error.code == 404:
@@ -518,13 +526,16 @@ def error_page(error: HTTPException) -> Response:
         else:
             title, message = error_text(error.code)
         html = render_template("public_message.html", title=title, message=message,
-                               page_language=language, public_languages=PUBLIC_LANGUAGES)
+                               page_language=language, public_languages=PUBLIC_LANGUAGES,
+                               log_in=not public)
     response = Response(html, error.code, mimetype="text/html")
     for name, value in error.get_headers():
         if name.lower() != "content-type":
             response.headers[name] = value  # a 405's Allow
     response.headers["Content-Language"] = language
     response.vary.add("Accept-Language")
+    if not public:
+        response.vary.add("Cookie")
     return response
 
 

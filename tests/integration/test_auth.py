@@ -605,6 +605,7 @@ def test_what_werkzeug_answered_answers_in_the_users_language(
     icon = visitor.get("/favicon.ico")
     assert (icon.status_code, icon.get_data()) == (404, NotFound().get_response().get_data())
     assert "Set-Cookie" not in icon.headers
+    assert f'href="/login?lang={language}"' in unknown.get_data(as_text=True)
     nul = visitor.get("/login?email=%00")
     assert nul.status_code == 400
     assert page(nul).lang == language and unreadable in page(nul).headings
@@ -634,3 +635,23 @@ def test_webhooks_and_json_keep_their_error_answers(
     expected = answer().get_response()
     assert response.status_code == expected.status_code
     assert response.get_data() == expected.get_data()
+
+
+def test_a_consultant_logged_out_meets_a_missing_page_in_the_language_they_chose(
+        app: Flask) -> None:
+    """A consultant who chose Kazakh on a Russian browser, whose session expired, follows an
+    old link: the 404 is in Kazakh (the language cookie, or ?lang=, before the browser's) and
+    offers to log in; it is not a dead end."""
+    visitor = Browser(app, language="ru-RU,ru;q=0.9")
+    assert "lang=kk" in visitor.get("/login?lang=kk").headers["Set-Cookie"]
+    for path in ("/questions/abc", "/queue/", "/questions/abc?lang=kk"):
+        missing = visitor.get(path)
+        assert missing.status_code == 404, path
+        assert page(missing).lang == "kk" and page(missing).headings == ["Табылмады"], path
+        assert 'href="/login?lang=kk"' in missing.get_data(as_text=True), path
+        assert "Cookie" in missing.headers["Vary"]
+    english = visitor.get("/no-such-page?lang=en")
+    assert page(english).lang == "en" and 'href="/login?lang=en"' in english.get_data(as_text=True)
+    # The public pages keep their own rule (the path's language, else the browser's).
+    assert page(visitor.get("/public/de")).lang == "ru"
+    assert "/login" not in visitor.get("/public/de").get_data(as_text=True)
