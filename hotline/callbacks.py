@@ -842,8 +842,17 @@ def outcome(question_id: int) -> ResponseReturnValue:
     if chosen in (OUTCOME_NO_ANSWER, OUTCOME_WRONG_NUMBER):
         with unit_of_work(runtime().sessions, read_only=True) as db:
             call = store.own_open_attempt(db, question_id, account.id)
-            talking = (call is not None and call.state == CALLBACK_CONNECTED
-                       and store.is_live(call, now))
+            live = call is not None and store.is_live(call, now)
+            ringing = live and call is not None and call.state == CALLBACK_BRIDGING
+            talking = live and call is not None and call.state == CALLBACK_CONNECTED
+        if ringing:
+            # The resident may still pick up (an elderly resident takes a while): a no answer
+            # written now would release the question, or close it and send the "we could not
+            # reach you" SMS, during the conversation.
+            return _refuse(409, _("Please try again"), _(
+                "The resident's phone is still ringing: wait until the call ends (the hotline "
+                "stops ringing after %(seconds)s seconds), then write what came of it.",
+                seconds=RESIDENT_RING_SECONDS), question_id)
         if talking and chosen == OUTCOME_NO_ANSWER:
             # A form written before the call, or a slip: the resident is on the line.
             return _refuse(409, _("Please try again"), _(

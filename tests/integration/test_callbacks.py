@@ -1013,6 +1013,33 @@ def test_no_answer_cannot_be_written_while_the_resident_is_on_the_line(
     assert load_question(db, question_id).status == "closed"
 
 
+@pytest.mark.parametrize("chosen", ["no_answer", "wrong_number"])
+def test_no_answer_cannot_be_written_while_the_residents_phone_still_rings(
+        app: Flask, db: Db, api: TwilioApi, twilio: Twilio, lawyer: Consultant,
+        question_id: int, chosen: str) -> None:
+    """The lawyer hears it ring for 20 s and writes "no answer"; at 25 s the resident picks
+    up. Refused (409) while the resident's phone rings: on the last try the question would
+    close and the "we could not reach you" SMS go out during the conversation; on an earlier
+    one the question would be released, and the real outcome refused afterwards."""
+    rt = app.extensions["hotline"]
+    rt.settings = rt.settings.override(callback_attempts=1)
+    attempt, form = started_call(lawyer, api, db, question_id)
+    sid = attempt.consultant_call_sid
+    assert sid is not None
+    twiml(twilio.post_url(form["Url"], leg_form(sid, "in-progress", AnsweredBy="human")))
+    resident = f"/callbacks/{attempt.id}/status/resident"
+    twilio.post(resident, resident_form("CA" + "2" * 32, sid, "ringing"))
+    refused = lawyer.outcome(question_id, chosen)
+    assert refused.status_code == 409
+    assert "still ringing" in refused.get_data(as_text=True)
+    twilio.post(resident, resident_form("CA" + "2" * 32, sid, "in-progress"))
+    question = load_question(db, question_id)
+    assert (question.status, question.callback_attempts) == ("claimed", 0)
+    assert api.sent() == [] and events(db, audit.OUTCOME) == []
+    assert lawyer.outcome(question_id, "resolved").status_code == 303
+    assert load_question(db, question_id).status == "closed"
+
+
 def test_no_answer_counts_only_a_call_that_rang_the_resident(
         db: Db, api: TwilioApi, twilio: Twilio, lawyer: Consultant, question_id: int) -> None:
     """A failed try counts towards giving up, and the last one's SMS tells the resident that a
