@@ -736,6 +736,46 @@ def _policy(settings: Settings) -> store.RetryPolicy:
         max_attempts=settings.callback_attempts, zone=LOCAL_TIME)
 
 
+def queue_gave_up_sms(db: Session, gave_up: Question, question_id: int, user_id: int,
+                      now: datetime) -> tuple[int | None, str | None]:
+    """Queue the SMS after the last failed attempt (gave_up's, about question_id) to the
+    resident, in their language, written in the audit log; send it with _enqueue_sms after the
+    commit. (message id, None), or (None, why none can go: no_phone, landline, opted_out)."""
+    caller = gave_up.caller
+    if caller is None:
+        return None, "no_phone"
+    if not can_take_sms(caller.phone):
+        return None, "landline"
+    if sms_opted_out(db, caller, runtime().pseudonym_key):
+        return None, "opted_out"
+    language, text = _final_sms_text(gave_up, runtime().settings)
+    parts = segments(text)
+    message = queue_outbound(db, phone=caller.phone, body=text, language=language,
+                             caller=caller, question_id=question_id, encoding=parts.encoding,
+                             segments=parts.parts, now=now, purpose=SMS_GAVE_UP)
+    audit.record(db, user_id, audit.SMS_SENT, question_id, ip=request.remote_addr,
+                 message_id=message.id, automatic=True, segments=parts.parts)
+    return message.id, None
+
+
+def send_owed_gave_up_sms(db: Session, caller_id: int | None, user_id: int,
+                          now: datetime) -> int | None:
+    """A question of the resident was closed without a conversation (a quick close) and none
+    stays open: the "we tried to call you" SMS held back for it at another question's last
+    failed try (storage.callbacks.gave_up_sms_owed) is queued now; its message id, to send
+    with _enqueue_sms after the commit (None: nothing owed, or it cannot be sent)."""
+    owed = store.gave_up_sms_owed(db, caller_id)
+    if owed is None:
+        return None
+    return queue_gave_up_sms(db, owed, owed.id, user_id, now)[0]
+
+
+def enqueue_sms(message_id: int | None) -> None:
+    """Hand a queued SMS to the jobs, after the commit (None: nothing to send)."""
+    if message_id is not None:
+        _enqueue_sms(message_id)
+
+
 def _final_sms_text(question: Question, settings: Settings) -> tuple[str, str]:
     """The SMS after the last failed attempt, in the resident's language; (language, text)."""
     rt = runtime()
@@ -883,24 +923,8 @@ def outcome(question_id: int) -> ResponseReturnValue:
             # Another question of the resident will still be called: not "we gave up".
             sms_refused = "retry_left"
         elif gave_up:
-            caller = question.caller
-            if caller is None:
-                sms_refused = "no_phone"
-            elif not can_take_sms(caller.phone):
-                sms_refused = "landline"
-            elif sms_opted_out(db, caller, runtime().pseudonym_key):
-                sms_refused = "opted_out"
-            else:
-                language, text = _final_sms_text(gave_up[0], settings)
-                parts = segments(text)
-                message = queue_outbound(db, phone=caller.phone, body=text, language=language,
-                                         caller=caller, question_id=question_id,
-                                         encoding=parts.encoding, segments=parts.parts, now=now,
-                                         purpose=SMS_GAVE_UP)
-                sms_id = message.id
-                audit.record(db, account.id, audit.SMS_SENT, question_id,
-                             ip=request.remote_addr, message_id=message.id, automatic=True,
-                             segments=parts.parts)
+            sms_id, sms_refused = queue_gave_up_sms(db, gave_up[0], question_id, account.id,
+                                                    now)
     if sms_id is not None:
         _enqueue_sms(sms_id)
     flash(_outcome_notice(question_id, result, settings, sms_refused), "notice")

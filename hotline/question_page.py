@@ -493,16 +493,29 @@ def tags(question_id: int) -> ResponseReturnValue:
     return refused if refused is not None else _saved(question_id, "tags")
 
 
-def _quick_close(db: Session, found: Question, user_id: int, now: datetime) -> None:
-    quick_close(db, found, _field("reason"), user_id, now, client_address())
-    end_live_attempts(db, found.id, now)  # the resident is not dialled after all
+# Quick closes after which a "we tried to call you" SMS held back for this question is sent
+# (callbacks.send_owed_gave_up_sms): a silent or test recording is no reason to leave the
+# resident unanswered about the question we failed to reach them on. Not after a wrong number
+# (not theirs) nor abuse.
+SENDS_OWED_SMS = (CLOSE_SILENCE, CLOSE_TEST_CALL)
 
 
 @bp.post("/questions/<int:question_id>/close")
 @auth.role_required(ROLE_CONSULTANT, ROLE_COORDINATOR)
 def close(question_id: int) -> ResponseReturnValue:
     """Close the question without a conversation, for one of the quick-close reasons."""
-    refused = _change(question_id, _quick_close, ends_calls=True)
+    owed: list[int | None] = []
+
+    def quick(db: Session, found: Question, user_id: int, now: datetime) -> None:
+        reason = _field("reason")
+        quick_close(db, found, reason, user_id, now, client_address())
+        end_live_attempts(db, found.id, now)  # the resident is not dialled after all
+        if reason in SENDS_OWED_SMS:
+            owed.append(callbacks.send_owed_gave_up_sms(db, found.caller_id, user_id, now))
+
+    refused = _change(question_id, quick, ends_calls=True)
     if refused is not None:
         return refused
+    for message_id in owed:
+        callbacks.enqueue_sms(message_id)
     return redirect(url_for("workspace.queue", closed=question_id), 303)

@@ -51,6 +51,7 @@ from storage.models import (
     QUESTION_CLOSED,
     QUESTION_WAITING,
     SMS_FAILED,
+    SMS_GAVE_UP,
     SMS_OUT,
     SMS_UNDELIVERED,
     AuditEvent,
@@ -431,6 +432,39 @@ def reopen_unanswered(session: Session, message: SmsMessage, now: datetime) -> i
     reprioritise(question)
     audit.record(session, None, audit.REOPENED, question.id, at=now, sms_id=message.id)
     return question.id
+
+
+def gave_up_sms_owed(session: Session, caller_id: int | None) -> Question | None:
+    """The resident's question whose "we tried to call you" SMS was held back because another
+    of their questions was still to be called, once none is open any more and nobody reached
+    them since: their newest question closed as no answer after the last try, with no such
+    SMS to them since it closed, no question of theirs resolved since, and no hotline call of
+    theirs answered since. None when nothing is owed (or something is still open)."""
+    if caller_id is None:
+        return None
+    if session.scalar(select(Question.id).where(
+            Question.caller_id == caller_id, Question.status != QUESTION_CLOSED).limit(1)):
+        return None
+    gave_up = session.scalars(
+        select(Question).where(Question.caller_id == caller_id,
+                               Question.close_reason == CLOSE_NO_ANSWER,
+                               Question.closed_at.is_not(None))
+        .order_by(Question.closed_at.desc(), Question.id.desc()).limit(1)).first()
+    if gave_up is None or gave_up.closed_at is None:
+        return None
+    since = gave_up.closed_at
+    told = exists().where(SmsMessage.caller_id == caller_id, SmsMessage.purpose == SMS_GAVE_UP,
+                          or_(SmsMessage.question_id == gave_up.id,
+                              SmsMessage.created_at >= since))
+    resolved = exists().where(Question.caller_id == caller_id,
+                              Question.close_reason == CLOSE_RESOLVED, Question.closed_at > since)
+    talked = exists().where(CallbackAttempt.question_id == Question.id,
+                            Question.caller_id == caller_id,
+                            CallbackAttempt.resident_status.in_(sorted(ANSWERED)),
+                            CallbackAttempt.created_at > since)
+    if session.scalar(select(or_(told, resolved, talked))):
+        return None
+    return gave_up
 
 
 def release(question: Question) -> None:

@@ -997,6 +997,75 @@ def test_no_we_gave_up_sms_while_an_unticked_question_will_be_called(
     assert sent["To"] == CALLER
 
 
+def held_back_we_tried_sms(app: Flask, db: Db, lawyer: Consultant,
+                           monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
+    """An elderly resident called twice: the last try on the first question fails while the
+    second (a silent recording) waits, so the "we tried" SMS is held back; (first, second)."""
+    rt = app.extensions["hotline"]
+    rt.settings = rt.settings.override(callback_attempts=3)
+    first, second = make_question(db), make_question(db)
+    with db() as session:
+        question = session.get(Question, first)
+        assert question is not None
+        question.callback_attempts = 2
+    no_answer_at(monkeypatch, lawyer, first, datetime(FUTURE, 3, 2, 11, 0, tzinfo=ALMATY))
+    assert "will be tried again" in lawyer.notices()
+    return first, second
+
+
+def quick_close(lawyer: Consultant, question_id: int, reason: str) -> None:
+    assert lawyer.claim(question_id).status_code == 303
+    closed = lawyer.browser.post(f"/questions/{question_id}/close",
+                                 {"csrf_token": lawyer.token(), "reason": reason})
+    assert closed.status_code == 303
+
+
+@pytest.mark.parametrize("reason", ["silence", "test_call"])
+def test_the_held_back_we_tried_sms_goes_when_the_other_question_is_closed_unasked(
+        app: Flask, db: Db, api: TwilioApi, lawyer: Consultant,
+        monkeypatch: pytest.MonkeyPatch, reason: str) -> None:
+    """The second question turns out silent and is closed without a conversation: nothing
+    will be called any more, so the resident is told now, once, how to reach us."""
+    first, second = held_back_we_tried_sms(app, db, lawyer, monkeypatch)
+    assert api.sent() == []
+    quick_close(lawyer, second, reason)
+    [sent] = api.sent()
+    assert sent["To"] == CALLER and "+77000000000" in sent["Body"]
+    with db() as session:
+        [message] = session.scalars(select(SmsMessage)).all()
+        assert (message.question_id, message.purpose) == (first, "gave_up")
+    assert [e.question_id for e in events(db, audit.SMS_SENT)] == [first]
+    # Another question closed unasked later on owes nothing more.
+    third = make_question(db)
+    quick_close(lawyer, third, reason)
+    assert len(api.sent()) == 1
+
+
+@pytest.mark.parametrize("reason", ["wrong_number", "abusive"])
+def test_no_held_back_sms_after_a_wrong_number_or_abuse(
+        app: Flask, db: Db, api: TwilioApi, lawyer: Consultant,
+        monkeypatch: pytest.MonkeyPatch, reason: str) -> None:
+    _first, second = held_back_we_tried_sms(app, db, lawyer, monkeypatch)
+    quick_close(lawyer, second, reason)
+    assert api.sent() == []
+
+
+def test_no_held_back_sms_once_the_resident_was_reached(
+        app: Flask, db: Db, api: TwilioApi, lawyer: Consultant,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second question was answered (resolved) while a third waited: the resident was
+    reached, so closing the third unasked sends no "we could not reach you"."""
+    _first, second = held_back_we_tried_sms(app, db, lawyer, monkeypatch)
+    third = make_question(db)
+    assert lawyer.claim(second).status_code == 303
+    with monkeypatch.context() as patch:
+        patch.setattr(callbacks, "utcnow",
+                      lambda: datetime(FUTURE, 3, 2, 12, 0, tzinfo=ALMATY).astimezone(UTC))
+        assert lawyer.outcome(second, "resolved", own_phone=True).status_code == 303
+    quick_close(lawyer, third, "silence")
+    assert api.sent() == []
+
+
 def test_no_answer_cannot_be_written_while_the_resident_is_on_the_line(
         db: Db, api: TwilioApi, twilio: Twilio, lawyer: Consultant, question_id: int) -> None:
     """Connected to the resident, "no answer" is refused (409) and changes nothing; what came
