@@ -100,10 +100,11 @@ def next_callback_time(failed_at: datetime, delay: timedelta, hours: tuple[int, 
 
     hours is (start, end) in local hours of zone: calls from start:00 up to, not including,
     end:00 (end 24 is midnight). A moment before the window moves to its start that day; a
-    moment at or after its end moves to its start the next day, except after a delay of a day
-    or more: "the next day" is that day, so it moves to that day's start (an outcome saved
-    at 20:05 after a call at 19:58, with a one-day delay, is due the next morning, not the
-    morning after).
+    moment at or after its end moves to its start the next day. After a delay of a day or
+    more, "the next day" is that whole day: due from its window's start, whenever in the day
+    the failure was (one at 19:55 would otherwise be due at 19:55, five minutes before the
+    calls stop, and in practice called the morning after; one saved at 20:05 is due the next
+    morning, not the morning after).
     """
     start, end = hours
     if not 0 <= start < end <= 24:
@@ -111,10 +112,10 @@ def next_callback_time(failed_at: datetime, delay: timedelta, hours: tuple[int, 
     moment = ensure_utc(failed_at + delay).astimezone(zone)
     day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
     opens, closes = day + timedelta(hours=start), day + timedelta(hours=end)
-    if moment < opens:
+    if moment < opens or delay >= timedelta(days=1):
         moment = opens
     elif moment >= closes:
-        moment = opens if delay >= timedelta(days=1) else opens + timedelta(days=1)
+        moment = opens + timedelta(days=1)
     return ensure_utc(moment)
 
 

@@ -735,11 +735,11 @@ def test_no_answer_retries_in_daytime_then_closes_and_tells_the_resident_by_sms(
     [called] = events(db, audit.CALLED)
     assert called.detail["retry_planned_for"] == "2031-03-03T04:00:00+00:00"
 
-    # Second failure at 10:00 the next day: a day later, within the window.
+    # Second failure at 10:00 the next day: the day after, from its window's start.
     no_answer_at(monkeypatch, lawyer, question_id, datetime(FUTURE, 3, 3, 10, 0, tzinfo=ALMATY))
     question = load_question(db, question_id)
     assert question.callback_attempts == 2
-    assert question.next_callback_at == datetime(FUTURE, 3, 4, 10, 0, tzinfo=ALMATY)
+    assert question.next_callback_at == datetime(FUTURE, 3, 4, 9, 0, tzinfo=ALMATY)
     [called_back] = attempts(db, question_id)  # the call made between: its outcome, ended
     assert (called_back.outcome, called_back.state) == ("no_answer", "ended")
     assert api.sent() == []
@@ -1794,7 +1794,10 @@ def almaty(day: int, hour: int, minute: int = 0, month: int = 3, year: int = 202
     (almaty(2, 7), TWO_HOURS, almaty(2, 9)),  # the window's first minute
     (almaty(2, 6, 59), TWO_HOURS, almaty(2, 9)),
     (almaty(2, 23, 30), TWO_HOURS, almaty(3, 9)),  # over midnight: that morning
-    (almaty(2, 19, 30), DAY, almaty(3, 19, 30)),  # next day, same time
+    # The next day is the whole of its window: a failure just before closing is not due
+    # five minutes before the calls stop the next day.
+    (almaty(2, 19, 55), DAY, almaty(3, 9)),
+    (almaty(2, 10), DAY, almaty(3, 9)),
     # A day later is outside the window: that day's morning, still "the next day" (not the
     # morning after, a day lost for an outcome saved after the window closed).
     (almaty(2, 20, 30), DAY, almaty(3, 9)),
