@@ -879,6 +879,17 @@ def outcome(question_id: int) -> ResponseReturnValue:
     sms_id: int | None = None
     sms_refused: str | None = None
     own_phone = request.form.get("own_phone") == "1"
+    if chosen == OUTCOME_RESOLVED and not own_phone:
+        with unit_of_work(runtime().sessions, read_only=True) as db:
+            undelivered = store.failed_sms_answer(db, question_id) is not None
+        if undelivered:
+            # Twilio refused the answer (often within seconds of sending it, before the
+            # lawyer clicks Resolved): closed now, the resident would be left with nothing.
+            return _refuse(409, _("Please try again"), _(
+                "Your SMS answer did not reach the resident (see its status on the "
+                "question's page), so the question cannot be written as resolved yet. Send "
+                "it again or call them; if you reached them by your own phone, tick \"I "
+                "called from my own phone\"."), question_id)
     if chosen in (OUTCOME_NO_ANSWER, OUTCOME_WRONG_NUMBER):
         with unit_of_work(runtime().sessions, read_only=True) as db:
             call = store.own_open_attempt(db, question_id, account.id)

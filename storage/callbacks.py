@@ -420,11 +420,7 @@ def reopen_unanswered(session: Session, message: SmsMessage, now: datetime) -> i
     if (question is None or question.status != QUESTION_CLOSED
             or question.close_reason != CLOSE_RESOLVED):
         return None
-    talked = exists().where(CallbackAttempt.question_id == question.id,
-                            CallbackAttempt.resident_status.in_(sorted(ANSWERED)))
-    written = exists().where(SmsMessage.question_id == question.id,
-                             SmsMessage.id != message.id, is_sms_answer())
-    if session.scalar(select(or_(talked, written))):
+    if _answered(session, question.id):
         return None
     question.status = QUESTION_WAITING
     question.closed_at = None
@@ -466,6 +462,31 @@ def gave_up_sms_owed(session: Session, caller_id: int | None) -> Question | None
     if session.scalar(select(or_(told, resolved, talked))):
         return None
     return gave_up
+
+
+def _answered(session: Session, question_id: int) -> bool:
+    """Whether the resident got an answer to the question: a call of the hotline's they
+    answered, or an SMS answer on its way or delivered (is_sms_answer)."""
+    talked = exists().where(CallbackAttempt.question_id == question_id,
+                            CallbackAttempt.resident_status.in_(sorted(ANSWERED)))
+    written = exists().where(SmsMessage.question_id == question_id, is_sms_answer())
+    return bool(session.scalar(select(or_(talked, written))))
+
+
+def failed_sms_answer(session: Session, question_id: int) -> SmsMessage | None:
+    """The consultant's SMS answer to the question that did not reach the resident (failed or
+    undelivered), when they got no other answer (_answered): the newest such; else None.
+    Resolving the question on it would close it with nothing said (reopen_unanswered does
+    the same for a refusal that arrives after the outcome)."""
+    failed = session.scalars(
+        select(SmsMessage).where(SmsMessage.question_id == question_id,
+                                 SmsMessage.direction == SMS_OUT,
+                                 SmsMessage.sent_by_id.is_not(None),
+                                 SmsMessage.status.in_((SMS_FAILED, SMS_UNDELIVERED)))
+        .order_by(SmsMessage.id.desc()).limit(1)).first()
+    if failed is None or _answered(session, question_id):
+        return None
+    return failed
 
 
 def release(question: Question) -> None:

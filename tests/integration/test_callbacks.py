@@ -1066,6 +1066,33 @@ def test_no_held_back_sms_once_the_resident_was_reached(
     assert api.sent() == []
 
 
+def test_resolved_is_refused_while_the_only_sms_answer_was_refused_by_twilio(
+        db: Db, api: TwilioApi, lawyer: Consultant, question_id: int) -> None:
+    """Twilio refuses the SMS answer within seconds (here: SMS not enabled for the region),
+    before the lawyer clicks Resolved: the question is not closed with nothing said (409,
+    nothing written). Once reached (ticked: by their own phone), it may be."""
+    api.fail_next(twilio_error(400, 21408, "Permission to send an SMS has not been enabled"))
+    assert lawyer.sms(question_id, "Пенсию назначают в ЦОН.").status_code == 303
+    with db() as session:
+        assert session.scalars(select(SmsMessage)).one().status == "failed"
+    refused = lawyer.outcome(question_id, "resolved")
+    assert refused.status_code == 409
+    assert "did not reach the resident" in refused.get_data(as_text=True)
+    assert load_question(db, question_id).status == "claimed"
+    assert events(db, audit.OUTCOME) == []
+    assert lawyer.outcome(question_id, "resolved", own_phone=True).status_code == 303
+    assert load_question(db, question_id).status == "closed"
+
+
+def test_resolved_after_an_sms_answer_sent_again_that_went_through(
+        db: Db, api: TwilioApi, lawyer: Consultant, question_id: int) -> None:
+    api.fail_next(twilio_error(400, 21408, "Permission to send an SMS has not been enabled"))
+    lawyer.sms(question_id, "Пенсию назначают в ЦОН.")
+    lawyer.sms(question_id, "Пенсию назначают в ЦОН, возьмите паспорт.")
+    assert lawyer.outcome(question_id, "resolved").status_code == 303
+    assert load_question(db, question_id).status == "closed"
+
+
 def test_no_answer_cannot_be_written_while_the_resident_is_on_the_line(
         db: Db, api: TwilioApi, twilio: Twilio, lawyer: Consultant, question_id: int) -> None:
     """Connected to the resident, "no answer" is refused (409) and changes nothing; what came
@@ -1305,7 +1332,8 @@ def test_a_resolved_question_whose_sms_answer_did_not_arrive_goes_back_to_the_qu
     undelivered(third)
     assert load_question(db, third).status == "waiting"
     lawyer.claim(third)
-    assert lawyer.outcome(third, "resolved").status_code == 303
+    assert lawyer.outcome(third, "resolved").status_code == 409  # no answer reached them yet
+    assert lawyer.outcome(third, "resolved", own_phone=True).status_code == 303
     undelivered(third)
     assert load_question(db, third).status == "closed"
     assert len(events(db, audit.REOPENED)) == 2
