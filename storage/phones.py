@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import phonenumbers
 
 
@@ -38,3 +40,20 @@ def is_local_personal_phone(e164: str, region: str = "KZ") -> bool:
         return False
     return (phonenumbers.region_code_for_number(number) == region
             and phonenumbers.number_type(number) in _PERSONAL_TYPES)
+
+
+def replace_phone_numbers(text: str, replace: Callable[[str], str | None],
+                          region: str = "KZ") -> str:
+    """The text with each phone number phonenumbers finds in it, however written ("+7 701 555
+    01 01", "8(701)5550101"), replaced by replace(its E.164 form); a number for which replace
+    gives None stays as written."""
+    parts: list[str] = []
+    last = 0
+    for match in phonenumbers.PhoneNumberMatcher(text, region):
+        new = replace(phonenumbers.format_number(match.number,
+                                                 phonenumbers.PhoneNumberFormat.E164))
+        if new is None:
+            continue
+        parts += [text[last:match.start], new]
+        last = match.end
+    return "".join(parts) + text[last:]

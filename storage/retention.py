@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -26,15 +26,20 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from storage.audio_store import AudioStore, UnsafeAudioKey
 from storage.models import (
+    CHANNEL_SMS,
     DOWNLOAD_DELETED,
     QUESTION_CLOSED,
+    SMS_IN,
     Call,
     CallbackAttempt,
     Caller,
+    Note,
     Question,
     Recording,
     SmsMessage,
+    Transcript,
 )
+from storage.phones import replace_phone_numbers
 from storage.utc import ensure_utc
 
 # Recording.download_state once retention removed the audio (never fetched again).
@@ -293,8 +298,47 @@ def pseudonymise_caller(session: Session, caller_id: int, key: bytes, before: da
                        or_(SmsMessage.caller_id == keep_id, SmsMessage.phone == new),
                        CallbackAttempt.question_id.in_(
                            select(Question.id).where(Question.caller_id == keep_id)))
+    _scrub_written_numbers(session, keep_id, old, new, key)
     session.flush()
     outcome.callers_pseudonymised += 1
+
+
+def _scrub_written_numbers(session: Session, caller_id: int, old: str, new: str,
+                           key: bytes) -> None:
+    """Numbers written in texts of the caller's record, however spelled ("перезвоните на
+    8 701 555 01 01"): in what the resident wrote (SMS they sent, an SMS question, their
+    message kept for "0") every phone number goes to its pseudonym (a relative's number is
+    theirs to keep private too); in what the hotline wrote (notes, a corrected transcript,
+    a referral, SMS sent to them, an answer kept for MORE, a transcript) only the resident's
+    own number does: an organisation's number in a referral stays."""
+    def theirs(number: str) -> str:
+        return pseudonym(number, key)
+
+    def own(number: str) -> str | None:
+        return new if number == old else None
+
+    def scrub(text: str | None, replace: Callable[[str], str | None]) -> str | None:
+        if not text or sum(ch.isdigit() for ch in text) < STRAY_MIN_DIGITS:
+            return text  # nothing that could be a number: not parsed
+        return replace_phone_numbers(text, replace)
+
+    caller = session.get(Caller, caller_id)
+    if caller is not None:
+        caller.sms_answered_text = scrub(caller.sms_answered_text, theirs)
+        caller.sms_more = scrub(caller.sms_more, own)
+    for question in session.scalars(select(Question).where(Question.caller_id == caller_id)):
+        question.text = scrub(question.text, theirs if question.channel == CHANNEL_SMS else own)
+        question.corrected_text = scrub(question.corrected_text, own)
+        question.referral = scrub(question.referral, own)
+    of_caller = select(Question.id).where(Question.caller_id == caller_id)
+    for note in session.scalars(select(Note).where(Note.question_id.in_(of_caller))):
+        note.body = scrub(note.body, own) or note.body
+    for transcript in session.scalars(
+            select(Transcript).where(Transcript.question_id.in_(of_caller))):
+        transcript.text = scrub(transcript.text, own) or transcript.text
+    for message in session.scalars(select(SmsMessage).where(SmsMessage.caller_id == caller_id)):
+        message.body = scrub(message.body, theirs if message.direction == SMS_IN else own) \
+            or message.body
 
 
 def _scrub_error_texts(session: Session, old: str, new: str, sms: ColumnElement[bool],

@@ -25,6 +25,7 @@ from storage.models import (
     Call,
     CallbackAttempt,
     Caller,
+    Note,
     Question,
     Recording,
     SmsMessage,
@@ -181,6 +182,60 @@ def test_retention_deletes_old_audio_and_pseudonymises_old_numbers(
         assert b1 is not None and b1.caller_id == world.callers["b"]
     again = run_cli(app, ["retention"])
     assert "done: 0 files removed, 0 recordings marked deleted, 0 callers" in again.output
+
+
+def test_numbers_written_in_texts_lose_themselves_with_the_caller(app: Flask, db: Db,
+                                                                 world: World) -> None:
+    """A resident who writes "my number is ..., call me back" (or their son's number) keeps
+    no readable number once their own is pseudonymised: in what they wrote every number goes,
+    however spelled; in what the hotline wrote (a note, a referral, an SMS sent) only theirs,
+    so an organisation's number in a referral stays. Another caller's texts are untouched."""
+    add_user(app, "lawyer@example.kz")
+    b_number = PHONES["b"]
+    spaced = "8 701 000 00 02"  # b's number as a resident writes it
+    son = "8(705)1234567"
+    office = "8 (7172) 55-12-34"
+    with db() as session:
+        lawyer = session.scalars(select(User)).one()
+        b1 = session.get(Question, world.questions["b1"])
+        a1 = session.get(Question, world.questions["a1"])
+        assert b1 is not None and a1 is not None
+        sms = Question(channel="sms", language="ru", topic="pension", status="closed",
+                       caller_id=world.callers["b"], text=f"Перезвоните на {spaced}",
+                       created_at=b1.created_at, closed_at=b1.closed_at,
+                       close_reason="resolved")
+        session.add(sms)
+        b1.corrected_text = f"перезвоните мне {b_number}"
+        b1.referral = f"ЦОН, телефон {office}"
+        a1.corrected_text = f"мой номер {PHONES['a']}"
+        session.add(SmsMessage(direction="in", phone=b_number, caller_id=world.callers["b"],
+                               body=f"Мой номер {b_number}, сына {son}", status="received"))
+        session.add(SmsMessage(direction="out", phone=b_number, caller_id=world.callers["b"],
+                               body="Позвоните нам: +77000000000", status="delivered"))
+        session.add(Note(question_id=b1.id, author_id=lawyer.id,
+                         body=f"Звонил на {spaced}, ЦОН {office}"))
+        caller = session.get(Caller, world.callers["b"])
+        assert caller is not None
+        caller.sms_answered_text = f"пенсия, мой {b_number}"
+    assert run_cli(app, ["retention"]).exit_code == 0, "retention failed"
+    key = runtime(app).settings.ensure_secret_key().encode()
+    b_pseudonym = pseudonym(b_number, key)
+    son_pseudonym = pseudonym("+77051234567", key)
+    with db() as session:
+        written = "\n".join([
+            *session.scalars(select(SmsMessage.body)), *session.scalars(select(Note.body)),
+            *(t for q in session.scalars(select(Question))
+              for t in (q.text, q.corrected_text, q.referral) if t),
+            *(c.sms_answered_text for c in session.scalars(select(Caller))
+              if c.sms_answered_text)])
+    for gone in (b_number, spaced, son):
+        assert gone not in written
+    for kept in (f"Перезвоните на {b_pseudonym}", f"перезвоните мне {b_pseudonym}",
+                 f"Мой номер {b_pseudonym}, сына {son_pseudonym}",
+                 f"Звонил на {b_pseudonym}, ЦОН {office}", f"ЦОН, телефон {office}",
+                 "Позвоните нам: +77000000000", f"пенсия, мой {b_pseudonym}",
+                 f"мой номер {PHONES['a']}"):  # a keeps their number: not due
+        assert kept in written, kept
 
 
 def test_retention_never_touches_an_open_question(
