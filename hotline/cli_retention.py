@@ -36,6 +36,7 @@ from hotline.outbound_sms import close_twilio_client, make_twilio_client
 from hotline.runtime import Runtime
 from hotline.twilio_glue import RECORDING_SID
 from storage import retention as store
+from storage.audio_store import other_audio_store
 from storage.db import unit_of_work
 from storage.models import utcnow
 
@@ -95,9 +96,13 @@ def run_retention(rt: Runtime, *, dry_run: bool = False, now: datetime | None = 
             return RetentionRun(todo, None, twilio_due=at_twilio)
     key = settings.ensure_secret_key().encode()
     outcome = store.Outcome()
+    # The copies `hotline audio copy` left in the other store go too (none: nothing to do).
+    leftovers = [other_audio_store(settings.audio_store, folder=settings.audio_dir,
+                                   sessions=rt.sessions)]
     for batch in store.batches(todo, batch_size):
         with unit_of_work(rt.sessions) as session:
-            store.apply(session, batch, audio=rt.audio, key=key, now=now, outcome=outcome)
+            store.apply(session, batch, audio=rt.audio, key=key, now=now, outcome=outcome,
+                        leftovers=leftovers)
     log.info("retention: %d audio files removed, %d recordings marked deleted, "
              "%d callers and %d numbers of no caller record pseudonymised",
              outcome.files_removed, outcome.recordings_deleted, outcome.callers_pseudonymised,

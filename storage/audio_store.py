@@ -338,6 +338,16 @@ def open_audio_store(kind: str, *, folder: Path, sessions: sessionmaker[Session]
     raise ValueError(f"unknown audio store {kind!r}: use one of {', '.join(AUDIO_STORES)}")
 
 
+def other_audio_store(kind: str, *, folder: Path,
+                      sessions: sessionmaker[Session]) -> AudioStore:
+    """The store HOTLINE_AUDIO_STORE does not name: where `hotline audio copy` left the source
+    copies when the install switched over (retention deletes audio from both)."""
+    other = {"folder": "database", "database": "folder"}.get(kind)
+    if other is None:
+        raise ValueError(f"unknown audio store {kind!r}: use one of {', '.join(AUDIO_STORES)}")
+    return open_audio_store(other, folder=folder, sessions=sessions)
+
+
 @dataclass
 class CopyOutcome:
     """What copy_stored_audio did, key by key."""

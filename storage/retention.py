@@ -210,16 +210,20 @@ def plan(session: Session, now: datetime, audio_days: int, phone_days: int) -> P
 
 
 def forget_audio(session: Session, item: AudioDue, audio: AudioStore, now: datetime,
-                 outcome: Outcome) -> None:
-    """Remove one recording's audio (if any) from the store and mark the recording deleted.
+                 outcome: Outcome, leftovers: Sequence[AudioStore] = ()) -> None:
+    """Remove one recording's audio (if any) from the store, and from each leftovers store (the
+    other kind, which holds a copy after `hotline audio copy` switched the install over, kept
+    as the source), then mark the recording deleted.
 
-    The row changes only once the audio is gone (or was gone already); audio that cannot be
-    deleted is noted in outcome.skipped with its question, and the row stays as it was. A
-    database store deletes the blob in session, so blob and row go together.
+    The row changes only once the audio is gone from all of them (or was gone already); audio
+    that cannot be deleted is noted in outcome.skipped with its question, and the row stays as
+    it was. A database store deletes the blob in session, so blob and row go together.
     """
     if item.file_path:
         try:
-            removed = audio.delete(item.file_path, session=session)
+            removed = False
+            for store in (audio, *leftovers):
+                removed = store.delete(item.file_path, session=session) or removed
         except UnsafeAudioKey:
             outcome.skipped.append(f"question #{item.question_id} (recording "
                                    f"{item.recording_id}): path outside the audio folder")
@@ -398,9 +402,11 @@ def batches(todo: Plan, size: int) -> Iterator[Plan]:
 
 
 def apply(session: Session, todo: Plan, *, audio: AudioStore, key: bytes,
-          now: datetime, outcome: Outcome | None = None) -> Outcome:
+          now: datetime, outcome: Outcome | None = None,
+          leftovers: Sequence[AudioStore] = ()) -> Outcome:
     """Carry out a plan (or one of its batches) and return the outcome (outcome, when given,
-    adds this up with earlier batches): audio first (through the store), then the rows.
+    adds this up with earlier batches): audio first (through the store, and the leftovers
+    stores: forget_audio), then the rows.
 
     Each recording and each caller is checked again, as the plan may be older than this
     transaction: a recording whose question is no longer closed before the plan's limit, or
@@ -414,7 +420,7 @@ def apply(session: Session, todo: Plan, *, audio: AudioStore, key: bytes,
         for item in audio_due(session, todo.audio_before,
                               recording_ids=[item.recording_id for item in todo.audio],
                               lock=True):
-            forget_audio(session, item, audio, now, outcome)
+            forget_audio(session, item, audio, now, outcome, leftovers)
     if todo.callers:
         if todo.callers_before is None:
             raise ValueError("a plan with callers needs callers_before")

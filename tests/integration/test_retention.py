@@ -22,6 +22,7 @@ from storage import retention as store
 from storage.calls import touch_caller
 from storage.db import unit_of_work
 from storage.models import (
+    AudioBlob,
     Call,
     CallbackAttempt,
     Caller,
@@ -236,6 +237,30 @@ def test_numbers_written_in_texts_lose_themselves_with_the_caller(app: Flask, db
                  "Позвоните нам: +77000000000", f"пенсия, мой {b_pseudonym}",
                  f"мой номер {PHONES['a']}"):  # a keeps their number: not due
         assert kept in written, kept
+
+
+@pytest.mark.parametrize("now_in", ["database", "folder"])
+def test_retention_deletes_the_copy_left_in_the_other_store(
+        app: Flask, db: Db, world: World, settings: Settings,
+        make_app: Callable[[Settings], Flask], now_in: str) -> None:
+    """An install switched stores with `hotline audio copy`, which keeps the source: the
+    recordings due go from both, the folder's files and the database's blobs, so no resident's
+    recording outlives the retention time (nor rides along in every backup). Open questions'
+    audio stays in both."""
+    if now_in == "database":
+        assert run_cli(app, ["audio", "copy", "--to", "database"]).exit_code == 0
+    else:  # in the database first, copied back to the folder
+        database_app = make_app(settings.override(audio_store="database"))
+        assert run_cli(database_app, ["audio", "copy", "--to", "database"]).exit_code == 0
+    switched = make_app(settings.override(audio_store=now_in))
+    result = run_cli(switched, ["retention"])
+    assert result.exit_code == 0, result.output
+    gone = {"a1", "a2", "b1", "c1"}
+    with db() as session:
+        blobs = set(session.scalars(select(AudioBlob.key)))
+    for name, path in world.files.items():
+        assert path.exists() == (name not in gone), name
+        assert (f"2025/{name}.wav" in blobs) == (name not in gone), name
 
 
 def test_retention_never_touches_an_open_question(
