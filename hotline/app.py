@@ -105,14 +105,8 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
 
     app.register_blueprint(health_checks.bp)  # /health/ready: the worker, backlogs, for operators
 
-    if not settings.secret_key and settings.database_url.startswith("postgresql"):
-        log.warning(
-            "SECRET_KEY is not set: this machine uses its own key from %s. Machines that do not "
-            "share that file sign sessions differently (consultants are logged out) and "
-            "pseudonymise numbers differently (an opt-out kept under a pseudonym is not "
-            "found). Set one SECRET_KEY on every machine.", settings.data_dir / "secret_key")
+    warn_of_settings(settings)
     if not settings.demo:
-        _warn_of_missing_twilio_settings(settings)
         if not settings.proxy_hops:
             app.before_request(_proxy_warning())
     if settings.demo:
@@ -122,6 +116,19 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
             "opens it. Never run a public number like this (unset HOTLINE_DEMO)."
         )
     return app
+
+
+def warn_of_settings(settings: Settings) -> None:
+    """Say at start-up, in the web process and in the worker alike (the worker pseudonymises
+    numbers and sends the SMS), what a deployment lacks that it starts without."""
+    if not settings.secret_key and settings.database_url.startswith("postgresql"):
+        log.warning(
+            "SECRET_KEY is not set: this machine uses its own key from %s. Machines that do not "
+            "share that file sign sessions differently (consultants are logged out) and "
+            "pseudonymise numbers differently (an opt-out kept under a pseudonym is not "
+            "found). Set one SECRET_KEY on every machine.", settings.data_dir / "secret_key")
+    if not settings.demo:
+        _warn_of_missing_twilio_settings(settings)
 
 
 def _warn_of_missing_twilio_settings(settings: Settings) -> None:

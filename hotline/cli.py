@@ -463,10 +463,12 @@ WORKER_SHUTDOWN_SECONDS = 90
 def worker(workers: int) -> None:
     """Run the job consumer: recording downloads, transcription, the minutely sweep."""
     from hotline import logs
+    from hotline.app import warn_of_settings
     from hotline.jobs import current_runtime, huey
 
     logs.configure()  # times on every line; a fault that persists told once a minute
-    current_runtime()  # fail fast on bad settings or content
+    # Fail fast on bad settings or content; say what a deployment lacks, as the web does.
+    warn_of_settings(current_runtime().settings)
     # SqliteHuey is polled: an idle worker looks again within a second (Huey's default backs
     # off to 10 s, which would add up to 10 s to a caller's wait for the transcript).
     # SIGTERM (systemd, honcho, docker stop) lets running jobs finish (WORKER_SHUTDOWN_SECONDS);

@@ -100,6 +100,33 @@ def test_a_postgresql_deployment_without_a_secret_key_is_warned_about(
     assert not warned()
 
 
+def test_a_worker_without_a_secret_key_is_warned_about_too(
+        settings: Settings, make_app: Callable[[Settings], Flask],
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker pseudonymises numbers (retention) and sends the SMS: a worker machine
+    without SECRET_KEY would make its own key, so it says so as it starts, as the web does;
+    and what a production worker lacks of Twilio's settings."""
+    from click.testing import CliRunner
+
+    from hotline import cli
+    from hotline.jobs import huey
+
+    class Consumer:
+        def run(self) -> None:
+            """The consumer would run until stopped: here it returns at once."""
+
+    monkeypatch.setattr(huey, "create_consumer", lambda **_options: Consumer())
+    postgres = "postgresql://postgres@127.0.0.1:5432/postgres"
+    make_app(settings.override(database_url=postgres, secret_key="", demo=False,
+                               twilio_account_sid=""))  # the worker uses its runtime
+    caplog.clear()
+    result = CliRunner().invoke(cli.worker, [])
+    assert result.exit_code == 0, result.output
+    said = [r.getMessage() for r in caplog.records]
+    assert any("SECRET_KEY is not set" in m for m in said), said
+    assert any("TWILIO_ACCOUNT_SID is not set" in m for m in said), said
+
+
 def test_a_production_start_says_which_twilio_settings_are_missing(
         settings: Settings, make_app: Callable[[Settings], Flask],
         caplog: pytest.LogCaptureFixture) -> None:
