@@ -27,8 +27,12 @@ if TYPE_CHECKING:
 
 
 def _models_dir() -> Path:
-    """Return the models folder inside the hotline's data folder."""
-    return Path(os.environ.get("HOTLINE_DATA_DIR", "instance")).resolve() / "models"
+    """Return the models folder inside the hotline's data folder. On a fresh machine this
+    is often the first command: it makes the data folder as the hotline does (mode 0700,
+    config.Settings.make_data_dir), since the database and recordings go there next."""
+    data = Path(os.environ.get("HOTLINE_DATA_DIR", "instance")).resolve()
+    data.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return data / "models"
 
 
 def _override(language: str) -> Path | None:

@@ -180,6 +180,18 @@ FAKE_MODEL = {f"{KK.name}/am/final.mdl": PADDING, f"{KK.name}/conf/mfcc.conf": b
 
 # -- a verified install ----------------------------------------------------------------------
 
+def test_the_first_command_on_a_fresh_machine_makes_a_private_data_folder(
+        tmp_path: Path, server: ModelServer) -> None:
+    """`hotline models install` often comes first: the data folder it makes is readable by
+    its owner only, as the hotline makes it (the database and recordings go there next),
+    even when the install itself fails."""
+    data = tmp_path / "fresh" / "data"
+    missing = f"http://127.0.0.1:{server.server_address[1]}/missing"
+    result = _cli(data, "install", "kk", "--url-base", missing, "--allow-unverified")
+    assert result.exit_code != 0
+    assert data.stat().st_mode & 0o777 == 0o700
+
+
 def test_verified_install_puts_the_model_in_place(installed: tuple[Path, Result],
                                                   model_zip: Path, model_sha256: str) -> None:
     data, result = installed
