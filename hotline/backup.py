@@ -239,7 +239,9 @@ def _pg_dump(url: URL, target: Path) -> None:
 
 def _mirror(source: Path, target: Path, previous: Path | None, snapshot: Snapshot) -> None:
     """Copy source's files into target; an unchanged file (size and time) is a hard link to
-    the previous snapshot's copy. Files that vanish while copying (retention) are skipped."""
+    the previous snapshot's copy, or copied where the backup folder's file system has no
+    hard links (vfat, a network share: EPERM, EOPNOTSUPP). Files that vanish while copying
+    (retention) are skipped."""
     if not source.is_dir():
         return
     for path in sorted(source.rglob("*")):
@@ -253,8 +255,8 @@ def _mirror(source: Path, target: Path, previous: Path | None, snapshot: Snapsho
             earlier = previous / relative if previous else None
             if earlier is not None and earlier.is_file():
                 seen = earlier.stat()
-                if seen.st_size == stat.st_size and int(seen.st_mtime) == int(stat.st_mtime):
-                    os.link(earlier, destination)
+                if (seen.st_size == stat.st_size and int(seen.st_mtime) == int(stat.st_mtime)
+                        and _linked(earlier, destination)):
                     snapshot.files_linked += 1
                     continue
             shutil.copy2(path, destination)
@@ -262,3 +264,14 @@ def _mirror(source: Path, target: Path, previous: Path | None, snapshot: Snapsho
             continue
         snapshot.files_copied += 1
         snapshot.bytes_copied += stat.st_size
+
+
+def _linked(earlier: Path, destination: Path) -> bool:
+    """Hard-link destination to earlier; False where the file system refuses (then copy)."""
+    try:
+        os.link(earlier, destination)
+    except FileNotFoundError:
+        raise
+    except OSError:
+        return False
+    return True

@@ -4,6 +4,7 @@ while another connection is writing, and on PostgreSQL with pg_dump/pg_restore."
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import shutil
@@ -201,6 +202,25 @@ def test_unchanged_files_are_linked_and_old_snapshots_go(
     assert not (third.path / "audio" / AUDIO_KEY).exists()
     assert third.removed == [first.path]
     assert snapshots(folder) == [second.path, third.path]
+
+
+def test_a_backup_folder_without_hard_links_gets_copies(
+        app: Flask, settings: Settings, stored: int, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backup folder on a file system with no hard links (vfat, a network share; here
+    os.link refuses as such a share does, EPERM): the second night's unchanged files are
+    copied, and the snapshot is made, rather than every snapshot after the first failing."""
+    folder = tmp_path / "backups"
+    first = make_backup(settings, folder, keep=7, now=utcnow() - timedelta(days=1))
+    def refused(*_args: object, **_kwargs: object) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", refused)
+    second = make_backup(settings, folder, keep=7)
+    assert (second.files_copied, second.files_linked) == (first.files_copied, 0)
+    assert (second.path / "audio" / AUDIO_KEY).read_bytes() == \
+        (first.path / "audio" / AUDIO_KEY).read_bytes()
+    assert snapshots(folder) == [first.path, second.path]
 
 
 def test_a_failed_backup_leaves_no_snapshot(app: Flask, settings: Settings, stored: int,
