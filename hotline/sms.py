@@ -144,7 +144,8 @@ def incoming() -> Response:
         if reply.question_text is not None:
             question = sms.add_sms_question(session, caller=caller, text=reply.question_text,
                                             language=reply.state.language,
-                                            topic=reply.question_topic, now=now)
+                                            topic=reply.question_topic, now=now,
+                                            pseudonym_key=rt.pseudonym_key)
             inbound.question_id = question.id
         inbound.language = reply.state.language
         if caller is not None:
@@ -207,7 +208,8 @@ def keep_the_message(error: Exception) -> Response | HTTPException:
             known = caller.language if caller else None
             written_in = rt.sms.detected_language(body, known) or known
             question = sms.add_sms_question(session, caller=caller, text=body,
-                                            language=written_in, topic=None, now=now)
+                                            language=written_in, topic=None, now=now,
+                                            pseudonym_key=rt.pseudonym_key)
             inbound.question_id = question.id
             if opted_out:  # kept for the lawyers, as the dialogue does; nothing sent
                 return _reply(session, inbound, None, now)

@@ -256,6 +256,7 @@ def _store_question() -> tuple[int, bool] | None:
             duration=duration, language=_language_arg(), topic=topic, now=_now(),
             phone=normalise_phone(_phone_field("From"), runtime().settings.default_region),
             from_number=_phone_field("From"), to_number=_phone_field("To"),
+            pseudonym_key=runtime().pseudonym_key,
         )
         recording_id = recording.id
         number_known = question.caller_id is not None

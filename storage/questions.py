@@ -21,6 +21,7 @@ from storage.models import (
     Recording,
 )
 from storage.queue import note_new_question
+from storage.retention import rejoin_returning
 
 
 def _find_recording(session: Session, recording_sid: str) -> Recording | None:
@@ -57,6 +58,7 @@ def record_question(
     phone: str | None = None,
     from_number: str = "",
     to_number: str = "",
+    pseudonym_key: bytes | None = None,
 ) -> tuple[Question, Recording, bool]:
     """Queue a recorded voice question once per RecordingSid; return it and whether it is new.
 
@@ -64,7 +66,8 @@ def record_question(
     webhook could not write one: the database was down then) is recorded now, with the
     caller's number phone (E.164, normalised by the caller of this function) and the
     request's from_number and to_number, so that the question is not left without a number
-    to call back.
+    to call back. With pseudonym_key, a resident whose number was pseudonymised is joined to
+    their earlier record first (storage.retention.rejoin_returning).
     """
     recording = _find_recording(session, recording_sid)
     if recording is None:
@@ -98,6 +101,8 @@ def record_question(
             # recording_sid lets exactly one insert win, and the savepoint lets the other go on.
             with session.begin_nested():
                 session.add(question)
+            if pseudonym_key is not None:
+                rejoin_returning(session, question.caller_id, pseudonym_key)
             note_new_question(session, question)  # repeat caller? its place in the queue
             return question, candidate, True
         except IntegrityError:

@@ -307,6 +307,37 @@ def pseudonymise_caller(session: Session, caller_id: int, key: bytes, before: da
     outcome.callers_pseudonymised += 1
 
 
+def rejoin_returning(session: Session, caller_id: int | None, key: bytes) -> bool:
+    """A resident whose number was pseudonymised is back: their call or SMS made a new record
+    with the number, and now a question of theirs is being stored. Their earlier record (the
+    pseudonym's) joins this one at once, not at a later retention run: its questions, calls
+    and SMS move here (the consultant sees the history; a repeat within 90 days counts), an
+    opt-out (STOP) comes along, and the earlier row goes. Texts stay as retention left them.
+    Return whether a record was joined."""
+    if caller_id is None:
+        return False
+    caller = session.get(Caller, caller_id)
+    if caller is None or is_pseudonym(caller.phone):
+        return False
+    earlier = session.scalars(
+        select(Caller).where(Caller.phone == pseudonym(caller.phone, key))
+        .with_for_update()).one_or_none()
+    if earlier is None or earlier.id == caller.id:
+        return False
+    for table in (Question, Call, SmsMessage):
+        session.execute(update(table).where(table.caller_id == earlier.id)
+                        .values(caller_id=caller.id)
+                        .execution_options(synchronize_session=False))
+    caller.first_seen = min(ensure_utc(caller.first_seen), ensure_utc(earlier.first_seen))
+    if earlier.sms_opted_out and not caller.sms_opted_out:
+        caller.sms_opted_out, caller.sms_opted_out_at = True, earlier.sms_opted_out_at
+    caller.language = caller.language or earlier.language
+    session.flush()
+    session.expunge(earlier)
+    session.execute(delete(Caller).where(Caller.id == earlier.id))
+    return True
+
+
 def _scrub_written_numbers(session: Session, caller_id: int, old: str, new: str,
                            key: bytes) -> None:
     """Numbers written in texts of the caller's record, however spelled ("перезвоните на

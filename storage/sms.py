@@ -24,7 +24,7 @@ from storage.models import (
     SmsMessage,
 )
 from storage.queue import note_new_question
-from storage.retention import is_pseudonym, pseudonym
+from storage.retention import is_pseudonym, pseudonym, rejoin_returning
 
 
 def record_inbound(
@@ -125,14 +125,17 @@ def count_sms_questions_since(session: Session, caller: Caller, since: datetime)
 
 def add_sms_question(
     session: Session, *, caller: Caller | None, text: str, language: str | None,
-    topic: str | None, now: datetime,
+    topic: str | None, now: datetime, pseudonym_key: bytes | None = None,
 ) -> Question:
-    """Put a resident's SMS question in the consultants' queue."""
+    """Put a resident's SMS question in the consultants' queue (with pseudonym_key, joined to
+    the resident's pseudonymised earlier record first: storage.retention.rejoin_returning)."""
     question = Question(caller_id=caller.id if caller else None, channel=CHANNEL_SMS,
                         language=language, topic=topic, status=QUESTION_WAITING, text=text,
                         created_at=now, transcription_state="done")
     session.add(question)
     session.flush()
+    if pseudonym_key is not None:
+        rejoin_returning(session, question.caller_id, pseudonym_key)
     note_new_question(session, question)  # repeat caller? its place in the queue
     return question
 

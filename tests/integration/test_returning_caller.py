@@ -5,6 +5,7 @@ statement)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,10 @@ from flask import Flask
 from sqlalchemy import select
 
 from hotline.simulator import PhoneSimulator, Speak
-from storage.models import Question
-from tests.support import Twilio, call_form, runtime, spoken, twiml
+from storage.models import Caller, Question
+from storage.question_page import caller_history
+from storage.retention import pseudonym
+from tests.support import CALLER, Twilio, call_form, runtime, spoken, twiml
 from tests.workspace_support import Db
 
 RUSSIAN_QUESTION = ["2", "0"]  # Russian, then "ask a lawyer"
@@ -164,3 +167,32 @@ def test_after_an_apology_a_waiting_caller_is_still_let_go_not_asked_to_record(
                           flow.prompt("ru", "goodbye").text]
     assert flow.prompt("ru", "record.intro").text not in heard
     assert screen.find("Hangup") is not None
+
+
+def test_a_resident_back_after_their_number_was_pseudonymised_is_joined_at_once(
+        app: Flask, db: Db, phone: PhoneSimulator, question_wav: Path) -> None:
+    """Retention pseudonymised the resident's number (no contact for a year); they call and
+    record a question: it is joined to their earlier record now, not at a later retention
+    run, so the lawyer sees their history (and a question asked within 90 days of an earlier
+    one counts as a repeat: with a short HOTLINE_PHONE_RETENTION_DAYS)."""
+    key = runtime(app).pseudonym_key
+    now = datetime.now(UTC)
+    with db() as session:
+        earlier = Caller(phone=pseudonym(CALLER, key), first_seen=now - timedelta(days=60),
+                         last_seen=now - timedelta(days=40), language="ru")
+        session.add(earlier)
+        session.flush()
+        session.add(Question(caller_id=earlier.id, channel="voice", language="ru",
+                             topic="pension", status="closed", close_reason="resolved",
+                             created_at=now - timedelta(days=45),
+                             closed_at=now - timedelta(days=40)))
+        earlier_id = earlier.id
+    phone.call([*RUSSIAN_QUESTION, Speak(question_wav)])
+    with db() as session:
+        assert session.get(Caller, earlier_id) is None
+        [back] = session.scalars(select(Caller))
+        assert back.phone == CALLER
+        old, new = session.scalars(select(Question).order_by(Question.id))
+        assert old.caller_id == new.caller_id == back.id
+        assert new.repeat_caller
+        assert [q.id for q in caller_history(session, new).questions] == [old.id]
