@@ -758,13 +758,13 @@ def queue_gave_up_sms(db: Session, gave_up: Question, question_id: int, user_id:
     return message.id, None
 
 
-def send_owed_gave_up_sms(db: Session, caller_id: int | None, user_id: int,
+def send_owed_gave_up_sms(db: Session, closed: Question, user_id: int,
                           now: datetime) -> int | None:
     """A question of the resident was closed without a conversation (a quick close) and none
     stays open: the "we tried to call you" SMS held back for it at another question's last
     failed try (storage.callbacks.gave_up_sms_owed) is queued now; its message id, to send
     with _enqueue_sms after the commit (None: nothing owed, or it cannot be sent)."""
-    owed = store.gave_up_sms_owed(db, caller_id)
+    owed = store.gave_up_sms_owed(db, closed)
     if owed is None:
         return None
     return queue_gave_up_sms(db, owed, owed.id, user_id, now)[0]
@@ -929,6 +929,8 @@ def outcome(question_id: int) -> ResponseReturnValue:
                                 question_id, own_phone) for other in others]
         gave_up = [q for q, r in zip([question, *others], [result, *rest], strict=True)
                    if r.gave_up]
+        # (_held_together locked the resident first: a quick close of their other question
+        # at the same moment waits, and sees this one closed: store.gave_up_sms_owed.)
         if gave_up and (len(gave_up) < 1 + len(others) or _open_elsewhere(
                 db, question.caller_id, [question.id, *(other.id for other in others)])):
             # Another question of the resident will still be called: not "we gave up".

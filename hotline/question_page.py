@@ -49,7 +49,7 @@ from hotline.workspace import (
 )
 from storage import audit
 from storage.callbacks import end_live_attempts, lock_attempts
-from storage.claims import release_claim, resident_holders, touch_claim
+from storage.claims import lock_resident_of, release_claim, resident_holders, touch_claim
 from storage.db import retry_conflicts, unit_of_work
 from storage.models import (
     CHANNEL_VOICE,
@@ -440,14 +440,17 @@ def _change(question_id: int, apply: Change, *,
 
     None when it was made; otherwise the answer to give (409/404 when the user does not hold
     the question, 400 when the form had a value the page does not offer). A change that ends
-    the question's calls (ends_calls) locks their attempts before the question, the order of
-    Twilio's status callbacks (attempt, then question), so that a status arriving at the same
-    moment waits instead of deadlocking with it.
+    the question's calls (ends_calls) locks the resident's row, then the calls' attempts,
+    then the question: the order of the outcome form (hotline.callbacks._held_together) and
+    of Twilio's status callbacks (attempt, then question), so that an outcome or a status
+    arriving at the same moment waits instead of deadlocking with it, and a last failed try
+    on the resident's other question is seen (callbacks.send_owed_gave_up_sms).
     """
     account = auth.current_account()
     now = utcnow()
     with unit_of_work(runtime().sessions) as db:
         if ends_calls:
+            lock_resident_of(db, question_id)
             lock_attempts(db, [question_id])
         refused = _refusal(db, question_id, account.id, now)
         if refused is not None:
@@ -507,11 +510,12 @@ def close(question_id: int) -> ResponseReturnValue:
     owed: list[int | None] = []
 
     def quick(db: Session, found: Question, user_id: int, now: datetime) -> None:
+        owed.clear()  # a transaction run again (retry_conflicts): only the last one's
         reason = _field("reason")
         quick_close(db, found, reason, user_id, now, client_address())
         end_live_attempts(db, found.id, now)  # the resident is not dialled after all
         if reason in SENDS_OWED_SMS:
-            owed.append(callbacks.send_owed_gave_up_sms(db, found.caller_id, user_id, now))
+            owed.append(callbacks.send_owed_gave_up_sms(db, found, user_id, now))
 
     refused = _change(question_id, quick, ends_calls=True)
     if refused is not None:

@@ -173,7 +173,8 @@ def _store(runtime: Runtime, recording: Any, call: Any | None) -> tuple[int, boo
             session, recording_sid=recording.sid, call_sid=recording.call_sid,
             recording_url=_media_url(settings.twilio_api_url, recording),
             duration=_seconds(recording.duration),
-            language=caller.language if caller is not None else None, topic=topic, now=when)
+            language=caller.language if caller is not None else None, topic=topic, now=when,
+            pseudonym_key=runtime.pseudonym_key)
         if new:
             # Waiting since the recording's time, but just queued: not stale for the sweep.
             stored.updated_at = datetime.now(UTC)

@@ -120,7 +120,8 @@ def incoming() -> Response:
             if caller is not None and fallback_kind(body, language,
                                                     state.question_open) == "question":
                 kept = sms.keep_sms_text(session, caller=caller, text=body, language=language,
-                                         topic=None, now=now)
+                                         topic=None, now=now,
+                                         pseudonym_key=rt.pseudonym_key)
                 inbound.question_id = kept.id if kept is not None else None
             text = dialogue.rate_limited(language)
             reply_text = text if recent == settings.sms_rate_limit + 1 else None
@@ -134,7 +135,8 @@ def incoming() -> Response:
             # lawyer with the resident's open question (and the reply says it was passed on).
             kept = sms.keep_sms_text(session, caller=caller, text=reply.question_text,
                                      language=reply.state.language,
-                                     topic=reply.question_topic, now=now)
+                                     topic=reply.question_topic, now=now,
+                                     pseudonym_key=rt.pseudonym_key)
             if kept is None:  # (an opted-out resident is told nothing, ever)
                 reply = SmsReply(None if state.opted_out else dialogue.rate_limited(
                     reply.state.language), reply.state, kind="rate-limited")

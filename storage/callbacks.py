@@ -431,12 +431,18 @@ def reopen_unanswered(session: Session, message: SmsMessage, now: datetime) -> i
     return question.id
 
 
-def gave_up_sms_owed(session: Session, caller_id: int | None) -> Question | None:
+def gave_up_sms_owed(session: Session, closing: Question) -> Question | None:
     """The resident's question whose "we tried to call you" SMS was held back because another
-    of their questions was still to be called, once none is open any more and nobody reached
-    them since: their newest question closed as no answer after the last try, with no such
-    SMS to them since it closed, no question of theirs resolved since, and no hotline call of
-    theirs answered since. None when nothing is owed (or something is still open)."""
+    of their questions was still to be called, now that closing (that other question, open
+    when the SMS was held back) closes and none stays open, nobody having reached them since:
+    their newest question closed as no answer after the last try, no such SMS to them since it
+    closed, no question of theirs resolved since, no hotline call of theirs answered since.
+    None when nothing is owed (or something is still open). A question asked after the SMS
+    was held back owes nothing: its own outcome tells the resident. The caller of this has
+    locked the resident's row first (storage.claims.lock_resident_of), as the outcome form
+    does: a last failed try and this close at the same moment take turns, and the second sees
+    the first's change (each would otherwise see the other question open, and neither send)."""
+    caller_id = closing.caller_id
     if caller_id is None:
         return None
     if session.scalar(select(Question.id).where(
@@ -447,7 +453,8 @@ def gave_up_sms_owed(session: Session, caller_id: int | None) -> Question | None
                                Question.close_reason == CLOSE_NO_ANSWER,
                                Question.closed_at.is_not(None))
         .order_by(Question.closed_at.desc(), Question.id.desc()).limit(1)).first()
-    if gave_up is None or gave_up.closed_at is None:
+    if (gave_up is None or gave_up.closed_at is None
+            or ensure_utc(closing.created_at) > ensure_utc(gave_up.closed_at)):
         return None
     since = gave_up.closed_at
     told = exists().where(SmsMessage.caller_id == caller_id, SmsMessage.purpose == SMS_GAVE_UP,

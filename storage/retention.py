@@ -222,7 +222,9 @@ def forget_audio(session: Session, item: AudioDue, audio: AudioStore, now: datet
     if item.file_path:
         try:
             removed = False
-            for store in (audio, *leftovers):
+            # Files first, the database's blob last: a file that cannot be deleted leaves the
+            # row and the blob as they were (the blob's delete would commit with the batch).
+            for store in sorted((audio, *leftovers), key=lambda s: s.kind == "database"):
                 removed = store.delete(item.file_path, session=session) or removed
         except UnsafeAudioKey:
             outcome.skipped.append(f"question #{item.question_id} (recording "

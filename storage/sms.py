@@ -146,7 +146,7 @@ MAX_ADDED_TEXT = 4000
 
 def keep_sms_text(
     session: Session, *, caller: Caller, text: str, language: str | None, topic: str | None,
-    now: datetime,
+    now: datetime, pseudonym_key: bytes | None = None,
 ) -> Question | None:
     """Keep what a resident writes past the SMS limits where a lawyer reads it: added to the
     caller's newest open SMS question, or, when none is open, a question of its own. Return
@@ -160,7 +160,7 @@ def keep_sms_text(
     ).first()
     if question is None:
         return add_sms_question(session, caller=caller, text=text, language=language,
-                                topic=topic, now=now)
+                                topic=topic, now=now, pseudonym_key=pseudonym_key)
     if len(question.text or "") + len(text) > MAX_ADDED_TEXT:
         return None
     question.text = f"{question.text}\n\n{text}" if question.text else text

@@ -26,8 +26,9 @@ from flows.segments import segments
 from hotline import callbacks
 from hotline.config import ConfigError, Settings
 from storage import audit
-from storage.callbacks import next_callback_time, retry_delay
+from storage.callbacks import close_question, next_callback_time, retry_delay
 from storage.calls import touch_caller
+from storage.claims import lock_resident_of
 from storage.models import (
     CHANNEL_VOICE,
     SMS_IN,
@@ -45,6 +46,7 @@ from tests.support import (
     BASE_URL,
     CALLER,
     Twilio,
+    held_meanwhile,
     row_counts,
     spoken,
     twiml,
@@ -1041,12 +1043,47 @@ def test_the_held_back_we_tried_sms_goes_when_the_other_question_is_closed_unask
     assert len(api.sent()) == 1
 
 
+def test_a_last_try_and_a_quick_close_at_the_same_moment_send_the_sms_once(
+        app: Flask, db: Db, api: TwilioApi, lawyer: Consultant) -> None:
+    """The last failed try on one question (its transaction here: the resident's row locked
+    first, as the outcome form locks it, and the question closed as no answer) while the
+    lawyer, in another tab, closes the resident's other question as silence: the close waits
+    for it and sends the "we tried" SMS. Without the close locking the resident too, on
+    PostgreSQL each saw the other question open and neither sent it."""
+    first, second = make_question(db), make_question(db)
+    assert lawyer.claim(second).status_code == 303
+
+    def last_try(session: Session) -> None:
+        lock_resident_of(session, first)
+        question = session.get(Question, first)
+        assert question is not None
+        question.callback_attempts = 3
+        close_question(question, None, "no_answer", datetime.now(UTC))
+        session.flush()
+
+    with held_meanwhile(db, last_try):
+        closed = lawyer.browser.post(f"/questions/{second}/close",
+                                     {"csrf_token": lawyer.token(), "reason": "silence"})
+    assert closed.status_code == 303
+    [sent] = api.sent()
+    assert sent["To"] == CALLER and "попыток: 3" in sent["Body"]
+
+
 @pytest.mark.parametrize("reason", ["wrong_number", "abusive"])
 def test_no_held_back_sms_after_a_wrong_number_or_abuse(
         app: Flask, db: Db, api: TwilioApi, lawyer: Consultant,
         monkeypatch: pytest.MonkeyPatch, reason: str) -> None:
+    """Nor for a question asked later (months later, a silent recording): the SMS was held
+    back for the question open at the last try, and it is gone."""
     _first, second = held_back_we_tried_sms(app, db, lawyer, monkeypatch)
     quick_close(lawyer, second, reason)
+    assert api.sent() == []
+    later = make_question(db)
+    with db() as session:
+        question = session.get(Question, later)
+        assert question is not None
+        question.created_at = datetime(FUTURE, 6, 1, 12, 0, tzinfo=ALMATY)
+    quick_close(lawyer, later, "silence")
     assert api.sent() == []
 
 

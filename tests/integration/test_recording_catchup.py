@@ -20,7 +20,8 @@ from hotline.recording_catchup import catch_up_recordings
 from hotline.simulator import MediaServer, PhoneSimulator, Speak, new_sid
 from storage import calls
 from storage import questions as question_store
-from storage.models import Call, Question, Recording
+from storage.models import Call, Caller, Question, Recording
+from storage.retention import pseudonym
 from tests.support import CALLER, Twilio, call_form, run_cli, runtime
 from tests.twilio_api import CALL_RECORDS, RECORDINGS, TwilioApi, twilio_error
 
@@ -331,3 +332,25 @@ def test_the_command_says_when_twilio_cannot_be_asked(app: Flask, api: TwilioApi
 def test_a_negative_window_is_refused(settings: Settings) -> None:
     with pytest.raises(ConfigError, match="HOTLINE_RECORDING_CATCHUP_HOURS"):
         settings.override(recording_catchup_hours=-1).check()
+
+
+def test_a_caught_up_question_joins_the_residents_pseudonymised_record(
+        app: Flask, db, api: TwilioApi, media: MediaServer, question_wav: Path) -> None:
+    """The resident's number was pseudonymised (a year without contact); their new question
+    is stored by the catch-up, not a webhook: joined to their earlier record all the same."""
+    key = runtime(app).pseudonym_key
+    with db() as session:
+        earlier = Caller(phone=pseudonym(CALLER, key), sms_opted_out=True)
+        session.add(earlier)
+        session.flush()
+        session.add(Question(caller_id=earlier.id, channel="voice", status="closed",
+                             close_reason="resolved"))
+        earlier_id = earlier.id
+    call_sid = call_at(api, 2)
+    recording_at(api, media, question_wav, call_sid, datetime.now(UTC) - timedelta(hours=2))
+    assert run_cli(app, ["recordings", "catch-up", "--hours", "3"]).exit_code == 0
+    with db() as session:
+        assert session.get(Caller, earlier_id) is None
+        [back] = session.scalars(select(Caller))
+        assert back.phone == CALLER and back.sms_opted_out
+        assert {q.caller_id for q in session.scalars(select(Question))} == {back.id}

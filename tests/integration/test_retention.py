@@ -19,6 +19,7 @@ from hotline import cli_retention, jobs
 from hotline.cli_retention import run_retention
 from hotline.config import Settings
 from storage import retention as store
+from storage.audio_store import FolderAudioStore
 from storage.calls import touch_caller
 from storage.db import unit_of_work
 from storage.models import (
@@ -261,6 +262,28 @@ def test_retention_deletes_the_copy_left_in_the_other_store(
     for name, path in world.files.items():
         assert path.exists() == (name not in gone), name
         assert (f"2025/{name}.wav" in blobs) == (name not in gone), name
+
+
+def test_a_leftover_file_that_cannot_be_deleted_leaves_the_blob_and_the_row(
+        app: Flask, db: Db, world: World, settings: Settings,
+        make_app: Callable[[Settings], Flask], monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a database-store install whose old folder copy cannot be deleted (a permission):
+    the recording stays as it was, blob and row, for the next run, rather than the blob going
+    while the row says stored (and Twilio's copy, deleted only for rows marked deleted,
+    staying for ever)."""
+    assert run_cli(app, ["audio", "copy", "--to", "database"]).exit_code == 0
+
+    def refused(*_args: object, **_kwargs: object) -> bool:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(FolderAudioStore, "delete", refused)
+    result = run_cli(make_app(settings.override(audio_store="database")), ["retention"])
+    assert "could not be deleted" in result.output
+    with db() as session:
+        blobs = set(session.scalars(select(AudioBlob.key)))
+        states = {r.file_path: r.download_state for r in session.scalars(select(Recording))}
+    for name in ("a1", "a2", "b1", "c1"):
+        assert f"2025/{name}.wav" in blobs and states[f"2025/{name}.wav"] == "stored", name
 
 
 def test_retention_never_touches_an_open_question(
