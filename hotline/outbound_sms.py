@@ -37,22 +37,26 @@ from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
-from hotline.config import Settings
+from hotline.config import LOCAL_TIME, Settings
+from hotline.receipts import RECEIPT_NIGHT_DELAY, too_late
 from hotline.runtime import Runtime
 from hotline.twilio_glue import form_int, form_sid, runtime, twilio_webhook
 from storage import sms
-from storage.callbacks import reopen_unanswered
+from storage.callbacks import reopen_unanswered, within_hours
 from storage.calls import touch_caller
 from storage.db import retry_conflicts, unit_of_work
 from storage.models import (
     SMS_FAILED,
     SMS_OUT,
     SMS_QUEUED,
+    SMS_RECEIPT,
     SMS_SENDING,
     TWILIO_OPTED_OUT,
     Caller,
+    Question,
     SmsMessage,
 )
+from storage.utc import ensure_utc
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +219,16 @@ def send_sms(runtime: Runtime, message_id: int) -> str:
             log.info("SMS %s not sent: caller %s opted out", message_id,
                      caller.id if caller else "(pseudonymised)")
             return message.status
+        late = _late(session, runtime, message, now)
+        if late is not None:
+            give_up, why = late
+            message.status = SMS_FAILED if give_up else SMS_QUEUED
+            message.error_message = why
+            message.updated_at = now
+            if give_up:
+                _not_delivered(session, message, now)
+            log.info("SMS %s not sent now: %s", message_id, why)
+            return message.status
         to, body = message.phone, message.body
 
     params: dict[str, Any] = {"to": to, "from_": settings.twilio_phone_number, "body": body}
@@ -251,6 +265,31 @@ def send_sms(runtime: Runtime, message_id: int) -> str:
         close_twilio_client(client)
     return _finish(runtime, message_id, message_sid=str(sent.sid),
                    status=str(sent.status or SMS_QUEUED), error_code=None, error_message=None)
+
+
+# A send retried this long after the message was written (Twilio down, a worker outage) is
+# late: outside the calling hours it waits for the morning (or, a receipt, is given up).
+LATE_AFTER = RECEIPT_NIGHT_DELAY
+WAITING_FOR_MORNING = "waiting for the calling hours: not sent at night"
+
+
+def _late(session: Session, runtime: Runtime, message: SmsMessage,
+          now: datetime) -> tuple[bool, str] | None:
+    """Why the message should not go now: (give it up, why), or None to send it.
+
+    A receipt is checked again as when it was queued (receipts.too_late: the question
+    closed, the call too long ago, the night come): then it is given up. Any other message
+    (a lawyer's answer, the "we tried" SMS) that is sent late, outside the calling hours,
+    waits for the morning: the sweep sends it then. Sent at once, as written, it goes at any
+    hour (evening volunteers answer SMS questions after the calling hours)."""
+    if message.purpose == SMS_RECEIPT:
+        question = session.get(Question, message.question_id) if message.question_id else None
+        late = too_late(runtime, question, now) if question is not None else None
+        return (True, f"not sent: the receipt came too late ({late})") if late else None
+    if (now - ensure_utc(message.created_at) > LATE_AFTER
+            and not within_hours(now, runtime.settings.callback_hours, LOCAL_TIME)):
+        return False, WAITING_FOR_MORNING
+    return None
 
 
 # How far back, before the row was made, a message Twilio lists may have been created (clocks).

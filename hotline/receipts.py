@@ -46,6 +46,7 @@ from storage.models import (
 )
 from storage.retention import is_pseudonym
 from storage.sms import opted_out, queue_outbound, sent_for
+from storage.utc import ensure_utc
 
 log = logging.getLogger(__name__)
 
@@ -82,19 +83,30 @@ def receipt_text(runtime: Runtime, question: Question) -> tuple[str, str]:
     return language, text.replace("{number}", runtime.settings.twilio_phone_number).strip()
 
 
-def _wanted(session: Session, runtime: Runtime, question: Question, now: datetime) -> str | None:
-    """Why no receipt goes for the question, or None if one should."""
-    caller = question.caller
-    if question.channel != CHANNEL_VOICE:
-        return "not a voice question"
+def too_late(runtime: Runtime, question: Question, now: datetime) -> str | None:
+    """Why a receipt for the question would come too late now (the question closed, the call
+    too long ago, or the night come since), or None. Asked when the receipt is queued and
+    again when it is sent (hotline.outbound_sms: a send retried for hours, through a Twilio
+    outage, must not wake the resident at 03:00, nor promise a call already made)."""
     if question.status == QUESTION_CLOSED:
         return "closed"
-    age = now - question.created_at
+    age = now - ensure_utc(question.created_at)
     if age > RECEIPT_MAX_AGE:
         return "too old"
     if age > RECEIPT_NIGHT_DELAY and not within_hours(now, runtime.settings.callback_hours,
                                                       LOCAL_TIME):
         return "too late at night"
+    return None
+
+
+def _wanted(session: Session, runtime: Runtime, question: Question, now: datetime) -> str | None:
+    """Why no receipt goes for the question, or None if one should."""
+    caller = question.caller
+    if question.channel != CHANNEL_VOICE:
+        return "not a voice question"
+    late = too_late(runtime, question, now)
+    if late is not None:
+        return late
     if caller is None or is_pseudonym(caller.phone):
         return "no number"
     if not can_take_sms(caller.phone):

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from flask import Flask
@@ -19,6 +19,7 @@ from flows.segments import segments
 from hotline.config import Settings
 from hotline.outbound_sms import (
     MAX_SEND_AGE,
+    WAITING_FOR_MORNING,
     SmsRetry,
     make_twilio_client,
     messages_to_send,
@@ -440,3 +441,36 @@ def test_a_malformed_status_callback_gets_400(
     form = {k: v.replace("0" * 32, sid[2:]) for k, v in form.items()}
     assert twilio.post("/sms/status", form).status_code == 400
     assert load(db, message_id).status == "queued"
+
+
+def hours_without_now() -> tuple[int, int]:
+    """Calling hours (Almaty) that leave out the present hour: "it is night" whenever the
+    test runs."""
+    hour = datetime.now(timezone(timedelta(hours=5))).hour
+    return (hour + 1, hour + 2) if hour + 2 <= 24 else (0, 1)
+
+
+def test_a_send_retried_late_outside_the_calling_hours_waits_for_the_morning(
+        rt: Runtime, db: Db, api: TwilioApi) -> None:
+    """A lawyer's answer written in the evening whose sending failed (Twilio down) and is
+    tried again after the calling hours: not sent at night to an elderly resident; kept
+    queued, and the sweep sends it once the calling hours come. Written and sent at once it
+    goes at any hour (evening volunteers answer SMS questions after the calling hours)."""
+    rt.settings = rt.settings.override(callback_hours=hours_without_now())
+    fresh = queue(db, "Ответ юриста сразу")
+    assert send_sms(rt, fresh) == "queued" and len(api.sent()) == 1  # Twilio's "queued"
+    late = queue(db, "Ответ юриста: пенсию назначают в ЦОН.")
+    with db() as session:
+        message = session.get(SmsMessage, late)
+        assert message is not None
+        message.created_at = datetime.now(UTC) - timedelta(hours=3)
+    assert send_sms(rt, late) == "queued"
+    assert len(api.sent()) == 1
+    held = load(db, late)
+    assert (held.message_sid, held.error_message) == (None, WAITING_FOR_MORNING)
+    stale(rt, db, late)
+    assert late in messages_to_send(rt)  # the sweep keeps trying
+    rt.settings = rt.settings.override(callback_hours=(0, 24))  # morning
+    send_sms(rt, late)
+    assert [m["Body"] for m in api.sent()][-1] == "Ответ юриста: пенсию назначают в ЦОН."
+    assert load(db, late).message_sid is not None

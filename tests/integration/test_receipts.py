@@ -16,6 +16,7 @@ from sqlalchemy import delete, select
 from flows.content import load_content
 from flows.segments import segments
 from hotline.config import Settings
+from hotline.outbound_sms import send_sms
 from hotline.receipts import RECEIPT_MAX_AGE, RECEIPT_QUIET, can_take_sms, queue_receipt
 from hotline.simulator import MediaServer, PhoneSimulator, Speak
 from storage.models import Caller, Question, Recording, SmsMessage
@@ -165,6 +166,34 @@ def test_at_night_only_right_after_the_call(app: Flask, db: Db, api: TwilioApi,
         session.execute(delete(SmsMessage))
     # 18:50 + 1 h: still calling hours, within the two hours.
     assert queue_receipt(rt, recording_id, now=recorded.replace(hour=19, minute=50)) is not None
+
+
+@pytest.mark.parametrize("meanwhile", ["hours pass", "the question is closed"])
+def test_a_receipt_whose_sending_fails_is_not_sent_too_late(
+        app: Flask, db: Db, api: TwilioApi, phone: PhoneSimulator, question_wav: Path,
+        meanwhile: str) -> None:
+    """The receipt is queued at once, but Twilio is down and its sending is tried again for
+    hours (the jobs' retries, the sweep): the rules of its queueing hold at its sending too.
+    Hours later, or once a lawyer has called and closed the question, it is given up: not
+    "wait for our call" at 03:00, nor after the call."""
+    rt = runtime(app)
+    rt.settings = rt.settings.override(receipt_sms=False)
+    phone.call([*RUSSIAN_QUESTION, Speak(question_wav)])
+    rt.settings = rt.settings.override(receipt_sms=True)
+    with db() as session:
+        recording_id = session.scalars(select(Recording)).one().id
+    receipt_id = queue_receipt(rt, recording_id)
+    assert receipt_id is not None
+    with db() as session:
+        question = session.scalars(select(Question)).one()
+        if meanwhile == "hours pass":
+            question.created_at = question.created_at - timedelta(hours=9)
+        else:
+            question.status = "closed"
+    assert send_sms(rt, receipt_id) == "failed"
+    assert api.sent() == []
+    [receipt] = receipts(db)
+    assert receipt.error_message is not None and "too late" in receipt.error_message
 
 
 def test_two_workers_fetching_two_questions_of_one_resident_send_one_receipt(
