@@ -26,7 +26,7 @@ from redis import ConnectionPool
 from hotline.backup import BackupError, make_backup, note_outcome
 from hotline.cli_retention import run_retention
 from hotline.config import LOCAL_TIME, Settings
-from hotline.outbound_sms import messages_to_send, send_sms
+from hotline.outbound_sms import messages_to_send, reconcile_statuses, send_sms
 from hotline.receipts import queue_receipt
 from hotline.recording_catchup import catch_up_recordings
 from hotline.recording_catchup import enabled as catch_up_enabled
@@ -160,6 +160,10 @@ def sweep(runtime: Runtime) -> tuple[int, int]:
         transcribe_question_job(question_id)
     for message_id in messages_to_send(runtime):
         send_sms_job(message_id)
+    try:
+        reconcile_statuses(runtime)  # delivery reports Twilio's callbacks never brought
+    except Exception:  # noqa: BLE001 - the rest of the sweep is done; the next one asks again
+        log.exception("asking Twilio about SMS statuses failed")
     if recording_ids or question_ids:
         log.info("sweep re-enqueued %d downloads and %d transcriptions", len(recording_ids),
                  len(question_ids))

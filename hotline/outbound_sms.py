@@ -47,6 +47,7 @@ from storage.calls import touch_caller
 from storage.db import retry_conflicts, unit_of_work
 from storage.models import (
     SMS_FAILED,
+    SMS_FINAL_STATUSES,
     SMS_OUT,
     SMS_QUEUED,
     SMS_RECEIPT,
@@ -355,6 +356,73 @@ def messages_to_send(runtime: Runtime) -> list[int]:
         return ids
 
 
+# Outbound messages whose delivery Twilio has not reported are asked about (GET the message):
+# a status callback Twilio sent before the job stored the message's SID was dropped (no row
+# had the SID yet), or never came (a network fault, no PUBLIC_BASE_URL); Twilio does not send
+# it again. Asked first RECONCILE_AFTER after the last news, then at doubling intervals (the
+# wait as long as the message's age at the last news), for RECONCILE_FOR, at most
+# RECONCILE_PER_SWEEP a minute. Many carriers never report "delivered": such a message ends
+# "sent" after about eight questions.
+RECONCILE_AFTER = timedelta(minutes=15)
+RECONCILE_FOR = timedelta(days=2)
+RECONCILE_PER_SWEEP = 20
+
+
+def reconcile_statuses(runtime: Runtime, now: datetime | None = None) -> int:
+    """Ask Twilio how the messages it has not reported on are doing, and apply what it says
+    as a status callback would (record_status: forward only; a failed or undelivered answer
+    may put its question back in the queue). Return how many were asked about. For the
+    sweep; nothing without an account SID. A Twilio that cannot be reached ends the round:
+    the next sweep asks again."""
+    settings = runtime.settings
+    if not settings.twilio_account_sid:
+        return 0
+    now = now or datetime.now(UTC)
+    with unit_of_work(runtime.sessions, read_only=True) as session:
+        candidates = session.execute(
+            select(SmsMessage.id, SmsMessage.message_sid, SmsMessage.created_at,
+                   SmsMessage.updated_at)
+            .where(SmsMessage.direction == SMS_OUT, SmsMessage.message_sid.is_not(None),
+                   SmsMessage.status.not_in(sorted(SMS_FINAL_STATUSES | {"canceled"})),
+                   SmsMessage.created_at > now - RECONCILE_FOR,
+                   SmsMessage.updated_at < now - RECONCILE_AFTER)
+            .order_by(SmsMessage.updated_at).limit(10 * RECONCILE_PER_SWEEP)).all()
+    due = [(row.id, str(row.message_sid)) for row in candidates
+           if now - ensure_utc(row.updated_at)
+           >= max(RECONCILE_AFTER, ensure_utc(row.updated_at) - ensure_utc(row.created_at))]
+    due = due[:RECONCILE_PER_SWEEP]
+    if not due:
+        return 0
+    client = make_twilio_client(settings)
+    asked = 0
+    try:
+        for message_id, sid in due:
+            try:
+                found = client.messages(sid).fetch()
+            except TwilioRestException as exc:
+                log.warning("SMS %s: Twilio answered HTTP %s about its status", message_id,
+                            exc.status)
+                found = None
+            except requests.RequestException as exc:
+                log.warning("SMS statuses not asked now: Twilio not reached (%s)",
+                            type(exc).__name__)
+                break
+            asked += 1
+            with unit_of_work(runtime.sessions) as session:
+                message = session.scalars(select(SmsMessage).where(SmsMessage.id == message_id)
+                                          .with_for_update()).one_or_none()
+                if message is None:
+                    continue
+                if found is not None and found.status:
+                    code = int(found.error_code) if found.error_code is not None else None
+                    record_status(session, message, str(found.status), code, now,
+                                  runtime.pseudonym_key)
+                message.updated_at = now  # asked: the next question waits longer
+    finally:
+        close_twilio_client(client)
+    return asked
+
+
 def record_status(
     session: Session, message: SmsMessage, status: str, error_code: int | None, now: datetime,
     key: bytes,
@@ -383,7 +451,8 @@ def status() -> Response:
 
     A malformed MessageSid or MessageStatus gets 400. A well-formed MessageSid we do not know
     gets 204 and changes nothing: it is no message of ours to track (or Twilio called back
-    before the job stored the SID, in which case a later status brings it up to date).
+    before the job stored the SID: a later status, or the sweep's question to Twilio,
+    reconcile_statuses, brings it up to date).
     """
     message_sid = form_sid("MessageSid", MESSAGE_SID)
     message_status = request.form.get("MessageStatus", "").strip().lower()

@@ -3,7 +3,8 @@
 The app talks to it through the twilio client's own HTTP layer (TWILIO_API_URL points here).
 It checks the account's login, records every request, and answers like Twilio: 201 with the
 resource's JSON (an SM or CA sid), or an error scripted with fail_next. It lists the messages
-it accepted (GET Messages.json, by To and From, newest first). It also lists the
+it accepted (GET Messages.json, by To and From, newest first) and shows one (GET
+Messages/SM….json: as it is now; a test changes its "status" as Twilio would). It also lists the
 account's recordings (GET Recordings.json, by page, newest first, with Twilio's DateCreated>
 filter) and shows a call (GET Calls/CA….json), from what a test put there with add_recording
 and add_call, and deletes a recording (DELETE Recordings/RE….json: 204, or 404 when it has none);
@@ -38,6 +39,9 @@ RECORDINGS_PATH = re.compile(
 CALL_PATH = re.compile(
     r"^/2010-04-01/Accounts/(?P<account>AC[0-9a-f]{32})/Calls/(?P<sid>CA[0-9a-f]{32})\.json$")
 RECORDING_DELETE = "Recordings/<sid>"  # fail_next's name for DELETE Recordings/RE….json
+MESSAGE_PATH = re.compile(
+    r"^/2010-04-01/Accounts/(?P<account>AC[0-9a-f]{32})/Messages/"
+    r"(?P<sid>SM[0-9a-f]{32})\.json$")
 RECORDING_PATH = re.compile(
     r"^/2010-04-01/Accounts/(?P<account>AC[0-9a-f]{32})/Recordings/"
     r"(?P<sid>RE[0-9a-fA-F]{32})\.json$")
@@ -206,6 +210,15 @@ class TwilioApi:
             if authorization != self._expected:
                 return twilio_error(401, 20003, "Authenticate")
             return self._list_messages({k: v[0] for k, v in parse_qs(parts.query).items()})
+        message_get = MESSAGE_PATH.fullmatch(parts.path)
+        if method == "GET" and message_get and message_get["account"] == self.account_sid:
+            if authorization != self._expected:
+                return twilio_error(401, 20003, "Authenticate")
+            with self._lock:  # GET Messages/SM….json: one accepted message, as it is now
+                found = next((m for m in self.messages if m["sid"] == message_get["sid"]), None)
+            if found is None:
+                return twilio_error(404, 20404, f"The requested resource {path} was not found")
+            return 200, found
         if method == "GET" and (listing or showing) and authorization != self._expected:
             return twilio_error(401, 20003, "Authenticate")
         if method == "GET" and listing and listing["account"] == self.account_sid:

@@ -16,13 +16,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from flows.segments import segments
+from hotline import outbound_sms as outbound
 from hotline.config import Settings
 from hotline.outbound_sms import (
     MAX_SEND_AGE,
+    RECONCILE_AFTER,
     WAITING_FOR_MORNING,
     SmsRetry,
     make_twilio_client,
     messages_to_send,
+    reconcile_statuses,
     send_sms,
 )
 from hotline.runtime import Runtime
@@ -474,3 +477,43 @@ def test_a_send_retried_late_outside_the_calling_hours_waits_for_the_morning(
     send_sms(rt, late)
     assert [m["Body"] for m in api.sent()][-1] == "Ответ юриста: пенсию назначают в ЦОН."
     assert load(db, late).message_sid is not None
+
+
+def test_a_status_twilio_reported_before_the_sid_was_stored_is_asked_for_later(
+        rt: Runtime, db: Db, api: TwilioApi, twilio: Twilio,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Twilio accepted the message and reported it undelivered before the job stored its
+    SID: the callback found no row and was dropped (Twilio does not send it again). The sweep
+    asks Twilio about messages with no final news (reconcile_statuses): the failure is
+    applied as the callback would have been, and then asked about no more. A message still
+    "sent" is asked about again only after a longer wait (doubling)."""
+    mid = queue(db, "Ответ юриста")
+    real_finish = outbound._finish
+
+    def finish(runtime: Runtime, message_id: int, **values: object) -> str:
+        if values.get("message_sid"):  # Twilio's callback beats our UPDATE
+            form = {"MessageSid": str(values["message_sid"]), "AccountSid": ACCOUNT_SID,
+                    "From": "+77000000000", "To": CALLER, "MessageStatus": "undelivered",
+                    "ErrorCode": "30003"}
+            assert twilio.post("/sms/status", form).status_code == 204
+        return real_finish(runtime, message_id, **values)
+
+    monkeypatch.setattr(outbound, "_finish", finish)
+    send_sms(rt, mid)
+    assert load(db, mid).status == "queued"  # the callback was dropped
+    [accepted] = api.messages
+    accepted.update(status="undelivered", error_code=30003)  # what Twilio knows
+    now = datetime.now(UTC)
+    assert reconcile_statuses(rt, now) == 0  # too soon: the callback may yet come
+    later = now + RECONCILE_AFTER + timedelta(minutes=1)
+    assert reconcile_statuses(rt, later) == 1
+    message = load(db, mid)
+    assert (message.status, message.error_code) == ("undelivered", 30003)
+    assert reconcile_statuses(rt, later + timedelta(days=1)) == 0  # final: asked no more
+
+    other = queue(db, "Второй ответ")
+    send_sms(rt, other)
+    api.messages[-1].update(status="sent")
+    assert reconcile_statuses(rt, later) == 1
+    assert load(db, other).status == "sent"
+    assert reconcile_statuses(rt, later + timedelta(minutes=5)) == 0  # waits longer now
