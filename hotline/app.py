@@ -141,9 +141,10 @@ def _warn_of_missing_twilio_settings(settings: Settings) -> None:
         log.warning("TWILIO_PHONE_NUMBER is not set: callbacks would show no caller ID and no "
                     "SMS (receipts, answers) can be sent. Set it to the hotline's number.")
     if not settings.public_base_url:
-        log.warning("PUBLIC_BASE_URL is not set: SMS delivery and callback statuses are not "
-                    "asked for (a job has no request to take the address from). Set it to the "
-                    "https address Twilio calls, and HOTLINE_PROXY_HOPS behind a proxy.")
+        log.warning("PUBLIC_BASE_URL is not set: callback statuses are not reported, and SMS "
+                    "delivery only late, when the sweep asks Twilio (a job has no request to "
+                    "take the address from). Set it to the https address Twilio calls, and "
+                    "HOTLINE_PROXY_HOPS behind a proxy.")
     if settings.public_base_url == EXAMPLE_PUBLIC_BASE_URL:
         log.warning("PUBLIC_BASE_URL is still the example's %s: Twilio signs each request for "
                     "the address it called, so every call to another address is refused (403). "

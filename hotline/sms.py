@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from flask import Blueprint, Response, abort, request
 from sqlalchemy.orm import Session
 from twilio.twiml.messaging_response import MessagingResponse
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, InternalServerError
 
 from flows.segments import segments
 from flows.sms import (
@@ -21,7 +21,7 @@ from flows.sms import (
     fallback_kind,
     is_opt_keyword,
 )
-from hotline.twilio_glue import runtime, twilio_webhook
+from hotline.twilio_glue import runtime, signed_by_twilio, twilio_webhook
 from storage import sms
 from storage.calls import touch_caller
 from storage.db import retry_conflicts, unit_of_work
@@ -176,6 +176,10 @@ def keep_the_message(error: Exception) -> Response | HTTPException:
     """
     if isinstance(error, HTTPException):
         return error
+    if not signed_by_twilio():
+        # Failed before (or in) the signature's check: nobody's message to keep.
+        log.exception("SMS webhook failed before its signature was checked")
+        return InternalServerError()
     log.exception("SMS webhook failed")
     rt = runtime()
     body = clean_text(request.form.get("Body", ""))[:MAX_BODY]

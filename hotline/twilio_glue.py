@@ -9,7 +9,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar, cast
 
-from flask import abort, current_app, request, url_for
+from flask import abort, current_app, g, request, url_for
 from twilio.request_validator import RequestValidator
 
 from hotline.runtime import Runtime
@@ -95,19 +95,33 @@ def twilio_webhook(view: F) -> F:
                         "TWILIO_AUTH_TOKEN: Twilio signs the address it called, which "
                         "PUBLIC_BASE_URL must give)", request.path, public_url())
             abort(403)
+        g.twilio_signed = True  # for error handlers that act on the request (hotline.sms)
         return view(*args, **kwargs)
 
     return cast(F, checked)
 
 
+def signed_by_twilio() -> bool:
+    """Whether this request's signature was checked and good (twilio_webhook)."""
+    return bool(g.get("twilio_signed"))
+
+
 def _signed(signature: str) -> bool:
     """Whether Twilio signed this request: first for the URL as requested (one HMAC, the usual
-    case), then as the library checks it (the URL with and without its port: two more)."""
+    case), then as the library checks it (the URL with and without its port: two more).
+
+    A URL the library cannot take apart is no signature: a Host of "[1:2]" (Werkzeug takes
+    it for an IPv6 address) made urlparse's port raise ValueError, past the check into the
+    SMS webhook's fallback, which kept the message (a forged STOP) without a signature."""
     url = public_url()
     validator = RequestValidator(runtime().settings.twilio_auth_token)
     expected = validator.compute_signature(url, request.form)
-    return hmac.compare_digest(expected.encode(), signature.encode()) or bool(
-        validator.validate(url, request.form, signature))
+    if hmac.compare_digest(expected.encode(), signature.encode()):
+        return True
+    try:
+        return bool(validator.validate(url, request.form, signature))
+    except ValueError:
+        return False
 
 
 def form_sid(name: str, pattern: re.Pattern[str]) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from sqlalchemy import select
+from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from flows.segments import segments
 from flows.sms import SmsDialogue
@@ -717,6 +718,28 @@ def test_unsigned_or_malformed_requests_write_nothing(twilio: Twilio, db) -> Non
     assert twilio.post("/sms/incoming", form, signature="").status_code == 403
     assert twilio.post("/sms/incoming", form, signature="AAAA").status_code == 403
     assert twilio.post("/sms/incoming", {**form, "MessageSid": "SM../x"}).status_code == 400
+    with db() as session:
+        assert set(row_counts(session).values()) == {0}
+
+
+@pytest.mark.parametrize("path", ["/sms/incoming", "/voice/incoming", "/sms/status"])
+def test_a_host_the_signature_library_cannot_parse_is_refused_and_writes_nothing(
+        app: Flask, db, path: str) -> None:
+    """Without PUBLIC_BASE_URL the signature is checked for the request's own Host: one like
+    "[1:2]" (an IPv6 literal to Werkzeug) made twilio's validator raise ValueError, which the
+    SMS webhook's fallback took for a failure to answer and kept the message: a forged STOP
+    opted a resident out, with no signature at all. Now: 403, nothing written."""
+    rt = runtime(app)
+    rt.settings = rt.settings.override(public_base_url="")
+    form = {"MessageSid": new_sid("SM"), "CallSid": new_sid("CA"), "AccountSid": "AC" + "1" * 32,
+            "From": "+77015550199", "To": "+77000000000", "Body": "STOP",
+            "MessageStatus": "delivered"}
+    # Straight to the WSGI app: Werkzeug's test client itself cannot take this Host apart.
+    environ = EnvironBuilder(path=path, method="POST", data=form,
+                             headers={"X-Twilio-Signature": "x"}).get_environ()
+    environ["HTTP_HOST"] = "[1:2]"
+    _body, status, _headers = run_wsgi_app(app.wsgi_app, environ)
+    assert status.startswith("403")
     with db() as session:
         assert set(row_counts(session).values()) == {0}
 
