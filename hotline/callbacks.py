@@ -109,6 +109,7 @@ from storage.models import (
     User,
     utcnow,
 )
+from storage.question_page import record_once
 from storage.sms import opted_out as sms_opted_out
 from storage.sms import queue_outbound
 
@@ -516,6 +517,9 @@ def callback_panel(question_id: int) -> ResponseReturnValue:
         question = db.get(Question, question_id)
         if question is None:
             abort(404)
+        # It shows the resident's SMS: opening it alone is opening the question (one event
+        # in the window, however often the page polls it).
+        record_once(db, account.id, audit.OPENED, question_id, now, ip=request.remote_addr)
         context = panel(db, question, account)
         return render_template("callback_panel.html", **context)
 

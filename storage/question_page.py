@@ -110,8 +110,12 @@ def recorded_recently(session: Session, user_id: int, action: str, question_id: 
     return bool(session.scalar(statement))
 
 
+# Opening a question or listening to it again within this time writes no new audit event.
+AUDIT_REPEAT_WINDOW = timedelta(minutes=10)
+
+
 def record_once(session: Session, user_id: int, action: str, question_id: int, now: datetime,
-                window: timedelta, ip: str | None = None) -> bool:
+                window: timedelta = AUDIT_REPEAT_WINDOW, ip: str | None = None) -> bool:
     """Record opening or listening unless the user did the same within window; return whether."""
     if recorded_recently(session, user_id, action, question_id, now, window):
         return False

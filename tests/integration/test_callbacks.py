@@ -1449,6 +1449,10 @@ def test_the_panel_shows_what_the_resident_wrote(db: Db, lawyer: Consultant,
                                message_sid=new_sid("SM")))
     thread = section(lawyer.panel(question_id), "sms-thread")
     assert "Resident" in thread and "Спасибо, жду звонка" in thread and "received" in thread
+    # Opened alone (not from the question's page), it is in the audit log as an opening,
+    # once however often it is polled.
+    lawyer.panel(question_id)
+    assert [e.question_id for e in events(db, audit.OPENED)] == [question_id]
 
 
 # -- logged out -------------------------------------------------------------------------------

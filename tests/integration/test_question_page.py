@@ -385,15 +385,17 @@ def test_listening_is_audited_once_per_listening(app: Flask, db: Db, settings: S
     _audio(lawyer, url, "bytes=2000-")
     assert [e.user_id for e in _events(db, question_id, audit.LISTENED)] == [
         _user_id(db, consultant)]
-    # Seeking alone (a page left open past the window) writes nothing.
+    # Any fetch past the window is one more, a seek included: a range from byte 1 is the
+    # whole recording but its first byte ("R"), and fetched so it wrote nothing (a
+    # consultant could take every resident's voice without a trace).
     with db() as session:
         for event in session.scalars(select(AuditEvent)):
             event.at -= timedelta(hours=1)
+    _audio(lawyer, url, "bytes=1-")
     _audio(lawyer, url, "bytes=2000-")
-    assert len(_events(db, question_id, audit.LISTENED)) == 1
-    # Listening again later, or another user: new events.
-    _audio(lawyer, url)
-    _audio(_logged_in(app, coordinator), url)
+    assert len(_events(db, question_id, audit.LISTENED)) == 2
+    # Another user: a new event.
+    _audio(_logged_in(app, coordinator), url, "bytes=1-")
     assert [e.user_id for e in _events(db, question_id, audit.LISTENED)] == [
         _user_id(db, consultant), _user_id(db, consultant), _user_id(db, coordinator)]
 
