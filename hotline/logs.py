@@ -12,6 +12,7 @@ the same kind back for a minute, and then lets one through that says how many it
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +22,37 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 REPEAT_SECONDS = 60.0
 # Kinds remembered before those older than REPEAT_SECONDS are forgotten.
 MAX_KINDS = 1000
+
+
+def mask_numbers(text: str) -> str:
+    """The text with every run of 11 or more digits (with or without a + or %2B) cut to its
+    last four: "+77011234567" reads "…4567"."""
+    return re.sub(r"(?:\+|%2[Bb])?\d{7,}(\d{4})", r"…\1", text)
+
+
+class MaskNumbers(logging.Filter):
+    """Cut the phone numbers in a library's records to their last four digits. twilio's HTTP
+    client logs each request's URL and query at INFO (`twilio.http_client`): the SMS job's
+    retry asks for the messages sent `To` the resident, whose number would be written whole
+    wherever an operator's configuration lets INFO of that logger through."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        masked = mask_numbers(text)
+        if masked != text:
+            record.msg, record.args = masked, ()
+        return True
+
+
+TWILIO_HTTP_LOGGER = "twilio.http_client"
+
+
+def mask_twilio_numbers() -> None:
+    """Put MaskNumbers on twilio's HTTP client's logger (once; hotline.outbound_sms does it
+    before it makes a client)."""
+    logger = logging.getLogger(TWILIO_HTTP_LOGGER)
+    if not any(isinstance(f, MaskNumbers) for f in logger.filters):
+        logger.addFilter(MaskNumbers())
 
 
 class RepeatedErrors(logging.Filter):

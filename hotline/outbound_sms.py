@@ -37,6 +37,7 @@ from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
+from hotline import logs
 from hotline.config import LOCAL_TIME, Settings
 from hotline.receipts import RECEIPT_NIGHT_DELAY, too_late
 from hotline.runtime import Runtime
@@ -96,8 +97,10 @@ def make_twilio_client(settings: Settings) -> Client:
     """Return a REST client with the account's credentials on TWILIO_API_URL.
 
     The Api domain's base URL is replaced, so requests still go through the client's own
-    HTTP layer (TwilioHttpClient on requests), only to another host.
+    HTTP layer (TwilioHttpClient on requests), only to another host. Its log of each request
+    (URL and query, at INFO) has the residents' numbers cut (hotline.logs.MaskNumbers).
     """
+    logs.mask_twilio_numbers()
     client = Client(settings.twilio_account_sid, settings.twilio_auth_token,
                     http_client=TwilioHttpClient(timeout=REST_TIMEOUT))
     client.api.base_url = settings.twilio_api_url.rstrip("/")

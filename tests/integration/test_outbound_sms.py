@@ -3,6 +3,7 @@ the delivery status callbacks Twilio posts back (signed like every webhook)."""
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from collections.abc import Callable
@@ -225,7 +226,9 @@ def test_another_client_error_fails_the_message_for_good(
     assert messages_to_send(rt) == []
 
 
-def test_a_server_error_is_retried_and_then_sent(rt: Runtime, db: Db, api: TwilioApi) -> None:
+def test_a_server_error_is_retried_and_then_sent(rt: Runtime, db: Db, api: TwilioApi,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)  # an operator's configuration that lets everything through
     api.fail_next(SERVER_ERROR)
     message_id = queue(db, "Ответ юриста")
     with pytest.raises(SmsRetry):
@@ -238,6 +241,11 @@ def test_a_server_error_is_retried_and_then_sent(rt: Runtime, db: Db, api: Twili
     # The retry asks Twilio first whether the failed try created it (it did not), then sends.
     assert [(r.method, r.status) for r in api.requests] == [
         ("POST", 500), ("GET", 200), ("POST", 201)]
+    # The retry's question (messages sent To the resident) is in twilio's own log at INFO:
+    # with the number cut to its last four digits (hotline.logs.MaskNumbers).
+    logged = [r.getMessage() for r in caplog.records if r.name == "twilio.http_client"]
+    assert any("Messages.json" in line for line in logged)
+    assert not any(CALLER[1:] in line for line in logged), logged
     assert api.requests[0].form == api.requests[2].form
     message = load(db, message_id)
     assert message.message_sid is not None
