@@ -71,7 +71,7 @@ from twilio.twiml.voice_response import Dial, VoiceResponse
 
 from flows.segments import segments
 from hotline import auth, jobs
-from hotline.auth import Account
+from hotline.auth import Account, client_address
 from hotline.config import LOCAL_TIME, Settings
 from hotline.outbound_sms import close_twilio_client, make_twilio_client
 from hotline.receipts import can_take_sms, resident_language
@@ -517,9 +517,11 @@ def callback_panel(question_id: int) -> ResponseReturnValue:
         question = db.get(Question, question_id)
         if question is None:
             abort(404)
-        # It shows the resident's SMS: opening it alone is opening the question (one event
-        # in the window, however often the page polls it).
-        record_once(db, account.id, audit.OPENED, question_id, now, ip=request.remote_addr)
+        # It shows the resident's SMS: opened alone (not polled by the question's page, whose
+        # opening is in the log already), it is an opening of the question. Polls write none:
+        # a page left open for an hour would write one every 10 minutes.
+        if not request.headers.get("HX-Request"):
+            record_once(db, account.id, audit.OPENED, question_id, now, ip=client_address())
         context = panel(db, question, account)
         return render_template("callback_panel.html", **context)
 

@@ -24,10 +24,14 @@ REPEAT_SECONDS = 60.0
 MAX_KINDS = 1000
 
 
+# Whole runs only: digits inside a Twilio ID (SM0123456789012abc…) are no number.
+_NUMBER = re.compile(r"(?<![0-9A-Za-z])(?:\+|%2[Bb])?\d{7,}(\d{4})(?![0-9A-Za-z])")
+
+
 def mask_numbers(text: str) -> str:
     """The text with every run of 11 or more digits (with or without a + or %2B) cut to its
     last four: "+77011234567" reads "…4567"."""
-    return re.sub(r"(?:\+|%2[Bb])?\d{7,}(\d{4})", r"…\1", text)
+    return _NUMBER.sub(r"…\1", text)
 
 
 class MaskNumbers(logging.Filter):

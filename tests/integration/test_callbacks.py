@@ -1450,9 +1450,17 @@ def test_the_panel_shows_what_the_resident_wrote(db: Db, lawyer: Consultant,
     thread = section(lawyer.panel(question_id), "sms-thread")
     assert "Resident" in thread and "Спасибо, жду звонка" in thread and "received" in thread
     # Opened alone (not from the question's page), it is in the audit log as an opening,
-    # once however often it is polled.
+    # once in the window; polled by the page (htmx), never: a page left open for an hour
+    # would write one every 10 minutes.
     lawyer.panel(question_id)
     assert [e.question_id for e in events(db, audit.OPENED)] == [question_id]
+    with db() as session:
+        for event in session.scalars(select(AuditEvent)):
+            event.at -= timedelta(minutes=11)
+    polled = lawyer.browser.get(f"/questions/{question_id}/callback-panel",
+                                headers={"HX-Request": "true"})
+    assert polled.status_code == 200
+    assert len(events(db, audit.OPENED)) == 1
 
 
 # -- logged out -------------------------------------------------------------------------------

@@ -70,3 +70,18 @@ def test_kinds_whose_minute_is_over_are_forgotten_past_the_limit(
     for n in range(10, 13):
         assert errors.filter(record(f"Exception on /questions/{n} [GET]", error=KeyError))
     assert len(errors._seen) <= 3 + 1
+
+
+@pytest.mark.parametrize(("line", "masked"), [
+    ("GET /Messages.json?To=%2B77011234567&From=%2B77000000000",
+     "GET /Messages.json?To=…4567&From=…0000"),
+    ("Query Params: {'To': '+77011234567'}", "Query Params: {'To': '…4567'}"),
+    ("to 87011234567 and 77011234567", "to …4567 and …4567"),
+    # Twilio's IDs keep their digits (an operator matches them with the console), and so do
+    # short numbers (a page, an error code).
+    ("/Accounts/AC11111111111111111111111111111111/Messages/SM0123456789012abcdef.json",
+     "/Accounts/AC11111111111111111111111111111111/Messages/SM0123456789012abcdef.json"),
+    ("Page 2, code 21211", "Page 2, code 21211"),
+])
+def test_numbers_are_cut_to_their_last_four_digits(line: str, masked: str) -> None:
+    assert logs.mask_numbers(line) == masked
