@@ -182,6 +182,9 @@ def _finish(runtime: Runtime, message_id: int, **values: Any) -> str:
             return message.status
         for name, value in values.items():
             setattr(message, name, value)
+        if values.get("message_sid") and message.status not in FINAL_STATUSES:
+            # Twilio has it: if its news does not come, the sweep asks (reconcile_statuses).
+            message.status_check_at = values["updated_at"] + RECONCILE_AFTER
         if values.get("error_code") == TWILIO_OPTED_OUT:
             _opt_out(session, message, values["updated_at"], runtime.pseudonym_key)
         _not_delivered(session, message, values["updated_at"])
@@ -362,65 +365,85 @@ def messages_to_send(runtime: Runtime) -> list[int]:
 # Outbound messages whose delivery Twilio has not reported are asked about (GET the message):
 # a status callback Twilio sent before the job stored the message's SID was dropped (no row
 # had the SID yet), or never came (a network fault, no PUBLIC_BASE_URL); Twilio does not send
-# it again. Asked first RECONCILE_AFTER after the last news, then at doubling intervals (the
-# wait as long as the message's age at the last news), for RECONCILE_FOR, at most
-# RECONCILE_PER_SWEEP a minute. Many carriers never report "delivered": such a message ends
-# "sent" after about eight questions.
+# it again. SmsMessage.status_check_at says when: RECONCILE_AFTER after the message was sent,
+# then at doubling intervals, RECONCILE_CHECKS times in all (about 32 hours); final news, by
+# a callback or an answer, ends it. At most RECONCILE_PER_SWEEP a sweep, each claimed first
+# (two workers do not both ask), with a short timeout; a Twilio that does not answer well (a
+# network fault, 429, 5xx) ends the round. Many carriers never report "delivered": such a
+# message ends "sent".
 RECONCILE_AFTER = timedelta(minutes=15)
-RECONCILE_FOR = timedelta(days=2)
+RECONCILE_CHECKS = 8
 RECONCILE_PER_SWEEP = 20
+RECONCILE_TIMEOUT = 5.0
+FINAL_STATUSES = SMS_FINAL_STATUSES | {"canceled"}
+
+
+def _next_check(checks: int, now: datetime) -> datetime | None:
+    """When to ask next after `checks` questions (None: no more)."""
+    if checks >= RECONCILE_CHECKS:
+        return None
+    return now + RECONCILE_AFTER * (1 << checks)
 
 
 def reconcile_statuses(runtime: Runtime, now: datetime | None = None) -> int:
-    """Ask Twilio how the messages it has not reported on are doing, and apply what it says
-    as a status callback would (record_status: forward only; a failed or undelivered answer
-    may put its question back in the queue). Return how many were asked about. For the
-    sweep; nothing without an account SID. A Twilio that cannot be reached ends the round:
-    the next sweep asks again."""
+    """Ask Twilio how the messages due a question (status_check_at) are doing, and apply what
+    it says as a status callback would (record_status: forward only; a failed or undelivered
+    answer may put its question back in the queue). Return how many were asked about. For
+    the sweep; nothing without an account SID."""
     settings = runtime.settings
     if not settings.twilio_account_sid:
         return 0
     now = now or datetime.now(UTC)
-    with unit_of_work(runtime.sessions, read_only=True) as session:
-        candidates = session.execute(
-            select(SmsMessage.id, SmsMessage.message_sid, SmsMessage.created_at,
-                   SmsMessage.updated_at)
-            .where(SmsMessage.direction == SMS_OUT, SmsMessage.message_sid.is_not(None),
-                   SmsMessage.status.not_in(sorted(SMS_FINAL_STATUSES | {"canceled"})),
-                   SmsMessage.created_at > now - RECONCILE_FOR,
-                   SmsMessage.updated_at < now - RECONCILE_AFTER)
-            .order_by(SmsMessage.updated_at).limit(10 * RECONCILE_PER_SWEEP)).all()
-    due = [(row.id, str(row.message_sid)) for row in candidates
-           if now - ensure_utc(row.updated_at)
-           >= max(RECONCILE_AFTER, ensure_utc(row.updated_at) - ensure_utc(row.created_at))]
-    due = due[:RECONCILE_PER_SWEEP]
-    if not due:
+    claimed: list[tuple[int, str]] = []
+    with unit_of_work(runtime.sessions) as session:
+        due = session.execute(
+            select(SmsMessage.id, SmsMessage.message_sid, SmsMessage.status_checks)
+            .where(SmsMessage.status_check_at <= now)
+            .order_by(SmsMessage.status_check_at).limit(RECONCILE_PER_SWEEP)).all()
+        for row in due:
+            # Claimed: the next time moves on before anyone asks, so another worker's sweep
+            # at the same moment finds it taken (its count changed) and leaves it.
+            won = session.execute(
+                update(SmsMessage)
+                .where(SmsMessage.id == row.id, SmsMessage.status_checks == row.status_checks)
+                .values(status_checks=row.status_checks + 1,
+                        status_check_at=_next_check(row.status_checks + 1, now))
+                .execution_options(synchronize_session=False))
+            if getattr(won, "rowcount", 0) == 1 and row.message_sid:
+                claimed.append((row.id, str(row.message_sid)))
+    if not claimed:
         return 0
-    client = make_twilio_client(settings)
+    logs.mask_twilio_numbers()
+    client = Client(settings.twilio_account_sid, settings.twilio_auth_token,
+                    http_client=TwilioHttpClient(timeout=RECONCILE_TIMEOUT))
+    client.api.base_url = settings.twilio_api_url.rstrip("/")
     asked = 0
     try:
-        for message_id, sid in due:
+        for message_id, sid in claimed:
             try:
                 found = client.messages(sid).fetch()
             except TwilioRestException as exc:
+                if exc.status >= 500 or exc.status in RETRY_HTTP_STATUSES:
+                    log.warning("SMS statuses not asked now: Twilio answered HTTP %s",
+                                exc.status)
+                    break
                 log.warning("SMS %s: Twilio answered HTTP %s about its status", message_id,
                             exc.status)
-                found = None
+                continue
             except requests.RequestException as exc:
                 log.warning("SMS statuses not asked now: Twilio not reached (%s)",
                             type(exc).__name__)
                 break
             asked += 1
+            if not found.status:
+                continue
             with unit_of_work(runtime.sessions) as session:
                 message = session.scalars(select(SmsMessage).where(SmsMessage.id == message_id)
                                           .with_for_update()).one_or_none()
-                if message is None:
-                    continue
-                if found is not None and found.status:
+                if message is not None:
                     code = int(found.error_code) if found.error_code is not None else None
                     record_status(session, message, str(found.status), code, now,
                                   runtime.pseudonym_key)
-                message.updated_at = now  # asked: the next question waits longer
     finally:
         close_twilio_client(client)
     return asked
@@ -438,6 +461,8 @@ def record_status(
         if error_code is not None:
             message.error_code = error_code
         message.updated_at = now
+        if status in FINAL_STATUSES:
+            message.status_check_at = None  # final news: nothing more to ask Twilio
         _not_delivered(session, message, now)
     elif error_code is not None and message.error_code is None:
         message.error_code = error_code

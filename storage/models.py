@@ -321,6 +321,11 @@ class SmsMessage(Base):
     purpose: Mapped[str | None] = mapped_column(String(20))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # An outbound message Twilio has not reported final news of: when the sweep asks Twilio
+    # about it next (hotline.outbound_sms.reconcile_statuses; None: not to be asked), and how
+    # many times it has asked.
+    status_check_at: Mapped[datetime | None] = mapped_column(index=True)
+    status_checks: Mapped[int] = mapped_column(default=0, server_default="0")
 
     caller: Mapped[Caller | None] = relationship()
 

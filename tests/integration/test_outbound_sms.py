@@ -525,3 +525,38 @@ def test_a_status_twilio_reported_before_the_sid_was_stored_is_asked_for_later(
     assert reconcile_statuses(rt, later) == 1
     assert load(db, other).status == "sent"
     assert reconcile_statuses(rt, later + timedelta(minutes=5)) == 0  # waits longer now
+    assert reconcile_statuses(rt, later + timedelta(minutes=31)) == 1  # 30 minutes later
+
+
+def test_asking_twilio_about_statuses_reads_only_the_messages_due(
+        rt: Runtime, db: Db, api: TwilioApi) -> None:
+    """Hundreds of messages that never get final news (carriers that report no delivery)
+    wait for their next question: a message sent now is asked about 15 minutes after it was
+    sent, not after them; one written hours ago and sent late (held for the morning) too,
+    counted from its sending. Each is asked about a few times, then no more."""
+    now = datetime.now(UTC)
+    with db() as session:
+        for i in range(300):
+            session.add(SmsMessage(direction="out", status="sent", phone=CALLER, body="x",
+                                   message_sid=f"SM{i:032x}", created_at=now - timedelta(hours=20),
+                                   updated_at=now - timedelta(hours=17),
+                                   status_check_at=now + timedelta(hours=3), status_checks=5))
+    late = queue(db, "Ответ, отправленный утром")
+    with db() as session:
+        message = session.get(SmsMessage, late)
+        assert message is not None
+        message.created_at = now - timedelta(hours=12)
+    rt.settings = rt.settings.override(callback_hours=(0, 24))
+    send_sms(rt, late)
+    api.messages[-1].update(status="undelivered", error_code=30003)
+    assert reconcile_statuses(rt, now + timedelta(minutes=16)) == 1
+    assert load(db, late).status == "undelivered"
+    for hours in range(4, 200):
+        reconcile_statuses(rt, now + timedelta(hours=hours))
+    # Each old one (Twilio's stand-in does not know them: 404) asked its last three times,
+    # then no more.
+    with db() as session:
+        old = session.scalars(select(SmsMessage).where(SmsMessage.body == "x")).all()
+        assert {(m.status_checks, m.status_check_at) for m in old} == {(8, None)}
+    fetches = [r for r in api.requests if r.method == "GET" and "/Messages/SM" in r.path]
+    assert len(fetches) == 1 + 300 * 3
