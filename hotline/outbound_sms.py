@@ -93,7 +93,7 @@ def _rank(status: str) -> int:
     return _STATUS_RANK.get(status, _UNKNOWN_RANK)
 
 
-def make_twilio_client(settings: Settings) -> Client:
+def make_twilio_client(settings: Settings, timeout: float = REST_TIMEOUT) -> Client:
     """Return a REST client with the account's credentials on TWILIO_API_URL.
 
     The Api domain's base URL is replaced, so requests still go through the client's own
@@ -102,7 +102,7 @@ def make_twilio_client(settings: Settings) -> Client:
     """
     logs.mask_twilio_numbers()
     client = Client(settings.twilio_account_sid, settings.twilio_auth_token,
-                    http_client=TwilioHttpClient(timeout=REST_TIMEOUT))
+                    http_client=TwilioHttpClient(timeout=timeout))
     client.api.base_url = settings.twilio_api_url.rstrip("/")
     return client
 
@@ -413,10 +413,7 @@ def reconcile_statuses(runtime: Runtime, now: datetime | None = None) -> int:
                 claimed.append((row.id, str(row.message_sid)))
     if not claimed:
         return 0
-    logs.mask_twilio_numbers()
-    client = Client(settings.twilio_account_sid, settings.twilio_auth_token,
-                    http_client=TwilioHttpClient(timeout=RECONCILE_TIMEOUT))
-    client.api.base_url = settings.twilio_api_url.rstrip("/")
+    client = make_twilio_client(settings, timeout=RECONCILE_TIMEOUT)
     asked = 0
     try:
         for message_id, sid in claimed:
