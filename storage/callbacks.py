@@ -463,19 +463,27 @@ def gave_up_sms_owed(session: Session, closing: Question) -> Question | None:
     resolved = exists().where(Question.caller_id == caller_id,
                               Question.close_reason == CLOSE_RESOLVED, Question.closed_at > since)
     talked = exists().where(CallbackAttempt.question_id == Question.id,
-                            Question.caller_id == caller_id,
-                            CallbackAttempt.resident_status.in_(sorted(ANSWERED)),
+                            Question.caller_id == caller_id, reached_resident(),
                             CallbackAttempt.created_at > since)
     if session.scalar(select(or_(told, resolved, talked))):
         return None
     return gave_up
 
 
+def reached_resident() -> ColumnElement[bool]:
+    """A hotline call that reached the resident: their leg answered, and the consultant did
+    not write it as no answer or a wrong number (an answering machine picks up too: its
+    greeting is no conversation, and the lawyer who heard it writes "no answer")."""
+    return and_(CallbackAttempt.resident_status.in_(sorted(ANSWERED)),
+                or_(CallbackAttempt.outcome.is_(None),
+                    CallbackAttempt.outcome.not_in((OUTCOME_NO_ANSWER, OUTCOME_WRONG_NUMBER))))
+
+
 def _answered(session: Session, question_id: int) -> bool:
-    """Whether the resident got an answer to the question: a call of the hotline's they
-    answered, or an SMS answer on its way or delivered (is_sms_answer)."""
-    talked = exists().where(CallbackAttempt.question_id == question_id,
-                            CallbackAttempt.resident_status.in_(sorted(ANSWERED)))
+    """Whether the resident got an answer to the question: a call of the hotline's that
+    reached them (reached_resident), or an SMS answer on its way or delivered
+    (is_sms_answer)."""
+    talked = exists().where(CallbackAttempt.question_id == question_id, reached_resident())
     written = exists().where(SmsMessage.question_id == question_id, is_sms_answer())
     return bool(session.scalar(select(or_(talked, written))))
 

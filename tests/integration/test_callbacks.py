@@ -1508,6 +1508,28 @@ def connected_call(lawyer: Consultant, api: TwilioApi, db: Db, twilio: Twilio,
     return connected
 
 
+def test_an_answering_machine_written_as_no_answer_is_no_answer_given(
+        db: Db, api: TwilioApi, twilio: Twilio, lawyer: Consultant, question_id: int) -> None:
+    """The resident's answering machine picked up (Twilio reports the leg answered); the
+    lawyer heard its greeting and wrote "no answer". Later their SMS answer is refused by
+    Twilio: the question is not resolved on it, as if the machine's call had been a talk."""
+    attempt = connected_call(lawyer, api, db, twilio, question_id)
+    sid = attempt.consultant_call_sid
+    assert sid is not None
+    twilio.post(f"/callbacks/{attempt.id}/status/resident",
+                resident_form(str(attempt.resident_call_sid), sid, "completed",
+                              CallDuration="20"))
+    twilio.post(f"/callbacks/{attempt.id}/status/consultant",
+                leg_form(sid, "completed", CallDuration="30"))
+    assert lawyer.outcome(question_id, "no_answer").status_code == 303
+    assert lawyer.claim(question_id).status_code == 303
+    api.fail_next(twilio_error(400, 21408, "Permission to send an SMS has not been enabled"))
+    lawyer.sms(question_id, "Пенсию назначают в ЦОН.")
+    refused = lawyer.outcome(question_id, "resolved")
+    assert refused.status_code == 409
+    assert "did not reach the resident" in refused.get_data(as_text=True)
+
+
 def test_a_long_conversation_keeps_the_question(app: Flask, db: Db, api: TwilioApi,
                                                 twilio: Twilio, lawyer: Consultant,
                                                 question_id: int) -> None:
