@@ -109,7 +109,7 @@ from storage.models import (
     User,
     utcnow,
 )
-from storage.question_page import record_once
+from storage.question_page import AUDIT_REPEAT_WINDOW, record_once
 from storage.sms import opted_out as sms_opted_out
 from storage.sms import queue_outbound
 
@@ -497,6 +497,11 @@ def panel(session: Session, question: Question, account: Account) -> dict[str, A
     return {"callback": build_panel(session, question, account, utcnow())}
 
 
+# How long a question's page may poll its callback panel (during a call; while an SMS is on
+# its way, up to an hour) on the opening it logged.
+PANEL_POLL_WINDOW = timedelta(hours=2)
+
+
 @bp.get("/questions/<int:question_id>/callback-panel")
 @auth.role_required(ROLE_CONSULTANT, ROLE_COORDINATOR)
 @retry_conflicts
@@ -517,11 +522,14 @@ def callback_panel(question_id: int) -> ResponseReturnValue:
         question = db.get(Question, question_id)
         if question is None:
             abort(404)
-        # It shows the resident's SMS: opened alone (not polled by the question's page, whose
-        # opening is in the log already), it is an opening of the question. Polls write none:
-        # a page left open for an hour would write one every 10 minutes.
-        if not request.headers.get("HX-Request"):
-            record_once(db, account.id, audit.OPENED, question_id, now, ip=client_address())
+        # It shows the resident's SMS: an opening of the question. Polled by the question's
+        # page (htmx), whose opening is in the log already, it writes one only if this user
+        # has none for the question in PANEL_POLL_WINDOW (a page left open an hour must not
+        # write one every 10 minutes; a client's own HX-Request header must not read the
+        # SMS unrecorded).
+        polled = bool(request.headers.get("HX-Request"))
+        record_once(db, account.id, audit.OPENED, question_id, now,
+                    PANEL_POLL_WINDOW if polled else AUDIT_REPEAT_WINDOW, ip=client_address())
         context = panel(db, question, account)
         return render_template("callback_panel.html", **context)
 

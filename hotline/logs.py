@@ -25,7 +25,7 @@ MAX_KINDS = 1000
 
 
 # Whole runs only: digits inside a Twilio ID (SM0123456789012abc…) are no number.
-_NUMBER = re.compile(r"(?<![0-9A-Za-z])(?:\+|%2[Bb])?\d{7,}(\d{4})(?![0-9A-Za-z])")
+_NUMBER = re.compile(r"(?:\+|%2[Bb]|(?<![0-9A-Za-z%]))\d{7,}(\d{4})(?![0-9A-Za-z])")
 
 
 def mask_numbers(text: str) -> str:

@@ -366,7 +366,8 @@ def messages_to_send(runtime: Runtime) -> list[int]:
 # a status callback Twilio sent before the job stored the message's SID was dropped (no row
 # had the SID yet), or never came (a network fault, no PUBLIC_BASE_URL); Twilio does not send
 # it again. SmsMessage.status_check_at says when: RECONCILE_AFTER after the message was sent,
-# then at doubling intervals, RECONCILE_CHECKS times in all (about 32 hours); final news, by
+# then at doubling intervals, RECONCILE_CHECKS times in all (the last about 64 hours after
+# the sending); final news, by
 # a callback or an answer, ends it. At most RECONCILE_PER_SWEEP a sweep, each claimed first
 # (two workers do not both ask), with a short timeout; a Twilio that does not answer well (a
 # network fault, 429, 5xx) ends the round. Many carriers never report "delivered": such a
@@ -375,6 +376,10 @@ RECONCILE_AFTER = timedelta(minutes=15)
 RECONCILE_CHECKS = 8
 RECONCILE_PER_SWEEP = 20
 RECONCILE_TIMEOUT = 5.0
+# A claimed message waits this long before another sweep may ask about it: longer than one
+# round can take (RECONCILE_PER_SWEEP questions of RECONCILE_TIMEOUT each). A round that
+# ends early (Twilio not reached) leaves the rest to be asked when it has passed.
+RECONCILE_LEASE = timedelta(minutes=5)
 FINAL_STATUSES = SMS_FINAL_STATUSES | {"canceled"}
 
 
@@ -397,17 +402,16 @@ def reconcile_statuses(runtime: Runtime, now: datetime | None = None) -> int:
     claimed: list[tuple[int, str]] = []
     with unit_of_work(runtime.sessions) as session:
         due = session.execute(
-            select(SmsMessage.id, SmsMessage.message_sid, SmsMessage.status_checks)
+            select(SmsMessage.id, SmsMessage.message_sid)
             .where(SmsMessage.status_check_at <= now)
             .order_by(SmsMessage.status_check_at).limit(RECONCILE_PER_SWEEP)).all()
         for row in due:
-            # Claimed: the next time moves on before anyone asks, so another worker's sweep
-            # at the same moment finds it taken (its count changed) and leaves it.
+            # Claimed for RECONCILE_LEASE: another worker's sweep at the same moment finds it
+            # no longer due and leaves it. The check is counted once Twilio has answered.
             won = session.execute(
                 update(SmsMessage)
-                .where(SmsMessage.id == row.id, SmsMessage.status_checks == row.status_checks)
-                .values(status_checks=row.status_checks + 1,
-                        status_check_at=_next_check(row.status_checks + 1, now))
+                .where(SmsMessage.id == row.id, SmsMessage.status_check_at <= now)
+                .values(status_check_at=now + RECONCILE_LEASE)
                 .execution_options(synchronize_session=False))
             if getattr(won, "rowcount", 0) == 1 and row.message_sid:
                 claimed.append((row.id, str(row.message_sid)))
@@ -417,6 +421,7 @@ def reconcile_statuses(runtime: Runtime, now: datetime | None = None) -> int:
     asked = 0
     try:
         for message_id, sid in claimed:
+            found: Any = None
             try:
                 found = client.messages(sid).fetch()
             except TwilioRestException as exc:
@@ -424,20 +429,22 @@ def reconcile_statuses(runtime: Runtime, now: datetime | None = None) -> int:
                     log.warning("SMS statuses not asked now: Twilio answered HTTP %s",
                                 exc.status)
                     break
+                # Twilio does not know it (404) or refuses (4xx): an answer all the same.
                 log.warning("SMS %s: Twilio answered HTTP %s about its status", message_id,
                             exc.status)
-                continue
             except requests.RequestException as exc:
                 log.warning("SMS statuses not asked now: Twilio not reached (%s)",
                             type(exc).__name__)
                 break
             asked += 1
-            if not found.status:
-                continue
             with unit_of_work(runtime.sessions) as session:
                 message = session.scalars(select(SmsMessage).where(SmsMessage.id == message_id)
                                           .with_for_update()).one_or_none()
-                if message is not None:
+                if message is None:
+                    continue
+                message.status_checks += 1
+                message.status_check_at = _next_check(message.status_checks, now)
+                if found is not None and found.status:
                     code = int(found.error_code) if found.error_code is not None else None
                     record_status(session, message, str(found.status), code, now,
                                   runtime.pseudonym_key)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 
 from sqlalchemy import ColumnElement, and_, exists, func, or_, select
-from sqlalchemy.orm import InstrumentedAttribute, Session, selectinload
+from sqlalchemy.orm import InstrumentedAttribute, Session, aliased, selectinload
 
 from storage import audit
 from storage.audit import OUTCOME as OUTCOME_EVENT
@@ -472,11 +472,17 @@ def gave_up_sms_owed(session: Session, closing: Question) -> Question | None:
 
 def reached_resident() -> ColumnElement[bool]:
     """A hotline call that reached the resident: their leg answered, and the consultant did
-    not write it as no answer or a wrong number (an answering machine picks up too: its
-    greeting is no conversation, and the lawyer who heard it writes "no answer")."""
+    not write it, or a later call on the question, as no answer or a wrong number (an
+    answering machine picks up too: its greeting is no conversation; the lawyer who heard it
+    hangs up, often calls again, and writes "no answer" on the last call only)."""
+    later = aliased(CallbackAttempt)
+    not_reached = (OUTCOME_NO_ANSWER, OUTCOME_WRONG_NUMBER)
     return and_(CallbackAttempt.resident_status.in_(sorted(ANSWERED)),
                 or_(CallbackAttempt.outcome.is_(None),
-                    CallbackAttempt.outcome.not_in((OUTCOME_NO_ANSWER, OUTCOME_WRONG_NUMBER))))
+                    CallbackAttempt.outcome.not_in(not_reached)),
+                ~exists().where(later.question_id == CallbackAttempt.question_id,
+                                later.created_at > CallbackAttempt.created_at,
+                                later.outcome.in_(not_reached)))
 
 
 def _answered(session: Session, question_id: int) -> bool:

@@ -8,7 +8,8 @@ Messages/SM….json: as it is now; a test changes its "status" as Twilio would).
 account's recordings (GET Recordings.json, by page, newest first, with Twilio's DateCreated>
 filter) and shows a call (GET Calls/CA….json), from what a test put there with add_recording
 and add_call, and deletes a recording (DELETE Recordings/RE….json: 204, or 404 when it has none);
-fail_next scripts errors for those too (RECORDINGS, CALL_RECORDS, RECORDING_DELETE).
+fail_next scripts errors for those too (RECORDINGS, CALL_RECORDS, RECORDING_DELETE,
+MESSAGE_RECORDS).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ RECORDINGS_PATH = re.compile(
 CALL_PATH = re.compile(
     r"^/2010-04-01/Accounts/(?P<account>AC[0-9a-f]{32})/Calls/(?P<sid>CA[0-9a-f]{32})\.json$")
 RECORDING_DELETE = "Recordings/<sid>"  # fail_next's name for DELETE Recordings/RE….json
+MESSAGE_RECORDS = "Messages/<sid>"  # fail_next's name for GET Messages/SM….json
 MESSAGE_PATH = re.compile(
     r"^/2010-04-01/Accounts/(?P<account>AC[0-9a-f]{32})/Messages/"
     r"(?P<sid>SM[0-9a-f]{32})\.json$")
@@ -85,7 +87,8 @@ class TwilioApi:
             f"{account_sid}:{auth_token}".encode()).decode()
         self.requests: list[ApiRequest] = []
         self._script: dict[str, list[tuple[int, dict[str, Any]]]] = {
-            MESSAGES: [], CALLS: [], RECORDINGS: [], CALL_RECORDS: [], RECORDING_DELETE: []}
+            MESSAGES: [], CALLS: [], RECORDINGS: [], CALL_RECORDS: [], RECORDING_DELETE: [],
+            MESSAGE_RECORDS: []}
         self.recordings: list[dict[str, Any]] = []  # the account's, as Twilio lists them
         self.messages: list[dict[str, Any]] = []  # those it accepted (GET Messages.json)
         self.remote_calls: dict[str, dict[str, Any]] = {}
@@ -215,6 +218,8 @@ class TwilioApi:
             if authorization != self._expected:
                 return twilio_error(401, 20003, "Authenticate")
             with self._lock:  # GET Messages/SM….json: one accepted message, as it is now
+                if self._script[MESSAGE_RECORDS]:
+                    return self._script[MESSAGE_RECORDS].pop(0)
                 found = next((m for m in self.messages if m["sid"] == message_get["sid"]), None)
             if found is None:
                 return twilio_error(404, 20404, f"The requested resource {path} was not found")

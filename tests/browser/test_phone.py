@@ -415,7 +415,7 @@ def test_a_page_opened_before_a_login_elsewhere_still_calls(phone_context: Brows
     expect(page.locator("#phone-status")).to_have_text("Звонок завершён.")
     # The call the page made after the login reached the hotline's own webhooks, signed: the
     # hotline kept it, with the key pressed and the language it chose, and its end.
-    page.wait_for_function("window.phoneDemo.finished.length === 1")
+    page.wait_for_function("() => window.phoneDemo.finished.length === 1")
     [sid] = page.evaluate("window.phoneDemo.finished")
     with unit_of_work(runtime(live_app).sessions) as db:
         call = db.scalars(select(Call).where(Call.call_sid == sid)).one()

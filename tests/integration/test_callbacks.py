@@ -1461,6 +1461,11 @@ def test_the_panel_shows_what_the_resident_wrote(db: Db, lawyer: Consultant,
                                 headers={"HX-Request": "true"})
     assert polled.status_code == 200
     assert len(events(db, audit.OPENED)) == 1
+    # The header is the client's to send: read so without any opening, it is one.
+    other = make_question(db)
+    assert lawyer.browser.get(f"/questions/{other}/callback-panel",
+                              headers={"HX-Request": "true"}).status_code == 200
+    assert [e.question_id for e in events(db, audit.OPENED)] == [question_id, other]
 
 
 # -- logged out -------------------------------------------------------------------------------
@@ -1508,8 +1513,10 @@ def connected_call(lawyer: Consultant, api: TwilioApi, db: Db, twilio: Twilio,
     return connected
 
 
+@pytest.mark.parametrize("again", [False, True])
 def test_an_answering_machine_written_as_no_answer_is_no_answer_given(
-        db: Db, api: TwilioApi, twilio: Twilio, lawyer: Consultant, question_id: int) -> None:
+        db: Db, api: TwilioApi, twilio: Twilio, lawyer: Consultant, question_id: int,
+        again: bool) -> None:
     """The resident's answering machine picked up (Twilio reports the leg answered); the
     lawyer heard its greeting and wrote "no answer". Later their SMS answer is refused by
     Twilio: the question is not resolved on it, as if the machine's call had been a talk."""
@@ -1521,7 +1528,13 @@ def test_an_answering_machine_written_as_no_answer_is_no_answer_given(
                               CallDuration="20"))
     twilio.post(f"/callbacks/{attempt.id}/status/consultant",
                 leg_form(sid, "completed", CallDuration="30"))
-    assert lawyer.outcome(question_id, "no_answer").status_code == 303
+    if again:  # the lawyer hung up on the machine and called again: nobody answered
+        assert lawyer.call(question_id).status_code == 303
+        [second] = [a for a in attempts(db, question_id) if a.id != attempt.id]
+        twilio.post(f"/callbacks/{second.id}/status/consultant",
+                    leg_form(str(second.consultant_call_sid), "completed", CallDuration="40"))
+    assert lawyer.outcome(question_id, "no_answer",
+                          own_phone=again).status_code == 303
     assert lawyer.claim(question_id).status_code == 303
     api.fail_next(twilio_error(400, 21408, "Permission to send an SMS has not been enabled"))
     lawyer.sms(question_id, "Пенсию назначают в ЦОН.")

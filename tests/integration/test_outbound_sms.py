@@ -22,6 +22,7 @@ from hotline.config import Settings
 from hotline.outbound_sms import (
     MAX_SEND_AGE,
     RECONCILE_AFTER,
+    RECONCILE_LEASE,
     WAITING_FOR_MORNING,
     SmsRetry,
     make_twilio_client,
@@ -35,7 +36,7 @@ from storage.calls import touch_caller
 from storage.models import Caller, SmsMessage
 from storage.retention import pseudonym
 from tests.support import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, CALLER, Twilio, row_counts, runtime
-from tests.twilio_api import TwilioApi
+from tests.twilio_api import MESSAGE_RECORDS, TwilioApi
 
 HOTLINE_NUMBER = "+77000000000"
 STATUS_URL = f"{BASE_URL}/sms/status"
@@ -560,3 +561,26 @@ def test_asking_twilio_about_statuses_reads_only_the_messages_due(
         assert {(m.status_checks, m.status_check_at) for m in old} == {(8, None)}
     fetches = [r for r in api.requests if r.method == "GET" and "/Messages/SM" in r.path]
     assert len(fetches) == 1 + 300 * 3
+
+
+def test_a_round_that_twilio_cuts_short_loses_no_check(
+        rt: Runtime, db: Db, api: TwilioApi) -> None:
+    """Twilio answers 503 to the first question: the round ends, and neither message loses a
+    check (one at its last would never be asked again): both are asked once the claim's
+    lease has passed, and the undelivered one gets its status."""
+    first, last = queue(db, "Первый ответ"), queue(db, "Последний ответ")
+    send_sms(rt, first)
+    send_sms(rt, last)
+    for accepted in api.messages:
+        accepted.update(status="undelivered", error_code=30003)
+    with db() as session:
+        message = session.get(SmsMessage, last)
+        assert message is not None
+        message.status_checks = 7  # its last question is due
+    due = datetime.now(UTC) + RECONCILE_AFTER + timedelta(minutes=1)
+    api.fail_next(SERVER_ERROR, resource=MESSAGE_RECORDS)
+    assert reconcile_statuses(rt, due) == 0
+    assert reconcile_statuses(rt, due + timedelta(minutes=1)) == 0  # claimed: not yet
+    assert reconcile_statuses(rt, due + RECONCILE_LEASE + timedelta(seconds=1)) == 2
+    assert (load(db, first).status, load(db, last).status) == ("undelivered", "undelivered")
+    assert (load(db, first).status_checks, load(db, last).status_checks) == (1, 8)
