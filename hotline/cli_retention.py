@@ -99,10 +99,21 @@ def run_retention(rt: Runtime, *, dry_run: bool = False, now: datetime | None = 
     # The copies `hotline audio copy` left in the other store go too (none: nothing to do).
     leftovers = [other_audio_store(settings.audio_store, folder=settings.audio_dir,
                                    sessions=rt.sessions)]
+    stores = [rt.audio, *leftovers]
+    # Files an earlier run could not remove (or did not reach: stopped after a commit).
+    with unit_of_work(rt.sessions, read_only=True) as session:
+        left = store.files_to_remove(session)
+    store.remove_files(rt.sessions, left, stores, outcome)
     for batch in store.batches(todo, batch_size):
         with unit_of_work(rt.sessions) as session:
             store.apply(session, batch, audio=rt.audio, key=key, now=now, outcome=outcome,
                         leftovers=leftovers)
+        if batch.audio:
+            # After the commit: a batch that failed has removed no file its rows still name.
+            with unit_of_work(rt.sessions, read_only=True) as session:
+                pending = store.files_to_remove(
+                    session, [item.recording_id for item in batch.audio])
+            store.remove_files(rt.sessions, pending, stores, outcome)
     log.info("retention: %d audio files removed, %d recordings marked deleted, "
              "%d callers and %d numbers of no caller record pseudonymised",
              outcome.files_removed, outcome.recordings_deleted, outcome.callers_pseudonymised,

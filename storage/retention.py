@@ -21,10 +21,11 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import Exists, and_, delete, exists, func, or_, select, update
-from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
-from storage.audio_store import AudioStore, UnsafeAudioKey
+from storage.audio_store import AudioStore, FolderAudioStore, UnsafeAudioKey, check_key
+from storage.db import unit_of_work
 from storage.models import (
     CHANNEL_SMS,
     DOWNLOAD_DELETED,
@@ -211,42 +212,82 @@ def plan(session: Session, now: datetime, audio_days: int, phone_days: int) -> P
 
 def forget_audio(session: Session, item: AudioDue, audio: AudioStore, now: datetime,
                  outcome: Outcome, leftovers: Sequence[AudioStore] = ()) -> None:
-    """Remove one recording's audio (if any) from the store, and from each leftovers store (the
+    """Mark one recording's audio deleted, from the store and from each leftovers store (the
     other kind, which holds a copy after `hotline audio copy` switched the install over, kept
-    as the source), then mark the recording deleted.
+    as the source).
 
-    The row changes only once the audio is gone from all of them (or was gone already); audio
-    that cannot be deleted is noted in outcome.skipped with its question, and the row stays as
-    it was. A database store deletes the blob in session, so blob and row go together.
+    A database store deletes the blob in session, so blob and row go together. A file is
+    not deleted here: the row keeps its key (download_state deleted, file_path set: a file
+    to remove) and remove_files deletes the file after the batch's commit, then clears the
+    key. A batch that fails (a worker killed, the database gone) so leaves its rows and files
+    as they were (before, its files were gone and its rows said stored); a file that cannot
+    be deleted after the commit stays listed for the next run. A key leading out of the audio
+    folder is noted in outcome.skipped, and the row stays as it was.
     """
+    files = False
     if item.file_path:
         try:
-            removed = False
-            # Files first, the database's blob last: a file that cannot be deleted leaves the
-            # row and the blob as they were (the blob's delete would commit with the batch).
-            for store in sorted((audio, *leftovers), key=lambda s: s.kind == "database"):
-                removed = store.delete(item.file_path, session=session) or removed
+            for store in (audio, *leftovers):
+                if store.kind == "database":
+                    if store.delete(item.file_path, session=session):
+                        outcome.files_removed += 1
+                    continue
+                # UnsafeAudioKey now (a key leading out of the folder), not after the commit.
+                if isinstance(store, FolderAudioStore):
+                    store.path(item.file_path)
+                else:
+                    check_key(item.file_path)
+                files = True
         except UnsafeAudioKey:
             outcome.skipped.append(f"question #{item.question_id} (recording "
                                    f"{item.recording_id}): path outside the audio folder")
             return
-        except OSError as error:
-            # A directory, a permission, a disk error: this recording stays as it was (its
-            # row unchanged, so the next run tries again) and the others go on.
-            outcome.skipped.append(f"question #{item.question_id} (recording "
-                                   f"{item.recording_id}): the audio file could not be "
-                                   f"deleted ({type(error).__name__})")
-            return
-        if removed:
-            outcome.files_removed += 1
-        # Not removed: gone already; the recording is marked deleted all the same.
     session.execute(
         update(Recording)
         .where(Recording.id == item.recording_id)
-        .values(file_path=None, download_state=RECORDING_DELETED, updated_at=now,
+        .values(file_path=item.file_path if files else None,
+                download_state=RECORDING_DELETED, updated_at=now,
                 last_error=f"audio deleted by retention on {now.date().isoformat()}")
         .execution_options(synchronize_session=False))
     outcome.recordings_deleted += 1
+
+
+def files_to_remove(session: Session,
+                    recording_ids: Sequence[int] | None = None) -> list[tuple[int, str]]:
+    """Recordings marked deleted whose file is still to be removed (of recording_ids, when
+    given): (id, key)."""
+    query = (select(Recording.id, Recording.file_path)
+             .where(Recording.download_state == RECORDING_DELETED,
+                    Recording.file_path.is_not(None)))
+    if recording_ids is not None:
+        query = query.where(Recording.id.in_(list(recording_ids)))
+    return [(row.id, str(row.file_path)) for row in session.execute(query.order_by(Recording.id))]
+
+
+def remove_files(sessions: sessionmaker[Session], pending: Sequence[tuple[int, str]],
+                 stores: Sequence[AudioStore], outcome: Outcome) -> None:
+    """Delete the files of recordings marked deleted (forget_audio) from every store that
+    keeps files, then clear each one's key, a short transaction each; a file that cannot be
+    deleted (a permission, a directory in its place) is noted in outcome.skipped and stays
+    listed for the next run."""
+    folders = [store for store in stores if store.kind != "database"]
+    for recording_id, key in pending:
+        try:
+            removed = [store.delete(key) for store in folders]
+        except (OSError, UnsafeAudioKey) as error:
+            outcome.skipped.append(f"recording {recording_id}: the audio file could not be "
+                                   f"deleted ({type(error).__name__}); the next run tries "
+                                   "again")
+            continue
+        if any(removed):
+            outcome.files_removed += 1
+        with unit_of_work(sessions) as session:
+            session.execute(
+                update(Recording)
+                .where(Recording.id == recording_id,
+                       Recording.download_state == RECORDING_DELETED)
+                .values(file_path=None)
+                .execution_options(synchronize_session=False))
 
 
 def pseudonymise_caller(session: Session, caller_id: int, key: bytes, before: datetime,

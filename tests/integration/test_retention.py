@@ -264,26 +264,63 @@ def test_retention_deletes_the_copy_left_in_the_other_store(
         assert (f"2025/{name}.wav" in blobs) == (name not in gone), name
 
 
-def test_a_leftover_file_that_cannot_be_deleted_leaves_the_blob_and_the_row(
+def test_a_leftover_file_that_cannot_be_deleted_is_removed_by_a_later_run(
         app: Flask, db: Db, world: World, settings: Settings,
         make_app: Callable[[Settings], Flask], monkeypatch: pytest.MonkeyPatch) -> None:
     """On a database-store install whose old folder copy cannot be deleted (a permission):
-    the recording stays as it was, blob and row, for the next run, rather than the blob going
-    while the row says stored (and Twilio's copy, deleted only for rows marked deleted,
-    staying for ever)."""
+    the blobs go and the rows are marked deleted (so Twilio's copies go too), each keeping
+    its key while its file is there; the next run, the folder writable again, removes the
+    files and forgets the keys."""
     assert run_cli(app, ["audio", "copy", "--to", "database"]).exit_code == 0
+    database_app = make_app(settings.override(audio_store="database"))
+    with monkeypatch.context() as patch:
+        def refused(*_args: object, **_kwargs: object) -> bool:
+            raise PermissionError(13, "Permission denied")
 
-    def refused(*_args: object, **_kwargs: object) -> bool:
-        raise PermissionError(13, "Permission denied")
-
-    monkeypatch.setattr(FolderAudioStore, "delete", refused)
-    result = run_cli(make_app(settings.override(audio_store="database")), ["retention"])
-    assert "could not be deleted" in result.output
+        patch.setattr(FolderAudioStore, "delete", refused)
+        result = run_cli(database_app, ["retention"])
+    assert "could not be deleted" in result.output and "the next run tries again" in result.output
+    gone = ("a1", "a2", "b1", "c1")
     with db() as session:
         blobs = set(session.scalars(select(AudioBlob.key)))
-        states = {r.file_path: r.download_state for r in session.scalars(select(Recording))}
-    for name in ("a1", "a2", "b1", "c1"):
-        assert f"2025/{name}.wav" in blobs and states[f"2025/{name}.wav"] == "stored", name
+        states = {r.recording_sid: (r.file_path, r.download_state)
+                  for r in session.scalars(select(Recording))}
+    for name in gone:
+        assert f"2025/{name}.wav" not in blobs and world.files[name].exists(), name
+        assert states[f"RE{name}"] == (f"2025/{name}.wav", RECORDING_DELETED), name
+    again = run_cli(database_app, ["retention"])
+    assert again.exit_code == 0, again.output
+    assert "done: 4 files removed, 0 recordings marked deleted" in again.output
+    with db() as session:
+        states = {r.recording_sid: (r.file_path, r.download_state)
+                  for r in session.scalars(select(Recording))}
+    for name in gone:
+        assert not world.files[name].exists() and states[f"RE{name}"] == (None,
+                                                                         RECORDING_DELETED)
+
+
+def test_a_run_stopped_mid_batch_leaves_files_and_rows_as_they_were(
+        app: Flask, db: Db, world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker dies (here: an error) on the third recording of a batch: its transaction
+    rolls back, and no file has gone with it: every recording of the batch still says stored
+    and still has its file (the player does not offer audio that is not there), for the next
+    run."""
+    real = store.forget_audio
+    calls: list[int] = []
+
+    def dies_on_the_third(*args: Any, **kwargs: Any) -> None:
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("worker killed")
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "forget_audio", dies_on_the_third)
+    with pytest.raises(RuntimeError):
+        run_retention(runtime(app))
+    with db() as session:
+        states = {r.recording_sid: r.download_state for r in session.scalars(select(Recording))}
+    for name, path in world.files.items():
+        assert path.exists() and states[f"RE{name}"] == "stored", name
 
 
 def test_retention_never_touches_an_open_question(
@@ -454,26 +491,27 @@ def test_a_file_that_cannot_be_deleted_is_skipped_and_the_rest_goes_on(
     result = run_cli(app, ["retention"])
     assert result.exit_code == 1, result.output
     q = world.questions
-    assert "done: 2 files removed, 3 recordings marked deleted, 2 callers" in result.output
-    assert f"skipped question #{q['a2']} (recording " in result.output
-    assert "the audio file could not be deleted" in result.output
-    assert stuck.exists()
-    assert not world.files["a1"].exists() and not world.files["c1"].exists()
+    assert "done: 2 files removed, 4 recordings marked deleted, 2 callers" in result.output
     with db() as session:
         states = {name: session.scalars(select(Recording).where(
             Recording.question_id == q[name])).one() for name in ("a1", "a2", "b1", "c1")}
-        # Only the recording whose file is still there keeps its row as it was.
+        stuck_id = states["a2"].id
+        # The recording whose file is still there is marked deleted, and keeps its key until
+        # the file goes.
         assert (states["a2"].file_path, states["a2"].download_state) == ("2025/a2.wav",
-                                                                        "stored")
+                                                                        RECORDING_DELETED)
         for name in ("a1", "b1", "c1"):
             assert (states[name].file_path, states[name].download_state) == (
                 None, RECORDING_DELETED), name
         caller_d = session.get(Caller, world.callers["d"])
         assert caller_d is not None and is_pseudonym(caller_d.phone)
+    assert f"skipped recording {stuck_id}: the audio file could not be deleted" in result.output
+    assert stuck.exists()
+    assert not world.files["a1"].exists() and not world.files["c1"].exists()
     # The next night tries that one again, and only that one.
     again = run_cli(app, ["retention"])
     assert "done: 0 files removed, 0 recordings marked deleted, 0 callers" in again.output
-    assert f"skipped question #{q['a2']} (recording " in again.output
+    assert f"skipped recording {stuck_id}: the audio file could not be deleted" in again.output
 
 
 def test_a_caller_heard_from_between_planning_and_doing_keeps_the_number(
@@ -532,10 +570,13 @@ def test_retention_goes_in_batches_of_its_own_transactions(
     assert run.outcome is not None
     assert (run.outcome.recordings_deleted, run.outcome.callers_pseudonymised) == (4, 5)
     assert batches == [(2, 0), (2, 0), (0, 2), (0, 2), (0, 1)]
-    # A read-only transaction for the plan, then one transaction for each batch; then the
-    # Twilio step's: a read-only one to find the recordings, one for each (these sids are not
-    # Twilio's: no copy there to delete, only noted).
-    assert units == [True] + [False] * 5 + [True] + [False] * 4
+    # A read-only transaction for the plan, one for the files an earlier run left, then one
+    # transaction for each batch, and after each with recordings a read-only one for the
+    # files to remove (each file's key is then forgotten in a transaction of the store's);
+    # then the Twilio step's: a read-only one to find the recordings, one for each (these
+    # sids are not Twilio's: no copy there to delete, only noted).
+    assert units == ([True, True] + [False, True] * 2 + [False] * 3 + [True]
+                     + [False] * 4)
     assert run.twilio is not None and (run.twilio.deleted, run.twilio.failed) == (0, 0)
     key = runtime(app).settings.ensure_secret_key().encode()
     with db() as session:
@@ -569,6 +610,9 @@ def test_a_batch_checks_its_recordings_again(app: Flask, db: Db, world: World) -
                         key=settings_now.ensure_secret_key().encode(), now=utcnow(),
                         outcome=outcome)
     assert (outcome.recordings_deleted, outcome.callers_pseudonymised) == (3, 2)
+    with db() as session:  # the files go after the batches' commits
+        pending = store.files_to_remove(session)
+    store.remove_files(runtime(app).sessions, pending, [runtime(app).audio], outcome)
     assert world.files["a1"].exists() and not world.files["a2"].exists()
 
 
