@@ -226,22 +226,24 @@ def forget_audio(session: Session, item: AudioDue, audio: AudioStore, now: datet
     """
     files = False
     if item.file_path:
+        stores = (audio, *leftovers)
         try:
-            for store in (audio, *leftovers):
-                if store.kind == "database":
-                    if store.delete(item.file_path, session=session):
-                        outcome.files_removed += 1
-                    continue
-                # UnsafeAudioKey now (a key leading out of the folder), not after the commit.
+            # Every key checked first (UnsafeAudioKey: a key leading out of the folder), so
+            # that no blob is deleted in this batch for a row left as it was.
+            for store in stores:
                 if isinstance(store, FolderAudioStore):
                     store.path(item.file_path)
                 else:
                     check_key(item.file_path)
-                files = True
         except UnsafeAudioKey:
             outcome.skipped.append(f"question #{item.question_id} (recording "
                                    f"{item.recording_id}): path outside the audio folder")
             return
+        for store in stores:
+            if store.kind != "database":
+                files = True
+            elif store.delete(item.file_path, session=session):
+                outcome.files_removed += 1
     session.execute(
         update(Recording)
         .where(Recording.id == item.recording_id)
