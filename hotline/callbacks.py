@@ -73,7 +73,7 @@ from flows.segments import segments
 from hotline import auth, jobs
 from hotline.auth import Account, client_address
 from hotline.config import LOCAL_TIME, Settings
-from hotline.outbound_sms import close_twilio_client, make_twilio_client
+from hotline.outbound_sms import WAITING_FOR_MORNING, close_twilio_client, make_twilio_client
 from hotline.receipts import can_take_sms, resident_language
 from hotline.twilio_glue import CALL_SID, external_url, form_int, form_sid, twilio_webhook
 from hotline.twilio_glue import runtime as twilio_runtime
@@ -103,6 +103,7 @@ from storage.models import (
     SMS_FINAL_STATUSES,
     SMS_GAVE_UP,
     SMS_IN,
+    SMS_QUEUED,
     CallbackAttempt,
     Question,
     SmsMessage,
@@ -363,6 +364,10 @@ def _sms_status(message: SmsMessage) -> tuple[str, str, str | None]:
         "replied": (_("sent as an automatic reply"), "ok"),
         "canceled": (_("cancelled"), "bad"),
     }.get(message.status, (_("waiting to be sent"), "wait"))
+    if message.status == SMS_QUEUED and message.error_message == WAITING_FOR_MORNING:
+        # Its sending failed in the evening and was tried again after the calling hours
+        # (hotline.outbound_sms._late): the lawyer is told why it has not gone yet.
+        words = _("waiting for the calling hours: it goes in the morning")
     text = str(words)
     detail: str | None = None
     if message.error_code is not None:

@@ -25,6 +25,7 @@ from flows.content import DEFAULT_CONTENT_DIR, ContentError, load_content
 from flows.segments import segments
 from hotline import callbacks
 from hotline.config import ConfigError, Settings
+from hotline.outbound_sms import WAITING_FOR_MORNING
 from storage import audit
 from storage.callbacks import close_question, next_callback_time, retry_delay
 from storage.calls import touch_caller
@@ -1466,6 +1467,20 @@ def test_the_panel_shows_what_the_resident_wrote(db: Db, lawyer: Consultant,
     assert lawyer.browser.get(f"/questions/{other}/callback-panel",
                               headers={"HX-Request": "true"}).status_code == 200
     assert [e.question_id for e in events(db, audit.OPENED)] == [question_id, other]
+
+
+def test_an_answer_held_for_the_morning_says_so(db: Db, lawyer: Consultant,
+                                                question_id: int) -> None:
+    """An SMS answer whose sending failed in the evening and was tried again after the
+    calling hours waits for the morning (hotline.outbound_sms._late): the lawyer reads that,
+    not a bare "waiting to be sent" for the whole night."""
+    with db() as session:
+        caller = session.scalars(select(Caller)).one()
+        session.add(SmsMessage(direction="out", phone=CALLER, body="Ответ юриста",
+                               caller_id=caller.id, question_id=question_id, status="queued",
+                               error_message=WAITING_FOR_MORNING))
+    thread = section(lawyer.panel(question_id), "sms-thread")
+    assert "waiting for the calling hours: it goes in the morning" in thread
 
 
 # -- logged out -------------------------------------------------------------------------------
