@@ -269,10 +269,11 @@ def files_to_remove(session: Session,
 def remove_files(sessions: sessionmaker[Session], pending: Sequence[tuple[int, str]],
                  stores: Sequence[AudioStore], outcome: Outcome) -> None:
     """Delete the files of recordings marked deleted (forget_audio) from every store that
-    keeps files, then clear each one's key, a short transaction each; a file that cannot be
-    deleted (a permission, a directory in its place) is noted in outcome.skipped and stays
-    listed for the next run."""
+    keeps files, then clear the keys of those gone, in one short transaction; a file that
+    cannot be deleted (a permission, a directory in its place) is noted in outcome.skipped
+    and stays listed for the next run."""
     folders = [store for store in stores if store.kind != "database"]
+    gone: list[int] = []
     for recording_id, key in pending:
         try:
             removed = [store.delete(key) for store in folders]
@@ -283,11 +284,12 @@ def remove_files(sessions: sessionmaker[Session], pending: Sequence[tuple[int, s
             continue
         if any(removed):
             outcome.files_removed += 1
+        gone.append(recording_id)
+    if gone:
         with unit_of_work(sessions) as session:
             session.execute(
                 update(Recording)
-                .where(Recording.id == recording_id,
-                       Recording.download_state == RECORDING_DELETED)
+                .where(Recording.id.in_(gone), Recording.download_state == RECORDING_DELETED)
                 .values(file_path=None)
                 .execution_options(synchronize_session=False))
 
