@@ -901,10 +901,9 @@ def test_an_unticked_question_stays_with_the_lawyer(db: Db, lawyer: Consultant) 
     assert [event.question_id for event in events(db, audit.OUTCOME)] == [first]
 
 
-def one_at_its_last_try(app: Flask, db: Db, lawyer: Consultant,
-                        last: int) -> tuple[int, int]:
-    """Two questions of one resident, both held by the lawyer, with 3 attempts allowed; the
-    first (last=0) or the second (last=1) has had two failed tries already."""
+def one_try_left(app: Flask, db: Db, last: int = 0) -> tuple[int, int]:
+    """Two questions of one resident, 3 attempts allowed; the first (last=0) or the second
+    (last=1) has had two failed tries already."""
     rt = app.extensions["hotline"]
     rt.settings = rt.settings.override(callback_attempts=3)
     pair = make_question(db), make_question(db)
@@ -912,6 +911,14 @@ def one_at_its_last_try(app: Flask, db: Db, lawyer: Consultant,
         question = session.get(Question, pair[last])
         assert question is not None
         question.callback_attempts = 2
+    return pair
+
+
+def one_at_its_last_try(app: Flask, db: Db, lawyer: Consultant,
+                        last: int) -> tuple[int, int]:
+    """Two questions of one resident, both held by the lawyer, with 3 attempts allowed; the
+    first (last=0) or the second (last=1) has had two failed tries already."""
+    pair = one_try_left(app, db, last)
     for question_id in pair:
         assert lawyer.claim(question_id).status_code == 303
     return pair
@@ -979,13 +986,7 @@ def test_no_we_gave_up_sms_while_an_unticked_question_will_be_called(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The resident's other question waits for its retry but is not ticked on the form: the
     last failure of this one sends no "we gave up" SMS, and the other's last one sends one."""
-    rt = app.extensions["hotline"]
-    rt.settings = rt.settings.override(callback_attempts=3)
-    first, second = make_question(db), make_question(db)
-    with db() as session:
-        question = session.get(Question, first)
-        assert question is not None
-        question.callback_attempts = 2
+    first, second = one_try_left(app, db)
     no_answer_at(monkeypatch, lawyer, second, datetime(FUTURE, 3, 2, 10, 0, tzinfo=ALMATY))
     no_answer_at(monkeypatch, lawyer, first, datetime(FUTURE, 3, 2, 11, 0, tzinfo=ALMATY))
     assert load_question(db, first).status == "closed"
@@ -1004,13 +1005,7 @@ def held_back_we_tried_sms(app: Flask, db: Db, lawyer: Consultant,
                            monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
     """An elderly resident called twice: the last try on the first question fails while the
     second (a silent recording) waits, so the "we tried" SMS is held back; (first, second)."""
-    rt = app.extensions["hotline"]
-    rt.settings = rt.settings.override(callback_attempts=3)
-    first, second = make_question(db), make_question(db)
-    with db() as session:
-        question = session.get(Question, first)
-        assert question is not None
-        question.callback_attempts = 2
+    first, second = one_try_left(app, db)
     no_answer_at(monkeypatch, lawyer, first, datetime(FUTURE, 3, 2, 11, 0, tzinfo=ALMATY))
     assert "will be tried again" in lawyer.notices()
     return first, second
