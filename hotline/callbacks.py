@@ -758,7 +758,7 @@ def _policy(settings: Settings) -> store.RetryPolicy:
 def queue_gave_up_sms(db: Session, gave_up: Question, question_id: int, user_id: int,
                       now: datetime) -> tuple[int | None, str | None]:
     """Queue the SMS after the last failed attempt (gave_up's, about question_id) to the
-    resident, in their language, written in the audit log; send it with _enqueue_sms after the
+    resident, in their language, written in the audit log; send it with enqueue_sms after the
     commit. (message id, None), or (None, why none can go: no_phone, landline, opted_out)."""
     caller = gave_up.caller
     if caller is None:
@@ -782,17 +782,11 @@ def send_owed_gave_up_sms(db: Session, closed: Question, user_id: int,
     """A question of the resident was closed without a conversation (a quick close) and none
     stays open: the "we tried to call you" SMS held back for it at another question's last
     failed try (storage.callbacks.gave_up_sms_owed) is queued now; its message id, to send
-    with _enqueue_sms after the commit (None: nothing owed, or it cannot be sent)."""
+    with enqueue_sms after the commit (None: nothing owed, or it cannot be sent)."""
     owed = store.gave_up_sms_owed(db, closed)
     if owed is None:
         return None
     return queue_gave_up_sms(db, owed, owed.id, user_id, now)[0]
-
-
-def enqueue_sms(message_id: int | None) -> None:
-    """Hand a queued SMS to the jobs, after the commit (None: nothing to send)."""
-    if message_id is not None:
-        _enqueue_sms(message_id)
 
 
 def _final_sms_text(question: Question, settings: Settings) -> tuple[str, str]:
@@ -957,8 +951,7 @@ def outcome(question_id: int) -> ResponseReturnValue:
         elif gave_up:
             sms_id, sms_refused = queue_gave_up_sms(db, gave_up[0], question_id, account.id,
                                                     now)
-    if sms_id is not None:
-        _enqueue_sms(sms_id)
+    enqueue_sms(sms_id)
     flash(_outcome_notice(question_id, result, settings, sms_refused), "notice")
     if others:
         flash(_("The same outcome was written for the resident's other questions: "
@@ -1019,8 +1012,11 @@ def _outcome_notice(question_id: int, result: store.OutcomeResult, settings: Set
                   id=question_id))
 
 
-def _enqueue_sms(message_id: int) -> None:
-    # After the commit, so the worker finds the row; if the queue is down the sweep sends it.
+def enqueue_sms(message_id: int | None) -> None:
+    """Hand a queued SMS to the jobs (None: nothing to send). After the commit, so the worker
+    finds the row; if the queue is down the sweep sends it."""
+    if message_id is None:
+        return
     try:
         jobs.send_sms_job(message_id)
     except Exception:  # noqa: BLE001 - any queue failure; the sweep recovers
@@ -1079,7 +1075,7 @@ def sms_answer(question_id: int) -> ResponseReturnValue:
         audit.record(db, account.id, audit.SMS_SENT, question_id, ip=request.remote_addr,
                      message_id=message.id, segments=parts.parts, encoding=parts.encoding)
         message_id = message.id
-    _enqueue_sms(message_id)
+    enqueue_sms(message_id)
     flash(_("Your SMS is on its way; its delivery status shows below."), "notice")
     return _back(question_id, "#sms-answer")
 
